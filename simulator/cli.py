@@ -1,0 +1,135 @@
+"""The ``moesim`` command line. Sub-commands register on the typer app; input errors print one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from simulator.schedules import ScheduleError
+from workloads.errors import ScenarioError
+from workloads.loader import load_scenario
+from workloads.presets import preset_names, preset_text
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="moesim: a discrete-event simulator of large mixture-of-experts training clusters.")
+presets_app = typer.Typer(no_args_is_help=True, help="List and show the built-in scenario presets.")
+app.add_typer(presets_app, name="presets")
+
+console = Console()
+INPUT_ERRORS = (ScenarioError, ScheduleError)
+
+SCENARIO_ARG = typer.Argument(None, help="Scenario file (YAML or JSON). Default: the preset.")
+PRESET_OPT = typer.Option(None, "--preset", "-p", help="Built-in preset name (default deepseek-v3-h800).")
+SET_OPT = typer.Option(None, "--set", "-s", help="Override a field: --set parallelism.pp=8 (repeatable).")
+JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON.")
+PROFILE_OPT = typer.Option(None, "--profile", help="Calibration profile: built-in name (h800) or a JSON file.")
+
+
+def fail(message: str) -> None:
+    """Print one error line and exit 2."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRESET_OPT,
+             set_: Optional[list[str]] = SET_OPT, as_json: bool = JSON_OPT,
+             profile: Optional[str] = PROFILE_OPT) -> None:
+    """Simulate one training step and report step time, throughput, MFU, per-stage breakdown and memory."""
+    from calibration.profile import load_profile
+    from simulator.simulate import simulate as run_simulation
+
+    try:
+        sc = load_scenario(scenario, preset, set_ or [])
+        prof = load_profile(profile)
+        result = run_simulation(sc, prof)
+    except INPUT_ERRORS as err:
+        fail(str(err))
+    except (OSError, ValueError, KeyError) as err:  # an unreadable or invalid profile file
+        fail(f"--profile {profile}: {err}".splitlines()[0])
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=1))
+        return
+    print_result(result, sc)
+
+
+def print_result(result, scenario) -> None:
+    par = scenario.parallelism
+    console.print(f"[bold]{scenario.model.name}[/] on {result.gpus} × {scenario.cluster.gpu.name} — "
+                  f"schedule {result.schedule}, dp{par.dp} tp{par.tp} pp{par.pp} ep{par.ep} cp{par.cp}, "
+                  f"{result.micro_batches} micro-batches of {par.micro_batch_size}×{par.seq_len} tokens")
+    head = Table(show_header=False, box=None, pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column(justify="right")
+    rows = [
+        ("step time", f"{result.step_time_s:.3f} s"),
+        ("tokens / s", f"{result.tokens_per_s:,.0f}"),
+        ("TFLOPS / GPU (causal | non-causal)",
+         f"{result.tflops_per_gpu_causal:.1f} | {result.tflops_per_gpu_noncausal:.1f}"),
+        ("MFU vs BF16 peak (causal | non-causal)", f"{result.mfu_causal:.1%} | {result.mfu_noncausal:.1%}"),
+        ("GPU-hours per trillion tokens", f"{result.gpu_hours_per_trillion_tokens:,.0f}"),
+        (f"days for {scenario.training.tokens / 1e12:g}T tokens", f"{result.training_days:.1f}"),
+        ("peak memory (max over stages)",
+         f"{max(s.peak_memory_gb for s in result.stages):.1f} of {result.hbm_gb:g} GB"
+         + ("" if result.fits_in_memory else "  [red]DOES NOT FIT[/]")),
+        ("simulated in", f"{result.sim_wall_s:.2f} s ({result.events:,} events)"),
+    ]
+    for name, value in rows:
+        head.add_row(name, value)
+    console.print(head)
+    table = Table(title="per pipeline stage (seconds per step; memory in GB)", title_justify="left")
+    for col in ("stage", "forward", "bwd input", "bwd weight", "exposed comm", "bubble", "optimizer",
+                "in flight", "memory"):
+        table.add_column(col, justify="right")
+    for i, s in enumerate(result.stages):
+        table.add_row(str(i), f"{s.forward_s:.3f}", f"{s.backward_input_s:.3f}", f"{s.backward_weight_s:.3f}",
+                      f"{s.exposed_comm_s:.3f}", f"{s.bubble_s:.3f}", f"{s.optimizer_s:.4f}",
+                      str(s.peak_inflight), f"{s.peak_memory_gb:.1f}")
+    console.print(table)
+    for note in result.cost_model_notes:
+        console.print(f"[dim]note: {note}[/]", highlight=False)
+
+
+@presets_app.command("list")
+def presets_list(as_json: bool = JSON_OPT) -> None:
+    """List the built-in presets with their GPU count and description."""
+    rows = []
+    for name in preset_names():
+        sc = load_scenario(preset=name)
+        rows.append({"name": name, "gpus": sc.cluster.gpus, "model": sc.model.name, "description": sc.description})
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    table = Table("preset", "GPUs", "model", "description")
+    for row in rows:
+        table.add_row(row["name"], str(row["gpus"]), row["model"], row["description"])
+    console.print(table)
+
+
+@presets_app.command("show")
+def presets_show(name: str, as_json: bool = JSON_OPT) -> None:
+    """Print a preset's YAML (or the validated scenario as JSON)."""
+    try:
+        if as_json:
+            print(load_scenario(preset=name).model_dump_json(indent=1))
+        else:
+            print(preset_text(name), end="")
+    except INPUT_ERRORS as err:
+        fail(str(err))
+
+
+def main() -> None:
+    try:
+        app()
+    except INPUT_ERRORS as err:  # raised outside a command's own handling
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

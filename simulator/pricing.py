@@ -1,0 +1,72 @@
+"""Price a stage's chunks: each component becomes a :class:`Segment` (stream, seconds) for the engine.
+
+Compute ops are priced by the cost model on the SMs left after communication takes its reserved share
+(``training.comm_sms``); communication ops by the network model. Neighbouring components on the same
+stream merge into one segment, so the engine schedules few, coarse events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from calibration.cost_model import CostModel
+from workloads.model import StageWork
+from workloads.ops import Chunk, Phase, Stream
+from workloads.scenario import Scenario
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A run of ops on one stream of one GPU; ``name`` lists its components (e.g. ``ATTN3+MLP3``)."""
+
+    name: str
+    stream: Stream
+    duration_s: float
+    phase: Phase
+
+
+@dataclass(frozen=True)
+class StagePrice:
+    """Per phase, the ordered segments of one chunk of this stage; ``flops`` as counted for MFU."""
+
+    segments: dict[Phase, tuple[Segment, ...]]
+    model_flops: float
+    model_flops_noncausal: float
+    activation_bytes: float
+
+    def phase_time_s(self, phase: Phase, stream: Stream | None = None) -> float:
+        return sum(s.duration_s for s in self.segments[phase] if stream is None or s.stream is stream)
+
+
+class Pricer:
+    """Prices chunks for one scenario with a cost model (compute) and a network model (comm)."""
+
+    def __init__(self, scenario: Scenario, cost_model: CostModel, network):
+        self.cost_model = cost_model
+        self.network = network
+        self.compute_sms = scenario.cluster.gpu.sms - scenario.training.comm_sms
+
+    def op_time_s(self, op) -> float:
+        if op.comm is not None:
+            return self.network.comm_time_s(op.comm)
+        return self.cost_model.op_time_s(op, self.compute_sms)
+
+    def chunk_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
+        segments: list[Segment] = []
+        for component in chunk.components:
+            if not component.ops:
+                continue
+            seconds = sum(self.op_time_s(op) for op in component.ops)
+            label = f"{component.name}{component.layer}" if component.layer >= 0 else component.name
+            if segments and segments[-1].stream is component.stream:
+                last = segments[-1]
+                segments[-1] = Segment(f"{last.name}+{label}", last.stream, last.duration_s + seconds, chunk.phase)
+            else:
+                segments.append(Segment(label, component.stream, seconds, chunk.phase))
+        return tuple(segments)
+
+    def price_stage(self, stage: StageWork) -> StagePrice:
+        segments = {phase: self.chunk_segments(stage.chunk(phase)) for phase in Phase}
+        ops = [op for phase in Phase for op in stage.chunk(phase).ops()]
+        return StagePrice(segments, sum(o.model_flops for o in ops), sum(o.model_flops_noncausal for o in ops),
+                          stage.forward.activation_bytes)

@@ -1,0 +1,50 @@
+"""GPipe and 1F1B (PipeDream-Flush): the textbook synchronous pipeline schedules."""
+
+from __future__ import annotations
+
+from simulator.schedules import register
+from simulator.schedules.base import Schedule, Step
+from workloads.ops import Phase
+
+
+@register
+class GPipe(Schedule):
+    """All forwards, then all backwards (in reverse micro-batch order). Bubble (p−1)/(m+p−1) of the step."""
+
+    name = "gpipe"
+
+    def programs(self) -> list[list[Step]]:
+        programs = []
+        for rank in range(self.pp):
+            steps = [Step(mb, rank, Phase.F) for mb in range(self.micro_batches)]
+            for mb in reversed(range(self.micro_batches)):
+                steps += self.backward_steps(mb, rank)
+            programs.append(steps)
+        return programs
+
+
+@register
+class OneFOneB(Schedule):
+    """1F1B: pp−rank−1 warm-up forwards, then one forward / one backward, then the cool-down backwards.
+
+    Same bubble as GPipe, but at most pp − rank micro-batches in flight on rank ``rank``.
+    """
+
+    name = "1f1b"
+
+    def programs(self) -> list[list[Step]]:
+        programs = []
+        m = self.micro_batches
+        for rank in range(self.pp):
+            warmup = min(self.pp - rank - 1, m)
+            steps = [Step(mb, rank, Phase.F) for mb in range(warmup)]
+            backward = 0
+            for mb in range(warmup, m):
+                steps.append(Step(mb, rank, Phase.F))
+                steps += self.backward_steps(backward, rank)
+                backward += 1
+            while backward < m:
+                steps += self.backward_steps(backward, rank)
+                backward += 1
+            programs.append(steps)
+        return programs

@@ -1,0 +1,32 @@
+"""Shared fixtures: scenarios built from presets with overrides, and a CLI runner."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from workloads.loader import load_scenario
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def tiny_dense(**overrides):
+    """A small dense model on 4 GPUs (pp=4) that simulates in milliseconds."""
+    sets = {
+        "cluster.gpus": 4, "cluster.gpu": "h100", "model.moe": None, "model.layers": 8, "model.hidden": 1024,
+        "model.vocab": 32000, "model.ffn_intermediate": 4096, "model.mtp_depth": 0,
+        "model.attention": {"kind": "gqa", "heads": 8, "kv_heads": 2, "head_dim": 128},
+        "parallelism.dp": 1, "parallelism.tp": 1, "parallelism.pp": 4, "parallelism.ep": 1,
+        "parallelism.stage_layers": None, "parallelism.global_batch": 8, "parallelism.seq_len": 1024,
+        "schedule": "1f1b",
+    }
+    sets.update(overrides)
+    return load_scenario(preset="mixtral-8x7b-h100", overrides=[f"{k}={_yaml(v)}" for k, v in sets.items()])
+
+
+def _yaml(value) -> str:
+    import json
+    return json.dumps(value) if isinstance(value, (dict, list)) or value is None else str(value)

@@ -1,0 +1,83 @@
+"""Parameter counts and FLOPs per token against figures derived here from the published shapes."""
+
+from __future__ import annotations
+
+import pytest
+
+from workloads.loader import load_scenario
+from workloads.model import build_stages, parameter_counts
+from workloads.ops import Kind, Phase
+
+
+def test_deepseek_v3_parameter_counts():
+    counts = parameter_counts(load_scenario().model)
+    assert counts.total == pytest.approx(671e9, rel=0.01)
+    # "37B activated" is rounded to the billion: the shapes give 36.6B (embedding lookup excluded).
+    assert 36.5e9 <= counts.activated < 37.5e9
+    assert counts.mtp == pytest.approx(11.5e9, rel=0.02)  # "MTP module adds 11.5B unique"
+
+
+def test_llama3_405b_parameter_count():
+    counts = parameter_counts(load_scenario(preset="llama3-405b-h100").model)
+    assert counts.total == pytest.approx(405e9, rel=0.01)
+    assert counts.activated == pytest.approx(counts.total - 128256 * 16384, rel=1e-9)
+
+
+def test_mixtral_counts_match_the_paper():
+    counts = parameter_counts(load_scenario(preset="mixtral-8x7b-h100").model)
+    assert counts.total == pytest.approx(46.7e9, rel=0.01)
+    assert counts.activated == pytest.approx(12.9e9, rel=0.02)
+
+
+def forward_model_flops(scenario) -> float:
+    """Forward model FLOPs of one micro-batch summed over every stage and every GPU of one replica."""
+    par = scenario.parallelism
+    per_gpu = sum(op.model_flops for st in build_stages(scenario) for op in st.forward.ops())
+    return per_gpu * par.tp * par.cp
+
+
+def test_deepseek_flops_per_token_match_a_derivation():
+    s = load_scenario()
+    h, s_len, layers = 7168, 4096, 61
+    # Matmul FLOPs per token, forward: 2 × the parameters a token multiplies by.
+    mla = 7168 * (1536 + 512 + 64) + 1536 * 128 * 192 + 512 * 128 * 256 + 128 * 128 * 7168
+    dense_ffn = 3 * h * 18432
+    moe = 9 * 3 * h * 2048 + 256 * h  # 8 routed + 1 shared expert, plus the gate
+    head = 129280 * h
+    mtp = mla + moe + 2 * h * h + head  # one MTP block, its projection, and the shared head again
+    matmul = 2 * (layers * mla + 3 * dense_ffn + 58 * moe + head + mtp)
+    # Core attention, causal: per layer 2·heads·(d_qk + d_v)·s(s+1)/2 over s tokens.
+    attention = 2 * 128 * (192 + 128) * (s_len * (s_len + 1) / 2) / s_len * (layers + 1)
+    expected = (matmul + attention) * s_len
+    assert forward_model_flops(s) == pytest.approx(expected, rel=1e-6)
+
+
+def test_llama_flops_per_token_match_6n_plus_attention():
+    s = load_scenario(preset="llama3-405b-h100")
+    h, seq, layers = 16384, 8192, 126
+    per_layer = 2 * (h * (128 + 16) * 128 + 128 * 128 * h + 3 * h * 53248)
+    attention = 2 * 128 * 256 * (seq * (seq + 1) / 2) / seq
+    expected = (layers * (per_layer + attention) + 2 * 128256 * h) * seq
+    assert forward_model_flops(s) == pytest.approx(expected, rel=1e-6)
+
+
+def test_chunks_have_the_dualpipe_components_in_order():
+    stage = build_stages(load_scenario())[1]
+    names = [c.name for c in stage.forward.components[:4]]
+    assert names == ["ATTN", "DISPATCH", "MLP", "COMBINE"]
+    backward = [c.name for c in stage.backward.components[:4]]
+    assert backward == ["COMBINE", "MLP", "DISPATCH", "ATTN"]
+    dispatch = stage.forward.components[1].ops[0]
+    assert dispatch.kind is Kind.COMM and dispatch.comm.element_bytes == pytest.approx(1 + 4 / 128)
+    combine = stage.forward.components[3].ops[0]
+    assert combine.comm.element_bytes == 2
+
+
+def test_backward_executes_more_flops_than_it_counts_when_recomputing():
+    stage = build_stages(load_scenario())[1]
+    executed = sum(op.flops for op in stage.backward.ops())
+    counted = sum(op.model_flops for op in stage.backward.ops())
+    assert executed > counted  # MLA up-projections recomputed, attention backward at 2.5× forward
+    recomputed = [op for op in stage.backward.ops() if op.recompute]
+    assert {op.name.split(".")[0] for op in recomputed} >= {"q_b", "kv_b", "attn_norm"}
+    assert all(op.phase is Phase.B for op in recomputed)

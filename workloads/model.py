@@ -1,0 +1,196 @@
+"""A scenario's model, cut into pipeline stages: per-stage chunks of ops, parameter counts and model FLOPs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workloads.layers import LayerBuilder, LayerOps
+from workloads.ops import Chunk, Component, Phase
+from workloads.scenario import Model, Scenario
+
+
+@dataclass
+class StageWork:
+    """One pipeline stage (a virtual stage when virtual_stages > 1): its chunks for one micro-batch.
+
+    ``dense_params`` and ``expert_params`` are held per GPU (after tp and ep sharding).
+    """
+
+    stage: int
+    layers: list[int]
+    forward: Chunk
+    backward: Chunk
+    weight: Chunk
+    dense_params: float = 0.0
+    expert_params: float = 0.0
+
+    def chunk(self, phase: Phase) -> Chunk:
+        return {Phase.F: self.forward, Phase.B: self.backward, Phase.W: self.weight}[phase]
+
+
+def stage_layer_ranges(scenario: Scenario) -> list[list[int]]:
+    """Transformer-layer indices of each stage, in model order."""
+    ranges, start = [], 0
+    for count in scenario.layers_per_stage():
+        ranges.append(list(range(start, start + count)))
+        start += count
+    return ranges
+
+
+def is_moe_layer(model: Model, layer: int) -> bool:
+    """MTP blocks (index ≥ layers) are MoE blocks too in an MoE model."""
+    return model.moe is not None and layer >= model.moe.first_dense_layers
+
+
+def build_stages(scenario: Scenario) -> list[StageWork]:
+    """Expand the scenario into per-stage F/B/W chunks of one micro-batch on one GPU."""
+    builder = LayerBuilder(scenario)
+    model = scenario.model
+    ranges = stage_layer_ranges(scenario)
+    last = len(ranges) - 1
+    stages = []
+    for index, layers in enumerate(ranges):
+        parts: list[LayerOps] = []
+        if index == 0:
+            ops = LayerOps(-1)
+            builder.embedding(ops)
+            parts.append(ops)
+        for layer in layers:
+            parts.append(_transformer_layer(builder, model, layer))
+        if index == last:
+            for depth in range(model.mtp_depth):
+                mtp_layer = model.layers + depth
+                ops = LayerOps(mtp_layer)
+                builder.mtp_projection(ops)
+                parts.append(ops)
+                parts.append(_transformer_layer(builder, model, mtp_layer))
+                head = LayerOps(mtp_layer)
+                builder.head(head)
+                parts.append(head)
+            ops = LayerOps(model.layers + model.mtp_depth)
+            builder.head(ops)
+            parts.append(ops)
+        dense, expert = stage_parameters(scenario, layers, first=index == 0, last=index == last)
+        stages.append(StageWork(index, layers, *_chunks(index, parts), dense, expert))
+    return stages
+
+
+def _transformer_layer(builder: LayerBuilder, model: Model, layer: int) -> LayerOps:
+    ops = LayerOps(layer)
+    builder.attention(ops)
+    if is_moe_layer(model, layer):
+        builder.moe(ops)
+    else:
+        builder.dense_ffn(ops)
+    return ops
+
+
+def _chunks(stage: int, parts: list[LayerOps]) -> tuple[Chunk, Chunk, Chunk]:
+    forward = [c for p in parts for c in p.forward]
+    # Backward runs the layers in reverse, and each layer's components in reverse.
+    backward = [c for p in reversed(parts) for c in reversed(p.backward)]
+    weight = [c for p in reversed(parts) for c in reversed(p.weight)]
+    saved = sum(p.saved_bytes for p in parts)
+    return (Chunk(stage, Phase.F, forward, activation_bytes=saved),
+            Chunk(stage, Phase.B, _merge(backward)), Chunk(stage, Phase.W, _merge(weight)))
+
+
+def _merge(components: list[Component]) -> list[Component]:
+    """Join neighbouring components of the same name and layer (a layer's W ops into one run)."""
+    merged: list[Component] = []
+    for c in components:
+        if merged and merged[-1].name == c.name and merged[-1].layer == c.layer:
+            merged[-1].ops.extend(c.ops)
+        else:
+            merged.append(Component(c.name, c.layer, c.phase, list(c.ops)))
+    return merged
+
+
+# --- parameters -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ParameterCounts:
+    """Whole-model parameter counts (not sharded)."""
+
+    total: float  # every parameter of the main model (MTP excluded)
+    # Those one token computes with: attention, dense FFNs, top_k routed + shared experts per MoE layer, the
+    # head; not the embedding table, which is a lookup (DeepSeek's 37B and V2-Lite's 2.4B are counted so).
+    activated: float
+    mtp: float  # unique parameters of the MTP modules (embedding and head are shared)
+    per_layer: dict[str, float] = field(default_factory=dict)
+
+
+def attention_params(model: Model) -> float:
+    att, h = model.attention, model.hidden
+    if att.kind == "mla":
+        dqk = att.qk_nope_head_dim + att.qk_rope_head_dim
+        q = (h * att.q_lora_rank + att.q_lora_rank * att.heads * dqk + att.q_lora_rank) if att.q_lora_rank \
+            else h * att.heads * dqk
+        kv = h * (att.kv_lora_rank + att.qk_rope_head_dim) + att.kv_lora_rank
+        kv += att.kv_lora_rank * att.heads * (att.qk_nope_head_dim + att.v_head_dim)
+        return q + kv + att.heads * att.v_head_dim * h + h  # + o_proj + attention norm
+    kv_heads = att.kv_heads if att.kind == "gqa" else att.heads
+    return h * (att.heads + 2 * kv_heads) * att.head_dim + att.heads * att.head_dim * h + h
+
+
+def ffn_params(hidden: int, inter: int) -> float:
+    return 3.0 * hidden * inter
+
+
+def moe_params(model: Model) -> tuple[float, float]:
+    """(routed-expert parameters, the rest of the MoE block: shared experts, gate, norm) of one MoE layer."""
+    moe, h = model.moe, model.hidden
+    routed = moe.routed_experts * ffn_params(h, moe.expert_intermediate)
+    shared = moe.shared_experts * ffn_params(h, moe.shared_intermediate or moe.expert_intermediate)
+    return routed, shared + moe.routed_experts * h + h
+
+
+def parameter_counts(model: Model) -> ParameterCounts:
+    h = model.hidden
+    attn = attention_params(model)
+    dense_ffn = ffn_params(h, model.ffn_intermediate) + h
+    embed = model.vocab * h
+    head = 0.0 if model.tied_embeddings else model.vocab * h
+    total = embed + head + h  # + final norm
+    activated = head + h
+    per_layer = {"attention": attn, "dense_ffn": dense_ffn, "embedding": embed, "head": head}
+    mtp = 0.0
+    if model.moe is None:
+        total += model.layers * (attn + dense_ffn)
+        activated += model.layers * (attn + dense_ffn)
+    else:
+        routed, other = moe_params(model)
+        one_expert = routed / model.moe.routed_experts
+        dense_layers = model.moe.first_dense_layers
+        moe_layers = model.layers - dense_layers
+        total += model.layers * attn + dense_layers * dense_ffn + moe_layers * (routed + other)
+        activated += model.layers * attn + dense_layers * dense_ffn
+        activated += moe_layers * (model.moe.top_k * one_expert + other)
+        per_layer.update(routed_experts=routed, moe_other=other, expert=one_expert)
+        mtp = model.mtp_depth * (attn + routed + other + 2 * h * h + 2 * h)
+    if model.moe is None and model.mtp_depth:
+        mtp = model.mtp_depth * (attn + dense_ffn + 2 * h * h + 2 * h)
+    return ParameterCounts(total, activated, mtp, per_layer)
+
+
+def stage_parameters(scenario: Scenario, layers: list[int], first: bool, last: bool) -> tuple[float, float]:
+    """(dense, routed-expert) parameters one GPU of this stage holds: dense sharded by tp, experts by ep."""
+    model, par = scenario.model, scenario.parallelism
+    counts = parameter_counts(model)
+    h = model.hidden
+    dense = expert = 0.0
+    all_layers = list(layers) + (list(range(model.layers, model.layers + model.mtp_depth)) if last else [])
+    for layer in all_layers:
+        dense += counts.per_layer["attention"]
+        if is_moe_layer(model, layer):
+            routed, other = moe_params(model)
+            dense += other
+            expert += routed / par.ep
+        else:
+            dense += counts.per_layer["dense_ffn"]
+        if layer >= model.layers:
+            dense += 2 * h * h + 2 * h  # MTP projection and norms
+    if first:
+        dense += counts.per_layer["embedding"]
+    if last:
+        dense += counts.per_layer["head"] + h
+    return dense / par.tp, expert

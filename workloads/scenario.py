@@ -1,0 +1,287 @@
+"""The Scenario: cluster + model + parallelism + schedule + training + run options.
+
+A scenario is plain, validated data (pydantic v2, strict, no unknown fields). Units are in the field names:
+``_gb`` gigabytes (1e9 bytes), ``_gbps`` gigabytes per second, ``_tbps`` terabytes per second, ``_tflops``
+1e12 FLOP/s, ``_us`` microseconds. Layout rules that need several sections at once (divisibility, EP against
+the expert count, GPU totals) are checked in :func:`Scenario._check_layout`, so every error names one field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+
+from topologies.gpus import gpu_spec
+
+Dtype = Literal["fp8", "bf16", "fp32"]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class GpuSpec(_Strict):
+    """One GPU: tensor peaks, HBM and NVLink (per direction)."""
+
+    name: str
+    sms: PositiveInt
+    bf16_tflops: PositiveFloat
+    fp8_tflops: PositiveFloat
+    hbm_gb: PositiveFloat
+    hbm_tbps: PositiveFloat
+    nvlink_gbps: PositiveFloat
+    l2_mb: PositiveFloat = 50.0
+
+
+class NodeSpec(_Strict):
+    gpus_per_node: PositiveInt = 8
+    nics_per_node: PositiveInt = 8
+
+
+class NetworkSpec(_Strict):
+    """The scale-out network and the achievable fraction of each link's nominal bandwidth."""
+
+    topology: Literal["mpft", "mrft", "ft2", "ft3", "rail", "dragonfly", "slimfly"] = "mpft"
+    planes: PositiveInt = 8
+    switch_radix: PositiveInt = 64
+    nic_gbps: PositiveFloat = 50.0  # per NIC per direction: 400 Gb/s ConnectX-7 (hardware.md)
+    # "Insights into DeepSeek-V3" §4.3: ~40 GB/s effective of 50 GB/s nominal IB per GPU.
+    nic_efficiency: Fraction = 0.8
+    # DeepSeek-V3 TR §3.2.2 / DeepEP README: ~160 GB/s achievable of 200 GB/s NVLink per direction on H800.
+    nvlink_efficiency: Fraction = 0.8
+    # "Insights" Table 5, 64-byte message end to end: IB 2.8 µs same leaf, 3.7 µs across leaves; NVLink 3.33 µs.
+    nic_latency_us: NonNegFloat = 3.7
+    nvlink_latency_us: NonNegFloat = 3.33
+    oversubscription: PositiveFloat = 1.0
+
+
+class Cluster(_Strict):
+    gpus: PositiveInt
+    gpu: GpuSpec
+    node: NodeSpec = NodeSpec()
+    network: NetworkSpec = NetworkSpec()
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _gpu_by_name(cls, value):
+        """Accept a catalogue key (``h800``) in place of a full spec."""
+        if isinstance(value, str):
+            try:
+                return gpu_spec(value.lower())
+            except KeyError as err:
+                raise ValueError(err.args[0]) from None
+        return value
+
+
+class Attention(_Strict):
+    """MLA (DeepSeek) or GQA/MHA attention. For MHA, ``kv_heads`` equals ``heads``."""
+
+    kind: Literal["mla", "gqa", "mha"]
+    heads: PositiveInt
+    kv_heads: PositiveInt | None = None
+    head_dim: PositiveInt | None = None
+    q_lora_rank: PositiveInt | None = None
+    kv_lora_rank: PositiveInt | None = None
+    qk_nope_head_dim: PositiveInt | None = None
+    qk_rope_head_dim: PositiveInt | None = None
+    v_head_dim: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self):
+        need = {
+            "mla": ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"),
+            "gqa": ("kv_heads", "head_dim"),
+            "mha": ("head_dim",),
+        }[self.kind]
+        for name in need:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} is required for {self.kind} attention")
+        if self.kind == "gqa" and self.heads % self.kv_heads:
+            raise ValueError(f"heads={self.heads} must be a multiple of kv_heads={self.kv_heads}")
+        return self
+
+
+class MoE(_Strict):
+    """Routed + shared experts; ``groups``/``groups_per_token`` give group-limited (node-limited) routing."""
+
+    routed_experts: PositiveInt
+    shared_experts: Annotated[int, Field(ge=0)] = 0
+    top_k: PositiveInt
+    expert_intermediate: PositiveInt
+    shared_intermediate: PositiveInt | None = None
+    first_dense_layers: Annotated[int, Field(ge=0)] = 0
+    groups: PositiveInt = 1
+    groups_per_token: PositiveInt = 1
+    gating: Literal["softmax", "sigmoid"] = "softmax"
+
+    @model_validator(mode="after")
+    def _routing(self):
+        if self.top_k > self.routed_experts:
+            raise ValueError(f"top_k={self.top_k} exceeds routed_experts={self.routed_experts}")
+        if self.routed_experts % self.groups:
+            raise ValueError(f"routed_experts={self.routed_experts} must divide into groups={self.groups}")
+        if self.groups_per_token > self.groups:
+            raise ValueError(f"groups_per_token={self.groups_per_token} exceeds groups={self.groups}")
+        if self.top_k > self.groups_per_token * (self.routed_experts // self.groups):
+            raise ValueError("top_k exceeds the experts in groups_per_token groups")
+        return self
+
+
+class Model(_Strict):
+    name: str
+    layers: PositiveInt
+    hidden: PositiveInt
+    vocab: PositiveInt
+    ffn_intermediate: PositiveInt  # dense FFN (SwiGLU); in an MoE model, of its dense layers
+    attention: Attention
+    moe: MoE | None = None
+    mtp_depth: Annotated[int, Field(ge=0)] = 0
+    tied_embeddings: bool = False
+
+    @model_validator(mode="after")
+    def _dense_layers(self):
+        if self.moe and self.moe.first_dense_layers > self.layers:
+            raise ValueError(f"moe.first_dense_layers={self.moe.first_dense_layers} exceeds layers={self.layers}")
+        return self
+
+
+class Parallelism(_Strict):
+    """The parallel layout. Rank order, fastest first: tp, cp, dp, pp; EP groups are carved from dp×cp×tp."""
+
+    dp: PositiveInt = 1
+    tp: PositiveInt = 1
+    pp: PositiveInt = 1
+    ep: PositiveInt = 1
+    cp: PositiveInt = 1
+    virtual_stages: PositiveInt = 1
+    zero_stage: Literal[0, 1, 2, 3] = 1
+    micro_batch_size: PositiveInt = 1  # sequences per micro-batch
+    global_batch: PositiveInt  # sequences per optimizer step
+    seq_len: PositiveInt
+    # Transformer layers per pipeline stage (pp × virtual_stages entries); default: an even split.
+    stage_layers: list[Annotated[int, Field(ge=0)]] | None = None
+
+
+class Recompute(_Strict):
+    """What backward recomputes instead of storing (DeepSeek-V3 TR §3.4)."""
+
+    norm: bool = False
+    mla_up_proj: bool = False
+    swiglu: bool = False
+    full: bool = False
+
+
+class Precision(_Strict):
+    """GEMM precision per class (DeepSeek-V3 TR §3.3 keeps embedding, head, gating and attention in BF16)."""
+
+    attention_proj: Dtype = "bf16"
+    dense_mlp: Dtype = "bf16"
+    expert: Dtype = "bf16"
+    gate: Dtype = "bf16"
+    head: Dtype = "bf16"
+    attention_core: Dtype = "bf16"
+
+
+class Training(_Strict):
+    tokens: PositiveFloat  # token budget of the whole run
+    precision: Precision = Precision()
+    dispatch_dtype: Dtype = "bf16"
+    combine_dtype: Dtype = "bf16"
+    recompute: Recompute = Recompute()
+    comm_sms: Annotated[int, Field(ge=0)] = 0  # SMs reserved for communication kernels
+    optimizer_moment_dtype: Dtype = "fp32"
+    master_weights: bool = True  # fp32 master copy beside the working weights
+    weight_dtype: Dtype = "bf16"
+    grad_dtype: Dtype = "fp32"
+
+
+class Run(_Strict):
+    seed: int = 0
+    fidelity: Literal["representative", "full"] = "representative"
+    network: Literal["analytic", "flow"] = "analytic"
+
+
+class Scenario(_Strict):
+    name: str = "custom"
+    description: str = ""
+    cluster: Cluster
+    model: Model
+    parallelism: Parallelism
+    schedule: str = "1f1b"
+    training: Training
+    run: Run = Run()
+
+    @model_validator(mode="after")
+    def _check_layout(self):
+        par, model, cluster = self.parallelism, self.model, self.cluster
+        product = par.dp * par.tp * par.pp * par.cp
+        if product != cluster.gpus:
+            raise ValueError(
+                f"parallelism: dp·tp·pp·cp = {par.dp}·{par.tp}·{par.pp}·{par.cp} = {product} "
+                f"but cluster.gpus = {cluster.gpus}; make them equal"
+            )
+        if par.tp > cluster.node.gpus_per_node:
+            raise ValueError(f"parallelism.tp={par.tp} exceeds gpus_per_node={cluster.node.gpus_per_node}")
+        if model.moe is None and par.ep > 1:
+            raise ValueError("parallelism.ep > 1 needs a model with moe; set ep=1")
+        if model.moe is not None:
+            if par.ep > model.moe.routed_experts:
+                raise ValueError(
+                    f"parallelism.ep={par.ep} exceeds model.moe.routed_experts={model.moe.routed_experts}; lower ep"
+                )
+            if model.moe.routed_experts % par.ep:
+                raise ValueError(
+                    f"parallelism.ep={par.ep} must divide model.moe.routed_experts={model.moe.routed_experts}"
+                )
+            if (par.dp * par.cp * par.tp) % par.ep:
+                raise ValueError(f"parallelism.ep={par.ep} must divide dp·cp·tp={par.dp * par.cp * par.tp}")
+        heads = model.attention.heads
+        if heads % par.tp:
+            raise ValueError(f"parallelism.tp={par.tp} must divide model.attention.heads={heads}")
+        if par.seq_len % par.cp:
+            raise ValueError(f"parallelism.cp={par.cp} must divide parallelism.seq_len={par.seq_len}")
+        if par.global_batch % (par.dp * par.micro_batch_size):
+            raise ValueError(
+                f"parallelism.global_batch={par.global_batch} must be a multiple of "
+                f"dp·micro_batch_size={par.dp * par.micro_batch_size}"
+            )
+        stages = par.pp * par.virtual_stages
+        if par.stage_layers is not None:
+            if len(par.stage_layers) != stages:
+                raise ValueError(
+                    f"parallelism.stage_layers has {len(par.stage_layers)} entries; pp·virtual_stages = {stages}"
+                )
+            if sum(par.stage_layers) != model.layers:
+                raise ValueError(
+                    f"parallelism.stage_layers sums to {sum(par.stage_layers)}; model.layers = {model.layers}"
+                )
+        elif model.layers % stages:
+            raise ValueError(
+                f"model.layers={model.layers} does not split evenly over pp·virtual_stages={stages} stages; "
+                "change pp or set parallelism.stage_layers"
+            )
+        if self.training.comm_sms >= cluster.gpu.sms:
+            raise ValueError(f"training.comm_sms={self.training.comm_sms} leaves no SMs of {cluster.gpu.sms}")
+        return self
+
+    # Derived quantities used across layers.
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches per pipeline per step."""
+        par = self.parallelism
+        return par.global_batch // (par.dp * par.micro_batch_size)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.parallelism.global_batch * self.parallelism.seq_len
+
+    def layers_per_stage(self) -> list[int]:
+        """Transformer layers on each of the pp × virtual_stages stages, in model order."""
+        par = self.parallelism
+        if par.stage_layers is not None:
+            return list(par.stage_layers)
+        stages = par.pp * par.virtual_stages
+        return [self.model.layers // stages] * stages
