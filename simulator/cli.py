@@ -123,6 +123,19 @@ def presets_show(name: str, as_json: bool = JSON_OPT) -> None:
         fail(str(err))
 
 
+def _load_commands() -> None:
+    """Import every module of ``simulator.commands`` so that each registers its sub-commands."""
+    import importlib
+    import pkgutil
+
+    import simulator.commands as package
+    for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
+        importlib.import_module(f"simulator.commands.{module}")
+
+
+_load_commands()
+
+
 def main() -> None:
     try:
         app()
