@@ -8,10 +8,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from simulator.schedules import ScheduleError
-from workloads.errors import ScenarioError
+from workloads.errors import ScenarioError, one_line
 from workloads.loader import load_scenario
 from workloads.presets import preset_names, preset_text
 
@@ -32,7 +33,8 @@ PROFILE_OPT = typer.Option(None, "--profile", help="Calibration profile: built-i
 
 def fail(message: str) -> None:
     """Print one error line and exit 2."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False,
+                               soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -74,6 +76,10 @@ def print_result(result, scenario) -> None:
         ("MFU vs BF16 peak (causal | non-causal)", f"{result.mfu_causal:.1%} | {result.mfu_noncausal:.1%}"),
         ("GPU-hours per trillion tokens", f"{result.gpu_hours_per_trillion_tokens:,.0f}"),
         (f"days for {scenario.training.tokens / 1e12:g}T tokens", f"{result.training_days:.1f}"),
+        ("  with failures (expected)",
+         f"{result.training_days_with_failures:.1f}  (goodput {result.reliability['goodput']:.1%}, "
+         f"~{result.reliability['expected_failures']:.0f} failures, checkpoint every "
+         f"{result.reliability['checkpoint_interval_h'] * 60:.0f} min)"),
         ("peak memory (max over stages)",
          f"{max(s.peak_memory_gb for s in result.stages):.1f} of {result.hbm_gb:g} GB"
          + ("" if result.fits_in_memory else "  [red]DOES NOT FIT[/]")),
@@ -140,7 +146,7 @@ def main() -> None:
     try:
         app()
     except INPUT_ERRORS as err:  # raised outside a command's own handling
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from calibration.cost_model import CostModel
 from calibration.profile import Profile, load_profile
 from simulator.engine import PipelineEngine, TailSpec, Timeline
+from simulator.faults import apply_stragglers, run_goodput
 from simulator.memory import rank_memory
 from simulator.metrics import rank_breakdowns
 from simulator.network import AnalyticNetwork
@@ -52,12 +53,14 @@ class Result:
     mfu_noncausal: float
     gpu_hours_per_trillion_tokens: float
     training_days: float
+    training_days_with_failures: float
     micro_batches: int
     tokens_per_step: int
     hbm_gb: float
     fits_in_memory: bool
     stages: list[StageResult]
     parameters: dict[str, float]
+    reliability: dict[str, float]
     cost_model_notes: list[str]
     sim_wall_s: float
     events: int
@@ -103,6 +106,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)
     stages = build_stages(scenario)
     prices: list[StagePrice] = [pricer.price_stage(s) for s in stages]
+    prices = apply_stragglers(scenario, prices, schedule.stage_rank)
 
     rank_params = [[0.0, 0.0] for _ in range(par.pp)]
     for s in stages:
@@ -135,17 +139,20 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
             b.optimizer_s, b.comm_s, b.peak_inflight, mem.total_gb, mem.weights_gb, mem.gradients_gb,
             mem.optimizer_gb, mem.activations_gb))
     counts = parameter_counts(scenario.model)
+    days = scenario.training.tokens / tokens_per_s / SECONDS_PER_DAY
+    goodput = run_goodput(scenario, days)
     return Result(
         scenario=scenario.name, schedule=scenario.schedule, gpus=scenario.cluster.gpus,
         step_time_s=step_s, tokens_per_s=tokens_per_s,
         tflops_per_gpu_causal=tflops_c, tflops_per_gpu_noncausal=tflops_nc,
         mfu_causal=tflops_c / gpu.bf16_tflops, mfu_noncausal=tflops_nc / gpu.bf16_tflops,
         gpu_hours_per_trillion_tokens=scenario.cluster.gpus * 1e12 / tokens_per_s / 3600.0,
-        training_days=scenario.training.tokens / tokens_per_s / SECONDS_PER_DAY,
+        training_days=days, training_days_with_failures=goodput.days_with_failures,
         micro_batches=scenario.micro_batches, tokens_per_step=scenario.tokens_per_step,
         hbm_gb=gpu.hbm_gb, fits_in_memory=max(s.peak_memory_gb for s in stage_results) <= gpu.hbm_gb,
         stages=stage_results,
         parameters={"total": counts.total, "activated": counts.activated, "mtp": counts.mtp},
+        reliability=goodput.to_dict(),
         cost_model_notes=sorted(cost_model.fallbacks.values()),
         sim_wall_s=time.perf_counter() - wall, events=timeline.events,
         timeline=timeline if keep_timeline else None)

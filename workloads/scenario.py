@@ -198,6 +198,32 @@ class Training(_Strict):
     grad_dtype: Dtype = "fp32"
 
 
+class Straggler(_Strict):
+    """A GPU whose kernels run ``slowdown`` times longer than its peers' (thermal throttling, a bad part)."""
+
+    gpu: Annotated[int, Field(ge=0)]  # global rank
+    slowdown: Annotated[float, Field(ge=1)]
+
+
+class Reliability(_Strict):
+    """Failure rates and checkpoint/restart costs for the expected goodput of a long run."""
+
+    # Llama 3 paper (arXiv 2407.21783) §3.3.4: 419 unexpected interruptions in a 54-day snapshot on 16,384 H100
+    # GPUs, i.e. 16,384 × 54 × 24 / 419 = 50,680 GPU-hours per interruption, all causes charged per GPU.
+    gpu_mtbf_hours: PositiveFloat = 50_680.0
+    node_mtbf_hours: PositiveFloat | None = None  # host-level failures, if counted apart from the GPUs
+    checkpoint_interval_min: PositiveFloat | None = None  # None: Young's optimum sqrt(2·C·MTBF)
+    checkpoint_s: NonNegFloat | None = None  # None: checkpoint bytes per node / storage bandwidth
+    # hardware.md: one more 400 Gb/s Ethernet NIC per DeepSeek node serves storage (50 GB/s).
+    storage_gbps_per_node: PositiveFloat = 50.0
+    restart_s: NonNegFloat = 0.0  # rescheduling + reloading; not published for these runs, so 0 unless given
+
+
+class Faults(_Strict):
+    stragglers: list[Straggler] = []
+    reliability: Reliability = Reliability()
+
+
 class Run(_Strict):
     seed: int = 0
     fidelity: Literal["representative", "full"] = "representative"
@@ -212,6 +238,7 @@ class Scenario(_Strict):
     parallelism: Parallelism
     schedule: str = "1f1b"
     training: Training
+    faults: Faults = Faults()
     run: Run = Run()
 
     @model_validator(mode="after")
@@ -263,6 +290,10 @@ class Scenario(_Strict):
                 f"model.layers={model.layers} does not split evenly over pp·virtual_stages={stages} stages; "
                 "change pp or set parallelism.stage_layers"
             )
+        for i, straggler in enumerate(self.faults.stragglers):
+            if straggler.gpu >= cluster.gpus:
+                raise ValueError(f"faults.stragglers[{i}].gpu={straggler.gpu} is not a GPU of the "
+                                 f"{cluster.gpus}-GPU cluster (0 … {cluster.gpus - 1})")
         if self.training.comm_sms >= cluster.gpu.sms:
             raise ValueError(f"training.comm_sms={self.training.comm_sms} leaves no SMs of {cluster.gpu.sms}")
         return self

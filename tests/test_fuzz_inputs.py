@@ -1,0 +1,90 @@
+"""Fuzzing the scenario loader and --set: any input gives a Scenario or a one-line ScenarioError, never a crash."""
+
+from __future__ import annotations
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from workloads.errors import ScenarioError
+from workloads.loader import MAX_SCENARIO_BYTES, apply_override, load_scenario, validate
+from workloads.presets import preset_data
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
+                    st.text(max_size=20))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                       st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                      max_leaves=12)
+FIELDS = ["cluster.gpus", "cluster.gpu", "cluster.network.nic_gbps", "model.layers", "model.moe",
+          "model.attention.kind", "parallelism.pp", "parallelism.ep", "parallelism.stage_layers",
+          "training.tokens", "training.precision.expert", "run.seed", "schedule", "faults.stragglers"]
+
+
+def one_line(err: Exception) -> bool:
+    text = str(err)
+    return bool(text) and len(text.splitlines()) == 1
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(field=st.sampled_from(FIELDS), value=values)
+def test_any_override_value_is_accepted_or_refused_in_one_line(field, value):
+    data = preset_data("mixtral-8x7b-h100")
+    try:
+        apply_override(data, f"{field}={yaml.safe_dump(value, default_flow_style=True).strip()}")
+        validate(data)
+    except ScenarioError as err:
+        assert one_line(err)
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=st.text(max_size=30), value=st.text(max_size=30))
+def test_any_override_string_is_accepted_or_refused_in_one_line(key, value):
+    try:
+        load_scenario(preset="mixtral-8x7b-h100", overrides=[f"{key}={value}"])
+    except ScenarioError as err:
+        assert one_line(err)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=300))
+def test_any_file_text_is_accepted_or_refused_in_one_line(tmp_path, text):
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(text)
+    try:
+        load_scenario(path)
+    except ScenarioError as err:
+        assert one_line(err)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.dictionaries(st.sampled_from(["cluster", "model", "parallelism", "training", "run", "x"]),
+                            values, max_size=5))
+def test_any_structure_is_accepted_or_refused_in_one_line(data):
+    try:
+        validate(data)
+    except ScenarioError as err:
+        assert one_line(err)
+
+
+def test_oversized_file_is_refused_with_the_limit(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("#" * (MAX_SCENARIO_BYTES + 1))
+    try:
+        load_scenario(path)
+    except ScenarioError as err:
+        assert str(MAX_SCENARIO_BYTES) in str(err)
+    else:
+        raise AssertionError("an oversized scenario was accepted")
+
+
+@settings(max_examples=40, deadline=None)
+@given(item=st.text(max_size=40))
+def test_cli_set_never_tracebacks(item):
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+    result = CliRunner().invoke(app, ["simulate", "--preset", "mixtral-8x7b-h100", "--set", item, "--json"])
+    assert result.exit_code in (0, 2), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    if result.exit_code == 2:
+        assert "Traceback" not in result.output
