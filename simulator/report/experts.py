@@ -17,8 +17,8 @@ def expert_figure(load: ExpertLoad) -> go.Figure:
                          customdata=[e // load.experts_per_gpu for e in range(len(experts))],
                          hovertemplate="expert %{x} (GPU %{customdata}): %{y:,.0f} tokens<extra></extra>"),
                   row=1, col=1)
-    fig.add_trace(go.Bar(x=[f"GPU {g}" for g in range(len(gpus))], y=gpus, name="per GPU",
-                         marker_color="#F58518", hovertemplate="%{x}: %{y:,.0f} tokens<extra></extra>"),
+    fig.add_trace(go.Bar(x=list(range(len(gpus))), y=gpus, name="per GPU",
+                         marker_color="#F58518", hovertemplate="GPU %{x}: %{y:,.0f} tokens<extra></extra>"),
                   row=1, col=2)
     for values, col in ((experts, 1), (gpus, 2)):
         mean = sum(values) / len(values)
@@ -29,4 +29,5 @@ def expert_figure(load: ExpertLoad) -> go.Figure:
                f"routing, sampled on {load.sampled_tokens:,}); busiest GPU {imbalance:.3f}× the mean"),
         showlegend=False)
     fig.update_xaxes(title_text="expert", row=1, col=1)
+    fig.update_xaxes(title_text="GPU (EP rank)", row=1, col=2)
     return fig

@@ -16,6 +16,7 @@ def heatmap_figure(grid: Grid) -> go.Figure:
         z=z, x=grid.columns, y=grid.rows, customdata=grid.detail, colorscale="YlOrRd",
         zmin=0, zmax=max(100.0, peak) if percent else None,
         colorbar_title="% busy" if percent else grid.unit,
+        texttemplate="%{z:.0f}%" if percent else "%{z:.3g}",
         hovertemplate="%{y}, %{x}: %{z:.1f}" + ("%" if percent else "") + "<br>%{customdata}<extra></extra>"))
     fig.update_layout(title=grid.title, height=max(260, 120 + 50 * len(grid.rows)))
     return fig
