@@ -133,5 +133,5 @@ def parallel_figure(rows: list[dict]) -> go.Figure:
     step = [r[STEP] if _valid(r.get(STEP)) else 0.0 for r in rows]
     fig = go.Figure(go.Parcoords(line=dict(color=step, colorscale="Viridis_r", showscale=True,
                                            colorbar_title="step (s)"), dimensions=dims))
-    fig.update_layout(title="parallel coordinates (drag on an axis to filter)", margin=dict(l=60, r=60))
+    fig.update_layout(title="parallel coordinates (drag on an axis to filter)", margin=dict(l=70, r=140))
     return fig
