@@ -64,8 +64,8 @@ def timeline_figure(records: list[tuple], ranks: int, makespan_s: float, title: 
             hovertemplate="%{customdata}<br>start %{base:.3f} ms, %{x:.3f} ms<extra>%{y}</extra>"))
     fig.update_layout(
         title=title or f"pipeline timeline — step {makespan_s:.3f} s", barmode="overlay", bargap=0.25,
-        xaxis_title="time (ms)", height=max(320, 60 + 34 * len(order)), legend_orientation="h",
-        legend_y=-0.15 if len(order) < 8 else -0.05, margin=dict(l=120, r=20, t=50, b=40))
+        height=max(340, 90 + 34 * len(order)), legend=dict(orientation="h", yanchor="top", y=-0.06, x=0),
+        margin=dict(l=120, r=20, t=50, b=40))
     fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(order)))
-    fig.update_xaxes(range=[0, makespan_s * MS])
+    fig.update_xaxes(range=[0, makespan_s * MS], ticksuffix=" ms")
     return fig
