@@ -212,3 +212,16 @@ def test_what_if_bad_knobs_name_the_knob(change, message):
     from simulator.schedules import ScheduleError
     with pytest.raises((ScenarioError, ScheduleError), match=re.escape(message)):
         what_if(replace(preset_knobs(SMALL), **change))
+
+
+def test_dashboard_refuses_a_taken_port_and_an_unknown_preset(runner):
+    import socket
+    pytest.importorskip("dash")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        out = runner.invoke(app, ["dashboard", "--port", str(port)])
+    assert out.exit_code == 2 and f"--port {port}" in out.output
+    out = runner.invoke(app, ["dashboard", "--preset", "nope"])
+    assert out.exit_code == 2 and "unknown" in out.output

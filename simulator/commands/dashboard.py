@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import typer
 
 from simulator.cli import app, console, fail
@@ -22,8 +24,10 @@ def dashboard(port: int = typer.Option(8050, "--port", help="TCP port on 127.0.0
         fail(f"--preset {preset!r} unknown; known: {', '.join(preset_names())}")
     if not 1 <= port <= 65535:
         fail(f"--port {port}: give a port between 1 and 65535")
+    try:  # Flask would print a paragraph and exit 1 on a taken port; say it in one line instead
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))
+    except OSError as err:
+        fail(f"--port {port}: {err.strerror or err}; pick another port with --port")
     console.print(f"moesim dashboard on http://127.0.0.1:{port}/  (Ctrl+C stops it)", highlight=False)
-    try:
-        create_app(preset).run(host="127.0.0.1", port=port, debug=False)
-    except OSError as err:  # the port is taken
-        fail(f"--port {port}: {err.strerror or err}")
+    create_app(preset).run(host="127.0.0.1", port=port, debug=False)
