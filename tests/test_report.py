@@ -175,6 +175,7 @@ def test_sweep_csv_and_parquet(runner, rows, tmp_path):
     ('{"step_time_s": 1.0}', "not a moesim result"),
     ("[]", "no rows"),
     ('[{"gpus": 8}]', "step_time_s"),
+    ("[1, 2]", "list of rows"),
 ])
 def test_bad_report_input_is_one_line_exit_2(runner, tmp_path, content, message):
     source = tmp_path / "bad.json"

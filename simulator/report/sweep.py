@@ -52,6 +52,8 @@ def read_sweep(path: str | Path) -> list[dict]:
 def check_rows(rows: list[dict], source: str) -> None:
     if not rows:
         raise ScenarioError(f"{source}: the sweep has no rows")
+    if not all(isinstance(r, dict) for r in rows):
+        raise ScenarioError(f"{source}: a sweep is a list of rows (objects of column: value)")
     if STEP not in rows[0]:
         raise ScenarioError(f"{source}: a sweep needs a {STEP!r} column; it has {', '.join(list(rows[0])[:12])}")
 
