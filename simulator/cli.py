@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Optional
 
@@ -29,6 +30,10 @@ PRESET_OPT = typer.Option(None, "--preset", "-p", help="Built-in preset name (de
 SET_OPT = typer.Option(None, "--set", "-s", help="Override a field: --set parallelism.pp=8 (repeatable).")
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON.")
 PROFILE_OPT = typer.Option(None, "--profile", help="Calibration profile: built-in name (h800) or a JSON file.")
+TIMELINE_OPT = typer.Option(False, "--timeline", help="With --json: include the timeline and the scenario "
+                                                     "(input for moesim report).")
+REPORT_OPT = typer.Option(None, "--report", help="Also write an interactive HTML report to this file.")
+FORCE_OPT = typer.Option(False, "--force", help="Overwrite the --report file if it exists.")
 
 
 def fail(message: str) -> None:
@@ -41,23 +46,34 @@ def fail(message: str) -> None:
 @app.command()
 def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRESET_OPT,
              set_: Optional[list[str]] = SET_OPT, as_json: bool = JSON_OPT,
-             profile: Optional[str] = PROFILE_OPT) -> None:
+             profile: Optional[str] = PROFILE_OPT, timeline: bool = TIMELINE_OPT,
+             report: Optional[str] = REPORT_OPT, force: bool = FORCE_OPT) -> None:
     """Simulate one training step and report step time, throughput, MFU, per-stage breakdown and memory."""
     from calibration.profile import load_profile
+    from simulator.report import result_payload, write_report
     from simulator.simulate import simulate as run_simulation
 
+    if report and os.path.exists(report) and not force:
+        fail(f"--report {report} exists; pass --force to overwrite it")
     try:
         sc = load_scenario(scenario, preset, set_ or [])
         prof = load_profile(profile)
-        result = run_simulation(sc, prof)
+        result = run_simulation(sc, prof, keep_timeline=timeline or bool(report))
     except INPUT_ERRORS as err:
         fail(str(err))
     except (OSError, ValueError, KeyError) as err:  # an unreadable or invalid profile file
         fail(f"--profile {profile}: {err}".splitlines()[0])
+    if report:
+        try:
+            write_report(result, report, sc, force=force)
+        except OSError as err:
+            fail(f"--report {report}: {err.strerror or err}")
     if as_json:
-        print(json.dumps(result.to_dict(), indent=1))
+        print(json.dumps(result_payload(result, sc) if timeline else result.to_dict(), indent=1))
         return
     print_result(result, sc)
+    if report:
+        console.print(f"wrote {report}", highlight=False)
 
 
 def print_result(result, scenario) -> None:
@@ -151,4 +167,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run through the imported module: sub-command modules register on ``simulator.cli.app``, not ``__main__``'s.
+    from simulator.cli import main as imported_main
+    imported_main()
