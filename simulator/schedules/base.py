@@ -111,7 +111,7 @@ class Schedule(ABC):
                         raise ScheduleError(f"schedule {self.name}: rank {rank} runs {phase.value}{mb}@{stage}, "
                                             f"which belongs to rank {self.rank_of(mb, stage)}")
                     seen[chunk] += 1
-                    order[chunk] = index
+                    order.setdefault(chunk, index)
             for (mb, stage, phase), index in order.items():
                 before = {Phase.B: Phase.F, Phase.W: Phase.B}.get(phase)
                 if before is not None and order.get((mb, stage, before), index + 1) > index:
