@@ -89,16 +89,16 @@ class Gpu:
                 self.env.process(self._run(stream, queue))
 
     def _run(self, stream: Stream, queue: list[Task]):
-        env, records, rank = self.env, self.timeline.records, self.rank
+        env, append, rank, name = self.env, self.timeline.records.append, self.rank, stream.value
+        timeout = env.timeout
         for task in queue:
             for dep in task.deps:
                 if not dep.processed:
                     yield dep
             start = env.now
             if task.duration_s > 0:
-                yield env.timeout(task.duration_s)
-            records.append((rank, stream.value, start, env.now, task.label, task.phase, task.micro_batch,
-                            task.stage))
+                yield timeout(task.duration_s)
+            append((rank, name, start, env.now, task.label, task.phase, task.micro_batch, task.stage))
             task.done.succeed()
 
 
@@ -125,6 +125,9 @@ class PipelineEngine:
         self.gpus = [Gpu(self.env, r, self.timeline) for r in range(schedule.pp)]
         self._events: dict[tuple, simpy.Event] = {}
         self._tasks = 0
+        self._plain_cache: dict[int, list[tuple]] = {}
+        self._keep_alive: list[tuple] = []
+        self._fused: dict[int, tuple[Segment, ...]] = {}
 
     # Named events let a consumer refer to a producer built later (on another rank).
     def _event(self, key: tuple) -> simpy.Event:
@@ -157,16 +160,25 @@ class PipelineEngine:
 
     def _chain(self, step: Step, segments: tuple[Segment, ...], deps: list, done: simpy.Event) -> list[Task]:
         """Tasks running ``segments`` one after another; the last completes ``done``."""
-        tasks = []
-        for i, seg in enumerate(segments):
-            event = done if i == len(segments) - 1 else self.env.event()
-            tasks.append(Task(seg.name, seg.stream, seg.duration_s, deps, event, seg.phase.value,
-                              step.micro_batch, step.stage))
+        tasks, new_event, last = [], self.env.event, len(segments) - 1
+        mb, stage = step.micro_batch, step.stage
+        for i, (name, stream, duration_s, phase) in enumerate(self._plain(segments)):
+            event = done if i == last else new_event()
+            tasks.append(Task(name, stream, duration_s, deps, event, phase, mb, stage))
             deps = [event]
         if not tasks:  # an empty chunk still completes, once its inputs are there
             tasks.append(Task("empty", Stream.COMPUTE, 0.0, deps, done, step.phase.value, step.micro_batch,
                               step.stage))
         return tasks
+
+    def _plain(self, segments: tuple[Segment, ...]) -> list[tuple]:
+        """(name, stream, seconds, phase letter) of each segment, computed once per segment tuple."""
+        plain = self._plain_cache.get(id(segments))
+        if plain is None:
+            plain = [(seg.name, seg.stream, seg.duration_s, seg.phase.value) for seg in segments]
+            self._plain_cache[id(segments)] = plain
+            self._keep_alive.append(segments)  # ids stay unique while the tuple lives
+        return plain
 
     def _chunk_tasks(self, step: Step) -> list[Task]:
         """The tasks of one chunk, chained; the last one completes the chunk's "done" event."""
@@ -174,7 +186,9 @@ class PipelineEngine:
         segments = price.segments[step.phase]
         if self._fuses_weight(step):
             # A full backward: weight gradients are computed before the input gradient is sent on.
-            segments = segments + price.segments[Phase.W]
+            segments = self._fused.get(step.stage)
+            if segments is None:
+                segments = self._fused[step.stage] = price.segments[Phase.B] + price.segments[Phase.W]
         return self._chain(step, segments, self._start_deps(step), self._done(step))
 
     def _send_task(self, step: Step) -> Task | None:
