@@ -47,25 +47,49 @@ def run(name: str, pp: int, m: int, v: int = 1, f=1.0, b=1.0, w=1.0, send=0.0, p
 
 
 def check_timeline(schedule: Schedule, timeline) -> None:
-    """Every chunk once, on its rank; F before B before W on every stage; F flows down, B flows up."""
+    """Every chunk's every segment once, on its rank; F before B before W on every stage; F flows down the
+    stages, B flows back up."""
     spans: dict[tuple, list] = defaultdict(list)
     for rank, stream, start, end, label, phase, mb, stage in timeline.records:
         if phase in ("F", "B", "W") and not label.startswith("send"):
             assert rank == schedule.rank_of(mb, stage)
-            spans[(mb, stage, phase)].append((start, end))
+            spans[(mb, stage, phase)].append((label, start, end))
     expected = {(mb, s, ph.value) for mb in range(schedule.micro_batches) for s in range(schedule.stages)
                 for ph in Phase}
     assert set(spans) == expected
-    assert all(len(v) == 1 for v in spans.values()), "a chunk ran twice"
+    for key, segments in spans.items():
+        labels = [label for label, _, _ in segments]
+        assert len(labels) == len(set(labels)), f"a segment of {key} ran twice"
+    first = {k: min(start for _, start, _ in v) for k, v in spans.items()}
+    last = {k: max(end for _, _, end in v) for k, v in spans.items()}
     eps = 1e-9
     for mb in range(schedule.micro_batches):
         for s in range(schedule.stages):
-            (f,), (b,), (w,) = spans[(mb, s, "F")], spans[(mb, s, "B")], spans[(mb, s, "W")]
-            assert f[1] <= b[0] + eps and b[1] <= w[0] + eps
+            assert last[(mb, s, "F")] <= first[(mb, s, "B")] + eps
+            assert first[(mb, s, "B")] <= first[(mb, s, "W")] + eps
             if s > 0:
-                assert spans[(mb, s - 1, "F")][0][1] <= f[0] + eps
+                assert last[(mb, s - 1, "F")] <= first[(mb, s, "F")] + eps
             if s < schedule.stages - 1:
-                assert spans[(mb, s + 1, "B")][0][1] <= b[0] + eps
+                assert last[(mb, s + 1, "B")] <= first[(mb, s, "B")] + eps
+
+
+def moe_prices(stages: int, layers: int, attn: float, mlp: float, dispatch: float, combine: float,
+               weight: float) -> list[StagePrice]:
+    """Stages of ``layers`` MoE layers, each component its own segment, as the pricer lays them out."""
+    def comp(phase, name, layer, t):
+        stream = Stream.COMM if name in ("DISPATCH", "COMBINE") else Stream.COMPUTE
+        return Segment(f"{name}{layer}", stream, t, phase, name, layer)
+    prices = []
+    for stage in range(stages):
+        ids = [stage * layers + i for i in range(layers)]
+        f = tuple(comp(Phase.F, n, i, t) for i in ids
+                  for n, t in (("ATTN", attn), ("DISPATCH", dispatch), ("MLP", mlp), ("COMBINE", combine)))
+        b = tuple(comp(Phase.B, n, i, t) for i in reversed(ids)
+                  for n, t in (("COMBINE", combine), ("MLP", mlp), ("DISPATCH", dispatch), ("ATTN", attn)))
+        w = tuple(comp(Phase.W, n, i, weight) for i in reversed(ids) for n in ("MLP", "ATTN"))
+        components = {Phase.F: f, Phase.B: b, Phase.W: w}
+        prices.append(StagePrice(components, 0.0, 0.0, 1.0, components))
+    return prices
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -95,6 +119,24 @@ def test_random_chunk_times_never_deadlock(name, pp, extra, f, b, w, send, overl
     m = {"interleaved": pp * (1 + extra % 3), "dualpipe": 2 * pp + 2 * extra, "dualpipev": 2 * pp + extra}.get(
         name, 1 + extra)
     schedule, timeline = run(name, pp, m, v, f, b, w, send, pair_s=overlap_gain * (f + b + w))
+    check_timeline(schedule, timeline)
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.sampled_from(ALL), pp=st.integers(1, 6), extra=st.integers(0, 6), layers=st.integers(1, 3),
+       attn=st.floats(0.1, 2), mlp=st.floats(0.1, 2), dispatch=st.floats(0, 2), combine=st.floats(0, 2),
+       weight=st.floats(0, 1), send=st.floats(0, 0.5))
+def test_component_level_pairs_never_deadlock(name, pp, extra, layers, attn, mlp, dispatch, combine, weight,
+                                              send):
+    """Chunks priced per component with all-to-alls on the comm stream, as a MoE scenario is: every schedule
+    still runs to completion in a valid order, every component of every chunk once."""
+    v = {"interleaved": 2, "dualpipev": 2}.get(name, 1)
+    pp = pp + pp % 2 if name == "dualpipe" else pp
+    m = {"interleaved": pp * (1 + extra % 3), "dualpipe": 2 * pp + 2 * extra, "dualpipev": 2 * pp + extra}.get(
+        name, 1 + extra)
+    schedule = get_schedule(name)(pp, m, v)
+    prices = moe_prices(schedule.stages, layers, attn, mlp, dispatch, combine, weight)
+    timeline = PipelineEngine(schedule, prices, send, NO_TAIL).run()
     check_timeline(schedule, timeline)
 
 
@@ -217,6 +259,16 @@ def test_dualpipe_holds_two_parameter_copies_and_memory_is_per_rank():
     # DualPipe: rank 1 holds stages 1 and 2, whose micro-batches it keeps between their F and their W.
     assert two.stages[1].activations_gb == pytest.approx(
         two.stages[1].peak_inflight * one.stages[2].activations_gb / 2)
+
+
+def test_recomputation_lowers_activation_memory_under_dualpipe():
+    from workloads.loader import load_scenario
+    kept = simulate(load_scenario(preset="deepseek-v2-lite-h800", overrides=["schedule=dualpipe"]))
+    recomputed = simulate(load_scenario(preset="deepseek-v2-lite-h800", overrides=[
+        "schedule=dualpipe", "training.recompute.mla_up_proj=true"]))
+    assert [s.peak_inflight for s in kept.stages] == [s.peak_inflight for s in recomputed.stages]
+    assert all(r.activations_gb < k.activations_gb for r, k in zip(recomputed.stages, kept.stages))
+    assert all(r.weights_gb == k.weights_gb for r, k in zip(recomputed.stages, kept.stages))
 
 
 def test_zero_stage_shards_optimizer_states_and_gradients():
