@@ -358,9 +358,19 @@ def test_schedule_command_text_errors_and_p2p(runner):
     assert slow["makespan"] == pytest.approx((6 + 3) * 3 + 2 * 3 * 0.25)
     for args, message in ((["dualpipe", "--pp", "7"], "even pp (got 7); set --pp"),
                           (["dualpipev", "--pp", "4", "-m", "6"], "≥ 2·pp = 8"),
-                          (["nonesuch"], "unknown schedule"), (["1f1b", "--f", "-1"], "--f=-1 must be ≥ 0")):
+                          (["nonesuch"], "unknown schedule"), (["1f1b", "--f", "-1"], "--f=-1 must be ≥ 0"),
+                          (["1f1b", "--pp", "0"], "must be ≥ 1"), (["1f1b", "--set", "schedule=x"], "--set needs"),
+                          (["1f1b", "--preset", "deepseek-v3-h800", "--pp", "4"], "use --set parallelism.pp")):
         result = runner.invoke(app, ["schedule", *args])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_schedule_command_on_a_preset(runner):
+    result = runner.invoke(app, ["schedule", "dualpipe", "--preset", "deepseek-v2-lite-h800", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["pp"] == 2 and report["micro_batches"] == 16 and len(report["ranks"]) == 2
+    assert all(r["busy"] > 0 and r["bubble"] >= 0 for r in report["ranks"])
 
 
 def test_schedule_command_html_gantt_and_no_overwrite(runner, tmp_path):

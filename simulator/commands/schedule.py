@@ -105,13 +105,16 @@ def schedule(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --html file."),
 ) -> None:
     """Run one pipeline schedule and report per-rank busy time, bubble and peak in-flight micro-batches."""
+    if set_ and preset is None:
+        fail("--set needs --preset (it overrides the preset's scenario); use --pp, --microbatches, --f … here")
     if html is not None and html.exists() and not force:
         fail(f"--html {html} exists; pass --force to overwrite it")
     try:
         if preset is not None:
             report, timeline = _run_preset(name, preset, set_ or [], pp, microbatches, virtual_stages)
         else:
-            report, timeline = _run_uniform(name, pp or 8, microbatches or 20, virtual_stages, f, b, w, fb, p2p)
+            report, timeline = _run_uniform(name, 8 if pp is None else pp, 20 if microbatches is None else microbatches,
+                                            virtual_stages, f, b, w, fb, p2p)
     except INPUT_ERRORS as err:
         fail(str(err))
     if html is not None:
