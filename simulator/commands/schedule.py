@@ -54,15 +54,17 @@ def gantt_figure(timeline: Timeline, title: str):
     names = {"F": "forward", "B": "backward (input)", "W": "backward (weight)", "opt": "optimizer",
              "dp": "data-parallel sync"}
     rows = [f"rank {r} {s}" for r in range(timeline.ranks) for s in ("compute", "comm")]
+    labelled = len(timeline.records) <= 3000  # labels on the bars only while they can be read
     fig = go.Figure()
     for phase in colours:
         recs = [r for r in timeline.records if r[5] == phase and r[3] > r[2]]
         if not recs:
             continue
         fig.add_trace(go.Bar(
-            orientation="h", name=names[phase], marker_color=colours[phase],
+            orientation="h", name=names[phase], marker_color=colours[phase], marker_line_width=0,
             y=[f"rank {r[0]} {r[1]}" for r in recs], base=[r[2] for r in recs], x=[r[3] - r[2] for r in recs],
-            text=[f"{r[4]} mb{r[6]}" if r[6] >= 0 else r[4] for r in recs], textposition="inside",
+            text=[f"{r[4]} mb{r[6]}" if r[6] >= 0 else r[4] for r in recs],
+            textposition="inside" if labelled else "none",
             hovertemplate="%{y}<br>%{text} stage %{customdata}<br>%{base:.4g} s + %{x:.4g} s<extra></extra>",
             customdata=[r[7] for r in recs]))
     fig.update_layout(title=title, barmode="overlay", xaxis_title="seconds", height=120 + 40 * len(rows),
