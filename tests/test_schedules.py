@@ -188,6 +188,9 @@ def test_zero_bubble_and_dualpipe_bubbles_match_their_papers_and_beat_1f1b(pp, m
     assert bubbles["zb-h1"] == pytest.approx(pp - 1)
     assert bubbles["dualpipe"] == pytest.approx(pp / 2 - 1)
     assert bubbles["zb-h1"] < bubbles["1f1b"] and bubbles["dualpipe"] < bubbles["1f1b"]
+    # TR Table 2: DualPipe holds PP + 1 micro-batches of activations (each rank, both directions together).
+    _, timeline = run("dualpipe", pp, m)
+    assert {r.peak_inflight for r in rank_breakdowns(timeline, [1.0] * pp)} == {pp + 1}
     # DualPipeV: the same pipeline depth over pp/2 ranks holding two half-size stages each.
     _, timeline = run("dualpipev", pp // 2 if pp > 2 else 1, m, 2, 0.5, 0.5, 0.5)
     assert max(r.bubble_s for r in rank_breakdowns(timeline, [1.0] * pp)) < bubbles["1f1b"]
