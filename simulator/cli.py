@@ -167,6 +167,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # Run through the imported module: sub-command modules register on ``simulator.cli.app``, not ``__main__``'s.
-    from simulator.cli import main as imported_main
-    imported_main()
+    # Run as `python -m simulator.cli`, this file is `__main__`, while command modules register on the app of
+    # `simulator.cli`; run that one so that every sub-command is there.
+    from simulator.cli import main as _main
+    _main()

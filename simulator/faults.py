@@ -3,17 +3,14 @@
 Representative-rank mode simulates one data-parallel replica. A straggler slows every compute kernel of its
 GPU; since its expert-parallel peers wait for it at every dispatch and combine, and every replica waits for
 the slowest at the gradient synchronisation, the step runs at the pace of the replica that holds it: so the
-straggler's pipeline rank is simulated with its compute stretched by the slowdown.
+engine stretches the compute kernels of the straggler's pipeline rank by the slowdown (``rank_slowdowns``).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from simulator.pricing import StagePrice
 from simulator.reliability import Goodput, checkpoint_seconds, expected_goodput
 from workloads.model import parameter_counts
-from workloads.ops import DTYPE_BYTES, Stream
+from workloads.ops import DTYPE_BYTES
 from workloads.scenario import Scenario
 
 
@@ -30,24 +27,6 @@ def rank_slowdowns(scenario: Scenario) -> dict[int, float]:
         rank = pipeline_rank_of(scenario, straggler.gpu)
         slow[rank] = max(slow.get(rank, 1.0), straggler.slowdown)
     return slow
-
-
-def apply_stragglers(scenario: Scenario, prices: list[StagePrice], stage_rank) -> list[StagePrice]:
-    """Stretch the compute segments of every stage held by a pipeline rank with a straggler."""
-    slow = rank_slowdowns(scenario)
-    if not slow:
-        return prices
-    out = []
-    for stage, price in enumerate(prices):
-        factor = slow.get(stage_rank(stage), 1.0)
-        if factor == 1.0:
-            out.append(price)
-            continue
-        segments = {phase: tuple(replace(seg, duration_s=seg.duration_s * factor)
-                                 if seg.stream is Stream.COMPUTE else seg for seg in segs)
-                    for phase, segs in price.segments.items()}
-        out.append(replace(price, segments=segments))
-    return out
 
 
 def run_goodput(scenario: Scenario, days_without_failures: float) -> Goodput:

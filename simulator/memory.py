@@ -5,13 +5,14 @@ Bytes per parameter follow the scenario's training recipe: working weights in ``
 ``optimizer_moment_dtype``. ZeRO-1 shards master weights and moments over the data-parallel group, ZeRO-2
 gradients too, ZeRO-3 the weights as well. Dense parameters shard over dp·cp; routed experts over the
 expert-data-parallel group (dp·cp·tp / ep). Activations are the peak of bytes held from F until B, as the
-engine measured it.
+engine measured it. Under DualPipe a rank holds two stages, so all of these count both (two parameter copies).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workloads.errors import ScenarioError
 from workloads.ops import DTYPE_BYTES
 from workloads.scenario import Scenario
 
@@ -52,3 +53,19 @@ def rank_memory(scenario: Scenario, dense_params: float, expert_params: float,
                 peak_activation_bytes: float) -> MemoryBreakdown:
     weights, grads, optimizer = state_bytes(scenario, dense_params, expert_params)
     return MemoryBreakdown(weights / GB, grads / GB, optimizer / GB, peak_activation_bytes / GB)
+
+
+class MemoryLayoutError(ScenarioError):
+    """A layout whose peak memory on some pipeline rank exceeds the GPU's HBM."""
+
+
+def check_fits(per_rank: list[MemoryBreakdown], hbm_gb: float) -> None:
+    """Raise :class:`MemoryLayoutError` naming the fullest rank and by how many GB it overflows HBM."""
+    rank, worst = max(enumerate(per_rank), key=lambda item: item[1].total_gb)
+    if worst.total_gb > hbm_gb:
+        raise MemoryLayoutError(
+            f"memory: pipeline rank {rank} needs {worst.total_gb:.1f} GB of {hbm_gb:g} GB HBM "
+            f"({worst.total_gb - hbm_gb:.1f} GB over: weights {worst.weights_gb:.1f}, gradients "
+            f"{worst.gradients_gb:.1f}, optimizer {worst.optimizer_gb:.1f}, activations {worst.activations_gb:.1f}); "
+            "raise parallelism.pp, ep or zero_stage, enable training.recompute, lower micro_batch_size, "
+            "or set run.check_memory=false to simulate it anyway")

@@ -17,22 +17,32 @@ from workloads.scenario import Scenario
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """A run of ops on one stream of one GPU; ``name`` lists its components (e.g. ``ATTN3+MLP3``)."""
+    """A run of ops on one stream of one GPU; ``name`` lists its components (e.g. ``ATTN3+MLP3``).
+
+    ``component`` and ``layer`` name the one component an unmerged segment holds ("" and −1 when merged).
+    """
 
     name: str
     stream: Stream
     duration_s: float
     phase: Phase
+    component: str = ""
+    layer: int = -1
 
 
 @dataclass(frozen=True)
 class StagePrice:
-    """Per phase, the ordered segments of one chunk of this stage; ``flops`` as counted for MFU."""
+    """Per phase, the ordered segments of one chunk of this stage; ``flops`` as counted for MFU.
+
+    ``components`` holds, per phase, one segment per component (ATTN, DISPATCH, MLP, COMBINE, …) in order;
+    when absent, the engine treats each merged segment as a component.
+    """
 
     segments: dict[Phase, tuple[Segment, ...]]
     model_flops: float
     model_flops_noncausal: float
     activation_bytes: float
+    components: dict[Phase, tuple[Segment, ...]] | None = None
 
     def phase_time_s(self, phase: Phase, stream: Stream | None = None) -> float:
         return sum(s.duration_s for s in self.segments[phase] if stream is None or s.stream is stream)
@@ -51,22 +61,37 @@ class Pricer:
             return self.network.comm_time_s(op.comm)
         return self.cost_model.op_time_s(op, self.compute_sms)
 
-    def chunk_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
-        segments: list[Segment] = []
+    def component_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
+        """One segment per non-empty component, in execution order."""
+        segments = []
         for component in chunk.components:
             if not component.ops:
                 continue
             seconds = sum(self.op_time_s(op) for op in component.ops)
             label = f"{component.name}{component.layer}" if component.layer >= 0 else component.name
-            if segments and segments[-1].stream is component.stream:
-                last = segments[-1]
-                segments[-1] = Segment(f"{last.name}+{label}", last.stream, last.duration_s + seconds, chunk.phase)
-            else:
-                segments.append(Segment(label, component.stream, seconds, chunk.phase))
+            segments.append(Segment(label, component.stream, seconds, chunk.phase, component.name,
+                                    component.layer))
         return tuple(segments)
 
+    @staticmethod
+    def merge_segments(components: tuple[Segment, ...]) -> tuple[Segment, ...]:
+        """Neighbouring segments on the same stream joined into one."""
+        segments: list[Segment] = []
+        for seg in components:
+            if segments and segments[-1].stream is seg.stream:
+                last = segments[-1]
+                segments[-1] = Segment(f"{last.name}+{seg.name}", last.stream, last.duration_s + seg.duration_s,
+                                       seg.phase)
+            else:
+                segments.append(Segment(seg.name, seg.stream, seg.duration_s, seg.phase))
+        return tuple(segments)
+
+    def chunk_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
+        return self.merge_segments(self.component_segments(chunk))
+
     def price_stage(self, stage: StageWork) -> StagePrice:
-        segments = {phase: self.chunk_segments(stage.chunk(phase)) for phase in Phase}
+        components = {phase: self.component_segments(stage.chunk(phase)) for phase in Phase}
+        segments = {phase: self.merge_segments(c) for phase, c in components.items()}
         ops = [op for phase in Phase for op in stage.chunk(phase).ops()]
         return StagePrice(segments, sum(o.model_flops for o in ops), sum(o.model_flops_noncausal for o in ops),
-                          stage.forward.activation_bytes)
+                          stage.forward.activation_bytes, components)

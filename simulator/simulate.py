@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from calibration.cost_model import CostModel
 from calibration.profile import Profile, load_profile
 from simulator.engine import PipelineEngine, TailSpec, Timeline
-from simulator.faults import apply_stragglers, run_goodput
-from simulator.memory import rank_memory
+from simulator.faults import rank_slowdowns, run_goodput
+from simulator.memory import check_fits, rank_memory
 from simulator.metrics import rank_breakdowns
 from simulator.network import AnalyticNetwork
 from simulator.pricing import Pricer, StagePrice
@@ -95,8 +95,14 @@ def tail_spec(scenario: Scenario, network: AnalyticNetwork, cost_model: CostMode
     return TailSpec(grad_s, optimizer_s, param_s)
 
 
-def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: bool = False) -> Result:
-    """Simulate one training step of ``scenario`` (representative-rank mode)."""
+def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: bool = False,
+             check_memory: bool | None = None) -> Result:
+    """Simulate one training step of ``scenario`` (representative-rank mode).
+
+    Raises :class:`~simulator.schedules.ScheduleError` for a layout the schedule cannot run and, when
+    ``check_memory`` (default: the scenario's ``run.check_memory``), :class:`~simulator.memory.MemoryLayoutError`
+    when a rank's peak memory exceeds HBM.
+    """
     wall = time.perf_counter()
     profile = profile or load_profile(None)
     cost_model = CostModel(profile, scenario.cluster.gpu)
@@ -106,20 +112,17 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)
     stages = build_stages(scenario)
     prices: list[StagePrice] = [pricer.price_stage(s) for s in stages]
-    prices = apply_stragglers(scenario, prices, schedule.stage_rank)
 
-    rank_params = [[0.0, 0.0] for _ in range(par.pp)]
-    for s in stages:
-        held = rank_params[schedule.stage_rank(s.stage)]
-        held[0] += s.dense_params
-        held[1] += s.expert_params
+    # A rank holds the parameters of every stage it runs: DualPipe's two directions make that two copies.
+    rank_params = [[sum(stages[s].dense_params for s in schedule.rank_stages(rank)),
+                    sum(stages[s].expert_params for s in schedule.rank_stages(rank))] for rank in range(par.pp)]
     # Every rank's tail is priced on its own parameters, but the step ends with the slowest.
     tails = [tail_spec(scenario, network, cost_model, d, e) for d, e in rank_params]
     tail = max(tails, key=lambda t: t.grad_sync_s + t.optimizer_s + t.param_sync_s)
     send_bytes = par.micro_batch_size * par.seq_len // par.cp * scenario.model.hidden * DTYPE_BYTES["bf16"] / par.tp
     send_s = network.comm_time_s(Comm(Pattern.SEND_RECV, "pp", send_bytes))
 
-    timeline = PipelineEngine(schedule, prices, send_s, tail).run()
+    timeline = PipelineEngine(schedule, prices, send_s, tail, compute_slowdown=rank_slowdowns(scenario)).run()
     breakdowns = rank_breakdowns(timeline, [p.activation_bytes for p in prices])
     step_s = timeline.makespan_s
 
@@ -131,9 +134,12 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     tflops_nc = flops_nc / step_s / scenario.cluster.gpus / 1e12
     tokens_per_s = scenario.tokens_per_step / step_s
 
+    memories = [rank_memory(scenario, *rank_params[rank], b.peak_activation_bytes)
+                for rank, b in enumerate(breakdowns)]
+    if scenario.run.check_memory if check_memory is None else check_memory:
+        check_fits(memories, gpu.hbm_gb)
     stage_results = []
-    for rank, b in enumerate(breakdowns):
-        mem = rank_memory(scenario, *rank_params[rank], b.peak_activation_bytes)
+    for b, mem in zip(breakdowns, memories):
         stage_results.append(StageResult(
             b.forward_s, b.backward_input_s, b.backward_weight_s, b.exposed_comm_s, b.bubble_s,
             b.optimizer_s, b.comm_s, b.peak_inflight, mem.total_gb, mem.weights_gb, mem.gradients_gb,

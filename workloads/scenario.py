@@ -228,6 +228,7 @@ class Run(_Strict):
     seed: int = 0
     fidelity: Literal["representative", "full"] = "representative"
     network: Literal["analytic", "flow"] = "analytic"
+    check_memory: bool = True  # refuse a layout whose peak memory on some rank exceeds HBM
 
 
 class Scenario(_Strict):

@@ -18,6 +18,6 @@ def get_schedule(name: str) -> type[Schedule]:
     return SCHEDULES[name]
 
 
-from simulator.schedules import classic  # noqa: E402,F401  (registers the schedules)
+from simulator.schedules import classic, dualpipe, interleaved, zero_bubble  # noqa: E402,F401  (registers them)
 
 __all__ = ["SCHEDULES", "Schedule", "ScheduleError", "Step", "get_schedule", "register"]

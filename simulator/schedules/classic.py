@@ -12,6 +12,7 @@ class GPipe(Schedule):
     """All forwards, then all backwards (in reverse micro-batch order). Bubble (p−1)/(m+p−1) of the step."""
 
     name = "gpipe"
+    description = "GPipe: all forwards, then all backwards; every micro-batch in flight at once"
 
     def programs(self) -> list[list[Step]]:
         programs = []
@@ -31,6 +32,7 @@ class OneFOneB(Schedule):
     """
 
     name = "1f1b"
+    description = "1F1B (PipeDream-Flush): GPipe's bubble, at most pp − rank micro-batches in flight"
 
     def programs(self) -> list[list[Step]]:
         programs = []
