@@ -81,3 +81,23 @@ def test_backward_executes_more_flops_than_it_counts_when_recomputing():
     recomputed = [op for op in stage.backward.ops() if op.recompute]
     assert {op.name.split(".")[0] for op in recomputed} >= {"q_b", "kv_b", "attn_norm"}
     assert all(op.phase is Phase.B for op in recomputed)
+
+
+def test_full_recompute_keeps_only_layer_inputs_and_reruns_the_forward():
+    base = build_stages(load_scenario(preset="llama3-405b-h100"))[1]
+    full = build_stages(load_scenario(preset="llama3-405b-h100", overrides=["training.recompute.full=true"]))[1]
+    tokens_per_rank = 8192 // 8  # sequence parallel: each TP rank keeps its slice of the layer input
+    assert full.forward.activation_bytes == pytest.approx(len(full.layers) * tokens_per_rank * 16384 * 2)
+    assert full.forward.activation_bytes < base.forward.activation_bytes / 5
+    executed = lambda st, phase: sum(op.flops for op in st.chunk(phase).ops())
+    counted = lambda st: sum(op.model_flops for ph in Phase for op in st.chunk(ph).ops())
+    assert executed(full, Phase.B) == pytest.approx(executed(base, Phase.B) + executed(base, Phase.F))
+    assert counted(full) == pytest.approx(counted(base))  # MFU counts no recomputation
+
+
+def test_sequence_parallel_keeps_a_slice_of_gathered_inputs():
+    """Doubling tp halves the kept attention/FFN inputs that were all-gathered (sequence parallelism)."""
+    def saved(tp):
+        s = load_scenario(preset="llama3-405b-h100", overrides=[f"parallelism.tp={tp}", f"parallelism.dp={512 // tp}"])
+        return build_stages(s)[1].forward.activation_bytes
+    assert saved(8) < saved(4) < saved(2)

@@ -58,8 +58,12 @@ class LayerBuilder:
 
     # --- primitives -------------------------------------------------------------------------------------
     def gemm(self, out: LayerOps, component: str, name: str, m: int, n: int, k: int, dtype: str,
-             recompute: bool = False, groups: int = 1) -> None:
-        """A Linear (or grouped Linear with ``groups`` experts of m tokens each): F, B (dgrad), W (wgrad)."""
+             recompute: bool = False, groups: int = 1, gathered_input: bool = False) -> None:
+        """A Linear (or grouped Linear with ``groups`` experts of m tokens each): F, B (dgrad), W (wgrad).
+
+        ``gathered_input``: the input was all-gathered over tensor parallelism (sequence parallelism), so only
+        this rank's 1/tp slice is kept for backward and gathered again there (Megatron-LM's sequence parallel).
+        """
         b = DTYPE_BYTES[dtype]
         kind = Kind.GROUPED_GEMM if groups > 1 else Kind.GEMM
         flops = 2.0 * groups * m * n * k
@@ -75,7 +79,7 @@ class LayerBuilder:
         if recompute:
             out.add(component, op(Phase.B, (m, n, k), fwd_bytes, rec=True, counted=False))
         else:
-            out.saved_bytes += groups * m * k * b
+            out.saved_bytes += groups * m * k * b / (self.tp if gathered_input else 1)
         out.add(component, op(Phase.B, (m, k, n), groups * (m * n * b + k * n * b + m * k * BF16)))
         out.add(component, op(Phase.W, (k, n, m), groups * (m * k * b + m * n * b + k * n * FP32)))
 
@@ -110,13 +114,14 @@ class LayerBuilder:
             dqk, dv = att.qk_nope_head_dim + att.qk_rope_head_dim, att.v_head_dim
             # q_a and kv_a share their input: one fused GEMM, as in DeepGEMM's 2112×7168 shape.
             q_in = att.q_lora_rank or 0
-            self.gemm(out, "ATTN", "qkv_a", t, q_in + att.kv_lora_rank + att.qk_rope_head_dim, h, pdt)
+            self.gemm(out, "ATTN", "qkv_a", t, q_in + att.kv_lora_rank + att.qk_rope_head_dim, h, pdt,
+                      gathered_input=True)
             up_recompute = self.recompute.mla_up_proj
             if att.q_lora_rank:
                 self.norm(out, "ATTN", "q_norm", att.q_lora_rank, quant_to=pdt)
                 self.gemm(out, "ATTN", "q_b", t, heads * dqk, att.q_lora_rank, pdt, recompute=up_recompute)
             else:
-                self.gemm(out, "ATTN", "q", t, heads * dqk, h, pdt)
+                self.gemm(out, "ATTN", "q", t, heads * dqk, h, pdt, gathered_input=True)
             self.norm(out, "ATTN", "kv_norm", att.kv_lora_rank, quant_to=pdt)
             self.gemm(out, "ATTN", "kv_b", t, heads * (att.qk_nope_head_dim + dv), att.kv_lora_rank, pdt,
                       recompute=up_recompute)
@@ -125,7 +130,7 @@ class LayerBuilder:
             dqk = dv = att.head_dim
             kv_heads = (att.kv_heads or att.heads) // tp if att.kind == "gqa" else heads
             kv_heads = max(kv_heads, 1)
-            self.gemm(out, "ATTN", "qkv", t, (heads + 2 * kv_heads) * dqk, h, pdt)
+            self.gemm(out, "ATTN", "qkv", t, (heads + 2 * kv_heads) * dqk, h, pdt, gathered_input=True)
         self.elementwise(out, "ATTN", "rope", t * heads * dqk * BF16 * 2, saves=0.0)
         self.core_attention(out, heads, kv_heads, dqk, dv)
         self.gemm(out, "ATTN", "o_proj", t, h, heads * dv, pdt)
@@ -161,10 +166,10 @@ class LayerBuilder:
 
     # --- feed-forward -----------------------------------------------------------------------------------
     def swiglu_mlp(self, out: LayerOps, component: str, name: str, m: int, inter: int, dtype: str,
-                   groups: int = 1) -> None:
+                   groups: int = 1, gathered_input: bool = False) -> None:
         """gate+up (fused, 2·inter wide), SwiGLU, down: the FFN of a dense layer, an expert or a shared expert."""
         h = self.h
-        self.gemm(out, component, f"{name}.up", m, 2 * inter, h, dtype, groups=groups)
+        self.gemm(out, component, f"{name}.up", m, 2 * inter, h, dtype, groups=groups, gathered_input=gathered_input)
         swiglu_bytes = groups * m * inter * (2 * BF16 + element_bytes(dtype))
         self.elementwise(out, component, f"{name}.swiglu", swiglu_bytes, recompute=self.recompute.swiglu,
                          flops_fwd=4.0 * groups * m * inter)
@@ -173,7 +178,7 @@ class LayerBuilder:
     def dense_ffn(self, out: LayerOps) -> None:
         self.norm(out, "MLP", "mlp_norm", self.h, quant_to=self.prec.dense_mlp)
         self.swiglu_mlp(out, "MLP", "ffn", self.tokens, self.s.model.ffn_intermediate // self.tp,
-                        self.prec.dense_mlp)
+                        self.prec.dense_mlp, gathered_input=True)
         if self.tp > 1:
             self.tp_comm(out, "MLP_TP")
         self.elementwise(out, "MLP", "residual", self.tokens // self.tp * self.h * BF16 * 3)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from workloads.layers import LayerBuilder, LayerOps
-from workloads.ops import Chunk, Component, Phase
+from workloads.ops import DTYPE_BYTES, Chunk, Component, Phase
 from workloads.scenario import Model, Scenario
 
 
@@ -82,7 +82,29 @@ def _transformer_layer(builder: LayerBuilder, model: Model, layer: int) -> Layer
         builder.moe(ops)
     else:
         builder.dense_ffn(ops)
+    if builder.recompute.full:
+        _recompute_fully(ops, builder.tokens // builder.tp * model.hidden * DTYPE_BYTES["bf16"])
     return ops
+
+
+def _recompute_fully(ops: LayerOps, input_bytes: float) -> None:
+    """Full activation recomputation: keep only the layer's input, rerun its whole forward before its backward.
+
+    The rerun ops are B-phase, flagged ``recompute`` and not counted as model FLOPs; partial recomputation
+    inside the layer becomes moot and is dropped.
+    """
+    ops.saved_bytes = input_bytes
+    backward = []
+    for component in ops.backward:
+        kept = [op for op in component.ops if not op.recompute]
+        if kept:
+            backward.append(Component(component.name, component.layer, component.phase, kept))
+    # The backward list is reversed at execution, so the rerun goes last here, in reverse forward order.
+    for component in reversed(ops.forward):
+        rerun = [replace(op, phase=Phase.B, recompute=True, model_flops=0.0, model_flops_noncausal=0.0)
+                 for op in component.ops]
+        backward.append(Component(component.name, component.layer, Phase.B, rerun[::-1]))
+    ops.backward = backward
 
 
 def _chunks(stage: int, parts: list[LayerOps]) -> tuple[Chunk, Chunk, Chunk]:
