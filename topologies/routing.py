@@ -34,13 +34,22 @@ class Route:
 
 
 def fail(g: nx.DiGraph, links=(), switches=()) -> nx.DiGraph:
-    """A copy of ``g`` without the given cables (``(u, v)`` pairs, both directions) and switches."""
+    """A copy of ``g`` without the given switches and cables.
+
+    Each ``(u, v)`` pair removes one cable between ``u`` and ``v`` (both directions): a link that folds several
+    parallel cables (``lanes``) loses one lane's capacity; list a pair again to remove more.
+    """
     out = g.copy()
     for u, v in links:
+        if not out.has_edge(u, v):
+            raise TopologyError(f"no link {u} -> {v} to fail; name a cable as it appears in the graph")
         for a, b in ((u, v), (v, u)):
-            if not out.has_edge(a, b):
-                raise TopologyError(f"no link {a} -> {b} to fail")
-            out.remove_edge(a, b)
+            edge = out.edges[a, b]
+            if edge["lanes"] > 1:
+                edge["capacity_gbps"] -= edge["capacity_gbps"] / edge["lanes"]
+                edge["lanes"] -= 1
+            else:
+                out.remove_edge(a, b)
     for s in switches:
         if s not in out or out.nodes[s]["kind"] != "switch":
             raise TopologyError(f"no switch {s!r} to fail")
