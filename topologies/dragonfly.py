@@ -107,7 +107,7 @@ def mms_edges(q: int) -> list[tuple[tuple, tuple]]:
         x2_set = {pow(xi, e, q) for e in range(1, q - 1, 2)}
     else:
         x_set = {pow(xi, e, q) for e in list(range(0, 2 * w - 1, 2)) + list(range(2 * w - 1, 4 * w - 2, 2))}
-        x2_set = {pow(xi, e, q) for e in list(range(1, 2 * w - 2, 2)) + list(range(2 * w, 4 * w - 1, 2))}
+        x2_set = {pow(xi, e, q) for e in list(range(1, 2 * w, 2)) + list(range(2 * w, 4 * w - 1, 2))}
     edges = []
     for x in range(q):
         for y in range(q):

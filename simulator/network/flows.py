@@ -85,10 +85,11 @@ def max_min_rates(flow: np.ndarray, link: np.ndarray, weight: np.ndarray, flows:
         share[used] = np.maximum(remaining[used], 0.0) / demand[used]
         level = share.min()
         bottleneck = share <= level * (1 + 1e-12)
-        hit = np.unique(flow[live & bottleneck[link]])
+        hit = np.zeros(flows, dtype=bool)
+        hit[flow[live & bottleneck[link]]] = True
         rates[hit] = level
-        frozen[hit] = True
-        rows = np.isin(flow, hit)
+        frozen |= hit
+        rows = hit[flow]
         remaining -= np.bincount(link[rows], weight[rows] * level, minlength=links)
     return rates
 
