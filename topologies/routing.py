@@ -77,14 +77,24 @@ class Router:
         self._dist: dict[str, dict[str, int]] = {}
         self._ecmp: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
         self._routes: dict[tuple[str, str], Route] = {}
+        self._nics: dict[str, list[str]] = {}
+        self._switch: dict[str, str | None] = {}
+        self._ecmp_arrays: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
 
     # --- the pieces of a route ------------------------------------------------------------------------
     def nics_of(self, gpu: str) -> list[str]:
         """NICs on the GPU's PCIe links that are cabled to a switch."""
-        return [n for n in self.g.successors(gpu) if self.g.nodes[n]["kind"] == "nic" and self.switch_of(n)]
+        nics = self._nics.get(gpu)
+        if nics is None:
+            nics = self._nics[gpu] = [n for n in self.g.successors(gpu)
+                                      if self.g.nodes[n]["kind"] == "nic" and self.switch_of(n)]
+        return nics
 
     def switch_of(self, nic: str) -> str | None:
-        return next((s for s in self.g.successors(nic) if self.g.nodes[s]["kind"] == "switch"), None)
+        if nic not in self._switch:
+            self._switch[nic] = next((s for s in self.g.successors(nic) if self.g.nodes[s]["kind"] == "switch"),
+                                     None)
+        return self._switch[nic]
 
     def node_of(self, gpu: str) -> int:
         return self.g.nodes[gpu]["node"]
@@ -125,21 +135,31 @@ class Router:
         sa, sb = self.switch_of(nic_a), self.switch_of(nic_b)
         return sa is not None and sb is not None and self._component[sa] == self._component[sb]
 
-    def _nvlink(self, share: dict, src: str, dst: str, w: float) -> None:
+    def _nvlink(self, ids: list[int], weights: list[float], src: str, dst: str, w: float) -> None:
         if src != dst:
             nvs = self.nvswitch(src)
-            for e in ((src, nvs), (nvs, dst)):
-                share[e] = share.get(e, 0.0) + w
+            ids += (self.link_id[(src, nvs)], self.link_id[(nvs, dst)])
+            weights += (w, w)
+
+    def _fabric_arrays(self, a: str, b: str) -> tuple[list[int], list[float]]:
+        key = (a, b)
+        if key not in self._ecmp_arrays:
+            share = self.fabric_ecmp(a, b)
+            self._ecmp_arrays[key] = ([self.link_id[e] for e in share], list(share.values()))
+        return self._ecmp_arrays[key]
 
     def _plan(self, src: str, dst: str) -> list[tuple[str, str, str, str]]:
         """(egress GPU, egress NIC, ingress NIC, ingress GPU) options of the most preferred tier."""
+        direct = [(src, ne, ni, dst) for ne in self.nics_of(src) for ni in self.nics_of(dst) if self._reachable(ne, ni)]
+        if direct:
+            return direct
         src_server = self.server_gpus(self.node_of(src))
         dst_server = self.server_gpus(self.node_of(dst))
         relays_src = [x for x in src_server if x != src]
         relays_dst = [x for x in dst_server if x != dst]
         # Prefer the relay with the destination's in-node index (DeepSeek's same-index rule), then any.
         same_index = [x for x in relays_src if self.g.nodes[x]["index"] == self.g.nodes[dst]["index"]]
-        for eg, ig in (([src], [dst]), (same_index, [dst]), (relays_src, [dst]), ([src], relays_dst),
+        for eg, ig in ((same_index, [dst]), (relays_src, [dst]), ([src], relays_dst),
                        (relays_src, relays_dst)):
             options = [(e, ne, ni, i) for e in eg for ne in self.nics_of(e) for i in ig for ni in self.nics_of(i)
                        if self._reachable(ne, ni)]
@@ -148,31 +168,38 @@ class Router:
         raise RoutingError(f"no route from {src} to {dst}: the fabric does not connect their servers")
 
     def route(self, src: str, dst: str) -> Route:
-        """The route of a transfer from GPU ``src`` to GPU ``dst`` (cached)."""
+        """The route of a transfer from GPU ``src`` to GPU ``dst`` (cached). A link may appear more than once
+        (several options through it); its fractions add up."""
         key = (src, dst)
         if key in self._routes:
             return self._routes[key]
-        share: dict[tuple[str, str], float] = {}
+        ids: list[int] = []
+        weights: list[float] = []
         if src != dst and self.node_of(src) == self.node_of(dst):
-            self._nvlink(share, src, dst, 1.0)
+            self._nvlink(ids, weights, src, dst, 1.0)
         elif src != dst:
             options = self._plan(src, dst)
             w = 1.0 / len(options)
+            link_id = self.link_id
             for eg, ne, ni, ig in options:
-                self._nvlink(share, src, eg, w)
+                self._nvlink(ids, weights, src, eg, w)
                 sa, sb = self.switch_of(ne), self.switch_of(ni)
-                for e in ((eg, ne), (ne, sa), (sb, ni), (ni, ig)):
-                    share[e] = share.get(e, 0.0) + w
-                for e, part in self.fabric_ecmp(sa, sb).items():
-                    share[e] = share.get(e, 0.0) + w * part
-                self._nvlink(share, ig, dst, w)
-        ids = np.array([self.link_id[e] for e in share], dtype=np.int64)
-        weights = np.array(list(share.values()))
-        latency = float(weights @ self.latency_us[ids]) if len(ids) else 0.0
-        route = self._routes[key] = Route(ids, weights, latency)
+                ids += (link_id[(eg, ne)], link_id[(ne, sa)], link_id[(sb, ni)], link_id[(ni, ig)])
+                weights += (w, w, w, w)
+                fab_ids, fab_w = self._fabric_arrays(sa, sb)
+                ids += fab_ids
+                weights += [w * x for x in fab_w] if w != 1.0 else fab_w
+                self._nvlink(ids, weights, ig, dst, w)
+        id_array = np.array(ids, dtype=np.int64)
+        weight_array = np.array(weights, dtype=float)
+        latency = float(weight_array @ self.latency_us[id_array]) if ids else 0.0
+        route = self._routes[key] = Route(id_array, weight_array, latency)
         return route
 
     def path_links(self, src: str, dst: str) -> list[tuple[str, str, float]]:
         """The route as readable ``(u, v, fraction)`` triples."""
         r = self.route(src, dst)
-        return [(*self.links[i], float(w)) for i, w in zip(r.links, r.weights)]
+        merged: dict[int, float] = {}
+        for i, w in zip(r.links.tolist(), r.weights.tolist()):
+            merged[i] = merged.get(i, 0.0) + w
+        return [(*self.links[i], w) for i, w in merged.items()]

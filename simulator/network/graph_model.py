@@ -70,20 +70,17 @@ class GraphNetwork:
 
     # --- routing phases into steps ----------------------------------------------------------------------
     def step(self, phase: algo.Phase) -> Step:
-        flows, links, weights, nbytes, latency = [], [], [], [], []
-        for f, (src, dst, b) in enumerate(phase.transfers):
-            r = self.router.route(src, dst)
-            flows.append(np.full(len(r.links), f, dtype=np.int64))
-            links.append(r.links)
-            weights.append(r.weights)
-            nbytes.append(b)
-            latency.append(r.latency_us * US)
-        if not flows:
+        route = self.router.route
+        routes = [route(src, dst) for src, dst, _ in phase.transfers]
+        if not routes:
             empty = np.zeros(0)
             return Step(empty, empty, empty.astype(np.int64), empty.astype(np.int64), empty, phase.repeat,
                         phase.latency_factor, phase.name)
-        return Step(np.array(nbytes, dtype=float), np.array(latency), np.concatenate(flows),
-                    np.concatenate(links), np.concatenate(weights), phase.repeat, phase.latency_factor, phase.name)
+        lengths = np.fromiter((len(r.links) for r in routes), dtype=np.int64, count=len(routes))
+        return Step(np.fromiter((t[2] for t in phase.transfers), dtype=float, count=len(routes)),
+                    np.fromiter((r.latency_us for r in routes), dtype=float, count=len(routes)) * US,
+                    np.repeat(np.arange(len(routes)), lengths), np.concatenate([r.links for r in routes]),
+                    np.concatenate([r.weights for r in routes]), phase.repeat, phase.latency_factor, phase.name)
 
     def program(self, name: str, phases: list[algo.Phase]) -> Program:
         return Program(name, [self.step(p) for p in phases])
