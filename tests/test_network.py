@@ -174,3 +174,16 @@ def test_cli_collective_flow_and_bad_input(runner):
                  ["collective", "ep-dispatch", "--ep", "64", "--max-nodes", "9"]):
         out = runner.invoke(app, args)
         assert out.exit_code == 2 and "Traceback" not in out.output and out.output.startswith("error:"), args
+
+
+def test_cli_traffic_matrix(runner, tmp_path):
+    # GPU 0 sends 24 MB to each of the 8 GPUs of the other node, everyone else 1 MB: GPU 0's NIC binds.
+    m = [[0.0 if i == j else (24e6 if i == 0 and j >= 8 else 1e6) for j in range(16)] for i in range(16)]
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(m))
+    out = runner.invoke(app, ["collective", "all-to-all", "--topology", "ft2", "--gpus", "16", "--matrix",
+                              str(path), "--fidelity", "flow", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["time_us"] == pytest.approx((8 * 24e6 / NIC_BPS + 2.8e-6) * 1e6, rel=1e-6)
+    out = runner.invoke(app, ["collective", "all-to-all", "--gpus", "8", "--matrix", str(path)])
+    assert out.exit_code == 2 and "8x8" in out.output

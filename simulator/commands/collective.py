@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -43,6 +44,8 @@ def collective(
     gpus: Optional[int] = typer.Option(None, "--gpus", help="GPUs taking part (default: --ep for EP, else 64)."),
     cluster_gpus: Optional[int] = typer.Option(None, "--cluster-gpus", help="GPUs in the topology (default --gpus)."),
     nbytes: str = typer.Option("256MB", "--bytes", help="Bytes per rank (all-to-all: all it sends)."),
+    matrix: Optional[Path] = typer.Option(None, "--matrix", help="all-to-all traffic matrix: JSON list of rows "
+                                          "or CSV, bytes from member i to member j (overrides --bytes)."),
     fidelity: str = typer.Option("analytic", "--fidelity", help="analytic or flow."),
     radix: Optional[int] = typer.Option(None, "--radix"), planes: Optional[int] = typer.Option(None, "--planes"),
     oversubscription: Optional[float] = typer.Option(None, "--oversubscription"),
@@ -106,7 +109,13 @@ def collective(
             }
         else:
             per_rank = parse_bytes(nbytes)
-            program = net.collective(name, members, per_rank)
+            traffic_matrix = None
+            if matrix is not None:
+                if name != "all-to-all":
+                    fail("--matrix applies to all-to-all only")
+                traffic_matrix = read_matrix(matrix, members_n)
+                per_rank = float(traffic_matrix.sum(axis=1).mean())
+            program = net.collective(name, members, per_rank, traffic_matrix)
             result = net.result(program, members_n, per_rank)
     except (TopologyError, ValueError) as err:
         fail(str(err))
@@ -118,6 +127,24 @@ def collective(
         print(json.dumps(out, indent=1))
         return
     print_collective(out)
+
+
+def read_matrix(path: Path, size: int):
+    """A size × size matrix of bytes from a JSON list of rows or a CSV file; one-line errors otherwise."""
+    import numpy as np
+
+    try:
+        text = path.read_text()
+        rows = json.loads(text) if path.suffix == ".json" else [
+            [float(x) for x in line.split(",")] for line in text.splitlines() if line.strip()]
+        m = np.array(rows, dtype=float)
+    except (OSError, ValueError) as err:
+        fail(f"--matrix {path}: {str(err).splitlines()[0]}")
+    if m.shape != (size, size):
+        fail(f"--matrix {path}: shape {m.shape} but --gpus is {size}; give a {size}x{size} matrix")
+    if (m < 0).any():
+        fail(f"--matrix {path}: bytes must be non-negative")
+    return m
 
 
 def print_collective(out: dict) -> None:

@@ -81,7 +81,11 @@ def describe(kind: str = typer.Argument(..., help=f"One of {', '.join(TOPOLOGIES
         except ValueError as err:
             fail(str(err))
         fig.write_html(draw, include_plotlyjs="cdn")
-    stats = summarise(g)
+    if as_json:
+        stats = summarise(g)
+    else:  # the largest dragonfly takes tens of seconds for bisection and diameter
+        with console.status(f"measuring {g.number_of_nodes():,} nodes: bisection (max flow) and diameter"):
+            stats = summarise(g)
     if as_json:
         print(json.dumps(stats, indent=1))
         return
