@@ -33,7 +33,7 @@ def topology_figure(g: nx.DiGraph, title: str) -> go.Figure:
     pos = _positions(g)
     fig = go.Figure()
     for cls, color in EDGE_COLOR.items():
-        xs, ys, text = [], [], []
+        xs, ys = [], []
         for u, v, d in g.edges(data=True):
             if d["link"] == cls and u < v:
                 xs += [pos[u][0], pos[v][0], None]

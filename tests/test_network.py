@@ -67,6 +67,10 @@ def test_flow_shows_contention_when_two_collectives_share_nics():
     # Started halfway through the first, the second slows it: half its bytes are left at half the rate.
     first, second = flow.concurrent_s([a2a, a2a], [0.0, alone / 2])
     assert first == pytest.approx(1.5 * alone, rel=0.02) and second == pytest.approx(2 * alone, rel=0.02)
+    # Multi-step collectives contend step by step: two hierarchical all-reduces of 1 GB each take ~2x.
+    ring = flow.collective("all-reduce-hier", members, 1e9)
+    for t in flow.concurrent_s([ring, ring]):
+        assert 1.95 * flow.time_s(ring) <= t <= 2 * flow.time_s(ring)
     # EP dispatch beside an all-to-all: both bound by the same NICs, so together they take about the sum.
     traffic = balanced_ep_traffic(256, 8, 8, 4, 64, 8, 0)
     dispatch = flow.ep(members, 4096, FP8_TOKEN, traffic)

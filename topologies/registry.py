@@ -33,9 +33,9 @@ register(Topology("ft2", "two-layer fat-tree (leaf-spine)", fattree.ft2, fattree
 register(Topology("ft3", "three-layer fat-tree (edge-aggregation-core)", fattree.ft3, fattree.ft3_capacity))
 register(Topology("mpft", "multi-plane fat-tree: one two-layer fat-tree per plane, GPU-NIC pair i on plane i",
                   fattree.mpft, fattree.mpft_capacity))
-register(Topology("mrft", "multi-rail fat-tree: rail-grouped leaves, spines shared by all rails", fattree.mrft,
-                  fattree.two_layer_capacity))
-register(Topology("rail", "rail-only: one switch per rail, rails joined only through NVLink", fattree.rail,
+register(Topology("mrft", "multi-rail (rail-optimized) fat-tree: rail-grouped leaves, spines shared by all rails",
+                  fattree.mrft, fattree.two_layer_capacity))
+register(Topology("rail", "rail-only: one switch per rail, no spines; rails meet only over NVLink", fattree.rail,
                   fattree.rail_capacity))
 register(Topology("dragonfly", "canonical dragonfly (p, a, h, groups)", dragonfly.dragonfly,
                   dragonfly.dragonfly_capacity))
