@@ -95,6 +95,14 @@ def tail_spec(scenario: Scenario, network: AnalyticNetwork, cost_model: CostMode
     return TailSpec(grad_s, optimizer_s, param_s)
 
 
+def make_network(scenario: Scenario):
+    """The network model ``run.network`` names: closed-form ``analytic``, or ``flow`` on the cluster graph."""
+    if scenario.run.network == "flow":
+        from simulator.network.scenario_network import ScenarioNetwork
+        return ScenarioNetwork(scenario, "flow")
+    return AnalyticNetwork(scenario)
+
+
 def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: bool = False,
              check_memory: bool | None = None) -> Result:
     """Simulate one training step of ``scenario`` (representative-rank mode).
@@ -106,7 +114,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     wall = time.perf_counter()
     profile = profile or load_profile(None)
     cost_model = CostModel(profile, scenario.cluster.gpu)
-    network = AnalyticNetwork(scenario)
+    network = make_network(scenario)
     pricer = Pricer(scenario, cost_model, network)
     par = scenario.parallelism
     schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)

@@ -1,0 +1,167 @@
+"""``moesim collective NAME``: price one collective (or DeepSeek-style EP dispatch/combine) on a topology."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from simulator.cli import app, console, fail
+from simulator.commands.topology import parse_links, spec_from_options
+from simulator.network.flows import GB
+from simulator.network.graph_model import COLLECTIVES, FIDELITIES, GraphNetwork
+from topologies.registry import build
+from topologies.routing import fail as fail_elements
+from topologies.spec import TopologyError, topology_defaults
+
+EP_NAMES = ("ep-dispatch", "ep-combine")
+UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30}
+# Efficiencies as in workloads.scenario.NetworkSpec: "Insights into DeepSeek-V3" §4.3 (~40 of 50 GB/s per
+# 400G NIC) and DeepSeek-V3 TR §3.2.2 / DeepEP README (~160 of 200 GB/s NVLink per direction on H800).
+NIC_EFFICIENCY = 0.8
+NVLINK_EFFICIENCY = 0.8
+
+
+def parse_bytes(text: str) -> float:
+    """``4096``, ``1e9``, ``256MB``, ``64MiB`` → bytes."""
+    match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in UNITS:
+        fail(f"--bytes {text!r}: give a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB)")
+    try:
+        return float(match.group(1)) * UNITS[match.group(2).lower()]
+    except ValueError:
+        fail(f"--bytes {text!r}: not a number")
+
+
+@app.command("collective")
+def collective(
+    name: str = typer.Argument(..., help=f"One of {', '.join(COLLECTIVES + EP_NAMES)}."),
+    topology: str = typer.Option("mpft", "--topology", "-t", help="Topology kind (see `moesim topology list`)."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="GPUs taking part (default: --ep for EP, else 64)."),
+    cluster_gpus: Optional[int] = typer.Option(None, "--cluster-gpus", help="GPUs in the topology (default --gpus)."),
+    nbytes: str = typer.Option("256MB", "--bytes", help="Bytes per rank (all-to-all: all it sends)."),
+    matrix: Optional[Path] = typer.Option(None, "--matrix", help="all-to-all traffic matrix: JSON list of rows "
+                                          "or CSV, bytes from member i to member j (overrides --bytes)."),
+    fidelity: str = typer.Option("analytic", "--fidelity", help="analytic or flow."),
+    radix: Optional[int] = typer.Option(None, "--radix"), planes: Optional[int] = typer.Option(None, "--planes"),
+    oversubscription: Optional[float] = typer.Option(None, "--oversubscription"),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="h800, h100 or h200 (NVLink rate)."),
+    nic_efficiency: float = typer.Option(NIC_EFFICIENCY, "--nic-efficiency"),
+    nvlink_efficiency: float = typer.Option(NVLINK_EFFICIENCY, "--nvlink-efficiency"),
+    ep: int = typer.Option(64, "--ep", help="EP group size (ep-dispatch/ep-combine)."),
+    tokens: int = typer.Option(4096, "--tokens", help="Tokens per GPU."),
+    hidden: int = typer.Option(7168, "--hidden"), topk: int = typer.Option(8, "--topk"),
+    experts: int = typer.Option(256, "--experts", help="Routed experts."),
+    max_nodes: int = typer.Option(4, "--max-nodes", help="Node-limited routing: nodes a token may reach."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="fp8 (with per-128 scales) or bf16; default fp8 "
+                                        "for dispatch, bf16 for combine."),
+    seed: int = typer.Option(0, "--seed"),
+    fail_link: Optional[list[str]] = typer.Option(None, "--fail-link", help="Cable u:v to remove (repeatable)."),
+    fail_switch: Optional[list[str]] = typer.Option(None, "--fail-switch", help="Switch to remove (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Time, algorithm bandwidth and bytes per link class of one collective; EP adds DeepEP's RDMA/NVL GB/s."""
+    from workloads.layers import element_bytes
+    from workloads.routing import balanced_ep_traffic
+
+    if name not in COLLECTIVES + EP_NAMES:
+        fail(f"unknown collective {name!r}; choose one of {', '.join(COLLECTIVES + EP_NAMES)}")
+    if fidelity not in FIDELITIES:
+        fail(f"--fidelity {fidelity!r}: choose analytic or flow")
+    is_ep = name in EP_NAMES
+    members_n = gpus or (ep if is_ep else 64)
+    if is_ep and gpus is not None and gpus != ep:
+        fail(f"--gpus {gpus} differs from --ep {ep}; an EP collective runs over the --ep GPUs")
+    size = max(cluster_gpus or members_n, members_n)
+    gpn = topology_defaults()["gpus_per_node"]
+    try:
+        g = build(spec_from_options(topology, radix, planes, size, oversubscription, gpu, None, None, None))
+        g = fail_elements(g, parse_links(fail_link), fail_switch or [])
+        net = GraphNetwork(g, fidelity, nvlink_efficiency, nic_efficiency)
+        members = net.members(members_n)
+        extra = {}
+        if is_ep:
+            dtype = dtype or ("fp8" if name == "ep-dispatch" else "bf16")
+            if dtype not in ("fp8", "bf16"):
+                fail(f"--dtype {dtype!r}: choose fp8 or bf16")
+            nodes = max(1, ep // gpn)
+            if experts % ep or experts % nodes:
+                fail(f"--experts {experts} must divide evenly over --ep {ep} GPUs and their {nodes} nodes")
+            if not 1 <= max_nodes <= nodes and nodes > 1:
+                fail(f"--max-nodes {max_nodes} must be between 1 and the {nodes} nodes of --ep {ep}")
+            if topk > min(max_nodes, nodes) * (experts // nodes):
+                fail(f"--topk {topk} exceeds the experts on --max-nodes {max_nodes} nodes")
+            traffic = balanced_ep_traffic(experts, topk, nodes, min(max_nodes, nodes), ep, min(ep, gpn), seed)
+            token_bytes = hidden * element_bytes(dtype)
+            program = net.ep(members, tokens, token_bytes, traffic, combine=name == "ep-combine")
+            per_rank = tokens * topk * token_bytes
+            result = net.result(program, members_n, per_rank)
+            extra = {
+                "dtype": dtype, "tokens": tokens, "ib_nodes_per_token": traffic.ib_nodes,
+                "nvl_copies_per_token": traffic.nvl_copies,
+                # DeepEP's convention: IB bytes sent per GPU / time, NVLink bytes received per GPU / time.
+                "rdma_gbps": tokens * traffic.ib_nodes * token_bytes / result.time_s / GB if result.time_s else 0.0,
+                "nvl_gbps": tokens * traffic.nvl_copies * token_bytes / result.time_s / GB if result.time_s else 0.0,
+            }
+        else:
+            per_rank = parse_bytes(nbytes)
+            traffic_matrix = None
+            if matrix is not None:
+                if name != "all-to-all":
+                    fail("--matrix applies to all-to-all only")
+                traffic_matrix = read_matrix(matrix, members_n)
+                per_rank = float(traffic_matrix.sum(axis=1).mean())
+            program = net.collective(name, members, per_rank, traffic_matrix)
+            result = net.result(program, members_n, per_rank)
+    except (TopologyError, ValueError) as err:
+        fail(str(err))
+    out = {"collective": name, "topology": topology, "fidelity": fidelity, "gpus": members_n,
+           "time_us": result.time_s * 1e6, "bytes_per_rank": per_rank, "algbw_gbps": result.algbw_gbps,
+           "link_bytes": result.link_bytes, "bottleneck": result.bottleneck, "flows": result.flows,
+           "steps": result.steps, **extra}
+    if as_json:
+        print(json.dumps(out, indent=1))
+        return
+    print_collective(out)
+
+
+def read_matrix(path: Path, size: int):
+    """A size × size matrix of bytes from a JSON list of rows or a CSV file; one-line errors otherwise."""
+    import numpy as np
+
+    try:
+        text = path.read_text()
+        rows = json.loads(text) if path.suffix == ".json" else [
+            [float(x) for x in line.split(",")] for line in text.splitlines() if line.strip()]
+        m = np.array(rows, dtype=float)
+    except (OSError, ValueError) as err:
+        fail(f"--matrix {path}: {str(err).splitlines()[0]}")
+    if m.shape != (size, size):
+        fail(f"--matrix {path}: shape {m.shape} but --gpus is {size}; give a {size}x{size} matrix")
+    if (m < 0).any():
+        fail(f"--matrix {path}: bytes must be non-negative")
+    return m
+
+
+def print_collective(out: dict) -> None:
+    console.print(f"[bold]{out['collective']}[/] over {out['gpus']} GPUs on {out['topology']} "
+                  f"({out['fidelity']} fidelity)", highlight=False)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("time", f"{out['time_us']:,.1f} µs")
+    table.add_row("algorithm bandwidth", f"{out['algbw_gbps']:,.1f} GB/s (bytes per rank / time)")
+    if "rdma_gbps" in out:
+        table.add_row("RDMA (IB bytes sent per GPU / time)", f"{out['rdma_gbps']:,.1f} GB/s")
+        table.add_row("NVL (NVLink bytes received per GPU / time)", f"{out['nvl_gbps']:,.1f} GB/s")
+        table.add_row("per token", f"{out['ib_nodes_per_token']:.2f} IB nodes, "
+                                   f"{out['nvl_copies_per_token']:.2f} NVLink forwards ({out['dtype']})")
+    table.add_row("bottleneck link class", out["bottleneck"])
+    table.add_row("flows × steps", f"{out['flows']:,} in {out['steps']:,} steps")
+    for cls, b in out["link_bytes"].items():
+        table.add_row(f"bytes on {cls} links", f"{b / 1e9:,.3f} GB")
+    console.print(table)

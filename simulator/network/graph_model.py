@@ -1,0 +1,161 @@
+"""The graph network model: collectives routed over a cluster graph and priced analytically or as flows.
+
+Both fidelities use the same routes and capacities. Each link's usable capacity is its nominal capacity times
+the efficiency of its class: NVLink × ``nvlink_efficiency`` (DeepSeek-V3 TR §3.2.2: ~160 of 200 GB/s on H800),
+NIC and switch links × ``nic_efficiency`` ("Insights into DeepSeek-V3" §4.3: ~40 of 50 GB/s per 400G NIC);
+PCIe at its nominal rate. Latencies are per link (topologies/data/topologies.yaml, from "Insights" Table 5).
+
+- ``analytic``: per step, the busiest link's bytes / capacity plus the slowest path's latency; concurrent
+  collectives do not see each other.
+- ``flow``: max-min fair fluid sharing (:mod:`simulator.network.flows`); concurrent collectives contend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from simulator.network import collectives as algo
+from simulator.network.flows import GB, US, Program, Step, analytic_step_s, simulate
+from topologies.graph import LINK_CLASSES
+from topologies.routing import Router
+from workloads.routing import EpTraffic
+
+FIDELITIES = ("analytic", "flow")
+
+
+@dataclass(frozen=True)
+class CollectiveResult:
+    """A priced collective: seconds, algorithm bandwidth (bytes per rank / time, GB/s), bytes per link class."""
+
+    name: str
+    fidelity: str
+    members: int
+    time_s: float
+    bytes_per_rank: float
+    algbw_gbps: float
+    link_bytes: dict[str, float]
+    flows: int
+    steps: int
+    bottleneck: str
+
+
+class GraphNetwork:
+    """Routes and prices collectives on one cluster graph."""
+
+    def __init__(self, graph: nx.DiGraph, fidelity: str = "analytic", nvlink_efficiency: float = 0.8,
+                 nic_efficiency: float = 0.8):
+        if fidelity not in FIDELITIES:
+            raise ValueError(f"fidelity must be one of {', '.join(FIDELITIES)}, not {fidelity!r}")
+        self.graph = graph
+        self.fidelity = fidelity
+        self.router = Router(graph)
+        efficiency = {"nvlink": nvlink_efficiency, "pcie": 1.0, "nic": nic_efficiency, "fabric": nic_efficiency}
+        eff = np.array([efficiency[c] for c in self.router.link_class])
+        self.capacity_bps = self.router.capacity_gbps * eff * GB
+        self.gpus = self.router.gpus
+
+    def node_of(self, gpu: str) -> int:
+        return self.router.node_of(gpu)
+
+    def members(self, count: int, first: int = 0, stride: int = 1) -> list[str]:
+        """GPU names of ranks first, first+stride, ... (``count`` of them)."""
+        ranks = [first + i * stride for i in range(count)]
+        if ranks and ranks[-1] >= len(self.gpus):
+            raise ValueError(f"{count} members at stride {stride} need {ranks[-1] + 1} GPUs; the topology has "
+                             f"{len(self.gpus)}")
+        return [self.gpus[r] for r in ranks]
+
+    # --- routing phases into steps ----------------------------------------------------------------------
+    def step(self, phase: algo.Phase) -> Step:
+        route = self.router.route
+        routes = [route(src, dst) for src, dst, _ in phase.transfers]
+        if not routes:
+            empty = np.zeros(0)
+            return Step(empty, empty, empty.astype(np.int64), empty.astype(np.int64), empty, phase.repeat,
+                        phase.latency_factor, phase.name)
+        lengths = np.fromiter((len(r.links) for r in routes), dtype=np.int64, count=len(routes))
+        return Step(np.fromiter((t[2] for t in phase.transfers), dtype=float, count=len(routes)),
+                    np.fromiter((r.latency_us for r in routes), dtype=float, count=len(routes)) * US,
+                    np.repeat(np.arange(len(routes)), lengths), np.concatenate([r.links for r in routes]),
+                    np.concatenate([r.weights for r in routes]), phase.repeat, phase.latency_factor, phase.name)
+
+    def program(self, name: str, phases: list[algo.Phase]) -> Program:
+        return Program(name, [self.step(p) for p in phases])
+
+    # --- pricing --------------------------------------------------------------------------------------
+    def time_s(self, program: Program) -> float:
+        """Seconds for ``program`` alone on the network (no other traffic)."""
+        total = 0.0
+        for step in program.steps:
+            if self.fidelity == "analytic":
+                one = analytic_step_s(step, self.capacity_bps)
+            else:  # repetitions of a step alone are identical: simulate one
+                single = Step(step.bytes, step.latency_s, step.flow, step.link, step.weight, 1,
+                              step.latency_factor, step.name)
+                one = simulate([Program(program.name, [single])], self.capacity_bps)[0][0]
+            total += one * step.repeat
+        return total
+
+    def concurrent_s(self, programs: list[Program], starts_s: list[float] | None = None) -> list[float]:
+        """Finish time of each program when they run together (flow: they share links; analytic: they don't)."""
+        starts_s = starts_s or [0.0] * len(programs)
+        if self.fidelity == "analytic":
+            return [s + self.time_s(p) for s, p in zip(starts_s, programs)]
+        return simulate(programs, self.capacity_bps, starts_s)[0]
+
+    def link_bytes(self, program: Program) -> dict[str, float]:
+        """Bytes carried by all links of each class (``nvlink``, ``pcie``, ``nic``, ``fabric``)."""
+        out = dict.fromkeys(LINK_CLASSES, 0.0)
+        total = np.zeros(len(self.capacity_bps))
+        for step in program.steps:
+            total += step.link_bytes(len(total)) * step.repeat
+        for cls in LINK_CLASSES:
+            out[cls] = float(total[self.router.link_class == cls].sum())
+        return out
+
+    def bottleneck(self, program: Program) -> str:
+        """The link class whose busiest link needs the most time over the whole program."""
+        worst, name = 0.0, "none"
+        for step in program.steps:
+            load = step.link_bytes(len(self.capacity_bps)) / self.capacity_bps
+            if load.size and load.max() * step.repeat > worst:
+                worst, name = load.max() * step.repeat, str(self.router.link_class[int(load.argmax())])
+        return name
+
+    def result(self, program: Program, members: int, bytes_per_rank: float) -> CollectiveResult:
+        t = self.time_s(program)
+        return CollectiveResult(program.name, self.fidelity, members, t, bytes_per_rank,
+                                bytes_per_rank / t / GB if t > 0 else 0.0, self.link_bytes(program),
+                                program.flows, sum(s.repeat for s in program.steps), self.bottleneck(program))
+
+    # --- collectives by name --------------------------------------------------------------------------
+    def collective(self, name: str, members: list[str], nbytes: float, matrix=None) -> Program:
+        """Program of collective ``name`` (see :data:`COLLECTIVES`) over ``members`` with ``nbytes`` per rank."""
+        node_of = self.node_of
+        if name == "all-to-all":
+            phases = algo.all_to_all(members, nbytes, matrix)
+        elif name == "send-recv":
+            half = len(members) // 2
+            phases = algo.send_recv(list(zip(members[:half], members[half:2 * half])), nbytes)
+        elif name == "all-reduce-tree":
+            phases = algo.tree_all_reduce(members, nbytes)
+        elif name.endswith("-hier"):
+            phases = algo.hierarchical_phases(node_of, members, nbytes, name[:-5].replace("-", "_"))
+        elif name in ("all-reduce", "reduce-scatter", "all-gather"):
+            phases = algo.ring_phases(members, nbytes, name.replace("-", "_"))
+        else:
+            raise ValueError(f"unknown collective {name!r}; known: {', '.join(COLLECTIVES)}")
+        return self.program(name, phases)
+
+    def ep(self, members: list[str], tokens: int, token_bytes: float, traffic: EpTraffic,
+           combine: bool = False) -> Program:
+        """DeepSeek-style EP dispatch (or combine) of ``tokens`` tokens of ``token_bytes`` per member."""
+        name = "ep-combine" if combine else "ep-dispatch"
+        return self.program(name, algo.ep_phases(self.node_of, members, tokens, token_bytes, traffic, combine))
+
+
+COLLECTIVES = ("all-to-all", "all-reduce", "all-reduce-tree", "all-reduce-hier", "reduce-scatter",
+               "reduce-scatter-hier", "all-gather", "all-gather-hier", "send-recv")
