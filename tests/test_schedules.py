@@ -290,7 +290,7 @@ def test_a_layout_over_hbm_fails_saying_by_how_much(runner):
     with pytest.raises(MemoryLayoutError, match=r"GB over"):
         simulate(s)
     assert not simulate(s, check_memory=False).fits_in_memory
-    result = runner.invoke(app, ["simulate", "--preset", "llama3-405b-h100"])
+    result = runner.invoke(app, ["simulate", "--preset", "llama3-405b-h100", "--set", "schedule=gpipe"])
     assert result.exit_code == 2
     assert "GB over" in result.output and "Traceback" not in result.output
 
