@@ -51,14 +51,16 @@ class StagePrice:
 class Pricer:
     """Prices chunks for one scenario with a cost model (compute) and a network model (comm)."""
 
-    def __init__(self, scenario: Scenario, cost_model: CostModel, network):
+    def __init__(self, scenario: Scenario, cost_model: CostModel, network, stage_rank=None):
         self.cost_model = cost_model
         self.network = network
         self.compute_sms = scenario.cluster.gpu.sms - scenario.training.comm_sms
+        self.stage_rank = stage_rank  # stage -> the pipeline rank whose GPUs run its communication
+        self._rank = 0
 
     def op_time_s(self, op) -> float:
         if op.comm is not None:
-            return self.network.comm_time_s(op.comm)
+            return self.network.comm_time_s(op.comm, self._rank)
         return self.cost_model.op_time_s(op, self.compute_sms)
 
     def component_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
@@ -90,6 +92,7 @@ class Pricer:
         return self.merge_segments(self.component_segments(chunk))
 
     def price_stage(self, stage: StageWork) -> StagePrice:
+        self._rank = self.stage_rank(stage.stage) if self.stage_rank else 0
         components = {phase: self.component_segments(stage.chunk(phase)) for phase in Phase}
         segments = {phase: self.merge_segments(c) for phase, c in components.items()}
         ops = [op for phase in Phase for op in stage.chunk(phase).ops()]

@@ -219,8 +219,29 @@ class Reliability(_Strict):
     restart_s: NonNegFloat = 0.0  # rescheduling + reloading; not published for these runs, so 0 unless given
 
 
+class LinkFault(_Strict):
+    """A failed (``bandwidth_factor`` 0) or degraded cable or switch, named as in the cluster graph.
+
+    ``link`` is a cable's two ends (e.g. ``[n3.nic0, p0.leaf1]``); ``switch`` a switch (e.g. ``p0.spine2``).
+    Names are those ``moesim topology describe`` and ``moesim topology route`` print.
+    """
+
+    link: list[str] | None = None
+    switch: str | None = None
+    bandwidth_factor: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if (self.link is None) == (self.switch is None):
+            raise ValueError("give exactly one of link: [u, v] or switch: NAME")
+        if self.link is not None and len(self.link) != 2:
+            raise ValueError(f"link must name two ends, got {len(self.link)}")
+        return self
+
+
 class Faults(_Strict):
     stragglers: list[Straggler] = []
+    links: list[LinkFault] = []
     reliability: Reliability = Reliability()
 
 

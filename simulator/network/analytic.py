@@ -39,8 +39,11 @@ class AnalyticNetwork:
             self._groups[name] = group_geometry(self.scenario, name)
         return self._groups[name]
 
-    def comm_time_s(self, comm: Comm) -> float:
-        """Seconds for every member of ``comm.group`` to finish the collective (all arrive together)."""
+    def comm_time_s(self, comm: Comm, rank: int = 0) -> float:
+        """Seconds for every member of ``comm.group`` to finish the collective (all arrive together).
+
+        ``rank`` (the pipeline rank whose GPUs run it) does not matter here: every group of a kind is alike.
+        """
         cached = self._cache.get(comm)
         if cached is None:
             cached = self._cache[comm] = self._price(comm)
