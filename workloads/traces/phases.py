@@ -1,0 +1,178 @@
+"""Per-layer phase costs of a Kineto trace: which kernels each ``attn(F)``-style annotation launched.
+
+A kernel belongs to the innermost phase annotation (``name(F|B|W)``) that encloses its launch on the CPU;
+the launch is found through the trace's launch→kernel links (ac2g flows, else the ``correlation`` ids of
+``cuda_runtime`` events). The k-th occurrence of a phase name is layer k of that phase (the DeepSeek trace
+repeats ``combine(B) attn(F) mlp(B) dispatch(F) dispatch(B) mlp(W) mlp(F) attn(B) attn(W) combine(F)`` once
+per layer pair). Times are microseconds.
+
+Communication kernels' durations include time spent waiting for peers. Where a phase repeats over layers
+with the same traffic (balanced routing), a data kernel's least duration over the layers bounds its transfer
+time from above; the rest of each instance is counted as waiting. DeepEP's notify kernels (token counts,
+barriers) are split the same way into synchronisation and waiting.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from workloads.traces.classify import COMM_CLASSES, KernelClass, classify, is_notify, short_name
+from workloads.traces.kineto import Annotation, Kernel, KinetoTrace
+
+PHASE_NAME = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*\(\s*([FBW])\s*\)\s*$")
+UNATTRIBUTED = "(none)"
+
+
+@dataclass
+class PhaseInstance:
+    """One occurrence of a phase annotation and the kernels it launched."""
+
+    name: str  # e.g. "attn(F)"
+    component: str  # "attn"
+    phase: str  # "F", "B" or "W"
+    layer: int  # occurrence index of this name
+    cpu_start_us: float
+    cpu_dur_us: float
+    kernels: list[Kernel] = field(default_factory=list)
+
+    def gpu_us(self, stream: int | None = None) -> float:
+        """Summed kernel time (per stream if given)."""
+        return sum(k.dur_us for k in self.kernels if stream is None or k.stream == stream)
+
+
+@dataclass
+class CommSplit:
+    """A phase's communication-kernel time (µs, summed over layers): transfer, synchronisation, waiting."""
+
+    transfer_us: float = 0.0
+    waiting_us: float = 0.0
+    sync_us: float = 0.0
+
+    @property
+    def total_us(self) -> float:
+        return self.transfer_us + self.waiting_us + self.sync_us
+
+
+def phase_instances(trace: KinetoTrace) -> tuple[list[PhaseInstance], list[Kernel]]:
+    """Each phase annotation with its kernels, and the kernels no phase annotation launched."""
+    phases: list[tuple[Annotation, re.Match]] = []
+    for a in trace.annotations:
+        m = PHASE_NAME.match(a.name)
+        if m:
+            phases.append((a, m))
+    counts: dict[str, int] = defaultdict(int)
+    instances = []
+    for a, m in phases:
+        name = f"{m.group(1)}({m.group(2)})"
+        instances.append(PhaseInstance(name, m.group(1), m.group(2), counts[name], a.start_us, a.dur_us))
+        counts[name] += 1
+    starts = [i.cpu_start_us for i in instances]
+    loose = []
+    for k in trace.kernels:
+        launch = trace.launch_us.get(k.correlation, k.start_us) if k.correlation >= 0 else k.start_us
+        owner = _innermost(instances, starts, launch)
+        (owner.kernels if owner else loose).append(k)
+    return instances, loose
+
+
+def _innermost(instances: list[PhaseInstance], starts: list[float], ts: float) -> PhaseInstance | None:
+    """The latest-starting instance that still encloses ``ts`` (annotations nest or follow each other)."""
+    i = bisect.bisect_right(starts, ts) - 1
+    while i >= 0:
+        inst = instances[i]
+        if inst.cpu_start_us <= ts <= inst.cpu_start_us + inst.cpu_dur_us:
+            return inst
+        if starts[i] < ts - 10_000_000:  # nothing starts more than 10 s before a launch it still encloses
+            break
+        i -= 1
+    return None
+
+
+def comm_split(instances: list[PhaseInstance]) -> dict[str, CommSplit]:
+    """Per phase name, its communication kernels' time split into transfer, synchronisation and waiting.
+
+    For each communication kernel (by short name) the least duration over the phase's layers is its own
+    cost: ``transfer_us`` for data kernels, ``sync_us`` for notify kernels; the excess of every instance over
+    that least duration is ``waiting_us``.
+    """
+    least: dict[tuple[str, str], float] = {}
+    for inst in instances:
+        for k in inst.kernels:
+            if classify(k.name) in COMM_CLASSES:
+                key = (inst.name, short_name(k.name))
+                least[key] = min(least.get(key, k.dur_us), k.dur_us)
+    out: dict[str, CommSplit] = defaultdict(CommSplit)
+    for inst in instances:
+        split = out[inst.name]
+        for k in inst.kernels:
+            if classify(k.name) not in COMM_CLASSES:
+                continue
+            own = least[(inst.name, short_name(k.name))]
+            if is_notify(k.name):
+                split.sync_us += own
+            else:
+                split.transfer_us += own
+            split.waiting_us += k.dur_us - own
+    return dict(out)
+
+
+def busy_intervals(kernels: list[Kernel]) -> list[tuple[float, float]]:
+    """The union of the kernels' [start, end) intervals, merged and sorted."""
+    merged: list[list[float]] = []
+    for k in sorted(kernels, key=lambda k: k.start_us):
+        if merged and k.start_us <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], k.end_us)
+        else:
+            merged.append([k.start_us, k.end_us])
+    return [(a, b) for a, b in merged]
+
+
+def intersection_us(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    """Total length of the overlap of two sorted, merged interval lists."""
+    i = j = 0
+    total = 0.0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if hi > lo:
+            total += hi - lo
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def is_comm(kernel: Kernel) -> bool:
+    return classify(kernel.name) in COMM_CLASSES
+
+
+def component_costs_us(instances: list[PhaseInstance]) -> dict[tuple[str, str], dict[str, float]]:
+    """Per (component, phase), per-layer means: ``compute_us`` (all non-communication kernels, on any
+    stream), ``comm_us`` (communication kernels as recorded), ``comm_transfer_us`` and ``comm_sync_us``
+    (their data and notify parts with waiting removed, see :func:`comm_split`), and ``layers`` (how many
+    instances were averaged)."""
+    splits = comm_split(instances)
+    grouped: dict[tuple[str, str], list[PhaseInstance]] = defaultdict(list)
+    for inst in instances:
+        grouped[(inst.component, inst.phase)].append(inst)
+    out = {}
+    for key, insts in grouped.items():
+        n = len(insts)
+        compute = sum(k.dur_us for i in insts for k in i.kernels if not is_comm(k)) / n
+        comm = sum(k.dur_us for i in insts for k in i.kernels if is_comm(k)) / n
+        split = splits.get(insts[0].name, CommSplit())
+        out[key] = {"compute_us": compute, "comm_us": comm, "comm_transfer_us": split.transfer_us / n,
+                    "comm_sync_us": split.sync_us / n, "layers": float(n)}
+    return out
+
+
+def kernel_class_totals(kernels: list[Kernel]) -> dict[KernelClass, tuple[int, float]]:
+    totals: dict[KernelClass, list] = defaultdict(lambda: [0, 0.0])
+    for k in kernels:
+        entry = totals[classify(k.name)]
+        entry[0] += 1
+        entry[1] += k.dur_us
+    return {cls: (n, us) for cls, (n, us) in totals.items()}
