@@ -28,6 +28,8 @@ PRESET_OPT = typer.Option(None, "--preset", "-p", help="Built-in preset name (de
 SET_OPT = typer.Option(None, "--set", "-s", help="Override a field: --set parallelism.pp=8 (repeatable).")
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON.")
 PROFILE_OPT = typer.Option(None, "--profile", help="Calibration profile: built-in name (h800) or a JSON file.")
+TRACE_OUT_OPT = typer.Option(None, "--trace", help="Write the simulated timeline as Chrome-trace JSON (Perfetto).")
+FORCE_OPT = typer.Option(False, "--force", help="Overwrite an existing --trace file.")
 
 
 def fail(message: str) -> None:
@@ -39,15 +41,21 @@ def fail(message: str) -> None:
 @app.command()
 def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRESET_OPT,
              set_: Optional[list[str]] = SET_OPT, as_json: bool = JSON_OPT,
-             profile: Optional[str] = PROFILE_OPT) -> None:
+             profile: Optional[str] = PROFILE_OPT, trace: Optional[str] = TRACE_OUT_OPT,
+             force: bool = FORCE_OPT) -> None:
     """Simulate one training step and report step time, throughput, MFU, per-stage breakdown and memory."""
     from calibration.profile import load_profile
+    from simulator.export import check_trace_target, write_chrome_trace
     from simulator.simulate import simulate as run_simulation
 
     try:
         sc = load_scenario(scenario, preset, set_ or [])
+        if trace:
+            check_trace_target(trace, force)
         prof = load_profile(profile)
-        result = run_simulation(sc, prof)
+        result = run_simulation(sc, prof, keep_timeline=bool(trace))
+        if trace:
+            write_chrome_trace(result.timeline, trace, force, sc.name, sc.cluster.gpu.name)
     except INPUT_ERRORS as err:
         fail(str(err))
     except (OSError, ValueError, KeyError) as err:  # an unreadable or invalid profile file
@@ -145,4 +153,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Under ``python -m`` this file is ``__main__``, a second copy of the module; the command modules
+    # registered on ``simulator.cli.app``, so run that one.
+    from simulator.cli import main as _main
+    _main()

@@ -57,6 +57,17 @@ def classify(name: str) -> KernelClass:
     return KernelClass.OTHER
 
 
+def kernel_class(name: str, args: dict | None = None) -> KernelClass:
+    """The class an event declares in ``args["class"]`` (moesim's own exports do), else :func:`classify`."""
+    declared = (args or {}).get("class")
+    if declared is not None:
+        try:
+            return KernelClass(declared)
+        except ValueError:
+            pass
+    return classify(name)
+
+
 def is_notify(name: str) -> bool:
     """A communication kernel that exchanges metadata or synchronises rather than moving token data."""
     return bool(_NOTIFY.search(name))

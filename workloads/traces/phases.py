@@ -19,7 +19,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from workloads.traces.classify import COMM_CLASSES, KernelClass, classify, is_notify, short_name
+from workloads.traces.classify import COMM_CLASSES, KernelClass, is_notify, kernel_class, short_name
 from workloads.traces.kineto import Annotation, Kernel, KinetoTrace
 
 PHASE_NAME = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*\(\s*([FBW])\s*\)\s*$")
@@ -101,14 +101,14 @@ def comm_split(instances: list[PhaseInstance]) -> dict[str, CommSplit]:
     least: dict[tuple[str, str], float] = {}
     for inst in instances:
         for k in inst.kernels:
-            if classify(k.name) in COMM_CLASSES:
+            if kernel_class(k.name, k.args) in COMM_CLASSES:
                 key = (inst.name, short_name(k.name))
                 least[key] = min(least.get(key, k.dur_us), k.dur_us)
     out: dict[str, CommSplit] = defaultdict(CommSplit)
     for inst in instances:
         split = out[inst.name]
         for k in inst.kernels:
-            if classify(k.name) not in COMM_CLASSES:
+            if kernel_class(k.name, k.args) not in COMM_CLASSES:
                 continue
             own = least[(inst.name, short_name(k.name))]
             if is_notify(k.name):
@@ -146,7 +146,7 @@ def intersection_us(a: list[tuple[float, float]], b: list[tuple[float, float]]) 
 
 
 def is_comm(kernel: Kernel) -> bool:
-    return classify(kernel.name) in COMM_CLASSES
+    return kernel_class(kernel.name, kernel.args) in COMM_CLASSES
 
 
 def component_costs_us(instances: list[PhaseInstance]) -> dict[tuple[str, str], dict[str, float]]:
@@ -172,7 +172,7 @@ def component_costs_us(instances: list[PhaseInstance]) -> dict[tuple[str, str], 
 def kernel_class_totals(kernels: list[Kernel]) -> dict[KernelClass, tuple[int, float]]:
     totals: dict[KernelClass, list] = defaultdict(lambda: [0, 0.0])
     for k in kernels:
-        entry = totals[classify(k.name)]
+        entry = totals[kernel_class(k.name, k.args)]
         entry[0] += 1
         entry[1] += k.dur_us
     return {cls: (n, us) for cls, (n, us) in totals.items()}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from workloads.traces.classify import KernelClass, classify
 from workloads.traces.kineto import KinetoTrace
 from workloads.traces.phases import (UNATTRIBUTED, busy_intervals, comm_split, component_costs_us,
                                      intersection_us, is_comm, kernel_class_totals, phase_instances)
@@ -77,12 +76,3 @@ def summarize(trace: KinetoTrace) -> dict:
         "streams": streams, "kernel_classes": classes, "phases": phases, "overlap": overlap,
         "per_layer_costs": costs,
     }
-
-
-def comm_classes() -> list[str]:
-    return [c.value for c in (KernelClass.DISPATCH, KernelClass.COMBINE, KernelClass.COLLECTIVE)]
-
-
-def classify_names(names) -> dict[str, str]:
-    """Class of each kernel name (for tools and tests)."""
-    return {n: classify(n).value for n in names}

@@ -1,0 +1,89 @@
+"""``moesim trace summarize`` and ``moesim replay``: read PyTorch-profiler traces, replay them at scale."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from simulator.cli import (FORCE_OPT, INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT,
+                           TRACE_OUT_OPT, app, console, fail, print_result)
+
+trace_app = typer.Typer(no_args_is_help=True, help="Read PyTorch-profiler (Kineto) Chrome traces.")
+app.add_typer(trace_app, name="trace")
+
+MAX_LAYER_COLUMNS = 6  # the per-layer table shows the first layers; --json has them all
+MAX_LAYER_ROWS = 40
+TRACE_ARG = typer.Argument(..., help="A PyTorch-profiler (Kineto) Chrome trace, .json or .json.gz.")
+
+
+def _ms(us: float) -> str:
+    return f"{us / 1000:.3f}"
+
+
+@trace_app.command("summarize")
+def summarize_cmd(trace: str = TRACE_ARG, as_json: bool = JSON_OPT) -> None:
+    """Per phase and stream: kernel counts and durations; kernel classes; compute/communication overlap."""
+    from workloads.traces import load_trace
+    from workloads.traces.summary import summarize
+
+    try:
+        summary = summarize(load_trace(trace))
+    except INPUT_ERRORS as err:
+        fail(str(err))
+    if as_json:
+        print(json.dumps(summary, indent=1))
+        return
+    t = summary["trace"]
+    console.print(f"[bold]{t['name'] or t['path']}[/] — {t['device']} ({t['sms']} SMs), rank {t['rank']} of "
+                  f"{t['world_size']}: {t['kernels']} GPU activities on streams {t['streams']}, "
+                  f"{t['flow_links']} launch→kernel links, {t['annotations']} annotations", highlight=False)
+    streams = Table(title="streams (ms)", title_justify="left")
+    for col in ("stream", "kernels", "kernel time", "busy", "comm kernels", "mostly"):
+        streams.add_column(col, justify="right")
+    for sid, s in summary["streams"].items():
+        streams.add_row(sid, str(s["kernels"]), _ms(s["kernel_us"]), _ms(s["busy_us"]), str(s["comm_kernels"]),
+                        s["main_class"])
+    console.print(streams)
+    classes = Table(title="kernel classes (ms)", title_justify="left")
+    for col in ("class", "kernels", "time"):
+        classes.add_column(col, justify="right")
+    for name, c in summary["kernel_classes"].items():
+        classes.add_row(name, str(c["kernels"]), _ms(c["kernel_us"]))
+    console.print(classes)
+    stream_ids = [str(s) for s in t["streams"]]
+    phases = Table(title="phases (ms): GPU time of the kernels each phase launched, all layers",
+                   title_justify="left")
+    phases.add_column("phase", no_wrap=True)
+    for col in ("layers", "CPU", "GPU", *[f"stream {s}" for s in stream_ids]):
+        phases.add_column(col, justify="right")
+    layers = Table(title="per layer (GPU ms)", title_justify="left")
+    layers.add_column("phase", no_wrap=True)
+    most = max((p["instances"] for p in summary["phases"].values()), default=0)
+    for i in range(min(most, MAX_LAYER_COLUMNS)):
+        layers.add_column(f"layer {i}", justify="right")
+    comm = Table(title="communication kernels (ms): transfer, synchronisation and waiting for peers",
+                 title_justify="left")
+    comm.add_column("phase", no_wrap=True)
+    for col in ("kernels", "transfer", "sync", "waiting"):
+        comm.add_column(col, justify="right")
+    for name, p in summary["phases"].items():
+        phases.add_row(name, str(p["instances"]), _ms(p["cpu_us"]), _ms(p["gpu_us"]),
+                       *[_ms(p["streams"][s]["gpu_us"]) if s in p["streams"] else "" for s in stream_ids])
+        if p["per_layer_gpu_us"] and len(summary["phases"]) <= MAX_LAYER_ROWS:
+            layers.add_row(name, *[_ms(x) for x in p["per_layer_gpu_us"][:MAX_LAYER_COLUMNS]])
+        if "comm" in p:
+            c = p["comm"]
+            comm.add_row(name, _ms(sum(c.values())), _ms(c["transfer_us"]), _ms(c["sync_us"]), _ms(c["waiting_us"]))
+    console.print(phases)
+    if layers.row_count:
+        console.print(layers)
+    if comm.row_count:
+        console.print(comm)
+    o = summary["overlap"]
+    console.print(f"overlap: compute busy {_ms(o['compute_busy_us'])} ms, communication busy "
+                  f"{_ms(o['comm_busy_us'])} ms, both at once {_ms(o['overlap_us'])} ms "
+                  f"({o['comm_hidden_fraction']:.1%} of communication hidden), communication exposed "
+                  f"{_ms(o['comm_exposed_us'])} ms, span {_ms(o['span_us'])} ms", highlight=False)
