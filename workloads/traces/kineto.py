@@ -65,7 +65,8 @@ class Annotation:
 
 @dataclass
 class KinetoTrace:
-    """The parts of a Kineto trace moesim reads; ``launch_us[correlation]`` is the CPU time of each launch."""
+    """The parts of a Kineto trace moesim reads; ``launches[correlation]`` is (CPU time µs, pid, tid) of the
+    launch that enqueued a kernel."""
 
     path: str
     name: str
@@ -75,7 +76,7 @@ class KinetoTrace:
     world_size: int
     kernels: list[Kernel]
     annotations: list[Annotation]
-    launch_us: dict[int, float]
+    launches: dict[int, tuple[float, int | str, int | str]]
     flow_links: int  # launch→kernel pairs found as ac2g flow events
     metadata: dict = field(default_factory=dict)
 
@@ -135,18 +136,18 @@ def parse_trace(data, source: str = "<trace>") -> KinetoTrace:
         elif ph == "X" and cat == "cuda_runtime":
             corr = (ev.get("args") or {}).get("correlation")
             if isinstance(corr, int):
-                launches[corr] = _times(ev, index, source)[0]
+                launches[corr] = (_times(ev, index, source)[0], ev.get("pid", 0), ev.get("tid", 0))
         elif cat == "ac2g" and ph in ("s", "f") and "id" in ev:
             ts = _number(ev.get("ts"), f"traceEvents[{index}].ts", source)
-            (flow_start if ph == "s" else flow_end)[ev["id"]] = ts
+            (flow_start if ph == "s" else flow_end)[ev["id"]] = (ts, ev.get("pid", 0), ev.get("tid", 0))
     if not kernels:
         raise TraceError(f"{source}: no GPU kernels (events with cat 'kernel'); profile with "
                          "ProfilerActivity.CUDA enabled")
     # A launch→kernel link: the flow's start is the launch on the CPU; correlation args are the fallback.
     linked = 0
-    for corr, ts in flow_start.items():
+    for corr, launch in flow_start.items():
         if corr in flow_end:
-            launches[corr] = ts
+            launches[corr] = launch
             linked += 1
     kernels.sort(key=lambda k: k.start_us)
     annotations.sort(key=lambda a: a.start_us)
@@ -158,7 +159,7 @@ def parse_trace(data, source: str = "<trace>") -> KinetoTrace:
         path=source, name=str(data.get("traceName", "")), device_name=str(device.get("name", "unknown GPU")),
         sms=int(device.get("numSms", 0) or 0), rank=int(dist.get("rank", 0) or 0),
         world_size=int(dist.get("world_size", 1) or 1), kernels=kernels, annotations=annotations,
-        launch_us=launches, flow_links=linked, metadata=meta)
+        launches=launches, flow_links=linked, metadata=meta)
 
 
 def _number(value, what: str, source: str) -> float:

@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from workloads.traces.classify import COMM_CLASSES, KernelClass, is_notify, kernel_class, short_name
-from workloads.traces.kineto import Annotation, Kernel, KinetoTrace
+from workloads.traces.kineto import Kernel, KinetoTrace
 
 PHASE_NAME = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*\(\s*([FBW])\s*\)\s*$")
 UNATTRIBUTED = "(none)"
@@ -58,22 +58,29 @@ class CommSplit:
 
 def phase_instances(trace: KinetoTrace) -> tuple[list[PhaseInstance], list[Kernel]]:
     """Each phase annotation with its kernels, and the kernels no phase annotation launched."""
-    phases: list[tuple[Annotation, re.Match]] = []
-    for a in trace.annotations:
-        m = PHASE_NAME.match(a.name)
-        if m:
-            phases.append((a, m))
     counts: dict[str, int] = defaultdict(int)
     instances = []
-    for a, m in phases:
+    threads: dict[tuple, list[PhaseInstance]] = defaultdict(list)
+    for a in trace.annotations:
+        m = PHASE_NAME.match(a.name)
+        if not m:
+            continue
         name = f"{m.group(1)}({m.group(2)})"
-        instances.append(PhaseInstance(name, m.group(1), m.group(2), counts[name], a.start_us, a.dur_us))
+        inst = PhaseInstance(name, m.group(1), m.group(2), counts[name], a.start_us, a.dur_us)
         counts[name] += 1
-    starts = [i.cpu_start_us for i in instances]
+        instances.append(inst)
+        threads[(a.pid, a.tid)].append(inst)
+    starts = {thread: [i.cpu_start_us for i in insts] for thread, insts in threads.items()}
     loose = []
     for k in trace.kernels:
-        launch = trace.launch_us.get(k.correlation, k.start_us) if k.correlation >= 0 else k.start_us
-        owner = _innermost(instances, starts, launch)
+        ts, pid, tid = trace.launches.get(k.correlation, (k.start_us, None, None))
+        # The launching thread's annotations; a kernel with no known launch is matched on GPU time.
+        candidates = [(pid, tid)] if (pid, tid) in threads else list(threads)
+        owner = None
+        for thread in candidates:
+            owner = _innermost(threads[thread], starts[thread], ts)
+            if owner:
+                break
         (owner.kernels if owner else loose).append(k)
     return instances, loose
 
