@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from calibration.cost_model import CostModel
 from calibration.profile import Profile, load_profile
@@ -92,13 +93,18 @@ def tail_spec(scenario: Scenario, network: AnalyticNetwork, cost_model: CostMode
     return TailSpec(grad_s, optimizer_s, param_s)
 
 
-def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: bool = False) -> Result:
-    """Simulate one training step of ``scenario`` (representative-rank mode)."""
+def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: bool = False,
+             pricer_factory: Callable[..., Pricer] | None = None) -> Result:
+    """Simulate one training step of ``scenario`` (representative-rank mode).
+
+    ``pricer_factory(scenario, cost_model, network)`` replaces the :class:`Pricer` that prices each stage's
+    components (trace replay injects measured per-layer costs this way).
+    """
     wall = time.perf_counter()
     profile = profile or load_profile(None)
     cost_model = CostModel(profile, scenario.cluster.gpu)
     network = AnalyticNetwork(scenario)
-    pricer = Pricer(scenario, cost_model, network)
+    pricer = (pricer_factory or Pricer)(scenario, cost_model, network)
     par = scenario.parallelism
     schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)
     stages = build_stages(scenario)

@@ -87,3 +87,49 @@ def summarize_cmd(trace: str = TRACE_ARG, as_json: bool = JSON_OPT) -> None:
                   f"{_ms(o['comm_busy_us'])} ms, both at once {_ms(o['overlap_us'])} ms "
                   f"({o['comm_hidden_fraction']:.1%} of communication hidden), communication exposed "
                   f"{_ms(o['comm_exposed_us'])} ms, span {_ms(o['span_us'])} ms", highlight=False)
+
+
+@app.command()
+def replay(trace: str = TRACE_ARG, scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRESET_OPT,
+           set_: Optional[list[str]] = SET_OPT, as_json: bool = JSON_OPT, profile: Optional[str] = PROFILE_OPT,
+           trace_out: Optional[str] = TRACE_OUT_OPT, force: bool = FORCE_OPT) -> None:
+    """Simulate a full training step with per-layer MoE costs measured in a profiler trace."""
+    from calibration.profile import load_profile
+    from simulator.export import check_trace_target, write_chrome_trace
+    from simulator.replay import replay as run_replay
+    from workloads.loader import load_scenario
+    from workloads.traces import load_trace
+
+    try:
+        sc = load_scenario(scenario, preset, set_ or [])
+        if trace_out:
+            check_trace_target(trace_out, force)
+        prof = load_profile(profile)
+        replayed = run_replay(load_trace(trace), sc, prof, keep_timeline=bool(trace_out))
+        if trace_out:
+            write_chrome_trace(replayed.result.timeline, trace_out, force, f"{sc.name} (replay)", sc.cluster.gpu.name)
+    except INPUT_ERRORS as err:
+        fail(str(err))
+    except (OSError, ValueError, KeyError) as err:
+        fail(f"{err}".splitlines()[0])
+    if as_json:
+        print(json.dumps(replayed.to_dict(), indent=1))
+        return
+    costs = replayed.costs
+    shapes = ", ".join(f"{k} {v}" for k, v in costs.shapes.items())
+    console.print(f"[bold]replay[/] of {trace} (traced at {shapes}) as {sc.name}", highlight=False)
+    table = Table(title="one MoE layer (ms): traced, scaled to this scenario, and the cost model's own price",
+                  title_justify="left")
+    for col in ("component", "traced", "scale", "replayed", "cost model", "layers"):
+        table.add_column(col, justify="right")
+    for c in costs.costs.values():
+        table.add_row(f"{c.component}({c.phase})", f"{c.trace_s * 1e3:.3f}", f"{c.scale:.3f}",
+                      f"{c.replay_s * 1e3:.3f}", f"{c.model_s * 1e3:.3f}", str(c.layers_averaged))
+    console.print(table)
+    for source, names in replayed.sources.items():
+        listed = ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in names.items())
+        console.print(f"from the {source}: {listed}", highlight=False)
+    for note in costs.notes:
+        console.print(f"[dim]note: {note}[/]", highlight=False)
+    print_result(replayed.result, sc)
+    console.print(f"the cost model alone prices this step at {replayed.model_only_step_s:.3f} s", highlight=False)
