@@ -59,7 +59,8 @@ def trace_shapes(trace: KinetoTrace, scenario: Scenario) -> tuple[dict[str, int]
     """The traced run's shapes from the trace name (DeepSeek's: ``prof_ep64_tp1_..._hidden7168_seqlen4096``);
     a shape the name does not state is assumed to be the scenario's, and a note says so."""
     par = scenario.parallelism
-    defaults = {"ep": par.ep, "tp": par.tp, "hidden": scenario.model.hidden, "seq_len": par.seq_len * par.micro_batch_size}
+    defaults = {"ep": par.ep, "tp": par.tp, "hidden": scenario.model.hidden,
+                "seq_len": par.seq_len * par.micro_batch_size}
     shapes, notes = {}, []
     for key, pattern in SHAPE_PATTERNS.items():
         m = re.search(pattern, trace.name or "", re.I)

@@ -10,7 +10,8 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from simulator.cli import FORCE_OPT, INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT, app, console, fail
+from simulator.cli import (FORCE_OPT, INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT, app,
+                           console, fail)
 
 SAVE_OPT = typer.Option(None, "--save", help="Write the sampled expert ids (tokens × layers × top_k) as .npy.")
 TOP_OPT = typer.Option(8, "--top", help="How many of the busiest GPUs to list.")

@@ -2,10 +2,11 @@
 
 A Kineto trace is Chrome-trace JSON: ``traceEvents`` holds complete events (``ph: "X"``, ``ts``/``dur`` in
 microseconds) of categories ``kernel`` (a GPU kernel; ``args.stream`` its CUDA stream, ``args.correlation``
-the id of the launch that enqueued it), ``cuda_runtime`` (the CPU-side launch call), ``user_annotation``
-(``record_function`` ranges such as ``attn(F)``) and flow events of category ``ac2g`` (``ph: "s"`` at the
-launch, ``ph: "f"`` at the kernel, sharing an ``id``). Only what moesim uses is kept; everything is checked
-and a malformed file raises :class:`TraceError` with one line naming the problem.
+the id of the launch that enqueued it), ``cuda_runtime`` and ``cuda_driver`` (the CPU-side launch
+call), ``user_annotation`` (``record_function`` ranges such as ``attn(F)``) and flow events of category
+``ac2g`` (``ph: "s"`` at the launch, ``ph: "f"`` at the kernel, sharing an ``id``). Only what moesim uses
+is kept; everything is checked and a malformed file raises :class:`TraceError` with one line naming the
+problem.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def parse_trace(data, source: str = "<trace>") -> KinetoTrace:
         elif ph == "X" and cat == "user_annotation":
             ts, dur = _times(ev, index, source)
             annotations.append(Annotation(str(ev.get("name", "")), ev.get("pid", 0), ev.get("tid", 0), ts, dur))
-        elif ph == "X" and cat == "cuda_runtime":
+        elif ph == "X" and cat in ("cuda_runtime", "cuda_driver"):
             corr = (ev.get("args") or {}).get("correlation")
             if isinstance(corr, int):
                 launches[corr] = (_times(ev, index, source)[0], ev.get("pid", 0), ev.get("tid", 0))
