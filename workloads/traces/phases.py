@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from workloads.traces.classify import COMM_CLASSES, KernelClass, is_notify, kernel_class, short_name
 from workloads.traces.kineto import Kernel, KinetoTrace
 
-PHASE_NAME = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*\(\s*([FBW])\s*\)\s*$")
+PHASE_NAME = re.compile(r"^\s*([A-Za-z_][\w.+\-]*)\s*\(\s*([FBW])\s*\)\s*$")
 UNATTRIBUTED = "(none)"
 
 
@@ -74,8 +74,10 @@ def phase_instances(trace: KinetoTrace) -> tuple[list[PhaseInstance], list[Kerne
     loose = []
     for k in trace.kernels:
         ts, pid, tid = trace.launches.get(k.correlation, (k.start_us, None, None))
-        # The launching thread's annotations; a kernel with no known launch is matched on GPU time.
-        candidates = [(pid, tid)] if (pid, tid) in threads else list(threads)
+        # The launching thread's annotations first, then its process's (autograd launches backward kernels
+        # from its own thread while the annotation sits on the main thread); no known launch: GPU time.
+        same_process = [t for t in threads if t[0] == pid and t != (pid, tid)]
+        candidates = list(threads) if pid is None else ([(pid, tid)] if (pid, tid) in threads else []) + same_process
         owner = None
         for thread in candidates:
             owner = _innermost(threads[thread], starts[thread], ts)
@@ -90,7 +92,9 @@ def _innermost(instances: list[PhaseInstance], starts: list[float], ts: float) -
     i = bisect.bisect_right(starts, ts) - 1
     while i >= 0:
         inst = instances[i]
-        if inst.cpu_start_us <= ts <= inst.cpu_start_us + inst.cpu_dur_us:
+        end = inst.cpu_start_us + inst.cpu_dur_us
+        # Half-open, so a launch at the instant one range ends and the next begins belongs to the next.
+        if inst.cpu_start_us <= ts < end or ts == inst.cpu_start_us == end:
             return inst
         if starts[i] < ts - 10_000_000:  # nothing starts more than 10 s before a launch it still encloses
             break
