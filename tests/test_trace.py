@@ -26,7 +26,8 @@ from tests.conftest import tiny_dense
 
 REPO = Path(__file__).resolve().parent.parent
 # The full trace sits in ../shared next to a checkout; MOESIM_DEEPSEEK_TRACE points elsewhere (a worktree).
-FULL_TRACE = Path(os.environ.get("MOESIM_DEEPSEEK_TRACE", REPO.parent / "shared/data/deepseek-profile-data/train.json"))
+FULL_TRACE = Path(os.environ.get("MOESIM_DEEPSEEK_TRACE",
+                                 REPO.parent / "shared/data/deepseek-profile-data/train.json"))
 EXCERPT = REPO / "tests/data/deepseek-train-excerpt.json"
 TRACE = FULL_TRACE if FULL_TRACE.is_file() else EXCERPT
 PHASES = ["combine(B)", "attn(F)", "mlp(B)", "dispatch(F)", "dispatch(B)", "mlp(W)", "mlp(F)", "attn(B)",

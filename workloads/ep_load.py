@@ -15,6 +15,7 @@ tokens are split evenly over its copies.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -172,11 +173,21 @@ def scenario_ep_load(scenario, gpus_per_node: int | None = None) -> EpLoad | Non
     return _cached_load(r.name, RoutingInputs(moe.routed_experts, moe.top_k, moe.groups, moe.groups_per_token,
                                               moe.gating, scenario.model.hidden, r.zipf_alpha, r.file,
                                               r.gate_weights, scenario.run.seed),
-                        scenario.parallelism.ep, gpus_per_node, r.redundant_experts)
+                        scenario.parallelism.ep, gpus_per_node, r.redundant_experts,
+                        _stamp(r.file), _stamp(r.gate_weights))
+
+
+def _stamp(path: str | None) -> tuple:
+    """A file's identity for the cache: a rewritten routing or gate file is read again."""
+    if not path or not os.path.exists(path):
+        return ()
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size)
 
 
 @lru_cache(maxsize=32)
-def _cached_load(name: str, inputs: RoutingInputs, ep: int, gpus_per_node: int, redundant: int) -> EpLoad:
+def _cached_load(name: str, inputs: RoutingInputs, ep: int, gpus_per_node: int, redundant: int,
+                 *file_stamps: tuple) -> EpLoad:
     if name == "balanced":
         return balanced_load(inputs.experts, inputs.top_k, inputs.groups, inputs.groups_per_token, ep,
                              gpus_per_node, redundant, inputs.seed)
