@@ -55,7 +55,7 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
         prof = load_profile(profile)
         result = run_simulation(sc, prof, keep_timeline=bool(trace))
         if trace:
-            write_chrome_trace(result.timeline, trace, force, sc.name, sc.cluster.gpu.name)
+            write_chrome_trace(result.timeline, trace, force, sc.name, sc.cluster.gpu)
     except INPUT_ERRORS as err:
         fail(str(err))
     except (OSError, ValueError, KeyError) as err:  # an unreadable or invalid profile file

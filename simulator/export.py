@@ -31,8 +31,9 @@ def record_class(stream: str, label: str) -> str:
     return "collective"  # pipeline send/recv, data-parallel gradient and parameter collectives
 
 
-def timeline_events(timeline: Timeline, name: str = "moesim", gpu_name: str = "simulated GPU") -> dict:
-    """The Chrome-trace dict of ``timeline`` (records: rank, stream, start_s, end_s, label, phase, mb, stage)."""
+def timeline_events(timeline: Timeline, name: str = "moesim", gpu=None) -> dict:
+    """The Chrome-trace dict of ``timeline`` (records: rank, stream, start_s, end_s, label, phase, mb, stage);
+    ``gpu`` (a scenario's GpuSpec) names the simulated device."""
     events: list[dict] = []
     streams: dict[str, int] = dict(STREAM_TIDS)
     for rank in range(timeline.ranks):
@@ -59,16 +60,17 @@ def timeline_events(timeline: Timeline, name: str = "moesim", gpu_name: str = "s
         events.append({"ph": "f", "cat": "ac2g", "name": "ac2g", "id": corr, "pid": rank, "tid": tid, "ts": ts,
                        "bp": "e"})
     return {"schemaVersion": 1, "traceName": name, "displayTimeUnit": "ms",
-            "deviceProperties": [{"id": r, "name": gpu_name} for r in range(timeline.ranks)],
+            "deviceProperties": [{"id": r, "name": gpu.name if gpu else "simulated GPU",
+                                  "numSms": gpu.sms if gpu else 0} for r in range(timeline.ranks)],
             "distributedInfo": {"backend": "moesim", "rank": 0, "world_size": timeline.ranks},
             "makespan_s": timeline.makespan_s, "traceEvents": events}
 
 
 def write_chrome_trace(timeline: Timeline, path: str | Path, force: bool = False, name: str = "moesim",
-                       gpu_name: str = "simulated GPU") -> Path:
+                       gpu=None) -> Path:
     """Write ``timeline`` to ``path``; an existing file is kept unless ``force``. Returns the path."""
     path = check_trace_target(path, force)
-    data = timeline_events(timeline, name, gpu_name)
+    data = timeline_events(timeline, name, gpu)
     path.write_text(json.dumps(data, separators=(",", ":")))
     return path
 

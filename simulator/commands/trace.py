@@ -53,20 +53,20 @@ def summarize_cmd(trace: str = TRACE_ARG, as_json: bool = JSON_OPT) -> None:
     for name, c in summary["kernel_classes"].items():
         classes.add_row(name, str(c["kernels"]), _ms(c["kernel_us"]))
     console.print(classes)
-    stream_ids = [str(s) for s in t["streams"]]
+    stream_ids = list(summary["streams"])
     phases = Table(title="phases (ms): GPU time of the kernels each phase launched, all layers",
                    title_justify="left")
-    phases.add_column("phase", no_wrap=True)
+    phases.add_column("phase", no_wrap=True, overflow="ellipsis", max_width=36)
     for col in ("layers", "CPU", "GPU", *[f"stream {s}" for s in stream_ids]):
         phases.add_column(col, justify="right")
     layers = Table(title="per layer (GPU ms)", title_justify="left")
-    layers.add_column("phase", no_wrap=True)
+    layers.add_column("phase", no_wrap=True, overflow="ellipsis", max_width=36)
     most = max((p["instances"] for p in summary["phases"].values()), default=0)
     for i in range(min(most, MAX_LAYER_COLUMNS)):
         layers.add_column(f"layer {i}", justify="right")
     comm = Table(title="communication kernels (ms): transfer, synchronisation and waiting for peers",
                  title_justify="left")
-    comm.add_column("phase", no_wrap=True)
+    comm.add_column("phase", no_wrap=True, overflow="ellipsis", max_width=36)
     for col in ("kernels", "transfer", "sync", "waiting"):
         comm.add_column(col, justify="right")
     for name, p in summary["phases"].items():
@@ -83,7 +83,8 @@ def summarize_cmd(trace: str = TRACE_ARG, as_json: bool = JSON_OPT) -> None:
     if comm.row_count:
         console.print(comm)
     o = summary["overlap"]
-    console.print(f"overlap: compute busy {_ms(o['compute_busy_us'])} ms, communication busy "
+    per = f" (summed over {o['gpus']} GPUs)" if o["gpus"] > 1 else ""
+    console.print(f"overlap{per}: compute busy {_ms(o['compute_busy_us'])} ms, communication busy "
                   f"{_ms(o['comm_busy_us'])} ms, both at once {_ms(o['overlap_us'])} ms "
                   f"({o['comm_hidden_fraction']:.1%} of communication hidden), communication exposed "
                   f"{_ms(o['comm_exposed_us'])} ms, span {_ms(o['span_us'])} ms", highlight=False)
@@ -107,7 +108,7 @@ def replay(trace: str = TRACE_ARG, scenario: Optional[str] = SCENARIO_ARG, prese
         prof = load_profile(profile)
         replayed = run_replay(load_trace(trace), sc, prof, keep_timeline=bool(trace_out))
         if trace_out:
-            write_chrome_trace(replayed.result.timeline, trace_out, force, f"{sc.name} (replay)", sc.cluster.gpu.name)
+            write_chrome_trace(replayed.result.timeline, trace_out, force, f"{sc.name} (replay)", sc.cluster.gpu)
     except INPUT_ERRORS as err:
         fail(str(err))
     except (OSError, ValueError, KeyError) as err:

@@ -1,7 +1,8 @@
 """A trace's summary as plain data: per stream, per kernel class, per phase and layer, and overlap.
 
-All durations are microseconds. ``overlap`` compares the union of communication kernels' busy intervals
-with the union of all other kernels' (compute, on any stream): what the schedule hid and what it exposed.
+All durations are microseconds. ``overlap`` compares, on each GPU, the union of communication kernels' busy
+intervals with the union of all other kernels' (compute, on any stream): what the schedule hid and what it
+exposed (summed over GPUs). Streams are keyed by stream id, or ``gpu:stream`` when the trace has several GPUs.
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ def summarize(trace: KinetoTrace) -> dict:
     """Everything ``moesim trace summarize`` prints, as a JSON-ready dict."""
     instances, loose = phase_instances(trace)
     kernels = trace.kernels
+    devices = sorted({k.device for k in kernels})
+
+    def key(k) -> str:  # a stream of one GPU; with several GPUs (moesim's exports) named "gpu:stream"
+        return f"{k.device}:{k.stream}" if len(devices) > 1 else str(k.stream)
+
     streams = {}
-    for stream in trace.streams:
-        ks = [k for k in kernels if k.stream == stream]
+    for stream in sorted({key(k) for k in kernels}, key=lambda s: tuple(int(x) for x in s.split(":"))):
+        ks = [k for k in kernels if key(k) == stream]
         classes = kernel_class_totals(ks)
         main = max(classes.items(), key=lambda c: c[1][1])[0]
-        streams[str(stream)] = {
+        streams[stream] = {
             "kernels": len(ks), "kernel_us": sum(k.dur_us for k in ks), "busy_us": _length(busy_intervals(ks)),
             "comm_kernels": sum(1 for k in ks if is_comm(k)), "main_class": main.value,
         }
@@ -45,7 +51,7 @@ def summarize(trace: KinetoTrace) -> dict:
         entry["gpu_us"] += inst.gpu_us()
         entry["per_layer_gpu_us"].append(inst.gpu_us())
         for k in inst.kernels:
-            s = entry["streams"][str(k.stream)]
+            s = entry["streams"][key(k)]
             s["kernels"] += 1
             s["gpu_us"] += k.dur_us
     for name, entry in phases.items():
@@ -57,16 +63,20 @@ def summarize(trace: KinetoTrace) -> dict:
     if loose:
         phases[UNATTRIBUTED] = {"instances": 0, "cpu_us": 0.0, "kernels": len(loose),
                                 "gpu_us": sum(k.dur_us for k in loose), "per_layer_gpu_us": [],
-                                "streams": {str(s): {"kernels": sum(1 for k in loose if k.stream == s),
-                                                     "gpu_us": sum(k.dur_us for k in loose if k.stream == s)}
-                                            for s in sorted({k.stream for k in loose})}}
+                                "streams": {s: {"kernels": sum(1 for k in loose if key(k) == s),
+                                                "gpu_us": sum(k.dur_us for k in loose if key(k) == s)}
+                                            for s in sorted({key(k) for k in loose})}}
 
-    comm = busy_intervals([k for k in kernels if is_comm(k)])
-    compute = busy_intervals([k for k in kernels if not is_comm(k)])
-    both = intersection_us(comm, compute)
-    overlap = {"span_us": trace.span_us, "compute_busy_us": _length(compute), "comm_busy_us": _length(comm),
-               "overlap_us": both, "comm_exposed_us": _length(comm) - both,
-               "comm_hidden_fraction": both / _length(comm) if comm else 0.0}
+    # Overlap is a per-GPU notion: computed for each GPU, then summed.
+    comm_us = compute_us = both = 0.0
+    for device in devices:
+        comm = busy_intervals([k for k in kernels if k.device == device and is_comm(k)])
+        compute = busy_intervals([k for k in kernels if k.device == device and not is_comm(k)])
+        comm_us, compute_us = comm_us + _length(comm), compute_us + _length(compute)
+        both += intersection_us(comm, compute)
+    overlap = {"span_us": trace.span_us, "gpus": len(devices), "compute_busy_us": compute_us,
+               "comm_busy_us": comm_us, "overlap_us": both, "comm_exposed_us": comm_us - both,
+               "comm_hidden_fraction": both / comm_us if comm_us else 0.0}
     costs = {f"{c}({p})": v for (c, p), v in component_costs_us(instances).items()}
     return {
         "trace": {"path": trace.path, "name": trace.name, "device": trace.device_name, "sms": trace.sms,
