@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from calibration.cost_model import CostModel
 from simulator.network import AnalyticNetwork
 from simulator.pricing import Pricer
 from topologies.gpus import gpu_catalog
@@ -24,7 +25,7 @@ from workloads.errors import ScenarioError
 from workloads.layers import LayerBuilder, LayerOps
 from workloads.model import is_moe_layer
 from workloads.ops import Component, Phase
-from workloads.scenario import Routing, Scenario
+from workloads.scenario import GpuSpec, Routing, Scenario
 from workloads.traces.kineto import KinetoTrace
 from workloads.traces.phases import component_costs_us, phase_instances
 
@@ -84,7 +85,6 @@ def reference_scenario(scenario: Scenario, shapes: dict[str, int], device_name: 
     cluster = scenario.cluster
     gpu_key = _catalogue_key(device_name)
     if gpu_key is not None:
-        from workloads.scenario import GpuSpec
         cluster = cluster.model_copy(update={"gpu": GpuSpec(**gpu_catalog()[gpu_key])})
     else:
         notes.append(f"traced GPU {device_name!r} is not in the catalogue; scaled as if on the scenario's GPU")
@@ -132,7 +132,6 @@ def trace_costs(trace: KinetoTrace, scenario: Scenario, cost_model, network: Ana
     ours = moe_layer_components(scenario)
     theirs = moe_layer_components(reference)
     ours_pricer = Pricer(scenario, cost_model, network)
-    from calibration.cost_model import CostModel
     ref_pricer = Pricer(reference, CostModel(cost_model.profile, reference.cluster.gpu), AnalyticNetwork(reference))
     costs = {}
     for (name, phase_letter), m in measured.items():
@@ -202,7 +201,6 @@ class ReplayResult:
 
 def replay(trace: KinetoTrace, scenario: Scenario, profile=None, keep_timeline: bool = False) -> ReplayResult:
     """Simulate one training step of ``scenario`` with MoE-layer costs from ``trace``."""
-    from calibration.cost_model import CostModel
     from calibration.profile import load_profile
     from simulator.simulate import simulate
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
+from functools import lru_cache
 
 
 class KernelClass(str, Enum):
@@ -48,6 +49,7 @@ _RULES: list[tuple[KernelClass, str, re.Pattern]] = [(cls, where, re.compile(p, 
 _NOTIFY = re.compile(r"notify|get_dispatch_layout|barrier", re.I)
 
 
+@lru_cache(maxsize=65536)  # a trace repeats a few hundred distinct names thousands of times
 def classify(name: str) -> KernelClass:
     """The class of a kernel with this (demangled) name."""
     texts = {"full": _without_parameters(name), "short": short_name(name)}
@@ -73,6 +75,7 @@ def is_notify(name: str) -> bool:
     return bool(_NOTIFY.search(name))
 
 
+@lru_cache(maxsize=65536)
 def short_name(name: str) -> str:
     """A kernel name without its template arguments and parameter list, e.g. ``dpsk::ep::internode::combine``."""
     name = re.sub(r"^void ", "", name)
