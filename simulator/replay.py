@@ -4,9 +4,10 @@ A PyTorch-profiler trace of a few MoE layers (DeepSeek's covers one forward and 
 layers) gives, per component and phase, the GPU time of one layer: ATTN, MLP (F, B, W), DISPATCH and
 COMBINE (F, B); see :func:`workloads.traces.phases.component_costs_us`. Communication is taken with the waiting
 for peers removed (transfer and notify time, least over the traced layers); waiting is the engine's to
-produce. Where the scenario's shapes differ from the traced run's (sequence length, hidden size, EP degree,
-GPU, routing), a traced cost is scaled by the cost model's ratio between the scenario's component and the
-same component at the traced shapes. Everything the trace does not cover — dense layers, MTP, embedding,
+produce. Where the scenario differs from the traced run (model, sequence length, hidden size, EP degree, GPU,
+routing), a traced cost is scaled by the cost model's ratio between the scenario's component and the same
+component of the traced run (``--traced-as``: the scenario the trace was recorded with, at the shapes its name
+states; by default the replayed scenario at those shapes). Everything the trace does not cover — dense layers, MTP, embedding,
 head, pipeline sends, data-parallel synchronisation, optimizer — is priced by the cost and network models.
 The step is then simulated with the scenario's schedule, micro-batches and data parallelism.
 """
@@ -71,9 +72,21 @@ def trace_shapes(trace: KinetoTrace, scenario: Scenario) -> tuple[dict[str, int]
     return shapes, notes
 
 
-def reference_scenario(scenario: Scenario, shapes: dict[str, int], device_name: str) -> tuple[Scenario, list[str]]:
-    """The scenario at the traced shapes (balanced routing, the traced GPU): the denominator of the scales."""
+def reference_scenario(scenario: Scenario, shapes: dict[str, int], device_name: str,
+                       traced_as: Scenario | None = None) -> tuple[Scenario, list[str]]:
+    """The traced run as a scenario — ``traced_as`` (the model and cluster the trace was recorded with) or else
+    the replayed scenario — at the traced shapes, with balanced routing, on the traced GPU: the denominator of
+    the scales."""
     notes = []
+    if traced_as is None:
+        if scenario.model.hidden != shapes["hidden"]:
+            notes.append(f"the traced model (hidden {shapes['hidden']}) is not the scenario's (hidden "
+                         f"{scenario.model.hidden}); scaled as the scenario's model at hidden {shapes['hidden']}: "
+                         "name the traced model with --traced-as (e.g. deepseek-v3-h800)")
+        traced_as = scenario
+    elif traced_as.model.hidden != shapes["hidden"]:
+        notes.append(f"--traced-as has hidden {traced_as.model.hidden}; the trace name says {shapes['hidden']}")
+    scenario = traced_as
     moe, par = scenario.model.moe, scenario.parallelism
     ep = shapes["ep"]
     if moe is not None and (ep > moe.routed_experts or moe.routed_experts % ep):
@@ -119,15 +132,17 @@ def moe_layer_components(scenario: Scenario) -> dict[tuple[str, Phase], Componen
     return found
 
 
-def trace_costs(trace: KinetoTrace, scenario: Scenario, cost_model, network: AnalyticNetwork) -> TraceCosts:
-    """Per-layer component costs from ``trace``, scaled to ``scenario``'s shapes."""
+def trace_costs(trace: KinetoTrace, scenario: Scenario, cost_model, network: AnalyticNetwork,
+                traced_as: Scenario | None = None) -> TraceCosts:
+    """Per-layer component costs from ``trace``, scaled to ``scenario``'s shapes (see :func:`reference_scenario`
+    for ``traced_as``)."""
     instances, _ = phase_instances(trace)
     measured = component_costs_us(instances)
     if not any(c in TRACE_COMPONENTS for c, _ in measured):
         raise ScenarioError(f"{trace.path}: no phase annotations named attn/mlp/dispatch/combine with (F), (B) "
                             "or (W); replay needs DualPipe-style record_function ranges")
     shapes, notes = trace_shapes(trace, scenario)
-    reference, ref_notes = reference_scenario(scenario, shapes, trace.device_name)
+    reference, ref_notes = reference_scenario(scenario, shapes, trace.device_name, traced_as)
     notes += ref_notes
     ours = moe_layer_components(scenario)
     theirs = moe_layer_components(reference)
@@ -199,13 +214,16 @@ class ReplayResult:
         }
 
 
-def replay(trace: KinetoTrace, scenario: Scenario, profile=None, keep_timeline: bool = False) -> ReplayResult:
-    """Simulate one training step of ``scenario`` with MoE-layer costs from ``trace``."""
+def replay(trace: KinetoTrace, scenario: Scenario, profile=None, keep_timeline: bool = False,
+           traced_as: Scenario | None = None) -> ReplayResult:
+    """Simulate one training step of ``scenario`` with MoE-layer costs from ``trace`` (recorded with the model
+    and cluster of ``traced_as``, by default ``scenario``'s own)."""
     from calibration.profile import load_profile
     from simulator.simulate import simulate
 
     profile = profile or load_profile(None)
-    costs = trace_costs(trace, scenario, CostModel(profile, scenario.cluster.gpu), AnalyticNetwork(scenario))
+    costs = trace_costs(trace, scenario, CostModel(profile, scenario.cluster.gpu), AnalyticNetwork(scenario),
+                        traced_as)
     pricers: list[TracePricer] = []
 
     def factory(sc, cost_model, network):

@@ -296,6 +296,21 @@ def test_replay_cli(tmp_path, runner):
     assert out.exit_code == 2 and "no moe" in out.output
 
 
+def test_replay_onto_another_model_needs_the_traced_model(runner):
+    lite = load_scenario(preset="deepseek-v2-lite-h800")
+    plain = replay(load_trace(TRACE), lite)
+    assert any("--traced-as" in note for note in plain.costs.notes)
+    named = replay(load_trace(TRACE), lite, traced_as=load_scenario(preset="deepseek-v3-h800"))
+    assert not any("--traced-as" in note for note in named.costs.notes)
+    # DeepSeek-V3's attention (128 heads, hidden 7168) against V2-Lite's (16 heads, hidden 2048), priced by the
+    # cost model: V2-Lite runs its attention in a fraction of V3's time, and the replay scales by that ratio.
+    attn = named.costs.costs[("ATTN", _phase("F"))]
+    assert attn.scale < 0.5
+    assert attn.replay_s == pytest.approx(attn.trace_s * attn.scale)
+    out = runner.invoke(app, ["replay", str(TRACE), "--traced-as", "bogus"])
+    assert out.exit_code == 2 and "--traced-as: unknown preset 'bogus'" in out.output
+
+
 def test_replay_needs_phase_annotations(tmp_path):
     path = tmp_path / "plain.json"
     path.write_text(json.dumps({"traceEvents": [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -17,6 +18,8 @@ app.add_typer(trace_app, name="trace")
 MAX_LAYER_COLUMNS = 6  # the per-layer table shows the first layers; --json has them all
 MAX_LAYER_ROWS = 40
 TRACE_ARG = typer.Argument(..., help="A PyTorch-profiler (Kineto) Chrome trace, .json or .json.gz.")
+TRACED_AS_OPT = typer.Option(None, "--traced-as", help="The model/cluster the trace was recorded with: a preset "
+                             "name or scenario file (default: the replayed scenario at the traced shapes).")
 
 
 def _ms(us: float) -> str:
@@ -93,7 +96,8 @@ def summarize_cmd(trace: str = TRACE_ARG, as_json: bool = JSON_OPT) -> None:
 @app.command()
 def replay(trace: str = TRACE_ARG, scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRESET_OPT,
            set_: Optional[list[str]] = SET_OPT, as_json: bool = JSON_OPT, profile: Optional[str] = PROFILE_OPT,
-           trace_out: Optional[str] = TRACE_OUT_OPT, force: bool = FORCE_OPT) -> None:
+           trace_out: Optional[str] = TRACE_OUT_OPT, force: bool = FORCE_OPT,
+           traced_as: Optional[str] = TRACED_AS_OPT) -> None:
     """Simulate a full training step with per-layer MoE costs measured in a profiler trace."""
     from calibration.profile import load_profile
     from simulator.export import check_trace_target, write_chrome_trace
@@ -105,8 +109,14 @@ def replay(trace: str = TRACE_ARG, scenario: Optional[str] = SCENARIO_ARG, prese
         sc = load_scenario(scenario, preset, set_ or [])
         if trace_out:
             check_trace_target(trace_out, force)
+        traced = None
+        if traced_as:
+            try:
+                traced = load_scenario(traced_as) if Path(traced_as).is_file() else load_scenario(preset=traced_as)
+            except INPUT_ERRORS as err:
+                fail(f"--traced-as: {err}")
         prof = load_profile(profile)
-        replayed = run_replay(load_trace(trace), sc, prof, keep_timeline=bool(trace_out))
+        replayed = run_replay(load_trace(trace), sc, prof, keep_timeline=bool(trace_out), traced_as=traced)
         if trace_out:
             write_chrome_trace(replayed.result.timeline, trace_out, force, f"{sc.name} (replay)", sc.cluster.gpu)
     except INPUT_ERRORS as err:
