@@ -176,6 +176,20 @@ def test_oversized_and_missing_traces_are_refused(tmp_path, runner):
     assert out.exit_code == 2 and "not found" in out.output
 
 
+def test_gzipped_traces(tmp_path):
+    import gzip
+    packed = tmp_path / "trace.json.gz"
+    packed.write_bytes(gzip.compress(TRACE.read_bytes()))
+    assert len(load_trace(packed).kernels) == len(load_trace(TRACE).kernels)
+    limit = packed.stat().st_size + 1  # the file passes the size check, its contents do not
+    with pytest.raises(TraceError, match=f"decompresses to more than {limit:,} bytes"):
+        load_trace(packed, max_bytes=limit)
+    broken = tmp_path / "broken.json.gz"
+    broken.write_bytes(b"not gzip at all")
+    with pytest.raises(TraceError, match="cannot read"):
+        load_trace(broken)
+
+
 def test_summarize_cli(runner):
     out = runner.invoke(app, ["trace", "summarize", str(TRACE), "--json"])
     assert out.exit_code == 0, out.output

@@ -105,11 +105,14 @@ def load_trace(path: str | Path, max_bytes: int = MAX_TRACE_BYTES) -> KinetoTrac
         if path.suffix == ".gz":
             import gzip
             with gzip.open(path, "rt", errors="replace") as fh:
-                text = fh.read(max_bytes * 4 + 1)
+                text = fh.read(max_bytes + 1)
+            if len(text) > max_bytes:
+                raise TraceError(f"trace file {str(path)!r} decompresses to more than {max_bytes:,} bytes, the "
+                                 "limit (MAX_TRACE_BYTES); cut the trace to a few layers")
         else:
             text = path.read_text(errors="replace")
         data = json.loads(text)
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, UnicodeDecodeError) as err:
         raise TraceError(f"{path}: cannot read: {err}") from None
     except json.JSONDecodeError as err:
         raise TraceError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
