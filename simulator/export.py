@@ -48,7 +48,10 @@ def timeline_events(timeline: Timeline, name: str = "moesim", gpu=None) -> dict:
             if (rank, t) not in seen_threads:
                 seen_threads.add((rank, t))
                 events.append({"name": "thread_name", "ph": "M", "pid": rank, "tid": t, "args": {"name": thread}})
-        ts, dur = start_s * US_PER_S, (end_s - start_s) * US_PER_S
+        # Whole nanoseconds, end minus start after rounding: back-to-back events on a thread then touch exactly,
+        # never overlap by a rounding error (Perfetto drops slices that do not nest).
+        ts = round(start_s * US_PER_S, 3)
+        dur = max(0.0, round(round(end_s * US_PER_S, 3) - ts, 3))
         args = {"stream": tid, "device": rank, "correlation": corr, "phase": phase, "micro_batch": mb,
                 "stage": stage, "stream_name": stream, "class": record_class(stream, label)}
         events.append({"ph": "X", "cat": "kernel", "name": label, "pid": rank, "tid": tid, "ts": ts, "dur": dur,

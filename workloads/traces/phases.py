@@ -24,6 +24,7 @@ from workloads.traces.kineto import Kernel, KinetoTrace
 
 PHASE_NAME = re.compile(r"^\s*([A-Za-z_][\w.+\-]*)\s*\(\s*([FBW])\s*\)\s*$")
 UNATTRIBUTED = "(none)"
+EPS_US = 1e-6  # start + duration in float µs may land a hair past the next range's start
 
 
 @dataclass
@@ -71,20 +72,43 @@ def phase_instances(trace: KinetoTrace) -> tuple[list[PhaseInstance], list[Kerne
         instances.append(inst)
         threads[(a.pid, a.tid)].append(inst)
     starts = {thread: [i.cpu_start_us for i in insts] for thread, insts in threads.items()}
+    covered = _annotated_spans(trace)
     loose = []
     for k in trace.kernels:
         ts, pid, tid = trace.launches.get(k.correlation, (k.start_us, None, None))
-        # The launching thread's annotations first, then its process's (autograd launches backward kernels
-        # from its own thread while the annotation sits on the main thread); no known launch: GPU time.
-        same_process = [t for t in threads if t[0] == pid and t != (pid, tid)]
-        candidates = list(threads) if pid is None else ([(pid, tid)] if (pid, tid) in threads else []) + same_process
         owner = None
+        if pid is None:  # no known launch: match on GPU time against every thread's phases
+            candidates = list(threads)
+        elif _inside(covered.get((pid, tid), ()), ts):
+            candidates = [(pid, tid)]  # the launching thread was inside a range: its phase or none
+        else:
+            # Launched from an unannotated thread (autograd runs backward on its own thread while the phase
+            # range sits on the main thread): the phases of the same process.
+            candidates = [t for t in threads if t[0] == pid]
         for thread in candidates:
-            owner = _innermost(threads[thread], starts[thread], ts)
+            if thread in threads:
+                owner = _innermost(threads[thread], starts[thread], ts)
             if owner:
                 break
         (owner.kernels if owner else loose).append(k)
     return instances, loose
+
+
+def _annotated_spans(trace: KinetoTrace) -> dict[tuple, list[tuple[float, float]]]:
+    """Per CPU thread, the union of all its annotation ranges (merged, sorted)."""
+    spans: dict[tuple, list[list[float]]] = defaultdict(list)
+    for a in trace.annotations:  # sorted by start
+        merged = spans[(a.pid, a.tid)]
+        if merged and a.start_us < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], a.end_us)
+        else:
+            merged.append([a.start_us, a.end_us])
+    return {t: [tuple(x) for x in m] for t, m in spans.items()}
+
+
+def _inside(spans, ts: float) -> bool:
+    i = bisect.bisect_right(spans, (ts, float("inf"))) - 1
+    return i >= 0 and (spans[i][0] <= ts < spans[i][1] - EPS_US or ts == spans[i][0] == spans[i][1])
 
 
 def _innermost(instances: list[PhaseInstance], starts: list[float], ts: float) -> PhaseInstance | None:
@@ -94,7 +118,7 @@ def _innermost(instances: list[PhaseInstance], starts: list[float], ts: float) -
         inst = instances[i]
         end = inst.cpu_start_us + inst.cpu_dur_us
         # Half-open, so a launch at the instant one range ends and the next begins belongs to the next.
-        if inst.cpu_start_us <= ts < end or ts == inst.cpu_start_us == end:
+        if inst.cpu_start_us <= ts < end - EPS_US or ts == inst.cpu_start_us == end:
             return inst
         if starts[i] < ts - 10_000_000:  # nothing starts more than 10 s before a launch it still encloses
             break
