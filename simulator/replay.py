@@ -7,9 +7,9 @@ for peers removed (transfer and notify time, least over the traced layers); wait
 produce. Where the scenario differs from the traced run (model, sequence length, hidden size, EP degree, GPU,
 routing), a traced cost is scaled by the cost model's ratio between the scenario's component and the same
 component of the traced run (``--traced-as``: the scenario the trace was recorded with, at the shapes its name
-states; by default the replayed scenario at those shapes). Everything the trace does not cover — dense layers, MTP, embedding,
-head, pipeline sends, data-parallel synchronisation, optimizer — is priced by the cost and network models.
-The step is then simulated with the scenario's schedule, micro-batches and data parallelism.
+states; by default the replayed scenario at those shapes). Everything the trace does not cover — dense layers,
+MTP, embedding, head, pipeline sends, data-parallel synchronisation, optimizer — is priced by the cost and
+network models. The step is then simulated with the scenario's schedule, micro-batches and data parallelism.
 """
 
 from __future__ import annotations
