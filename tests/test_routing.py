@@ -178,6 +178,11 @@ def test_routing_cli_shows_the_slow_gpu(tmp_path, runner):
     rows = np.array(data["gpu_rows"])
     assert len(rows) == 8 and data["busiest_gpu"] == int(np.argmax(rows)) and rows.max() > 1.5
     assert data["step_time_s"] > data["balanced_step_time_s"]
+    # Absolute counts per micro-batch: 2 × 4096 tokens per GPU, top-6 picks, over the EP group of 8.
+    mean_rows = data["tokens_per_gpu_per_micro_batch"] * 6
+    assert data["tokens_per_gpu_per_micro_batch"] == 8192
+    assert sum(data["expert_tokens_per_micro_batch"]) == pytest.approx(mean_rows * 8, rel=1e-3)
+    assert max(data["gpu_expert_rows_per_micro_batch"]) == pytest.approx(rows.max() * mean_rows, rel=1e-3)
     saved = tmp_path / "ids.npy"
     out = runner.invoke(app, ["routing", "--preset", "deepseek-v2-lite-h800", "--set", "routing.name=zipf",
                               "--save", str(saved)])

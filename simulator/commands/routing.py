@@ -47,7 +47,17 @@ def routing(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRES
             np.save(save if save.endswith(".npy") else save + ".npy", ids.transpose(1, 0, 2))
     except INPUT_ERRORS as err:
         fail(str(err))
-    data = {"scenario": sc.name, "step_time_s": step_s, "balanced_step_time_s": balanced_s, **load.to_dict()}
+    except (OSError, ValueError, KeyError) as err:  # an unreadable or invalid profile file
+        fail(f"--profile {profile}: {err}".splitlines()[0])
+    par, moe = sc.parallelism, sc.model.moe
+    # Per micro-batch each GPU routes its tokens; the EP group's picks land on experts by their shares.
+    tokens = par.micro_batch_size * par.seq_len // par.cp // par.tp
+    mean_rows = tokens * moe.top_k
+    data = {"scenario": sc.name, "step_time_s": step_s, "balanced_step_time_s": balanced_s,
+            "tokens_per_gpu_per_micro_batch": tokens,
+            "expert_tokens_per_micro_batch": (load.expert_share * mean_rows * par.ep).round(1).tolist(),
+            "gpu_expert_rows_per_micro_batch": (load.gpu_rows * mean_rows).round(1).tolist(),
+            **load.to_dict()}
     if as_json:
         print(json.dumps(data, indent=1))
         return
@@ -61,6 +71,8 @@ def routing(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRES
                   f"busiest NVLink {load.stats.nvl_link_factor:.2f}× the mean; per token "
                   f"{load.stats.ib_nodes:.2f} remote nodes, {load.stats.nvl_copies:.2f} NVLink forwards",
                   highlight=False)
+    console.print(f"per micro-batch of {tokens} tokens per GPU: the busiest GPU's grouped GEMMs run "
+                  f"{rows.max() * mean_rows:,.0f} expert rows, the mean GPU's {mean_rows:,}", highlight=False)
     table = Table(title=f"the {min(top, len(rows))} busiest GPUs of the EP group", title_justify="left")
     for col in ("GPU", "node", "expert rows ×mean", "tokens reaching it", "experts held"):
         table.add_column(col, justify="right")
