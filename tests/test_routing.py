@@ -234,3 +234,25 @@ def test_gate_routing_from_loaded_weights(tmp_path):
     np.save(path, weights[:, :10].astype(np.float32))
     with pytest.raises(ScenarioError, match="expected \\(routed_experts, hidden\\)"):
         scenario_ep_load(lite("routing.name=gate", f"routing.gate_weights={path}"))  # rewritten: read again
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), redundant=st.integers(0, 24), nodes=st.sampled_from([1, 2, 4]))
+def test_placement_invariants(seed, redundant, nodes):
+    ep, experts = 8 * nodes if nodes > 1 else 4, 32
+    share = np.random.default_rng(seed).dirichlet(np.full(experts, 0.3))
+    placement = place_experts(share, ep, 8, redundant)
+    assert placement.redundant == redundant
+    per_gpu, per_node = experts // ep, min(ep, 8)
+    for e, gpus in enumerate(placement.copies):
+        assert gpus[0] == e // per_gpu
+        assert {g // per_node for g in gpus} == {gpus[0] // per_node}
+    ids = np.random.default_rng(seed).choice(experts, size=(1, 512, 2), p=share)
+    load = ep_load(ids, experts, ep, 8, redundant, seed)
+    assert load.gpu_rows.mean() == pytest.approx(1.0)
+    assert np.all((load.gpu_reach >= 0) & (load.gpu_reach <= 1))
+    assert load.gemm_factor >= 1.0 and load.stats.nvl_link_factor >= 1.0 and load.stats.ib_link_factor >= 1.0

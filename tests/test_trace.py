@@ -352,3 +352,41 @@ def test_parse_trace_accepts_a_bare_event_list():
 def _phase(letter):
     from workloads.ops import Phase
     return Phase(letter)
+
+
+def _synthetic(events):
+    return parse_trace({"traceEvents": events})
+
+
+def test_attribution_follows_the_launching_thread():
+    """Autograd launches backward kernels from its own thread while the phase range sits on the main thread;
+    a kernel launched inside a non-phase range of its own thread belongs to no phase."""
+    def kernel(corr, ts):
+        return {"ph": "X", "cat": "kernel", "name": f"k{corr}", "pid": 0, "tid": 7, "ts": ts + 1, "dur": 1,
+                "args": {"stream": 7, "correlation": corr}}
+
+    def launch(corr, tid, ts):
+        return {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 10, "tid": tid, "ts": ts,
+                "dur": 1, "args": {"correlation": corr}}
+
+    def annotation(name, tid, ts, dur):
+        return {"ph": "X", "cat": "user_annotation", "name": name, "pid": 10, "tid": tid, "ts": ts, "dur": dur}
+
+    trace = _synthetic([
+        annotation("attn(B)", 1, 100, 50), annotation("optimizer", 2, 120, 10), annotation("mlp(F)", 1, 150, 50),
+        launch(1, 1, 110), kernel(1, 110),   # main thread inside attn(B)
+        launch(2, 3, 140), kernel(2, 140),   # autograd thread (no ranges): the process's phase at that time
+        launch(3, 2, 125), kernel(3, 125),   # inside a non-phase range of its own thread
+        launch(4, 1, 150), kernel(4, 150),   # the instant attn(B) ends and mlp(F) begins: mlp(F)
+        launch(5, 1, 300), kernel(5, 300),   # outside every range
+    ])
+    instances, loose = phase_instances(trace)
+    owned = {i.name: sorted(k.correlation for k in i.kernels) for i in instances}
+    assert owned == {"attn(B)": [1, 2], "mlp(F)": [4]}
+    assert sorted(k.correlation for k in loose) == [3, 5]
+    # Flow events take precedence over correlation ids for the launch's time and thread.
+    flows = _synthetic([annotation("attn(F)", 1, 0, 10), kernel(9, 50),
+                        {"ph": "s", "cat": "ac2g", "id": 9, "pid": 10, "tid": 1, "ts": 5},
+                        {"ph": "f", "cat": "ac2g", "id": 9, "pid": 0, "tid": 7, "ts": 51, "bp": "e"}])
+    assert flows.flow_links == 1
+    assert [i.name for i in phase_instances(flows)[0] if i.kernels] == ["attn(F)"]
