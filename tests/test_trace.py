@@ -390,3 +390,20 @@ def test_attribution_follows_the_launching_thread():
                         {"ph": "f", "cat": "ac2g", "id": 9, "pid": 0, "tid": 7, "ts": 51, "bp": "e"}])
     assert flows.flow_links == 1
     assert [i.name for i in phase_instances(flows)[0] if i.kernels] == ["attn(F)"]
+
+
+def test_a_real_cpu_only_torch_profile_is_refused_in_one_line(tmp_path, runner):
+    """torch.profiler's own Chrome export, CPU activities only: annotations but no GPU kernels to import."""
+    torch = pytest.importorskip("torch")
+    from torch.profiler import ProfilerActivity, profile, record_function
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for phase in ("attn(F)", "mlp(F)"):
+            with record_function(phase):
+                torch.randn(64, 64) @ torch.randn(64, 64)
+    path = tmp_path / "cpu.json"
+    prof.export_chrome_trace(str(path))
+    data = json.loads(path.read_text())
+    names = {e.get("name") for e in data["traceEvents"] if e.get("cat") == "user_annotation"}
+    assert {"attn(F)", "mlp(F)"} <= names
+    out = runner.invoke(app, ["trace", "summarize", str(path)])
+    assert out.exit_code == 2 and "no GPU kernels" in out.output and "ProfilerActivity.CUDA" in out.output
