@@ -33,7 +33,8 @@ PROFILE_OPT = typer.Option(None, "--profile", help="Calibration profile: built-i
 TIMELINE_OPT = typer.Option(False, "--timeline", help="With --json: include the timeline and the scenario "
                                                      "(input for moesim report).")
 REPORT_OPT = typer.Option(None, "--report", help="Also write an interactive HTML report to this file.")
-FORCE_OPT = typer.Option(False, "--force", help="Overwrite the --report file if it exists.")
+TRACE_OUT_OPT = typer.Option(None, "--trace", help="Write the simulated timeline as Chrome-trace JSON (Perfetto).")
+FORCE_OPT = typer.Option(False, "--force", help="Overwrite an existing --report or --trace file.")
 
 
 def fail(message: str) -> None:
@@ -47,18 +48,24 @@ def fail(message: str) -> None:
 def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRESET_OPT,
              set_: Optional[list[str]] = SET_OPT, as_json: bool = JSON_OPT,
              profile: Optional[str] = PROFILE_OPT, timeline: bool = TIMELINE_OPT,
-             report: Optional[str] = REPORT_OPT, force: bool = FORCE_OPT) -> None:
+             report: Optional[str] = REPORT_OPT, trace: Optional[str] = TRACE_OUT_OPT,
+             force: bool = FORCE_OPT) -> None:
     """Simulate one training step and report step time, throughput, MFU, per-stage breakdown and memory."""
     from calibration.profile import load_profile
     from simulator.report import result_payload, write_report
+    from simulator.export import check_trace_target, write_chrome_trace
     from simulator.simulate import simulate as run_simulation
 
     if report and os.path.exists(report) and not force:
         fail(f"--report {report} exists; pass --force to overwrite it")
     try:
         sc = load_scenario(scenario, preset, set_ or [])
+        if trace:
+            check_trace_target(trace, force)
         prof = load_profile(profile)
-        result = run_simulation(sc, prof, keep_timeline=timeline or bool(report))
+        result = run_simulation(sc, prof, keep_timeline=timeline or bool(report) or bool(trace))
+        if trace:
+            write_chrome_trace(result.timeline, trace, force, sc.name, sc.cluster.gpu)
     except INPUT_ERRORS as err:
         fail(str(err))
     except (OSError, ValueError, KeyError) as err:  # an unreadable or invalid profile file

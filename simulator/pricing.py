@@ -7,11 +7,12 @@ stream merge into one segment, so the engine schedules few, coarse events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from calibration.cost_model import CostModel
+from workloads.ep_load import scenario_ep_load
 from workloads.model import StageWork
-from workloads.ops import Chunk, Phase, Stream
+from workloads.ops import Chunk, Component, Kind, Op, Phase, Stream
 from workloads.scenario import Scenario
 
 
@@ -57,11 +58,20 @@ class Pricer:
         self.compute_sms = scenario.cluster.gpu.sms - scenario.training.comm_sms
         self.stage_rank = stage_rank  # stage -> the pipeline rank whose GPUs run its communication
         self._rank = 0
+        load = scenario_ep_load(scenario) if scenario.model.moe is not None else None
+        # The busiest GPU's expert rows relative to the mean: its grouped GEMMs set the MoE layer's pace.
+        self.expert_rows_factor = load.gemm_factor if load is not None else 1.0
 
     def op_time_s(self, op) -> float:
         if op.comm is not None:
             return self.network.comm_time_s(op.comm, self._rank)
+        if op.kind is Kind.GROUPED_GEMM and self.expert_rows_factor != 1.0:
+            op = busiest_gpu_op(op, self.expert_rows_factor)
         return self.cost_model.op_time_s(op, self.compute_sms)
+
+    def component_time_s(self, component: Component) -> float:
+        """Seconds for one component (its ops back to back on its stream)."""
+        return sum(self.op_time_s(op) for op in component.ops)
 
     def component_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
         """One segment per non-empty component, in execution order."""
@@ -69,7 +79,7 @@ class Pricer:
         for component in chunk.components:
             if not component.ops:
                 continue
-            seconds = sum(self.op_time_s(op) for op in component.ops)
+            seconds = self.component_time_s(component)
             label = f"{component.name}{component.layer}" if component.layer >= 0 else component.name
             segments.append(Segment(label, component.stream, seconds, chunk.phase, component.name,
                                     component.layer))
@@ -98,3 +108,12 @@ class Pricer:
         ops = [op for phase in Phase for op in stage.chunk(phase).ops()]
         return StagePrice(segments, sum(o.model_flops for o in ops), sum(o.model_flops_noncausal for o in ops),
                           stage.forward.activation_bytes, components)
+
+
+def busiest_gpu_op(op: Op, factor: float) -> Op:
+    """The routed-expert grouped GEMM ``op`` as the busiest GPU runs it: ``factor`` × the mean token rows.
+    The token dimension is m in F (g, m, n, k) and B (g, m, k, n), and the reduction k in W (g, k, n, m)."""
+    shape = list(op.shape)
+    token_axis = 3 if op.phase is Phase.W else 1
+    shape[token_axis] = max(1, round(shape[token_axis] * factor))
+    return replace(op, shape=tuple(shape), flops=op.flops * factor, bytes=op.bytes * factor)

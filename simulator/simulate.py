@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from calibration.cost_model import CostModel
 from calibration.profile import Profile, load_profile
@@ -107,8 +108,11 @@ def make_network(scenario: Scenario):
 
 
 def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: bool = False,
-             check_memory: bool | None = None) -> Result:
+             check_memory: bool | None = None, pricer_factory: Callable[..., Pricer] | None = None) -> Result:
     """Simulate one training step of ``scenario`` (representative-rank mode).
+
+    ``pricer_factory(scenario, cost_model, network, stage_rank)`` replaces the :class:`Pricer` that prices each
+    stage's components (trace replay injects measured per-layer costs this way).
 
     Raises :class:`~simulator.schedules.ScheduleError` for a layout the schedule cannot run and, when
     ``check_memory`` (default: the scenario's ``run.check_memory``), :class:`~simulator.memory.MemoryLayoutError`
@@ -120,7 +124,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     network = make_network(scenario)
     par = scenario.parallelism
     schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)
-    pricer = Pricer(scenario, cost_model, network, schedule.stage_rank)
+    pricer = (pricer_factory or Pricer)(scenario, cost_model, network, schedule.stage_rank)
     stages = build_stages(scenario)
     prices: list[StagePrice] = [pricer.price_stage(s) for s in stages]
 

@@ -245,6 +245,31 @@ class Faults(_Strict):
     reliability: Reliability = Reliability()
 
 
+class Routing(_Strict):
+    """How tokens choose experts: a routing model by name (``workloads/routing.py``) and its options.
+
+    ``zipf_alpha`` skews the ``zipf`` model (0 = balanced); ``file`` feeds the ``file`` model expert ids
+    (tokens × layers × top_k); ``gate_weights`` optionally loads the ``gate`` model's (experts × hidden)
+    matrix; ``redundant_experts`` extra copies of the hottest experts per EP group, placed within their node.
+    """
+
+    name: str = "balanced"
+    zipf_alpha: NonNegFloat = 1.0
+    file: str | None = None
+    gate_weights: str | None = None
+    redundant_experts: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _known(self):
+        from workloads.routing import routing_names
+
+        if self.name not in routing_names():
+            raise ValueError(f"unknown routing model {self.name!r}; known: {', '.join(routing_names())}")
+        if self.name == "file" and not self.file:
+            raise ValueError("the file routing model needs routing.file (a .npy, .npz or .json of expert ids)")
+        return self
+
+
 class Run(_Strict):
     seed: int = 0
     fidelity: Literal["representative", "full"] = "representative"
@@ -261,6 +286,7 @@ class Scenario(_Strict):
     schedule: str = "1f1b"
     training: Training
     faults: Faults = Faults()
+    routing: Routing = Routing()
     run: Run = Run()
 
     @model_validator(mode="after")
@@ -274,9 +300,14 @@ class Scenario(_Strict):
             )
         if par.tp > cluster.node.gpus_per_node:
             raise ValueError(f"parallelism.tp={par.tp} exceeds gpus_per_node={cluster.node.gpus_per_node}")
+        if model.moe is None and (self.routing.name != "balanced" or self.routing.redundant_experts):
+            raise ValueError("routing: only MoE models route tokens; remove the routing section")
         if model.moe is None and par.ep > 1:
             raise ValueError("parallelism.ep > 1 needs a model with moe; set ep=1")
         if model.moe is not None:
+            if self.routing.redundant_experts > model.moe.routed_experts:
+                raise ValueError(f"routing.redundant_experts={self.routing.redundant_experts} exceeds "
+                                 f"model.moe.routed_experts={model.moe.routed_experts}; lower it")
             if par.ep > model.moe.routed_experts:
                 raise ValueError(
                     f"parallelism.ep={par.ep} exceeds model.moe.routed_experts={model.moe.routed_experts}; lower ep"
