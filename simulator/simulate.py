@@ -66,6 +66,7 @@ class Result:
     sim_wall_s: float
     events: int
     timeline: Timeline | None = field(default=None, repr=False)
+    samples: dict | None = None  # with run.samples > 1: the jittered step times (simulator/uncertainty.py)
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -275,6 +275,10 @@ class Run(_Strict):
     fidelity: Literal["representative", "full"] = "representative"
     network: Literal["analytic", "flow"] = "analytic"
     check_memory: bool = True  # refuse a layout whose peak memory on some rank exceeds HBM
+    samples: Annotated[int, Field(ge=1, le=10_000)] = 1  # > 1: repeat with jittered kernels and routing
+    # Spread of one kernel's time (coefficient of variation) for --samples: the 4 same-shape FlashAttention
+    # forward kernels of DeepSeek's profiler trace (profile-data train.json, 4 MoE layers) vary by 2.45%.
+    kernel_time_cv: Annotated[float, Field(ge=0, le=1)] = 0.0245
 
 
 class Scenario(_Strict):

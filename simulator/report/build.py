@@ -9,6 +9,7 @@ from simulator.report.breakdown import exposed_comm_figure, memory_figure, step_
 from simulator.report.experts import expert_figure
 from simulator.report.heatmap import heatmap_figure
 from simulator.report.page import Page, Section, render
+from simulator.report.samples import samples_figure
 from simulator.report.payload import ResultReport, is_result_dict, report_from_dict, report_from_result
 from simulator.report.sweep import check_rows, parallel_figure, read_sweep, scatter_figure
 from simulator.report.timeline import timeline_figure
@@ -56,6 +57,10 @@ def result_sections(report: ResultReport) -> list[Section]:
                             "Communication-stream time per rank, split into what overlapped compute and what "
                             "the rank waited for."))
     sections.append(Section("memory per stage vs HBM", memory_figure(s["stages"], s["hbm_gb"])))
+    if s.get("samples"):
+        sections.append(Section("step-time uncertainty", samples_figure(s["samples"], s["step_time_s"]),
+                                "Each sample jitters every compute component by the kernel-time spread and "
+                                "resamples the routing; same seed, same numbers."))
     if report.scenario is not None:
         loads = link_loads(report.scenario)
         sections.append(Section("link utilisation", heatmap_figure(loads.utilisation(s["step_time_s"])),
