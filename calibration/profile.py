@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workloads.files import write_atomic
+
 
 class KernelPoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -49,12 +51,9 @@ class Profile(BaseModel):
     efficiency: dict[str, Efficiency] = {}
     provenance: dict[str, str] = {}
 
-    def save(self, path: str | Path) -> None:
-        """Write atomically: a temporary file renamed over the target."""
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=1))
-        tmp.replace(path)
+    def save(self, path: str | Path, force: bool = True) -> None:
+        """Write atomically (a temporary file renamed over the target); ``force=False`` keeps an existing file."""
+        write_atomic(path, self.model_dump_json(indent=1), force=force)
 
     @classmethod
     def load(cls, path: str | Path) -> "Profile":

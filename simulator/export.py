@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from simulator.engine import Timeline
-from workloads.errors import ScenarioError
+from workloads.files import check_target, write_atomic
 
 STREAM_TIDS = {"compute": 7, "comm": 27}  # the CUDA stream numbers of DeepSeek's trace, for familiarity
 ANNOTATION_TID_OFFSET = 1000
@@ -74,17 +74,9 @@ def write_chrome_trace(timeline: Timeline, path: str | Path, force: bool = False
     """Write ``timeline`` to ``path``; an existing file is kept unless ``force``. Returns the path."""
     path = check_trace_target(path, force)
     data = timeline_events(timeline, name, gpu)
-    path.write_text(json.dumps(data, separators=(",", ":")))
-    return path
+    return write_atomic(path, json.dumps(data, separators=(",", ":")), force=True, flag="--trace")
 
 
 def check_trace_target(path: str | Path, force: bool) -> Path:
     """Refuse to overwrite an existing file without ``force`` or to write into a missing directory."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise ScenarioError(f"--trace {path}: the file exists; pass --force to overwrite it")
-    if path.is_dir():
-        raise ScenarioError(f"--trace {path}: is a directory; give a file name such as step.json")
-    if not path.parent.is_dir():
-        raise ScenarioError(f"--trace {path}: directory {str(path.parent)!r} does not exist")
-    return path
+    return check_target(path, force, "--trace")

@@ -88,3 +88,37 @@ def test_cli_set_never_tracebacks(item):
     assert result.exception is None or isinstance(result.exception, SystemExit)
     if result.exit_code == 2:
         assert "Traceback" not in result.output
+
+
+def test_write_atomic_refuses_to_overwrite_and_leaves_no_temp_files(tmp_path):
+    import pytest
+
+    from workloads.files import write_atomic
+    target = tmp_path / "out.json"
+    write_atomic(target, "first")
+    with pytest.raises(ScenarioError, match="exists; pass --force"):
+        write_atomic(target, "second")
+    assert target.read_text() == "first"
+    write_atomic(target, "second", force=True)
+    assert target.read_text() == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    with pytest.raises(ScenarioError, match="does not exist"):
+        write_atomic(tmp_path / "missing" / "x.json", "x")
+
+
+def test_an_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+    import os
+
+    import pytest
+
+    from workloads import files
+    target = tmp_path / "profile.json"
+    target.write_text("old")
+
+    def crash(*_):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        files.write_atomic(target, "new", force=True)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["profile.json"]

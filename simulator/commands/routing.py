@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Optional
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from simulator.cli import (FORCE_OPT, INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT, app,
                            console, fail)
+from workloads.files import write_atomic
 
 SAVE_OPT = typer.Option(None, "--save", help="Write the sampled expert ids (tokens × layers × top_k) as .npy.")
 TOP_OPT = typer.Option(8, "--top", help="How many of the busiest GPUs to list.")
@@ -44,7 +46,9 @@ def routing(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRES
             ids = sample_routing(r.name, RoutingInputs(moe.routed_experts, moe.top_k, moe.groups, moe.groups_per_token,
                                                        moe.gating, sc.model.hidden, r.zipf_alpha, r.file,
                                                        r.gate_weights, sc.run.seed))
-            np.save(save if save.endswith(".npy") else save + ".npy", ids.transpose(1, 0, 2))
+            buffer = io.BytesIO()
+            np.save(buffer, ids.transpose(1, 0, 2))
+            write_atomic(save if save.endswith(".npy") else save + ".npy", buffer.getvalue(), force, "--save")
     except INPUT_ERRORS as err:
         fail(str(err))
     except (OSError, ValueError, KeyError) as err:  # an unreadable or invalid profile file

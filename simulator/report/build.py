@@ -15,6 +15,7 @@ from simulator.report.sweep import check_rows, parallel_figure, read_sweep, scat
 from simulator.report.timeline import timeline_figure
 from simulator.report.traffic import expert_load, link_loads
 from workloads.errors import ScenarioError
+from workloads.files import write_atomic
 from workloads.scenario import Scenario
 
 MAX_JSON_BYTES = 512_000_000  # a full-mode timeline is large, but a result file beyond this is not one
@@ -148,5 +149,4 @@ def write_report(source, path: str | Path, scenario: Scenario | None = None, for
         raise FileExistsError(f"{path} exists; pass --force to overwrite it")
     text = render(build_page(source, scenario, name or path.stem))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_atomic(path, text, force=True)
