@@ -122,3 +122,34 @@ def test_an_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
         files.write_atomic(target, "new", force=True)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["profile.json"]
+
+
+events = st.dictionaries(st.sampled_from(["ph", "cat", "name", "ts", "dur", "pid", "tid", "args", "id"]),
+                         st.one_of(scalars, st.sampled_from(["kernel", "X", "user_annotation", "ac2g", "s", "f"]),
+                                   st.dictionaries(st.sampled_from(["stream", "grid", "correlation"]), scalars,
+                                                   max_size=3)),
+                         max_size=9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.one_of(values, st.fixed_dictionaries({"traceEvents": st.lists(events, max_size=8)})))
+def test_any_trace_is_read_or_refused_in_one_line(data):
+    """The Kineto importer and the summary on arbitrary JSON: a summary or a one-line error, nothing else."""
+    from workloads.traces.kineto import parse_trace
+    from workloads.traces.summary import summarize
+    try:
+        summarize(parse_trace(data, "fuzz.json"))
+    except ScenarioError as err:
+        assert one_line(err)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=200))
+def test_any_trace_file_text_is_read_or_refused_in_one_line(tmp_path, text):
+    from workloads.traces.kineto import load_trace
+    path = tmp_path / "fuzz.json"
+    path.write_text(text)
+    try:
+        load_trace(path)
+    except ScenarioError as err:
+        assert one_line(err)
