@@ -28,7 +28,7 @@ class KernelPoint(BaseModel):
     groups: int = 1
     layout: str = "normal"
     kernel: str = ""  # what ran, e.g. "fp8_gemm_1d2d", "mla_bwd", "rmsnorm", "fp8_gemm (bf16 stand-in)"
-    tflops: float = Field(gt=0)
+    tflops: float = Field(ge=0)  # 0 for memory-bound kernels (elementwise), which report memory_gbps
     memory_gbps: float | None = None
     time_us: float | None = None  # median measured time (None for published rates given as TFLOPS only)
     flops: float | None = None

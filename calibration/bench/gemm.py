@@ -1,0 +1,156 @@
+"""FP8 GEMM with DeepSeek's fine-grained scaling, BF16 GEMM, and MoE grouped GEMMs (contiguous, masked).
+
+FP8 follows DeepSeek-V3 TR §3.3: activations scaled per 1×128 tile, weights per 128×128 block, E4M3 values,
+BF16 output. On a GPU with FP8 tensor cores the GEMM is ``torch._scaled_mm`` with those block scales,
+checked once against a dequantised reference; a torch without block scales falls back to row-wise
+scales, and a device without FP8 (a CPU) runs a BF16 matrix product of the same shape, labelled as a
+stand-in. Grouped GEMMs give each expert an uneven number of tokens (sum preserved).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from calibration.timing import Timer, buffer_count, random_nonzero
+
+TILE = 128  # DeepSeek-V3 TR §3.3: 1×128 activation tiles, 128×128 weight blocks
+E4M3_MAX = 448.0  # largest finite float8_e4m3fn value
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One benchmark result: median seconds, work done, what ran and in which dtype."""
+
+    seconds: float
+    flops: float
+    bytes: float
+    kernel: str
+    dtype: str
+    shape: tuple
+    groups: int = 1
+
+
+def quantize_tiles(torch, x, rows: int):
+    """E4M3 values and fp32 scales of ``x`` (r × c) per ``rows``×128 block (rows=1: activation tiles)."""
+    r, c = x.shape
+    pad_r, pad_c = -r % rows, -c % TILE
+    xp = torch.nn.functional.pad(x.float(), (0, pad_c, 0, pad_r))
+    blocks = xp.view((r + pad_r) // rows, rows, (c + pad_c) // TILE, TILE)
+    scale = blocks.abs().amax(dim=(1, 3)).clamp(min=1e-12) / E4M3_MAX
+    q = (blocks / scale[:, None, :, None]).view_as(xp)[:r, :c].to(torch.float8_e4m3fn)
+    return q, scale
+
+
+def fp8_available(torch, device: str) -> bool:
+    """FP8 tensor cores: CUDA compute capability 8.9 (Ada) or 9.0+ (Hopper)."""
+    return device == "cuda" and torch.cuda.get_device_capability() >= (8, 9)
+
+
+class Fp8Gemm:
+    """Finds, once, which scaled-mm form this torch supports and checks it against a dequantised product."""
+
+    def __init__(self, torch, device: str):
+        self.torch, self.device = torch, device
+        self.form = self._probe() if fp8_available(torch, device) else None
+
+    def label(self) -> str:
+        if self.form is None:
+            return f"fp8_gemm_1d2d stand-in: bf16 mm (no FP8 tensor cores on {self.device})"
+        return f"fp8_gemm_1d2d: torch._scaled_mm, {self.form} scales"
+
+    def operands(self, a, w):
+        torch = self.torch
+        qa, sa = quantize_tiles(torch, a, 1)
+        qw, sw = quantize_tiles(torch, w, TILE)
+        if self.form == "rowwise":
+            sa = (a.float().abs().amax(dim=1, keepdim=True) / E4M3_MAX)
+            sw = (w.float().abs().amax(dim=1, keepdim=True) / E4M3_MAX).t()
+            qa = (a.float() / sa).to(torch.float8_e4m3fn)
+            qw = (w.float() / sw.t()).to(torch.float8_e4m3fn)
+            return qa, qw.t(), sa, sw
+        # block form: scale_a (m, k/128) outer-dim-major, scale_b (k/128, n/128) for the k×n operand
+        return qa, qw.t(), sa.t().contiguous().t(), sw.t().contiguous()
+
+    def run(self, qa, qwt, sa, sw):
+        return self.torch._scaled_mm(qa, qwt, sa, sw, out_dtype=self.torch.bfloat16)
+
+    def _probe(self) -> str | None:
+        torch = self.torch
+        gen = torch.Generator().manual_seed(0)
+        a = random_nonzero(torch, (256, 512), torch.bfloat16, self.device, gen)
+        w = random_nonzero(torch, (384, 512), torch.bfloat16, self.device, gen)
+        reference = (a.float() @ w.float().t())
+        for form in ("block", "rowwise"):
+            self.form = form
+            try:
+                out = self.run(*self.operands(a, w)).float()
+            except (RuntimeError, ValueError, TypeError):
+                continue
+            if ((out - reference).norm() / reference.norm()).item() < 0.05:
+                return form
+        return None
+
+
+def gemm(torch, timer: Timer, device: str, m: int, n: int, k: int, fp8: Fp8Gemm | None, cache_bytes: float,
+         seed: int = 0) -> Measured:
+    """(m×k) activations times a (k×n) weight; FP8 with fine-grained scales when ``fp8`` is given."""
+    gen = torch.Generator().manual_seed(seed)
+    in_bytes = 1 if fp8 is not None and fp8.form else 2
+    sets = buffer_count((m * k + n * k) * in_bytes, cache_bytes)
+    inputs = []
+    for _ in range(sets):
+        a = random_nonzero(torch, (m, k), torch.bfloat16, device, gen)
+        w = random_nonzero(torch, (n, k), torch.bfloat16, device, gen)
+        inputs.append(fp8.operands(a, w) if fp8 is not None and fp8.form else (a, w.t()))
+    if fp8 is not None and fp8.form:
+        timing = timer.measure(fp8.run, inputs)
+        kernel, dtype = fp8.label(), "fp8"
+    else:
+        timing = timer.measure(torch.mm, inputs)
+        kernel, dtype = (fp8.label() if fp8 is not None else "bf16_gemm: torch.mm"), "bf16"
+    nbytes = (m * k + k * n) * in_bytes + m * n * 2
+    return Measured(timing.median_s, 2.0 * m * n * k, nbytes, kernel, dtype, (m, n, k))
+
+
+def uneven_counts(torch, groups: int, tokens: int, gen) -> list[int]:
+    """Tokens per expert summing to ``tokens``, each expert's share drawn uniformly in [0.5, 1.5) of even."""
+    weights = torch.rand(groups, generator=gen) + 0.5
+    counts = torch.multinomial(weights / weights.sum(), tokens, replacement=True, generator=gen)
+    return torch.bincount(counts, minlength=groups).tolist()
+
+
+def grouped_gemm(torch, timer: Timer, device: str, groups: int, m: int, n: int, k: int, layout: str,
+                 cache_bytes: float, seed: int = 0) -> Measured:
+    """Routed experts: ``groups`` experts with uneven tokens (mean ``m``) in the contiguous or masked layout.
+
+    contiguous: all experts' tokens in one (Σm × k) tensor, each expert's block aligned to 128 rows as
+    DeepGEMM requires, run as one ``torch._grouped_mm``. masked: a (groups × max_m × k) buffer with a count
+    per expert; each expert multiplies only its valid rows.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    counts = uneven_counts(torch, groups, groups * m, gen)
+    align = TILE if device == "cuda" else 8
+    padded = [max(align, -(-c // align) * align) for c in counts]
+    rows = sum(padded) if layout == "contiguous" else groups * max(padded)
+    sets = buffer_count((rows * k + groups * k * n) * 2, cache_bytes)
+    inputs = []
+    for _ in range(sets):
+        w = random_nonzero(torch, (groups, k, n), torch.bfloat16, device, gen)
+        if layout == "contiguous":
+            a = random_nonzero(torch, (rows, k), torch.bfloat16, device, gen)
+            offs = torch.tensor(padded, dtype=torch.int32).cumsum(0).to(torch.int32).to(device)
+            inputs.append((a, w, offs))
+        else:
+            inputs.append((random_nonzero(torch, (groups, max(padded), k), torch.bfloat16, device, gen), w))
+    if layout == "contiguous":
+        def run(a, w, offs):
+            return torch._grouped_mm(a, w, offs=offs)
+        kernel = "grouped_gemm contiguous: torch._grouped_mm (bf16)"
+    else:
+        def run(a, w):
+            return [torch.mm(a[g, :c], w[g]) for g, c in enumerate(counts)]
+        kernel = "grouped_gemm masked: per-expert mm over valid rows (bf16)"
+    timing = timer.measure(run, inputs)
+    tokens = sum(counts)
+    nbytes = (tokens * k + groups * k * n + tokens * n) * 2
+    return Measured(timing.median_s, 2.0 * tokens * n * k, nbytes, kernel, "bf16", (m, n, k), groups)
