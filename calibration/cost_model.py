@@ -11,14 +11,14 @@ efficiency (each with its source); every fallback is recorded in :attr:`CostMode
 
 from __future__ import annotations
 
-from calibration.fit import ClassModel, class_models, peak_per_s
+from calibration.fit import ClassModel, class_models, peak_per_s, point_work
 from calibration.profile import Profile
 from workloads.ops import Kind, Op, Phase
 
 # The layouts a training op runs as, in order of preference: DeepSeek-V3 training uses DeepGEMM's contiguous
 # grouped layout (masked is the decoding layout); attention forward and backward are different kernels.
 LAYOUTS = {Kind.GEMM: ("normal",), Kind.GROUPED_GEMM: ("contiguous", "masked")}
-ELEMENTWISE_KERNELS = (("norm", "rmsnorm"), ("swiglu", "swiglu"), ("rope", "rope"))
+ELEMENTWISE_KERNELS = (("norm", "rmsnorm"), ("swiglu", "swiglu"), ("rope", "rope"), ("cast", "fp8_cast"))
 
 
 def elementwise_kernel(op_name: str) -> str:
@@ -27,6 +27,16 @@ def elementwise_kernel(op_name: str) -> str:
         if marker in op_name:
             return kernel
     return "add"
+
+
+def point_op(point) -> Op:
+    """The op a profile point measured, as the simulator would price it (for checks and validation)."""
+    kind = Kind(point.op)
+    phase = Phase.B if point.layout == "causal_bwd" else Phase.F
+    if kind is Kind.ELEMENTWISE:
+        return Op(f"bench.{point.layout}", kind, phase, "BENCH", point.dtype, 0.0, point_work(point))
+    shape = (point.groups, *point.shape[-3:]) if kind is Kind.GROUPED_GEMM else tuple(point.shape)
+    return Op(f"bench.{point.op}", kind, phase, "BENCH", point.dtype, point.flops_executed(), 0.0, shape)
 
 
 class CostModel:
@@ -39,8 +49,10 @@ class CostModel:
         self.models: dict[tuple[str, str, str], ClassModel] = class_models(profile)
         self._cache: dict[tuple, float] = {}
 
-    def _model(self, op: Op) -> ClassModel | None:
+    def _model(self, op: Op, layout: str | None = None) -> ClassModel | None:
         kind = op.kind.value
+        if layout is not None and (kind, op.dtype, layout) in self.models:
+            return self.models[(kind, op.dtype, layout)]
         if op.kind is Kind.ELEMENTWISE:
             kernel = elementwise_kernel(op.name)
             for layout in (kernel, "add"):
@@ -98,14 +110,17 @@ class CostModel:
         return peak_per_s({"bf16_tflops": self.gpu.bf16_tflops, "fp8_tflops": self.gpu.fp8_tflops,
                            "hbm_tbps": self.gpu.hbm_tbps}, "flops", dtype)
 
-    def op_time_s(self, op: Op, sms: int | None = None) -> float:
-        """Seconds for ``op`` on ``sms`` streaming multiprocessors (default: all of the GPU's)."""
+    def op_time_s(self, op: Op, sms: int | None = None, layout: str | None = None) -> float:
+        """Seconds for ``op`` on ``sms`` streaming multiprocessors (default: all of the GPU's).
+
+        ``layout`` picks the measured layout to price with (e.g. ``masked`` grouped GEMMs) when it has points.
+        """
         sms = sms or self.gpu.sms
-        key = (op.name, op.kind, op.phase, op.dtype, op.shape, op.flops, op.bytes, sms)
+        key = (op.name, op.kind, op.phase, op.dtype, op.shape, op.flops, op.bytes, sms, layout)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        model = self._model(op)
+        model = self._model(op, layout)
         if op.kind is Kind.ELEMENTWISE and not op.bytes:
             seconds = 0.0
         elif model is None:

@@ -94,7 +94,9 @@ def scale_down(case: Case, max_work: float) -> Case:
             free = [0, 1, 2]
         else:
             free = list(range(len(shape)))
-        i = max((j for j in free if shape[j] > 8), key=lambda j: shape[j], default=None)
+        # torch._grouped_mm needs 16-byte strides: grouped n and k stay multiples of 8 (they start as such).
+        halvable = [j for j in free if shape[j] > 8 and (case.op != "grouped_gemm" or j == 0 or shape[j] % 16 == 0)]
+        i = max(halvable, key=lambda j: shape[j], default=None)
         if i is None and case.op == "grouped_gemm" and case.groups > 1:
             case = replace(case, groups=case.groups // 2)
             continue

@@ -29,7 +29,8 @@ def _collective(torch, dist, pattern: str, buffer, world: int):
     chunk = buffer.numel() // world
     if pattern == "all_gather":
         part = buffer[:chunk].clone()
-        return lambda: dist.all_gather_into_tensor(buffer, part)
+        all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+        return lambda: all_gather(buffer, part)
     if pattern == "reduce_scatter":
         out = buffer[:chunk].clone()
         reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
