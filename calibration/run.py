@@ -10,7 +10,7 @@ from calibration.device import cpu_peaks, gpu_peaks, provenance
 from calibration.fit import class_models, fit_report
 from calibration.profile import CollectivePoint, Efficiency, KernelPoint, Profile
 from calibration.sweep import Case, plan, preset_cases
-from calibration.timing import Timer, random_nonzero
+from calibration.timing import Timer, generator, random_nonzero
 
 OPS = ("gemm", "grouped_gemm", "attention", "elementwise", "collectives")
 
@@ -51,7 +51,7 @@ def cache_bytes(torch, device: str) -> float:
 
 def streaming_copy_tbps(torch, timer: Timer, device: str, nbytes: int) -> float:
     """Measured bandwidth of a large copy (bytes read + written per second, in TB/s)."""
-    gen = torch.Generator().manual_seed(1)
+    gen = generator(torch, device, 1)
     pairs = [(torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device),
               random_nonzero(torch, (nbytes // 2,), torch.bfloat16, device, gen)) for _ in range(2)]
     timing = timer.measure(lambda out, x: out.copy_(x), pairs)
@@ -106,6 +106,7 @@ def run_calibration(device: str = "cpu", quick: bool = False, ops: list[str] | N
     fp8 = Fp8Gemm(torch, device)
     source = f"measured: moesim calibrate run on {device}"
     points: dict[tuple, KernelPoint] = {}
+    skipped: list[str] = []
     total = len(runs) + ("collectives" in ops)
     for i, (case, t) in enumerate(runs):
         if on_progress:
@@ -113,7 +114,13 @@ def run_calibration(device: str = "cpu", quick: bool = False, ops: list[str] | N
                         + (f" g{case.groups}" if case.groups > 1 else "") + (f" on {t} threads" if t else ""))
         if t:
             torch.set_num_threads(t)
-        got = measure_case(torch, timer, device, case, fp8, cache)
+        try:
+            got = measure_case(torch, timer, device, case, fp8, cache)
+        except RuntimeError as err:  # a shape this torch build cannot run, or out of memory: say so, go on
+            skipped.append(f"{case.op} {case.layout} {case.shape}: {str(err).splitlines()[0][:120]}")
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            continue
         key = (case.op, got.dtype, got.shape, got.groups, case.layout, t)
         seconds = got.seconds
         points.setdefault(key, KernelPoint(
@@ -134,6 +141,8 @@ def run_calibration(device: str = "cpu", quick: bool = False, ops: list[str] | N
     if device == "cpu":
         profile.provenance["hbm_tbps"] = f"{peaks['hbm_tbps']:.4f} TB/s measured by a streaming copy"
     profile.provenance["fp8_gemm"] = fp8.label()
+    if skipped:
+        profile.provenance["skipped"] = "; ".join(skipped)
     add = class_models(profile).get(("elementwise", "bf16", "add"))
     if add is not None:
         profile.efficiency["memory"] = Efficiency(

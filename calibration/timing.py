@@ -29,11 +29,17 @@ class Timing:
     repeats: int
 
 
+def generator(torch, device: str, seed: int):
+    """A seeded random generator on ``device``, so inputs are made where they are used (no host copies)."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def random_nonzero(torch, shape, dtype, device, generator):
-    """Uniform in ±[0.5, 1.5): random sign and magnitude, never zero, no denormals, no outliers."""
-    magnitude = torch.rand(shape, generator=generator, device="cpu") + 0.5
-    sign = torch.randint(0, 2, shape, generator=generator, device="cpu") * 2 - 1
-    return (magnitude * sign).to(device=device, dtype=dtype)
+    """Uniform in ±[0.5, 1.5): random sign and magnitude, never zero, no denormals, no outliers.
+    ``generator`` must live on ``device``."""
+    magnitude = torch.rand(shape, generator=generator, device=device) + 0.5
+    sign = torch.randint(0, 2, shape, generator=generator, device=device) * 2 - 1
+    return (magnitude * sign).to(dtype=dtype)
 
 
 def buffer_count(bytes_per_set: float, cache_bytes: float) -> int:

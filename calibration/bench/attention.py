@@ -10,12 +10,12 @@ pair; backward executes 2.5× the forward.
 from __future__ import annotations
 
 from calibration.bench.gemm import Measured
-from calibration.timing import Timer, buffer_count, random_nonzero
+from calibration.timing import Timer, buffer_count, generator, random_nonzero
 
 
 def attention(torch, timer: Timer, device: str, batch: int, heads: int, seq: int, dqk: int, dv: int,
               backward: bool, cache_bytes: float, seed: int = 0) -> Measured:
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(torch, device, seed)
     sdpa = torch.nn.functional.scaled_dot_product_attention
     io_bytes = batch * heads * seq * (2 * dqk + 2 * dv) * 2
     inputs = []

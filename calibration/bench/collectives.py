@@ -44,7 +44,7 @@ def _worker(rank: int, world: int, backend: str, port: int, sizes: list[int], pa
     import torch
     import torch.distributed as dist
 
-    from calibration.timing import random_nonzero
+    from calibration.timing import generator, random_nonzero
 
     torch.set_num_threads(1)
     device = "cpu"
@@ -52,7 +52,7 @@ def _worker(rank: int, world: int, backend: str, port: int, sizes: list[int], pa
         torch.cuda.set_device(rank)
         device = "cuda"
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    gen = torch.Generator().manual_seed(rank)
+    gen = generator(torch, device, rank)
     rows = []
     for pattern in patterns:
         for size in sizes:

@@ -8,7 +8,7 @@ once), so the fitted bandwidth is what the kernel achieves against that minimum.
 from __future__ import annotations
 
 from calibration.bench.gemm import TILE, Measured, quantize_tiles
-from calibration.timing import Timer, buffer_count, random_nonzero
+from calibration.timing import Timer, buffer_count, generator, random_nonzero
 
 KERNELS = ("fp8_cast", "swiglu", "rmsnorm", "rope", "add")
 
@@ -28,7 +28,7 @@ def kernel_bytes(kernel: str, rows: int, width: int) -> float:
 def elementwise(torch, timer: Timer, device: str, kernel: str, rows: int, width: int, cache_bytes: float,
                 seed: int = 0) -> Measured:
     """Time ``kernel`` on (rows × width) activations; RoPE rotates ``width`` channels of each row."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(torch, device, seed)
     nbytes = kernel_bytes(kernel, rows, width)
     bf16 = torch.bfloat16
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from calibration.timing import Timer, buffer_count, random_nonzero
+from calibration.timing import Timer, buffer_count, generator, random_nonzero
 
 TILE = 128  # DeepSeek-V3 TR §3.3: 1×128 activation tiles, 128×128 weight blocks
 E4M3_MAX = 448.0  # largest finite float8_e4m3fn value
@@ -59,34 +59,41 @@ class Fp8Gemm:
         return f"fp8_gemm_1d2d: torch._scaled_mm, {self.form} scales"
 
     def operands(self, a, w):
+        """Quantised operands and scales in this torch's layout: (a, wᵀ, scale_a, scale_b)."""
         torch = self.torch
-        qa, sa = quantize_tiles(torch, a, 1)
-        qw, sw = quantize_tiles(torch, w, TILE)
         if self.form == "rowwise":
             sa = (a.float().abs().amax(dim=1, keepdim=True) / E4M3_MAX)
             sw = (w.float().abs().amax(dim=1, keepdim=True) / E4M3_MAX).t()
             qa = (a.float() / sa).to(torch.float8_e4m3fn)
             qw = (w.float() / sw.t()).to(torch.float8_e4m3fn)
             return qa, qw.t(), sa, sw
-        # block form: scale_a (m, k/128) outer-dim-major, scale_b (k/128, n/128) for the k×n operand
-        return qa, qw.t(), sa.t().contiguous().t(), sw.t().contiguous()
+        qa, sa = quantize_tiles(torch, a, 1)
+        qw, sw = quantize_tiles(torch, w, TILE)
+        # scale_a (m, k/128) is M-major; scale_b is given for the (k × n) operand, as a view or a copy.
+        sa = sa.t().contiguous().t()
+        return qa, qw.t(), sa, (sw.t() if self.form == "block" else sw.t().contiguous())
 
     def run(self, qa, qwt, sa, sw):
         return self.torch._scaled_mm(qa, qwt, sa, sw, out_dtype=self.torch.bfloat16)
 
     def _probe(self) -> str | None:
         torch = self.torch
-        gen = torch.Generator().manual_seed(0)
-        a = random_nonzero(torch, (256, 512), torch.bfloat16, self.device, gen)
-        w = random_nonzero(torch, (384, 512), torch.bfloat16, self.device, gen)
+        gen = generator(torch, self.device, 0)
+        # Magnitudes differing by up to 2^±4 between tiles and blocks, so a scale applied to the wrong tile
+        # shows up as a large error (FP8 rounding alone stays within a few per cent).
+        a_tiles = 2.0 ** (8 * torch.rand(256, 4, 1, generator=gen, device=self.device) - 4)
+        w_blocks = 2.0 ** (8 * torch.rand(3, 1, 4, 1, generator=gen, device=self.device) - 4)
+        a = (random_nonzero(torch, (256, 4, 128), torch.float32, self.device, gen) * a_tiles).view(256, 512)
+        w = (random_nonzero(torch, (3, 128, 4, 128), torch.float32, self.device, gen) * w_blocks).view(384, 512)
+        a, w = a.to(torch.bfloat16), w.to(torch.bfloat16)
         reference = (a.float() @ w.float().t())
-        for form in ("block", "rowwise"):
+        for form in ("block", "block-contiguous", "rowwise"):
             self.form = form
             try:
                 out = self.run(*self.operands(a, w)).float()
-            except (RuntimeError, ValueError, TypeError):
+            except (RuntimeError, ValueError, TypeError, IndexError):
                 continue
-            if ((out - reference).norm() / reference.norm()).item() < 0.05:
+            if ((out - reference).norm() / reference.norm()).item() < 0.1:
                 return form
         return None
 
@@ -94,7 +101,7 @@ class Fp8Gemm:
 def gemm(torch, timer: Timer, device: str, m: int, n: int, k: int, fp8: Fp8Gemm | None, cache_bytes: float,
          seed: int = 0) -> Measured:
     """(m×k) activations times a (k×n) weight; FP8 with fine-grained scales when ``fp8`` is given."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(torch, device, seed)
     in_bytes = 1 if fp8 is not None and fp8.form else 2
     sets = buffer_count((m * k + n * k) * in_bytes, cache_bytes)
     inputs = []
@@ -112,8 +119,9 @@ def gemm(torch, timer: Timer, device: str, m: int, n: int, k: int, fp8: Fp8Gemm 
     return Measured(timing.median_s, 2.0 * m * n * k, nbytes, kernel, dtype, (m, n, k))
 
 
-def uneven_counts(torch, groups: int, tokens: int, gen) -> list[int]:
+def uneven_counts(torch, groups: int, tokens: int, seed: int) -> list[int]:
     """Tokens per expert summing to ``tokens``, each expert's share drawn uniformly in [0.5, 1.5) of even."""
+    gen = torch.Generator().manual_seed(seed)
     weights = torch.rand(groups, generator=gen) + 0.5
     counts = torch.multinomial(weights / weights.sum(), tokens, replacement=True, generator=gen)
     return torch.bincount(counts, minlength=groups).tolist()
@@ -127,8 +135,8 @@ def grouped_gemm(torch, timer: Timer, device: str, groups: int, m: int, n: int, 
     DeepGEMM requires, run as one ``torch._grouped_mm``. masked: a (groups × max_m × k) buffer with a count
     per expert; each expert multiplies only its valid rows.
     """
-    gen = torch.Generator().manual_seed(seed)
-    counts = uneven_counts(torch, groups, groups * m, gen)
+    gen = generator(torch, device, seed)
+    counts = uneven_counts(torch, groups, groups * m, seed)
     align = TILE if device == "cuda" else 8
     padded = [max(align, -(-c // align) * align) for c in counts]
     rows = sum(padded) if layout == "contiguous" else groups * max(padded)
@@ -146,6 +154,12 @@ def grouped_gemm(torch, timer: Timer, device: str, groups: int, m: int, n: int, 
         def run(a, w, offs):
             return torch._grouped_mm(a, w, offs=offs)
         kernel = "grouped_gemm contiguous: torch._grouped_mm (bf16)"
+        try:
+            run(*inputs[0])
+        except RuntimeError:
+            # Some builds want column-major expert weights; give them that layout (same values).
+            inputs = [(a, w.transpose(1, 2).contiguous().transpose(1, 2), offs) for a, w, offs in inputs]
+            run(*inputs[0])
     else:
         def run(a, w):
             return [torch.mm(a[g, :c], w[g]) for g, c in enumerate(counts)]
