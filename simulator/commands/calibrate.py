@@ -108,7 +108,8 @@ def _fit_table(fits) -> None:
     table = Table(title="fit: time = overhead + work / rate (errors: relative kernel time)", title_justify="left")
     for col in ("op class", "dtype", "points", "overhead µs", "rate", "curve rms", "curve max", "LOO rms",
                 "LOO max"):
-        table.add_column(col, justify="right" if col not in ("op class", "dtype") else "left")
+        table.add_column(col, justify="right" if col not in ("op class", "dtype") else "left",
+                         no_wrap=col == "op class")
     for f in fits:
         unit = "TFLOPS" if f.basis == "flops" else "GB/s"
         loo = (f"{f.loo_rms_error:.1%}", f"{f.loo_max_error:.1%}") if f.loo_rms_error is not None else ("–", "–")
@@ -153,15 +154,17 @@ def show(profile: str = PROFILE_ARG, as_json: bool = JSON_OPT) -> None:
     peaks = prof.peaks
     console.print(f"[bold]{prof.device}[/] — {prof.origin}", highlight=False)
     console.print(f"peaks: {peaks['bf16_tflops']:.4g} TFLOPS bf16, {peaks['fp8_tflops']:.4g} TFLOPS fp8, "
-                  f"{peaks['hbm_tbps'] * 1000:.4g} GB/s memory, {peaks['sms']:g} SMs", highlight=False)
+                  f"{peaks['hbm_tbps'] * 1000:.4g} GB/s memory, {peaks['sms']:g} SMs"
+                  + (" (cores)" if prof.provenance.get("cuda") == "none" else ""), highlight=False)
     for key, value in prof.provenance.items():
         console.print(f"  [dim]{key}:[/] {value}", highlight=False)
     table = Table(title=f"{len(prof.points)} kernel points", title_justify="left")
     for col in ("op", "layout", "kernel", "dtype", "shape", "SMs", "time µs", "TFLOPS", "GB/s"):
-        table.add_column(col, justify="right" if col in ("SMs", "time µs", "TFLOPS", "GB/s") else "left")
+        table.add_column(col, justify="right" if col in ("SMs", "time µs", "TFLOPS", "GB/s") else "left",
+                         no_wrap=col == "kernel", overflow="ellipsis", max_width=26 if col == "kernel" else None)
     for p in prof.points:
         shape = (f"{p.groups}×" if p.groups > 1 else "") + "×".join(map(str, p.shape))
-        table.add_row(p.op, p.layout, p.kernel[:40], p.dtype, shape, str(p.sms or int(peaks["sms"])),
+        table.add_row(p.op, p.layout, p.kernel, p.dtype, shape, str(p.sms or int(peaks["sms"])),
                       f"{p.seconds() * 1e6:.1f}", f"{p.tflops:.3g}" if p.tflops else "–",
                       f"{p.memory_gbps:.4g}" if p.memory_gbps else "–")
     console.print(table)
@@ -173,7 +176,7 @@ def show(profile: str = PROFILE_ARG, as_json: bool = JSON_OPT) -> None:
                          f"{c.bus_gbps:.3g}")
         console.print(coll)
     for name, eff in prof.efficiency.items():
-        console.print(f"stated {name} efficiency {eff.value:.3f}: {eff.source}", highlight=False)
+        console.print(f"{name} efficiency for roofline fallbacks {eff.value:.3f}: {eff.source}", highlight=False)
     _fit_table(prof.fit or fit_report(prof))
 
 
@@ -202,7 +205,8 @@ def compare(a: str = typer.Argument(..., help="Profile A (name or file)."),
                                "groups": x.groups, "time_ratio_b_over_a": y.seconds() / x.seconds()}
                               for x, y in shared]}, indent=1))
         return
-    console.print(f"A: [bold]{pa.device}[/] ({pa.origin})\nB: [bold]{pb.device}[/] ({pb.origin})", highlight=False)
+    for label, prof in (("A", pa), ("B", pb)):
+        console.print(f"{label}: [bold]{prof.device}[/]\n   [dim]{prof.origin}[/]", highlight=False)
     peaks = Table("peak", "A", "B", "B / A", title="peaks", title_justify="left")
     for name in ("bf16_tflops", "fp8_tflops", "hbm_tbps", "sms"):
         peaks.add_row(name, f"{pa.peaks[name]:.4g}", f"{pb.peaks[name]:.4g}", f"{pb.peaks[name] / pa.peaks[name]:.3g}")
