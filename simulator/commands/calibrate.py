@@ -78,9 +78,11 @@ def run(device: str = typer.Option("cpu", "--device", help="cuda or cpu."),
         fail(f"--threads {threads}: thread counts must be at least 1")
     _writable(output, force)
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         fail("calibrate run needs torch: pip install 'moesim[calibration]'")
+    if device == "cuda" and not torch.cuda.is_available():
+        fail(f"--device cuda: this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
     from calibration.run import run_calibration
 
     command = "moesim " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("moesim", "cli.py")) else \
