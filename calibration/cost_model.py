@@ -11,7 +11,7 @@ efficiency (each with its source); every fallback is recorded in :attr:`CostMode
 
 from __future__ import annotations
 
-from calibration.fit import ClassModel, class_models, peak_per_s, point_work
+from calibration.fit import ClassModel, class_models, peak_per_s, point_bytes, point_work
 from calibration.profile import Profile
 from workloads.ops import Kind, Op, Phase
 
@@ -34,9 +34,11 @@ def point_op(point) -> Op:
     kind = Kind(point.op)
     phase = Phase.B if point.layout == "causal_bwd" else Phase.F
     if kind is Kind.ELEMENTWISE:
-        return Op(f"bench.{point.layout}", kind, phase, "BENCH", point.dtype, 0.0, point_work(point))
+        return Op(f"bench.{point.layout}", kind, phase, "BENCH", point.dtype, 0.0, point_work(point),
+                  tuple(point.shape))
     shape = (point.groups, *point.shape[-3:]) if kind is Kind.GROUPED_GEMM else tuple(point.shape)
-    return Op(f"bench.{point.op}", kind, phase, "BENCH", point.dtype, point.flops_executed(), 0.0, shape)
+    return Op(f"bench.{point.op}", kind, phase, "BENCH", point.dtype, point.flops_executed(), point_bytes(point),
+              shape)
 
 
 class CostModel:
@@ -126,11 +128,12 @@ class CostModel:
         elif model is None:
             seconds = self._roofline_s(op, sms)
         elif model.basis == "bytes":
-            seconds = model.seconds_for((), 1, op.bytes, sms / self.gpu.sms, self.gpu.hbm_tbps * 1e12)
+            seconds = model.seconds_for(op.shape, 1, op.bytes, sms / self.gpu.sms, self.gpu.hbm_tbps * 1e12)
         else:
             shape, groups = op.shape, 1
             if op.kind is Kind.GROUPED_GEMM:
                 groups, shape = op.shape[0], op.shape[-3:]
-            seconds = model.seconds_for(shape, groups, op.flops, sms / self.gpu.sms, self._peak(op.dtype))
+            seconds = model.seconds_for(shape, groups, op.flops, sms / self.gpu.sms, self._peak(op.dtype),
+                                        op.bytes, self.gpu.hbm_tbps * 1e12)
         self._cache[key] = seconds
         return seconds

@@ -10,9 +10,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-# FLOPs per core per clock of 512-bit AVX-512 with two FMA pipes (Zen 5, Sapphire Rapids): BF16 dot products
-# (VDPBF16PS) do 32 multiply-adds per instruction, FP32 FMAs 16. Source: Intel and AMD instruction tables
-# (uops.info) for VDPBF16PS / VFMADD231PS zmm: throughput 2 per clock on both.
+# FLOPs per core per clock, assuming two 512-bit FMA pipes per core (AMD Zen 5 and Intel Sapphire Rapids
+# server cores, per their vendors' microarchitecture descriptions): a 512-bit BF16 dot product (VDPBF16PS)
+# does 32 multiply-adds, an FP32 FMA 16. Cores with narrower datapaths (e.g. Zen 4) reach half. The clock is
+# what the OS reports: in a VM without cpufreq that is the nominal clock, and boost can exceed it, so a
+# measured efficiency above 1 on such a host means the peak is understated, not the timing wrong.
 CPU_FLOPS_PER_CLOCK = {"avx512_bf16": 128, "avx512f": 64, "avx2": 32}
 
 
@@ -49,7 +51,8 @@ def cpu_peaks(torch) -> tuple[dict[str, float], str]:
     peaks = {"bf16_tflops": bf16_tflops, "fp8_tflops": bf16_tflops, "sms": float(threads),
              "fp32_tflops": threads * mhz * 1e6 * fp32 / 1e12}
     source = (f"{threads} cores × {mhz:.0f} MHz × {bf16} BF16 FLOP/clock ({'avx512_bf16' if bf16 == 128 else 'ISA'}"
-              f"); no FP8 hardware, so fp8 peak = bf16; HBM peak = measured streaming copy")
+              f", two 512-bit FMA pipes assumed; clock as the OS reports it, boost may exceed it); no FP8 hardware, "
+              f"so fp8 peak = bf16; memory peak = measured streaming copy")
     return peaks, source
 
 

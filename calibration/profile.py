@@ -72,7 +72,8 @@ class Efficiency(BaseModel):
 
 
 class ClassFit(BaseModel):
-    """time = overhead + work / rate for one op class and dtype (work: FLOPs, or bytes for memory-bound)."""
+    """time = overhead + work / rate (+ bytes / memory rate) for one op class (work: FLOPs, or bytes for
+    elementwise kernels); a rate of None means the data carried no such term."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -80,7 +81,8 @@ class ClassFit(BaseModel):
     dtype: str
     basis: str  # "flops" or "bytes"
     overhead_us: float
-    rate: float  # TFLOPS for basis "flops", GB/s for basis "bytes"
+    rate: float | None = None  # TFLOPS for basis "flops", GB/s for basis "bytes"
+    memory_gbps: float | None = None  # the bandwidth term of FLOP-counted classes
     points: int
     curve_rms_error: float  # relative time error of the curve alone on the points
     curve_max_error: float

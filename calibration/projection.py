@@ -9,20 +9,8 @@ The result's ``origin`` and ``device`` say it is a projection.
 
 from __future__ import annotations
 
-from calibration.fit import fit_report, peak_per_s
+from calibration.fit import fit_report, peak_per_s, point_bytes
 from calibration.profile import KernelPoint, Profile
-
-GEMM_INPUT_BYTES = {"fp8": 1, "bf16": 2, "fp32": 4}
-
-
-def point_bytes(p: KernelPoint) -> float:
-    """HBM bytes of a point: measured, from its reported bandwidth, or the GEMM minimum (inputs + bf16 out)."""
-    if p.bytes is not None:
-        return p.bytes
-    if p.memory_gbps is not None:
-        return p.memory_gbps * 1e9 * p.seconds()
-    m, n, k = p.shape[-3:]
-    return p.groups * ((m * k + k * n) * GEMM_INPUT_BYTES.get(p.dtype, 2) + m * n * 2)
 
 
 def is_memory_bound(p: KernelPoint, peaks: dict[str, float]) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from calibration.cost_model import CostModel
 from calibration.profile import KernelPoint, Profile, points_from_deepgemm_csv
-from calibration.projection import point_bytes
+from calibration.fit import point_bytes
 from calibration.trace_kernels import committed_excerpt, extract, find_trace
 from workloads.ops import Kind, Op, Phase
 

@@ -71,7 +71,7 @@ def test_fit_curve_follows_overhead_plus_rate():
                       points=points)
     (fit,) = fit_report(profile)
     assert fit.overhead_us == pytest.approx(5.0, rel=1e-6)
-    assert fit.rate == pytest.approx(100.0, rel=1e-6)
+    assert fit.rate == pytest.approx(100.0, rel=1e-6) and fit.memory_gbps is None
     assert fit.curve_max_error < 1e-9 and fit.loo_max_error < 1e-6
     # Away from the points the model follows the curve: 2048 rows, and half the SMs halve the rate.
     model = CostModel(profile, profile.device_spec())
@@ -201,3 +201,11 @@ def test_random_inputs_are_never_zero():
     x = random_nonzero(torch, (4096,), torch.bfloat16, "cpu", torch.Generator().manual_seed(0))
     assert bool((x.abs() >= 0.5).all()) and bool((x > 0).any()) and bool((x < 0).any())
     assert buffer_count(1 << 20, 32 << 20) == 16 and buffer_count(1 << 30, 32 << 20) == 2
+
+
+def test_committed_cpu_profile_reproduces_its_points():
+    profile = builtin_profile("cpu")
+    model = CostModel(profile, profile.device_spec())
+    for p in profile.points:
+        predicted = model.op_time_s(point_op(p), p.sms or int(profile.peaks["sms"]), p.layout)
+        assert predicted == pytest.approx(p.seconds(), rel=1e-6), (p.op, p.layout, p.shape)

@@ -107,16 +107,17 @@ def run(device: str = typer.Option("cpu", "--device", help="cuda or cpu."),
 
 
 def _fit_table(fits) -> None:
-    table = Table(title="fit: time = overhead + work / rate (errors: relative kernel time)", title_justify="left")
-    for col in ("op class", "dtype", "points", "overhead µs", "rate", "curve rms", "curve max", "LOO rms",
-                "LOO max"):
+    table = Table(title="fit: time = overhead + work / rate + bytes / memory rate (errors: relative kernel time)",
+                  title_justify="left")
+    for col in ("op class", "dtype", "points", "overhead µs", "rate", "memory GB/s", "curve rms", "curve max",
+                "LOO rms", "LOO max"):
         table.add_column(col, justify="right" if col not in ("op class", "dtype") else "left",
-                         no_wrap=col == "op class")
+                         no_wrap=col in ("op class", "rate"))
     for f in fits:
         unit = "TFLOPS" if f.basis == "flops" else "GB/s"
         loo = (f"{f.loo_rms_error:.1%}", f"{f.loo_max_error:.1%}") if f.loo_rms_error is not None else ("–", "–")
-        table.add_row(f.op, f.dtype, str(f.points), f"{f.overhead_us:.1f}", f"{f.rate:.4g} {unit}",
-                      f"{f.curve_rms_error:.1%}", f"{f.curve_max_error:.1%}", *loo)
+        table.add_row(f.op, f.dtype, str(f.points), f"{f.overhead_us:.1f}", f"{f.rate:.3g} {unit}" if f.rate else "–",
+                      f"{f.memory_gbps:.4g}" if f.memory_gbps else "–", f"{f.curve_rms_error:.1%}", f"{f.curve_max_error:.1%}", *loo)
     console.print(table)
     console.print("[dim]the model (curve × per-point correction) reproduces every point exactly; LOO: each point "
                   "predicted from the others (classes of 3+ points)[/]", highlight=False)
@@ -217,8 +218,9 @@ def compare(a: str = typer.Argument(..., help="Profile A (name or file)."),
                   title="fitted rates (TFLOPS; elementwise GB/s)", title_justify="left")
     for op, dt in classes:
         x, y = fa.get((op, dt)), fb.get((op, dt))
-        table.add_row(op, dt, f"{x.rate:.4g}" if x else "–", f"{y.rate:.4g}" if y else "–",
-                      f"{y.rate / x.rate:.3g}" if x and y else "–", f"{x.overhead_us:.1f}" if x else "–",
+        table.add_row(op, dt, f"{x.rate:.4g}" if x and x.rate else "–", f"{y.rate:.4g}" if y and y.rate else "–",
+                      f"{y.rate / x.rate:.3g}" if x and y and x.rate and y.rate else "–",
+                      f"{x.overhead_us:.1f}" if x else "–",
                       f"{y.overhead_us:.1f}" if y else "–")
     console.print(table)
     if shared:
