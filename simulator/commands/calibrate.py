@@ -106,6 +106,11 @@ def run(device: str = typer.Option("cpu", "--device", help="cuda or cpu."),
     _fit_table(profile.fit)
 
 
+def _num(x: float) -> str:
+    """A rate for a table: whole numbers from 100 up, three significant digits below."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def _fit_table(fits) -> None:
     table = Table(title="fit: time = overhead + work / rate + bytes / memory rate (errors: relative kernel time)",
                   title_justify="left")
@@ -116,7 +121,7 @@ def _fit_table(fits) -> None:
     for f in fits:
         unit = "TFLOPS" if f.basis == "flops" else "GB/s"
         loo = (f"{f.loo_rms_error:.1%}", f"{f.loo_max_error:.1%}") if f.loo_rms_error is not None else ("–", "–")
-        table.add_row(f.op, f.dtype, str(f.points), f"{f.overhead_us:.1f}", f"{f.rate:.3g} {unit}" if f.rate else "–",
+        table.add_row(f.op, f.dtype, str(f.points), f"{f.overhead_us:.1f}", f"{_num(f.rate)} {unit}" if f.rate else "–",
                       f"{f.memory_gbps:.4g}" if f.memory_gbps else "–", f"{f.curve_rms_error:.1%}", f"{f.curve_max_error:.1%}", *loo)
     console.print(table)
     console.print("[dim]the model (curve × per-point correction) reproduces every point exactly; LOO: each point "
@@ -214,14 +219,16 @@ def compare(a: str = typer.Argument(..., help="Profile A (name or file)."),
     for name in ("bf16_tflops", "fp8_tflops", "hbm_tbps", "sms"):
         peaks.add_row(name, f"{pa.peaks[name]:.4g}", f"{pb.peaks[name]:.4g}", f"{pb.peaks[name] / pa.peaks[name]:.3g}")
     console.print(peaks)
-    table = Table("op class", "dtype", "rate A", "rate B", "B / A", "overhead µs A", "overhead µs B",
-                  title="fitted rates (TFLOPS; elementwise GB/s)", title_justify="left")
+    table = Table("op class", "dtype", "rate A", "rate B", "B / A", "memory GB/s A", "memory GB/s B",
+                  "overhead µs A", "overhead µs B", title="fitted rates (TFLOPS; elementwise GB/s)",
+                  title_justify="left")
     for op, dt in classes:
         x, y = fa.get((op, dt)), fb.get((op, dt))
-        table.add_row(op, dt, f"{x.rate:.4g}" if x and x.rate else "–", f"{y.rate:.4g}" if y and y.rate else "–",
+        table.add_row(op, dt, _num(x.rate) if x and x.rate else "–", _num(y.rate) if y and y.rate else "–",
                       f"{y.rate / x.rate:.3g}" if x and y and x.rate and y.rate else "–",
-                      f"{x.overhead_us:.1f}" if x else "–",
-                      f"{y.overhead_us:.1f}" if y else "–")
+                      _num(x.memory_gbps) if x and x.memory_gbps else "–",
+                      _num(y.memory_gbps) if y and y.memory_gbps else "–",
+                      f"{x.overhead_us:.1f}" if x else "–", f"{y.overhead_us:.1f}" if y else "–")
     console.print(table)
     if shared:
         both = Table("op", "layout", "dtype", "shape", "time µs A", "time µs B", "B / A",
