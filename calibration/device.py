@@ -46,10 +46,8 @@ def cpu_peaks(torch) -> tuple[dict[str, float], str]:
     name, flags, mhz = cpu_model()
     threads = os.cpu_count() or torch.get_num_threads()
     bf16 = next((v for f, v in CPU_FLOPS_PER_CLOCK.items() if f in flags), 16)
-    fp32 = CPU_FLOPS_PER_CLOCK["avx512f"] if "avx512f" in flags else 32
     bf16_tflops = threads * mhz * 1e6 * bf16 / 1e12
-    peaks = {"bf16_tflops": bf16_tflops, "fp8_tflops": bf16_tflops, "sms": float(threads),
-             "fp32_tflops": threads * mhz * 1e6 * fp32 / 1e12}
+    peaks = {"bf16_tflops": bf16_tflops, "fp8_tflops": bf16_tflops, "sms": float(threads)}
     source = (f"{threads} cores × {mhz:.0f} MHz × {bf16} BF16 FLOP/clock ({'avx512_bf16' if bf16 == 128 else 'ISA'}"
               f", two 512-bit FMA pipes assumed; clock as the OS reports it, boost may exceed it); no FP8 hardware, "
               f"so fp8 peak = bf16; memory peak = measured streaming copy")
