@@ -209,3 +209,15 @@ def test_committed_cpu_profile_reproduces_its_points():
     for p in profile.points:
         predicted = model.op_time_s(point_op(p), p.sms or int(profile.peaks["sms"]), p.layout)
         assert predicted == pytest.approx(p.seconds(), rel=1e-6), (p.op, p.layout, p.shape)
+
+
+def test_validate_without_the_trace_reads_the_committed_excerpt(monkeypatch):
+    import calibration.validate as validate
+
+    monkeypatch.setattr(validate, "find_trace", lambda root: None)
+    profile = builtin_profile("h800")
+    rows, notes, origin = validate.validation_rows(profile, GpuSpec(**gpu_spec("h800")), Path("."))
+    assert "committed excerpt" in origin and len(rows) == 56
+    trace_rows = [r for r in rows if r.source.startswith("trace")]
+    assert {r.sms for r in trace_rows} == {112} and all(r.measured_us > 100 for r in trace_rows)
+    assert any("attention" in n for n in notes)  # the H800 profile has no attention points

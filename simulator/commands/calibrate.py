@@ -45,7 +45,8 @@ def _split(value: Optional[str]) -> list[str]:
 
 
 @calibrate_app.command("run")
-def run(device: str = typer.Option("cpu", "--device", help="cuda or cpu."),
+def run(device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu (default: cuda when torch "
+                                                                     "sees a GPU, else cpu)."),
         quick: bool = typer.Option(False, "--quick", help="Fewer, smaller cases and repeats."),
         ops: Optional[str] = typer.Option(None, "--ops", help="Comma list of gemm, grouped_gemm, attention, "
                                                               "elementwise, collectives (default all)."),
@@ -61,7 +62,7 @@ def run(device: str = typer.Option("cpu", "--device", help="cuda or cpu."),
     from calibration.run import OPS
     from workloads.presets import preset_names
 
-    if device not in ("cpu", "cuda"):
+    if device not in (None, "cpu", "cuda"):
         fail(f"--device {device}: use cuda or cpu")
     op_list, preset_list = _split(ops), _split(presets)
     unknown = [o for o in op_list if o not in OPS]
@@ -81,13 +82,14 @@ def run(device: str = typer.Option("cpu", "--device", help="cuda or cpu."),
         import torch
     except ImportError:
         fail("calibrate run needs torch: pip install 'moesim[calibration]'")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         fail(f"--device cuda: this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
     from calibration.run import run_calibration
 
     command = "moesim " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("moesim", "cli.py")) else \
         f"moesim calibrate run --device {device}" + (" --quick" if quick else "") + \
-        (f" --ops {ops}" if ops else "") + (f" --threads {threads}" if threads else "") + f" -o {output.name}"
+        (f" --ops {ops}" if ops else "") + (f" --threads {threads}" if threads else "") + f" -o {output}"
     with Progress(TextColumn("[bold]calibrate[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console, transient=False) as progress:
         task = progress.add_task("starting", total=None)
