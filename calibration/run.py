@@ -58,15 +58,18 @@ def streaming_copy_tbps(torch, timer: Timer, device: str, nbytes: int) -> float:
     return 2 * nbytes / timing.median_s / 1e12
 
 
-def measure_case(torch, timer, device, case: Case, fp8, cache: float):
+def measure_case(torch, timer, device, case: Case, fp8, fp8_grouped, cache: float):
     from calibration.bench.attention import attention
     from calibration.bench.elementwise import elementwise
-    from calibration.bench.gemm import gemm, grouped_gemm
+    from calibration.bench.gemm import gemm
+    from calibration.bench.grouped_gemm import grouped_gemm
 
+    wants_fp8 = case.dtype == "fp8"
     if case.op == "gemm":
-        return gemm(torch, timer, device, *case.shape, fp8 if case.dtype == "fp8" else None, cache)
+        return gemm(torch, timer, device, *case.shape, fp8 if wants_fp8 else None, cache)
     if case.op == "grouped_gemm":
-        return grouped_gemm(torch, timer, device, case.groups, *case.shape, case.layout, cache)
+        return grouped_gemm(torch, timer, device, case.groups, *case.shape, case.layout, cache,
+                            fp8 if wants_fp8 else None, fp8_grouped if wants_fp8 else None)
     if case.op == "attention":
         return attention(torch, timer, device, *case.shape, case.layout == "causal_bwd", cache)
     return elementwise(torch, timer, device, case.layout, *case.shape, cache)
@@ -86,6 +89,7 @@ def run_calibration(device: str = "cpu", quick: bool = False, ops: list[str] | N
     import torch
 
     from calibration.bench.gemm import Fp8Gemm
+    from calibration.bench.grouped_gemm import Fp8GroupedGemm
 
     ops = list(ops or OPS)
     if device == "cuda" and not torch.cuda.is_available():
@@ -105,7 +109,7 @@ def run_calibration(device: str = "cpu", quick: bool = False, ops: list[str] | N
     copy_tbps = streaming_copy_tbps(torch, timer, device, int(max(4 * cache, 64 << 20)))
     if device == "cpu":
         peaks["hbm_tbps"] = copy_tbps  # a VM exposes no memory specification: the measured copy is the peak
-    fp8 = Fp8Gemm(torch, device)
+    fp8, fp8_grouped = Fp8Gemm(torch, device), Fp8GroupedGemm(torch, device)
     source = f"measured: moesim calibrate run on {device}"
     points: dict[tuple, KernelPoint] = {}
     skipped: list[str] = []
@@ -117,7 +121,7 @@ def run_calibration(device: str = "cpu", quick: bool = False, ops: list[str] | N
         if t:
             torch.set_num_threads(t)
         try:
-            got = measure_case(torch, timer, device, case, fp8, cache)
+            got = measure_case(torch, timer, device, case, fp8, fp8_grouped, cache)
         except RuntimeError as err:  # a shape this torch build cannot run, or out of memory: say so, go on
             skipped.append(f"{case.op} {case.layout} {case.shape}: {str(err).splitlines()[0][:120]}")
             if device == "cuda":
@@ -142,6 +146,9 @@ def run_calibration(device: str = "cpu", quick: bool = False, ops: list[str] | N
                       provenance=provenance(torch, device, command, peaks_source))
     profile.provenance["streaming_copy_tbps"] = f"{copy_tbps:.4f} (bytes read + written per second)"
     profile.provenance["fp8_gemm"] = fp8.label()
+    profile.provenance["fp8_grouped_gemm"] = (
+        "contiguous: torch._scaled_grouped_mm, row-wise scales; masked: per-expert FP8 GEMM as fp8_gemm"
+        if fp8_grouped.available else f"bf16 stand-in (no FP8 grouped kernel that passes the check on {device})")
     if skipped:
         profile.provenance["skipped"] = "; ".join(skipped)
     add = class_models(profile).get(("elementwise", "bf16", "add"))

@@ -1,10 +1,10 @@
-"""FP8 GEMM with DeepSeek's fine-grained scaling, BF16 GEMM, and MoE grouped GEMMs (contiguous, masked).
+"""FP8 GEMM with DeepSeek's fine-grained scaling, and BF16 GEMM.
 
 FP8 follows DeepSeek-V3 TR §3.3: activations scaled per 1×128 tile, weights per 128×128 block, E4M3 values,
 BF16 output. On a GPU with FP8 tensor cores the GEMM is ``torch._scaled_mm`` with those block scales,
 checked once against a dequantised reference; a torch without block scales falls back to row-wise
 scales, and a device without FP8 (a CPU) runs a BF16 matrix product of the same shape, labelled as a
-stand-in. Grouped GEMMs give each expert an uneven number of tokens (sum preserved).
+stand-in.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ class Fp8Gemm:
     def label(self) -> str:
         if self.form is None:
             return f"fp8_gemm_1d2d stand-in: bf16 mm (no FP8 tensor cores on {self.device})"
-        return f"fp8_gemm_1d2d: torch._scaled_mm, {self.form} scales"
+        if self.form == "rowwise":
+            return "fp8_gemm: torch._scaled_mm, row-wise scales (this torch rejects 1×128/128×128 block scales)"
+        return "fp8_gemm_1d2d: torch._scaled_mm, 1×128 activation and 128×128 weight block scales"
 
     def operands(self, a, w):
         """Quantised operands and scales in this torch's layout: (a, wᵀ, scale_a, scale_b)."""
@@ -117,54 +119,3 @@ def gemm(torch, timer: Timer, device: str, m: int, n: int, k: int, fp8: Fp8Gemm 
         kernel, dtype = (fp8.label() if fp8 is not None else "bf16_gemm: torch.mm"), "bf16"
     nbytes = (m * k + k * n) * in_bytes + m * n * 2
     return Measured(timing.median_s, 2.0 * m * n * k, nbytes, kernel, dtype, (m, n, k))
-
-
-def uneven_counts(torch, groups: int, tokens: int, seed: int) -> list[int]:
-    """Tokens per expert summing to ``tokens``, each expert's share drawn uniformly in [0.5, 1.5) of even."""
-    gen = torch.Generator().manual_seed(seed)
-    weights = torch.rand(groups, generator=gen) + 0.5
-    counts = torch.multinomial(weights / weights.sum(), tokens, replacement=True, generator=gen)
-    return torch.bincount(counts, minlength=groups).tolist()
-
-
-def grouped_gemm(torch, timer: Timer, device: str, groups: int, m: int, n: int, k: int, layout: str,
-                 cache_bytes: float, seed: int = 0) -> Measured:
-    """Routed experts: ``groups`` experts with uneven tokens (mean ``m``) in the contiguous or masked layout.
-
-    contiguous: all experts' tokens in one (Σm × k) tensor, each expert's block aligned to 128 rows as
-    DeepGEMM requires, run as one ``torch._grouped_mm``. masked: a (groups × max_m × k) buffer with a count
-    per expert; each expert multiplies only its valid rows.
-    """
-    gen = generator(torch, device, seed)
-    counts = uneven_counts(torch, groups, groups * m, seed)
-    align = TILE if device == "cuda" else 8
-    padded = [max(align, -(-c // align) * align) for c in counts]
-    rows = sum(padded) if layout == "contiguous" else groups * max(padded)
-    sets = buffer_count((rows * k + groups * k * n) * 2, cache_bytes)
-    inputs = []
-    for _ in range(sets):
-        w = random_nonzero(torch, (groups, k, n), torch.bfloat16, device, gen)
-        if layout == "contiguous":
-            a = random_nonzero(torch, (rows, k), torch.bfloat16, device, gen)
-            offs = torch.tensor(padded, dtype=torch.int32).cumsum(0).to(torch.int32).to(device)
-            inputs.append((a, w, offs))
-        else:
-            inputs.append((random_nonzero(torch, (groups, max(padded), k), torch.bfloat16, device, gen), w))
-    if layout == "contiguous":
-        def run(a, w, offs):
-            return torch._grouped_mm(a, w, offs=offs)
-        kernel = "grouped_gemm contiguous: torch._grouped_mm (bf16)"
-        try:
-            run(*inputs[0])
-        except RuntimeError:
-            # Some builds want column-major expert weights; give them that layout (same values).
-            inputs = [(a, w.transpose(1, 2).contiguous().transpose(1, 2), offs) for a, w, offs in inputs]
-            run(*inputs[0])
-    else:
-        def run(a, w):
-            return [torch.mm(a[g, :c], w[g]) for g, c in enumerate(counts)]
-        kernel = "grouped_gemm masked: per-expert mm over valid rows (bf16)"
-    timing = timer.measure(run, inputs)
-    tokens = sum(counts)
-    nbytes = (tokens * k + groups * k * n + tokens * n) * 2
-    return Measured(timing.median_s, 2.0 * tokens * n * k, nbytes, kernel, "bf16", (m, n, k), groups)
