@@ -221,3 +221,23 @@ def test_validate_without_the_trace_reads_the_committed_excerpt(monkeypatch):
     trace_rows = [r for r in rows if r.source.startswith("trace")]
     assert {r.sms for r in trace_rows} == {112} and all(r.measured_us > 100 for r in trace_rows)
     assert any("attention" in n for n in notes)  # the H800 profile has no attention points
+
+
+def test_fp8_paths_checked_against_bf16(monkeypatch):
+    # CPU torch runs torch._scaled_mm (not with block scales): enabling the FP8 path here exercises the probe,
+    # which must settle on a form that agrees with BF16, and the FP8 GEMM and masked grouped GEMM built on it.
+    torch = pytest.importorskip("torch")
+    import calibration.bench.gemm as gemm_bench
+    import calibration.bench.grouped_gemm as grouped_bench
+    from calibration.timing import Timer
+
+    monkeypatch.setattr(gemm_bench, "fp8_available", lambda torch, device: True)
+    monkeypatch.setattr(grouped_bench, "fp8_available", lambda torch, device: True)
+    fp8 = gemm_bench.Fp8Gemm(torch, "cpu")
+    assert fp8.form in ("block", "block-contiguous", "rowwise")
+    timer = Timer(torch, "cpu", 1, 2)
+    got = gemm_bench.gemm(torch, timer, "cpu", 128, 256, 256, fp8, 1e6)
+    assert got.dtype == "fp8" and got.seconds > 0 and "torch._scaled_mm" in got.kernel
+    masked = grouped_bench.grouped_gemm(torch, timer, "cpu", 2, 40, 128, 128, "masked", 1e6, fp8,
+                                        grouped_bench.Fp8GroupedGemm(torch, "cpu"))
+    assert masked.dtype == "fp8" and masked.groups == 2 and masked.flops == 2.0 * 80 * 128 * 128
