@@ -101,7 +101,9 @@ class CostModel:
             return memory_s
         stated = self.profile.efficiency.get(op.kind.value)
         if stated is None:
-            raise KeyError(f"profile {self.profile.device} has no points or efficiency for {op.kind.value}")
+            raise ValueError(f"profile {self.profile.device} has no points or stated efficiency for {op.kind.value}"
+                             f" kernels; measure them (moesim calibrate run --ops {op.kind.value}) or use another"
+                             f" profile")
         self.fallbacks[f"{op.kind.value}/{op.dtype}"] = (
             f"{op.kind.value} in {op.dtype}: no measured points; roofline at {stated.value:.3f} of peak "
             f"({stated.source})")
