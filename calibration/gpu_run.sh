@@ -2,7 +2,7 @@
 # One prepared GPU calibration: benchmark the presets' kernels with `moesim calibrate run --device cuda`,
 # write the profile (with provenance) and print it, its fit and its validation against H800 measurements.
 #
-#   calibration/gpu_run.sh                 # full sweep, profile named after the GPU (e.g. profiles/h200.json)
+#   calibration/gpu_run.sh                 # full sweep, profile named after the GPU (e.g. profiles/h200-measured.json)
 #   QUICK=1 calibration/gpu_run.sh         # 8 cases per op class, fewer repeats (a few minutes less)
 #   OUT=/some/dir calibration/gpu_run.sh   # where the profile goes (default calibration/profiles)
 #
@@ -27,7 +27,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,c
   --format=csv || true
 
 NAME=$("$PY" -c 'import torch; n = torch.cuda.get_device_name(0).lower(); print(next((k for k in ("h800", "h200", "h100", "b200", "a100") if k in n), n.split()[-1]))')
-PROFILE="$OUT_DIR/$NAME.json"
+PROFILE="$OUT_DIR/$NAME-measured.json"   # never the published built-in (profiles/h800.json)
 start=$(date +%s)
 COLUMNS=140 moesim calibrate run --device cuda ${QUICK:+--quick} -o "$PROFILE" --force
 echo "calibration took $(( $(date +%s) - start )) s"
