@@ -17,8 +17,14 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 moesim() { "$PY" -c 'import sys; sys.argv[0] = "moesim"; from simulator.cli import main; main()' "$@"; }
 
 "$PY" - <<'PY'
+import sys
+missing = [m for m in ("torch", "pydantic", "typer", "rich", "simpy", "numpy", "networkx", "yaml", "plotly")
+           if __import__("importlib.util").util.find_spec(m) is None]
+if missing:
+    sys.exit(f"gpu_run.sh: install first (python: {sys.executable}): {', '.join(missing)}; torch must be a CUDA build")
 import torch
-assert torch.cuda.is_available(), f"torch {torch.__version__} sees no CUDA device"
+if not torch.cuda.is_available():
+    sys.exit(f"gpu_run.sh: torch {torch.__version__} sees no CUDA device")
 p = torch.cuda.get_device_properties(0)
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} x {p.name}, "
       f"{p.multi_processor_count} SMs, {p.total_memory / 1e9:.0f} GB")
