@@ -1,0 +1,80 @@
+"""``moesim sweep SPEC``: run a what-if sweep over scenario fields, locally or on Ray, with resume."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
+from rich.table import Table
+
+from simulator.cli import INPUT_ERRORS, app, console, fail
+
+
+@app.command()
+def sweep(spec_file: str = typer.Argument(..., metavar="SPEC", help="Sweep spec (YAML): base, grid and/or points."),
+          output: str = typer.Option(..., "--output", "-o", help="Results file: results.parquet or results.csv."),
+          executor: str = typer.Option("local", "--executor", "-e", help="Where points run: local or ray."),
+          workers: Optional[int] = typer.Option(None, "--workers", "-w",
+                                                help="Parallel workers (local processes / CPUs of a local Ray)."),
+          address: Optional[str] = typer.Option(None, "--address",
+                                                help="Ray cluster to join (auto, or ray://host:10001)."),
+          force: bool = typer.Option(False, "--force", help="Discard the rows already in the output file."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary.")) -> None:
+    """Run every point of a sweep spec and write one row per point; rerunning resumes where it stopped."""
+    from simulator.sweep import load_spec, run_sweep
+
+    if address is not None and executor != "ray":
+        fail(f"--address {address}: only the ray executor joins a cluster; add --executor ray")
+    try:
+        spec, base = load_spec(spec_file)
+    except INPUT_ERRORS as err:
+        fail(str(err))
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=console, disable=quiet, transient=False)
+    task = None
+    counts = {"ok": 0, "invalid": 0, "error": 0}
+
+    def on_start(total: int, kept: int) -> None:
+        nonlocal task
+        task = progress.add_task(spec.name, total=total, completed=kept,
+                                 note=f"{kept} kept from an earlier run" if kept else "")
+
+    def on_row(row: dict) -> None:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        progress.update(task, advance=1, note=f"{counts['invalid']} invalid" if counts["invalid"] else "")
+
+    try:
+        with progress:
+            run = run_sweep(spec, base, output, executor, workers, address, force, on_start, on_row)
+    except INPUT_ERRORS as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: finished points are saved in {output}; rerun to resume")
+        raise typer.Exit(130) from None
+    if quiet:
+        return
+    status = ", ".join(f"{n} {s}" for s, n in sorted(run.status.items()))
+    console.print(f"{run.points} points ({status}); {run.kept} kept from an earlier run, {run.computed} simulated "
+                  f"→ {output}", highlight=False)
+    print_best(run.rows)
+
+
+def print_best(rows: list[dict], top: int = 5) -> None:
+    """The fastest points that fit in memory, and the reasons of the first invalid ones."""
+    fit = sorted((r for r in rows if r["status"] == "ok" and r.get("fits_in_memory")), key=lambda r: r["step_time_s"])
+    axes = [c for c in (rows[0] if rows else {}) if c not in ("key", "status", "reason")]
+    axes = axes[:axes.index("scenario")] if "scenario" in axes else []
+    if fit:
+        table = Table(title=f"fastest of {len(fit)} points that fit in memory", title_justify="left")
+        for col in [*(a.split(".")[-1] for a in axes), "step s", "tokens/s", "MFU", "peak GB", "days"]:
+            table.add_column(col, justify="right")
+        for r in fit[:top]:
+            table.add_row(*(str(r.get(a)) for a in axes), f"{r['step_time_s']:.3f}", f"{r['tokens_per_s']:,.0f}",
+                          f"{r['mfu_causal']:.1%}", f"{r['max_peak_memory_gb']:.1f}", f"{r['training_days']:.1f}")
+        console.print(table)
+    for r in [r for r in rows if r["status"] != "ok"][:3]:
+        console.print(f"[dim]{r['status']}: {' '.join(f'{a.split(".")[-1]}={r.get(a)}' for a in axes)}: {r['reason']}[/]",
+                      highlight=False)

@@ -1,0 +1,83 @@
+"""One sweep point: build its scenario, simulate it (representative-rank mode) and flatten the Result into a row.
+
+A row is a flat dict of plain values: the point's key and status, its axis values, and every metric of
+:class:`simulator.simulate.Result`. Per-stage figures are reduced to their maximum over pipeline ranks (the
+rank that bounds the step or the memory), named ``max_<field>``. An invalid point (a layout that does not
+divide, a schedule that cannot run it) is a row with ``status = "invalid"`` and the one-line ``reason``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import fields
+from typing import Any
+
+from calibration.profile import Profile
+from simulator.schedules import ScheduleError
+from simulator.simulate import Result, StageResult, simulate
+from simulator.sweep.spec import Point, apply_value
+from workloads.errors import ScenarioError
+from workloads.loader import validate
+
+OK, INVALID, ERROR = "ok", "invalid", "error"
+RESULT_METRICS = (
+    "scenario", "schedule", "gpus", "step_time_s", "tokens_per_s", "tflops_per_gpu_causal",
+    "tflops_per_gpu_noncausal", "mfu_causal", "mfu_noncausal", "gpu_hours_per_trillion_tokens", "training_days",
+    "micro_batches", "tokens_per_step", "hbm_gb", "fits_in_memory",
+)
+STAGE_METRICS = tuple(f.name for f in fields(StageResult))
+# Every column a finished point has, in the order files list them (axis columns go between key and metrics).
+METRIC_COLUMNS = (
+    RESULT_METRICS + ("pipeline_ranks",) + tuple(f"max_{name}" for name in STAGE_METRICS)
+    + ("gpu_hours", "parameters_total", "parameters_activated", "parameters_mtp", "cost_model_notes", "events",
+       "sim_wall_s")
+)
+VOLATILE_COLUMNS = ("sim_wall_s",)  # differs run to run; everything else is deterministic
+
+
+def run_point(base: dict, point: Point, profile: Profile) -> dict[str, Any]:
+    """Simulate one point; never raises for bad input (the row says why), only for bugs in the simulator."""
+    row: dict[str, Any] = {"key": point.key, "status": OK, "reason": ""}
+    row.update({axis: column_value(value) for axis, value in point.overrides.items()})
+    wall = time.perf_counter()
+    try:
+        data = copy.deepcopy(base)
+        for key, value in point.overrides.items():
+            apply_value(data, key, value)
+        result = simulate(validate(data), profile)
+    except (ScenarioError, ScheduleError) as err:
+        row.update(status=INVALID, reason=str(err), sim_wall_s=time.perf_counter() - wall)
+        return row
+    row.update(result_columns(result))
+    return row
+
+
+def error_row(point: Point, err: BaseException) -> dict[str, Any]:
+    """The row of a point whose simulation crashed: kept, with the exception as its reason."""
+    row = {"key": point.key, "status": ERROR, "reason": f"{type(err).__name__}: {err}".splitlines()[0]}
+    row.update({axis: column_value(value) for axis, value in point.overrides.items()})
+    return row
+
+
+def result_columns(result: Result) -> dict[str, Any]:
+    out = {name: getattr(result, name) for name in RESULT_METRICS}
+    out["pipeline_ranks"] = len(result.stages)
+    for name in STAGE_METRICS:
+        out[f"max_{name}"] = max(getattr(s, name) for s in result.stages)
+    out["gpu_hours"] = result.gpus * result.training_days * 24.0
+    out["parameters_total"] = result.parameters["total"]
+    out["parameters_activated"] = result.parameters["activated"]
+    out["parameters_mtp"] = result.parameters["mtp"]
+    out["cost_model_notes"] = "; ".join(result.cost_model_notes)
+    out["events"] = result.events
+    out["sim_wall_s"] = result.sim_wall_s
+    return out
+
+
+def column_value(value: Any) -> Any:
+    """An axis value as a table cell: scalars as they are, lists and mappings as compact JSON text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    import json
+    return json.dumps(value, separators=(",", ":"))
