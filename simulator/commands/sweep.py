@@ -59,22 +59,20 @@ def sweep(spec_file: str = typer.Argument(..., metavar="SPEC", help="Sweep spec 
     status = ", ".join(f"{n} {s}" for s, n in sorted(run.status.items()))
     console.print(f"{run.points} points ({status}); {run.kept} kept from an earlier run, {run.computed} simulated "
                   f"→ {output}", highlight=False)
-    print_best(run.rows)
+    print_best(run.rows, run.axes)
 
 
-def print_best(rows: list[dict], top: int = 5) -> None:
+def print_best(rows: list[dict], axes: list[str], top: int = 5) -> None:
     """The fastest points that fit in memory, and the reasons of the first invalid ones."""
     fit = sorted((r for r in rows if r["status"] == "ok" and r.get("fits_in_memory")), key=lambda r: r["step_time_s"])
-    axes = [c for c in (rows[0] if rows else {}) if c not in ("key", "status", "reason")]
-    axes = axes[:axes.index("scenario")] if "scenario" in axes else []
     if fit:
         table = Table(title=f"fastest of {len(fit)} points that fit in memory", title_justify="left")
         for col in [*(a.split(".")[-1] for a in axes), "step s", "tokens/s", "MFU", "peak GB", "days"]:
             table.add_column(col, justify="right")
         for r in fit[:top]:
-            table.add_row(*(str(r.get(a)) for a in axes), f"{r['step_time_s']:.3f}", f"{r['tokens_per_s']:,.0f}",
+            table.add_row(*(str(r.get(a, "")) for a in axes), f"{r['step_time_s']:.3f}", f"{r['tokens_per_s']:,.0f}",
                           f"{r['mfu_causal']:.1%}", f"{r['max_peak_memory_gb']:.1f}", f"{r['training_days']:.1f}")
         console.print(table)
     for r in [r for r in rows if r["status"] != "ok"][:3]:
-        console.print(f"[dim]{r['status']}: {' '.join(f'{a.split(".")[-1]}={r.get(a)}' for a in axes)}: {r['reason']}[/]",
-                      highlight=False)
+        where = " ".join(f"{a.split('.')[-1]}={r.get(a)}" for a in axes)
+        console.print(f"[dim]{r['status']}: {where}: {r['reason']}[/]", highlight=False)

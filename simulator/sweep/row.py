@@ -1,6 +1,6 @@
 """One sweep point: build its scenario, simulate it (representative-rank mode) and flatten the Result into a row.
 
-A row is a flat dict of plain values: the point's key and status, its axis values, and every metric of
+A row is a flat dict of plain values (empty cells are left out): the point's key and status, its axis values, and every metric of
 :class:`simulator.simulate.Result`. Per-stage figures are reduced to their maximum over pipeline ranks (the
 rank that bounds the step or the memory), named ``max_<field>``. An invalid point (a layout that does not
 divide, a schedule that cannot run it) is a row with ``status = "invalid"`` and the one-line ``reason``.
@@ -38,7 +38,7 @@ VOLATILE_COLUMNS = ("sim_wall_s",)  # differs run to run; everything else is det
 
 def run_point(base: dict, point: Point, profile: Profile) -> dict[str, Any]:
     """Simulate one point; never raises for bad input (the row says why), only for bugs in the simulator."""
-    row: dict[str, Any] = {"key": point.key, "status": OK, "reason": ""}
+    row: dict[str, Any] = {"key": point.key, "status": OK}
     row.update({axis: column_value(value) for axis, value in point.overrides.items()})
     wall = time.perf_counter()
     try:
@@ -48,16 +48,21 @@ def run_point(base: dict, point: Point, profile: Profile) -> dict[str, Any]:
         result = simulate(validate(data), profile)
     except (ScenarioError, ScheduleError) as err:
         row.update(status=INVALID, reason=str(err), sim_wall_s=time.perf_counter() - wall)
-        return row
+        return compact(row)
     row.update(result_columns(result))
-    return row
+    return compact(row)
 
 
 def error_row(point: Point, err: BaseException) -> dict[str, Any]:
     """The row of a point whose simulation crashed: kept, with the exception as its reason."""
     row = {"key": point.key, "status": ERROR, "reason": f"{type(err).__name__}: {err}".splitlines()[0]}
     row.update({axis: column_value(value) for axis, value in point.overrides.items()})
-    return row
+    return compact(row)
+
+
+def compact(row: dict[str, Any]) -> dict[str, Any]:
+    """Drop empty cells (None, ""): files cannot tell them from absent ones, so rows never hold them."""
+    return {k: v for k, v in row.items() if v is not None and v != ""}
 
 
 def result_columns(result: Result) -> dict[str, Any]:

@@ -21,6 +21,7 @@ class SweepRun:
 
     points: int
     kept: int
+    axes: list[str] = field(default_factory=list)
     computed: int = 0
     status: dict[str, int] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -53,7 +54,7 @@ def run_sweep(spec: SweepSpec, base: dict, output: str | Path, executor: str = "
     todo: list[Point] = [p for p in points if p.key not in earlier]
     # Rows come out in the spec's order, whatever order the workers finish them in.
     order = {p.key: i for i, p in enumerate(points)}
-    run = SweepRun(points=len(points), kept=len(points) - len(todo))
+    run = SweepRun(points=len(points), kept=len(points) - len(todo), axes=_axes(spec))
     if on_start:
         on_start(len(points), run.kept)
     try:

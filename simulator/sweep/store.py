@@ -140,10 +140,11 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if path.suffix == ".parquet":
         pa = _pyarrow()
         try:
-            return pa.parquet.read_table(path).to_pylist()
+            rows = pa.parquet.read_table(path).to_pylist()
         except pa.ArrowException as err:
             raise ScenarioError(f"{path}: not a readable parquet file ({err}); choose another -o or pass --force") \
                 from None
+        return [{k: v for k, v in row.items() if v is not None} for row in rows]
     with path.open(newline="") as f:
         return [{k: v if k == KEY_COLUMN else parse_cell(v) for k, v in row.items() if v != ""}
                 for row in csv.DictReader(f)]
