@@ -153,7 +153,7 @@ def layouts(base: dict, request: PlanRequest) -> list[dict[str, Any]]:
             for pp in (p for p in request.pp if p <= layers and gpus % (tp * p) == 0):
                 dp = gpus // (tp * pp)
                 for mbs in (m for m in request.micro_batch_sizes if par["global_batch"] % (dp * m) == 0):
-                    for ep in expert_parallel_sizes(experts, dp * tp, per_node):
+                    for ep in expert_parallel_sizes(experts, dp * tp, per_node, par.get("ep", 1)):
                         for schedule in schedules:
                             out.append({
                                 "cluster.gpus": gpus, "parallelism.dp": dp, "parallelism.tp": tp,
@@ -164,13 +164,17 @@ def layouts(base: dict, request: PlanRequest) -> list[dict[str, Any]]:
     return out
 
 
-def expert_parallel_sizes(experts: int | None, ranks: int, per_node: int) -> list[int]:
-    """EP within a node and EP as wide as the experts and ranks allow (the two ends of the all-to-all trade)."""
+def expert_parallel_sizes(experts: int | None, ranks: int, per_node: int, preset_ep: int = 1) -> list[int]:
+    """EP within a node, EP as wide as the experts and ranks allow (the two ends of the all-to-all trade), and the
+    preset's own EP when the ranks can take it."""
     if not experts:
         return [1]
     widest = max(e for e in range(1, min(experts, ranks) + 1) if experts % e == 0 and ranks % e == 0)
     node = max(e for e in range(1, min(widest, per_node) + 1) if widest % e == 0)
-    return sorted({node, widest})
+    sizes = {node, widest}
+    if widest % preset_ep == 0:
+        sizes.add(preset_ep)
+    return sorted(sizes)
 
 
 def static_memory_gb(data: dict) -> float:

@@ -74,5 +74,5 @@ def print_best(rows: list[dict], axes: list[str], top: int = 5) -> None:
                           f"{r['mfu_causal']:.1%}", f"{r['max_peak_memory_gb']:.1f}", f"{r['training_days']:.1f}")
         console.print(table)
     for r in [r for r in rows if r["status"] != "ok"][:3]:
-        where = " ".join(f"{a.split('.')[-1]}={r.get(a)}" for a in axes)
+        where = " ".join(f"{a.split('.')[-1]}={r[a]}" for a in axes if a in r)
         console.print(f"[dim]{r['status']}: {where}: {r['reason']}[/]", highlight=False)
