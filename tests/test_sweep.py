@@ -195,6 +195,18 @@ def test_foreign_results_need_force(spec_dir, runner):
     assert result.exit_code == 2 and "not a moesim sweep results file" in result.output
 
 
+def test_two_sweeps_cannot_write_one_output(spec_dir):
+    from simulator.sweep.store import ResultStore
+    spec, base = load_spec(write_spec(spec_dir))
+    out = spec_dir / "results.csv"
+    other = ResultStore(out, [])
+    other.lock()
+    with pytest.raises(ScenarioError, match="another moesim sweep is writing it"):
+        run_sweep(spec, base, out, workers=1)
+    other.unlock()
+    assert run_sweep(spec, base, out, workers=1).computed == 16
+
+
 def test_cli_output_and_bad_options(spec_dir, runner):
     spec_path = write_spec(spec_dir)
     out = spec_dir / "r.csv"

@@ -42,6 +42,16 @@ def run_sweep(spec: SweepSpec, base: dict, output: str | Path, executor: str = "
     points = expand(spec, base)
     columns = ["key", "status", "reason", *_axes(spec), *METRIC_COLUMNS]
     store = ResultStore(output, columns)
+    store.lock()
+    try:
+        return _run(spec, base, points, store, runner, force, on_start, on_row)
+    finally:
+        store.unlock()
+
+
+def _run(spec: SweepSpec, base: dict, points: list[Point], store: ResultStore, runner, force: bool,
+         on_start, on_row) -> SweepRun:
+    output = store.path
     if force:
         output.unlink(missing_ok=True)
         journal_path(output).unlink(missing_ok=True)

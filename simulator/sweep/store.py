@@ -10,6 +10,7 @@ kill is skipped).
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import time
@@ -55,7 +56,26 @@ class ResultStore:
         self.flush_every_s = flush_every_s
         self.rows: dict[str, dict[str, Any]] = {}
         self._journal_file = None
+        self._lock_file = None
         self._last_flush = time.monotonic()
+
+    def lock(self) -> None:
+        """Hold an exclusive lock on this output for the life of the run: two sweeps must not interleave rows."""
+        lock_path = self.path.with_name(f".{self.path.name}.lock")
+        self._lock_file = lock_path.open("a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise ScenarioError(f"-o {self.path}: another moesim sweep is writing it; wait for it or choose "
+                                "another -o") from None
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            Path(self._lock_file.name).unlink(missing_ok=True)
+            self._lock_file.close()
+            self._lock_file = None
 
     def load(self) -> dict[str, dict[str, Any]]:
         """Read rows left by an earlier run of this output (results file, then journal); return them by key."""
