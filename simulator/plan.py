@@ -177,10 +177,20 @@ def expert_parallel_sizes(experts: int | None, ranks: int, per_node: int, preset
     return sorted(sizes)
 
 
-def static_memory_gb(data: dict) -> float:
-    """Weights + gradients + optimizer states on the fullest pipeline rank (no activations), in GB."""
+def static_memory_gb(data: dict, cache: dict | None = None) -> float:
+    """Weights + gradients + optimizer states on the fullest pipeline rank (no activations), in GB.
+
+    Parameters per GPU depend only on tp, pp, ep and the stage split, so ``cache`` keeps them across layouts
+    that differ in dp, micro-batch size or schedule (building the stages is the slow part). The fullest *stage*
+    is a lower bound for a schedule that puts several stages on one rank, so this filter never rejects a
+    layout the simulation would find fitting."""
     scenario = validate(data)
-    return max(sum(state_bytes(scenario, s.dense_params, s.expert_params)) for s in build_stages(scenario)) / GB
+    par = scenario.parallelism
+    key = (par.tp, par.pp, par.ep, par.virtual_stages, tuple(scenario.layers_per_stage()))
+    cache = {} if cache is None else cache
+    if key not in cache:
+        cache[key] = [(s.dense_params, s.expert_params) for s in build_stages(scenario)]
+    return max(sum(state_bytes(scenario, dense, expert)) for dense, expert in cache[key]) / GB
 
 
 def search(base: dict, request: PlanRequest, run_points) -> list[Candidate]:
@@ -188,6 +198,7 @@ def search(base: dict, request: PlanRequest, run_points) -> list[Candidate]:
     candidates, to_run = [], []
     fingerprint = canonical(base)
     hbm_gb = validate(base).cluster.gpu.hbm_gb
+    params: dict = {}
     for layout in layouts(base, request):
         cand = Candidate(layout)
         candidates.append(cand)
@@ -195,7 +206,7 @@ def search(base: dict, request: PlanRequest, run_points) -> list[Candidate]:
         try:
             for key, value in layout.items():
                 apply_value(data, key, value)
-            static_gb = static_memory_gb(data)
+            static_gb = static_memory_gb(data, params)
         except ScenarioError as err:
             cand.rejected, cand.reason = "invalid", str(err)
             continue

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 from pydantic import ValidationError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
 from rich.table import Table
 
 from simulator.cli import INPUT_ERRORS, app, console, fail
@@ -76,7 +77,7 @@ def plan(model: str = typer.Option(..., "--model", "-m", help="Model: deepseek-v
 
     executor = LocalExecutor(workers=workers)
     progress = Progress(TextColumn("[bold]plan {task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console if not as_json else None, disable=as_json,
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console if not as_json else None, disable=as_json,
                         transient=True)
 
     def run_points(points):

@@ -108,11 +108,16 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def run(self, base, profile, points):
+    def __init__(self, workers: int | None = None, address: str | None = None):
+        super().__init__(workers, address)
         try:
-            import ray
+            import ray  # noqa: F401
         except ImportError:
             raise ScenarioError("--executor ray needs Ray: pip install 'moesim[ray]'") from None
+
+    def run(self, base, profile, points):
+        import ray
+
         started = not ray.is_initialized()
         if started:
             if self.address:
