@@ -141,7 +141,19 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: a sweep spec is a mapping with base, grid and/or points")
     spec = parse_spec(data, source=str(path))
+    if spec.profile is not None and spec.profile.endswith(".json") and not Path(spec.profile).is_absolute():
+        spec = spec.model_copy(update={"profile": str(path.parent / spec.profile)})  # relative to the spec
+    check_profile(spec.profile)
     return spec, base_data(spec, path.parent)
+
+
+def check_profile(profile: str | None) -> None:
+    """Load the calibration profile once here, so a bad one is one error and not one per point."""
+    from calibration.profile import load_profile
+    try:
+        load_profile(profile)
+    except (OSError, ValueError) as err:
+        raise ScenarioError(f"profile: {profile!r} cannot be loaded: {str(err).splitlines()[0]}") from None
 
 
 def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
