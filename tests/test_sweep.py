@@ -241,3 +241,10 @@ def test_local_and_ray_executors_agree(spec_dir):
     assert remote.computed == 16
     assert stable(remote.rows) == stable(local.rows)
     assert stable(read_rows(spec_dir / "ray.csv")) == stable(read_rows(spec_dir / "local.csv"))
+
+
+def test_parallel_processes_match_one_process(spec_dir):
+    spec, base = load_spec(write_spec(spec_dir))
+    serial = run_sweep(spec, base, spec_dir / "serial.csv", workers=1)
+    parallel = run_sweep(spec, base, spec_dir / "parallel.csv", workers=2)
+    assert stable(parallel.rows) == stable(serial.rows)
