@@ -1,10 +1,11 @@
 """Capacity planning: search GPU counts and parallel layouts for a model and token budget, rank by time and cost.
 
 The search space is every GPU count (powers of two from one node up to ``max_gpus``) crossed with every layout
-(tp, pp, ep, micro-batch size, schedule) the scenario accepts. Layouts whose weights, gradients and optimizer
-states alone exceed HBM are rejected without simulating; the rest are simulated (representative-rank mode,
-through the sweep executors) and kept when their peak memory fits. Candidates meeting the deadline and budget
-are ranked by training time (or cost); the time/cost Pareto front is over every layout that fits.
+(tp, pp, ep, micro-batch size, schedule) the scenario accepts. Without simulating, clusters too small to meet
+the deadline or budget even at peak FLOPS are rejected, and so are layouts whose weights, gradients and
+optimizer states alone exceed HBM; the rest are simulated (representative-rank mode, through the sweep
+executors) and kept when their peak memory fits. Candidates meeting the deadline and budget are ranked by
+training time (or cost); the time/cost Pareto front is over every layout that fits.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from simulator.sweep.row import OK
 from simulator.sweep.spec import Point, apply_value, canonical, point_key
 from workloads.errors import ScenarioError
 from workloads.loader import validate
-from workloads.model import build_stages
+from simulator.simulate import SECONDS_PER_DAY
+from workloads.model import build_stages, parameter_counts
 from workloads.presets import preset_data, preset_names
 
 TOKEN_SUFFIXES = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15}
@@ -197,11 +199,14 @@ def search(base: dict, request: PlanRequest, run_points) -> list[Candidate]:
     """Evaluate every layout. ``run_points(points) -> iterable of rows`` simulates (a sweep executor's run)."""
     candidates, to_run = [], []
     fingerprint = canonical(base)
-    hbm_gb = validate(base).cluster.gpu.hbm_gb
+    scenario = validate(base)
+    hbm_gb = scenario.cluster.gpu.hbm_gb
     params: dict = {}
     for layout in layouts(base, request):
         cand = Candidate(layout)
         candidates.append(cand)
+        if out_of_reach(cand, scenario, request):
+            continue
         data = copy.deepcopy(base)
         try:
             for key, value in layout.items():
@@ -219,6 +224,27 @@ def search(base: dict, request: PlanRequest, run_points) -> list[Candidate]:
     for row in run_points([point for point, _ in to_run]):
         judge(by_key[row["key"]], row, request)
     return candidates
+
+
+def out_of_reach(cand: Candidate, scenario, request: PlanRequest) -> bool:
+    """Reject, without simulating, a cluster too small to meet the deadline or budget even at the GPU's peak.
+
+    The bound: 6 FLOPs per activated parameter per token (forward 2, backward 4; attention and recomputation
+    only add to it) at the GPU's FP8 dense peak (the fastest tensor-core rate it has, hardware spec)."""
+    if request.deadline_days is None and request.budget_usd is None:
+        return False
+    gpus = cand.layout["cluster.gpus"]
+    gpu = scenario.cluster.gpu
+    peak_flops = max(gpu.fp8_tflops, gpu.bf16_tflops) * 1e12
+    flops = 6 * parameter_counts(scenario.model).activated * request.tokens
+    days = flops / (gpus * peak_flops) / SECONDS_PER_DAY
+    cost = gpus * days * 24 * request.price_per_gpu_hour
+    if request.deadline_days is not None and days > request.deadline_days:
+        cand.rejected = "deadline"
+        cand.reason = f"at least {days:.1f} days even at the {gpu.fp8_tflops:g} TFLOPS peak on {gpus} GPUs"
+    elif request.budget_usd is not None and cost > request.budget_usd:
+        cand.rejected, cand.reason = "budget", f"at least ${cost:,.0f} even at the {gpu.fp8_tflops:g} TFLOPS peak"
+    return bool(cand.rejected)
 
 
 def judge(cand: Candidate, row: dict, request: PlanRequest) -> None:

@@ -176,6 +176,33 @@ def test_plan_cli_bad_input(runner, args, message):
 def test_plan_reports_when_nothing_meets_the_deadline(runner):
     result = runner.invoke(app, ["plan", "--model", "deepseek-v2-lite", "--tokens", "5.7T", "--gpus", "16",
                                  "--tp", "1", "--pp", "2", "--micro-batch-sizes", "2", "--schedules", "1f1b",
-                                 "--deadline", "1d", "-w", "1"])
+                                 "--deadline", "60d", "-w", "1"])
     assert result.exit_code == 1
     assert "no layout meets every constraint; the fastest that fits is 16 GPUs" in result.output
+
+
+def test_clusters_too_small_for_the_deadline_are_not_simulated():
+    base = tiny_dense().model_dump()
+    req = PlanRequest(tokens=1e12, gpu="h100", gpu_counts=[1, 2, 4], tp=[1], pp=[1], micro_batch_sizes=[1],
+                      schedules=["1f1b"], deadline_days=1e9)
+    simulated = []
+
+    def run_points(points):
+        simulated.extend(points)
+        return LocalExecutor(workers=1).run(base, None, points)
+
+    days = {c.layout["cluster.gpus"]: c.days for c in search(base, req, run_points)}
+    assert len(simulated) == 3
+    # A deadline between the 4-GPU and 2-GPU peak-FLOPS bounds: only the 4-GPU cluster is worth simulating.
+    from simulator.simulate import SECONDS_PER_DAY
+    from workloads.model import parameter_counts
+    sc = tiny_dense()
+    bound = {g: 6 * parameter_counts(sc.model).activated * 1e12 / (g * sc.cluster.gpu.fp8_tflops * 1e12)
+             / SECONDS_PER_DAY for g in (1, 2, 4)}
+    assert all(days[g] >= bound[g] for g in days)  # the bound never exceeds what the simulator finds
+    req = req.model_copy(update={"deadline_days": (bound[2] + bound[4]) / 2})
+    simulated.clear()
+    candidates = search(base, req, run_points)
+    assert [p.overrides["cluster.gpus"] for p in simulated] == [4]
+    assert {c.layout["cluster.gpus"]: c.rejected for c in candidates if "peak" in c.reason} == \
+        {1: "deadline", 2: "deadline"}
