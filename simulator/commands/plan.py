@@ -77,7 +77,7 @@ def plan(model: str = typer.Option(..., "--model", "-m", help="Model: deepseek-v
 
     executor = LocalExecutor(workers=workers)
     progress = Progress(TextColumn("[bold]plan {task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console if not as_json else None, disable=as_json,
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=as_json,
                         transient=True)
 
     def run_points(points):

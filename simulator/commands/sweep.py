@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures.process import BrokenProcessPool
 from typing import Optional
 
 import typer
@@ -54,6 +55,10 @@ def sweep(spec_file: str = typer.Argument(..., metavar="SPEC", help="Sweep spec 
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: finished points are saved in {output}; rerun to resume")
         raise typer.Exit(130) from None
+    except BrokenProcessPool:
+        console.print(f"[red]a worker process died[/] (out of memory?); finished points are saved in {output}; "
+                      "rerun to resume, with fewer --workers if memory is short", highlight=False)
+        raise typer.Exit(1) from None
     if quiet:
         return
     status = ", ".join(f"{n} {s}" for s, n in sorted(run.status.items()))

@@ -90,7 +90,8 @@ class LocalExecutor(Executor):
                 yield from run_batch(base, profile, batch)
             return
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            pending = {pool.submit(run_batch, base, profile, b) for b in _batches(points, self.batch_size(len(points), workers))}
+            batches = _batches(points, self.batch_size(len(points), workers))
+            pending = {pool.submit(run_batch, base, profile, batch) for batch in batches}
             try:
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -1,7 +1,7 @@
 """One sweep point: build its scenario, simulate it (representative-rank mode) and flatten the Result into a row.
 
-A row is a flat dict of plain values (empty cells are left out): the point's key and status, its axis values, and every metric of
-:class:`simulator.simulate.Result`. Per-stage figures are reduced to their maximum over pipeline ranks (the
+A row is a flat dict of plain values (empty cells are left out): the point's key and status, its axis values,
+and every metric of :class:`simulator.simulate.Result`. Per-stage figures are reduced to their maximum over pipeline ranks (the
 rank that bounds the step or the memory), named ``max_<field>``. An invalid point (a layout that does not
 divide, a schedule that cannot run it) is a row with ``status = "invalid"`` and the one-line ``reason``.
 """
