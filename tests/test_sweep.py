@@ -232,15 +232,23 @@ def test_local_and_ray_executors_agree(spec_dir):
     ray = pytest.importorskip("ray")
     spec, base = load_spec(write_spec(spec_dir))
     local = run_sweep(spec, base, spec_dir / "local.csv", executor="local", workers=2)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = run_sweep(spec, base, spec_dir / "ray.csv", executor="ray")
         assert ray.is_initialized()  # the executor leaves a Ray instance it did not start running
+        # Another process joins the running instance by its address, as `--address auto` joins a cluster.
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+        joined = subprocess.run([sys.executable, "-c", "from simulator.cli import main; main()", "sweep",
+                                 str(spec_dir / "spec.yaml"), "-o", str(spec_dir / "joined.csv"), "--executor", "ray",
+                                 "--address", context.address_info["address"], "-q"],
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert joined.returncode == 0, joined.stderr[-2000:]
     finally:
         ray.shutdown()
     assert remote.computed == 16
     assert stable(remote.rows) == stable(local.rows)
     assert stable(read_rows(spec_dir / "ray.csv")) == stable(read_rows(spec_dir / "local.csv"))
+    assert stable(read_rows(spec_dir / "joined.csv")) == stable(read_rows(spec_dir / "local.csv"))
 
 
 def test_parallel_processes_match_one_process(spec_dir):

@@ -73,6 +73,14 @@ def _profile(name: str | None):
     return _PROFILES[name]
 
 
+def _packages() -> list:
+    import calibration
+    import simulator
+    import topologies
+    import workloads
+    return [calibration, simulator, topologies, workloads]
+
+
 def _batches(points: list[Point], size: int) -> list[list[Point]]:
     return [points[i:i + size] for i in range(0, len(points), size)]
 
@@ -105,7 +113,8 @@ class LocalExecutor(Executor):
 @register
 class RayExecutor(Executor):
     """Ray tasks: ``--address auto`` (or ray://host:10001) joins a running cluster; no address starts a local
-    Ray instance with ``--workers`` CPUs. moesim must be importable on the cluster's workers."""
+    Ray instance with ``--workers`` CPUs. moesim's packages travel with the job (Ray ``py_modules``); its
+    dependencies (simpy, numpy, pydantic, pyyaml, networkx) must be installed on the cluster."""
 
     name = "ray"
 
@@ -121,10 +130,13 @@ class RayExecutor(Executor):
 
         started = not ray.is_initialized()
         if started:
+            # Ship moesim's own packages to the workers, so a cluster needs only its dependencies installed.
+            runtime_env = {"py_modules": _packages()}
             if self.address:
-                ray.init(address=self.address, log_to_driver=False)
+                ray.init(address=self.address, log_to_driver=False, runtime_env=runtime_env)
             else:
-                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
+                         runtime_env=runtime_env)
         try:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
             remote = ray.remote(num_cpus=1)(run_batch)
@@ -135,7 +147,12 @@ class RayExecutor(Executor):
                 while pending:
                     done, pending = ray.wait(pending, num_returns=1)
                     for ref in done:
-                        yield from ray.get(ref)
+                        try:
+                            rows = ray.get(ref)
+                        except ray.exceptions.RayError as err:  # the cluster cannot run moesim at all
+                            cause = str(err).strip().splitlines()[-1]
+                            raise ScenarioError(f"--executor ray: a task failed on the cluster: {cause}") from None
+                        yield from rows
             finally:
                 for ref in pending:
                     ray.cancel(ref)
