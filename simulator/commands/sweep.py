@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures.process import BrokenProcessPool
 from typing import Optional
 
@@ -22,7 +23,8 @@ def sweep(spec_file: str = typer.Argument(..., metavar="SPEC", help="Sweep spec 
           address: Optional[str] = typer.Option(None, "--address",
                                                 help="Ray cluster to join (auto, or ray://host:10001)."),
           force: bool = typer.Option(False, "--force", help="Discard the rows already in the output file."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary.")) -> None:
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+          as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of tables.")) -> None:
     """Run every point of a sweep spec and write one row per point; rerunning resumes where it stopped."""
     from simulator.sweep import load_spec, run_sweep
 
@@ -34,18 +36,22 @@ def sweep(spec_file: str = typer.Argument(..., metavar="SPEC", help="Sweep spec 
         fail(str(err))
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=console, disable=quiet, transient=False)
+                        console=console, disable=quiet or as_json, transient=False)
     task = None
-    counts = {"ok": 0, "invalid": 0, "error": 0}
+    counts = {"kept from an earlier run": 0, "invalid": 0, "error": 0}
+
+    def note() -> str:
+        return ", ".join(f"{n} {what}" for what, n in counts.items() if n)
 
     def on_start(total: int, kept: int) -> None:
         nonlocal task
-        task = progress.add_task(spec.name, total=total, completed=kept,
-                                 note=f"{kept} kept from an earlier run" if kept else "")
+        counts["kept from an earlier run"] = kept
+        task = progress.add_task(spec.name, total=total, completed=kept, note=note())
 
     def on_row(row: dict) -> None:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-        progress.update(task, advance=1, note=f"{counts['invalid']} invalid" if counts["invalid"] else "")
+        if row["status"] in counts:
+            counts[row["status"]] += 1
+        progress.update(task, advance=1, note=note())
 
     try:
         with progress:
@@ -59,6 +65,10 @@ def sweep(spec_file: str = typer.Argument(..., metavar="SPEC", help="Sweep spec 
         console.print(f"[red]a worker process died[/] (out of memory?); finished points are saved in {output}; "
                       "rerun to resume, with fewer --workers if memory is short", highlight=False)
         raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps({"output": output, "points": run.points, "kept": run.kept, "computed": run.computed,
+                          "status": run.status, "axes": run.axes}, indent=1))
+        return
     if quiet:
         return
     status = ", ".join(f"{n} {s}" for s, n in sorted(run.status.items()))
