@@ -1,0 +1,105 @@
+"""One sweep point: build its scenario, simulate it (representative-rank mode) and flatten the Result into a row.
+
+A row is a flat dict of plain values (empty cells are left out): the point's key and status, its axis values,
+and every metric of :class:`simulator.simulate.Result`. Per-stage figures are reduced to their maximum over pipeline ranks (the
+rank that bounds the step or the memory), named ``max_<field>``. An invalid point (a layout that does not
+divide, a schedule that cannot run it) is a row with ``status = "invalid"`` and the one-line ``reason``; a layout
+over HBM keeps its metrics too (``fits_in_memory`` false), so a sweep shows by how much it missed.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import fields
+from typing import Any
+
+from calibration.profile import Profile
+from simulator.memory import MemoryBreakdown, MemoryLayoutError, check_fits
+from simulator.schedules import ScheduleError
+from simulator.simulate import Result, StageResult, simulate
+from simulator.sweep.spec import Point, apply_value
+from workloads.errors import ScenarioError
+from workloads.loader import validate
+
+OK, INVALID, ERROR = "ok", "invalid", "error"
+RESULT_METRICS = (
+    "scenario", "schedule", "gpus", "step_time_s", "tokens_per_s", "tflops_per_gpu_causal",
+    "tflops_per_gpu_noncausal", "mfu_causal", "mfu_noncausal", "gpu_hours_per_trillion_tokens", "training_days",
+    "micro_batches", "tokens_per_step", "hbm_gb", "fits_in_memory",
+)
+STAGE_METRICS = tuple(f.name for f in fields(StageResult))
+# Every column a finished point has, in the order files list them (axis columns go between key and metrics).
+METRIC_COLUMNS = (
+    RESULT_METRICS + ("pipeline_ranks",) + tuple(f"max_{name}" for name in STAGE_METRICS)
+    + ("gpu_hours", "parameters_total", "parameters_activated", "parameters_mtp", "cost_model_notes", "events",
+       "sim_wall_s")
+)
+VOLATILE_COLUMNS = ("sim_wall_s",)  # differs run to run; everything else is deterministic
+
+
+def run_point(base: dict, point: Point, profile: Profile) -> dict[str, Any]:
+    """Simulate one point; never raises for bad input (the row says why), only for bugs in the simulator."""
+    row: dict[str, Any] = {"key": point.key, "status": OK}
+    row.update({axis: column_value(value) for axis, value in point.overrides.items()})
+    wall = time.perf_counter()
+    try:
+        data = copy.deepcopy(base)
+        for key, value in point.overrides.items():
+            apply_value(data, key, value)
+        scenario = validate(data)
+        # Simulated even when over HBM, so the row shows by how much; it is then invalid unless the
+        # scenario says run.check_memory=false.
+        result = simulate(scenario, profile, check_memory=False)
+    except (ScenarioError, ScheduleError) as err:
+        row.update(status=INVALID, reason=str(err), sim_wall_s=time.perf_counter() - wall)
+        return compact(row)
+    row.update(result_columns(result))
+    if scenario.run.check_memory and not result.fits_in_memory:
+        row.update(status=INVALID, reason=memory_reason(result))
+    return compact(row)
+
+
+def memory_reason(result: Result) -> str:
+    """The one-line memory error ``moesim simulate`` would have given for this result."""
+    try:
+        check_fits([MemoryBreakdown(s.weights_gb, s.gradients_gb, s.optimizer_states_gb, s.activations_gb)
+                    for s in result.stages], result.hbm_gb)
+    except MemoryLayoutError as err:
+        return str(err)
+    return ""
+
+
+def error_row(point: Point, err: BaseException) -> dict[str, Any]:
+    """The row of a point whose simulation crashed: kept, with the exception as its reason."""
+    row = {"key": point.key, "status": ERROR, "reason": f"{type(err).__name__}: {err}".splitlines()[0]}
+    row.update({axis: column_value(value) for axis, value in point.overrides.items()})
+    return compact(row)
+
+
+def compact(row: dict[str, Any]) -> dict[str, Any]:
+    """Drop empty cells (None, ""): files cannot tell them from absent ones, so rows never hold them."""
+    return {k: v for k, v in row.items() if v is not None and v != ""}
+
+
+def result_columns(result: Result) -> dict[str, Any]:
+    out = {name: getattr(result, name) for name in RESULT_METRICS}
+    out["pipeline_ranks"] = len(result.stages)
+    for name in STAGE_METRICS:
+        out[f"max_{name}"] = max(getattr(s, name) for s in result.stages)
+    out["gpu_hours"] = result.gpus * result.training_days * 24.0
+    out["parameters_total"] = result.parameters["total"]
+    out["parameters_activated"] = result.parameters["activated"]
+    out["parameters_mtp"] = result.parameters["mtp"]
+    out["cost_model_notes"] = "; ".join(result.cost_model_notes)
+    out["events"] = result.events
+    out["sim_wall_s"] = result.sim_wall_s
+    return out
+
+
+def column_value(value: Any) -> Any:
+    """An axis value as a table cell: scalars as they are, lists and mappings as compact JSON text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    import json
+    return json.dumps(value, separators=(",", ":"))
