@@ -290,6 +290,7 @@ def reasons(cand: Candidate, request: PlanRequest, best: list[Candidate]) -> lis
     if cand is min(best, key=lambda c: (c.cost_usd, c.days)):
         out.append(f"cheapest of {len(best)} that meet every constraint")
     out.append(f"peak memory {cand.row['max_peak_memory_gb']:.1f} of {cand.row['hbm_gb']:g} GB")
+    out.append(f"{cand.row['training_days_with_failures']:.1f} days expected with failures and checkpoint restarts")
     out.append(f"MFU {cand.row['mfu_causal']:.1%}, bubble ≤ {cand.row['max_bubble_s']:.2f} s, "
                f"exposed comm ≤ {cand.row['max_exposed_comm_s']:.2f} s of a {cand.row['step_time_s']:.2f} s step")
     if request.deadline_days is not None:

@@ -101,6 +101,7 @@ def plan(model: str = typer.Option(..., "--model", "-m", help="Model: deepseek-v
 def plan_row(cand) -> dict:
     row = cand.row
     return {"layout": {k.split(".")[-1]: v for k, v in cand.layout.items()}, "training_days": row["training_days"],
+            "training_days_with_failures": row["training_days_with_failures"],
             "cost_usd": cand.cost_usd, "gpu_hours": row["gpu_hours"], "step_time_s": row["step_time_s"],
             "tokens_per_s": row["tokens_per_s"], "mfu_causal": row["mfu_causal"],
             "peak_memory_gb": row["max_peak_memory_gb"], "hbm_gb": row["hbm_gb"]}
@@ -129,14 +130,15 @@ def print_plan(preset, request, candidates, best, front, top, rejected) -> None:
         console.print(f"[red]no layout meets every constraint[/]{hint}", highlight=False)
         return
     table = Table(title=f"best {min(top, len(best))} by {request.objective}", title_justify="left")
-    for col in ("#", "GPUs", "dp", "tp", "pp", "ep", "mbs", "schedule", "days", "cost USD", "MFU", "peak GB"):
+    for col in ("#", "GPUs", "dp", "tp", "pp", "ep", "mbs", "schedule", "days", "with failures", "cost USD", "MFU",
+                "peak GB"):
         table.add_column(col, justify="right")
     for i, c in enumerate(best[:top], 1):
         lay = c.layout
         table.add_row(str(i), str(lay["cluster.gpus"]), str(lay["parallelism.dp"]), str(lay["parallelism.tp"]),
                       str(lay["parallelism.pp"]), str(lay["parallelism.ep"]),
                       str(lay["parallelism.micro_batch_size"]), lay["schedule"], f"{c.days:.1f}",
-                      f"{c.cost_usd:,.0f}", f"{c.row['mfu_causal']:.1%}", f"{c.row['max_peak_memory_gb']:.1f}")
+                      f"{c.row['training_days_with_failures']:.1f}", f"{c.cost_usd:,.0f}", f"{c.row['mfu_causal']:.1%}", f"{c.row['max_peak_memory_gb']:.1f}")
     console.print(table)
     for i, c in enumerate(best[:top], 1):
         console.print(f"  {i}. {c.summary()}: {'; '.join(reasons(c, request, best))}", highlight=False)

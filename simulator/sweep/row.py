@@ -26,6 +26,7 @@ OK, INVALID, ERROR = "ok", "invalid", "error"
 RESULT_METRICS = (
     "scenario", "schedule", "gpus", "step_time_s", "tokens_per_s", "tflops_per_gpu_causal",
     "tflops_per_gpu_noncausal", "mfu_causal", "mfu_noncausal", "gpu_hours_per_trillion_tokens", "training_days",
+    "training_days_with_failures",
     "micro_batches", "tokens_per_step", "hbm_gb", "fits_in_memory",
 )
 STAGE_METRICS = tuple(f.name for f in fields(StageResult))
