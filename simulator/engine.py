@@ -21,8 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+from array import array
+
 import simpy
 
+from simulator.cohorts import GpuLayout, UnitSpec, representative_layout
 from simulator.pricing import Segment, StagePrice
 from simulator.schedules.base import Schedule, ScheduleError, Step
 from workloads.ops import Phase, Stream
@@ -41,14 +45,17 @@ NUDGE = 0.01  # keeps a chain's positions strictly increasing
 
 @dataclass(slots=True)
 class Task:
+    """One segment on one stream. ``deps`` and ``done`` are signal ids (ints) the engine resolves per unit."""
+
     label: str
     stream: Stream
     duration_s: float
     deps: list
-    done: simpy.Event
+    done: int
     phase: str  # "F", "B", "W", or "opt"/"dp" for the tail
     micro_batch: int = -1
     stage: int = -1
+    group: str = ""  # process group a collective meets over ("ep", "tp", "tail"); "" for compute and sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,59 +69,46 @@ class TailSpec:
 
 @dataclass
 class Timeline:
-    """What ran where: ``records`` rows are (rank, stream, start_s, end_s, label, phase, micro_batch, stage)."""
+    """What ran where: ``records`` rows are (rank, stream, start_s, end_s, label, phase, micro_batch, stage).
+
+    Representative fidelity: ``rank`` is the pipeline rank (0 … ranks − 1). Full fidelity: ``rank`` is the
+    global GPU index of a recorded GPU, ``pipeline_rank[gpu]`` its pipeline rank and ``members[gpu]`` how many
+    GPUs behave exactly like it (its equivalence class). ``events`` counts task starts and ends over every
+    simulated unit; ``gpu_events`` the same over every GPU they stand for; ``waits`` the times a stream
+    blocked on a SimPy event.
+    """
 
     ranks: int
     records: list[tuple] = field(default_factory=list)
     makespan_s: float = 0.0
     events: int = 0
+    fidelity: str = "representative"
+    pipeline_rank: dict[int, int] | None = None
+    members: dict[int, int] | None = None
+    units: int = 0
+    gpu_events: int = 0
+    waits: int = 0
 
-
-class Gpu:
-    """One simulated GPU: two in-order streams fed with tasks before the simulation starts."""
-
-    def __init__(self, env: simpy.Environment, rank: int, timeline: Timeline, compute_slowdown: float = 1.0):
-        self.env = env
-        self.rank = rank
-        self.timeline = timeline
-        self.compute_slowdown = compute_slowdown  # > 1 for a straggler: its kernels take that much longer
-        self.queues: dict[Stream, list[Task]] = {Stream.COMPUTE: [], Stream.COMM: []}
-
-    def submit(self, task: Task) -> simpy.Event:
-        self.queues[task.stream].append(task)
-        return task.done
-
-    def start(self) -> None:
-        for stream, queue in self.queues.items():
-            if queue:
-                self.env.process(self._run(stream, queue))
-
-    def _run(self, stream: Stream, queue: list[Task]):
-        env, append, rank, name = self.env, self.timeline.records.append, self.rank, stream.value
-        timeout = env.timeout
-        scale = self.compute_slowdown if stream is Stream.COMPUTE else 1.0
-        for task in queue:
-            for dep in task.deps:
-                if not dep.processed:
-                    yield dep
-            start = env.now
-            if task.duration_s > 0:
-                yield timeout(task.duration_s * scale)
-            append((rank, name, start, env.now, task.label, task.phase, task.micro_batch, task.stage))
-            task.done.succeed()
+    def row_ranks(self) -> list[int]:
+        """The ranks that have rows: every pipeline rank, or (full fidelity) the recorded GPUs."""
+        return list(range(self.ranks)) if self.pipeline_rank is None else sorted(self.pipeline_rank)
 
 
 class PipelineEngine:
-    """Runs one data-parallel replica's pipeline (representative-rank mode) and returns its timeline.
+    """Runs a pipeline schedule on a GPU layout and returns its timeline.
 
-    ``send_s`` is one pipeline send/recv (seconds). ``compute_slowdown`` maps a rank to the factor by which its
+    Without ``layout`` (representative fidelity) one unit per pipeline rank stands for all its GPUs. With a
+    :class:`~simulator.cohorts.GpuLayout` (full fidelity) every GPU is simulated: each unit is one GPU, or a
+    class of GPUs that provably behave alike; collectives are rendezvous of their group's units and pipeline
+    sends go between the GPUs that hold the stages. ``send_s`` is one pipeline send/recv (seconds). ``compute_slowdown`` maps a rank to the factor by which its
     compute kernels are slower (stragglers). ``pair_s``, for synthetic studies only (``moesim
     schedule --fb``), replaces the priced components of every overlapped pair by that many seconds of compute,
     split between its chunks in proportion to their own times.
     """
 
     def __init__(self, schedule: Schedule, prices: list[StagePrice], send_s: float, tail: TailSpec,
-                 pair_s: float | None = None, compute_slowdown: dict[int, float] | None = None):
+                 pair_s: float | None = None, compute_slowdown: dict[int, float] | None = None,
+                 layout: GpuLayout | None = None):
         if len(prices) != schedule.stages:
             raise ScheduleError(f"schedule {schedule.name} has {schedule.stages} stages; the model has "
                                 f"{len(prices)}")
@@ -124,31 +118,41 @@ class PipelineEngine:
         self.tail = tail
         self.pair_s = pair_s
         self.env = simpy.Environment()
+        self.full = layout is not None  # every GPU simulated (shared by equivalence class or not)
+        self.layout = layout or representative_layout(schedule.pp, compute_slowdown)
+        if self.layout.pipeline_ranks != schedule.pp:
+            raise ScheduleError(f"the GPU layout has {self.layout.pipeline_ranks} pipeline ranks; the schedule "
+                                f"{schedule.pp}")
         self.timeline = Timeline(schedule.pp)
-        slow = compute_slowdown or {}
-        self.gpus = [Gpu(self.env, r, self.timeline, slow.get(r, 1.0)) for r in range(schedule.pp)]
-        self._events: dict[tuple, simpy.Event] = {}
-        self._tasks = 0
+        # Per pipeline rank, its compute and comm queues: built once, run by every unit on that rank.
+        self.queues: list[tuple[list[Task], list[Task]]] = [([], []) for _ in range(schedule.pp)]
+        self._events: dict[tuple, int] = {}
+        self._signals = 0
         self._plain_cache: dict[int, list[tuple]] = {}
         self._keep_alive: list[tuple] = []
         self._fused: dict[int, tuple[Segment, ...]] = {}
 
-    # Named events let a consumer refer to a producer built later (on another rank).
-    def _event(self, key: tuple) -> simpy.Event:
+    # Signals (ints) name task completions; named ones let a consumer refer to a producer built later (on
+    # another rank). Each unit keeps its own completion time per signal.
+    def _signal(self) -> int:
+        self._signals += 1
+        return self._signals - 1
+
+    def _event(self, key: tuple) -> int:
         event = self._events.get(key)
         if event is None:
-            event = self._events[key] = self.env.event()
+            event = self._events[key] = self._signal()
         return event
 
-    def _done(self, step: Step) -> simpy.Event:
+    def _done(self, step: Step) -> int:
         return self._event(("done", step.phase, step.micro_batch, step.stage))
 
-    def _arrival(self, phase: Phase, micro_batch: int, from_stage: int, to_stage: int) -> simpy.Event:
+    def _arrival(self, phase: Phase, micro_batch: int, from_stage: int, to_stage: int) -> int:
         rank_of = self.schedule.rank_of
         same_rank = rank_of(micro_batch, from_stage) == rank_of(micro_batch, to_stage)
         return self._event(("done" if same_rank else "sent", phase, micro_batch, from_stage))
 
-    def _start_deps(self, step: Step) -> list[simpy.Event]:
+    def _start_deps(self, step: Step) -> list[int]:
         last = self.schedule.stages - 1
         mb, s = step.micro_batch, step.stage
         if step.phase is Phase.F:
@@ -162,13 +166,13 @@ class PipelineEngine:
     def _fuses_weight(self, step: Step) -> bool:
         return step.phase is Phase.B and (step.with_weight or not self.schedule.splits_backward)
 
-    def _chain(self, step: Step, segments: tuple[Segment, ...], deps: list, done: simpy.Event) -> list[Task]:
+    def _chain(self, step: Step, segments: tuple[Segment, ...], deps: list, done: int) -> list[Task]:
         """Tasks running ``segments`` one after another; the last completes ``done``."""
-        tasks, new_event, last = [], self.env.event, len(segments) - 1
+        tasks, new_event, last = [], self._signal, len(segments) - 1
         mb, stage = step.micro_batch, step.stage
-        for i, (name, stream, duration_s, phase) in enumerate(self._plain(segments)):
+        for i, (name, stream, duration_s, phase, group) in enumerate(self._plain(segments)):
             event = done if i == last else new_event()
-            tasks.append(Task(name, stream, duration_s, deps, event, phase, mb, stage))
+            tasks.append(Task(name, stream, duration_s, deps, event, phase, mb, stage, group))
             deps = [event]
         if not tasks:  # an empty chunk still completes, once its inputs are there
             tasks.append(Task("empty", Stream.COMPUTE, 0.0, deps, done, step.phase.value, step.micro_batch,
@@ -179,7 +183,7 @@ class PipelineEngine:
         """(name, stream, seconds, phase letter) of each segment, computed once per segment tuple."""
         plain = self._plain_cache.get(id(segments))
         if plain is None:
-            plain = [(seg.name, seg.stream, seg.duration_s, seg.phase.value) for seg in segments]
+            plain = [(seg.name, seg.stream, seg.duration_s, seg.phase.value, seg.group) for seg in segments]
             self._plain_cache[id(segments)] = plain
             self._keep_alive.append(segments)  # ids stay unique while the tuple lives
         return plain
@@ -242,7 +246,7 @@ class PipelineEngine:
         if weight is not None:
             w_step = Step(weight.micro_batch, weight.stage, Phase.W)
             segments = self._components(weight.stage, Phase.W)
-            tasks = self._chain(w_step, segments, [self._done(weight)], self.env.event())
+            tasks = self._chain(w_step, segments, [self._done(weight)], self._signal())
             previous = None
             for seg, task in zip(segments or (None,), tasks):
                 # W of a component needs the B of the same component; without one, the B of its layer or all of B.
@@ -270,14 +274,14 @@ class PipelineEngine:
         deps = [d for c in chunks for d in self._start_deps(c)]
         tasks = []
         for (chunk, phase), seconds in zip(parts, times):
-            done = self._done(chunk) if phase is chunk.phase else self.env.event()
+            done = self._done(chunk) if phase is chunk.phase else self._signal()
             tasks.append(Task(phase.value, Stream.COMPUTE, seconds * scale, deps, done, phase.value,
                               chunk.micro_batch, chunk.stage))
             deps = [done]
         sends = [self._send_task(c) for c in chunks]
         return tasks + [s for s in sends if s is not None]
 
-    def _submit_step(self, gpu: Gpu, step: Step) -> None:
+    def _submit_step(self, rank: int, step: Step) -> None:
         if step.overlap is not None:
             tasks = self._pair_tasks(step)
         else:
@@ -285,19 +289,64 @@ class PipelineEngine:
             send = self._send_task(step)
             if send is not None:
                 tasks.append(send)
+        compute, comm = self.queues[rank]
         for task in tasks:
-            gpu.submit(task)
-        self._tasks += len(tasks)
+            (compute if task.stream is Stream.COMPUTE else comm).append(task)
 
-    def _submit_tail(self, gpu: Gpu) -> None:
-        last = [q[-1].done for q in gpu.queues.values() if q]
-        tail = self.tail
-        grads = Task("grad_reduce_scatter", Stream.COMM, tail.grad_sync_s, last, self.env.event(), "dp")
-        opt = Task("optimizer", Stream.COMPUTE, tail.optimizer_s, [grads.done], self.env.event(), "opt")
-        params = Task("param_all_gather", Stream.COMM, tail.param_sync_s, [opt.done], self.env.event(), "dp")
-        for task in (grads, opt, params):
-            gpu.submit(task)
-            self._tasks += 1
+    def _submit_tail(self, rank: int) -> None:
+        last = [q[-1].done for q in self.queues[rank] if q]
+        tail, new = self.tail, self._signal
+        grads = Task("grad_reduce_scatter", Stream.COMM, tail.grad_sync_s, last, new(), "dp", group="tail")
+        opt = Task("optimizer", Stream.COMPUTE, tail.optimizer_s, [grads.done], new(), "opt")
+        params = Task("param_all_gather", Stream.COMM, tail.param_sync_s, [opt.done], new(), "dp", group="tail")
+        compute, comm = self.queues[rank]
+        comm.extend((grads, params))
+        compute.append(opt)
+
+    def _compile(self) -> tuple[list[tuple[list, list]], list[int]]:
+        """Per rank and stream, task tuples (label, seconds, phase, mb, stage, deps, slot, group).
+
+        A dependency on an earlier task of the same stream is implied by the stream's order and dropped; the
+        others become (producer's pipeline rank, slot), slots numbered per producing rank, and only a task
+        something waits for gets a slot (−1 otherwise).
+        """
+        producer: dict[int, tuple[int, int, int]] = {}
+        for rank, queues in enumerate(self.queues):
+            for si, queue in enumerate(queues):
+                for i, task in enumerate(queue):
+                    producer[task.done] = (rank, si, i)
+        slot_of: dict[int, int] = {}
+        slots = [0] * self.schedule.pp
+        compiled: list[tuple[list, list]] = []
+        for rank, queues in enumerate(self.queues):
+            pair: list[list] = []
+            for si, queue in enumerate(queues):
+                specs = []
+                for i, task in enumerate(queue):
+                    deps = []
+                    for dep in task.deps:
+                        where = producer.get(dep)
+                        if where is None:
+                            raise ScheduleError(f"schedule {self.schedule.name} deadlocked: rank {rank} "
+                                                f"{task.label} {task.phase}{task.micro_batch}@{task.stage} "
+                                                "waits for a chunk no rank runs")
+                        p_rank, p_stream, p_index = where
+                        if p_rank == rank and p_stream == si and p_index < i:
+                            continue
+                        slot = slot_of.get(dep)
+                        if slot is None:
+                            slot = slot_of[dep] = slots[p_rank]
+                            slots[p_rank] += 1
+                        deps.append((p_rank, slot))
+                    specs.append([task.label, task.duration_s, task.phase, task.micro_batch, task.stage,
+                                  tuple(deps), task.done, task.group or None])
+                pair.append(specs)
+            compiled.append((pair[0], pair[1]))
+        for queues in compiled:
+            for specs in queues:
+                for spec in specs:
+                    spec[6] = slot_of.get(spec[6], -1)
+        return [tuple([tuple(s) for s in q] for q in queues) for queues in compiled], slots
 
     def run(self) -> Timeline:
         programs = self.schedule.programs()
@@ -306,17 +355,144 @@ class PipelineEngine:
                                 f"pp={self.schedule.pp}")
         for rank, program in enumerate(programs):
             for step in program:
-                self._submit_step(self.gpus[rank], step)
-        for gpu in self.gpus:
-            self._submit_tail(gpu)
-            gpu.start()
+                self._submit_step(rank, step)
+        for rank in range(self.schedule.pp):
+            self._submit_tail(rank)
+        compiled, slots = self._compile()
+        full = self.full
+        units = [_Unit(spec, slots[spec.rank], full) for spec in self.layout.units]
+        for unit in units:
+            unit.peers = [units[u] for u in unit.spec.peers]
+        runner = _Runner(self.env, self.timeline.records)
+        for unit in units:
+            for si, specs in enumerate(compiled[unit.spec.rank]):
+                if specs:
+                    self.env.process(runner.stream(unit, si, specs))
         self.env.run()
-        done = len(self.timeline.records)
-        if done != self._tasks:
-            rank, stuck = next((g.rank, t) for g in self.gpus for q in g.queues.values() for t in q
-                               if not t.done.processed)
-            raise ScheduleError(f"schedule {self.schedule.name} deadlocked: rank {rank} stuck at {stuck.label} "
-                                f"{stuck.phase}{stuck.micro_batch}@{stuck.stage} ({done}/{self._tasks} tasks ran)")
-        self.timeline.makespan_s = self.env.now
-        self.timeline.events = 2 * done
+        self._finish(units, compiled, runner, full)
         return self.timeline
+
+    def _finish(self, units: list["_Unit"], compiled, runner: "_Runner", full: bool) -> None:
+        tl = self.timeline
+        total = ran = gpu_ran = 0
+        stuck = None
+        for unit in units:
+            for si, specs in enumerate(compiled[unit.spec.rank]):
+                total += len(specs)
+                ran += unit.pos[si]
+                gpu_ran += unit.pos[si] * len(unit.spec.gpus)
+                if unit.pos[si] < len(specs) and stuck is None:
+                    stuck = (unit, specs[unit.pos[si]])
+        if stuck is not None:
+            unit, (label, _, phase, mb, stage, *_) = stuck
+            where = f"GPU {unit.spec.gpus[0]} (pipeline rank {unit.spec.rank})" if full else f"rank {unit.spec.rank}"
+            raise ScheduleError(f"schedule {self.schedule.name} deadlocked: {where} stuck at {label} "
+                                f"{phase}{mb}@{stage} ({ran}/{total} tasks ran)")
+        tl.records.sort(key=_end_s)  # streams run ahead independently; rows in completion order
+        tl.makespan_s = max(max(unit.end) for unit in units)
+        tl.events, tl.gpu_events, tl.waits = 2 * ran, 2 * gpu_ran, runner.waits
+        tl.units = len(units)
+        if full:
+            tl.fidelity = "full"
+            tl.ranks = self.layout.gpus
+            watched = [u.spec for u in units if u.spec.watched]
+            tl.pipeline_rank = {s.gpus[0]: s.rank for s in watched}
+            tl.members = {s.gpus[0]: len(s.gpus) for s in watched}
+            if not any(len(u.spec.gpus) > 1 for u in units):
+                # Without sharing, a watched GPU stands for the class of GPUs that behave like it.
+                tl.members = {s.gpus[0]: 1 for s in watched}
+
+
+def _end_s(record: tuple) -> float:
+    return record[3]
+
+
+class _Unit:
+    """Run-time state of one simulated unit: completion time per signal slot (NaN until known)."""
+
+    __slots__ = ("spec", "done", "waiting", "peers", "pos", "end", "row", "slowdown")
+
+    def __init__(self, spec: UnitSpec, slots: int, full: bool):
+        self.spec = spec
+        self.done = array("d", [math.nan]) * slots
+        self.waiting: dict[int, simpy.Event] = {}
+        self.peers: list[_Unit] = []
+        self.pos = [0, 0]
+        self.end = [0.0, 0.0]
+        self.row = spec.gpus[0] if full else spec.rank
+        self.slowdown = spec.slowdown
+
+
+class _Runner:
+    """Executes units' streams.
+
+    A stream runs ahead of SimPy's clock: a task starts at max(its stream's previous end, its inputs' ends)
+    and ends its duration later — the same times an event per task would give, since streams are in order and
+    nothing else is shared. A stream blocks on a SimPy event only when an input's completion is not known yet
+    (its producer has not got there), and a collective's members block until the last one arrives; then the
+    collective ends for all of them at the last arrival plus its duration (a rendezvous).
+    """
+
+    def __init__(self, env: simpy.Environment, records: list):
+        self.env = env
+        self.records = records
+        self.rendezvous: dict[tuple, list] = {}
+        self.waits = 0
+
+    def stream(self, unit: _Unit, si: int, specs: tuple):
+        env, rendezvous, done, waiting = self.env, self.rendezvous, unit.done, unit.waiting
+        peers, groups = unit.peers, unit.spec.groups
+        append = self.records.append if unit.spec.watched else None
+        name = "compute" if si == 0 else "comm"
+        scale = unit.slowdown if si == 0 else 1.0
+        row, t = unit.row, 0.0
+        for i, (label, duration_s, phase, mb, stage, deps, slot, group) in enumerate(specs):
+            for p_rank, p_slot in deps:
+                source = peers[p_rank]
+                ready = source.done[p_slot]
+                if ready != ready:  # NaN: not computed yet
+                    event = source.waiting.get(p_slot)
+                    if event is None:
+                        event = source.waiting[p_slot] = env.event()
+                    unit.pos[si] = i
+                    self.waits += 1
+                    yield event
+                    ready = source.done[p_slot]
+                if ready > t:
+                    t = ready
+            if group is None:
+                end = t + duration_s * scale
+            else:
+                key, members = groups[group]
+                if members == 1:
+                    end = t + duration_s
+                else:
+                    meeting = rendezvous.get((key, i))
+                    if meeting is None:
+                        meeting = rendezvous[(key, i)] = [members, t, None, 0.0]
+                    elif t > meeting[1]:
+                        meeting[1] = t
+                    meeting[0] -= 1
+                    if meeting[0] == 0:
+                        del rendezvous[(key, i)]
+                        meeting[3] = meeting[1] + duration_s
+                        if meeting[2] is not None:
+                            meeting[2].succeed()
+                    else:
+                        if meeting[2] is None:
+                            meeting[2] = env.event()
+                        unit.pos[si] = i
+                        self.waits += 1
+                        yield meeting[2]
+                    end = meeting[3]
+            if append is not None:
+                append((row, name, t, end, label, phase, mb, stage))
+            if slot >= 0:
+                done[slot] = end
+                if waiting:
+                    event = waiting.pop(slot, None)
+                    if event is not None:
+                        event.succeed()
+            t = end
+        unit.pos[si] = len(specs)
+        unit.end[si] = t

@@ -20,6 +20,8 @@ class Segment:
     """A run of ops on one stream of one GPU; ``name`` lists its components (e.g. ``ATTN3+MLP3``).
 
     ``component`` and ``layer`` name the one component an unmerged segment holds ("" and −1 when merged).
+    ``group`` is the process group a communication segment synchronises (``ep``, ``tp``; "" for compute): in
+    full-fidelity simulation its members meet there (a rendezvous).
     """
 
     name: str
@@ -28,6 +30,7 @@ class Segment:
     phase: Phase
     component: str = ""
     layer: int = -1
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,15 @@ class StagePrice:
 
     def phase_time_s(self, phase: Phase, stream: Stream | None = None) -> float:
         return sum(s.duration_s for s in self.segments[phase] if stream is None or s.stream is stream)
+
+
+def _wider(a: str, b: str) -> str:
+    """The group a merged segment synchronises: EP groups hold whole TP groups (ep is a multiple of tp)."""
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    return "ep" if "ep" in (a, b) else a
 
 
 class Pricer:
@@ -69,8 +81,9 @@ class Pricer:
                 continue
             seconds = sum(self.op_time_s(op) for op in component.ops)
             label = f"{component.name}{component.layer}" if component.layer >= 0 else component.name
+            group = next((op.comm.group for op in component.ops if op.comm is not None), "")
             segments.append(Segment(label, component.stream, seconds, chunk.phase, component.name,
-                                    component.layer))
+                                    component.layer, group))
         return tuple(segments)
 
     @staticmethod
@@ -81,9 +94,9 @@ class Pricer:
             if segments and segments[-1].stream is seg.stream:
                 last = segments[-1]
                 segments[-1] = Segment(f"{last.name}+{seg.name}", last.stream, last.duration_s + seg.duration_s,
-                                       seg.phase)
+                                       seg.phase, group=_wider(last.group, seg.group))
             else:
-                segments.append(Segment(seg.name, seg.stream, seg.duration_s, seg.phase))
+                segments.append(Segment(seg.name, seg.stream, seg.duration_s, seg.phase, group=seg.group))
         return tuple(segments)
 
     def chunk_segments(self, chunk: Chunk) -> tuple[Segment, ...]:

@@ -1,0 +1,151 @@
+"""Which GPUs the engine simulates, and which of them behave identically (full-fidelity layouts).
+
+Global ranks are ordered tp fastest, then cp, then dp, then pp (as in :mod:`simulator.network.groups`): GPU
+``g`` sits on pipeline rank ``g // S`` at local index ``g % S``, with ``S = dp·cp·tp`` GPUs per pipeline rank.
+Its process groups, by local index ``l``: TP ``l // tp``; EP ``l // ep`` (contiguous runs of ``ep``); DP
+``l % (tp·cp)``; expert-DP ``l % ep``. A pipeline send goes to the GPU with the same local index on the rank
+that runs the next stage. The gradient and parameter synchronisation of the step's tail (DP and expert-DP
+together) meets over the union of the two groups, the "tail" group.
+
+Two GPUs whose programs, slowdowns and inputs are the same produce the same timeline (the engine has no
+randomness and no contention between GPUs), so the engine may simulate one *unit* per class of equivalent
+GPUs. :func:`equivalence_classes` finds the coarsest such classes by refinement: start from (pipeline rank,
+slowdown), then split GPUs whose pipeline column (the GPUs with their local index on every pipeline rank) or
+whose EP, TP or tail group meet different classes, until nothing splits. A balanced scenario ends with one
+class per pipeline rank; a straggler splits off itself, its group peers and their pipeline columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workloads.scenario import Scenario
+
+GROUPS = ("ep", "tp", "tail")
+
+
+@dataclass(slots=True)
+class UnitSpec:
+    """One simulated unit: GPUs that behave identically (one GPU when nothing is shared).
+
+    ``peers[q]`` is the unit holding these GPUs' partners on pipeline rank ``q`` (itself on its own rank).
+    ``groups[kind]`` is (rendezvous key, members): units meeting at a collective of that process group share
+    the key; ``members`` is how many distinct units arrive (1: nobody to wait for).
+    """
+
+    rank: int  # pipeline rank
+    gpus: tuple[int, ...]
+    slowdown: float
+    peers: list[int] = field(default_factory=list)
+    groups: dict[str, tuple[int, int]] = field(default_factory=dict)
+    watched: bool = True  # its timeline is recorded
+
+
+@dataclass
+class GpuLayout:
+    gpus: int
+    pipeline_ranks: int
+    units: list[UnitSpec]
+    classes: int  # distinct behaviours (units when sharing)
+
+
+def _group_of(scenario: Scenario):
+    """Per kind, a function from local index to a group instance key."""
+    par = scenario.parallelism
+    tp, cp, ep = par.tp, par.cp, par.ep
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    stage = par.dp * cp * tp
+    for l in range(stage):  # tail = connected components of DP ∪ expert-DP
+        a, b, c = find(l), find(stage + l % (tp * cp)), find(2 * stage + l % ep)
+        parent[a] = b
+        parent[find(c)] = find(b)
+    return {"ep": lambda l: l // ep, "tp": lambda l: l // tp, "tail": lambda l: find(l)}
+
+
+def equivalence_classes(scenario: Scenario, slowdown: dict[int, float]) -> list[int]:
+    """Class label per global GPU (labels 0 … k−1, numbered in GPU order)."""
+    par = scenario.parallelism
+    stage, pp = par.dp * par.cp * par.tp, par.pp
+    n = stage * pp
+    group_of = _group_of(scenario)
+    instance = {kind: [fn(l) for l in range(stage)] for kind, fn in group_of.items()}
+    labels = _intern([(g // stage, slowdown.get(g, 1.0)) for g in range(n)])
+    classes = len(set(labels))
+    while True:
+        columns = [tuple(labels[l + q * stage] for q in range(pp)) for l in range(stage)]
+        meets = {}
+        for kind, inst in instance.items():
+            sets: dict[tuple[int, object], set] = {}
+            for g in range(n):
+                sets.setdefault((g // stage, inst[g % stage]), set()).add(labels[g])
+            meets[kind] = {key: frozenset(s) for key, s in sets.items()}
+        signature = [(labels[g], columns[g % stage],
+                      *(meets[kind][(g // stage, instance[kind][g % stage])] for kind in GROUPS))
+                     for g in range(n)]
+        refined = _intern(signature)
+        count = len(set(refined))
+        if count == classes:
+            return refined
+        labels, classes = refined, count
+
+
+def _intern(values: list) -> list[int]:
+    ids: dict = {}
+    return [ids.setdefault(v, len(ids)) for v in values]
+
+
+def full_layout(scenario: Scenario, share: bool = True) -> GpuLayout:
+    """Every GPU of the scenario: one unit per equivalence class (``share``) or one unit per GPU.
+
+    Either way, the first GPU of each class is watched (its timeline recorded), so the two give the same
+    timeline rows when the classes are right.
+    """
+    par = scenario.parallelism
+    stage, pp = par.dp * par.cp * par.tp, par.pp
+    n = stage * pp
+    slowdown: dict[int, float] = {}
+    for straggler in scenario.faults.stragglers:
+        slowdown[straggler.gpu] = max(slowdown.get(straggler.gpu, 1.0), straggler.slowdown)
+    labels = equivalence_classes(scenario, slowdown)
+    first_of_class: dict[int, int] = {}
+    for g, c in enumerate(labels):
+        first_of_class.setdefault(c, g)
+    watched = set(first_of_class.values())
+    unit_of = labels if share else list(range(n))
+    members: dict[int, list[int]] = {}
+    for g, u in enumerate(unit_of):
+        members.setdefault(u, []).append(g)
+    units = []
+    for u in range(len(members)):
+        gpus = tuple(members[u])
+        g0 = gpus[0]
+        units.append(UnitSpec(g0 // stage, gpus, slowdown.get(g0, 1.0),
+                              [unit_of[g0 % stage + q * stage] for q in range(pp)], {}, g0 in watched))
+    group_of = _group_of(scenario)
+    for kind in GROUPS:
+        fn = group_of[kind]
+        arrivals: dict[tuple[int, object], set] = {}
+        for g in range(n):
+            arrivals.setdefault((g // stage, fn(g % stage)), set()).add(unit_of[g])
+        # Units meeting in a collective are keyed by who meets: a shared unit spanning several instances
+        # with the same members meets them all at once.
+        keys = _intern([frozenset(s) for s in arrivals.values()])
+        for (rank, inst), key in zip(arrivals, keys):
+            for u in arrivals[(rank, inst)]:
+                units[u].groups[kind] = (key, len(arrivals[(rank, inst)]))
+    return GpuLayout(n, pp, units, len(first_of_class))
+
+
+def representative_layout(pp: int, compute_slowdown: dict[int, float] | None = None) -> GpuLayout:
+    """One unit per pipeline rank standing for all its GPUs; collectives have nobody to wait for."""
+    slow = compute_slowdown or {}
+    units = [UnitSpec(r, (r,), slow.get(r, 1.0), list(range(pp)), {kind: (r, 1) for kind in GROUPS})
+             for r in range(pp)]
+    return GpuLayout(pp, pp, units, pp)
