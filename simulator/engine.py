@@ -318,14 +318,16 @@ class PipelineEngine:
         slot_of: dict[int, int] = {}
         slots = [0] * self.schedule.pp
         compiled: list[tuple[list, list]] = []
+        get_producer, get_slot = producer.get, slot_of.get
         for rank, queues in enumerate(self.queues):
             pair: list[list] = []
             for si, queue in enumerate(queues):
                 specs = []
+                append = specs.append
                 for i, task in enumerate(queue):
-                    deps = []
+                    deps = ()
                     for dep in task.deps:
-                        where = producer.get(dep)
+                        where = get_producer(dep)
                         if where is None:
                             raise ScheduleError(f"schedule {self.schedule.name} deadlocked: rank {rank} "
                                                 f"{task.label} {task.phase}{task.micro_batch}@{task.stage} "
@@ -333,20 +335,20 @@ class PipelineEngine:
                         p_rank, p_stream, p_index = where
                         if p_rank == rank and p_stream == si and p_index < i:
                             continue
-                        slot = slot_of.get(dep)
+                        slot = get_slot(dep)
                         if slot is None:
                             slot = slot_of[dep] = slots[p_rank]
                             slots[p_rank] += 1
-                        deps.append((p_rank, slot))
-                    specs.append([task.label, task.duration_s, task.phase, task.micro_batch, task.stage,
-                                  tuple(deps), task.done, task.group or None])
+                        deps += ((p_rank, slot),)
+                    append([task.label, task.duration_s, task.phase, task.micro_batch, task.stage, deps,
+                            task.done, task.group or None])
                 pair.append(specs)
             compiled.append((pair[0], pair[1]))
         for queues in compiled:
             for specs in queues:
                 for spec in specs:
-                    spec[6] = slot_of.get(spec[6], -1)
-        return [tuple([tuple(s) for s in q] for q in queues) for queues in compiled], slots
+                    spec[6] = get_slot(spec[6], -1)
+        return compiled, slots
 
     def run(self) -> Timeline:
         programs = self.schedule.programs()
