@@ -310,33 +310,35 @@ class PipelineEngine:
         others become (producer's pipeline rank, slot), slots numbered per producing rank, and only a task
         something waits for gets a slot (−1 otherwise).
         """
-        producer: dict[int, tuple[int, int, int]] = {}
+        n = self._signals
+        # Signals are 0 … n−1: where each is produced (rank · 2 + stream, position), −1 when nothing does.
+        where, position, slot_of = [-1] * n, [0] * n, [-1] * n
         for rank, queues in enumerate(self.queues):
             for si, queue in enumerate(queues):
+                code = 2 * rank + si
                 for i, task in enumerate(queue):
-                    producer[task.done] = (rank, si, i)
-        slot_of: dict[int, int] = {}
+                    where[task.done] = code
+                    position[task.done] = i
         slots = [0] * self.schedule.pp
         compiled: list[tuple[list, list]] = []
-        get_producer, get_slot = producer.get, slot_of.get
         for rank, queues in enumerate(self.queues):
             pair: list[list] = []
             for si, queue in enumerate(queues):
                 specs = []
-                append = specs.append
+                append, code = specs.append, 2 * rank + si
                 for i, task in enumerate(queue):
                     deps = ()
                     for dep in task.deps:
-                        where = get_producer(dep)
-                        if where is None:
+                        p_code = where[dep]
+                        if p_code == code and position[dep] < i:
+                            continue  # implied by the stream's order
+                        if p_code < 0:
                             raise ScheduleError(f"schedule {self.schedule.name} deadlocked: rank {rank} "
                                                 f"{task.label} {task.phase}{task.micro_batch}@{task.stage} "
                                                 "waits for a chunk no rank runs")
-                        p_rank, p_stream, p_index = where
-                        if p_rank == rank and p_stream == si and p_index < i:
-                            continue
-                        slot = get_slot(dep)
-                        if slot is None:
+                        p_rank = p_code >> 1
+                        slot = slot_of[dep]
+                        if slot < 0:
                             slot = slot_of[dep] = slots[p_rank]
                             slots[p_rank] += 1
                         deps += ((p_rank, slot),)
@@ -347,7 +349,7 @@ class PipelineEngine:
         for queues in compiled:
             for specs in queues:
                 for spec in specs:
-                    spec[6] = get_slot(spec[6], -1)
+                    spec[6] = slot_of[spec[6]]
         return compiled, slots
 
     def run(self) -> Timeline:
