@@ -17,6 +17,7 @@ class per pipeline rank; a straggler splits off itself, its group peers and thei
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from workloads.scenario import Scenario
@@ -26,19 +27,31 @@ GROUPS = ("ep", "tp", "tail")
 
 @dataclass(slots=True)
 class UnitSpec:
-    """One simulated unit: GPUs that behave identically (one GPU when nothing is shared).
+    """One simulated unit on pipeline rank ``rank``.
 
-    ``peers[q]`` is the unit holding these GPUs' partners on pipeline rank ``q`` (itself on its own rank).
-    ``groups[kind]`` is (rendezvous key, members): units meeting at a collective of that process group share
-    the key; ``members`` is how many distinct units arrive (1: nobody to wait for).
+    A *shared* unit stands for GPUs that behave identically and is simulated once. A *block* unit
+    (``block=True``) simulates each of its GPUs separately, as one element of a vector of times: a block is a
+    run of whole EP (and TP) groups, so their collectives meet inside it.
+    ``peers[q]`` is the unit holding these GPUs' pipeline partners on rank ``q`` (itself on its own rank).
+    ``groups[kind]`` is (rendezvous key, units that arrive): units meeting at a collective of that process
+    group share the key (1 arriving unit: nobody else to wait for). ``width[kind]`` (blocks) is the size of
+    that group's instances inside the block; ``tail_labels`` (blocks) the tail-group component of each GPU.
+    ``watch`` lists (index in ``gpus``, GPU) whose timelines are recorded.
     """
 
     rank: int  # pipeline rank
     gpus: tuple[int, ...]
-    slowdown: float
+    slowdowns: tuple[float, ...]  # per GPU of ``gpus`` (shared units: all equal)
     peers: list[int] = field(default_factory=list)
     groups: dict[str, tuple[int, int]] = field(default_factory=dict)
-    watched: bool = True  # its timeline is recorded
+    watch: list[tuple[int, int]] = field(default_factory=list)
+    block: bool = False
+    width: dict[str, int] = field(default_factory=dict)
+    tail_labels: tuple[int, ...] = ()
+
+    @property
+    def slowdown(self) -> float:
+        return self.slowdowns[0]
 
 
 @dataclass
@@ -46,7 +59,9 @@ class GpuLayout:
     gpus: int
     pipeline_ranks: int
     units: list[UnitSpec]
-    classes: int  # distinct behaviours (units when sharing)
+    classes: int  # distinct behaviours
+    watched: dict[int, int] = field(default_factory=dict)  # recorded GPU → GPUs that behave like it
+    stage_gpus: int = 1  # GPUs per pipeline rank
 
 
 def _group_of(scenario: Scenario):
@@ -102,11 +117,8 @@ def _intern(values: list) -> list[int]:
 
 
 def full_layout(scenario: Scenario, share: bool = True) -> GpuLayout:
-    """Every GPU of the scenario: one unit per equivalence class (``share``) or one unit per GPU.
-
-    Either way, the first GPU of each class is watched (its timeline recorded), so the two give the same
-    timeline rows when the classes are right.
-    """
+    """Every GPU of the scenario: one unit per equivalence class (``share``), or blocks of GPUs each simulated
+    on its own. Either way the first GPU of each class is recorded, so both give the same timeline rows."""
     par = scenario.parallelism
     stage, pp = par.dp * par.cp * par.tp, par.pp
     n = stage * pp
@@ -115,37 +127,83 @@ def full_layout(scenario: Scenario, share: bool = True) -> GpuLayout:
         slowdown[straggler.gpu] = max(slowdown.get(straggler.gpu, 1.0), straggler.slowdown)
     labels = equivalence_classes(scenario, slowdown)
     first_of_class: dict[int, int] = {}
+    class_size: dict[int, int] = {}
     for g, c in enumerate(labels):
         first_of_class.setdefault(c, g)
-    watched = set(first_of_class.values())
-    unit_of = labels if share else list(range(n))
+        class_size[c] = class_size.get(c, 0) + 1
+    watched = {g: class_size[c] for c, g in first_of_class.items()}
+    if share:
+        units = _shared_units(scenario, labels, slowdown, watched)
+    else:
+        units = _block_units(scenario, slowdown, watched)
+    return GpuLayout(n, pp, units, len(first_of_class), watched, stage)
+
+
+def _shared_units(scenario: Scenario, labels: list[int], slowdown: dict[int, float],
+                  watched: dict[int, int]) -> list[UnitSpec]:
+    par = scenario.parallelism
+    stage, pp = par.dp * par.cp * par.tp, par.pp
     members: dict[int, list[int]] = {}
-    for g, u in enumerate(unit_of):
+    for g, u in enumerate(labels):
         members.setdefault(u, []).append(g)
     units = []
     for u in range(len(members)):
         gpus = tuple(members[u])
         g0 = gpus[0]
-        units.append(UnitSpec(g0 // stage, gpus, slowdown.get(g0, 1.0),
-                              [unit_of[g0 % stage + q * stage] for q in range(pp)], {}, g0 in watched))
+        units.append(UnitSpec(g0 // stage, gpus, (slowdown.get(g0, 1.0),) * len(gpus),
+                              [labels[g0 % stage + q * stage] for q in range(pp)], {},
+                              [(0, g0)] if g0 in watched else []))
     group_of = _group_of(scenario)
     for kind in GROUPS:
         fn = group_of[kind]
         arrivals: dict[tuple[int, object], set] = {}
-        for g in range(n):
-            arrivals.setdefault((g // stage, fn(g % stage)), set()).add(unit_of[g])
-        # Units meeting in a collective are keyed by who meets: a shared unit spanning several instances
-        # with the same members meets them all at once.
+        for g in range(stage * pp):
+            arrivals.setdefault((g // stage, fn(g % stage)), set()).add(labels[g])
+        # Units meeting in a collective are keyed by who meets: a unit spanning several instances with the
+        # same members meets them all at once.
         keys = _intern([frozenset(s) for s in arrivals.values()])
         for (rank, inst), key in zip(arrivals, keys):
             for u in arrivals[(rank, inst)]:
                 units[u].groups[kind] = (key, len(arrivals[(rank, inst)]))
-    return GpuLayout(n, pp, units, len(first_of_class))
+    return units
+
+
+BLOCK_GPUS = 64  # GPUs per block unit when EP and TP groups are smaller: enough to amortise vector arithmetic
+
+
+def block_size(scenario: Scenario) -> int:
+    """Whole EP and TP groups, doubled up to ~``BLOCK_GPUS`` while it divides a pipeline rank's GPUs."""
+    par = scenario.parallelism
+    stage = par.dp * par.cp * par.tp
+    size = math.lcm(par.ep, par.tp)
+    while size < BLOCK_GPUS and stage % (2 * size) == 0:
+        size *= 2
+    return size
+
+
+def _block_units(scenario: Scenario, slowdown: dict[int, float], watched: dict[int, int]) -> list[UnitSpec]:
+    par = scenario.parallelism
+    stage, pp = par.dp * par.cp * par.tp, par.pp
+    size = block_size(scenario)
+    per_rank = stage // size
+    tail = _group_of(scenario)["tail"]
+    tail_id = _intern([tail(l) for l in range(stage)])
+    units = []
+    for rank in range(pp):
+        for b in range(per_rank):
+            gpus = tuple(range(rank * stage + b * size, rank * stage + (b + 1) * size))
+            units.append(UnitSpec(
+                rank, gpus, tuple(slowdown.get(g, 1.0) for g in gpus),
+                [q * per_rank + b for q in range(pp)],
+                {"ep": (-1, 1), "tp": (-1, 1), "tail": (rank, per_rank)},
+                [(j, g) for j, g in enumerate(gpus) if g in watched], True,
+                {"ep": par.ep, "tp": par.tp}, tuple(tail_id[g % stage] for g in gpus)))
+    return units
 
 
 def representative_layout(pp: int, compute_slowdown: dict[int, float] | None = None) -> GpuLayout:
     """One unit per pipeline rank standing for all its GPUs; collectives have nobody to wait for."""
     slow = compute_slowdown or {}
-    units = [UnitSpec(r, (r,), slow.get(r, 1.0), list(range(pp)), {kind: (r, 1) for kind in GROUPS})
-             for r in range(pp)]
+    units = [UnitSpec(r, (r,), (slow.get(r, 1.0),), list(range(pp)), {kind: (r, 1) for kind in GROUPS},
+                      [(0, r)]) for r in range(pp)]
     return GpuLayout(pp, pp, units, pp)

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import math
-from array import array
 
 import simpy
 
-from simulator.cohorts import GpuLayout, UnitSpec, representative_layout
+from simulator.cohorts import GpuLayout, representative_layout
 from simulator.pricing import Segment, StagePrice
+from simulator.runner import Runner, Unit
 from simulator.schedules.base import Schedule, ScheduleError, Step
 from workloads.ops import Phase, Stream
 
@@ -364,19 +363,19 @@ class PipelineEngine:
             self._submit_tail(rank)
         compiled, slots = self._compile()
         full = self.full
-        units = [_Unit(spec, slots[spec.rank], full) for spec in self.layout.units]
+        units = [Unit(spec, slots[spec.rank], full) for spec in self.layout.units]
         for unit in units:
             unit.peers = [units[u] for u in unit.spec.peers]
-        runner = _Runner(self.env, self.timeline.records)
+        runner = Runner(self.env, self.timeline.records)
         for unit in units:
             for si, specs in enumerate(compiled[unit.spec.rank]):
                 if specs:
-                    self.env.process(runner.stream(unit, si, specs))
+                    runner.start(unit, si, specs)
         self.env.run()
         self._finish(units, compiled, runner, full)
         return self.timeline
 
-    def _finish(self, units: list["_Unit"], compiled, runner: "_Runner", full: bool) -> None:
+    def _finish(self, units: list[Unit], compiled, runner: Runner, full: bool) -> None:
         tl = self.timeline
         total = ran = gpu_ran = 0
         stuck = None
@@ -385,118 +384,25 @@ class PipelineEngine:
                 total += len(specs)
                 ran += unit.pos[si]
                 gpu_ran += unit.pos[si] * len(unit.spec.gpus)
+                ran += unit.pos[si] * (len(unit.spec.gpus) - 1 if unit.spec.block else 0)
                 if unit.pos[si] < len(specs) and stuck is None:
                     stuck = (unit, specs[unit.pos[si]])
         if stuck is not None:
             unit, (label, _, phase, mb, stage, *_) = stuck
-            where = f"GPU {unit.spec.gpus[0]} (pipeline rank {unit.spec.rank})" if full else f"rank {unit.spec.rank}"
+            where = (f"GPU {unit.spec.gpus[0]} (pipeline rank {unit.spec.rank})" if full
+                     else f"rank {unit.spec.rank}")
             raise ScheduleError(f"schedule {self.schedule.name} deadlocked: {where} stuck at {label} "
                                 f"{phase}{mb}@{stage} ({ran}/{total} tasks ran)")
         tl.records.sort(key=_end_s)  # streams run ahead independently; rows in completion order
         tl.makespan_s = max(max(unit.end) for unit in units)
         tl.events, tl.gpu_events, tl.waits = 2 * ran, 2 * gpu_ran, runner.waits
-        tl.units = len(units)
+        tl.units = sum(len(u.spec.gpus) if u.spec.block else 1 for u in units)
         if full:
             tl.fidelity = "full"
             tl.ranks = self.layout.gpus
-            watched = [u.spec for u in units if u.spec.watched]
-            tl.pipeline_rank = {s.gpus[0]: s.rank for s in watched}
-            tl.members = {s.gpus[0]: len(s.gpus) for s in watched}
-            if not any(len(u.spec.gpus) > 1 for u in units):
-                # Without sharing, a watched GPU stands for the class of GPUs that behave like it.
-                tl.members = {s.gpus[0]: 1 for s in watched}
+            tl.pipeline_rank = {g: g // self.layout.stage_gpus for g in self.layout.watched}
+            tl.members = dict(self.layout.watched)
 
 
 def _end_s(record: tuple) -> float:
     return record[3]
-
-
-class _Unit:
-    """Run-time state of one simulated unit: completion time per signal slot (NaN until known)."""
-
-    __slots__ = ("spec", "done", "waiting", "peers", "pos", "end", "row", "slowdown")
-
-    def __init__(self, spec: UnitSpec, slots: int, full: bool):
-        self.spec = spec
-        self.done = array("d", [math.nan]) * slots
-        self.waiting: dict[int, simpy.Event] = {}
-        self.peers: list[_Unit] = []
-        self.pos = [0, 0]
-        self.end = [0.0, 0.0]
-        self.row = spec.gpus[0] if full else spec.rank
-        self.slowdown = spec.slowdown
-
-
-class _Runner:
-    """Executes units' streams.
-
-    A stream runs ahead of SimPy's clock: a task starts at max(its stream's previous end, its inputs' ends)
-    and ends its duration later — the same times an event per task would give, since streams are in order and
-    nothing else is shared. A stream blocks on a SimPy event only when an input's completion is not known yet
-    (its producer has not got there), and a collective's members block until the last one arrives; then the
-    collective ends for all of them at the last arrival plus its duration (a rendezvous).
-    """
-
-    def __init__(self, env: simpy.Environment, records: list):
-        self.env = env
-        self.records = records
-        self.rendezvous: dict[tuple, list] = {}
-        self.waits = 0
-
-    def stream(self, unit: _Unit, si: int, specs: tuple):
-        env, rendezvous, done, waiting = self.env, self.rendezvous, unit.done, unit.waiting
-        peers, groups = unit.peers, unit.spec.groups
-        append = self.records.append if unit.spec.watched else None
-        name = "compute" if si == 0 else "comm"
-        scale = unit.slowdown if si == 0 else 1.0
-        row, t = unit.row, 0.0
-        for i, (label, duration_s, phase, mb, stage, deps, slot, group) in enumerate(specs):
-            for p_rank, p_slot in deps:
-                source = peers[p_rank]
-                ready = source.done[p_slot]
-                if ready != ready:  # NaN: not computed yet
-                    event = source.waiting.get(p_slot)
-                    if event is None:
-                        event = source.waiting[p_slot] = env.event()
-                    unit.pos[si] = i
-                    self.waits += 1
-                    yield event
-                    ready = source.done[p_slot]
-                if ready > t:
-                    t = ready
-            if group is None:
-                end = t + duration_s * scale
-            else:
-                key, members = groups[group]
-                if members == 1:
-                    end = t + duration_s
-                else:
-                    meeting = rendezvous.get((key, i))
-                    if meeting is None:
-                        meeting = rendezvous[(key, i)] = [members, t, None, 0.0]
-                    elif t > meeting[1]:
-                        meeting[1] = t
-                    meeting[0] -= 1
-                    if meeting[0] == 0:
-                        del rendezvous[(key, i)]
-                        meeting[3] = meeting[1] + duration_s
-                        if meeting[2] is not None:
-                            meeting[2].succeed()
-                    else:
-                        if meeting[2] is None:
-                            meeting[2] = env.event()
-                        unit.pos[si] = i
-                        self.waits += 1
-                        yield meeting[2]
-                    end = meeting[3]
-            if append is not None:
-                append((row, name, t, end, label, phase, mb, stage))
-            if slot >= 0:
-                done[slot] = end
-                if waiting:
-                    event = waiting.pop(slot, None)
-                    if event is not None:
-                        event.succeed()
-            t = end
-        unit.pos[si] = len(specs)
-        unit.end[si] = t

@@ -113,8 +113,9 @@ def test_rendezvous_ends_for_all_members_at_the_last_arrival_plus_the_transfer()
     none = (Segment("x", Stream.COMPUTE, 0.0, Phase.B),)
     price = StagePrice({Phase.F: segments, Phase.B: none, Phase.W: none}, 0.0, 0.0, 1.0)
     groups = {"ep": (0, 2), "tp": (1, 1), "tail": (0, 2)}
-    layout = GpuLayout(2, 1, [UnitSpec(0, (0,), 2.0, [0], dict(groups)),
-                              UnitSpec(0, (1,), 1.0, [1], {**groups, "tp": (2, 1)})], 2)
+    layout = GpuLayout(2, 1, [UnitSpec(0, (0,), (2.0,), [0], dict(groups), [(0, 0)]),
+                              UnitSpec(0, (1,), (1.0,), [1], {**groups, "tp": (2, 1)}, [(0, 1)])], 2,
+                       {0: 1, 1: 1}, 2)
     timeline = PipelineEngine(get_schedule("gpipe")(1, 1), [price], 0.0, NO_TAIL, layout=layout).run()
     dispatch = {r[0]: (r[2], r[3]) for r in timeline.records if r[4] == "DISPATCH"}
     assert dispatch == {0: (2.0, 2.25), 1: (1.0, 2.25)}
