@@ -114,6 +114,9 @@ def print_result(result, scenario) -> None:
                       f"{s.exposed_comm_s:.3f}", f"{s.bubble_s:.3f}", f"{s.optimizer_s:.4f}",
                       str(s.peak_inflight), f"{s.peak_memory_gb:.1f}")
     console.print(table)
+    if result.fidelity == "full":
+        console.print(f"[dim]full fidelity: each stage's row is its busiest GPU (GPUs "
+                      f"{', '.join(str(s.gpu) for s in result.stages)})[/]", highlight=False)
     for note in result.cost_model_notes:
         console.print(f"[dim]note: {note}[/]", highlight=False)
 

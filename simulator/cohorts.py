@@ -116,9 +116,16 @@ def _intern(values: list) -> list[int]:
     return [ids.setdefault(v, len(ids)) for v in values]
 
 
-def full_layout(scenario: Scenario, share: bool = True) -> GpuLayout:
-    """Every GPU of the scenario: one unit per equivalence class (``share``), or blocks of GPUs each simulated
-    on its own. Either way the first GPU of each class is recorded, so both give the same timeline rows."""
+UNITS = ("auto", "classes", "gpus")
+
+
+def full_layout(scenario: Scenario, units: str = "auto") -> GpuLayout:
+    """Every GPU of the scenario, simulated as ``units``: ``classes``, one unit per class of identical GPUs;
+    ``gpus``, blocks in which each GPU is simulated on its own; ``auto``, whichever makes fewer units (classes
+    for a balanced scenario, blocks once stragglers split many classes). Either way the first GPU of each
+    class is recorded, so all give the same timeline rows."""
+    if units not in UNITS:
+        raise ValueError(f"units={units!r}: choose one of {', '.join(UNITS)}")
     par = scenario.parallelism
     stage, pp = par.dp * par.cp * par.tp, par.pp
     n = stage * pp
@@ -132,11 +139,12 @@ def full_layout(scenario: Scenario, share: bool = True) -> GpuLayout:
         first_of_class.setdefault(c, g)
         class_size[c] = class_size.get(c, 0) + 1
     watched = {g: class_size[c] for c, g in first_of_class.items()}
-    if share:
-        units = _shared_units(scenario, labels, slowdown, watched)
+    blocks = n // block_size(scenario)
+    if units == "classes" or (units == "auto" and len(first_of_class) <= blocks):
+        specs = _shared_units(scenario, labels, slowdown, watched)
     else:
-        units = _block_units(scenario, slowdown, watched)
-    return GpuLayout(n, pp, units, len(first_of_class), watched, stage)
+        specs = _block_units(scenario, slowdown, watched)
+    return GpuLayout(n, pp, specs, len(first_of_class), watched, stage)
 
 
 def _shared_units(scenario: Scenario, labels: list[int], slowdown: dict[int, float],

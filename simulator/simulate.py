@@ -108,12 +108,13 @@ def make_network(scenario: Scenario):
 
 
 def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: bool = False,
-             check_memory: bool | None = None, share_equivalent: bool = True) -> Result:
+             check_memory: bool | None = None, full_units: str = "auto") -> Result:
     """Simulate one training step of ``scenario`` at its ``run.fidelity``.
 
     ``representative``: one simulated rank per pipeline rank. ``full``: every GPU, with collectives as
-    rendezvous of their members and stragglers on their own GPU; GPUs that provably behave alike are run once
-    (``share_equivalent``; False runs each GPU on its own, same result, for checks and benchmarks).
+    rendezvous of their members and stragglers on their own GPU. ``full_units`` (see
+    :func:`simulator.cohorts.full_layout`): ``classes`` runs GPUs that provably behave alike once, ``gpus``
+    runs each GPU on its own (same result; for checks and benchmarks), ``auto`` whichever is fewer units.
 
     Raises :class:`~simulator.schedules.ScheduleError` for a layout the schedule cannot run and, when
     ``check_memory`` (default: the scenario's ``run.check_memory``), :class:`~simulator.memory.MemoryLayoutError`
@@ -139,7 +140,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     send_s = network.comm_time_s(Comm(Pattern.SEND_RECV, "pp", send_bytes))
 
     full = scenario.run.fidelity == "full"
-    layout = full_layout(scenario, share_equivalent) if full else None
+    layout = full_layout(scenario, full_units) if full else None
     timeline = PipelineEngine(schedule, prices, send_s, tail, compute_slowdown=None if full else
                               rank_slowdowns(scenario), layout=layout).run()
     breakdowns, rows = pipeline_breakdowns(timeline, [p.activation_bytes for p in prices], par.pp)

@@ -13,6 +13,7 @@ from simulator.simulate import simulate
 from tests.conftest import tiny_dense
 from workloads.loader import load_scenario
 from workloads.ops import Phase, Stream
+from workloads.scenario import Straggler
 
 NO_TAIL = TailSpec(0.0, 0.0, 0.0)
 
@@ -32,18 +33,20 @@ def straggler(gpu: int, slowdown: float) -> str:
 def step_times(scenario) -> tuple[float, float, float]:
     rep = simulate(scenario, check_memory=False).step_time_s
     full = scenario.model_copy(update={"run": scenario.run.model_copy(update={"fidelity": "full"})})
-    shared = simulate(full, check_memory=False).step_time_s
-    alone = simulate(full, check_memory=False, share_equivalent=False).step_time_s
+    shared = simulate(full, check_memory=False, full_units="classes").step_time_s
+    alone = simulate(full, check_memory=False, full_units="gpus").step_time_s
     return rep, shared, alone
 
 
 @pytest.mark.parametrize("make", [
     lambda: tiny_dense(**{"cluster.gpus": 8, "parallelism.dp": 2, "parallelism.global_batch": 16}),
+    lambda: tiny_dense(**{"cluster.gpus": 16, "parallelism.dp": 2, "parallelism.tp": 2,
+                          "parallelism.global_batch": 16}),
     lambda: tiny_moe(),
     lambda: tiny_moe(**{"schedule": "dualpipe", "parallelism.global_batch": 128}),
     lambda: tiny_moe(**{"schedule": "zb-h1"}),
     lambda: load_scenario(preset="deepseek-v2-lite-h800"),
-], ids=["tiny-dense-dp2", "tiny-moe-1f1b", "tiny-moe-dualpipe", "tiny-moe-zbh1", "deepseek-v2-lite"])
+], ids=["tiny-dense-dp2", "tiny-dense-tp2", "tiny-moe-1f1b", "tiny-moe-dualpipe", "tiny-moe-zbh1", "deepseek-v2-lite"])
 def test_full_and_representative_agree_on_balanced_scenarios(make):
     rep, shared, alone = step_times(make())
     assert shared == pytest.approx(rep, rel=0.01)
@@ -53,11 +56,27 @@ def test_full_and_representative_agree_on_balanced_scenarios(make):
 def test_every_gpu_its_own_unit_gives_the_same_timeline_as_shared_units():
     """Sharing identical GPUs is an optimisation only: same rows, same times, with a straggler too."""
     sc = tiny_moe(**{"run.fidelity": "full", "faults.stragglers": straggler(5, 1.4)})
-    shared = simulate(sc, keep_timeline=True, check_memory=False)
-    alone = simulate(sc, keep_timeline=True, check_memory=False, share_equivalent=False)
-    assert alone.simulated_units == 16 > shared.simulated_units
+    shared = simulate(sc, keep_timeline=True, check_memory=False, full_units="classes")
+    alone = simulate(sc, keep_timeline=True, check_memory=False, full_units="gpus")
+    assert alone.simulated_units == 16 > shared.simulated_units  # every GPU simulated; 6 classes
     assert sorted(shared.timeline.records) == sorted(alone.timeline.records)
     assert shared.timeline.gpu_events == alone.timeline.gpu_events == alone.timeline.events
+
+
+@pytest.mark.parametrize("make", [
+    lambda: tiny_moe(**{"schedule": "dualpipe", "parallelism.global_batch": 128}),
+    lambda: tiny_dense(**{"cluster.gpus": 16, "parallelism.dp": 2, "parallelism.tp": 2,
+                          "parallelism.global_batch": 16}),
+], ids=["moe-dualpipe", "dense-tp2"])
+def test_classes_and_gpus_agree_with_stragglers(make):
+    sc = make()
+    stragglers = [Straggler(gpu=1, slowdown=1.25), Straggler(gpu=9, slowdown=1.5)]
+    sc = sc.model_copy(update={"run": sc.run.model_copy(update={"fidelity": "full"}),
+                               "faults": sc.faults.model_copy(update={"stragglers": stragglers})})
+    classes = simulate(sc, keep_timeline=True, check_memory=False, full_units="classes")
+    gpus = simulate(sc, keep_timeline=True, check_memory=False, full_units="gpus")
+    assert sorted(classes.timeline.records) == sorted(gpus.timeline.records)
+    assert classes.step_time_s == gpus.step_time_s
 
 
 def test_balanced_gpus_form_one_class_per_pipeline_rank_and_a_straggler_splits_its_group():
@@ -138,8 +157,8 @@ def test_full_timeline_rows_are_gpus_on_the_ranks_that_run_their_stages():
 
 def test_layout_units_cover_every_gpu_once():
     sc = load_scenario(preset="mixtral-8x7b-h100", overrides=["faults.stragglers=" + straggler(17, 1.1)])
-    for share in (True, False):
-        layout = full_layout(sc, share)
+    for units in ("classes", "gpus", "auto"):
+        layout = full_layout(sc, units)
         gpus = sorted(g for u in layout.units for g in u.gpus)
         assert gpus == list(range(32))
         for u in layout.units:

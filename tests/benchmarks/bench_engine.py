@@ -1,7 +1,7 @@
 """Engine speed on the DeepSeek-V3 preset in both fidelities, against raw SimPy, and how it scales.
 
 Run: PYTHONPATH=. python tests/benchmarks/bench_engine.py [--html /tmp/moesim-engine-scaling.html]
-     [--alone-max-gpus 4096] [--quick]
+     [--gpus-max 16384] [--quick]
 
 Every case runs in a fresh subprocess (so its peak RSS is its own) and reports wall and CPU seconds of a whole
 `simulate` (pricing + engine + metrics), the engine's share (building programs, compiling them, executing),
@@ -10,8 +10,14 @@ they stand for) and events per CPU second, next to raw SimPy's rate measured in 
 trading timeouts: the floor any SimPy engine pays per event). The machine is shared, so CPU seconds are the
 figure to compare; wall seconds are printed as measured.
 
-Cases: representative; full with identical GPUs run once (the default of run.fidelity=full); full with every
-GPU its own unit ("full/alone", what a scenario with all-different GPUs costs); full with the flow network.
+Columns: units are the simulated units (pipeline ranks; classes of identical GPUs; or every GPU); events are
+task starts and ends the engine computed (every GPU's own under full/gpus), GPU events those of every GPU the
+units stand for; events/s is events per CPU second of the engine (building, compiling and executing the
+programs) and "/ SimPy" its ratio to raw SimPy's rate; waits are the SimPy events streams blocked on.
+
+Cases: representative; full (run.fidelity=full: identical GPUs run once while that makes fewer units);
+full/gpus, every GPU simulated on its own (what a scenario whose GPUs all differ costs); full with the flow
+network; a straggler in each mode ("classes" forces one unit per class of identical GPUs).
 Scaling: GPUs 128 … 16384 by dp (micro-batches per pipeline fixed at the preset's 120), and micro-batches
 32 … 240 at 2048 GPUs; written as a plotly page.
 """
@@ -43,7 +49,7 @@ def raw_simpy_events_per_s(events: int = 400_000) -> float:
     return events / (time.process_time() - start)
 
 
-def measure(overrides: list[str], share: bool) -> dict:
+def measure(overrides: list[str], units: str) -> dict:
     """One simulate() of the preset with ``overrides``, timed by part (runs in the child process)."""
     import resource
 
@@ -69,7 +75,7 @@ def measure(overrides: list[str], share: bool) -> dict:
     sim.full_layout = timed("layout", sim.full_layout)
     scenario = load_scenario(preset=PRESET, overrides=overrides)
     wall, cpu = time.perf_counter(), time.process_time()
-    result = sim.simulate(scenario, check_memory=False, share_equivalent=share, keep_timeline=True)
+    result = sim.simulate(scenario, check_memory=False, full_units=units, keep_timeline=True)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     tl = result.timeline
     execute = parts["engine"] - parts["build"] - parts["compile"]
@@ -82,10 +88,10 @@ def measure(overrides: list[str], share: bool) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_case(overrides: list[str], share: bool = True) -> dict:
+def run_case(overrides: list[str], units: str = "auto") -> dict:
     code = ("import json, sys; from tests.benchmarks.bench_engine import measure; "
-            "print(json.dumps(measure(json.loads(sys.argv[1]), sys.argv[2] == '1')))")
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(overrides), "1" if share else "0"],
+            "print(json.dumps(measure(json.loads(sys.argv[1]), sys.argv[2])))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(overrides), units],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -107,15 +113,14 @@ def dominant(row: dict) -> str:
 
 def print_case(name: str, row: dict, raw: float) -> None:
     rate = row["events"] / row["engine_cpu_s"]
-    gpu_rate = row["gpu_events"] / row["engine_cpu_s"]
-    print(f"{name:<22} {row['gpus']:>6} {row['units']:>6} {row['wall_s']:>7.2f} {row['cpu_s']:>7.2f} "
-          f"{row['engine_cpu_s']:>7.2f} {row['peak_rss_mb']:>7.0f} {row['events']:>11,} {row['gpu_events']:>11,} "
-          f"{rate:>11,.0f} {rate / raw:>6.0%} {gpu_rate / raw:>7.0%} {row['step_s']:>7.3f}  {dominant(row)}")
+    print(f"{name:<20} {row['gpus']:>6} {row['units']:>6} {row['wall_s']:>7.2f} {row['cpu_s']:>6.2f} "
+          f"{row['engine_cpu_s']:>6.2f} {row['peak_rss_mb']:>6.0f} {row['events']:>11,} {row['gpu_events']:>11,} "
+          f"{rate:>11,.0f} {rate / raw:>7.0%} {row['waits']:>8,} {row['step_s']:>7.3f}  {dominant(row)}")
 
 
 def header() -> None:
-    print(f"{'case':<22} {'GPUs':>6} {'units':>6} {'wall s':>7} {'cpu s':>7} {'eng s':>7} {'RSS MB':>7} "
-          f"{'events':>11} {'GPU events':>11} {'events/s':>11} {'/SimPy':>6} {'GPU/Sim':>7} {'step s':>7}  "
+    print(f"{'case':<20} {'GPUs':>6} {'units':>6} {'wall s':>7} {'cpu s':>6} {'eng s':>6} {'RSS MB':>6} "
+          f"{'events':>11} {'GPU events':>11} {'events/s':>11} {'/ SimPy':>7} {'waits':>8} {'step s':>7}  "
           "dominant share of CPU")
 
 
@@ -149,51 +154,54 @@ def slope(rows: list[dict], key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--html", default="/tmp/moesim-engine-scaling.html", help="where to write the plot")
-    parser.add_argument("--alone-max-gpus", type=int, default=4096,
-                        help="largest GPU count run with every GPU its own unit (16384 takes minutes)")
+    parser.add_argument("--gpus-max", type=int, default=16384,
+                        help="largest GPU count run with every GPU simulated on its own")
     parser.add_argument("--quick", action="store_true", help="fewer scaling points")
     args = parser.parse_args()
     raw = raw_simpy_events_per_s()
     print(f"raw SimPy: {raw:,.0f} events per CPU second (two processes trading timeouts)\n")
     header()
+    straggler = 'faults.stragglers=[{"gpu": 200, "slowdown": 1.3}]'
     cases = {
-        "representative": ([], True),
-        "full": (["run.fidelity=full"], True),
-        "full/alone": (["run.fidelity=full"], False),
-        "full/flow": (["run.fidelity=full", "run.network=flow"], True),
-        "full/alone+straggler": (["run.fidelity=full", 'faults.stragglers=[{"gpu": 200, "slowdown": 1.3}]'],
-                                 False),
+        "representative": ([], "auto"),
+        "full": (["run.fidelity=full"], "auto"),
+        "full/gpus": (["run.fidelity=full"], "gpus"),
+        "full/flow": (["run.fidelity=full", "run.network=flow"], "auto"),
+        "full/flow/gpus": (["run.fidelity=full", "run.network=flow"], "gpus"),
+        "representative+strag": ([straggler], "auto"),
+        "full+straggler": (["run.fidelity=full", straggler], "auto"),
+        "full/classes+strag": (["run.fidelity=full", straggler], "classes"),
     }
-    for name, (overrides, share) in cases.items():
-        print_case(name, run_case(overrides, share), raw)
+    for name, (overrides, units) in cases.items():
+        print_case(name, run_case(overrides, units), raw)
 
     gpu_counts = [128, 512, 2048, 16384] if args.quick else [128, 256, 512, 1024, 2048, 4096, 8192, 16384]
     mbs = [32, 120, 240] if args.quick else [32, 60, 120, 180, 240]
-    gpu_rows: dict[str, list[dict]] = {"representative": [], "full": [], "full/alone": []}
+    gpu_rows: dict[str, list[dict]] = {"representative": [], "full": [], "full/gpus": []}
     print("\nscaling with GPUs (dp grows; 120 micro-batches per pipeline)")
     header()
     for gpus in gpu_counts:
         for name in gpu_rows:
-            if name == "full/alone" and gpus > args.alone_max_gpus:
+            if name == "full/gpus" and gpus > args.gpus_max:
                 continue
             overrides = scaled(gpus) + ([] if name == "representative" else ["run.fidelity=full"])
-            row = run_case(overrides, share=name != "full/alone")
+            row = run_case(overrides, "gpus" if name == "full/gpus" else "auto")
             gpu_rows[name].append(row)
             print_case(name, row, raw)
-    mb_rows: dict[str, list[dict]] = {"representative": [], "full": [], "full/alone": []}
+    mb_rows: dict[str, list[dict]] = {"representative": [], "full": [], "full/gpus": []}
     print("\nscaling with micro-batches (2048 GPUs)")
     header()
     for m in mbs:
         for name in mb_rows:
             overrides = scaled(2048, m) + ([] if name == "representative" else ["run.fidelity=full"])
-            row = run_case(overrides, share=name != "full/alone")
+            row = run_case(overrides, "gpus" if name == "full/gpus" else "auto")
             mb_rows[name].append(row)
             print_case(name, row, raw)
     print("\ngrowth exponents of CPU time (1.0 = linear):")
     for name, rows in gpu_rows.items():
         print(f"  {name:<15} vs GPUs {rows[0]['gpus']}→{rows[-1]['gpus']}: {slope(rows, 'gpus'):.2f}; "
               f"vs micro-batches: {slope(mb_rows[name], 'micro_batches'):.2f}")
-    biggest = gpu_rows["full/alone"][-1]
+    biggest = gpu_rows["full/gpus"][-1]
     print(f"  at {biggest['gpus']} GPUs, every GPU its own unit: {dominant(biggest)} of CPU; "
           f"{biggest['waits']:,} stream waits on SimPy events for {biggest['events']:,} events")
     write_plot(args.html, gpu_rows, mb_rows)
