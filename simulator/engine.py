@@ -42,19 +42,18 @@ PAIR_FIRST = {Phase.F: 1.0, Phase.B: 2.0, Phase.W: 5.0}
 NUDGE = 0.01  # keeps a chain's positions strictly increasing
 
 
-@dataclass(slots=True)
-class Task:
-    """One segment on one stream. ``deps`` and ``done`` are signal ids (ints) the engine resolves per unit."""
+# A task is one segment on one stream, kept as a list in the order the runner reads it (lists are several
+# times cheaper to build than objects, and a step has tens of thousands of tasks):
+#   [label, duration_s, phase, micro_batch, stage, deps, done, group, stream]
+# ``deps`` and ``done`` are signal ids (ints) the engine resolves per unit; ``phase`` is "F", "B", "W", or
+# "opt"/"dp" for the tail; ``group`` the process group a collective meets over ("ep", "tp", "tail") or None.
+Task = list
+DEPS, DONE, STREAM = 5, 6, 8
 
-    label: str
-    stream: Stream
-    duration_s: float
-    deps: list
-    done: int
-    phase: str  # "F", "B", "W", or "opt"/"dp" for the tail
-    micro_batch: int = -1
-    stage: int = -1
-    group: str = ""  # process group a collective meets over ("ep", "tp", "tail"); "" for compute and sends
+
+def make_task(label: str, stream: Stream, duration_s: float, deps: list, done: int, phase: str,
+              micro_batch: int = -1, stage: int = -1, group: str | None = None) -> Task:
+    return [label, duration_s, phase, micro_batch, stage, deps, done, group, stream]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,22 +166,25 @@ class PipelineEngine:
 
     def _chain(self, step: Step, segments: tuple[Segment, ...], deps: list, done: int) -> list[Task]:
         """Tasks running ``segments`` one after another; the last completes ``done``."""
-        tasks, new_event, last = [], self._signal, len(segments) - 1
+        plain = self._plain(segments)
+        if not plain:  # an empty chunk still completes, once its inputs are there
+            return [make_task("empty", Stream.COMPUTE, 0.0, deps, done, step.phase.value, step.micro_batch,
+                              step.stage)]
+        tasks, last, first = [], len(plain) - 1, self._signals
+        self._signals += last  # signals of the chain's inner links
         mb, stage = step.micro_batch, step.stage
-        for i, (name, stream, duration_s, phase, group) in enumerate(self._plain(segments)):
-            event = done if i == last else new_event()
-            tasks.append(Task(name, stream, duration_s, deps, event, phase, mb, stage, group))
+        for i, (name, duration_s, phase, group, stream) in enumerate(plain):
+            event = done if i == last else first + i
+            tasks.append([name, duration_s, phase, mb, stage, deps, event, group, stream])
             deps = [event]
-        if not tasks:  # an empty chunk still completes, once its inputs are there
-            tasks.append(Task("empty", Stream.COMPUTE, 0.0, deps, done, step.phase.value, step.micro_batch,
-                              step.stage))
         return tasks
 
     def _plain(self, segments: tuple[Segment, ...]) -> list[tuple]:
-        """(name, stream, seconds, phase letter) of each segment, computed once per segment tuple."""
+        """(name, seconds, phase letter, group, stream) of each segment, computed once per segment tuple."""
         plain = self._plain_cache.get(id(segments))
         if plain is None:
-            plain = [(seg.name, seg.stream, seg.duration_s, seg.phase.value, seg.group) for seg in segments]
+            plain = [(seg.name, seg.duration_s, seg.phase.value, seg.group or None, seg.stream)
+                     for seg in segments]
             self._plain_cache[id(segments)] = plain
             self._keep_alive.append(segments)  # ids stay unique while the tuple lives
         return plain
@@ -206,7 +208,7 @@ class PipelineEngine:
         rank_of = self.schedule.rank_of
         if rank_of(step.micro_batch, target) == rank_of(step.micro_batch, step.stage):
             return None
-        return Task(f"send{step.phase.value}", Stream.COMM, self.send_s, [self._done(step)],
+        return make_task(f"send{step.phase.value}", Stream.COMM, self.send_s, [self._done(step)],
                     self._event(("sent", step.phase, step.micro_batch, step.stage)), step.phase.value,
                     step.micro_batch, step.stage)
 
@@ -255,7 +257,7 @@ class PipelineEngine:
                 key = (b_key[0], max(template if template is not None else b_key[1], b_key[1] + NUDGE / 2))
                 if previous is not None and key <= previous:
                     key = (previous[0], previous[1] + NUDGE)
-                task.deps = ([task.deps[0]] if previous is not None else []) + [b_task.done]
+                task[DEPS] = ([task[DEPS][0]] if previous is not None else []) + [b_task[DONE]]
                 keyed.append((key, 2, task))
                 previous = key
         keyed.sort(key=lambda item: (item[0], item[1]))
@@ -274,8 +276,8 @@ class PipelineEngine:
         tasks = []
         for (chunk, phase), seconds in zip(parts, times):
             done = self._done(chunk) if phase is chunk.phase else self._signal()
-            tasks.append(Task(phase.value, Stream.COMPUTE, seconds * scale, deps, done, phase.value,
-                              chunk.micro_batch, chunk.stage))
+            tasks.append(make_task(phase.value, Stream.COMPUTE, seconds * scale, deps, done, phase.value,
+                                   chunk.micro_batch, chunk.stage))
             deps = [done]
         sends = [self._send_task(c) for c in chunks]
         return tasks + [s for s in sends if s is not None]
@@ -290,24 +292,25 @@ class PipelineEngine:
                 tasks.append(send)
         compute, comm = self.queues[rank]
         for task in tasks:
-            (compute if task.stream is Stream.COMPUTE else comm).append(task)
+            (compute if task[STREAM] is Stream.COMPUTE else comm).append(task)
 
     def _submit_tail(self, rank: int) -> None:
-        last = [q[-1].done for q in self.queues[rank] if q]
+        last = [q[-1][DONE] for q in self.queues[rank] if q]
         tail, new = self.tail, self._signal
-        grads = Task("grad_reduce_scatter", Stream.COMM, tail.grad_sync_s, last, new(), "dp", group="tail")
-        opt = Task("optimizer", Stream.COMPUTE, tail.optimizer_s, [grads.done], new(), "opt")
-        params = Task("param_all_gather", Stream.COMM, tail.param_sync_s, [opt.done], new(), "dp", group="tail")
+        grads = make_task("grad_reduce_scatter", Stream.COMM, tail.grad_sync_s, last, new(), "dp", group="tail")
+        opt = make_task("optimizer", Stream.COMPUTE, tail.optimizer_s, [grads[DONE]], new(), "opt")
+        params = make_task("param_all_gather", Stream.COMM, tail.param_sync_s, [opt[DONE]], new(), "dp",
+                           group="tail")
         compute, comm = self.queues[rank]
         comm.extend((grads, params))
         compute.append(opt)
 
     def _compile(self) -> tuple[list[tuple[list, list]], list[int]]:
-        """Per rank and stream, task tuples (label, seconds, phase, mb, stage, deps, slot, group).
+        """Turns each rank's queues into what the runner reads, in place: ``deps`` become (producer's pipeline
+        rank, slot) pairs and ``done`` a slot, slots numbered per producing rank.
 
-        A dependency on an earlier task of the same stream is implied by the stream's order and dropped; the
-        others become (producer's pipeline rank, slot), slots numbered per producing rank, and only a task
-        something waits for gets a slot (−1 otherwise).
+        A dependency on an earlier task of the same stream is implied by the stream's order and dropped; only a
+        task something else waits for gets a slot (−1 otherwise).
         """
         n = self._signals
         # Signals are 0 … n−1: where each is produced (rank · 2 + stream, position), −1 when nothing does.
@@ -316,40 +319,34 @@ class PipelineEngine:
             for si, queue in enumerate(queues):
                 code = 2 * rank + si
                 for i, task in enumerate(queue):
-                    where[task.done] = code
-                    position[task.done] = i
+                    where[task[DONE]] = code
+                    position[task[DONE]] = i
         slots = [0] * self.schedule.pp
-        compiled: list[tuple[list, list]] = []
         for rank, queues in enumerate(self.queues):
-            pair: list[list] = []
             for si, queue in enumerate(queues):
-                specs = []
-                append, code = specs.append, 2 * rank + si
+                code = 2 * rank + si
                 for i, task in enumerate(queue):
                     deps = ()
-                    for dep in task.deps:
+                    for dep in task[DEPS]:
                         p_code = where[dep]
                         if p_code == code and position[dep] < i:
                             continue  # implied by the stream's order
                         if p_code < 0:
                             raise ScheduleError(f"schedule {self.schedule.name} deadlocked: rank {rank} "
-                                                f"{task.label} {task.phase}{task.micro_batch}@{task.stage} "
-                                                "waits for a chunk no rank runs")
+                                                f"{task[0]} {task[2]}{task[3]}@{task[4]} waits for a chunk no "
+                                                "rank runs")
                         p_rank = p_code >> 1
                         slot = slot_of[dep]
                         if slot < 0:
                             slot = slot_of[dep] = slots[p_rank]
                             slots[p_rank] += 1
                         deps += ((p_rank, slot),)
-                    append([task.label, task.duration_s, task.phase, task.micro_batch, task.stage, deps,
-                            task.done, task.group or None])
-                pair.append(specs)
-            compiled.append((pair[0], pair[1]))
-        for queues in compiled:
-            for specs in queues:
-                for spec in specs:
-                    spec[6] = slot_of[spec[6]]
-        return compiled, slots
+                    task[DEPS] = deps
+        for queues in self.queues:
+            for queue in queues:
+                for task in queue:
+                    task[DONE] = slot_of[task[DONE]]
+        return self.queues, slots
 
     def run(self) -> Timeline:
         programs = self.schedule.programs()

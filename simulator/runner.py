@@ -7,8 +7,8 @@ known yet (its producer has not got there), and a collective's members block unt
 collective then ends for all of them at the last arrival plus its duration (a rendezvous). So SimPy events are
 spent on waiting, not on every task.
 
-Task tuples: (label, seconds, phase, micro_batch, stage, deps, slot, group); ``deps`` are (producer's pipeline
-rank, slot) pairs; ``slot`` ≥ 0 where some other stream waits for the task.
+Tasks: [label, seconds, phase, micro_batch, stage, deps, slot, group, stream]; ``deps`` are (producer's
+pipeline rank, slot) pairs; ``slot`` ≥ 0 where some other stream waits for the task.
 
 Shared and representative units hold one time per signal. Block units hold a numpy vector per signal, one
 element per GPU: each GPU's streams are simulated separately, EP and TP collectives meet inside the block (the
@@ -73,7 +73,7 @@ class Runner:
         name = "compute" if si == 0 else "comm"
         scale = unit.slowdown if si == 0 else 1.0
         t = 0.0
-        for i, (label, duration_s, phase, mb, stage, deps, slot, group) in enumerate(specs):
+        for i, (label, duration_s, phase, mb, stage, deps, slot, group, _) in enumerate(specs):
             for p_rank, p_slot in deps:
                 source = peers[p_rank]
                 ready = source.done[p_slot]
@@ -131,7 +131,7 @@ class Runner:
         scale = unit.scale if si == 0 and any(s != 1.0 for s in spec.slowdowns) else None
         maximum = np.maximum
         t = np.zeros(size)
-        for i, (label, duration_s, phase, mb, stage, deps, slot, group) in enumerate(specs):
+        for i, (label, duration_s, phase, mb, stage, deps, slot, group, _) in enumerate(specs):
             for p_rank, p_slot in deps:
                 source = peers[p_rank]
                 ready = source.done[p_slot]
