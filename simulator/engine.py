@@ -129,6 +129,7 @@ class PipelineEngine:
         self._plain_cache: dict[int, list[tuple]] = {}
         self._keep_alive: list[tuple] = []
         self._fused: dict[int, tuple[Segment, ...]] = {}
+        self._pair_templates: dict[tuple, tuple[list, list]] = {}
 
     # Signals (ints) name task completions; named ones let a consumer refer to a producer built later (on
     # another rank). Each unit keeps its own completion time per signal.
@@ -213,19 +214,52 @@ class PipelineEngine:
                     step.micro_batch, step.stage)
 
     def _pair_tasks(self, step: Step) -> list[Task]:
-        """An overlapped pair's tasks (both chunks, the backward's W if fused, their sends) in issue order."""
+        """An overlapped pair's tasks (both chunks, the backward's W if fused, their sends) in issue order.
+
+        The order depends only on the two chunks' stages and phases, on which of them computes W and on which
+        sends cross ranks, so it is worked out once per such pair (:meth:`_pair_template`) and reused.
+        """
         chunks = [step, step.overlap]
         if self.pair_s is not None:
             return self._synthetic_pair(chunks)
-        keyed: list[tuple[tuple[int, float], int, Task]] = []
-        b_tasks: dict[tuple[int, str], tuple[tuple[int, float], Task]] = {}
-        b_units: dict[int, tuple[tuple[int, float], Task]] = {}
-        b_end: tuple[tuple[int, float], Task] | None = None
+        weight = next((i for i, c in enumerate(chunks) if self._fuses_weight(c)), None)
+        sends = [self._send_task(c) for c in chunks]
+        key = (chunks[0].stage, chunks[0].phase, chunks[1].stage, chunks[1].phase, weight,
+               sends[0] is not None, sends[1] is not None)
+        template = self._pair_templates.get(key)
+        if template is None:
+            template = self._pair_templates[key] = self._pair_template(chunks, weight, sends)
+        order, w_deps = template
+        parts = [self._chain(c, self._components(c.stage, c.phase), self._start_deps(c), self._done(c))
+                 for c in chunks]
+        if weight is not None:
+            w = chunks[weight]
+            w_tasks = self._chain(Step(w.micro_batch, w.stage, Phase.W), self._components(w.stage, Phase.W),
+                                  [self._done(w)], self._signal())
+            for task, (chained, (src, index)) in zip(w_tasks, w_deps):
+                task[DEPS] = ([task[DEPS][0]] if chained else []) + [parts[src][index][DONE]]
+            parts.append(w_tasks)
+        else:
+            parts.append([])
+        parts.extend([send] if send is not None else [] for send in sends)
+        return [parts[src][index] for src, index in order]
+
+    def _pair_template(self, chunks: list[Step], weight: int | None,
+                       sends: list) -> tuple[list[tuple[int, int]], list[tuple[bool, tuple[int, int]]]]:
+        """Issue order of an overlapped pair as (part, index) — parts 0 and 1 the chunks, 2 the fused W,
+        3 and 4 the chunks' sends — and, per W task, (follows the previous W task, the B task it needs).
+
+        Components go in the order of DeepSeek's profiler trace (``PAIR_ORDER``) layer by layer; each chunk
+        keeps its own order; a send follows its chunk's last component; W of a component follows its B.
+        """
+        keyed: list[tuple[tuple[int, float], int, tuple[int, int]]] = []
+        b_tasks: dict[tuple[int, str], tuple[tuple[int, float], tuple[int, int]]] = {}
+        b_units: dict[int, tuple[tuple[int, float], tuple[int, int]]] = {}
+        b_end = None
         for order, chunk in enumerate(chunks):
             segments = self._components(chunk.stage, chunk.phase)
-            tasks = self._chain(chunk, segments, self._start_deps(chunk), self._done(chunk))
             unit, layer, pos = -1, None, 0.0
-            for seg, task in zip(segments or (None,), tasks):
+            for index, seg in enumerate(segments or (None,)):
                 seg_layer = seg.layer if seg is not None else -1
                 template = PAIR_ORDER.get((chunk.phase, seg.component)) if seg is not None else None
                 if seg_layer != layer or unit < 0:
@@ -234,34 +268,31 @@ class PipelineEngine:
                 else:
                     pos = max(template if template is not None else pos, pos + NUDGE)
                 key = (unit, pos)
-                keyed.append((key, order, task))
+                keyed.append((key, order, (order, index)))
                 if chunk.phase is Phase.B and seg is not None:
-                    b_tasks[(seg_layer, seg.component)] = (key, task)
-                    b_units[seg_layer] = (key, task)
+                    b_tasks[(seg_layer, seg.component)] = (key, (order, index))
+                    b_units[seg_layer] = (key, (order, index))
             if chunk.phase is Phase.B:
-                b_end = (key, tasks[-1])
-            send = self._send_task(chunk)
-            if send is not None:
-                keyed.append(((key[0], key[1] + NUDGE / 10), order, send))
-        weight = next((c for c in chunks if self._fuses_weight(c)), None)
+                b_end = (key, (order, max(0, len(segments) - 1)))
+            if sends[order] is not None:
+                keyed.append(((key[0], key[1] + NUDGE / 10), order, (3 + order, 0)))
+        w_deps: list[tuple[bool, tuple[int, int]]] = []
         if weight is not None:
-            w_step = Step(weight.micro_batch, weight.stage, Phase.W)
-            segments = self._components(weight.stage, Phase.W)
-            tasks = self._chain(w_step, segments, [self._done(weight)], self._signal())
+            segments = self._components(chunks[weight].stage, Phase.W)
             previous = None
-            for seg, task in zip(segments or (None,), tasks):
+            for index, seg in enumerate(segments or (None,)):
                 # W of a component needs the B of the same component; without one, the B of its layer or all of B.
-                b_key, b_task = (b_tasks.get((seg.layer, seg.component)) or b_units.get(seg.layer) or b_end
-                                 if seg is not None else b_end)
+                b_key, b_ref = (b_tasks.get((seg.layer, seg.component)) or b_units.get(seg.layer) or b_end
+                                if seg is not None else b_end)
                 template = PAIR_ORDER.get((Phase.W, seg.component)) if seg is not None else None
                 key = (b_key[0], max(template if template is not None else b_key[1], b_key[1] + NUDGE / 2))
                 if previous is not None and key <= previous:
                     key = (previous[0], previous[1] + NUDGE)
-                task[DEPS] = ([task[DEPS][0]] if previous is not None else []) + [b_task[DONE]]
-                keyed.append((key, 2, task))
+                w_deps.append((previous is not None, b_ref))
+                keyed.append((key, 2, (2, index)))
                 previous = key
         keyed.sort(key=lambda item: (item[0], item[1]))
-        return [task for _, _, task in keyed]
+        return [ref for _, _, ref in keyed], w_deps
 
     def _components(self, stage: int, phase: Phase) -> tuple[Segment, ...]:
         price = self.prices[stage]
