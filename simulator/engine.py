@@ -1,9 +1,12 @@
 """The SimPy engine: GPUs with in-order streams executing a pipeline schedule's program.
 
-Each simulated GPU (a pipeline rank) has a compute stream and a communication stream, each a SimPy process
-that runs its queue of :class:`Task` in order, like a CUDA stream: a task starts when the stream is free and
-all its dependencies are done, then occupies the stream for its duration (seconds). Overlap between
-computation and communication is not typed in anywhere; it emerges from the two streams and the dependencies.
+Each simulated GPU has a compute stream and a communication stream that run their queues of tasks in order,
+like CUDA streams: a task starts when the stream is free and all its dependencies are done, then occupies the
+stream for its duration (seconds). Overlap between computation and communication is not typed in anywhere; it
+emerges from the two streams and the dependencies. The program of each pipeline rank is built and compiled
+once here and executed by :mod:`simulator.runner` for every unit of the GPU layout (:mod:`simulator.cohorts`):
+one per pipeline rank (representative fidelity) or every GPU (full fidelity), where EP/TP collectives and the
+DP synchronisation are rendezvous of their members.
 
 Dependencies a step gets: a chunk's segments run in order; F of stage s waits for F of stage s−1 to arrive;
 B of stage s waits for B of stage s+1 to arrive (on the last stage, for its own F); W waits for its B.
