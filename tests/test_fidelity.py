@@ -45,8 +45,13 @@ def step_times(scenario) -> tuple[float, float, float]:
     lambda: tiny_moe(),
     lambda: tiny_moe(**{"schedule": "dualpipe", "parallelism.global_batch": 128}),
     lambda: tiny_moe(**{"schedule": "zb-h1"}),
+    lambda: tiny_moe(**{"schedule": "interleaved", "parallelism.virtual_stages": 2,
+                        "parallelism.stage_layers": [1, 1, 1, 1]}),
+    lambda: tiny_moe(**{"schedule": "dualpipev", "parallelism.virtual_stages": 2,
+                        "parallelism.stage_layers": [1, 1, 1, 1]}),
     lambda: load_scenario(preset="deepseek-v2-lite-h800"),
-], ids=["tiny-dense-dp2", "tiny-dense-tp2", "tiny-moe-1f1b", "tiny-moe-dualpipe", "tiny-moe-zbh1", "deepseek-v2-lite"])
+], ids=["tiny-dense-dp2", "tiny-dense-tp2", "tiny-moe-1f1b", "tiny-moe-dualpipe", "tiny-moe-zbh1",
+        "tiny-moe-interleaved", "tiny-moe-dualpipev", "deepseek-v2-lite"])
 def test_full_and_representative_agree_on_balanced_scenarios(make):
     rep, shared, alone = step_times(make())
     assert shared == pytest.approx(rep, rel=0.01)
