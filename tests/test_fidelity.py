@@ -8,7 +8,7 @@ from simulator.cli import app
 from simulator.cohorts import GpuLayout, UnitSpec, equivalence_classes, full_layout
 from simulator.engine import PipelineEngine, TailSpec
 from simulator.pricing import Segment, StagePrice
-from simulator.schedules import get_schedule
+from simulator.schedules import Schedule, ScheduleError, Step, get_schedule
 from simulator.simulate import simulate
 from tests.conftest import tiny_dense
 from workloads.loader import load_scenario
@@ -177,3 +177,23 @@ def test_cli_simulate_full_fidelity(runner):
     assert "full fidelity" in result.output
     bad = runner.invoke(app, ["simulate", "--preset", "deepseek-v2-lite-h800", "--set", "run.fidelity=every"])
     assert bad.exit_code == 2 and "run.fidelity" in bad.output
+
+
+class _BackwardFirst(Schedule):
+    """A broken program: the last rank issues its backward before the forward it needs."""
+
+    name = "backward-first"
+
+    def programs(self):
+        return [[Step(0, 0, Phase.F), Step(0, 0, Phase.B)], [Step(0, 1, Phase.B), Step(0, 1, Phase.F)]]
+
+
+def test_a_program_that_cannot_finish_is_reported_as_a_deadlock_in_both_fidelities():
+    price = StagePrice({p: (Segment(p.value, Stream.COMPUTE, 1.0, p),) for p in Phase}, 0.0, 0.0, 1.0)
+    groups = {"ep": (0, 1), "tp": (0, 1), "tail": (0, 1)}
+    layout = GpuLayout(4, 2, [UnitSpec(r, (2 * r + i,), (1.0,), [i, 2 + i],
+                                       {**groups, "tail": (r, 2)}, [(0, 2 * r + i)])
+                              for r in range(2) for i in range(2)], 4, {0: 1, 1: 1, 2: 1, 3: 1}, 2)
+    for kwargs in ({}, {"layout": layout}):
+        with pytest.raises(ScheduleError, match=r"deadlocked: (rank|GPU) \d.* stuck at B B0@\d \(\d+/\d+ tasks"):
+            PipelineEngine(_BackwardFirst(2, 1), [price, price], 0.0, NO_TAIL, **kwargs).run()
