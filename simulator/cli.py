@@ -29,11 +29,14 @@ SCENARIO_ARG = typer.Argument(None, help="Scenario file (YAML or JSON). Default:
 PRESET_OPT = typer.Option(None, "--preset", "-p", help="Built-in preset name (default deepseek-v3-h800).")
 SET_OPT = typer.Option(None, "--set", "-s", help="Override a field: --set parallelism.pp=8 (repeatable).")
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON.")
+SAMPLES_OPT = typer.Option(None, "--samples", min=1, max=10_000,
+                           help="Also simulate N jittered samples (kernel times, routing) for p50/p95 step time.")
 PROFILE_OPT = typer.Option(None, "--profile", help="Calibration profile: built-in name (h800) or a JSON file.")
 TIMELINE_OPT = typer.Option(False, "--timeline", help="With --json: include the timeline and the scenario "
                                                      "(input for moesim report).")
 REPORT_OPT = typer.Option(None, "--report", help="Also write an interactive HTML report to this file.")
-FORCE_OPT = typer.Option(False, "--force", help="Overwrite the --report file if it exists.")
+TRACE_OUT_OPT = typer.Option(None, "--trace", help="Write the simulated timeline as Chrome-trace JSON (Perfetto).")
+FORCE_OPT = typer.Option(False, "--force", help="Overwrite an existing --report or --trace file.")
 
 
 def fail(message: str) -> None:
@@ -47,18 +50,26 @@ def fail(message: str) -> None:
 def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRESET_OPT,
              set_: Optional[list[str]] = SET_OPT, as_json: bool = JSON_OPT,
              profile: Optional[str] = PROFILE_OPT, timeline: bool = TIMELINE_OPT,
-             report: Optional[str] = REPORT_OPT, force: bool = FORCE_OPT) -> None:
+             report: Optional[str] = REPORT_OPT, trace: Optional[str] = TRACE_OUT_OPT,
+             force: bool = FORCE_OPT, samples: Optional[int] = SAMPLES_OPT) -> None:
     """Simulate one training step and report step time, throughput, MFU, per-stage breakdown and memory."""
     from calibration.profile import load_profile
     from simulator.report import result_payload, write_report
+    from simulator.export import check_trace_target, write_chrome_trace
     from simulator.simulate import simulate as run_simulation
 
     if report and os.path.exists(report) and not force:
         fail(f"--report {report} exists; pass --force to overwrite it")
     try:
-        sc = load_scenario(scenario, preset, set_ or [])
+        sc = load_scenario(scenario, preset, (set_ or []) + ([f"run.samples={samples}"] if samples else []))
+        if trace:
+            check_trace_target(trace, force)
         prof = load_profile(profile)
-        result = run_simulation(sc, prof, keep_timeline=timeline or bool(report))
+        result = run_simulation(sc, prof, keep_timeline=timeline or bool(report) or bool(trace))
+        if sc.run.samples > 1:
+            result.samples = sample_with_progress(sc, prof, as_json)
+        if trace:
+            write_chrome_trace(result.timeline, trace, force, sc.name, sc.cluster.gpu)
     except INPUT_ERRORS as err:
         fail(str(err))
     except (OSError, ValueError, KeyError) as err:  # an unreadable or invalid profile file
@@ -76,6 +87,18 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
         console.print(f"wrote {report}", highlight=False)
 
 
+def sample_with_progress(scenario, profile, quiet: bool) -> dict:
+    """Run the jittered samples behind a progress bar (on stderr, so --json stays clean)."""
+    from rich.progress import Progress
+
+    from simulator.uncertainty import sample_step_times
+
+    with Progress(console=Console(stderr=True), transient=True, disable=quiet) as bar:
+        task = bar.add_task(f"{scenario.run.samples} samples", total=scenario.run.samples)
+        stats = sample_step_times(scenario, profile, progress=lambda: bar.advance(task))
+    return stats.to_dict()
+
+
 def print_result(result, scenario) -> None:
     par = scenario.parallelism
     console.print(f"[bold]{scenario.model.name}[/] on {result.gpus} × {scenario.cluster.gpu.name} — "
@@ -86,6 +109,8 @@ def print_result(result, scenario) -> None:
     head.add_column(justify="right")
     rows = [
         ("step time", f"{result.step_time_s:.3f} s"),
+        *([(f"step time over {result.samples['samples']} samples (p50 | p95)",
+            f"{result.samples['p50_s']:.3f} | {result.samples['p95_s']:.3f} s")] if result.samples else []),
         ("tokens / s", f"{result.tokens_per_s:,.0f}"),
         ("TFLOPS / GPU (causal | non-causal)",
          f"{result.tflops_per_gpu_causal:.1f} | {result.tflops_per_gpu_noncausal:.1f}"),
@@ -163,11 +188,27 @@ _load_commands()
 
 
 def main() -> None:
+    """The console script: every usage or input error is one line on stderr with exit code 2."""
+    try:  # recent typer vendors its own click
+        from typer._click import exceptions as click
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click import exceptions as click
+
     try:
-        app()
+        rc = app(standalone_mode=False)
+    except click.NoArgsIsHelpError:
+        rc = 0
+    except click.UsageError as err:  # a bad flag or value, as click words it, on one line
+        hint = f" (see moesim {err.ctx.command_path.partition(' ')[2]} --help)".replace("  ", " ") if err.ctx else ""
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(one_line(err.format_message()))}{escape(hint)}",
+                                   highlight=False, soft_wrap=True)
+        rc = 2
+    except typer.Abort:
+        rc = 130
     except INPUT_ERRORS as err:  # raised outside a command's own handling
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        rc = 2
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ stream merge into one segment, so the engine schedules few, coarse events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from calibration.cost_model import CostModel
+from workloads.ep_load import scenario_ep_load
 from workloads.model import StageWork
-from workloads.ops import Chunk, Phase, Stream
+from workloads.ops import Chunk, Component, Kind, Op, Phase, Stream
 from workloads.scenario import Scenario
 
 
@@ -63,15 +64,26 @@ def _wider(a: str, b: str) -> str:
 class Pricer:
     """Prices chunks for one scenario with a cost model (compute) and a network model (comm)."""
 
-    def __init__(self, scenario: Scenario, cost_model: CostModel, network):
+    def __init__(self, scenario: Scenario, cost_model: CostModel, network, stage_rank=None):
         self.cost_model = cost_model
         self.network = network
         self.compute_sms = scenario.cluster.gpu.sms - scenario.training.comm_sms
+        self.stage_rank = stage_rank  # stage -> the pipeline rank whose GPUs run its communication
+        self._rank = 0
+        load = scenario_ep_load(scenario) if scenario.model.moe is not None else None
+        # The busiest GPU's expert rows relative to the mean: its grouped GEMMs set the MoE layer's pace.
+        self.expert_rows_factor = load.gemm_factor if load is not None else 1.0
 
     def op_time_s(self, op) -> float:
         if op.comm is not None:
-            return self.network.comm_time_s(op.comm)
+            return self.network.comm_time_s(op.comm, self._rank)
+        if op.kind is Kind.GROUPED_GEMM and self.expert_rows_factor != 1.0:
+            op = busiest_gpu_op(op, self.expert_rows_factor)
         return self.cost_model.op_time_s(op, self.compute_sms)
+
+    def component_time_s(self, component: Component) -> float:
+        """Seconds for one component (its ops back to back on its stream)."""
+        return sum(self.op_time_s(op) for op in component.ops)
 
     def component_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
         """One segment per non-empty component, in execution order."""
@@ -79,7 +91,7 @@ class Pricer:
         for component in chunk.components:
             if not component.ops:
                 continue
-            seconds = sum(self.op_time_s(op) for op in component.ops)
+            seconds = self.component_time_s(component)
             label = f"{component.name}{component.layer}" if component.layer >= 0 else component.name
             group = next((op.comm.group for op in component.ops if op.comm is not None), "")
             segments.append(Segment(label, component.stream, seconds, chunk.phase, component.name,
@@ -103,8 +115,18 @@ class Pricer:
         return self.merge_segments(self.component_segments(chunk))
 
     def price_stage(self, stage: StageWork) -> StagePrice:
+        self._rank = self.stage_rank(stage.stage) if self.stage_rank else 0
         components = {phase: self.component_segments(stage.chunk(phase)) for phase in Phase}
         segments = {phase: self.merge_segments(c) for phase, c in components.items()}
         ops = [op for phase in Phase for op in stage.chunk(phase).ops()]
         return StagePrice(segments, sum(o.model_flops for o in ops), sum(o.model_flops_noncausal for o in ops),
                           stage.forward.activation_bytes, components)
+
+
+def busiest_gpu_op(op: Op, factor: float) -> Op:
+    """The routed-expert grouped GEMM ``op`` as the busiest GPU runs it: ``factor`` × the mean token rows.
+    The token dimension is m in F (g, m, n, k) and B (g, m, k, n), and the reduction k in W (g, k, n, m)."""
+    shape = list(op.shape)
+    token_axis = 3 if op.phase is Phase.W else 1
+    shape[token_axis] = max(1, round(shape[token_axis] * factor))
+    return replace(op, shape=tuple(shape), flops=op.flops * factor, bytes=op.bytes * factor)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from calibration.cost_model import CostModel
 from calibration.profile import Profile, load_profile
@@ -67,6 +68,7 @@ class Result:
     sim_wall_s: float
     events: int
     timeline: Timeline | None = field(default=None, repr=False)
+    samples: dict | None = None  # with run.samples > 1: the jittered step times (simulator/uncertainty.py)
     fidelity: str = "representative"
     simulated_units: int = 0  # GPUs (or classes of identical GPUs) the engine ran: pp when representative
 
@@ -77,18 +79,18 @@ class Result:
 
 
 def tail_spec(scenario: Scenario, network: AnalyticNetwork, cost_model: CostModel, dense: float,
-              expert: float) -> TailSpec:
-    """Gradient sync, optimizer step and parameter sync of one rank holding these parameters."""
+              expert: float, rank: int = 0) -> TailSpec:
+    """Gradient sync, optimizer step and parameter sync of pipeline rank ``rank`` holding these parameters."""
     tr, par = scenario.training, scenario.parallelism
     grad_b, weight_b = DTYPE_BYTES[tr.grad_dtype], DTYPE_BYTES[tr.weight_dtype]
     zero = par.zero_stage >= 1
     reduce = Pattern.REDUCE_SCATTER if zero else Pattern.ALL_REDUCE
-    grad_s = network.comm_time_s(Comm(reduce, "dp", dense * grad_b))
-    grad_s += network.comm_time_s(Comm(reduce, "edp", expert * grad_b))
+    grad_s = network.comm_time_s(Comm(reduce, "dp", dense * grad_b), rank)
+    grad_s += network.comm_time_s(Comm(reduce, "edp", expert * grad_b), rank)
     param_s = 0.0
     if zero:
-        param_s = network.comm_time_s(Comm(Pattern.ALL_GATHER, "dp", dense * weight_b))
-        param_s += network.comm_time_s(Comm(Pattern.ALL_GATHER, "edp", expert * weight_b))
+        param_s = network.comm_time_s(Comm(Pattern.ALL_GATHER, "dp", dense * weight_b), rank)
+        param_s += network.comm_time_s(Comm(Pattern.ALL_GATHER, "edp", expert * weight_b), rank)
     # AdamW on this rank's shard: read master, gradient and both moments; write master, moments, weights.
     shard = dense + expert
     if zero:
@@ -100,21 +102,28 @@ def tail_spec(scenario: Scenario, network: AnalyticNetwork, cost_model: CostMode
 
 
 def make_network(scenario: Scenario):
-    """The network model ``run.network`` names: closed-form ``analytic``, or ``flow`` on the cluster graph."""
-    if scenario.run.network == "flow":
+    """The network model ``run.network`` names: closed-form ``analytic``, or ``flow`` on the cluster graph.
+
+    Link or switch faults need routes, so with ``faults.links`` even ``analytic`` is priced on the graph.
+    """
+    if scenario.run.network == "flow" or scenario.faults.links:
         from simulator.network.scenario_network import ScenarioNetwork
-        return ScenarioNetwork(scenario, "flow")
+        return ScenarioNetwork(scenario, scenario.run.network)
     return AnalyticNetwork(scenario)
 
 
 def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: bool = False,
-             check_memory: bool | None = None, full_units: str = "auto") -> Result:
+             check_memory: bool | None = None, pricer_factory: Callable[..., Pricer] | None = None,
+             full_units: str = "auto") -> Result:
     """Simulate one training step of ``scenario`` at its ``run.fidelity``.
 
     ``representative``: one simulated rank per pipeline rank. ``full``: every GPU, with collectives as
     rendezvous of their members and stragglers on their own GPU. ``full_units`` (see
     :func:`simulator.cohorts.full_layout`): ``classes`` runs GPUs that provably behave alike once, ``gpus``
     runs each GPU on its own (same result; for checks and benchmarks), ``auto`` whichever is fewer units.
+
+    ``pricer_factory(scenario, cost_model, network, stage_rank)`` replaces the :class:`Pricer` that prices each
+    stage's components (trace replay injects measured per-layer costs this way).
 
     Raises :class:`~simulator.schedules.ScheduleError` for a layout the schedule cannot run and, when
     ``check_memory`` (default: the scenario's ``run.check_memory``), :class:`~simulator.memory.MemoryLayoutError`
@@ -124,9 +133,9 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     profile = profile or load_profile(None)
     cost_model = CostModel(profile, scenario.cluster.gpu)
     network = make_network(scenario)
-    pricer = Pricer(scenario, cost_model, network)
     par = scenario.parallelism
     schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)
+    pricer = (pricer_factory or Pricer)(scenario, cost_model, network, schedule.stage_rank)
     stages = build_stages(scenario)
     prices: list[StagePrice] = [pricer.price_stage(s) for s in stages]
 
@@ -134,7 +143,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     rank_params = [[sum(stages[s].dense_params for s in schedule.rank_stages(rank)),
                     sum(stages[s].expert_params for s in schedule.rank_stages(rank))] for rank in range(par.pp)]
     # Every rank's tail is priced on its own parameters, but the step ends with the slowest.
-    tails = [tail_spec(scenario, network, cost_model, d, e) for d, e in rank_params]
+    tails = [tail_spec(scenario, network, cost_model, d, e, rank) for rank, (d, e) in enumerate(rank_params)]
     tail = max(tails, key=lambda t: t.grad_sync_s + t.optimizer_s + t.param_sync_s)
     send_bytes = par.micro_batch_size * par.seq_len // par.cp * scenario.model.hidden * DTYPE_BYTES["bf16"] / par.tp
     send_s = network.comm_time_s(Comm(Pattern.SEND_RECV, "pp", send_bytes))

@@ -52,3 +52,39 @@ def test_simulate_reports_days_with_failures():
     r = simulate(tiny_dense(**{"faults.reliability.restart_s": 600.0}))
     assert r.training_days_with_failures > r.training_days
     assert r.reliability["goodput"] == pytest.approx(r.training_days / r.training_days_with_failures)
+
+
+def ep_across_nodes(*extra):
+    """DeepSeek-V2-Lite with its 16 GPUs in one EP group over 2 nodes: dispatch and combine cross the NICs."""
+    from workloads.loader import load_scenario
+    return load_scenario(preset="deepseek-v2-lite-h800", overrides=[
+        "parallelism.pp=1", "parallelism.dp=16", "parallelism.ep=16", "parallelism.stage_layers=null",
+        "parallelism.micro_batch_size=1", "parallelism.global_batch=32", *extra])
+
+
+def test_a_degraded_nic_cable_slows_the_step_and_a_worse_one_more():
+    base = simulate(ep_across_nodes()).step_time_s
+    half = simulate(ep_across_nodes("faults.links=[{link: [n0.nic0, p0.leaf0], bandwidth_factor: 0.5}]"))
+    quarter = simulate(ep_across_nodes("faults.links=[{link: [n0.nic0, p0.leaf0], bandwidth_factor: 0.25}]"))
+    assert base < half.step_time_s < quarter.step_time_s
+
+
+def test_a_failed_cable_is_routed_around_not_fatal():
+    base = simulate(ep_across_nodes()).step_time_s
+    failed = simulate(ep_across_nodes("faults.links=[{link: [n0.nic0, p0.leaf0]}]")).step_time_s
+    assert failed >= base  # cross-plane traffic now detours over NVLink to another NIC of the node
+
+
+def test_an_unreachable_group_is_a_clear_error():
+    from workloads.errors import ScenarioError
+    leaves = ", ".join(f"{{switch: p{p}.leaf0}}" for p in range(8))
+    with pytest.raises(ScenarioError, match=r"faults.links: no route .* cannot communicate"):
+        simulate(ep_across_nodes(f"faults.links=[{leaves}]"))
+    with pytest.raises(ScenarioError, match=r"no switch 'p9.spine0'"):
+        simulate(ep_across_nodes("faults.links=[{switch: p9.spine0}]"))
+
+
+def test_a_link_fault_needs_exactly_one_target():
+    from workloads.errors import ScenarioError
+    with pytest.raises(ScenarioError, match="exactly one of link"):
+        ep_across_nodes("faults.links=[{link: [n0.nic0, p0.leaf0], switch: p0.leaf0}]")

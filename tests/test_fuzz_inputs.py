@@ -88,3 +88,68 @@ def test_cli_set_never_tracebacks(item):
     assert result.exception is None or isinstance(result.exception, SystemExit)
     if result.exit_code == 2:
         assert "Traceback" not in result.output
+
+
+def test_write_atomic_refuses_to_overwrite_and_leaves_no_temp_files(tmp_path):
+    import pytest
+
+    from workloads.files import write_atomic
+    target = tmp_path / "out.json"
+    write_atomic(target, "first")
+    with pytest.raises(ScenarioError, match="exists; pass --force"):
+        write_atomic(target, "second")
+    assert target.read_text() == "first"
+    write_atomic(target, "second", force=True)
+    assert target.read_text() == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    with pytest.raises(ScenarioError, match="does not exist"):
+        write_atomic(tmp_path / "missing" / "x.json", "x")
+
+
+def test_an_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+    import os
+
+    import pytest
+
+    from workloads import files
+    target = tmp_path / "profile.json"
+    target.write_text("old")
+
+    def crash(*_):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        files.write_atomic(target, "new", force=True)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["profile.json"]
+
+
+events = st.dictionaries(st.sampled_from(["ph", "cat", "name", "ts", "dur", "pid", "tid", "args", "id"]),
+                         st.one_of(scalars, st.sampled_from(["kernel", "X", "user_annotation", "ac2g", "s", "f"]),
+                                   st.dictionaries(st.sampled_from(["stream", "grid", "correlation"]), scalars,
+                                                   max_size=3)),
+                         max_size=9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.one_of(values, st.fixed_dictionaries({"traceEvents": st.lists(events, max_size=8)})))
+def test_any_trace_is_read_or_refused_in_one_line(data):
+    """The Kineto importer and the summary on arbitrary JSON: a summary or a one-line error, nothing else."""
+    from workloads.traces.kineto import parse_trace
+    from workloads.traces.summary import summarize
+    try:
+        summarize(parse_trace(data, "fuzz.json"))
+    except ScenarioError as err:
+        assert one_line(err)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=200))
+def test_any_trace_file_text_is_read_or_refused_in_one_line(tmp_path, text):
+    from workloads.traces.kineto import load_trace
+    path = tmp_path / "fuzz.json"
+    path.write_text(text)
+    try:
+        load_trace(path)
+    except ScenarioError as err:
+        assert one_line(err)

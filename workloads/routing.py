@@ -1,33 +1,176 @@
-"""Routing models: which experts each token picks, and what that means for the EP all-to-all.
+"""Routing models: which experts each token picks, registered by name, and what that means for the EP all-to-all.
 
-``balanced`` samples a DeepSeek-style gate with independent uniform affinities: group-limited routing keeps
-the ``groups_per_token`` groups with the highest sum of their two best affinities, then the top-k experts
-inside them. Balanced in expectation, with the real node-limited structure.
+A routing model returns expert ids of shape (layers, tokens, top_k). Registered models:
+
+- ``balanced``: a DeepSeek-style gate over independent uniform affinities: group-limited routing keeps the
+  ``groups_per_token`` groups with the highest sum of their two best affinities, then the top-k experts inside
+  them. Balanced in expectation, with the real node-limited structure; its per-expert loads are taken as
+  exactly equal (as in DeepSeek's profiling runs, where routing was forced to perfect balance).
+- ``zipf``: expert popularity ∝ 1 / rank^zipf_alpha (ranks shuffled over experts by the seed); each token draws
+  its top-k without replacement in proportion (Gumbel top-k), under the same group limit. alpha 0 is balanced.
+- ``gate``: a torch MoE gate (see :mod:`workloads.gate`) with the model's gating (sigmoid or softmax,
+  group-limited top-k) applied to sampled hidden states.
+- ``file``: expert ids loaded from a file (see :func:`load_routing_file`).
+
+:mod:`workloads.ep_load` turns the ids into per-GPU-pair traffic and per-expert token counts.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from workloads.errors import ScenarioError
+
 SAMPLE_TOKENS = 4096
+# Tokens sampled per layer for skewed models: 16384 tokens × 8 picks over 256 experts is 512 picks per
+# expert on average, so sampling noise (~4% per expert, ~2% per GPU of 4 experts) stays below the skews studied.
+SKEW_SAMPLE_TOKENS = 16384
+MAX_ROUTING_FILE_BYTES = 512_000_000
 
 
-def sample_balanced(experts: int, top_k: int, groups: int, groups_per_token: int, tokens: int,
-                    seed: int) -> np.ndarray:
-    """Expert ids, shape (tokens, top_k), from a group-limited top-k gate over uniform random affinities."""
-    rng = np.random.default_rng(seed)
-    scores = rng.random((tokens, experts))
+@dataclass(frozen=True)
+class RoutingInputs:
+    """What a routing model needs: the MoE shape, the routing options and a seed."""
+
+    experts: int
+    top_k: int
+    groups: int
+    groups_per_token: int
+    gating: str
+    hidden: int
+    zipf_alpha: float = 1.0
+    file: str | None = None
+    gate_weights: str | None = None
+    seed: int = 0
+
+
+ROUTING_MODELS: dict[str, Callable[[RoutingInputs, int], np.ndarray]] = {}
+
+
+def register_routing(name: str):
+    """Register ``fn(inputs, tokens) -> ids (layers, tokens, top_k)`` as routing model ``name``."""
+    def wrap(fn):
+        ROUTING_MODELS[name] = fn
+        return fn
+    return wrap
+
+
+def routing_names() -> list[str]:
+    return sorted(ROUTING_MODELS)
+
+
+def sample_routing(name: str, inputs: RoutingInputs, tokens: int = SKEW_SAMPLE_TOKENS) -> np.ndarray:
+    """Expert ids (layers, tokens, top_k) from routing model ``name``."""
+    if name not in ROUTING_MODELS:
+        raise ScenarioError(f"routing.name: unknown routing model {name!r}; known: {', '.join(routing_names())}")
+    return ROUTING_MODELS[name](inputs, tokens)
+
+
+def group_limited_topk(scores: np.ndarray, top_k: int, groups: int, groups_per_token: int) -> np.ndarray:
+    """Top-k expert ids per row of ``scores`` (tokens, experts) inside the best ``groups_per_token`` groups,
+    a group's score being the sum of its two best scores (DeepSeek-V3's node-limited routing)."""
+    tokens, experts = scores.shape
     if groups > 1 and groups_per_token < groups:
         per_group = scores.reshape(tokens, groups, experts // groups)
         best_two = np.sort(per_group, axis=2)[:, :, -min(2, experts // groups):].sum(axis=2)
         kept = np.argsort(-best_two, axis=1)[:, :groups_per_token]
         mask = np.zeros((tokens, groups), dtype=bool)
         np.put_along_axis(mask, kept, True, axis=1)
-        scores = np.where(np.repeat(mask, experts // groups, axis=1), scores, -1.0)
-    return np.argsort(-scores, axis=1)[:, :top_k]
+        scores = np.where(np.repeat(mask, experts // groups, axis=1), scores, -np.inf)
+    return np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+
+
+def sample_balanced(experts: int, top_k: int, groups: int, groups_per_token: int, tokens: int,
+                    seed: int) -> np.ndarray:
+    """Expert ids, shape (tokens, top_k), from a group-limited top-k gate over uniform random affinities."""
+    rng = np.random.default_rng(seed)
+    return group_limited_topk(rng.random((tokens, experts)), top_k, groups, groups_per_token)
+
+
+@register_routing("balanced")
+def _balanced(inputs: RoutingInputs, tokens: int) -> np.ndarray:
+    ids = sample_balanced(inputs.experts, inputs.top_k, inputs.groups, inputs.groups_per_token,
+                          min(tokens, SAMPLE_TOKENS), inputs.seed)
+    return ids[None]
+
+
+def zipf_popularity(experts: int, alpha: float, seed: int) -> np.ndarray:
+    """Each expert's share of picks ∝ 1/rank^alpha, ranks shuffled over expert ids by ``seed``."""
+    weights = 1.0 / np.arange(1, experts + 1, dtype=float) ** alpha
+    rng = np.random.default_rng(seed + 1)
+    return (weights / weights.sum())[rng.permutation(experts)]
+
+
+@register_routing("zipf")
+def _zipf(inputs: RoutingInputs, tokens: int) -> np.ndarray:
+    p = zipf_popularity(inputs.experts, inputs.zipf_alpha, inputs.seed)
+    rng = np.random.default_rng(inputs.seed)
+    # Gumbel top-k: the k largest of log p + Gumbel noise are a draw without replacement ∝ p.
+    scores = np.log(p)[None, :] + rng.gumbel(size=(tokens, inputs.experts))
+    return group_limited_topk(scores, inputs.top_k, inputs.groups, inputs.groups_per_token)[None]
+
+
+@register_routing("gate")
+def _gate(inputs: RoutingInputs, tokens: int) -> np.ndarray:
+    from workloads.gate import sample_gate  # torch is an optional extra; import it only when asked
+    return sample_gate(inputs, tokens)[None]
+
+
+@register_routing("file")
+def _file(inputs: RoutingInputs, tokens: int) -> np.ndarray:
+    if not inputs.file:
+        raise ScenarioError("routing.file: the file routing model needs routing.file (a .npy, .npz or .json)")
+    return load_routing_file(inputs.file, inputs.experts, inputs.top_k)
+
+
+def load_routing_file(path: str | Path, experts: int, top_k: int) -> np.ndarray:
+    """Expert ids (layers, tokens, top_k) from a file of ids indexed [token][layer][k].
+
+    ``.npy``: an integer array (tokens, layers, top_k) (or (tokens, layers) when top_k is 1); ``.npz``: the
+    same under key ``expert_ids``; ``.json``: ``{"expert_ids": [[[...]]]}`` or the bare nested list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(f"routing.file: {str(path)!r} not found")
+    size = path.stat().st_size
+    if size > MAX_ROUTING_FILE_BYTES:
+        raise ScenarioError(f"routing.file: {str(path)!r} is {size:,} bytes; the limit is "
+                            f"{MAX_ROUTING_FILE_BYTES:,} (MAX_ROUTING_FILE_BYTES); sample fewer tokens")
+    try:
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+            data = data.get("expert_ids") if isinstance(data, dict) else data
+            ids = np.asarray(data)
+        elif path.suffix == ".npz":
+            with np.load(path) as archive:
+                if "expert_ids" not in archive:
+                    raise ScenarioError(f"routing.file: {path} has no array named 'expert_ids'")
+                ids = archive["expert_ids"]
+        else:
+            ids = np.load(path, allow_pickle=False)
+    except ScenarioError:
+        raise
+    except (OSError, ValueError, json.JSONDecodeError) as err:
+        raise ScenarioError(f"routing.file: cannot read {path}: {str(err).splitlines()[0]}") from None
+    if ids.ndim == 2 and top_k == 1:
+        ids = ids[:, :, None]
+    if ids.ndim != 3 or not np.issubdtype(ids.dtype, np.integer):
+        raise ScenarioError(f"routing.file: {path} must hold integer expert ids shaped (tokens, layers, top_k); "
+                            f"got {ids.dtype} {tuple(ids.shape)}")
+    if ids.shape[2] != top_k:
+        raise ScenarioError(f"routing.file: {path} has {ids.shape[2]} experts per token; model.moe.top_k is {top_k}")
+    if ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise ScenarioError(f"routing.file: {path} holds no tokens")
+    if ids.min() < 0 or ids.max() >= experts:
+        raise ScenarioError(f"routing.file: {path} has expert ids outside 0..{experts - 1} "
+                            f"(min {ids.min()}, max {ids.max()})")
+    return np.ascontiguousarray(ids.transpose(1, 0, 2))
 
 
 @dataclass(frozen=True)
@@ -37,11 +180,15 @@ class EpTraffic:
     ``ib_nodes``: remote nodes a token crosses InfiniBand to (once each, to the same-index GPU).
     ``nvl_copies``: NVLink forwards per token (to each distinct expert GPU other than the arrival GPU).
     ``max_gpu_share``: the busiest GPU's share of received token copies relative to the mean (1 = balanced).
+    ``ib_link_factor`` / ``nvl_link_factor``: the busiest InfiniBand / NVLink link's load relative to the
+    mean (1 = balanced): in representative mode the busiest link sets the all-to-all's pace.
     """
 
     ib_nodes: float
     nvl_copies: float
     max_gpu_share: float
+    ib_link_factor: float = 1.0
+    nvl_link_factor: float = 1.0
 
 
 def ep_traffic(expert_ids: np.ndarray, experts: int, ep: int, gpus_per_node: int) -> EpTraffic:

@@ -219,9 +219,55 @@ class Reliability(_Strict):
     restart_s: NonNegFloat = 0.0  # rescheduling + reloading; not published for these runs, so 0 unless given
 
 
+class LinkFault(_Strict):
+    """A failed (``bandwidth_factor`` 0) or degraded cable or switch, named as in the cluster graph.
+
+    ``link`` is a cable's two ends (e.g. ``[n3.nic0, p0.leaf1]``); ``switch`` a switch (e.g. ``p0.spine2``).
+    Names are those ``moesim topology describe`` and ``moesim topology route`` print.
+    """
+
+    link: list[str] | None = None
+    switch: str | None = None
+    bandwidth_factor: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if (self.link is None) == (self.switch is None):
+            raise ValueError("give exactly one of link: [u, v] or switch: NAME")
+        if self.link is not None and len(self.link) != 2:
+            raise ValueError(f"link must name two ends, got {len(self.link)}")
+        return self
+
+
 class Faults(_Strict):
     stragglers: list[Straggler] = []
+    links: list[LinkFault] = []
     reliability: Reliability = Reliability()
+
+
+class Routing(_Strict):
+    """How tokens choose experts: a routing model by name (``workloads/routing.py``) and its options.
+
+    ``zipf_alpha`` skews the ``zipf`` model (0 = balanced); ``file`` feeds the ``file`` model expert ids
+    (tokens × layers × top_k); ``gate_weights`` optionally loads the ``gate`` model's (experts × hidden)
+    matrix; ``redundant_experts`` extra copies of the hottest experts per EP group, placed within their node.
+    """
+
+    name: str = "balanced"
+    zipf_alpha: NonNegFloat = 1.0
+    file: str | None = None
+    gate_weights: str | None = None
+    redundant_experts: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _known(self):
+        from workloads.routing import routing_names
+
+        if self.name not in routing_names():
+            raise ValueError(f"unknown routing model {self.name!r}; known: {', '.join(routing_names())}")
+        if self.name == "file" and not self.file:
+            raise ValueError("the file routing model needs routing.file (a .npy, .npz or .json of expert ids)")
+        return self
 
 
 class Run(_Strict):
@@ -229,6 +275,10 @@ class Run(_Strict):
     fidelity: Literal["representative", "full"] = "representative"
     network: Literal["analytic", "flow"] = "analytic"
     check_memory: bool = True  # refuse a layout whose peak memory on some rank exceeds HBM
+    samples: Annotated[int, Field(ge=1, le=10_000)] = 1  # > 1: repeat with jittered kernels and routing
+    # Spread of one kernel's time (coefficient of variation) for --samples: the 4 same-shape FlashAttention
+    # forward kernels of DeepSeek's profiler trace (profile-data train.json, 4 MoE layers) vary by 2.45%.
+    kernel_time_cv: Annotated[float, Field(ge=0, le=1)] = 0.0245
 
 
 class Scenario(_Strict):
@@ -240,6 +290,7 @@ class Scenario(_Strict):
     schedule: str = "1f1b"
     training: Training
     faults: Faults = Faults()
+    routing: Routing = Routing()
     run: Run = Run()
 
     @model_validator(mode="after")
@@ -253,9 +304,14 @@ class Scenario(_Strict):
             )
         if par.tp > cluster.node.gpus_per_node:
             raise ValueError(f"parallelism.tp={par.tp} exceeds gpus_per_node={cluster.node.gpus_per_node}")
+        if model.moe is None and (self.routing.name != "balanced" or self.routing.redundant_experts):
+            raise ValueError("routing: only MoE models route tokens; remove the routing section")
         if model.moe is None and par.ep > 1:
             raise ValueError("parallelism.ep > 1 needs a model with moe; set ep=1")
         if model.moe is not None:
+            if self.routing.redundant_experts > model.moe.routed_experts:
+                raise ValueError(f"routing.redundant_experts={self.routing.redundant_experts} exceeds "
+                                 f"model.moe.routed_experts={model.moe.routed_experts}; lower it")
             if par.ep > model.moe.routed_experts:
                 raise ValueError(
                     f"parallelism.ep={par.ep} exceeds model.moe.routed_experts={model.moe.routed_experts}; lower ep"

@@ -15,6 +15,7 @@ from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.metrics import rank_breakdowns
 from simulator.pricing import Segment, StagePrice
 from simulator.schedules import SCHEDULES, get_schedule
+from workloads.files import write_atomic
 from workloads.ops import Phase, Stream
 
 
@@ -123,7 +124,7 @@ def schedule(
         title = (f"{name}: pp {report['pp']}, {report['micro_batches']} micro-batches — makespan "
                  f"{report['makespan']:.4g} s")
         try:
-            gantt_figure(timeline, title).write_html(str(html), include_plotlyjs=True)
+            write_atomic(html, gantt_figure(timeline, title).to_html(include_plotlyjs=True), force, "--html")
         except OSError as err:
             fail(f"--html {html}: {err.strerror or err}")
     if as_json:

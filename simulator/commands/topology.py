@@ -12,6 +12,8 @@ from rich.table import Table
 from simulator.cli import app, console, fail
 from topologies.registry import TOPOLOGIES, build
 from topologies.spec import TopologyError, make_spec
+from workloads.errors import ScenarioError
+from workloads.files import write_atomic
 
 topology_app = typer.Typer(no_args_is_help=True, help="Build, describe and draw cluster topologies.")
 app.add_typer(topology_app, name="topology")
@@ -80,7 +82,10 @@ def describe(kind: str = typer.Argument(..., help=f"One of {', '.join(TOPOLOGIES
             fig = topology_figure(g, f"{kind}: {g.graph['nodes']} nodes, radix {spec.radix}")
         except ValueError as err:
             fail(str(err))
-        fig.write_html(draw, include_plotlyjs="cdn")
+        try:  # plotly.js inlined: the picture opens offline
+            write_atomic(draw, fig.to_html(include_plotlyjs=True), force, "--draw")
+        except (ScenarioError, OSError) as err:
+            fail(f"--draw {draw}: {err}")
     if as_json:
         stats = summarise(g)
     else:  # the largest dragonfly takes tens of seconds for bisection and diameter

@@ -11,7 +11,8 @@ so the time is the slower of the two plus both latencies. No cross-traffic betwe
 from __future__ import annotations
 
 from workloads.ops import Comm, Pattern
-from workloads.routing import EpTraffic, balanced_ep_traffic
+from workloads.ep_load import scenario_ep_load
+from workloads.routing import EpTraffic
 from workloads.scenario import Scenario
 
 from simulator.network.groups import GroupGeometry, group_geometry
@@ -39,8 +40,11 @@ class AnalyticNetwork:
             self._groups[name] = group_geometry(self.scenario, name)
         return self._groups[name]
 
-    def comm_time_s(self, comm: Comm) -> float:
-        """Seconds for every member of ``comm.group`` to finish the collective (all arrive together)."""
+    def comm_time_s(self, comm: Comm, rank: int = 0) -> float:
+        """Seconds for every member of ``comm.group`` to finish the collective (all arrive together).
+
+        ``rank`` (the pipeline rank whose GPUs run it) does not matter here: every group of a kind is alike.
+        """
         cached = self._cache.get(comm)
         if cached is None:
             cached = self._cache[comm] = self._price(comm)
@@ -82,16 +86,15 @@ class AnalyticNetwork:
         return max(nvl, nic) + latency
 
     def ep_traffic(self) -> EpTraffic:
-        moe = self.scenario.model.moe
-        ep = self.scenario.parallelism.ep
-        return balanced_ep_traffic(moe.routed_experts, moe.top_k, moe.groups, moe.groups_per_token, ep,
-                                   self.group("ep").per_node, self.scenario.run.seed)
+        """Per-token traffic of the scenario's routing model (``routing`` section), with busiest-link factors."""
+        return scenario_ep_load(self.scenario, self.group("ep").per_node).stats
 
     def ep_time_s(self, comm: Comm, g: GroupGeometry) -> float:
-        """DeepSeek-style dispatch or combine of ``comm.tokens`` tokens (combine is dispatch reversed)."""
+        """DeepSeek-style dispatch or combine of ``comm.tokens`` tokens (combine is dispatch reversed).
+        Skewed routing loads some links more than the mean; the busiest InfiniBand and NVLink links set the pace."""
         traffic = self.ep_traffic()
         token_bytes = comm.hidden * comm.element_bytes
-        nic_s = comm.tokens * traffic.ib_nodes * token_bytes / (self.nic_gbps * GB)
-        nvl_s = comm.tokens * traffic.nvl_copies * token_bytes / (self.nvlink_gbps * GB)
+        nic_s = comm.tokens * traffic.ib_nodes * traffic.ib_link_factor * token_bytes / (self.nic_gbps * GB)
+        nvl_s = comm.tokens * traffic.nvl_copies * traffic.nvl_link_factor * token_bytes / (self.nvlink_gbps * GB)
         latency = self.nvlink_latency_s + (self.nic_latency_s if g.nodes > 1 else 0.0)
         return max(nic_s, nvl_s) + latency

@@ -17,6 +17,7 @@ from workloads.scenario import Scenario
 from simulator.network.flows import Program
 from simulator.network.graph_model import GraphNetwork
 from topologies.registry import build
+from topologies.routing import fail
 from topologies.spec import TopologyError, make_spec
 
 _ALGORITHM = {Pattern.ALL_REDUCE: "all-reduce-hier", Pattern.REDUCE_SCATTER: "reduce-scatter-hier",
@@ -36,19 +37,50 @@ def cluster_graph(scenario: Scenario):
         raise ScenarioError(f"cluster.network: {err}") from None
 
 
+def apply_link_faults(graph, faults):
+    """The graph with ``faults.links`` applied: failed cables and switches removed, degraded ones slowed."""
+    failed_links = [tuple(f.link) for f in faults if f.link and f.bandwidth_factor == 0]
+    failed_switches = [f.switch for f in faults if f.switch and f.bandwidth_factor == 0]
+    try:
+        out = fail(graph, failed_links, failed_switches)
+    except TopologyError as err:
+        raise ScenarioError(f"faults.links: {err}") from None
+    for i, f in enumerate(faults):
+        if f.bandwidth_factor == 0:
+            continue
+        if f.link:
+            u, v = f.link
+            if not out.has_edge(u, v):
+                raise ScenarioError(f"faults.links[{i}]: no link {u} -> {v}; name a cable as "
+                                    "`moesim topology route` prints it")
+            edges = [(u, v), (v, u)]
+        else:
+            if f.switch not in out or out.nodes[f.switch].get("kind") != "switch":
+                raise ScenarioError(f"faults.links[{i}]: no switch {f.switch!r}")
+            edges = list(out.in_edges(f.switch)) + list(out.out_edges(f.switch))
+        for edge in edges:
+            out.edges[edge]["capacity_gbps"] *= f.bandwidth_factor
+    return out
+
+
 class ScenarioNetwork:
     """Prices :class:`Comm` records of one scenario on its cluster graph at ``fidelity``."""
 
     def __init__(self, scenario: Scenario, fidelity: str = "flow"):
         self.scenario = scenario
         net = scenario.cluster.network
-        self.network = GraphNetwork(cluster_graph(scenario), fidelity, net.nvlink_efficiency, net.nic_efficiency)
-        self._cache: dict[Comm, float] = {}
+        graph = cluster_graph(scenario)
+        self.faulty = bool(scenario.faults.links)
+        if self.faulty:
+            graph = apply_link_faults(graph, scenario.faults.links)
+        self.network = GraphNetwork(graph, fidelity, net.nvlink_efficiency, net.nic_efficiency)
+        self._cache: dict[tuple[Comm, int], float] = {}
 
-    def instances(self, group: str) -> list[list[int]]:
-        """Ranks of every instance of process group ``group`` inside pipeline stage 0 (rank order tp, cp, dp)."""
+    def instances(self, group: str, rank: int = 0) -> list[list[int]]:
+        """GPUs of every instance of process group ``group`` inside pipeline rank ``rank`` (order tp, cp, dp)."""
         par = self.scenario.parallelism
         stage = par.dp * par.cp * par.tp
+        offset = rank * stage
         key = {
             "tp": lambda r: r // par.tp,
             "cp": lambda r: (r % par.tp, r // (par.tp * par.cp)),
@@ -60,7 +92,7 @@ class ScenarioNetwork:
             raise KeyError(f"unknown process group {group!r}")
         groups: dict = {}
         for r in range(stage):
-            groups.setdefault(key[group](r), []).append(r)
+            groups.setdefault(key[group](r), []).append(offset + r)
         return list(groups.values())
 
     def ep_traffic(self) -> EpTraffic:
@@ -69,19 +101,20 @@ class ScenarioNetwork:
         return balanced_ep_traffic(moe.routed_experts, moe.top_k, moe.groups, moe.groups_per_token, par.ep,
                                    per_node, self.scenario.run.seed)
 
-    def programs(self, comm: Comm) -> list[Program]:
-        """One program per concurrent instance of the comm's group."""
+    def programs(self, comm: Comm, rank: int = 0) -> list[Program]:
+        """One program per concurrent instance of the comm's group on pipeline rank ``rank``'s GPUs."""
         gpus = self.network.gpus
         if comm.pattern is Pattern.SEND_RECV:
             par = self.scenario.parallelism
             stage = par.dp * par.cp * par.tp
             if par.pp == 1:
                 return []
-            pairs = [(gpus[r], gpus[r + stage]) for r in range(stage)]
+            first = min(rank, par.pp - 2) * stage  # the send from this rank to the next (the last one's to it)
+            pairs = [(gpus[first + r], gpus[first + r + stage]) for r in range(stage)]
             return [self.network.collective("send-recv", [a for a, _ in pairs] + [b for _, b in pairs],
                                             comm.bytes_per_rank)]
         out = []
-        for ranks in self.instances(comm.group):
+        for ranks in self.instances(comm.group, rank):
             if len(ranks) < 2:
                 continue
             members = [gpus[r] for r in ranks]
@@ -92,16 +125,25 @@ class ScenarioNetwork:
                 out.append(self.network.collective(_ALGORITHM[comm.pattern], members, comm.bytes_per_rank))
         return out
 
-    def comm_time_s(self, comm: Comm) -> float:
-        """Seconds until every instance of the collective has finished (all start together)."""
-        cached = self._cache.get(comm)
+    def comm_time_s(self, comm: Comm, rank: int = 0) -> float:
+        """Seconds until every instance of the collective on pipeline rank ``rank`` has finished.
+
+        All instances start together. Without link faults every pipeline rank's GPUs see the same fabric, so
+        rank 0 stands for all of them.
+        """
+        key = (comm, rank if self.faulty else 0)
+        cached = self._cache.get(key)
         if cached is None:
-            programs = self.programs(comm)
-            if not programs:
-                cached = 0.0
-            elif len(programs) == 1:
-                cached = self.network.time_s(programs[0])
-            else:
-                cached = max(self.network.concurrent_s(programs))
-            self._cache[comm] = cached
+            try:
+                programs = self.programs(comm, key[1])
+                if not programs:
+                    cached = 0.0
+                elif len(programs) == 1:
+                    cached = self.network.time_s(programs[0])
+                else:
+                    cached = max(self.network.concurrent_s(programs))
+            except TopologyError as err:  # a routing error after failures: the group is cut off
+                raise ScenarioError(f"faults.links: {err}; the {comm.group} group of pipeline rank {key[1]} "
+                                    "cannot communicate") from None
+            self._cache[key] = cached
         return cached

@@ -9,11 +9,13 @@ from simulator.report.breakdown import exposed_comm_figure, memory_figure, step_
 from simulator.report.experts import expert_figure
 from simulator.report.heatmap import heatmap_figure
 from simulator.report.page import Page, Section, render
+from simulator.report.samples import samples_figure
 from simulator.report.payload import ResultReport, is_result_dict, report_from_dict, report_from_result
 from simulator.report.sweep import check_rows, parallel_figure, read_sweep, scatter_figure
 from simulator.report.timeline import timeline_figure
 from simulator.report.traffic import expert_load, link_loads
 from workloads.errors import ScenarioError
+from workloads.files import write_atomic
 from workloads.scenario import Scenario
 
 MAX_JSON_BYTES = 512_000_000  # a full-mode timeline is large, but a result file beyond this is not one
@@ -56,6 +58,10 @@ def result_sections(report: ResultReport) -> list[Section]:
                             "Communication-stream time per rank, split into what overlapped compute and what "
                             "the rank waited for."))
     sections.append(Section("memory per stage vs HBM", memory_figure(s["stages"], s["hbm_gb"])))
+    if s.get("samples"):
+        sections.append(Section("step-time uncertainty", samples_figure(s["samples"], s["step_time_s"]),
+                                "Each sample jitters every compute component by the kernel-time spread and "
+                                "resamples the routing; same seed, same numbers."))
     if report.scenario is not None:
         loads = link_loads(report.scenario)
         sections.append(Section("link utilisation", heatmap_figure(loads.utilisation(s["step_time_s"])),
@@ -143,5 +149,4 @@ def write_report(source, path: str | Path, scenario: Scenario | None = None, for
         raise FileExistsError(f"{path} exists; pass --force to overwrite it")
     text = render(build_page(source, scenario, name or path.stem))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_atomic(path, text, force=True)

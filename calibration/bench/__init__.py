@@ -1,0 +1,1 @@
+"""Microbenchmarks of the kernels DeepSeek-V3 training runs, in torch (imported lazily by each benchmark)."""

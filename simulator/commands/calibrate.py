@@ -1,0 +1,299 @@
+"""``moesim calibrate``: run kernel microbenchmarks, fit, show, compare, project and validate profiles.
+
+torch is needed only by ``run`` (the ``calibration`` extra) and is imported there, lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from simulator.cli import JSON_OPT, app, console, fail
+
+calibrate_app = typer.Typer(no_args_is_help=True, help="Measure kernels into profiles; fit, show, compare, "
+                                                       "project and validate them.")
+app.add_typer(calibrate_app, name="calibrate")
+
+PROFILE_ARG = typer.Argument(..., help="Profile: built-in name (h800, cpu) or a JSON file.")
+FORCE_OPT = typer.Option(False, "--force", help="Overwrite the output file if it exists.")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    from calibration.profile import load_profile
+
+    try:
+        return load_profile(name)
+    except (OSError, ValueError) as err:
+        fail(f"profile {name}: {str(err).splitlines()[0]} (give a built-in name: h800, cpu, or a profile JSON file)")
+
+
+def _writable(output: Path, force: bool) -> None:
+    if output.exists() and not force:
+        fail(f"-o {output}: the file exists; pass --force to overwrite it")
+    if not output.parent.is_dir():
+        fail(f"-o {output}: directory {output.parent} does not exist")
+
+
+def _split(value: Optional[str]) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+@calibrate_app.command("run")
+def run(device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu (default: cuda when torch "
+                                                                     "sees a GPU, else cpu)."),
+        quick: bool = typer.Option(False, "--quick", help="Fewer, smaller cases and repeats."),
+        ops: Optional[str] = typer.Option(None, "--ops", help="Comma list of gemm, grouped_gemm, attention, "
+                                                              "elementwise, collectives (default all)."),
+        presets: Optional[str] = typer.Option(None, "--presets", help="Comma list of presets whose shapes to "
+                                                                      "sweep (default all)."),
+        threads: Optional[str] = typer.Option(None, "--threads", help="CPU only: torch thread counts, e.g. 1,2 "
+                                                                      "(the CPU's SMs; default 1)."),
+        output: Path = typer.Option(..., "-o", "--output", help="Profile JSON to write."),
+        force: bool = FORCE_OPT) -> None:
+    """Benchmark the kernels the presets run on this device and save a fitted profile with provenance."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from calibration.run import OPS
+    from workloads.presets import preset_names
+
+    if device not in (None, "cpu", "cuda"):
+        fail(f"--device {device}: use cuda or cpu")
+    op_list, preset_list = _split(ops), _split(presets)
+    unknown = [o for o in op_list if o not in OPS]
+    if unknown:
+        fail(f"--ops {','.join(unknown)}: unknown; choose from {', '.join(OPS)}")
+    bad = [p for p in preset_list if p not in preset_names()]
+    if bad:
+        fail(f"--presets {','.join(bad)}: unknown; choose from {', '.join(preset_names())}")
+    try:
+        thread_list = [int(t) for t in _split(threads)] or None
+    except ValueError:
+        fail(f"--threads {threads}: give whole numbers, e.g. 1,2")
+    if thread_list and min(thread_list) < 1:
+        fail(f"--threads {threads}: thread counts must be at least 1")
+    _writable(output, force)
+    try:
+        import torch
+    except ImportError:
+        fail("calibrate run needs torch: pip install 'moesim[calibration]'")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        fail(f"--device cuda: this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
+    from calibration.run import run_calibration
+
+    command = "moesim " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("moesim", "cli.py")) else \
+        f"moesim calibrate run --device {device}" + (" --quick" if quick else "") + \
+        (f" --ops {ops}" if ops else "") + (f" --threads {threads}" if threads else "") + f" -o {output}"
+    with Progress(TextColumn("[bold]calibrate[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def report(done: int, total: int, label: str) -> None:
+            progress.update(task, completed=done, total=total, description=label)
+
+        try:
+            profile = run_calibration(device, quick, op_list or None, preset_list or None, thread_list, command,
+                                      on_progress=report)
+        except ValueError as err:
+            fail(str(err))
+    profile.save(output)
+    console.print(f"wrote {output}: {len(profile.points)} kernel points, {len(profile.collectives)} collective "
+                  f"points on {profile.device}")
+    _fit_table(profile.fit)
+
+
+def _num(x: float) -> str:
+    """A rate for a table: whole numbers from 100 up, three significant digits below."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _fit_table(fits) -> None:
+    table = Table(title="fit: time = overhead + work / rate + bytes / memory rate (errors: relative kernel time)",
+                  title_justify="left")
+    for col in ("op class", "dtype", "points", "overhead µs", "rate", "memory GB/s", "curve rms", "curve max",
+                "LOO rms", "LOO max"):
+        table.add_column(col, justify="right" if col not in ("op class", "dtype") else "left",
+                         no_wrap=col in ("op class", "rate"))
+    for f in fits:
+        unit = "TFLOPS" if f.basis == "flops" else "GB/s"
+        loo = (f"{f.loo_rms_error:.1%}", f"{f.loo_max_error:.1%}") if f.loo_rms_error is not None else ("–", "–")
+        table.add_row(f.op, f.dtype, str(f.points), f"{f.overhead_us:.1f}", f"{_num(f.rate)} {unit}" if f.rate else "–",
+                      f"{f.memory_gbps:.4g}" if f.memory_gbps else "–", f"{f.curve_rms_error:.1%}", f"{f.curve_max_error:.1%}", *loo)
+    console.print(table)
+    console.print("[dim]the model (curve × per-point correction) reproduces every point exactly; LOO: each point "
+                  "predicted from the others (classes of 3+ points)[/]", highlight=False)
+
+
+@calibrate_app.command("fit")
+def fit(profile: str = PROFILE_ARG,
+        output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the profile with its fit."),
+        force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+    """Fit the profile's points into cost curves per op class and print the fit error."""
+    from calibration.fit import fit_report
+
+    prof = _load(profile)
+    if output is not None:
+        _writable(output, force)
+    fits = fit_report(prof)
+    if output is not None:
+        prof.model_copy(update={"fit": fits}).save(output)
+    if as_json:
+        print(json.dumps([f.model_dump() for f in fits], indent=1))
+        return
+    console.print(f"[bold]{prof.device}[/] ({prof.origin}): {len(prof.points)} points")
+    _fit_table(fits)
+    if output is not None:
+        console.print(f"wrote {output}")
+
+
+@calibrate_app.command("show")
+def show(profile: str = PROFILE_ARG, as_json: bool = JSON_OPT) -> None:
+    """Print a profile: device, peaks, provenance, kernel points, collectives and fit."""
+    from calibration.fit import fit_report
+
+    prof = _load(profile)
+    if as_json:
+        print(prof.model_dump_json(indent=1, exclude_none=True))
+        return
+    peaks = prof.peaks
+    console.print(f"[bold]{prof.device}[/] — {prof.origin}", highlight=False)
+    console.print(f"peaks: {peaks['bf16_tflops']:.4g} TFLOPS bf16, {peaks['fp8_tflops']:.4g} TFLOPS fp8, "
+                  f"{peaks['hbm_tbps'] * 1000:.4g} GB/s memory, {peaks['sms']:g} SMs"
+                  + (" (cores)" if prof.provenance.get("cuda") == "none" else ""), highlight=False)
+    for key, value in prof.provenance.items():
+        console.print(f"  [dim]{key}:[/] {value}", highlight=False)
+    table = Table(title=f"{len(prof.points)} kernel points", title_justify="left")
+    for col in ("op", "layout", "kernel", "dtype", "shape", "SMs", "time µs", "TFLOPS", "GB/s"):
+        table.add_column(col, justify="right" if col in ("SMs", "time µs", "TFLOPS", "GB/s") else "left",
+                         no_wrap=col == "kernel", overflow="ellipsis", max_width=26 if col == "kernel" else None)
+    for p in prof.points:
+        shape = (f"{p.groups}×" if p.groups > 1 else "") + "×".join(map(str, p.shape))
+        table.add_row(p.op, p.layout, p.kernel, p.dtype, shape, str(p.sms or int(peaks["sms"])),
+                      f"{p.seconds() * 1e6:.1f}", f"{p.tflops:.3g}" if p.tflops else "–",
+                      f"{p.memory_gbps:.4g}" if p.memory_gbps else "–")
+    console.print(table)
+    if prof.collectives:
+        coll = Table("pattern", "backend", "ranks", "bytes/rank", "time µs", "bus GB/s",
+                     title="collectives", title_justify="left")
+        for c in prof.collectives:
+            coll.add_row(c.pattern, c.backend, str(c.ranks), f"{c.bytes_per_rank:,.0f}", f"{c.time_us:.1f}",
+                         f"{c.bus_gbps:.3g}")
+        console.print(coll)
+    for name, eff in prof.efficiency.items():
+        console.print(f"{name} efficiency for roofline fallbacks {eff.value:.3f}: {eff.source}", highlight=False)
+    _fit_table(prof.fit or fit_report(prof))
+
+
+@calibrate_app.command("compare")
+def compare(a: str = typer.Argument(..., help="Profile A (name or file)."),
+            b: str = typer.Argument(..., help="Profile B (name or file)."), as_json: bool = JSON_OPT) -> None:
+    """Compare two profiles: peaks, fitted rates per op class, and the points both measured (B / A)."""
+    from calibration.fit import fit_report
+
+    pa, pb = _load(a), _load(b)
+    fa = {(f.op, f.dtype): f for f in (pa.fit or fit_report(pa))}
+    fb = {(f.op, f.dtype): f for f in (pb.fit or fit_report(pb))}
+
+    def key(p):
+        return (p.op, p.dtype, p.layout, tuple(p.shape), p.groups, p.sms)
+
+    points_b = {key(p): p for p in pb.points}
+    shared = [(p, points_b[key(p)]) for p in pa.points if key(p) in points_b]
+    classes = sorted(set(fa) | set(fb))
+    if as_json:
+        print(json.dumps({
+            "a": pa.device, "b": pb.device, "peaks": {"a": pa.peaks, "b": pb.peaks},
+            "classes": [{"op": op, "dtype": dt, "rate_a": fa[(op, dt)].rate if (op, dt) in fa else None,
+                         "rate_b": fb[(op, dt)].rate if (op, dt) in fb else None} for op, dt in classes],
+            "shared_points": [{"op": x.op, "layout": x.layout, "dtype": x.dtype, "shape": x.shape,
+                               "groups": x.groups, "time_ratio_b_over_a": y.seconds() / x.seconds()}
+                              for x, y in shared]}, indent=1))
+        return
+    for label, prof in (("A", pa), ("B", pb)):
+        console.print(f"{label}: [bold]{prof.device}[/]\n   [dim]{prof.origin}[/]", highlight=False)
+    peaks = Table("peak", "A", "B", "B / A", title="peaks", title_justify="left")
+    for name in ("bf16_tflops", "fp8_tflops", "hbm_tbps", "sms"):
+        peaks.add_row(name, f"{pa.peaks[name]:.4g}", f"{pb.peaks[name]:.4g}", f"{pb.peaks[name] / pa.peaks[name]:.3g}")
+    console.print(peaks)
+    table = Table("op class", "dtype", "rate A", "rate B", "B / A", "memory GB/s A", "memory GB/s B",
+                  "overhead µs A", "overhead µs B", title="fitted rates (TFLOPS; elementwise GB/s)",
+                  title_justify="left")
+    for op, dt in classes:
+        x, y = fa.get((op, dt)), fb.get((op, dt))
+        table.add_row(op, dt, _num(x.rate) if x and x.rate else "–", _num(y.rate) if y and y.rate else "–",
+                      f"{y.rate / x.rate:.3g}" if x and y and x.rate and y.rate else "–",
+                      _num(x.memory_gbps) if x and x.memory_gbps else "–",
+                      _num(y.memory_gbps) if y and y.memory_gbps else "–",
+                      f"{x.overhead_us:.1f}" if x else "–", f"{y.overhead_us:.1f}" if y else "–")
+    console.print(table)
+    if shared:
+        both = Table("op", "layout", "dtype", "shape", "time µs A", "time µs B", "B / A",
+                     title=f"{len(shared)} points measured in both", title_justify="left")
+        for x, y in shared:
+            both.add_row(x.op, x.layout, x.dtype, "×".join(map(str, x.shape)), f"{x.seconds() * 1e6:.1f}",
+                         f"{y.seconds() * 1e6:.1f}", f"{y.seconds() / x.seconds():.3g}")
+        console.print(both)
+    else:
+        console.print("[dim]no kernel shape was measured in both profiles[/]")
+
+
+@calibrate_app.command("project")
+def project(profile: str = PROFILE_ARG,
+            gpu: str = typer.Option(..., "--gpu", help="Target GPU from the catalogue (e.g. h100, h200)."),
+            output: Path = typer.Option(..., "-o", "--output", help="Projected profile JSON to write."),
+            force: bool = FORCE_OPT) -> None:
+    """Project a profile onto another GPU by its specifications (tensor peak, HBM bandwidth)."""
+    from calibration.projection import project as project_profile
+    from topologies.gpus import gpu_spec
+
+    prof = _load(profile)
+    try:
+        target = gpu_spec(gpu.lower())
+    except KeyError as err:
+        fail(f"--gpu {gpu}: {err.args[0]}")
+    _writable(output, force)
+    projected = project_profile(prof, target, gpu.lower())
+    projected.save(output)
+    console.print(f"wrote {output}: {projected.device}\n{projected.origin}", highlight=False)
+
+
+@calibrate_app.command("validate")
+def validate(profile: str = typer.Option("h800", "--profile", help="Profile to validate (name or file)."),
+             as_json: bool = JSON_OPT) -> None:
+    """The cost model against published H800 kernel measurements (DeepGEMM table, DeepSeek's trace)."""
+    from calibration.validate import summary, validation_rows
+    from topologies.gpus import gpu_spec
+    from workloads.scenario import GpuSpec
+
+    prof = _load(profile)
+    rows, notes, origin = validation_rows(prof, GpuSpec(**gpu_spec("h800")), REPO_ROOT)
+    stats = summary(rows)
+    if as_json:
+        print(json.dumps({"profile": prof.device, "trace_kernels_from": origin, "notes": notes,
+                          "rows": [{"source": r.source, "kernel": r.kernel, "shape": r.shape, "sms": r.sms,
+                                    "measured_us": r.measured_us, "model_us": r.model_us, "error": r.error}
+                                   for r in rows],
+                          "summary": {k: {"points": n, "mean_abs_error": m, "max_abs_error": x}
+                                      for k, (n, m, x) in stats.items()}}, indent=1))
+        return
+    table = Table(title=f"profile {prof.device} vs published H800 kernel times (a point the profile holds "
+                        "is predicted from the others)", title_justify="left")
+    for col in ("reference", "kernel", "shape", "SMs", "measured µs", "model µs", "error"):
+        table.add_column(col, justify="right" if col in ("SMs", "measured µs", "model µs", "error") else "left")
+    for r in rows:
+        colour = "red" if abs(r.error) > 0.25 else "default"
+        table.add_row(r.source, r.kernel, r.shape, str(r.sms), f"{r.measured_us:.1f}", f"{r.model_us:.1f}",
+                      f"[{colour}]{r.error:+.1%}[/]")
+    console.print(table)
+    for name, (n, mean, worst) in stats.items():
+        console.print(f"{name:9s} {n:3d} kernels   average |error| {mean:.1%}   max |error| {worst:.1%}",
+                      highlight=False)
+    console.print(f"[dim]trace kernels from {origin}[/]", highlight=False)
+    for note in notes:
+        console.print(f"[dim]note: {note}[/]", highlight=False)

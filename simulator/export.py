@@ -1,0 +1,82 @@
+"""Write a simulated :class:`simulator.engine.Timeline` as Chrome-trace JSON (Perfetto, chrome://tracing).
+
+The layout follows the PyTorch profiler's, so ``moesim trace summarize`` reads it back: one process per
+simulated GPU (``pid`` = pipeline rank), one thread per stream (its ``tid`` is also the kernel's
+``args.stream``), every record a ``kernel`` event, and every record's phase a ``user_annotation`` named like
+DeepSeek's (``ATTN3+MLP3(F)``) on a per-stream annotation thread of the same process, linked to its kernel by
+an ``ac2g`` flow. Times are microseconds from the start of the step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from simulator.engine import Timeline
+from workloads.files import check_target, write_atomic
+
+STREAM_TIDS = {"compute": 7, "comm": 27}  # the CUDA stream numbers of DeepSeek's trace, for familiarity
+ANNOTATION_TID_OFFSET = 1000
+US_PER_S = 1e6
+
+
+def record_class(stream: str, label: str) -> str:
+    """The kernel class (workloads.traces.classify) a record declares, so the importer need not guess."""
+    if stream != "comm":
+        return "other"
+    if label.startswith("DISPATCH"):
+        return "dispatch"
+    if label.startswith("COMBINE"):
+        return "combine"
+    return "collective"  # pipeline send/recv, data-parallel gradient and parameter collectives
+
+
+def timeline_events(timeline: Timeline, name: str = "moesim", gpu=None) -> dict:
+    """The Chrome-trace dict of ``timeline`` (records: rank, stream, start_s, end_s, label, phase, mb, stage);
+    ``gpu`` (a scenario's GpuSpec) names the simulated device."""
+    events: list[dict] = []
+    streams: dict[str, int] = dict(STREAM_TIDS)
+    for rank in range(timeline.ranks):
+        events.append({"name": "process_name", "ph": "M", "pid": rank, "tid": 0,
+                       "args": {"name": f"GPU {rank} (pipeline rank {rank})"}})
+        events.append({"name": "process_labels", "ph": "M", "pid": rank, "tid": 0, "args": {"labels": f"GPU {rank}"}})
+        events.append({"name": "process_sort_index", "ph": "M", "pid": rank, "tid": 0, "args": {"sort_index": rank}})
+    seen_threads: set[tuple[int, int]] = set()
+    for corr, (rank, stream, start_s, end_s, label, phase, mb, stage) in enumerate(timeline.records):
+        tid = streams.setdefault(stream, 100 + len(streams))
+        for t, thread in ((tid, f"stream {tid} ({stream})"), (tid + ANNOTATION_TID_OFFSET, f"{stream} phases")):
+            if (rank, t) not in seen_threads:
+                seen_threads.add((rank, t))
+                events.append({"name": "thread_name", "ph": "M", "pid": rank, "tid": t, "args": {"name": thread}})
+        # Whole nanoseconds, end minus start after rounding: back-to-back events on a thread then touch exactly,
+        # never overlap by a rounding error (Perfetto drops slices that do not nest).
+        ts = round(start_s * US_PER_S, 3)
+        dur = max(0.0, round(round(end_s * US_PER_S, 3) - ts, 3))
+        args = {"stream": tid, "device": rank, "correlation": corr, "phase": phase, "micro_batch": mb,
+                "stage": stage, "stream_name": stream, "class": record_class(stream, label)}
+        events.append({"ph": "X", "cat": "kernel", "name": label, "pid": rank, "tid": tid, "ts": ts, "dur": dur,
+                       "args": args})
+        atid = tid + ANNOTATION_TID_OFFSET
+        events.append({"ph": "X", "cat": "user_annotation", "name": f"{label}({phase})", "pid": rank, "tid": atid,
+                       "ts": ts, "dur": dur, "args": {"micro_batch": mb, "stage": stage}})
+        events.append({"ph": "s", "cat": "ac2g", "name": "ac2g", "id": corr, "pid": rank, "tid": atid, "ts": ts})
+        events.append({"ph": "f", "cat": "ac2g", "name": "ac2g", "id": corr, "pid": rank, "tid": tid, "ts": ts,
+                       "bp": "e"})
+    return {"schemaVersion": 1, "traceName": name, "displayTimeUnit": "ms",
+            "deviceProperties": [{"id": r, "name": gpu.name if gpu else "simulated GPU",
+                                  "numSms": gpu.sms if gpu else 0} for r in range(timeline.ranks)],
+            "distributedInfo": {"backend": "moesim", "rank": 0, "world_size": timeline.ranks},
+            "makespan_s": timeline.makespan_s, "traceEvents": events}
+
+
+def write_chrome_trace(timeline: Timeline, path: str | Path, force: bool = False, name: str = "moesim",
+                       gpu=None) -> Path:
+    """Write ``timeline`` to ``path``; an existing file is kept unless ``force``. Returns the path."""
+    path = check_trace_target(path, force)
+    data = timeline_events(timeline, name, gpu)
+    return write_atomic(path, json.dumps(data, separators=(",", ":")), force=True, flag="--trace")
+
+
+def check_trace_target(path: str | Path, force: bool) -> Path:
+    """Refuse to overwrite an existing file without ``force`` or to write into a missing directory."""
+    return check_target(path, force, "--trace")

@@ -1,0 +1,44 @@
+"""Writing output files safely: never over an existing file without ``force``, never half-written.
+
+Every file moesim writes (results, profiles, reports, traces, pictures, routing samples) goes through
+:func:`write_atomic`: the bytes land in a temporary file in the target's folder, which is then renamed over the
+target in one step, so an interrupted write leaves either the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from workloads.errors import ScenarioError
+
+
+def check_target(path: str | Path, force: bool, flag: str = "--output") -> Path:
+    """The path to write, or a one-line ScenarioError: it exists (without ``force``), is a folder, or its
+    folder is missing. ``flag`` names the option in the message."""
+    path = Path(path)
+    if path.is_dir():
+        raise ScenarioError(f"{flag} {path}: is a directory; give a file name")
+    if path.exists() and not force:
+        raise ScenarioError(f"{flag} {path}: the file exists; pass --force to overwrite it")
+    if not path.parent.is_dir():
+        raise ScenarioError(f"{flag} {path}: directory {str(path.parent)!r} does not exist")
+    return path
+
+
+def write_atomic(path: str | Path, data: str | bytes, force: bool = False, flag: str = "--output") -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically; refuses an existing file unless ``force``."""
+    path = check_target(path, force, flag)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
