@@ -48,6 +48,9 @@ class UnitSpec:
     block: bool = False
     width: dict[str, int] = field(default_factory=dict)
     tail_labels: tuple[int, ...] = ()
+    # Skewed routing: per GPU, per phase letter, the share of the busiest GPU's routed-expert GEMM time this
+    # GPU does not spend (0 on the busiest GPU). Empty when every GPU runs the priced time.
+    expert_saving: tuple[dict[str, float], ...] = ()
 
     @property
     def slowdown(self) -> float:
@@ -84,14 +87,18 @@ def _group_of(scenario: Scenario):
     return {"ep": lambda l: l // ep, "tp": lambda l: l // tp, "tail": lambda l: find(l)}
 
 
-def equivalence_classes(scenario: Scenario, slowdown: dict[int, float]) -> list[int]:
-    """Class label per global GPU (labels 0 … k−1, numbered in GPU order)."""
+def equivalence_classes(scenario: Scenario, slowdown: dict[int, float],
+                        expert_ratios: list[dict[str, float]] | None = None) -> list[int]:
+    """Class label per global GPU (labels 0 … k−1, numbered in GPU order); ``expert_ratios`` per EP rank."""
     par = scenario.parallelism
     stage, pp = par.dp * par.cp * par.tp, par.pp
     n = stage * pp
     group_of = _group_of(scenario)
     instance = {kind: [fn(l) for l in range(stage)] for kind, fn in group_of.items()}
-    labels = _intern([(g // stage, slowdown.get(g, 1.0)) for g in range(n)])
+    ep = par.ep
+    labels = _intern([(g // stage, slowdown.get(g, 1.0),
+                       tuple(sorted(expert_ratios[g % stage % ep].items())) if expert_ratios else ())
+                      for g in range(n)])
     classes = len(set(labels))
     while True:
         columns = [tuple(labels[l + q * stage] for q in range(pp)) for l in range(stage)]
@@ -119,11 +126,13 @@ def _intern(values: list) -> list[int]:
 UNITS = ("auto", "classes", "gpus")
 
 
-def full_layout(scenario: Scenario, units: str = "auto") -> GpuLayout:
+def full_layout(scenario: Scenario, units: str = "auto",
+                expert_ratios: list[dict[str, float]] | None = None) -> GpuLayout:
     """Every GPU of the scenario, simulated as ``units``: ``classes``, one unit per class of identical GPUs;
     ``gpus``, blocks in which each GPU is simulated on its own; ``auto``, whichever makes fewer units (classes
     for a balanced scenario, blocks once stragglers split many classes). Either way the first GPU of each
-    class is recorded, so all give the same timeline rows."""
+    class is recorded, so all give the same timeline rows. ``expert_ratios`` (per EP rank, per phase letter:
+    routed-expert GEMM time over the busiest GPU's) lets each GPU run its own expert load."""
     if units not in UNITS:
         raise ValueError(f"units={units!r}: choose one of {', '.join(UNITS)}")
     par = scenario.parallelism
@@ -132,19 +141,43 @@ def full_layout(scenario: Scenario, units: str = "auto") -> GpuLayout:
     slowdown: dict[int, float] = {}
     for straggler in scenario.faults.stragglers:
         slowdown[straggler.gpu] = max(slowdown.get(straggler.gpu, 1.0), straggler.slowdown)
-    labels = equivalence_classes(scenario, slowdown)
+    labels = equivalence_classes(scenario, slowdown, expert_ratios)
     first_of_class: dict[int, int] = {}
     class_size: dict[int, int] = {}
     for g, c in enumerate(labels):
         first_of_class.setdefault(c, g)
         class_size[c] = class_size.get(c, 0) + 1
     watched = {g: class_size[c] for c, g in first_of_class.items()}
+    if len(watched) > WATCH_ALL_UP_TO:
+        keep = _telling_gpus(scenario, slowdown, expert_ratios)
+        watched = {g: size for g, size in watched.items() if labels[g] in {labels[k] for k in keep}}
     blocks = n // block_size(scenario)
     if units == "classes" or (units == "auto" and len(first_of_class) <= blocks):
         specs = _shared_units(scenario, labels, slowdown, watched)
     else:
         specs = _block_units(scenario, slowdown, watched)
+    if expert_ratios:
+        ep = par.ep
+        for spec in specs:
+            spec.expert_saving = tuple({phase: 1.0 - ratio for phase, ratio in expert_ratios[g % stage % ep].items()}
+                                       for g in spec.gpus)
     return GpuLayout(n, pp, specs, len(first_of_class), watched, stage)
+
+
+WATCH_ALL_UP_TO = 64  # classes whose timelines are all recorded; beyond, a few telling ones per pipeline rank
+
+
+def _telling_gpus(scenario: Scenario, slowdown: dict[int, float],
+                  expert_ratios: list[dict[str, float]] | None) -> list[int]:
+    """GPUs whose classes are recorded when there are too many classes to record all: on every pipeline rank
+    its first GPU, its most and least loaded EP ranks (skewed routing), and every straggler."""
+    par = scenario.parallelism
+    stage = par.dp * par.cp * par.tp
+    local = [0]
+    if expert_ratios:
+        load = [r.get("F", 1.0) for r in expert_ratios]
+        local += [max(range(len(load)), key=load.__getitem__), min(range(len(load)), key=load.__getitem__)]
+    return [rank * stage + l for rank in range(par.pp) for l in local] + sorted(slowdown)
 
 
 def _shared_units(scenario: Scenario, labels: list[int], slowdown: dict[int, float],

@@ -47,16 +47,17 @@ NUDGE = 0.01  # keeps a chain's positions strictly increasing
 
 # A task is one segment on one stream, kept as a list in the order the runner reads it (lists are several
 # times cheaper to build than objects, and a step has tens of thousands of tasks):
-#   [label, duration_s, phase, micro_batch, stage, deps, done, group, stream]
+#   [label, duration_s, phase, micro_batch, stage, deps, done, group, stream, expert_s]
 # ``deps`` and ``done`` are signal ids (ints) the engine resolves per unit; ``phase`` is "F", "B", "W", or
-# "opt"/"dp" for the tail; ``group`` the process group a collective meets over ("ep", "tp", "tail") or None.
+# "opt"/"dp" for the tail; ``group`` the process group a collective meets over ("ep", "tp", "tail") or None;
+# ``expert_s`` the part of ``duration_s`` spent in routed-expert GEMMs at the busiest GPU's load.
 Task = list
 DEPS, DONE, STREAM = 5, 6, 8
 
 
 def make_task(label: str, stream: Stream, duration_s: float, deps: list, done: int, phase: str,
               micro_batch: int = -1, stage: int = -1, group: str | None = None) -> Task:
-    return [label, duration_s, phase, micro_batch, stage, deps, done, group, stream]
+    return [label, duration_s, phase, micro_batch, stage, deps, done, group, stream, 0.0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,17 +178,18 @@ class PipelineEngine:
         tasks, last, first = [], len(plain) - 1, self._signals
         self._signals += last  # signals of the chain's inner links
         mb, stage = step.micro_batch, step.stage
-        for i, (name, duration_s, phase, group, stream) in enumerate(plain):
+        for i, (name, duration_s, phase, group, stream, expert_s) in enumerate(plain):
             event = done if i == last else first + i
-            tasks.append([name, duration_s, phase, mb, stage, deps, event, group, stream])
+            tasks.append([name, duration_s, phase, mb, stage, deps, event, group, stream, expert_s])
             deps = [event]
         return tasks
 
     def _plain(self, segments: tuple[Segment, ...]) -> list[tuple]:
-        """(name, seconds, phase letter, group, stream) of each segment, computed once per segment tuple."""
+        """(name, seconds, phase letter, group, stream, expert seconds) of each segment, computed once per
+        segment tuple."""
         plain = self._plain_cache.get(id(segments))
         if plain is None:
-            plain = [(seg.name, seg.duration_s, seg.phase.value, seg.group or None, seg.stream)
+            plain = [(seg.name, seg.duration_s, seg.phase.value, seg.group or None, seg.stream, seg.expert_s)
                      for seg in segments]
             self._plain_cache[id(segments)] = plain
             self._keep_alive.append(segments)  # ids stay unique while the tuple lives

@@ -7,8 +7,9 @@ known yet (its producer has not got there), and a collective's members block unt
 collective then ends for all of them at the last arrival plus its duration (a rendezvous). So SimPy events are
 spent on waiting, not on every task.
 
-Tasks: [label, seconds, phase, micro_batch, stage, deps, slot, group, stream]; ``deps`` are (producer's
-pipeline rank, slot) pairs; ``slot`` ≥ 0 where some other stream waits for the task.
+Tasks: [label, seconds, phase, micro_batch, stage, deps, slot, group, stream, expert_s]; ``deps`` are
+(producer's pipeline rank, slot) pairs; ``slot`` ≥ 0 where some other stream waits for the task; under skewed
+routing a GPU with fewer expert rows than the busiest spends ``expert_s`` × its saving less on a task.
 
 Shared and representative units hold one time per signal. Block units hold a numpy vector per signal, one
 element per GPU: each GPU's streams are simulated separately, EP and TP collectives meet inside the block (the
@@ -72,8 +73,9 @@ class Runner:
         row = unit.rows[0][1] if unit.rows else -1
         name = "compute" if si == 0 else "comm"
         scale = unit.slowdown if si == 0 else 1.0
+        saving = unit.spec.expert_saving[0] if unit.spec.expert_saving and si == 0 else None
         t = 0.0
-        for i, (label, duration_s, phase, mb, stage, deps, slot, group, _) in enumerate(specs):
+        for i, (label, duration_s, phase, mb, stage, deps, slot, group, _, expert_s) in enumerate(specs):
             for p_rank, p_slot in deps:
                 source = peers[p_rank]
                 ready = source.done[p_slot]
@@ -84,7 +86,10 @@ class Runner:
                 if ready > t:
                     t = ready
             if group is None:
-                end = t + duration_s * scale
+                if saving is not None and expert_s:
+                    end = t + (duration_s - expert_s * saving[phase]) * scale
+                else:
+                    end = t + duration_s * scale
             else:
                 key, members = groups[group]
                 if members == 1:
@@ -129,9 +134,12 @@ class Runner:
         append, rows = self.records.append, unit.rows
         name = "compute" if si == 0 else "comm"
         scale = unit.scale if si == 0 and any(s != 1.0 for s in spec.slowdowns) else None
+        savings = None
+        if spec.expert_saving and si == 0:
+            savings = {p: np.array([s[p] for s in spec.expert_saving]) for p in spec.expert_saving[0]}
         maximum = np.maximum
         t = np.zeros(size)
-        for i, (label, duration_s, phase, mb, stage, deps, slot, group, _) in enumerate(specs):
+        for i, (label, duration_s, phase, mb, stage, deps, slot, group, _, expert_s) in enumerate(specs):
             for p_rank, p_slot in deps:
                 source = peers[p_rank]
                 ready = source.done[p_slot]
@@ -141,7 +149,11 @@ class Runner:
                     ready = source.done[p_slot]
                 t = maximum(t, ready)
             if group is None:
-                end = t + (duration_s * scale if scale is not None else duration_s)
+                if savings is not None and expert_s:
+                    seconds = duration_s - expert_s * savings[phase]
+                    end = t + (seconds * scale if scale is not None else seconds)
+                else:
+                    end = t + (duration_s * scale if scale is not None else duration_s)
             elif group == "tail":
                 key, members = spec.groups["tail"]
                 meeting = rendezvous.get((key, i))

@@ -14,7 +14,7 @@ from simulator.faults import rank_slowdowns, run_goodput
 from simulator.memory import check_fits, rank_memory
 from simulator.metrics import pipeline_breakdowns
 from simulator.network import AnalyticNetwork
-from simulator.pricing import Pricer, StagePrice
+from simulator.pricing import Pricer, StagePrice, expert_time_ratios
 from simulator.schedules import get_schedule
 from workloads.model import build_stages, parameter_counts
 from workloads.ops import DTYPE_BYTES, Comm, Pattern
@@ -149,7 +149,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     send_s = network.comm_time_s(Comm(Pattern.SEND_RECV, "pp", send_bytes))
 
     full = scenario.run.fidelity == "full"
-    layout = full_layout(scenario, full_units) if full else None
+    layout = full_layout(scenario, full_units, expert_time_ratios(pricer, stages)) if full else None
     timeline = PipelineEngine(schedule, prices, send_s, tail, compute_slowdown=None if full else
                               rank_slowdowns(scenario), layout=layout).run()
     breakdowns, rows = pipeline_breakdowns(timeline, [p.activation_bytes for p in prices], par.pp)

@@ -7,6 +7,7 @@ import pytest
 from simulator.cli import app
 from simulator.cohorts import GpuLayout, UnitSpec, equivalence_classes, full_layout
 from simulator.engine import PipelineEngine, TailSpec
+from simulator.metrics import rank_breakdowns
 from simulator.pricing import Segment, StagePrice
 from simulator.schedules import Schedule, ScheduleError, Step, get_schedule
 from simulator.simulate import simulate
@@ -197,3 +198,24 @@ def test_a_program_that_cannot_finish_is_reported_as_a_deadlock_in_both_fideliti
     for kwargs in ({}, {"layout": layout}):
         with pytest.raises(ScheduleError, match=r"deadlocked: (rank|GPU) \d.* stuck at B B0@\d \(\d+/\d+ tasks"):
             PipelineEngine(_BackwardFirst(2, 1), [price, price], 0.0, NO_TAIL, **kwargs).run()
+
+
+def test_skewed_routing_in_full_mode_runs_each_gpu_at_its_own_expert_load():
+    """Zipf routing: the busiest EP rank's GPUs set the pace (as representative prices every GPU), while the
+    least loaded ones finish their expert GEMMs sooner and wait at the combine."""
+    sc = tiny_moe(**{"routing.name": "zipf"})
+    rep = simulate(sc, check_memory=False)
+    full_sc = tiny_moe(**{"routing.name": "zipf", "run.fidelity": "full"})
+    full = simulate(full_sc, keep_timeline=True, check_memory=False)
+    classes = simulate(full_sc, keep_timeline=True, check_memory=False, full_units="classes")
+    assert full.step_time_s == pytest.approx(rep.step_time_s, rel=1e-9)
+    assert sorted(classes.timeline.records) == sorted(full.timeline.records)
+    breakdowns = dict(zip(full.timeline.row_ranks(), rank_breakdowns(full.timeline, [1.0, 1.0])))
+    on_rank0 = {g: b for g, b in breakdowns.items() if full.timeline.pipeline_rank[g] == 0}
+    busy = {g: b.forward_s + b.backward_input_s + b.backward_weight_s for g, b in on_rank0.items()}
+    busiest, idlest = max(busy, key=busy.get), min(busy, key=busy.get)
+    rep_busy = rep.stages[0].forward_s + rep.stages[0].backward_input_s + rep.stages[0].backward_weight_s
+    assert busy[busiest] == pytest.approx(rep_busy)
+    assert busy[idlest] < busy[busiest]
+    assert on_rank0[idlest].exposed_comm_s > on_rank0[busiest].exposed_comm_s
+    assert full.stages[0].gpu == busiest
