@@ -17,7 +17,7 @@ programs) and "/ SimPy" its ratio to raw SimPy's rate; waits are the SimPy event
 
 Cases: representative; full (run.fidelity=full: identical GPUs run once while that makes fewer units);
 full/gpus, every GPU simulated on its own (what a scenario whose GPUs all differ costs); full with the flow
-network; a straggler in each mode ("classes" forces one unit per class of identical GPUs).
+network; a straggler in each mode ("classes" forces one unit per class of identical GPUs); Zipf-skewed routing.
 Scaling: GPUs 128 … 16384 by dp (micro-batches per pipeline fixed at the preset's 120), and micro-batches
 32 … 240 at 2048 GPUs; written as a plotly page.
 """
@@ -171,6 +171,8 @@ def main() -> None:
         "representative+strag": ([straggler], "auto"),
         "full+straggler": (["run.fidelity=full", straggler], "auto"),
         "full/classes+strag": (["run.fidelity=full", straggler], "classes"),
+        "representative+zipf": (["routing.name=zipf"], "auto"),
+        "full+zipf": (["run.fidelity=full", "routing.name=zipf"], "auto"),
     }
     for name, (overrides, units) in cases.items():
         print_case(name, run_case(overrides, units), raw)
