@@ -401,9 +401,7 @@ class PipelineEngine:
             unit.peers = [units[u] for u in unit.spec.peers]
         runner = Runner(self.env, self.timeline.records)
         for unit in units:
-            for si, specs in enumerate(compiled[unit.spec.rank]):
-                if specs:
-                    runner.start(unit, si, specs)
+            runner.start(unit, compiled[unit.spec.rank])
         self.env.run()
         self._finish(units, compiled, runner, full)
         return self.timeline

@@ -5,7 +5,8 @@ ends its duration later — the same times an event per task would give, because
 nothing else is shared between tasks. A stream blocks on a SimPy event only when an input's completion is not
 known yet (its producer has not got there), and a collective's members block until the last one arrives; the
 collective then ends for all of them at the last arrival plus its duration (a rendezvous). So SimPy events are
-spent on waiting, not on every task.
+spent on waiting, not on every task; a scalar unit's two streams share one process, so that waiting for the
+unit's own other stream costs no event at all.
 
 Tasks: [label, seconds, phase, micro_batch, stage, deps, slot, group, stream, expert_s]; ``deps`` are
 (producer's pipeline rank, slot) pairs; ``slot`` ≥ 0 where some other stream waits for the task; under skewed
@@ -55,75 +56,111 @@ class Runner:
         self.rendezvous: dict[tuple, list] = {}
         self.waits = 0
 
-    def start(self, unit: Unit, si: int, specs: list) -> None:
-        stream = self.block_stream if unit.spec.block else self.stream
-        self.env.process(stream(unit, si, specs))
+    def start(self, unit: Unit, queues: tuple[list, list]) -> None:
+        """Start a unit: one process for both streams of a scalar unit, one per stream for a block."""
+        if unit.spec.block:
+            for si, specs in enumerate(queues):
+                if specs:
+                    self.env.process(self.block_stream(unit, si, specs))
+        else:
+            self.env.process(self.unit_streams(unit, queues))
 
     def _wait(self, source: Unit, slot: int) -> simpy.Event:
         event = source.waiting.get(slot)
         if event is None:
             event = source.waiting[slot] = self.env.event()
-        self.waits += 1
         return event
 
-    def stream(self, unit: Unit, si: int, specs: list):
-        rendezvous, done, waiting = self.rendezvous, unit.done, unit.waiting
+    def unit_streams(self, unit: Unit, queues: tuple[list, list]):
+        """Both streams of a scalar unit in one process: each runs as far as its inputs allow; an input from
+        the unit's other stream is picked up on the next pass, so only inputs from other units (and
+        rendezvous) cost a SimPy event."""
+        env, rendezvous, done, waiting = self.env, self.rendezvous, unit.done, unit.waiting
         peers, groups = unit.peers, unit.spec.groups
         append = self.records.append if unit.rows else None
         row = unit.rows[0][1] if unit.rows else -1
-        name = "compute" if si == 0 else "comm"
-        scale = unit.slowdown if si == 0 else 1.0
-        saving = unit.spec.expert_saving[0] if unit.spec.expert_saving and si == 0 else None
-        t = 0.0
-        for i, (label, duration_s, phase, mb, stage, deps, slot, group, _, expert_s) in enumerate(specs):
-            for p_rank, p_slot in deps:
-                source = peers[p_rank]
-                ready = source.done[p_slot]
-                if ready != ready:  # NaN: not computed yet
-                    unit.pos[si] = i
-                    yield self._wait(source, p_slot)
-                    ready = source.done[p_slot]
-                if ready > t:
-                    t = ready
-            if group is None:
-                if saving is not None and expert_s:
-                    end = t + (duration_s - expert_s * saving[phase]) * scale
-                else:
-                    end = t + duration_s * scale
-            else:
-                key, members = groups[group]
-                if members == 1:
-                    end = t + duration_s
-                else:
-                    meeting = rendezvous.get((key, i))
-                    if meeting is None:
-                        meeting = rendezvous[(key, i)] = [members, t, None, 0.0]
-                    elif t > meeting[1]:
-                        meeting[1] = t
-                    meeting[0] -= 1
-                    if meeting[0] == 0:
-                        del rendezvous[(key, i)]
-                        meeting[3] = meeting[1] + duration_s
-                        if meeting[2] is not None:
-                            meeting[2].succeed()
+        savings = (unit.spec.expert_saving[0] if unit.spec.expert_saving else None, None)
+        scales = (unit.slowdown, 1.0)
+        names = ("compute", "comm")
+        pos, ends = unit.pos, unit.end
+        arrived: list = [None, None]  # a rendezvous this stream has joined and waits to end
+        blocked: list = [None, None]
+        while True:
+            progressed = False
+            for si in (0, 1):
+                specs = queues[si]
+                i, n, t = pos[si], len(specs), ends[si]
+                scale, saving, name = scales[si], savings[si], names[si]
+                blocked[si] = None
+                while i < n:
+                    label, duration_s, phase, mb, stage, deps, slot, group, _, expert_s = specs[i]
+                    ready_all = True
+                    for p_rank, p_slot in deps:
+                        source = peers[p_rank]
+                        ready = source.done[p_slot]
+                        if ready != ready:  # NaN: not computed yet
+                            if source is not unit:
+                                blocked[si] = self._wait(source, p_slot)
+                            ready_all = False
+                            break
+                        if ready > t:
+                            t = ready
+                    if not ready_all:
+                        break
+                    if group is None:
+                        if saving is not None and expert_s:
+                            end = t + (duration_s - expert_s * saving[phase]) * scale
+                        else:
+                            end = t + duration_s * scale
                     else:
-                        if meeting[2] is None:
-                            meeting[2] = self.env.event()
-                        unit.pos[si] = i
-                        self.waits += 1
-                        yield meeting[2]
-                    end = meeting[3]
-            if append is not None:
-                append((row, name, t, end, label, phase, mb, stage))
-            if slot >= 0:
-                done[slot] = end
-                if waiting:
-                    event = waiting.pop(slot, None)
-                    if event is not None:
-                        event.succeed()
-            t = end
-        unit.pos[si] = len(specs)
-        unit.end[si] = t
+                        key, members = groups[group]
+                        if members == 1:
+                            end = t + duration_s
+                        else:
+                            meeting = arrived[si]
+                            if meeting is None:
+                                meeting = rendezvous.get((group, key, i))
+                                if meeting is None:
+                                    meeting = rendezvous[(group, key, i)] = [members, t, None, 0.0]
+                                elif t > meeting[1]:
+                                    meeting[1] = t
+                                meeting[0] -= 1
+                                if meeting[0] == 0:
+                                    del rendezvous[(group, key, i)]
+                                    meeting[3] = meeting[1] + duration_s
+                                    if meeting[2] is not None:
+                                        meeting[2].succeed()
+                            if meeting[0] > 0:
+                                arrived[si] = meeting
+                                if meeting[2] is None:
+                                    meeting[2] = env.event()
+                                blocked[si] = meeting[2]
+                                break
+                            arrived[si] = None
+                            end = meeting[3]
+                    if append is not None:
+                        append((row, name, t, end, label, phase, mb, stage))
+                    if slot >= 0:
+                        done[slot] = end
+                        if waiting:
+                            event = waiting.pop(slot, None)
+                            if event is not None:
+                                event.succeed()
+                    t = end
+                    i += 1
+                    progressed = True
+                # On a block, t may already hold some inputs' ends: a lower bound of the task's start, so
+                # keeping it changes nothing when the task's inputs are checked again.
+                pos[si], ends[si] = i, t
+            if pos[0] == len(queues[0]) and pos[1] == len(queues[1]):
+                return
+            if progressed:
+                continue
+            events = [e for e in blocked if e is not None]
+            if not events:
+                return  # both streams wait for each other: a deadlock, reported by the engine
+            self.waits += 1
+            yield events[0] if len(events) == 1 else env.any_of(events)
 
     def block_stream(self, unit: Unit, si: int, specs: list):
         """A block's stream: ``t`` holds each GPU's stream time."""
@@ -145,6 +182,7 @@ class Runner:
                 ready = source.done[p_slot]
                 if ready is None:
                     unit.pos[si] = i
+                    self.waits += 1
                     yield self._wait(source, p_slot)
                     ready = source.done[p_slot]
                 t = maximum(t, ready)
@@ -156,13 +194,13 @@ class Runner:
                     end = t + (duration_s * scale if scale is not None else duration_s)
             elif group == "tail":
                 key, members = spec.groups["tail"]
-                meeting = rendezvous.get((key, i))
+                meeting = rendezvous.get((group, key, i))
                 if meeting is None:
-                    meeting = rendezvous[(key, i)] = [members, [], None, {}]
+                    meeting = rendezvous[(group, key, i)] = [members, [], None, {}]
                 meeting[1].append((unit, t))
                 meeting[0] -= 1
                 if meeting[0] == 0:
-                    del rendezvous[(key, i)]
+                    del rendezvous[(group, key, i)]
                     meeting[3] = _tail_meeting(meeting[1], duration_s)
                     if meeting[2] is not None:
                         meeting[2].succeed()

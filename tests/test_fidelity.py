@@ -219,3 +219,15 @@ def test_skewed_routing_in_full_mode_runs_each_gpu_at_its_own_expert_load():
     assert busy[idlest] < busy[busiest]
     assert on_rank0[idlest].exposed_comm_s > on_rank0[busiest].exposed_comm_s
     assert full.stages[0].gpu == busiest
+
+
+def test_deepseek_v3_with_a_straggler_classes_and_gpus_agree():
+    """At full scale many collectives of different groups share stream positions on different pipeline ranks;
+    each must still meet only its own members (a rendezvous keyed without its group once mixed them up)."""
+    sc = load_scenario(preset="deepseek-v3-h800", overrides=["run.fidelity=full",
+                                                              "faults.stragglers=" + straggler(200, 1.3)])
+    classes = simulate(sc, keep_timeline=True, check_memory=False, full_units="classes")
+    gpus = simulate(sc, keep_timeline=True, check_memory=False, full_units="gpus")
+    assert classes.simulated_units < 100 < gpus.simulated_units
+    assert classes.step_time_s == gpus.step_time_s
+    assert sorted(classes.timeline.records) == sorted(gpus.timeline.records)
