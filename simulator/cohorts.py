@@ -129,8 +129,8 @@ UNITS = ("auto", "classes", "gpus")
 def full_layout(scenario: Scenario, units: str = "auto",
                 expert_ratios: list[dict[str, float]] | None = None) -> GpuLayout:
     """Every GPU of the scenario, simulated as ``units``: ``classes``, one unit per class of identical GPUs;
-    ``gpus``, blocks in which each GPU is simulated on its own; ``auto``, whichever makes fewer units (classes
-    for a balanced scenario, blocks once stragglers split many classes). Either way the first GPU of each
+    ``gpus``, blocks in which each GPU is simulated on its own; ``auto``, classes while there are at most twice
+    as many as blocks (a balanced scenario, a few stragglers), else blocks (skewed routing, many stragglers). Either way the first GPU of each
     class is recorded, so all give the same timeline rows. ``expert_ratios`` (per EP rank, per phase letter:
     routed-expert GEMM time over the busiest GPU's) lets each GPU run its own expert load."""
     if units not in UNITS:
@@ -152,7 +152,9 @@ def full_layout(scenario: Scenario, units: str = "auto",
         keep = _telling_gpus(scenario, slowdown, expert_ratios)
         watched = {g: size for g, size in watched.items() if labels[g] in {labels[k] for k in keep}}
     blocks = n // block_size(scenario)
-    if units == "classes" or (units == "auto" and len(first_of_class) <= blocks):
+    # A block costs about twice a shared unit to run (tests/benchmarks/bench_engine.py, DeepSeek-V3 with one
+    # straggler: 48 shared units 0.52 CPU s of engine, 32 blocks of 64 GPUs 0.73 s).
+    if units == "classes" or (units == "auto" and len(first_of_class) <= 2 * blocks):
         specs = _shared_units(scenario, labels, slowdown, watched)
     else:
         specs = _block_units(scenario, slowdown, watched)

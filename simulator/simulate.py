@@ -120,7 +120,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     ``representative``: one simulated rank per pipeline rank. ``full``: every GPU, with collectives as
     rendezvous of their members and stragglers on their own GPU. ``full_units`` (see
     :func:`simulator.cohorts.full_layout`): ``classes`` runs GPUs that provably behave alike once, ``gpus``
-    runs each GPU on its own (same result; for checks and benchmarks), ``auto`` whichever is fewer units.
+    runs each GPU on its own (same result; for checks and benchmarks), ``auto`` picks the cheaper.
 
     ``pricer_factory(scenario, cost_model, network, stage_rank)`` replaces the :class:`Pricer` that prices each
     stage's components (trace replay injects measured per-layer costs this way).
