@@ -124,7 +124,8 @@ def print_result(result, scenario) -> None:
         ("peak memory (max over stages)",
          f"{max(s.peak_memory_gb for s in result.stages):.1f} of {result.hbm_gb:g} GB"
          + ("" if result.fits_in_memory else "  [red]DOES NOT FIT[/]")),
-        ("simulated in", f"{result.sim_wall_s:.2f} s ({result.events:,} events)"),
+        ("simulated in", f"{result.sim_wall_s:.2f} s ({result.events:,} events, {result.fidelity} fidelity: "
+                         f"{result.simulated_units:,} simulated units for {result.gpus:,} GPUs)"),
     ]
     for name, value in rows:
         head.add_row(name, value)
@@ -138,6 +139,9 @@ def print_result(result, scenario) -> None:
                       f"{s.exposed_comm_s:.3f}", f"{s.bubble_s:.3f}", f"{s.optimizer_s:.4f}",
                       str(s.peak_inflight), f"{s.peak_memory_gb:.1f}")
     console.print(table)
+    if result.fidelity == "full":
+        console.print(f"[dim]full fidelity: each stage's row is its busiest GPU (GPUs "
+                      f"{', '.join(str(s.gpu) for s in result.stages)})[/]", highlight=False)
     for note in result.cost_model_notes:
         console.print(f"[dim]note: {note}[/]", highlight=False)
 

@@ -1,9 +1,12 @@
 """The SimPy engine: GPUs with in-order streams executing a pipeline schedule's program.
 
-Each simulated GPU (a pipeline rank) has a compute stream and a communication stream, each a SimPy process
-that runs its queue of :class:`Task` in order, like a CUDA stream: a task starts when the stream is free and
-all its dependencies are done, then occupies the stream for its duration (seconds). Overlap between
-computation and communication is not typed in anywhere; it emerges from the two streams and the dependencies.
+Each simulated GPU has a compute stream and a communication stream that run their queues of tasks in order,
+like CUDA streams: a task starts when the stream is free and all its dependencies are done, then occupies the
+stream for its duration (seconds). Overlap between computation and communication is not typed in anywhere; it
+emerges from the two streams and the dependencies. The program of each pipeline rank is built and compiled
+once here and executed by :mod:`simulator.runner` for every unit of the GPU layout (:mod:`simulator.cohorts`):
+one per pipeline rank (representative fidelity) or every GPU (full fidelity), where EP/TP collectives and the
+DP synchronisation are rendezvous of their members.
 
 Dependencies a step gets: a chunk's segments run in order; F of stage s waits for F of stage s−1 to arrive;
 B of stage s waits for B of stage s+1 to arrive (on the last stage, for its own F); W waits for its B.
@@ -21,9 +24,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+
 import simpy
 
+from simulator.cohorts import GpuLayout, representative_layout
 from simulator.pricing import Segment, StagePrice
+from simulator.runner import Runner, Unit
 from simulator.schedules.base import Schedule, ScheduleError, Step
 from workloads.ops import Phase, Stream
 
@@ -39,16 +45,19 @@ PAIR_FIRST = {Phase.F: 1.0, Phase.B: 2.0, Phase.W: 5.0}
 NUDGE = 0.01  # keeps a chain's positions strictly increasing
 
 
-@dataclass(slots=True)
-class Task:
-    label: str
-    stream: Stream
-    duration_s: float
-    deps: list
-    done: simpy.Event
-    phase: str  # "F", "B", "W", or "opt"/"dp" for the tail
-    micro_batch: int = -1
-    stage: int = -1
+# A task is one segment on one stream, kept as a list in the order the runner reads it (lists are several
+# times cheaper to build than objects, and a step has tens of thousands of tasks):
+#   [label, duration_s, phase, micro_batch, stage, deps, done, group, stream, expert_s]
+# ``deps`` and ``done`` are signal ids (ints) the engine resolves per unit; ``phase`` is "F", "B", "W", or
+# "opt"/"dp" for the tail; ``group`` the process group a collective meets over ("ep", "tp", "tail") or None;
+# ``expert_s`` the part of ``duration_s`` spent in routed-expert GEMMs at the busiest GPU's load.
+Task = list
+DEPS, DONE, STREAM = 5, 6, 8
+
+
+def make_task(label: str, stream: Stream, duration_s: float, deps: list, done: int, phase: str,
+              micro_batch: int = -1, stage: int = -1, group: str | None = None) -> Task:
+    return [label, duration_s, phase, micro_batch, stage, deps, done, group, stream, 0.0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,59 +71,46 @@ class TailSpec:
 
 @dataclass
 class Timeline:
-    """What ran where: ``records`` rows are (rank, stream, start_s, end_s, label, phase, micro_batch, stage)."""
+    """What ran where: ``records`` rows are (rank, stream, start_s, end_s, label, phase, micro_batch, stage).
+
+    Representative fidelity: ``rank`` is the pipeline rank (0 … ranks − 1). Full fidelity: ``rank`` is the
+    global GPU index of a recorded GPU, ``pipeline_rank[gpu]`` its pipeline rank and ``members[gpu]`` how many
+    GPUs behave exactly like it (its equivalence class). ``events`` counts task starts and ends over every
+    simulated unit; ``gpu_events`` the same over every GPU they stand for; ``waits`` the times a stream
+    blocked on a SimPy event.
+    """
 
     ranks: int
     records: list[tuple] = field(default_factory=list)
     makespan_s: float = 0.0
     events: int = 0
+    fidelity: str = "representative"
+    pipeline_rank: dict[int, int] | None = None
+    members: dict[int, int] | None = None
+    units: int = 0
+    gpu_events: int = 0
+    waits: int = 0
 
-
-class Gpu:
-    """One simulated GPU: two in-order streams fed with tasks before the simulation starts."""
-
-    def __init__(self, env: simpy.Environment, rank: int, timeline: Timeline, compute_slowdown: float = 1.0):
-        self.env = env
-        self.rank = rank
-        self.timeline = timeline
-        self.compute_slowdown = compute_slowdown  # > 1 for a straggler: its kernels take that much longer
-        self.queues: dict[Stream, list[Task]] = {Stream.COMPUTE: [], Stream.COMM: []}
-
-    def submit(self, task: Task) -> simpy.Event:
-        self.queues[task.stream].append(task)
-        return task.done
-
-    def start(self) -> None:
-        for stream, queue in self.queues.items():
-            if queue:
-                self.env.process(self._run(stream, queue))
-
-    def _run(self, stream: Stream, queue: list[Task]):
-        env, append, rank, name = self.env, self.timeline.records.append, self.rank, stream.value
-        timeout = env.timeout
-        scale = self.compute_slowdown if stream is Stream.COMPUTE else 1.0
-        for task in queue:
-            for dep in task.deps:
-                if not dep.processed:
-                    yield dep
-            start = env.now
-            if task.duration_s > 0:
-                yield timeout(task.duration_s * scale)
-            append((rank, name, start, env.now, task.label, task.phase, task.micro_batch, task.stage))
-            task.done.succeed()
+    def row_ranks(self) -> list[int]:
+        """The ranks that have rows: every pipeline rank, or (full fidelity) the recorded GPUs."""
+        return list(range(self.ranks)) if self.pipeline_rank is None else sorted(self.pipeline_rank)
 
 
 class PipelineEngine:
-    """Runs one data-parallel replica's pipeline (representative-rank mode) and returns its timeline.
+    """Runs a pipeline schedule on a GPU layout and returns its timeline.
 
-    ``send_s`` is one pipeline send/recv (seconds). ``compute_slowdown`` maps a rank to the factor by which its
+    Without ``layout`` (representative fidelity) one unit per pipeline rank stands for all its GPUs. With a
+    :class:`~simulator.cohorts.GpuLayout` (full fidelity) every GPU is simulated: each unit is one GPU, or a
+    class of GPUs that provably behave alike; collectives are rendezvous of their group's units and pipeline
+    sends go between the GPUs that hold the stages. ``send_s`` is one pipeline send/recv (seconds). ``compute_slowdown`` maps a rank to the factor by which its
     compute kernels are slower (stragglers). ``pair_s``, for synthetic studies only (``moesim
     schedule --fb``), replaces the priced components of every overlapped pair by that many seconds of compute,
     split between its chunks in proportion to their own times.
     """
 
     def __init__(self, schedule: Schedule, prices: list[StagePrice], send_s: float, tail: TailSpec,
-                 pair_s: float | None = None, compute_slowdown: dict[int, float] | None = None):
+                 pair_s: float | None = None, compute_slowdown: dict[int, float] | None = None,
+                 layout: GpuLayout | None = None):
         if len(prices) != schedule.stages:
             raise ScheduleError(f"schedule {schedule.name} has {schedule.stages} stages; the model has "
                                 f"{len(prices)}")
@@ -124,31 +120,42 @@ class PipelineEngine:
         self.tail = tail
         self.pair_s = pair_s
         self.env = simpy.Environment()
+        self.full = layout is not None  # every GPU simulated (shared by equivalence class or not)
+        self.layout = layout or representative_layout(schedule.pp, compute_slowdown)
+        if self.layout.pipeline_ranks != schedule.pp:
+            raise ScheduleError(f"the GPU layout has {self.layout.pipeline_ranks} pipeline ranks; the schedule "
+                                f"{schedule.pp}")
         self.timeline = Timeline(schedule.pp)
-        slow = compute_slowdown or {}
-        self.gpus = [Gpu(self.env, r, self.timeline, slow.get(r, 1.0)) for r in range(schedule.pp)]
-        self._events: dict[tuple, simpy.Event] = {}
-        self._tasks = 0
+        # Per pipeline rank, its compute and comm queues: built once, run by every unit on that rank.
+        self.queues: list[tuple[list[Task], list[Task]]] = [([], []) for _ in range(schedule.pp)]
+        self._events: dict[tuple, int] = {}
+        self._signals = 0
         self._plain_cache: dict[int, list[tuple]] = {}
         self._keep_alive: list[tuple] = []
         self._fused: dict[int, tuple[Segment, ...]] = {}
+        self._pair_templates: dict[tuple, tuple[list, list]] = {}
 
-    # Named events let a consumer refer to a producer built later (on another rank).
-    def _event(self, key: tuple) -> simpy.Event:
+    # Signals (ints) name task completions; named ones let a consumer refer to a producer built later (on
+    # another rank). Each unit keeps its own completion time per signal.
+    def _signal(self) -> int:
+        self._signals += 1
+        return self._signals - 1
+
+    def _event(self, key: tuple) -> int:
         event = self._events.get(key)
         if event is None:
-            event = self._events[key] = self.env.event()
+            event = self._events[key] = self._signal()
         return event
 
-    def _done(self, step: Step) -> simpy.Event:
+    def _done(self, step: Step) -> int:
         return self._event(("done", step.phase, step.micro_batch, step.stage))
 
-    def _arrival(self, phase: Phase, micro_batch: int, from_stage: int, to_stage: int) -> simpy.Event:
+    def _arrival(self, phase: Phase, micro_batch: int, from_stage: int, to_stage: int) -> int:
         rank_of = self.schedule.rank_of
         same_rank = rank_of(micro_batch, from_stage) == rank_of(micro_batch, to_stage)
         return self._event(("done" if same_rank else "sent", phase, micro_batch, from_stage))
 
-    def _start_deps(self, step: Step) -> list[simpy.Event]:
+    def _start_deps(self, step: Step) -> list[int]:
         last = self.schedule.stages - 1
         mb, s = step.micro_batch, step.stage
         if step.phase is Phase.F:
@@ -162,24 +169,28 @@ class PipelineEngine:
     def _fuses_weight(self, step: Step) -> bool:
         return step.phase is Phase.B and (step.with_weight or not self.schedule.splits_backward)
 
-    def _chain(self, step: Step, segments: tuple[Segment, ...], deps: list, done: simpy.Event) -> list[Task]:
+    def _chain(self, step: Step, segments: tuple[Segment, ...], deps: list, done: int) -> list[Task]:
         """Tasks running ``segments`` one after another; the last completes ``done``."""
-        tasks, new_event, last = [], self.env.event, len(segments) - 1
+        plain = self._plain(segments)
+        if not plain:  # an empty chunk still completes, once its inputs are there
+            return [make_task("empty", Stream.COMPUTE, 0.0, deps, done, step.phase.value, step.micro_batch,
+                              step.stage)]
+        tasks, last, first = [], len(plain) - 1, self._signals
+        self._signals += last  # signals of the chain's inner links
         mb, stage = step.micro_batch, step.stage
-        for i, (name, stream, duration_s, phase) in enumerate(self._plain(segments)):
-            event = done if i == last else new_event()
-            tasks.append(Task(name, stream, duration_s, deps, event, phase, mb, stage))
+        for i, (name, duration_s, phase, group, stream, expert_s) in enumerate(plain):
+            event = done if i == last else first + i
+            tasks.append([name, duration_s, phase, mb, stage, deps, event, group, stream, expert_s])
             deps = [event]
-        if not tasks:  # an empty chunk still completes, once its inputs are there
-            tasks.append(Task("empty", Stream.COMPUTE, 0.0, deps, done, step.phase.value, step.micro_batch,
-                              step.stage))
         return tasks
 
     def _plain(self, segments: tuple[Segment, ...]) -> list[tuple]:
-        """(name, stream, seconds, phase letter) of each segment, computed once per segment tuple."""
+        """(name, seconds, phase letter, group, stream, expert seconds) of each segment, computed once per
+        segment tuple."""
         plain = self._plain_cache.get(id(segments))
         if plain is None:
-            plain = [(seg.name, seg.stream, seg.duration_s, seg.phase.value) for seg in segments]
+            plain = [(seg.name, seg.duration_s, seg.phase.value, seg.group or None, seg.stream, seg.expert_s)
+                     for seg in segments]
             self._plain_cache[id(segments)] = plain
             self._keep_alive.append(segments)  # ids stay unique while the tuple lives
         return plain
@@ -203,24 +214,57 @@ class PipelineEngine:
         rank_of = self.schedule.rank_of
         if rank_of(step.micro_batch, target) == rank_of(step.micro_batch, step.stage):
             return None
-        return Task(f"send{step.phase.value}", Stream.COMM, self.send_s, [self._done(step)],
+        return make_task(f"send{step.phase.value}", Stream.COMM, self.send_s, [self._done(step)],
                     self._event(("sent", step.phase, step.micro_batch, step.stage)), step.phase.value,
                     step.micro_batch, step.stage)
 
     def _pair_tasks(self, step: Step) -> list[Task]:
-        """An overlapped pair's tasks (both chunks, the backward's W if fused, their sends) in issue order."""
+        """An overlapped pair's tasks (both chunks, the backward's W if fused, their sends) in issue order.
+
+        The order depends only on the two chunks' stages and phases, on which of them computes W and on which
+        sends cross ranks, so it is worked out once per such pair (:meth:`_pair_template`) and reused.
+        """
         chunks = [step, step.overlap]
         if self.pair_s is not None:
             return self._synthetic_pair(chunks)
-        keyed: list[tuple[tuple[int, float], int, Task]] = []
-        b_tasks: dict[tuple[int, str], tuple[tuple[int, float], Task]] = {}
-        b_units: dict[int, tuple[tuple[int, float], Task]] = {}
-        b_end: tuple[tuple[int, float], Task] | None = None
+        weight = next((i for i, c in enumerate(chunks) if self._fuses_weight(c)), None)
+        sends = [self._send_task(c) for c in chunks]
+        key = (chunks[0].stage, chunks[0].phase, chunks[1].stage, chunks[1].phase, weight,
+               sends[0] is not None, sends[1] is not None)
+        template = self._pair_templates.get(key)
+        if template is None:
+            template = self._pair_templates[key] = self._pair_template(chunks, weight, sends)
+        order, w_deps = template
+        parts = [self._chain(c, self._components(c.stage, c.phase), self._start_deps(c), self._done(c))
+                 for c in chunks]
+        if weight is not None:
+            w = chunks[weight]
+            w_tasks = self._chain(Step(w.micro_batch, w.stage, Phase.W), self._components(w.stage, Phase.W),
+                                  [self._done(w)], self._signal())
+            for task, (chained, (src, index)) in zip(w_tasks, w_deps):
+                task[DEPS] = ([task[DEPS][0]] if chained else []) + [parts[src][index][DONE]]
+            parts.append(w_tasks)
+        else:
+            parts.append([])
+        parts.extend([send] if send is not None else [] for send in sends)
+        return [parts[src][index] for src, index in order]
+
+    def _pair_template(self, chunks: list[Step], weight: int | None,
+                       sends: list) -> tuple[list[tuple[int, int]], list[tuple[bool, tuple[int, int]]]]:
+        """Issue order of an overlapped pair as (part, index) — parts 0 and 1 the chunks, 2 the fused W,
+        3 and 4 the chunks' sends — and, per W task, (follows the previous W task, the B task it needs).
+
+        Components go in the order of DeepSeek's profiler trace (``PAIR_ORDER``) layer by layer; each chunk
+        keeps its own order; a send follows its chunk's last component; W of a component follows its B.
+        """
+        keyed: list[tuple[tuple[int, float], int, tuple[int, int]]] = []
+        b_tasks: dict[tuple[int, str], tuple[tuple[int, float], tuple[int, int]]] = {}
+        b_units: dict[int, tuple[tuple[int, float], tuple[int, int]]] = {}
+        b_end = None
         for order, chunk in enumerate(chunks):
             segments = self._components(chunk.stage, chunk.phase)
-            tasks = self._chain(chunk, segments, self._start_deps(chunk), self._done(chunk))
             unit, layer, pos = -1, None, 0.0
-            for seg, task in zip(segments or (None,), tasks):
+            for index, seg in enumerate(segments or (None,)):
                 seg_layer = seg.layer if seg is not None else -1
                 template = PAIR_ORDER.get((chunk.phase, seg.component)) if seg is not None else None
                 if seg_layer != layer or unit < 0:
@@ -229,34 +273,31 @@ class PipelineEngine:
                 else:
                     pos = max(template if template is not None else pos, pos + NUDGE)
                 key = (unit, pos)
-                keyed.append((key, order, task))
+                keyed.append((key, order, (order, index)))
                 if chunk.phase is Phase.B and seg is not None:
-                    b_tasks[(seg_layer, seg.component)] = (key, task)
-                    b_units[seg_layer] = (key, task)
+                    b_tasks[(seg_layer, seg.component)] = (key, (order, index))
+                    b_units[seg_layer] = (key, (order, index))
             if chunk.phase is Phase.B:
-                b_end = (key, tasks[-1])
-            send = self._send_task(chunk)
-            if send is not None:
-                keyed.append(((key[0], key[1] + NUDGE / 10), order, send))
-        weight = next((c for c in chunks if self._fuses_weight(c)), None)
+                b_end = (key, (order, max(0, len(segments) - 1)))
+            if sends[order] is not None:
+                keyed.append(((key[0], key[1] + NUDGE / 10), order, (3 + order, 0)))
+        w_deps: list[tuple[bool, tuple[int, int]]] = []
         if weight is not None:
-            w_step = Step(weight.micro_batch, weight.stage, Phase.W)
-            segments = self._components(weight.stage, Phase.W)
-            tasks = self._chain(w_step, segments, [self._done(weight)], self.env.event())
+            segments = self._components(chunks[weight].stage, Phase.W)
             previous = None
-            for seg, task in zip(segments or (None,), tasks):
+            for index, seg in enumerate(segments or (None,)):
                 # W of a component needs the B of the same component; without one, the B of its layer or all of B.
-                b_key, b_task = (b_tasks.get((seg.layer, seg.component)) or b_units.get(seg.layer) or b_end
-                                 if seg is not None else b_end)
+                b_key, b_ref = (b_tasks.get((seg.layer, seg.component)) or b_units.get(seg.layer) or b_end
+                                if seg is not None else b_end)
                 template = PAIR_ORDER.get((Phase.W, seg.component)) if seg is not None else None
                 key = (b_key[0], max(template if template is not None else b_key[1], b_key[1] + NUDGE / 2))
                 if previous is not None and key <= previous:
                     key = (previous[0], previous[1] + NUDGE)
-                task.deps = ([task.deps[0]] if previous is not None else []) + [b_task.done]
-                keyed.append((key, 2, task))
+                w_deps.append((previous is not None, b_ref))
+                keyed.append((key, 2, (2, index)))
                 previous = key
         keyed.sort(key=lambda item: (item[0], item[1]))
-        return [task for _, _, task in keyed]
+        return [ref for _, _, ref in keyed], w_deps
 
     def _components(self, stage: int, phase: Phase) -> tuple[Segment, ...]:
         price = self.prices[stage]
@@ -270,14 +311,14 @@ class PipelineEngine:
         deps = [d for c in chunks for d in self._start_deps(c)]
         tasks = []
         for (chunk, phase), seconds in zip(parts, times):
-            done = self._done(chunk) if phase is chunk.phase else self.env.event()
-            tasks.append(Task(phase.value, Stream.COMPUTE, seconds * scale, deps, done, phase.value,
-                              chunk.micro_batch, chunk.stage))
+            done = self._done(chunk) if phase is chunk.phase else self._signal()
+            tasks.append(make_task(phase.value, Stream.COMPUTE, seconds * scale, deps, done, phase.value,
+                                   chunk.micro_batch, chunk.stage))
             deps = [done]
         sends = [self._send_task(c) for c in chunks]
         return tasks + [s for s in sends if s is not None]
 
-    def _submit_step(self, gpu: Gpu, step: Step) -> None:
+    def _submit_step(self, rank: int, step: Step) -> None:
         if step.overlap is not None:
             tasks = self._pair_tasks(step)
         else:
@@ -285,19 +326,63 @@ class PipelineEngine:
             send = self._send_task(step)
             if send is not None:
                 tasks.append(send)
+        compute, comm = self.queues[rank]
         for task in tasks:
-            gpu.submit(task)
-        self._tasks += len(tasks)
+            (compute if task[STREAM] is Stream.COMPUTE else comm).append(task)
 
-    def _submit_tail(self, gpu: Gpu) -> None:
-        last = [q[-1].done for q in gpu.queues.values() if q]
-        tail = self.tail
-        grads = Task("grad_reduce_scatter", Stream.COMM, tail.grad_sync_s, last, self.env.event(), "dp")
-        opt = Task("optimizer", Stream.COMPUTE, tail.optimizer_s, [grads.done], self.env.event(), "opt")
-        params = Task("param_all_gather", Stream.COMM, tail.param_sync_s, [opt.done], self.env.event(), "dp")
-        for task in (grads, opt, params):
-            gpu.submit(task)
-            self._tasks += 1
+    def _submit_tail(self, rank: int) -> None:
+        last = [q[-1][DONE] for q in self.queues[rank] if q]
+        tail, new = self.tail, self._signal
+        grads = make_task("grad_reduce_scatter", Stream.COMM, tail.grad_sync_s, last, new(), "dp", group="tail")
+        opt = make_task("optimizer", Stream.COMPUTE, tail.optimizer_s, [grads[DONE]], new(), "opt")
+        params = make_task("param_all_gather", Stream.COMM, tail.param_sync_s, [opt[DONE]], new(), "dp",
+                           group="tail")
+        compute, comm = self.queues[rank]
+        comm.extend((grads, params))
+        compute.append(opt)
+
+    def _compile(self) -> tuple[list[tuple[list, list]], list[int]]:
+        """Turns each rank's queues into what the runner reads, in place: ``deps`` become (producer's pipeline
+        rank, slot) pairs and ``done`` a slot, slots numbered per producing rank.
+
+        A dependency on an earlier task of the same stream is implied by the stream's order and dropped; only a
+        task something else waits for gets a slot (−1 otherwise).
+        """
+        n = self._signals
+        # Signals are 0 … n−1: where each is produced (rank · 2 + stream, position), −1 when nothing does.
+        where, position, slot_of = [-1] * n, [0] * n, [-1] * n
+        for rank, queues in enumerate(self.queues):
+            for si, queue in enumerate(queues):
+                code = 2 * rank + si
+                for i, task in enumerate(queue):
+                    where[task[DONE]] = code
+                    position[task[DONE]] = i
+        slots = [0] * self.schedule.pp
+        for rank, queues in enumerate(self.queues):
+            for si, queue in enumerate(queues):
+                code = 2 * rank + si
+                for i, task in enumerate(queue):
+                    deps = ()
+                    for dep in task[DEPS]:
+                        p_code = where[dep]
+                        if p_code == code and position[dep] < i:
+                            continue  # implied by the stream's order
+                        if p_code < 0:
+                            raise ScheduleError(f"schedule {self.schedule.name} deadlocked: rank {rank} "
+                                                f"{task[0]} {task[2]}{task[3]}@{task[4]} waits for a chunk no "
+                                                "rank runs")
+                        p_rank = p_code >> 1
+                        slot = slot_of[dep]
+                        if slot < 0:
+                            slot = slot_of[dep] = slots[p_rank]
+                            slots[p_rank] += 1
+                        deps += ((p_rank, slot),)
+                    task[DEPS] = deps
+        for queues in self.queues:
+            for queue in queues:
+                for task in queue:
+                    task[DONE] = slot_of[task[DONE]]
+        return self.queues, slots
 
     def run(self) -> Timeline:
         programs = self.schedule.programs()
@@ -306,17 +391,49 @@ class PipelineEngine:
                                 f"pp={self.schedule.pp}")
         for rank, program in enumerate(programs):
             for step in program:
-                self._submit_step(self.gpus[rank], step)
-        for gpu in self.gpus:
-            self._submit_tail(gpu)
-            gpu.start()
+                self._submit_step(rank, step)
+        for rank in range(self.schedule.pp):
+            self._submit_tail(rank)
+        compiled, slots = self._compile()
+        full = self.full
+        units = [Unit(spec, slots[spec.rank], full) for spec in self.layout.units]
+        for unit in units:
+            unit.peers = [units[u] for u in unit.spec.peers]
+        runner = Runner(self.env, self.timeline.records)
+        for unit in units:
+            runner.start(unit, compiled[unit.spec.rank])
         self.env.run()
-        done = len(self.timeline.records)
-        if done != self._tasks:
-            rank, stuck = next((g.rank, t) for g in self.gpus for q in g.queues.values() for t in q
-                               if not t.done.processed)
-            raise ScheduleError(f"schedule {self.schedule.name} deadlocked: rank {rank} stuck at {stuck.label} "
-                                f"{stuck.phase}{stuck.micro_batch}@{stuck.stage} ({done}/{self._tasks} tasks ran)")
-        self.timeline.makespan_s = self.env.now
-        self.timeline.events = 2 * done
+        self._finish(units, compiled, runner, full)
         return self.timeline
+
+    def _finish(self, units: list[Unit], compiled, runner: Runner, full: bool) -> None:
+        tl = self.timeline
+        total = ran = gpu_ran = 0
+        stuck = None
+        for unit in units:
+            for si, specs in enumerate(compiled[unit.spec.rank]):
+                total += len(specs)
+                ran += unit.pos[si]
+                gpu_ran += unit.pos[si] * len(unit.spec.gpus)
+                ran += unit.pos[si] * (len(unit.spec.gpus) - 1 if unit.spec.block else 0)
+                if unit.pos[si] < len(specs) and stuck is None:
+                    stuck = (unit, specs[unit.pos[si]])
+        if stuck is not None:
+            unit, (label, _, phase, mb, stage, *_) = stuck
+            where = (f"GPU {unit.spec.gpus[0]} (pipeline rank {unit.spec.rank})" if full
+                     else f"rank {unit.spec.rank}")
+            raise ScheduleError(f"schedule {self.schedule.name} deadlocked: {where} stuck at {label} "
+                                f"{phase}{mb}@{stage} ({ran}/{total} tasks ran)")
+        tl.records.sort(key=_end_s)  # streams run ahead independently; rows in completion order
+        tl.makespan_s = max(max(unit.end) for unit in units)
+        tl.events, tl.gpu_events, tl.waits = 2 * ran, 2 * gpu_ran, runner.waits
+        tl.units = sum(len(u.spec.gpus) if u.spec.block else 1 for u in units)
+        if full:
+            tl.fidelity = "full"
+            tl.ranks = self.layout.gpus
+            tl.pipeline_rank = {g: g // self.layout.stage_gpus for g in self.layout.watched}
+            tl.members = dict(self.layout.watched)
+
+
+def _end_s(record: tuple) -> float:
+    return record[3]

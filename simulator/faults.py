@@ -1,9 +1,11 @@
 """Faults applied to a simulation: straggler GPUs, and the expected cost of failures over the whole run.
 
-Representative-rank mode simulates one data-parallel replica. A straggler slows every compute kernel of its
-GPU; since its expert-parallel peers wait for it at every dispatch and combine, and every replica waits for
-the slowest at the gradient synchronisation, the step runs at the pace of the replica that holds it: so the
-engine stretches the compute kernels of the straggler's pipeline rank by the slowdown (``rank_slowdowns``).
+A straggler slows every compute kernel of its GPU. Representative fidelity simulates one data-parallel
+replica: since the straggler's expert-parallel peers wait for it at every dispatch and combine, and every
+replica waits for the slowest at the gradient synchronisation, the step runs at the pace of the replica that
+holds it, so the engine stretches the compute kernels of the straggler's whole pipeline rank by the slowdown
+(``rank_slowdowns``). Full fidelity (``run.fidelity: full``) slows exactly that GPU (global index, see
+:mod:`simulator.cohorts`); its peers' waiting then shows in their own timelines through the rendezvous.
 """
 
 from __future__ import annotations

@@ -58,12 +58,13 @@ def uncovered_s(intervals: list[tuple[float, float]], cover: list[tuple[float, f
 
 
 def rank_breakdowns(timeline: Timeline, activation_bytes: list[float]) -> list[RankBreakdown]:
-    """One breakdown per rank; ``activation_bytes[stage]`` is what one micro-batch's F keeps on that stage."""
+    """One breakdown per row rank (:meth:`Timeline.row_ranks`: pipeline ranks, or the recorded GPUs of a
+    full-fidelity timeline); ``activation_bytes[stage]`` is what one micro-batch's F keeps on that stage."""
     by_rank: dict[int, list[tuple]] = defaultdict(list)
     for rec in timeline.records:
         by_rank[rec[0]].append(rec)
     result = []
-    for rank in range(timeline.ranks):
+    for rank in timeline.row_ranks():
         busy = defaultdict(float)
         compute, comm = [], []
         held: dict[tuple[int, int], list[float]] = {}
@@ -87,6 +88,28 @@ def rank_breakdowns(timeline: Timeline, activation_bytes: list[float]) -> list[R
                                     max(0.0, timeline.makespan_s - useful), busy["opt"],
                                     sum(e - s for s, e in comm), peak_n, peak_bytes))
     return result
+
+
+def pipeline_breakdowns(timeline: Timeline, activation_bytes: list[float],
+                        pipeline_ranks: int) -> tuple[list[RankBreakdown], list[int]]:
+    """One breakdown per pipeline rank, and the row rank it comes from.
+
+    Representative timelines have one row per pipeline rank. In a full-fidelity timeline a pipeline rank has
+    a row per distinct behaviour among its GPUs; its breakdown is that of its busiest GPU (most compute time,
+    e.g. a straggler), the lowest GPU index among equals.
+    """
+    rows = timeline.row_ranks()
+    breakdowns = rank_breakdowns(timeline, activation_bytes)
+    if timeline.pipeline_rank is None:
+        return breakdowns, rows
+    chosen: dict[int, tuple[float, int, RankBreakdown]] = {}
+    for row, b in zip(rows, breakdowns):
+        rank = timeline.pipeline_rank[row]
+        busy = b.forward_s + b.backward_input_s + b.backward_weight_s + b.optimizer_s
+        best = chosen.get(rank)
+        if best is None or busy > best[0] * (1 + 1e-12):
+            chosen[rank] = (busy, row, b)
+    return [chosen[r][2] for r in range(pipeline_ranks)], [chosen[r][1] for r in range(pipeline_ranks)]
 
 
 def _peak_held(held: dict[tuple[int, int], list[float]], activation_bytes: list[float]) -> tuple[int, float]:

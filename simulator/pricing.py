@@ -21,6 +21,8 @@ class Segment:
     """A run of ops on one stream of one GPU; ``name`` lists its components (e.g. ``ATTN3+MLP3``).
 
     ``component`` and ``layer`` name the one component an unmerged segment holds ("" and −1 when merged).
+    ``group`` is the process group a communication segment synchronises (``ep``, ``tp``; "" for compute): in
+    full-fidelity simulation its members meet there (a rendezvous).
     """
 
     name: str
@@ -29,6 +31,8 @@ class Segment:
     phase: Phase
     component: str = ""
     layer: int = -1
+    group: str = ""
+    expert_s: float = 0.0  # of duration_s, routed-expert grouped GEMMs at the busiest GPU's rows (skewed routing)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,15 @@ class StagePrice:
         return sum(s.duration_s for s in self.segments[phase] if stream is None or s.stream is stream)
 
 
+def _wider(a: str, b: str) -> str:
+    """The group a merged segment synchronises: EP groups hold whole TP groups (ep is a multiple of tp)."""
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    return "ep" if "ep" in (a, b) else a
+
+
 class Pricer:
     """Prices chunks for one scenario with a cost model (compute) and a network model (comm)."""
 
@@ -61,6 +74,7 @@ class Pricer:
         load = scenario_ep_load(scenario) if scenario.model.moe is not None else None
         # The busiest GPU's expert rows relative to the mean: its grouped GEMMs set the MoE layer's pace.
         self.expert_rows_factor = load.gemm_factor if load is not None else 1.0
+        self.ep_load = load
 
     def op_time_s(self, op) -> float:
         if op.comm is not None:
@@ -81,8 +95,12 @@ class Pricer:
                 continue
             seconds = self.component_time_s(component)
             label = f"{component.name}{component.layer}" if component.layer >= 0 else component.name
+            group = next((op.comm.group for op in component.ops if op.comm is not None), "")
+            expert = 0.0
+            if self.expert_rows_factor != 1.0:
+                expert = sum(self.op_time_s(op) for op in component.ops if op.kind is Kind.GROUPED_GEMM)
             segments.append(Segment(label, component.stream, seconds, chunk.phase, component.name,
-                                    component.layer))
+                                    component.layer, group, expert))
         return tuple(segments)
 
     @staticmethod
@@ -93,9 +111,11 @@ class Pricer:
             if segments and segments[-1].stream is seg.stream:
                 last = segments[-1]
                 segments[-1] = Segment(f"{last.name}+{seg.name}", last.stream, last.duration_s + seg.duration_s,
-                                       seg.phase)
+                                       seg.phase, group=_wider(last.group, seg.group),
+                                       expert_s=last.expert_s + seg.expert_s)
             else:
-                segments.append(Segment(seg.name, seg.stream, seg.duration_s, seg.phase))
+                segments.append(Segment(seg.name, seg.stream, seg.duration_s, seg.phase, group=seg.group,
+                                        expert_s=seg.expert_s))
         return tuple(segments)
 
     def chunk_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
@@ -108,6 +128,30 @@ class Pricer:
         ops = [op for phase in Phase for op in stage.chunk(phase).ops()]
         return StagePrice(segments, sum(o.model_flops for o in ops), sum(o.model_flops_noncausal for o in ops),
                           stage.forward.activation_bytes, components)
+
+
+def expert_time_ratios(pricer: Pricer, stages: list[StageWork]) -> list[dict[str, float]] | None:
+    """Per EP rank, per phase letter: its routed-expert grouped GEMM time over the busiest GPU's (None when
+    routing is balanced). Each EP rank processes its own rows (``EpLoad.gpu_rows``); full fidelity runs each
+    GPU's expert GEMMs at its own pace and the busiest one's peers wait at the combine."""
+    load = pricer.ep_load
+    if load is None or pricer.expert_rows_factor == 1.0:
+        return None
+    moe = next((s for s in stages if any(op.kind is Kind.GROUPED_GEMM for op in s.chunk(Phase.F).ops())), None)
+    if moe is None:
+        return None
+    ops = {phase: [op for op in moe.chunk(phase).ops() if op.kind is Kind.GROUPED_GEMM] for phase in Phase}
+
+    def seconds(phase: Phase, factor: float) -> float:
+        return sum(pricer.cost_model.op_time_s(busiest_gpu_op(op, factor), pricer.compute_sms)
+                   for op in ops[phase])
+
+    busiest = {phase: seconds(phase, pricer.expert_rows_factor) for phase in Phase}
+    ratios = []
+    for rows in load.gpu_rows:
+        ratios.append({phase.value: seconds(phase, float(rows)) / busiest[phase] if busiest[phase] > 0 else 1.0
+                       for phase in Phase})
+    return ratios
 
 
 def busiest_gpu_op(op: Op, factor: float) -> Op:

@@ -8,12 +8,13 @@ from typing import Callable
 
 from calibration.cost_model import CostModel
 from calibration.profile import Profile, load_profile
+from simulator.cohorts import full_layout
 from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.faults import rank_slowdowns, run_goodput
 from simulator.memory import check_fits, rank_memory
-from simulator.metrics import rank_breakdowns
+from simulator.metrics import pipeline_breakdowns
 from simulator.network import AnalyticNetwork
-from simulator.pricing import Pricer, StagePrice
+from simulator.pricing import Pricer, StagePrice, expert_time_ratios
 from simulator.schedules import get_schedule
 from workloads.model import build_stages, parameter_counts
 from workloads.ops import DTYPE_BYTES, Comm, Pattern
@@ -39,6 +40,7 @@ class StageResult:
     gradients_gb: float
     optimizer_states_gb: float
     activations_gb: float
+    gpu: int = -1  # full fidelity: the GPU this pipeline rank's breakdown is of (its busiest)
 
 
 @dataclass
@@ -67,6 +69,8 @@ class Result:
     events: int
     timeline: Timeline | None = field(default=None, repr=False)
     samples: dict | None = None  # with run.samples > 1: the jittered step times (simulator/uncertainty.py)
+    fidelity: str = "representative"
+    simulated_units: int = 0  # GPUs (or classes of identical GPUs) the engine ran: pp when representative
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -109,8 +113,14 @@ def make_network(scenario: Scenario):
 
 
 def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: bool = False,
-             check_memory: bool | None = None, pricer_factory: Callable[..., Pricer] | None = None) -> Result:
-    """Simulate one training step of ``scenario`` (representative-rank mode).
+             check_memory: bool | None = None, pricer_factory: Callable[..., Pricer] | None = None,
+             full_units: str = "auto") -> Result:
+    """Simulate one training step of ``scenario`` at its ``run.fidelity``.
+
+    ``representative``: one simulated rank per pipeline rank. ``full``: every GPU, with collectives as
+    rendezvous of their members and stragglers on their own GPU. ``full_units`` (see
+    :func:`simulator.cohorts.full_layout`): ``classes`` runs GPUs that provably behave alike once, ``gpus``
+    runs each GPU on its own (same result; for checks and benchmarks), ``auto`` picks the cheaper.
 
     ``pricer_factory(scenario, cost_model, network, stage_rank)`` replaces the :class:`Pricer` that prices each
     stage's components (trace replay injects measured per-layer costs this way).
@@ -138,8 +148,11 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     send_bytes = par.micro_batch_size * par.seq_len // par.cp * scenario.model.hidden * DTYPE_BYTES["bf16"] / par.tp
     send_s = network.comm_time_s(Comm(Pattern.SEND_RECV, "pp", send_bytes))
 
-    timeline = PipelineEngine(schedule, prices, send_s, tail, compute_slowdown=rank_slowdowns(scenario)).run()
-    breakdowns = rank_breakdowns(timeline, [p.activation_bytes for p in prices])
+    full = scenario.run.fidelity == "full"
+    layout = full_layout(scenario, full_units, expert_time_ratios(pricer, stages)) if full else None
+    timeline = PipelineEngine(schedule, prices, send_s, tail, compute_slowdown=None if full else
+                              rank_slowdowns(scenario), layout=layout).run()
+    breakdowns, rows = pipeline_breakdowns(timeline, [p.activation_bytes for p in prices], par.pp)
     step_s = timeline.makespan_s
 
     gpu = scenario.cluster.gpu
@@ -155,11 +168,11 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     if scenario.run.check_memory if check_memory is None else check_memory:
         check_fits(memories, gpu.hbm_gb)
     stage_results = []
-    for b, mem in zip(breakdowns, memories):
+    for b, mem, row in zip(breakdowns, memories, rows):
         stage_results.append(StageResult(
             b.forward_s, b.backward_input_s, b.backward_weight_s, b.exposed_comm_s, b.bubble_s,
             b.optimizer_s, b.comm_s, b.peak_inflight, mem.total_gb, mem.weights_gb, mem.gradients_gb,
-            mem.optimizer_gb, mem.activations_gb))
+            mem.optimizer_gb, mem.activations_gb, row if full else -1))
     counts = parameter_counts(scenario.model)
     days = scenario.training.tokens / tokens_per_s / SECONDS_PER_DAY
     goodput = run_goodput(scenario, days)
@@ -177,4 +190,5 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
         reliability=goodput.to_dict(),
         cost_model_notes=sorted(cost_model.fallbacks.values()),
         sim_wall_s=time.perf_counter() - wall, events=timeline.events,
-        timeline=timeline if keep_timeline else None)
+        timeline=timeline if keep_timeline else None, fidelity=scenario.run.fidelity,
+        simulated_units=timeline.units)

@@ -36,7 +36,7 @@ def schedule_report(name: str, timeline: Timeline, activation_bytes: list[float]
                     virtual_stages: int) -> dict:
     """Per rank: busy (compute-stream seconds), bubble, exposed communication and peak in-flight chunks."""
     ranks = []
-    for rank, b in enumerate(rank_breakdowns(timeline, activation_bytes)):
+    for rank, b in zip(timeline.row_ranks(), rank_breakdowns(timeline, activation_bytes)):
         busy = b.forward_s + b.backward_input_s + b.backward_weight_s + b.optimizer_s
         ranks.append({"rank": rank, "busy": busy, "bubble": b.bubble_s, "exposed_comm": b.exposed_comm_s,
                       "peak_inflight": b.peak_inflight, "forward": b.forward_s,
@@ -54,7 +54,7 @@ def gantt_figure(timeline: Timeline, title: str):
     colours = {"F": "#4C78A8", "B": "#F58518", "W": "#54A24B", "opt": "#B279A2", "dp": "#9D755D"}
     names = {"F": "forward", "B": "backward (input)", "W": "backward (weight)", "opt": "optimizer",
              "dp": "data-parallel sync"}
-    rows = [f"rank {r} {s}" for r in range(timeline.ranks) for s in ("compute", "comm")]
+    rows = [f"rank {r} {s}" for r in timeline.row_ranks() for s in ("compute", "comm")]
     labelled = len(timeline.records) <= 3000  # labels on the bars only while they can be read
     fig = go.Figure()
     for phase in colours:

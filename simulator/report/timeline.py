@@ -48,7 +48,10 @@ def timeline_figure(records: list[tuple], ranks: int, makespan_s: float, title: 
         g["base"].append(start * MS)
         g["x"].append((end - start) * MS)
         g["text"].append(f"{label}<br>micro-batch {mb}, stage {stage}" if mb >= 0 else label)
-    order = [row_name(r, s) for r in range(ranks) for s in ("compute", "comm")]
+    # Full-fidelity timelines record a few GPUs out of many (rank = global GPU index): rows for those only.
+    present = sorted({rec[0] for rec in records})
+    shown = present if present and present[-1] >= ranks or len(present) < ranks else range(ranks)
+    order = [row_name(r, s) for r in shown for s in ("compute", "comm")]
     fig = go.Figure()
     for key in ["F", "B", "W", "comm-F", "comm-B", "comm-W", "send", "dp", "opt"]:
         if key not in groups:

@@ -1,0 +1,252 @@
+"""Which GPUs the engine simulates, and which of them behave identically (full-fidelity layouts).
+
+Global ranks are ordered tp fastest, then cp, then dp, then pp (as in :mod:`simulator.network.groups`): GPU
+``g`` sits on pipeline rank ``g // S`` at local index ``g % S``, with ``S = dp·cp·tp`` GPUs per pipeline rank.
+Its process groups, by local index ``l``: TP ``l // tp``; EP ``l // ep`` (contiguous runs of ``ep``); DP
+``l % (tp·cp)``; expert-DP ``l % ep``. A pipeline send goes to the GPU with the same local index on the rank
+that runs the next stage. The gradient and parameter synchronisation of the step's tail (DP and expert-DP
+together) meets over the union of the two groups, the "tail" group.
+
+Two GPUs whose programs, slowdowns and inputs are the same produce the same timeline (the engine has no
+randomness and no contention between GPUs), so the engine may simulate one *unit* per class of equivalent
+GPUs. :func:`equivalence_classes` finds the coarsest such classes by refinement: start from (pipeline rank,
+slowdown), then split GPUs whose pipeline column (the GPUs with their local index on every pipeline rank) or
+whose EP, TP or tail group meet different classes, until nothing splits. A balanced scenario ends with one
+class per pipeline rank; a straggler splits off itself, its group peers and their pipeline columns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from workloads.scenario import Scenario
+
+GROUPS = ("ep", "tp", "tail")
+
+
+@dataclass(slots=True)
+class UnitSpec:
+    """One simulated unit on pipeline rank ``rank``.
+
+    A *shared* unit stands for GPUs that behave identically and is simulated once. A *block* unit
+    (``block=True``) simulates each of its GPUs separately, as one element of a vector of times: a block is a
+    run of whole EP (and TP) groups, so their collectives meet inside it.
+    ``peers[q]`` is the unit holding these GPUs' pipeline partners on rank ``q`` (itself on its own rank).
+    ``groups[kind]`` is (rendezvous key, units that arrive): units meeting at a collective of that process
+    group share the key (1 arriving unit: nobody else to wait for). ``width[kind]`` (blocks) is the size of
+    that group's instances inside the block; ``tail_labels`` (blocks) the tail-group component of each GPU.
+    ``watch`` lists (index in ``gpus``, GPU) whose timelines are recorded.
+    """
+
+    rank: int  # pipeline rank
+    gpus: tuple[int, ...]
+    slowdowns: tuple[float, ...]  # per GPU of ``gpus`` (shared units: all equal)
+    peers: list[int] = field(default_factory=list)
+    groups: dict[str, tuple[int, int]] = field(default_factory=dict)
+    watch: list[tuple[int, int]] = field(default_factory=list)
+    block: bool = False
+    width: dict[str, int] = field(default_factory=dict)
+    tail_labels: tuple[int, ...] = ()
+    # Skewed routing: per GPU, per phase letter, the share of the busiest GPU's routed-expert GEMM time this
+    # GPU does not spend (0 on the busiest GPU). Empty when every GPU runs the priced time.
+    expert_saving: tuple[dict[str, float], ...] = ()
+
+    @property
+    def slowdown(self) -> float:
+        return self.slowdowns[0]
+
+
+@dataclass
+class GpuLayout:
+    gpus: int
+    pipeline_ranks: int
+    units: list[UnitSpec]
+    classes: int  # distinct behaviours
+    watched: dict[int, int] = field(default_factory=dict)  # recorded GPU → GPUs that behave like it
+    stage_gpus: int = 1  # GPUs per pipeline rank
+
+
+def _group_of(scenario: Scenario):
+    """Per kind, a function from local index to a group instance key."""
+    par = scenario.parallelism
+    tp, cp, ep = par.tp, par.cp, par.ep
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    stage = par.dp * cp * tp
+    for l in range(stage):  # tail = connected components of DP ∪ expert-DP
+        a, b, c = find(l), find(stage + l % (tp * cp)), find(2 * stage + l % ep)
+        parent[a] = b
+        parent[find(c)] = find(b)
+    return {"ep": lambda l: l // ep, "tp": lambda l: l // tp, "tail": lambda l: find(l)}
+
+
+def equivalence_classes(scenario: Scenario, slowdown: dict[int, float],
+                        expert_ratios: list[dict[str, float]] | None = None) -> list[int]:
+    """Class label per global GPU (labels 0 … k−1, numbered in GPU order); ``expert_ratios`` per EP rank."""
+    par = scenario.parallelism
+    stage, pp = par.dp * par.cp * par.tp, par.pp
+    n = stage * pp
+    group_of = _group_of(scenario)
+    instance = {kind: [fn(l) for l in range(stage)] for kind, fn in group_of.items()}
+    ep = par.ep
+    labels = _intern([(g // stage, slowdown.get(g, 1.0),
+                       tuple(sorted(expert_ratios[g % stage % ep].items())) if expert_ratios else ())
+                      for g in range(n)])
+    classes = len(set(labels))
+    while True:
+        columns = [tuple(labels[l + q * stage] for q in range(pp)) for l in range(stage)]
+        meets = {}
+        for kind, inst in instance.items():
+            sets: dict[tuple[int, object], set] = {}
+            for g in range(n):
+                sets.setdefault((g // stage, inst[g % stage]), set()).add(labels[g])
+            meets[kind] = {key: frozenset(s) for key, s in sets.items()}
+        signature = [(labels[g], columns[g % stage],
+                      *(meets[kind][(g // stage, instance[kind][g % stage])] for kind in GROUPS))
+                     for g in range(n)]
+        refined = _intern(signature)
+        count = len(set(refined))
+        if count == classes:
+            return refined
+        labels, classes = refined, count
+
+
+def _intern(values: list) -> list[int]:
+    ids: dict = {}
+    return [ids.setdefault(v, len(ids)) for v in values]
+
+
+UNITS = ("auto", "classes", "gpus")
+
+
+def full_layout(scenario: Scenario, units: str = "auto",
+                expert_ratios: list[dict[str, float]] | None = None) -> GpuLayout:
+    """Every GPU of the scenario, simulated as ``units``: ``classes``, one unit per class of identical GPUs;
+    ``gpus``, blocks in which each GPU is simulated on its own; ``auto``, classes while there are at most twice
+    as many as blocks (a balanced scenario, a few stragglers), else blocks (skewed routing, many stragglers). Either way the first GPU of each
+    class is recorded, so all give the same timeline rows. ``expert_ratios`` (per EP rank, per phase letter:
+    routed-expert GEMM time over the busiest GPU's) lets each GPU run its own expert load."""
+    if units not in UNITS:
+        raise ValueError(f"units={units!r}: choose one of {', '.join(UNITS)}")
+    par = scenario.parallelism
+    stage, pp = par.dp * par.cp * par.tp, par.pp
+    n = stage * pp
+    slowdown: dict[int, float] = {}
+    for straggler in scenario.faults.stragglers:
+        slowdown[straggler.gpu] = max(slowdown.get(straggler.gpu, 1.0), straggler.slowdown)
+    labels = equivalence_classes(scenario, slowdown, expert_ratios)
+    first_of_class: dict[int, int] = {}
+    class_size: dict[int, int] = {}
+    for g, c in enumerate(labels):
+        first_of_class.setdefault(c, g)
+        class_size[c] = class_size.get(c, 0) + 1
+    watched = {g: class_size[c] for c, g in first_of_class.items()}
+    if len(watched) > WATCH_ALL_UP_TO:
+        keep = _telling_gpus(scenario, slowdown, expert_ratios)
+        watched = {g: size for g, size in watched.items() if labels[g] in {labels[k] for k in keep}}
+    blocks = n // block_size(scenario)
+    # A block costs about twice a shared unit to run (tests/benchmarks/bench_engine.py, DeepSeek-V3 with one
+    # straggler: 48 shared units 0.52 CPU s of engine, 32 blocks of 64 GPUs 0.73 s).
+    if units == "classes" or (units == "auto" and len(first_of_class) <= 2 * blocks):
+        specs = _shared_units(scenario, labels, slowdown, watched)
+    else:
+        specs = _block_units(scenario, slowdown, watched)
+    if expert_ratios:
+        ep = par.ep
+        for spec in specs:
+            spec.expert_saving = tuple({phase: 1.0 - ratio for phase, ratio in expert_ratios[g % stage % ep].items()}
+                                       for g in spec.gpus)
+    return GpuLayout(n, pp, specs, len(first_of_class), watched, stage)
+
+
+WATCH_ALL_UP_TO = 64  # classes whose timelines are all recorded; beyond, a few telling ones per pipeline rank
+
+
+def _telling_gpus(scenario: Scenario, slowdown: dict[int, float],
+                  expert_ratios: list[dict[str, float]] | None) -> list[int]:
+    """GPUs whose classes are recorded when there are too many classes to record all: on every pipeline rank
+    its first GPU, its most and least loaded EP ranks (skewed routing), and every straggler."""
+    par = scenario.parallelism
+    stage = par.dp * par.cp * par.tp
+    local = [0]
+    if expert_ratios:
+        load = [r.get("F", 1.0) for r in expert_ratios]
+        local += [max(range(len(load)), key=load.__getitem__), min(range(len(load)), key=load.__getitem__)]
+    return [rank * stage + l for rank in range(par.pp) for l in local] + sorted(slowdown)
+
+
+def _shared_units(scenario: Scenario, labels: list[int], slowdown: dict[int, float],
+                  watched: dict[int, int]) -> list[UnitSpec]:
+    par = scenario.parallelism
+    stage, pp = par.dp * par.cp * par.tp, par.pp
+    members: dict[int, list[int]] = {}
+    for g, u in enumerate(labels):
+        members.setdefault(u, []).append(g)
+    units = []
+    for u in range(len(members)):
+        gpus = tuple(members[u])
+        g0 = gpus[0]
+        units.append(UnitSpec(g0 // stage, gpus, (slowdown.get(g0, 1.0),) * len(gpus),
+                              [labels[g0 % stage + q * stage] for q in range(pp)], {},
+                              [(0, g0)] if g0 in watched else []))
+    group_of = _group_of(scenario)
+    for kind in GROUPS:
+        fn = group_of[kind]
+        arrivals: dict[tuple[int, object], set] = {}
+        for g in range(stage * pp):
+            arrivals.setdefault((g // stage, fn(g % stage)), set()).add(labels[g])
+        # Units meeting in a collective are keyed by who meets: a unit spanning several instances with the
+        # same members meets them all at once.
+        keys = _intern([frozenset(s) for s in arrivals.values()])
+        for (rank, inst), key in zip(arrivals, keys):
+            for u in arrivals[(rank, inst)]:
+                units[u].groups[kind] = (key, len(arrivals[(rank, inst)]))
+    return units
+
+
+BLOCK_GPUS = 64  # GPUs per block unit when EP and TP groups are smaller: enough to amortise vector arithmetic
+
+
+def block_size(scenario: Scenario) -> int:
+    """Whole EP and TP groups, doubled up to ~``BLOCK_GPUS`` while it divides a pipeline rank's GPUs."""
+    par = scenario.parallelism
+    stage = par.dp * par.cp * par.tp
+    size = math.lcm(par.ep, par.tp)
+    while size < BLOCK_GPUS and stage % (2 * size) == 0:
+        size *= 2
+    return size
+
+
+def _block_units(scenario: Scenario, slowdown: dict[int, float], watched: dict[int, int]) -> list[UnitSpec]:
+    par = scenario.parallelism
+    stage, pp = par.dp * par.cp * par.tp, par.pp
+    size = block_size(scenario)
+    per_rank = stage // size
+    tail = _group_of(scenario)["tail"]
+    tail_id = _intern([tail(l) for l in range(stage)])
+    units = []
+    for rank in range(pp):
+        for b in range(per_rank):
+            gpus = tuple(range(rank * stage + b * size, rank * stage + (b + 1) * size))
+            units.append(UnitSpec(
+                rank, gpus, tuple(slowdown.get(g, 1.0) for g in gpus),
+                [q * per_rank + b for q in range(pp)],
+                {"ep": (-1, 1), "tp": (-1, 1), "tail": (rank, per_rank)},
+                [(j, g) for j, g in enumerate(gpus) if g in watched], True,
+                {"ep": par.ep, "tp": par.tp}, tuple(tail_id[g % stage] for g in gpus)))
+    return units
+
+
+def representative_layout(pp: int, compute_slowdown: dict[int, float] | None = None) -> GpuLayout:
+    """One unit per pipeline rank standing for all its GPUs; collectives have nobody to wait for."""
+    slow = compute_slowdown or {}
+    units = [UnitSpec(r, (r,), (slow.get(r, 1.0),), list(range(pp)), {kind: (r, 1) for kind in GROUPS},
+                      [(0, r)]) for r in range(pp)]
+    return GpuLayout(pp, pp, units, pp)
