@@ -153,3 +153,33 @@ def test_any_trace_file_text_is_read_or_refused_in_one_line(tmp_path, text):
         load_trace(path)
     except ScenarioError as err:
         assert one_line(err)
+
+
+spec_keys = st.sampled_from(["base", "set", "grid", "points", "profile", "name", "extra"])
+spec_values = st.one_of(values, st.fixed_dictionaries({"preset": st.sampled_from(["mixtral-8x7b-h100", "nope"])}),
+                        st.dictionaries(st.sampled_from(["parallelism.pp", "schedule", "bogus.key", "model"]),
+                                        st.one_of(scalars, st.lists(scalars, max_size=3)), max_size=3))
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.dictionaries(spec_keys, spec_values, max_size=5))
+def test_any_sweep_spec_is_accepted_or_refused_in_one_line(data):
+    """A sweep spec is checked as a whole before any point runs: valid, or one line naming the field."""
+    from simulator.sweep.spec import base_data, expand, parse_spec
+    try:
+        spec = parse_spec(data)
+        expand(spec, base_data(spec))
+    except ScenarioError as err:
+        assert one_line(err)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=200))
+def test_any_sweep_spec_file_is_accepted_or_refused_in_one_line(tmp_path, text):
+    from simulator.sweep.spec import load_spec
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    try:
+        load_spec(path)
+    except ScenarioError as err:
+        assert one_line(err)
