@@ -194,7 +194,7 @@ def test_report_needs_an_html_name(runner, tmp_path, small):
 
 def test_what_if_knobs_change_the_scenario_and_the_step():
     base = preset_knobs(SMALL)
-    assert base == Knobs(SMALL, "1f1b", 2, 8, 16, "fp8", 50.0)
+    assert base == Knobs(SMALL, "1f1b", 2, 8, 16, "fp8", 50.0, 0.0)
     deeper = scenario_for(replace(base, pp=4, ep=4, micro_batches=8))
     assert (deeper.parallelism.pp, deeper.parallelism.dp, deeper.micro_batches) == (4, 4, 8)
     assert sum(deeper.parallelism.stage_layers) == 27
@@ -203,11 +203,14 @@ def test_what_if_knobs_change_the_scenario_and_the_step():
     _, slow_nic = what_if(replace(base, nic_gbps=12.5))
     assert bf16.step_time_s > fp8.step_time_s
     assert slow_nic.step_time_s > fp8.step_time_s
+    skewed_sc, skewed = what_if(replace(base, routing_skew=1.0))
+    assert (skewed_sc.routing.name, skewed_sc.routing.zipf_alpha) == ("zipf", 1.0)
+    assert skewed.step_time_s > fp8.step_time_s  # the busiest GPU's experts set the pace
 
 
 @pytest.mark.parametrize("change,message", [
     ({"pp": 3}, "pp=3"), ({"ep": 3}, "parallelism.ep=3"), ({"micro_batches": 0}, "micro-batches"),
-    ({"schedule": "nope"}, "unknown schedule"),
+    ({"schedule": "nope"}, "unknown schedule"), ({"routing_skew": -1}, "routing skew"),
 ])
 def test_what_if_bad_knobs_name_the_knob(change, message):
     from simulator.schedules import ScheduleError

@@ -27,7 +27,7 @@ from workloads.presets import DEFAULT_PRESET, preset_names
 MAX_TIMELINE_RECORDS = 20_000  # beyond this the Gantt chart is too heavy to redraw on every change
 # Per-NIC bandwidths per direction: 100, 200, 400 and 800 Gb/s InfiniBand or Ethernet ports.
 NIC_GBPS_MARKS = (12.5, 25.0, 50.0, 100.0)
-KNOBS = ("schedule", "pp", "ep", "micro_batches", "dispatch_dtype", "nic_gbps")
+KNOBS = ("schedule", "pp", "ep", "micro_batches", "dispatch_dtype", "nic_gbps", "routing_skew")
 PANEL = {"width": "270px", "padding": "1rem", "borderRight": "1px solid #ddd", "flex": "none"}
 LABEL = {"fontWeight": 600, "marginTop": "0.9rem", "display": "block"}
 
@@ -53,9 +53,12 @@ def layout(initial: str) -> html.Div:
         _control("NIC bandwidth (GB/s per NIC, per direction)",
                  dcc.Slider(0, 100, id="nic_gbps", step=None, included=False,
                             marks={v: f"{v:g}" for v in NIC_GBPS_MARKS})),
-        html.P("dp takes the GPUs pp leaves; the global batch follows the micro-batch count. Routing skew is "
-               "not a scenario field yet, so it has no control.", style={"color": "#666", "fontSize": "0.85rem",
-                                                                           "marginTop": "1.2rem"}),
+        _control("routing skew (Zipf exponent; 0 = balanced)",
+                 dcc.Slider(0, 1.5, id="routing_skew", step=0.25, included=False,
+                            marks={v: f"{v:g}" for v in (0, 0.5, 1.0, 1.5)})),
+        html.P("dp takes the GPUs pp leaves; the global batch follows the micro-batch count. Routing skew makes "
+               "expert popularity fall as 1/rank^skew; dense models ignore it.",
+               style={"color": "#666", "fontSize": "0.85rem", "marginTop": "1.2rem"}),
     ], style=PANEL)
     charts = html.Div([
         html.Div(id="error", style={"color": "#b00", "fontWeight": 600, "minHeight": "1.4rem"}),
@@ -94,12 +97,13 @@ def create_app(initial: str = DEFAULT_PRESET) -> Dash:
          Output("timeline", "figure"), Output("breakdown", "figure"), Output("memory", "figure"),
          Output("links", "figure")],
         [Input(k, "value") for k in KNOBS], State("preset", "value"))
-    def update(schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps, preset):
-        if None in (schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps):
+    def update(schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps, routing_skew, preset):
+        if None in (schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps, routing_skew):
             return ("fill in every control",) + (no_update,) * 6
         wall = time.perf_counter()
         try:
-            scenario, result = what_if(Knobs(preset, schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps))
+            scenario, result = what_if(Knobs(preset, schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps,
+                                             routing_skew))
         except (ScenarioError, ScheduleError) as err:
             return (f"error: {err}",) + (no_update,) * 6
         sim_s = time.perf_counter() - wall
@@ -107,7 +111,7 @@ def create_app(initial: str = DEFAULT_PRESET) -> Dash:
         par = scenario.parallelism
         line = (f"{scenario.model.name} on {result.gpus} × {scenario.cluster.gpu.name}: schedule {schedule}, "
                 f"dp{par.dp} tp{par.tp} pp{par.pp} ep{par.ep}, {result.micro_batches} micro-batches, "
-                f"dispatch {dispatch_dtype}, NIC {nic_gbps:g} GB/s")
+                f"dispatch {dispatch_dtype}, NIC {nic_gbps:g} GB/s, routing skew {routing_skew:g}")
         tl = result.timeline
         if len(tl.records) <= MAX_TIMELINE_RECORDS:
             timeline = timeline_figure(tl.records, tl.ranks, tl.makespan_s)

@@ -1,7 +1,8 @@
 """The what-if model behind the dashboard: a preset plus a handful of knobs → a scenario → a simulated step.
 
 Knobs are the ones people turn first: schedule, pipeline and expert parallelism, micro-batches per step,
-dispatch precision and NIC bandwidth. Data parallelism absorbs what pp leaves of the GPUs, the global batch
+dispatch precision, NIC bandwidth and routing skew (a Zipf exponent; 0 is the preset's balanced routing).
+Data parallelism absorbs what pp leaves of the GPUs, the global batch
 follows from the micro-batch count, and a preset's hand-tuned ``stage_layers`` is replaced by a near-even
 split when pp changes. Every knob becomes a ``--set`` override, so validation and error messages are the
 same as on the command line.
@@ -26,14 +27,16 @@ class Knobs:
     micro_batches: int
     dispatch_dtype: str
     nic_gbps: float
+    routing_skew: float = 0.0  # Zipf exponent of expert popularity; 0: the preset's own routing
 
 
 def preset_knobs(preset: str) -> Knobs:
     """The knobs as the preset ships them."""
     sc = load_scenario(preset=preset)
     par = sc.parallelism
+    skew = sc.routing.zipf_alpha if sc.routing.name == "zipf" else 0.0
     return Knobs(preset, sc.schedule, par.pp, par.ep, sc.micro_batches, sc.training.dispatch_dtype,
-                 sc.cluster.network.nic_gbps)
+                 sc.cluster.network.nic_gbps, skew)
 
 
 def even_split(layers: int, stages: int) -> list[int]:
@@ -75,6 +78,11 @@ def scenario_for(knobs: Knobs) -> Scenario:
         f"parallelism.global_batch={micro_batches * dp * par.micro_batch_size}",
         f"training.dispatch_dtype={knobs.dispatch_dtype}", f"cluster.network.nic_gbps={float(knobs.nic_gbps)}",
     ]
+    skew = float(knobs.routing_skew or 0.0)
+    if skew < 0:
+        raise ScenarioError(f"routing skew: must be 0 or more, not {skew:g}")
+    if skew > 0 and base.model.moe is not None:
+        overrides += ["routing.name=zipf", f"routing.zipf_alpha={skew}"]
     if pp != par.pp:
         stages = pp * par.virtual_stages
         if base.model.layers < stages:
