@@ -47,6 +47,11 @@ def count(driver, selector: str) -> int:
     return driver.execute_script(f"return document.querySelectorAll({selector!r}).length")
 
 
+def text_of(driver, element_id: str) -> str:
+    """An element's text read in the page: Dash re-renders elements, so a held WebElement can go stale."""
+    return driver.execute_script(f"const e = document.getElementById({element_id!r}); return e ? e.textContent : '';")
+
+
 def test_result_report_renders_every_chart(browser, tmp_path):
     scenario = load_scenario(preset=SMALL)
     result = simulate(scenario, keep_timeline=True)
@@ -108,8 +113,8 @@ def test_dashboard_control_changes_step_time(browser, dashboard_url, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     browser.get(dashboard_url)
-    step = lambda: browser.find_element(By.ID, "step-time").text  # noqa: E731
-    wait_for(lambda: browser.find_elements(By.ID, "step-time"), what="first simulation")
+    step = lambda: text_of(browser, "step-time")  # noqa: E731
+    wait_for(step, what="first simulation")
     first = step()
     assert first.endswith(" s")
     wait_for(lambda: count(browser, "#timeline .bars path") > 0, what="timeline bars")
@@ -125,11 +130,11 @@ def test_dashboard_control_changes_step_time(browser, dashboard_url, tmp_path):
     pp.send_keys(Keys.CONTROL, "a")
     pp.send_keys("1", Keys.ENTER)
     wait_for(lambda: step() != bf16, what="step time after pp 2 -> 1")
-    assert "pp1" in browser.find_element(By.ID, "summary").text
+    assert "pp1" in text_of(browser, "summary")
 
     pp.send_keys(Keys.CONTROL, "a")
     pp.send_keys("3", Keys.ENTER)  # 3 does not divide 16 GPUs: one-line error, charts stay
-    wait_for(lambda: "pp=3" in browser.find_element(By.ID, "error").text, what="error line for pp=3")
-    assert browser.find_element(By.ID, "error").text.startswith("error: pp=3")
+    wait_for(lambda: "pp=3" in text_of(browser, "error"), what="error line for pp=3")
+    assert text_of(browser, "error").startswith("error: pp=3")
     browser.save_screenshot(str(tmp_path / "dashboard-error.png"))
     assert console_errors(browser) == []
