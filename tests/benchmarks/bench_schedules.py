@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import simpy
-
+from bench_engine import raw_simpy_events_per_s  # this folder is on sys.path when run as a script
 from simulator.simulate import simulate
 from workloads.loader import load_scenario
 
@@ -27,20 +26,6 @@ CASES = {
     "interleaved": ["schedule=interleaved", "parallelism.virtual_stages=2", f"parallelism.stage_layers={V_LAYERS}",
                     "parallelism.global_batch=16384"],
 }
-
-
-def raw_simpy_events_per_s(events: int = 200_000) -> float:
-    env = simpy.Environment()
-
-    def ticker(n):
-        for _ in range(n):
-            yield env.timeout(1.0)
-
-    env.process(ticker(events // 2))
-    env.process(ticker(events // 2))
-    start = time.process_time()
-    env.run()
-    return events / (time.process_time() - start)
 
 
 def main() -> None:
