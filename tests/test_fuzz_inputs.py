@@ -72,7 +72,7 @@ def test_oversized_file_is_refused_with_the_limit(tmp_path):
     try:
         load_scenario(path)
     except ScenarioError as err:
-        assert str(MAX_SCENARIO_BYTES) in str(err)
+        assert f"the limit is {MAX_SCENARIO_BYTES:,}" in str(err)
     else:
         raise AssertionError("an oversized scenario was accepted")
 

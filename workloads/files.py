@@ -1,6 +1,8 @@
-"""Writing output files safely: never over an existing file without ``force``, never half-written.
+"""Files in and out: inputs checked before they are read, outputs never clobbered nor half-written.
 
-Every file moesim writes (results, profiles, reports, traces, pictures, routing samples) goes through
+Every input file moesim reads (scenarios, sweep specs, traces, routing samples, results for reports) is first
+checked by :func:`check_input` against a size limit, so an oversized file is refused with the limit named instead
+of being parsed. Every file moesim writes (results, profiles, reports, traces, pictures, routing samples) goes through
 :func:`write_atomic`: the bytes land in a temporary file in the target's folder, which is then renamed over the
 target in one step, so an interrupted write leaves either the old file or the new one, never a torn one.
 """
@@ -12,6 +14,20 @@ import tempfile
 from pathlib import Path
 
 from workloads.errors import ScenarioError
+
+
+def check_input(path: str | Path, max_bytes: int, what: str, hint: str = "",
+                error: type[ScenarioError] = ScenarioError) -> Path:
+    """The path of an existing file of at most ``max_bytes``, or a one-line ``error`` naming ``what`` (e.g.
+    ``scenario file``), the file and the limit (with ``hint``, how to get under it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {str(path)!r} not found")
+    size = path.stat().st_size
+    if size > max_bytes:
+        more = f"; {hint}" if hint else ""
+        raise error(f"{what} {str(path)!r} is {size:,} bytes; the limit is {max_bytes:,}{more}")
+    return path
 
 
 def check_target(path: str | Path, force: bool, flag: str = "--output") -> Path:

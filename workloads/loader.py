@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from workloads.errors import ScenarioError
+from workloads.files import check_input
 from workloads.presets import preset_data
 from workloads.scenario import Scenario
 
@@ -28,12 +29,7 @@ def load_scenario(path: str | Path | None = None, preset: str | None = None, ove
 
 def read_scenario_file(path: str | Path) -> dict:
     """Parse a YAML or JSON scenario file into a dict, with one-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise ScenarioError(f"scenario file {str(path)!r} not found")
-    size = path.stat().st_size
-    if size > MAX_SCENARIO_BYTES:
-        raise ScenarioError(f"scenario file {str(path)!r} is {size} bytes; the limit is {MAX_SCENARIO_BYTES}")
+    path = check_input(path, MAX_SCENARIO_BYTES, "scenario file")
     text = path.read_text(errors="replace")
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)

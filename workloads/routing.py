@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from workloads.errors import ScenarioError
+from workloads.files import check_input
 
 SAMPLE_TOKENS = 4096
 # Tokens sampled per layer for skewed models: 16384 tokens × 8 picks over 256 experts is 512 picks per
@@ -135,13 +136,7 @@ def load_routing_file(path: str | Path, experts: int, top_k: int) -> np.ndarray:
     ``.npy``: an integer array (tokens, layers, top_k) (or (tokens, layers) when top_k is 1); ``.npz``: the
     same under key ``expert_ids``; ``.json``: ``{"expert_ids": [[[...]]]}`` or the bare nested list.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ScenarioError(f"routing.file: {str(path)!r} not found")
-    size = path.stat().st_size
-    if size > MAX_ROUTING_FILE_BYTES:
-        raise ScenarioError(f"routing.file: {str(path)!r} is {size:,} bytes; the limit is "
-                            f"{MAX_ROUTING_FILE_BYTES:,} (MAX_ROUTING_FILE_BYTES); sample fewer tokens")
+    path = check_input(path, MAX_ROUTING_FILE_BYTES, "routing.file:", "sample fewer tokens")
     try:
         if path.suffix == ".json":
             data = json.loads(path.read_text())

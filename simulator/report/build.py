@@ -15,7 +15,7 @@ from simulator.report.sweep import check_rows, parallel_figure, read_sweep, scat
 from simulator.report.timeline import timeline_figure
 from simulator.report.traffic import expert_load, link_loads
 from workloads.errors import ScenarioError
-from workloads.files import write_atomic
+from workloads.files import check_input, write_atomic
 from workloads.scenario import Scenario
 
 MAX_JSON_BYTES = 512_000_000  # a full-mode timeline is large, but a result file beyond this is not one
@@ -106,12 +106,9 @@ def sweep_page(rows: list[dict], source: str = "sweep") -> Page:
 def load_report_source(path: str | Path) -> ResultReport | list[dict]:
     """Read a result JSON (``moesim simulate --json [--timeline]``) or a sweep (CSV, Parquet, JSON rows)."""
     path = Path(path)
-    if not path.is_file():
-        raise ScenarioError(f"report input {str(path)!r} not found")
     if path.suffix in (".csv", ".parquet"):
-        return read_sweep(path)
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise ScenarioError(f"{path}: {path.stat().st_size} bytes is too large for a result file")
+        return read_sweep(check_input(path, float("inf"), "report input"))
+    path = check_input(path, MAX_JSON_BYTES, "report input")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workloads.errors import ScenarioError
+from workloads.files import check_input
 from workloads.loader import apply_override, format_validation_error, read_scenario_file
 from workloads.presets import preset_data
 from workloads.scenario import Scenario
@@ -129,11 +130,7 @@ def _submodel(annotation) -> type[BaseModel] | None:
 
 def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
     """Read and validate a spec file; return it with its base scenario as a dict. Errors are one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ScenarioError(f"sweep spec {str(path)!r} not found")
-    if path.stat().st_size > MAX_SPEC_BYTES:
-        raise ScenarioError(f"sweep spec {str(path)!r} is larger than {MAX_SPEC_BYTES} bytes")
+    path = check_input(path, MAX_SPEC_BYTES, "sweep spec")
     try:
         data = yaml.safe_load(path.read_text(errors="replace"))
     except yaml.YAMLError as err:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workloads.errors import ScenarioError
+from workloads.files import check_input
 
 # DeepSeek's published trace of one DualPipe chunk pair is 3.1 MB; a whole profiled step of a large job is
 # tens of MB. Beyond this the file is refused before parsing (json.load holds it all in memory).
@@ -94,13 +95,7 @@ class KinetoTrace:
 
 def load_trace(path: str | Path, max_bytes: int = MAX_TRACE_BYTES) -> KinetoTrace:
     """Parse and check a Kineto Chrome trace file (``.json``; ``.json.gz`` too)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TraceError(f"trace file {str(path)!r} not found")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise TraceError(f"trace file {str(path)!r} is {size:,} bytes; the limit is {max_bytes:,} "
-                         "(MAX_TRACE_BYTES); cut the trace to a few layers")
+    path = check_input(path, max_bytes, "trace file", "cut the trace to a few layers", TraceError)
     try:
         if path.suffix == ".gz":
             import gzip
