@@ -14,53 +14,13 @@ from workloads.ops import Comm, Pattern
 from workloads.routing import EpTraffic, balanced_ep_traffic
 from workloads.scenario import Scenario
 
+from simulator.network.fabric import apply_link_faults, cluster_graph  # noqa: F401 (re-exported)
 from simulator.network.flows import Program
 from simulator.network.graph_model import GraphNetwork
-from topologies.registry import build
-from topologies.routing import fail
-from topologies.spec import TopologyError, make_spec
+from topologies.spec import TopologyError
 
 _ALGORITHM = {Pattern.ALL_REDUCE: "all-reduce-hier", Pattern.REDUCE_SCATTER: "reduce-scatter-hier",
               Pattern.ALL_GATHER: "all-gather-hier", Pattern.ALL_TO_ALL: "all-to-all"}
-
-
-def cluster_graph(scenario: Scenario):
-    """The scenario's cluster as a topology graph; a cluster the topology cannot hold is a ScenarioError."""
-    cl, net = scenario.cluster, scenario.cluster.network
-    try:
-        spec = make_spec(net.topology, radix=net.switch_radix, planes=net.planes,
-                         oversubscription=max(1.0, net.oversubscription), gpus=cl.gpus,
-                         gpus_per_node=cl.node.gpus_per_node, nics_per_node=cl.node.nics_per_node,
-                         nic_gbps=net.nic_gbps, switch_gbps=net.nic_gbps, nvlink_gbps=cl.gpu.nvlink_gbps)
-        return build(spec)
-    except TopologyError as err:
-        raise ScenarioError(f"cluster.network: {err}") from None
-
-
-def apply_link_faults(graph, faults):
-    """The graph with ``faults.links`` applied: failed cables and switches removed, degraded ones slowed."""
-    failed_links = [tuple(f.link) for f in faults if f.link and f.bandwidth_factor == 0]
-    failed_switches = [f.switch for f in faults if f.switch and f.bandwidth_factor == 0]
-    try:
-        out = fail(graph, failed_links, failed_switches)
-    except TopologyError as err:
-        raise ScenarioError(f"faults.links: {err}") from None
-    for i, f in enumerate(faults):
-        if f.bandwidth_factor == 0:
-            continue
-        if f.link:
-            u, v = f.link
-            if not out.has_edge(u, v):
-                raise ScenarioError(f"faults.links[{i}]: no link {u} -> {v}; name a cable as "
-                                    "`moesim topology route` prints it")
-            edges = [(u, v), (v, u)]
-        else:
-            if f.switch not in out or out.nodes[f.switch].get("kind") != "switch":
-                raise ScenarioError(f"faults.links[{i}]: no switch {f.switch!r}")
-            edges = list(out.in_edges(f.switch)) + list(out.out_edges(f.switch))
-        for edge in edges:
-            out.edges[edge]["capacity_gbps"] *= f.bandwidth_factor
-    return out
 
 
 class ScenarioNetwork:
@@ -71,8 +31,6 @@ class ScenarioNetwork:
         net = scenario.cluster.network
         graph = cluster_graph(scenario)
         self.faulty = bool(scenario.faults.links)
-        if self.faulty:
-            graph = apply_link_faults(graph, scenario.faults.links)
         self.network = GraphNetwork(graph, fidelity, net.nvlink_efficiency, net.nic_efficiency)
         self._cache: dict[tuple[Comm, int], float] = {}
 
