@@ -124,8 +124,9 @@ def print_result(result, scenario) -> None:
         ("peak memory (max over stages)",
          f"{max(s.peak_memory_gb for s in result.stages):.1f} of {result.hbm_gb:g} GB"
          + ("" if result.fits_in_memory else "  [red]DOES NOT FIT[/]")),
-        ("simulated in", f"{result.sim_wall_s:.2f} s ({result.events:,} events, {result.fidelity} fidelity: "
-                         f"{result.simulated_units:,} simulated units for {result.gpus:,} GPUs)"),
+        ("simulated in", f"{result.sim_wall_s:.2f} s ({result.tasks:,} engine tasks, {result.simpy_events:,} SimPy "
+                         f"events; {result.fidelity} fidelity: {result.simulated_units:,} simulated units for "
+                         f"{result.gpus:,} GPUs; {result.network} network)"),
     ]
     for name, value in rows:
         head.add_row(name, value)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 
 import simpy
+from simpy.events import NORMAL
 
 from simulator.cohorts import GpuLayout, representative_layout
 from simulator.pricing import Segment, StagePrice
@@ -47,17 +48,29 @@ NUDGE = 0.01  # keeps a chain's positions strictly increasing
 
 # A task is one segment on one stream, kept as a list in the order the runner reads it (lists are several
 # times cheaper to build than objects, and a step has tens of thousands of tasks):
-#   [label, duration_s, phase, micro_batch, stage, deps, done, group, stream, expert_s]
+#   [label, duration_s, phase, micro_batch, stage, deps, done, group, stream, expert_s, net]
 # ``deps`` and ``done`` are signal ids (ints) the engine resolves per unit; ``phase`` is "F", "B", "W", or
 # "opt"/"dp" for the tail; ``group`` the process group a collective meets over ("ep", "tp", "tail") or None;
-# ``expert_s`` the part of ``duration_s`` spent in routed-expert GEMMs at the busiest GPU's load.
+# ``expert_s`` the part of ``duration_s`` spent in routed-expert GEMMs at the busiest GPU's load; ``net``, with
+# a time-shared network, the index of the task's :class:`NetOp` (None: the task just lasts ``duration_s``).
 Task = list
 DEPS, DONE, STREAM = 5, 6, 8
 
 
 def make_task(label: str, stream: Stream, duration_s: float, deps: list, done: int, phase: str,
-              micro_batch: int = -1, stage: int = -1, group: str | None = None) -> Task:
-    return [label, duration_s, phase, micro_batch, stage, deps, done, group, stream, 0.0]
+              micro_batch: int = -1, stage: int = -1, group: str | None = None, net: int | None = None) -> Task:
+    return [label, duration_s, phase, micro_batch, stage, deps, done, group, stream, 0.0, net]
+
+
+@dataclass(frozen=True, slots=True)
+class NetOp:
+    """What a task moves on a time-shared network: ``comms`` one after another, after ``fixed_s`` of work that
+    is not network transfer (kernels of the segment that are not communication); a send goes to the GPUs of
+    pipeline rank ``send_to`` (−1: a collective of the task's own process group)."""
+
+    comms: tuple
+    fixed_s: float = 0.0
+    send_to: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +80,8 @@ class TailSpec:
     grad_sync_s: float
     optimizer_s: float
     param_sync_s: float
+    grad_comms: tuple = ()  # the Comm records of grad_sync_s and param_sync_s (for a time-shared network)
+    param_comms: tuple = ()
 
 
 @dataclass
@@ -77,7 +92,8 @@ class Timeline:
     global GPU index of a recorded GPU, ``pipeline_rank[gpu]`` its pipeline rank and ``members[gpu]`` how many
     GPUs behave exactly like it (its equivalence class). ``events`` counts task starts and ends over every
     simulated unit; ``gpu_events`` the same over every GPU they stand for; ``waits`` the times a stream
-    blocked on a SimPy event.
+    blocked on a SimPy event; ``tasks`` the engine tasks run (over every simulated unit) and ``simpy_events``
+    the events SimPy itself scheduled (waits, rendezvous, network transfers).
     """
 
     ranks: int
@@ -90,6 +106,8 @@ class Timeline:
     units: int = 0
     gpu_events: int = 0
     waits: int = 0
+    tasks: int = 0
+    simpy_events: int = 0
 
     def row_ranks(self) -> list[int]:
         """The ranks that have rows: every pipeline rank, or (full fidelity) the recorded GPUs."""
@@ -110,7 +128,7 @@ class PipelineEngine:
 
     def __init__(self, schedule: Schedule, prices: list[StagePrice], send_s: float, tail: TailSpec,
                  pair_s: float | None = None, compute_slowdown: dict[int, float] | None = None,
-                 layout: GpuLayout | None = None):
+                 layout: GpuLayout | None = None, network=None, send_comm=None):
         if len(prices) != schedule.stages:
             raise ScheduleError(f"schedule {schedule.name} has {schedule.stages} stages; the model has "
                                 f"{len(prices)}")
@@ -119,7 +137,12 @@ class PipelineEngine:
         self.send_s = send_s
         self.tail = tail
         self.pair_s = pair_s
-        self.env = simpy.Environment()
+        self.env = CountingEnvironment()
+        # A time-shared network (simulator.network.shared) moves communication in simulated time.
+        self.network = network
+        self.send_comm = send_comm
+        self.net_ops: list[NetOp] = []
+        self._net_index: dict[NetOp, int] = {}
         self.full = layout is not None  # every GPU simulated (shared by equivalence class or not)
         self.layout = layout or representative_layout(schedule.pp, compute_slowdown)
         if self.layout.pipeline_ranks != schedule.pp:
@@ -137,6 +160,17 @@ class PipelineEngine:
 
     # Signals (ints) name task completions; named ones let a consumer refer to a producer built later (on
     # another rank). Each unit keeps its own completion time per signal.
+    def _net(self, comms: tuple, fixed_s: float = 0.0, send_to: int = -1) -> int | None:
+        """Index of the network op moving ``comms`` (None without a time-shared network or comms)."""
+        if self.network is None or not comms:
+            return None
+        op = NetOp(comms, max(0.0, fixed_s), send_to)
+        index = self._net_index.get(op)
+        if index is None:
+            index = self._net_index[op] = len(self.net_ops)
+            self.net_ops.append(op)
+        return index
+
     def _signal(self) -> int:
         self._signals += 1
         return self._signals - 1
@@ -178,9 +212,9 @@ class PipelineEngine:
         tasks, last, first = [], len(plain) - 1, self._signals
         self._signals += last  # signals of the chain's inner links
         mb, stage = step.micro_batch, step.stage
-        for i, (name, duration_s, phase, group, stream, expert_s) in enumerate(plain):
+        for i, (name, duration_s, phase, group, stream, expert_s, net) in enumerate(plain):
             event = done if i == last else first + i
-            tasks.append([name, duration_s, phase, mb, stage, deps, event, group, stream, expert_s])
+            tasks.append([name, duration_s, phase, mb, stage, deps, event, group, stream, expert_s, net])
             deps = [event]
         return tasks
 
@@ -189,8 +223,8 @@ class PipelineEngine:
         segment tuple."""
         plain = self._plain_cache.get(id(segments))
         if plain is None:
-            plain = [(seg.name, seg.duration_s, seg.phase.value, seg.group or None, seg.stream, seg.expert_s)
-                     for seg in segments]
+            plain = [(seg.name, seg.duration_s, seg.phase.value, seg.group or None, seg.stream, seg.expert_s,
+                      self._net(seg.comms, seg.duration_s - seg.comm_s)) for seg in segments]
             self._plain_cache[id(segments)] = plain
             self._keep_alive.append(segments)  # ids stay unique while the tuple lives
         return plain
@@ -212,11 +246,13 @@ class PipelineEngine:
         if step.phase is Phase.W or not 0 <= target < self.schedule.stages:
             return None
         rank_of = self.schedule.rank_of
-        if rank_of(step.micro_batch, target) == rank_of(step.micro_batch, step.stage):
+        to_rank = rank_of(step.micro_batch, target)
+        if to_rank == rank_of(step.micro_batch, step.stage):
             return None
+        net = self._net((self.send_comm,), 0.0, to_rank) if self.send_comm is not None else None
         return make_task(f"send{step.phase.value}", Stream.COMM, self.send_s, [self._done(step)],
-                    self._event(("sent", step.phase, step.micro_batch, step.stage)), step.phase.value,
-                    step.micro_batch, step.stage)
+                         self._event(("sent", step.phase, step.micro_batch, step.stage)), step.phase.value,
+                         step.micro_batch, step.stage, net=net)
 
     def _pair_tasks(self, step: Step) -> list[Task]:
         """An overlapped pair's tasks (both chunks, the backward's W if fused, their sends) in issue order.
@@ -333,10 +369,11 @@ class PipelineEngine:
     def _submit_tail(self, rank: int) -> None:
         last = [q[-1][DONE] for q in self.queues[rank] if q]
         tail, new = self.tail, self._signal
-        grads = make_task("grad_reduce_scatter", Stream.COMM, tail.grad_sync_s, last, new(), "dp", group="tail")
+        grads = make_task("grad_reduce_scatter", Stream.COMM, tail.grad_sync_s, last, new(), "dp", group="tail",
+                          net=self._net(tail.grad_comms))
         opt = make_task("optimizer", Stream.COMPUTE, tail.optimizer_s, [grads[DONE]], new(), "opt")
         params = make_task("param_all_gather", Stream.COMM, tail.param_sync_s, [opt[DONE]], new(), "dp",
-                           group="tail")
+                           group="tail", net=self._net(tail.param_comms))
         compute, comm = self.queues[rank]
         comm.extend((grads, params))
         compute.append(opt)
@@ -399,7 +436,11 @@ class PipelineEngine:
         units = [Unit(spec, slots[spec.rank], full) for spec in self.layout.units]
         for unit in units:
             unit.peers = [units[u] for u in unit.spec.peers]
-        runner = Runner(self.env, self.timeline.records)
+            if self.network is not None:  # the GPUs whose traffic the unit starts
+                unit.net_gpus = unit.spec.gpus if full else self.network.rank_gpus(unit.spec.rank)
+        if self.network is not None:
+            self.network.attach(self.env)
+        runner = Runner(self.env, self.timeline.records, self.network, self.net_ops)
         for unit in units:
             runner.start(unit, compiled[unit.spec.rank])
         self.env.run()
@@ -427,6 +468,7 @@ class PipelineEngine:
         tl.records.sort(key=_end_s)  # streams run ahead independently; rows in completion order
         tl.makespan_s = max(max(unit.end) for unit in units)
         tl.events, tl.gpu_events, tl.waits = 2 * ran, 2 * gpu_ran, runner.waits
+        tl.tasks, tl.simpy_events = ran, self.env.scheduled
         tl.units = sum(len(u.spec.gpus) if u.spec.block else 1 for u in units)
         if full:
             tl.fidelity = "full"
@@ -437,3 +479,15 @@ class PipelineEngine:
 
 def _end_s(record: tuple) -> float:
     return record[3]
+
+
+class CountingEnvironment(simpy.Environment):
+    """A SimPy environment that counts the events it schedules (reported beside the engine's task count)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scheduled = 0
+
+    def schedule(self, event, priority=NORMAL, delay=0):
+        self.scheduled += 1
+        super().schedule(event, priority, delay)

@@ -33,6 +33,10 @@ class Segment:
     layer: int = -1
     group: str = ""
     expert_s: float = 0.0  # of duration_s, routed-expert grouped GEMMs at the busiest GPU's rows (skewed routing)
+    # The communication ops the segment runs, in order, and their seconds alone on the network (of duration_s):
+    # a time-shared network (``run.network: flow``) moves them in simulated time instead.
+    comms: tuple = ()
+    comm_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,10 @@ class Pricer:
             expert = 0.0
             if self.expert_rows_factor != 1.0:
                 expert = sum(self.op_time_s(op) for op in component.ops if op.kind is Kind.GROUPED_GEMM)
+            comms = tuple(op.comm for op in component.ops if op.comm is not None)
+            comm_s = sum(self.op_time_s(op) for op in component.ops if op.comm is not None)
             segments.append(Segment(label, component.stream, seconds, chunk.phase, component.name,
-                                    component.layer, group, expert))
+                                    component.layer, group, expert, comms, comm_s))
         return tuple(segments)
 
     @staticmethod
@@ -112,10 +118,11 @@ class Pricer:
                 last = segments[-1]
                 segments[-1] = Segment(f"{last.name}+{seg.name}", last.stream, last.duration_s + seg.duration_s,
                                        seg.phase, group=_wider(last.group, seg.group),
-                                       expert_s=last.expert_s + seg.expert_s)
+                                       expert_s=last.expert_s + seg.expert_s, comms=last.comms + seg.comms,
+                                       comm_s=last.comm_s + seg.comm_s)
             else:
                 segments.append(Segment(seg.name, seg.stream, seg.duration_s, seg.phase, group=seg.group,
-                                        expert_s=seg.expert_s))
+                                        expert_s=seg.expert_s, comms=seg.comms, comm_s=seg.comm_s))
         return tuple(segments)
 
     def chunk_segments(self, chunk: Chunk) -> tuple[Segment, ...]:

@@ -8,9 +8,15 @@ collective then ends for all of them at the last arrival plus its duration (a re
 spent on waiting, not on every task; a scalar unit's two streams share one process, so that waiting for the
 unit's own other stream costs no event at all.
 
-Tasks: [label, seconds, phase, micro_batch, stage, deps, slot, group, stream, expert_s]; ``deps`` are
+Tasks: [label, seconds, phase, micro_batch, stage, deps, slot, group, stream, expert_s, net]; ``deps`` are
 (producer's pipeline rank, slot) pairs; ``slot`` ≥ 0 where some other stream waits for the task; under skewed
 routing a GPU with fewer expert rows than the busiest spends ``expert_s`` × its saving less on a task.
+
+With a time-shared network (:mod:`simulator.network.shared`) a task with a ``net`` op cannot know its end
+ahead: its stream waits on SimPy's clock until the task starts (its fixed part done), starts the op's flows
+for every GPU the unit stands for (all members' GPUs at a rendezvous, started by the last to arrive), and
+resumes when they have arrived. Flows so start in simulated-time order and share links with all traffic then
+in flight. Scalar units only: full fidelity runs shared units (classes) with such a network.
 
 Shared and representative units hold one time per signal. Block units hold a numpy vector per signal, one
 element per GPU: each GPU's streams are simulated separately, EP and TP collectives meet inside the block (the
@@ -31,7 +37,7 @@ from simulator.cohorts import UnitSpec
 class Unit:
     """Run-time state of one unit: completion time (or vector) per signal slot, unknown until produced."""
 
-    __slots__ = ("spec", "done", "waiting", "peers", "pos", "end", "slowdown", "scale", "rows", "tail")
+    __slots__ = ("spec", "done", "waiting", "peers", "pos", "end", "slowdown", "scale", "rows", "tail", "net_gpus")
 
     def __init__(self, spec: UnitSpec, slots: int, full: bool):
         self.spec = spec
@@ -45,16 +51,64 @@ class Unit:
         # Timeline rows: (index in the unit, rank written in records).
         self.rows = [(j, g if full else spec.rank) for j, g in spec.watch]
         self.tail = np.array(spec.tail_labels, dtype=np.intp) if spec.block else None
+        self.net_gpus: tuple[int, ...] = ()  # with a time-shared network: the GPUs whose traffic it starts
+
+
+class NetWait:
+    """A stream's network op: waiting for its start (``started`` False) or for its flows to arrive."""
+
+    __slots__ = ("t", "plan", "meeting", "started", "ready", "value", "event")
+
+    def __init__(self, t: float, plan, meeting):
+        self.t, self.plan, self.meeting = t, plan, meeting
+        self.started = self.ready = False
+        self.value = 0.0
+        self.event = None
+
+    def fire(self, event) -> None:
+        self.ready = True
+        self.value = event.value if self.started else 0.0
 
 
 class Runner:
     """Runs every unit's two streams as SimPy processes; collects records of the watched GPUs."""
 
-    def __init__(self, env: simpy.Environment, records: list):
+    def __init__(self, env: simpy.Environment, records: list, network=None, net_ops: list | None = None):
         self.env = env
         self.records = records
         self.rendezvous: dict[tuple, list] = {}
         self.waits = 0
+        self.network = network
+        self.net_ops = net_ops or []
+        self.plans: dict[tuple, object] = {}  # (net op, units) → the network's plan
+
+    def _net_begin(self, net: int, t: float, units: list[Unit], meeting) -> NetWait:
+        """Plan the network op ``net`` for ``units``' GPUs, starting at ``t`` plus its fixed part."""
+        op = self.net_ops[net]
+        key = (net, units[0]) if len(units) == 1 else (net, *units)
+        plan = self.plans.get(key)
+        if plan is None:
+            gpus = units[0].net_gpus if len(units) == 1 else tuple(sorted({g for u in units for g in u.net_gpus}))
+            plan = self.plans[key] = self.network.plan(op.comms, gpus, op.send_to)
+        wait = NetWait(t, plan, meeting)
+        begin = t + op.fixed_s
+        if begin > self.env.now:
+            wait.event = self.env.timeout(begin - self.env.now)
+            wait.event.callbacks.append(wait.fire)
+        else:
+            wait.ready = True
+        return wait
+
+    def _net_step(self, wait: NetWait) -> simpy.Event | None:
+        """Advance a network op: the event to wait for, or None once its flows have arrived."""
+        if not wait.ready:
+            return wait.event
+        if not wait.started:
+            wait.started, wait.ready = True, False
+            wait.event = self.network.start(wait.plan)
+            wait.event.callbacks.append(wait.fire)
+            return wait.event
+        return None
 
     def start(self, unit: Unit, queues: tuple[list, list]) -> None:
         """Start a unit: one process for both streams of a scalar unit, one per stream for a block."""
@@ -85,6 +139,7 @@ class Runner:
         pos, ends = unit.pos, unit.end
         arrived: list = [None, None]  # a rendezvous this stream has joined and waits to end
         blocked: list = [None, None]
+        flights: list = [None, None]  # a network op this stream runs (time-shared network)
         while True:
             progressed = False
             for si in (0, 1):
@@ -93,7 +148,7 @@ class Runner:
                 scale, saving, name = scales[si], savings[si], names[si]
                 blocked[si] = None
                 while i < n:
-                    label, duration_s, phase, mb, stage, deps, slot, group, _, expert_s = specs[i]
+                    label, duration_s, phase, mb, stage, deps, slot, group, _, expert_s, net = specs[i]
                     ready_all = True
                     for p_rank, p_slot in deps:
                         source = peers[p_rank]
@@ -107,7 +162,50 @@ class Runner:
                             t = ready
                     if not ready_all:
                         break
-                    if group is None:
+                    if net is not None:
+                        wait = flights[si]
+                        if wait is None:
+                            meeting = None
+                            if group is not None and groups[group][1] > 1:
+                                key, members = groups[group]
+                                meeting = arrived[si]
+                                if meeting is None:
+                                    rkey = (group, key, i)
+                                    meeting = rendezvous.get(rkey)
+                                    if meeting is None:
+                                        meeting = rendezvous[rkey] = [members, t, None, None, []]
+                                    elif t > meeting[1]:
+                                        meeting[1] = t
+                                    meeting[0] -= 1
+                                    meeting[4].append(unit)
+                                    arrived[si] = meeting
+                                    if meeting[0] == 0:  # the last to arrive starts the op for everyone
+                                        del rendezvous[rkey]
+                                        arrived[si] = None
+                                        wait = flights[si] = self._net_begin(net, meeting[1], meeting[4], meeting)
+                                if wait is None and meeting[3] is None:
+                                    if meeting[2] is None:
+                                        meeting[2] = env.event()
+                                    blocked[si] = meeting[2]
+                                    break
+                            else:
+                                wait = flights[si] = self._net_begin(net, t, [unit], None)
+                        if wait is not None:
+                            event = self._net_step(wait)
+                            if event is not None:
+                                blocked[si] = event
+                                break
+                            end = env.now + wait.value
+                            flights[si] = None
+                            t = wait.t
+                            if wait.meeting is not None:
+                                wait.meeting[3] = end
+                                if wait.meeting[2] is not None:
+                                    wait.meeting[2].succeed()
+                        else:  # a member whose op another unit ran
+                            arrived[si] = None
+                            end = meeting[3]
+                    elif group is None:
                         if saving is not None and expert_s:
                             end = t + (duration_s - expert_s * saving[phase]) * scale
                         else:
@@ -121,7 +219,7 @@ class Runner:
                             if meeting is None:
                                 meeting = rendezvous.get((group, key, i))
                                 if meeting is None:
-                                    meeting = rendezvous[(group, key, i)] = [members, t, None, 0.0]
+                                    meeting = rendezvous[(group, key, i)] = [members, t, None, 0.0, None]
                                 elif t > meeting[1]:
                                     meeting[1] = t
                                 meeting[0] -= 1
@@ -176,7 +274,7 @@ class Runner:
             savings = {p: np.array([s[p] for s in spec.expert_saving]) for p in spec.expert_saving[0]}
         maximum = np.maximum
         t = np.zeros(size)
-        for i, (label, duration_s, phase, mb, stage, deps, slot, group, _, expert_s) in enumerate(specs):
+        for i, (label, duration_s, phase, mb, stage, deps, slot, group, _, expert_s, _net) in enumerate(specs):
             for p_rank, p_slot in deps:
                 source = peers[p_rank]
                 ready = source.done[p_slot]

@@ -71,6 +71,9 @@ class Result:
     samples: dict | None = None  # with run.samples > 1: the jittered step times (simulator/uncertainty.py)
     fidelity: str = "representative"
     simulated_units: int = 0  # GPUs (or classes of identical GPUs) the engine ran: pp when representative
+    tasks: int = 0  # engine tasks run (one per segment per simulated unit)
+    simpy_events: int = 0  # events SimPy scheduled: stream waits, rendezvous, network transfers
+    network: str = "analytic"
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -85,12 +88,11 @@ def tail_spec(scenario: Scenario, network: AnalyticNetwork, cost_model: CostMode
     grad_b, weight_b = DTYPE_BYTES[tr.grad_dtype], DTYPE_BYTES[tr.weight_dtype]
     zero = par.zero_stage >= 1
     reduce = Pattern.REDUCE_SCATTER if zero else Pattern.ALL_REDUCE
-    grad_s = network.comm_time_s(Comm(reduce, "dp", dense * grad_b), rank)
-    grad_s += network.comm_time_s(Comm(reduce, "edp", expert * grad_b), rank)
-    param_s = 0.0
-    if zero:
-        param_s = network.comm_time_s(Comm(Pattern.ALL_GATHER, "dp", dense * weight_b), rank)
-        param_s += network.comm_time_s(Comm(Pattern.ALL_GATHER, "edp", expert * weight_b), rank)
+    grad_comms = (Comm(reduce, "dp", dense * grad_b), Comm(reduce, "edp", expert * grad_b))
+    param_comms = ((Comm(Pattern.ALL_GATHER, "dp", dense * weight_b), Comm(Pattern.ALL_GATHER, "edp", expert * weight_b))
+                   if zero else ())
+    grad_s = sum(network.comm_time_s(c, rank) for c in grad_comms)
+    param_s = sum(network.comm_time_s(c, rank) for c in param_comms)
     # AdamW on this rank's shard: read master, gradient and both moments; write master, moments, weights.
     shard = dense + expert
     if zero:
@@ -98,17 +100,21 @@ def tail_spec(scenario: Scenario, network: AnalyticNetwork, cost_model: CostMode
     states = 2 * DTYPE_BYTES[tr.optimizer_moment_dtype] + (DTYPE_BYTES["fp32"] if tr.master_weights else 0)
     optimizer_bytes = shard * (2 * states + grad_b + weight_b)
     optimizer_s = optimizer_bytes / (cost_model.memory_efficiency() * scenario.cluster.gpu.hbm_tbps * 1e12)
-    return TailSpec(grad_s, optimizer_s, param_s)
+    return TailSpec(grad_s, optimizer_s, param_s, grad_comms, param_comms)
 
 
 def make_network(scenario: Scenario):
-    """The network model ``run.network`` names: closed-form ``analytic``, or ``flow`` on the cluster graph.
+    """The network model ``run.network`` names: closed-form ``analytic``, or ``flow``, links on the cluster
+    graph shared in simulated time by all concurrent traffic (:mod:`simulator.network.shared`).
 
-    Link or switch faults need routes, so with ``faults.links`` even ``analytic`` is priced on the graph.
+    Link or switch faults need routes, so with ``faults.links`` ``analytic`` is priced on the graph.
     """
-    if scenario.run.network == "flow" or scenario.faults.links:
+    if scenario.run.network == "flow":
+        from simulator.network.shared import SharedNetwork
+        return SharedNetwork(scenario)
+    if scenario.faults.links:
         from simulator.network.scenario_network import ScenarioNetwork
-        return ScenarioNetwork(scenario, scenario.run.network)
+        return ScenarioNetwork(scenario, "analytic")
     return AnalyticNetwork(scenario)
 
 
@@ -146,12 +152,17 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     tails = [tail_spec(scenario, network, cost_model, d, e, rank) for rank, (d, e) in enumerate(rank_params)]
     tail = max(tails, key=lambda t: t.grad_sync_s + t.optimizer_s + t.param_sync_s)
     send_bytes = par.micro_batch_size * par.seq_len // par.cp * scenario.model.hidden * DTYPE_BYTES["bf16"] / par.tp
-    send_s = network.comm_time_s(Comm(Pattern.SEND_RECV, "pp", send_bytes))
+    send_comm = Comm(Pattern.SEND_RECV, "pp", send_bytes)
+    send_s = network.comm_time_s(send_comm)
 
     full = scenario.run.fidelity == "full"
-    layout = full_layout(scenario, full_units, expert_time_ratios(pricer, stages)) if full else None
+    # A time-shared network runs with one process per unit: full fidelity then simulates classes of GPUs.
+    shared = network if getattr(network, "time_shared", False) else None
+    units = "classes" if shared is not None else full_units
+    layout = full_layout(scenario, units, expert_time_ratios(pricer, stages)) if full else None
     timeline = PipelineEngine(schedule, prices, send_s, tail, compute_slowdown=None if full else
-                              rank_slowdowns(scenario), layout=layout).run()
+                              rank_slowdowns(scenario), layout=layout, network=shared,
+                              send_comm=send_comm if shared is not None else None).run()
     breakdowns, rows = pipeline_breakdowns(timeline, [p.activation_bytes for p in prices], par.pp)
     step_s = timeline.makespan_s
 
@@ -191,4 +202,5 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
         cost_model_notes=sorted(cost_model.fallbacks.values()),
         sim_wall_s=time.perf_counter() - wall, events=timeline.events,
         timeline=timeline if keep_timeline else None, fidelity=scenario.run.fidelity,
-        simulated_units=timeline.units)
+        simulated_units=timeline.units, tasks=timeline.tasks, simpy_events=timeline.simpy_events,
+        network=scenario.run.network)

@@ -148,7 +148,7 @@ _FLOW_NET = GraphNetwork(_G, "flow")
 def test_scenario_network_flow_is_selected_and_close_to_analytic():
     sc = load_scenario(preset="deepseek-v2-lite-h800")
     flow_sc = sc.model_copy(update={"run": sc.run.model_copy(update={"network": "flow"})})
-    assert type(make_network(flow_sc)).__name__ == "ScenarioNetwork"
+    assert type(make_network(flow_sc)).__name__ == "SharedNetwork"
     a, f = simulate(sc), simulate(flow_sc)
     assert f.step_time_s == pytest.approx(a.step_time_s, rel=0.05)
 

@@ -36,3 +36,117 @@ def test_latency_fields_act_the_same_under_every_network_model(field, comm, step
               for name, net in _nets([f"cluster.network.{field}={default + DELTA_US}"]).items()}
     for name in base:
         assert slower[name] - base[name] == pytest.approx(steps * DELTA_US * 1e-6, rel=1e-9), name
+
+
+# --- links shared in simulated time: hand-derived cases on LinkShare ------------------------------------------
+import numpy as np  # noqa: E402
+import simpy  # noqa: E402
+
+from simulator.cli import app  # noqa: E402
+from simulator.network import collectives as algo  # noqa: E402
+from simulator.network.graph_model import GraphNetwork  # noqa: E402
+from simulator.network.link_share import LinkShare, PlanStep, bundle, plan_of  # noqa: E402
+from simulator.network.shared import plan_steps  # noqa: E402
+from simulator.simulate import simulate  # noqa: E402
+from topologies.registry import build_topology  # noqa: E402
+from workloads.errors import ScenarioError  # noqa: E402
+
+CAP = np.array([10.0, 10.0, 10.0])  # bytes/s per link
+
+
+def _run(starts: list[tuple[float, object]], capacity=CAP) -> list[float]:
+    """End time of each (start time, plan) run on one LinkShare."""
+    env = simpy.Environment()
+    share = LinkShare(env, capacity)
+    ends = [None] * len(starts)
+
+    def go(i, at, plan):
+        yield env.timeout(at)
+        latency = yield share.start(plan)
+        ends[i] = env.now + latency
+
+    for i, (at, plan) in enumerate(starts):
+        env.process(go(i, at, plan))
+    env.run()
+    return ends
+
+
+def _one(link_bytes: dict[int, float], latency_s: float = 0.0, capacity=CAP):
+    return plan_of([PlanStep([bundle(list(link_bytes), list(link_bytes.values()), capacity)], latency_s)])
+
+
+def test_two_flows_on_one_link_take_twice_as_long():
+    assert _run([(0.0, _one({0: 100.0}))]) == [pytest.approx(10.0, rel=1e-12)]
+    assert _run([(0.0, _one({0: 100.0})), (0.0, _one({0: 100.0}))]) == [pytest.approx(20.0, rel=1e-12)] * 2
+
+
+def test_a_third_flow_arriving_midway_reshares():
+    # 0–4 s: A and B at 5 B/s (20 B each moved). From 4 s three share 10 B/s: A and B need 80 B at 10/3 B/s,
+    # so end at 4 + 24 = 28 s; C has moved 80 B by then and its last 20 B go alone at 10 B/s: 30 s.
+    ends = _run([(0.0, _one({0: 100.0})), (0.0, _one({0: 100.0})), (4.0, _one({0: 100.0}))])
+    assert ends == [pytest.approx(28.0, rel=1e-12), pytest.approx(28.0, rel=1e-12), pytest.approx(30.0, rel=1e-12)]
+
+
+def test_flows_on_different_links_do_not_meet_and_latency_comes_after_the_bytes():
+    ends = _run([(0.0, _one({0: 100.0}, latency_s=0.5)), (1.0, _one({1: 50.0, 2: 20.0}))])
+    assert ends == [pytest.approx(10.5, rel=1e-12), pytest.approx(6.0, rel=1e-12)]
+
+
+def test_a_send_overlapping_a_dispatch_on_one_nic_slows_both():
+    # Link 0 is the receiving NIC, link 1 NVLink. The send fills the NIC alone (S = 40/10 = 4 s); the dispatch's
+    # InfiniBand bundle too (D = 100/10 = 10 s); its NVLink bundle takes 7 s. Together on the NIC each gets
+    # half: the send ends at 2·S = 8 s; the dispatch's IB bundle has moved 40 B by then and its last 60 B take
+    # 6 s alone: 14 s = S + D. The NVLink bundle never meets the send: the dispatch ends at max(7, 14) s.
+    send = _one({0: 40.0})
+    dispatch = plan_of([PlanStep([bundle([0], [100.0], CAP), bundle([1], [70.0], CAP)], 0.0)])
+    assert _run([(0.0, dispatch)]) == [pytest.approx(10.0, rel=1e-12)]
+    assert _run([(0.0, send), (0.0, dispatch)]) == [pytest.approx(8.0, rel=1e-12), pytest.approx(14.0, rel=1e-12)]
+
+
+def test_a_bundle_that_uses_a_link_lightly_is_slowed_by_the_same_factor():
+    # A fills link 0 (10 s alone). B's busiest link is link 1 (200 B: 20 s alone), so at full speed it puts
+    # 2.5 B/s on link 0. Progressive filling: both at u with 10u + 2.5u = 10, u = 0.8, until A ends at 12.5 s;
+    # B has done 0.8 × 12.5 = 10 of its 20 solo seconds, the rest alone: 22.5 s.
+    a, b = _one({0: 100.0}), _one({0: 50.0, 1: 200.0})
+    assert _run([(0.0, a), (0.0, b)]) == [pytest.approx(12.5, rel=1e-12), pytest.approx(22.5, rel=1e-12)]
+
+
+def test_two_to_one_spine_halves_cross_leaf_bandwidth_only_for_traffic_that_crosses_it():
+    # ft2 of 24-port leaves at 2:1: 16 NICs (two 8-GPU nodes) down, 8 up per leaf. Every GPU of nodes 0 and 1
+    # sends B bytes to its peer on nodes 2 and 3: 16 NICs' worth of traffic leaves through 8 uplinks, half the
+    # NIC rate. Node 0 to node 1 stays inside the leaf: the NIC rate. At 1:1 (12 down, 12 up) no leaf's uplinks
+    # carry more than its NICs: the NIC rate both ways.
+    nbytes, nic_s = 1e9, 1e9 / (50e9 * 0.8)
+
+    def sends(oversubscription, pairs):
+        net = GraphNetwork(build_topology("ft2", gpus=32, radix=24, oversubscription=oversubscription), "analytic")
+        gpu, is_nic = net.gpus, np.asarray(net.router.link_class == "nic")
+        program = net.program("send-recv", algo.send_recv([(gpu[a], gpu[b]) for a, b in pairs], nbytes))
+        plan = plan_of(plan_steps([program], net.capacity_bps, is_nic))
+        (end,) = _run([(0.0, plan)], net.capacity_bps)  # moved in simulated time, alone
+        return end - plan.steps[0].latency_s
+
+    across = [(i, 16 + i) for i in range(16)]
+    within = [(i, 8 + i) for i in range(8)]
+    assert sends(2.0, across) == pytest.approx(2 * nic_s, rel=1e-9)
+    assert sends(2.0, within) == pytest.approx(nic_s, rel=1e-9)
+    assert sends(1.0, across) == pytest.approx(nic_s, rel=1e-9)
+
+
+# --- the time-shared network in the engine --------------------------------------------------------------------
+def test_flow_agrees_exactly_with_analytic_where_nothing_contends():
+    # 16 GPUs on 2-port switches: every inter-node path crosses a spine, as the analytic latency assumes; EP
+    # and DP stay inside a node and the pipeline sends use NICs nothing else uses.
+    extra = ["cluster.network.switch_radix=2"]
+    analytic = simulate(load_scenario(preset="deepseek-v2-lite-h800", overrides=extra))
+    for fidelity in ("representative", "full"):
+        flow = simulate(load_scenario(preset="deepseek-v2-lite-h800",
+                                      overrides=[*extra, "run.network=flow", f"run.fidelity={fidelity}"]))
+        assert flow.step_time_s == pytest.approx(analytic.step_time_s, rel=1e-9)
+        assert flow.simpy_events > analytic.simpy_events  # the transfers really ran on SimPy's clock
+
+
+def test_an_all_to_all_too_large_to_simulate_is_refused_with_its_size(runner):
+    out = runner.invoke(app, ["collective", "all-to-all", "--topology", "ft3", "--gpus", "65536", "--bytes", "1MB"])
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    assert "all-to-all over 65,536 GPUs is 4,294,901,760 flows, ~1,649 GB to simulate" in out.output

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from simulator.cli import app, console, fail
 from simulator.commands.topology import parse_links, spec_from_options
+from simulator.network.collectives import check_flow_state
 from simulator.network.flows import GB
 from simulator.network.graph_model import COLLECTIVES, FIDELITIES, GraphNetwork
 from topologies.registry import build
@@ -79,6 +80,7 @@ def collective(
     size = max(cluster_gpus or members_n, members_n)
     gpn = topology_defaults()["gpus_per_node"]
     try:
+        check_flow_state(name, members_n, gpn)
         g = build(spec_from_options(topology, radix, planes, size, oversubscription, gpu, None, None, None))
         g = fail_elements(g, parse_links(fail_link), fail_switch or [])
         net = GraphNetwork(g, fidelity, nvlink_efficiency, nic_efficiency)

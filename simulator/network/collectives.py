@@ -120,3 +120,30 @@ def ep_phases(node_of, members: list[str], tokens: int, token_bytes: float, traf
     if combine:
         transfers = [(d, s, b) for s, d, b in transfers]
     return [Phase("ep combine" if combine else "ep dispatch", transfers)] if transfers else []
+
+
+# A routed transfer holds its (src, dst, bytes) record and ~16 link ids and weights (int64 + float64) plus
+# Python overhead: ~384 bytes. Beyond this much flow state a collective is refused before it is built.
+FLOW_STATE_BYTES = 384
+MAX_FLOW_STATE_GB = 4.0
+
+
+def transfer_count(name: str, members: int, per_node: int) -> int:
+    """GPU-to-GPU transfers of collective ``name`` (an algorithm of :data:`COLLECTIVES` or ep-dispatch /
+    ep-combine) over ``members`` GPUs, ``per_node`` of them per node."""
+    if name == "all-to-all":
+        return members * (members - 1)
+    if name.startswith("ep-"):
+        nodes = -(-members // max(1, per_node))
+        return members * (nodes - 1) + nodes * per_node * (per_node - 1)
+    return 4 * members  # rings and trees: a few transfers per member and step
+
+
+def check_flow_state(name: str, members: int, per_node: int, instances: int = 1) -> None:
+    """Refuse (ValueError, one line with the size) a collective whose flows would not fit in memory."""
+    flows = transfer_count(name, members, per_node) * instances
+    need_gb = flows * FLOW_STATE_BYTES / 1e9
+    if need_gb > MAX_FLOW_STATE_GB:
+        over = f"{instances:,} × {members:,}" if instances > 1 else f"{members:,}"
+        raise ValueError(f"a {name} over {over} GPUs is {flows:,} flows, ~{need_gb:,.0f} GB to simulate (limit "
+                         f"{MAX_FLOW_STATE_GB:g} GB); use fewer GPUs or the analytic network model")

@@ -1,0 +1,230 @@
+"""Links shared in simulated time: bundles of fluid flows on a graph's links, max-min fair, on SimPy's clock.
+
+A :class:`Plan` is what one communication op moves: steps one after another, each a few :class:`Bundle` s
+that start together; the step ends when they have all arrived, plus its latency. A bundle is flows that
+progress together: it has one rate ``u`` relative to its speed alone (1: as fast as its own busiest link
+allows; on link ``l`` it then moves ``demand_bps[l]`` bytes/s, so ``demand_bps[l] <= capacity[l]``).
+
+:class:`LinkShare` moves plans in simulated time. Bundles crossing a common link share it max-min fairly in
+``u`` (progressive filling: every ``u`` rises together until a link is full, the bundles through it freeze;
+none exceeds 1). Two bundles that each fill a link alone get half of it each; a bundle that uses a link
+lightly is slowed there by the same factor as the others. Rates are recomputed when a bundle starts or
+finishes, and only if it shares a link with another; a bundle's arrival is a SimPy timeout, rescheduled when
+its rate changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+
+@dataclass(slots=True)
+class Bundle:
+    """Flows of one step that progress together: the links they load and bytes/s on each at full speed."""
+
+    links: np.ndarray  # link ids (unique)
+    demand_bps: np.ndarray  # bytes per second on each link at u = 1
+    solo_s: float  # transfer time alone
+    mask: int = 0  # the links as a bit set
+
+    def scaled(self, factor: float) -> Bundle:
+        """The same flows carrying ``factor`` times the bytes (same links and rates, ``factor`` × the time)."""
+        return Bundle(self.links, self.demand_bps, self.solo_s * factor, self.mask)
+
+
+@dataclass(slots=True)
+class PlanStep:
+    bundles: list[Bundle]
+    latency_s: float  # after the last bundle's bytes arrive
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one op moves on which links, step by step; ``solo_s`` its time alone on the network."""
+
+    steps: list[PlanStep]
+    solo_s: float
+
+
+@dataclass(slots=True, eq=False)
+class Flight:
+    """A bundle in flight: ``remaining_s`` of solo transfer left at ``since``, progressing at rate ``u``."""
+
+    bundle: Bundle
+    transfer: Transfer
+    remaining_s: float
+    since: float
+    u: float = 1.0
+    version: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class Transfer:
+    """A planned op in flight: its step, the bundles of it still moving, and the event to fire at the end."""
+
+    plan: Plan
+    done: simpy.Event
+    step: int = 0
+    pending: int = 0
+
+
+def bundle(links, bytes_per_link, capacity_bps: np.ndarray) -> Bundle:
+    """A bundle moving ``bytes_per_link[i]`` bytes over link ``links[i]`` (ids into ``capacity_bps``)."""
+    links = np.asarray(links, dtype=np.int64)
+    load = np.asarray(bytes_per_link, dtype=float)
+    solo_s = float((load / capacity_bps[links]).max())
+    bits = np.zeros(-(-len(capacity_bps) // 8) * 8, dtype=bool)
+    bits[links] = True
+    mask = int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
+    return Bundle(links, load / solo_s, solo_s, mask)
+
+
+def plan_of(steps: list[PlanStep]) -> Plan:
+    return Plan(steps, sum(max((b.solo_s for b in s.bundles), default=0.0) + s.latency_s for s in steps))
+
+
+class LinkShare:
+    """The links of one graph (``capacity_bps`` per link id) shared by every plan in flight."""
+
+    def __init__(self, env: simpy.Environment, capacity_bps: np.ndarray):
+        self.env = env
+        self.capacity_bps = np.asarray(capacity_bps, dtype=float)
+        self.mask_bytes = -(-len(self.capacity_bps) // 8)
+        self.flights: list[Flight] = []
+        self.busy = 0  # links some flight uses (bit set)
+        self.reshares = 0  # rate recomputations over shared links
+        self.started = 0  # plans started
+
+    # --- moving in simulated time ---------------------------------------------------------------------
+    def start(self, plan: Plan) -> simpy.Event:
+        """Start ``plan`` now; the returned event fires when its last step's bytes have arrived, with that
+        step's latency as value (the op ends that much later)."""
+        self.started += 1
+        transfer = Transfer(plan, self.env.event())
+        self._begin_step(transfer)
+        return transfer.done
+
+    # Which links are in use is kept as Python ints used as bit sets (bit l: link l): testing whether a new
+    # bundle meets anyone is one AND, far cheaper than indexing a count array with its hundreds of links.
+    def _begin_step(self, transfer: Transfer) -> None:
+        steps = transfer.plan.steps
+        if transfer.step >= len(steps):  # an op with nothing to move
+            transfer.done.succeed(0.0)
+            return
+        bundles = steps[transfer.step].bundles
+        if not bundles:  # a step of latency only (zero bytes)
+            self._step_done(transfer)
+            return
+        transfer.pending = len(bundles)
+        now = self.env.now
+        crowded = False
+        for b in bundles:
+            flight = Flight(b, transfer, b.solo_s, now)
+            if b.mask & self.busy:
+                crowded = True
+            self.busy |= b.mask
+            self.flights.append(flight)
+            if not crowded:
+                self._schedule(flight)
+        if crowded:
+            self._reshare()
+
+    def _step_done(self, transfer: Transfer) -> None:
+        """The current step's bytes have arrived: after its latency, the next step (or the op's end)."""
+        step = transfer.plan.steps[transfer.step]
+        transfer.step += 1
+        if transfer.step >= len(transfer.plan.steps):
+            transfer.done.succeed(step.latency_s)
+        else:
+            self.env.timeout(step.latency_s).callbacks.append(lambda _e, t=transfer: self._begin_step(t))
+
+    def _schedule(self, flight: Flight) -> None:
+        flight.version += 1
+        event = self.env.timeout(flight.remaining_s / flight.u)
+        version = flight.version
+        event.callbacks.append(lambda _e, f=flight, v=version: self._finish(f, v))
+
+    def _finish(self, flight: Flight, version: int) -> None:
+        if flight.version != version:
+            return  # rescheduled since
+        self.flights.remove(flight)
+        busy = 0
+        for other in self.flights:
+            busy |= other.bundle.mask
+        self.busy = busy
+        if flight.bundle.mask & busy:
+            self._reshare()
+        transfer = flight.transfer
+        transfer.pending -= 1
+        if not transfer.pending:
+            self._step_done(transfer)
+
+    def _reshare(self) -> None:
+        """Max-min fair ``u`` of every flight on a shared link (progressive filling, capped at 1)."""
+        self.reshares += 1
+        now = self.env.now
+        seen = shared = 0
+        for flight in self.flights:
+            shared |= seen & flight.bundle.mask
+            seen |= flight.bundle.mask
+        on_shared = None
+        touching, rows_flight, rows_link, rows_demand = [], [], [], []
+        for flight in self.flights:
+            if flight.bundle.mask & shared:
+                if on_shared is None:
+                    raw = np.frombuffer(shared.to_bytes(self.mask_bytes, "little"), dtype=np.uint8)
+                    on_shared = np.unpackbits(raw, bitorder="little").astype(bool)
+                sel = on_shared[flight.bundle.links]
+                rows_flight.append(np.full(int(sel.sum()), len(touching)))
+                rows_link.append(flight.bundle.links[sel])
+                rows_demand.append(flight.bundle.demand_bps[sel])
+                touching.append(flight)
+            elif flight.u != 1.0 or not flight.version:
+                self._rate(flight, 1.0, now)
+        if not touching:
+            return
+        flow = np.concatenate(rows_flight)
+        ids, link = np.unique(np.concatenate(rows_link), return_inverse=True)
+        u = max_min_levels(flow, link, np.concatenate(rows_demand), len(touching), self.capacity_bps[ids])
+        for flight, rate in zip(touching, u.tolist()):
+            if rate != flight.u or not flight.version:  # version 0: just started, not yet scheduled
+                self._rate(flight, rate, now)
+
+    def _rate(self, flight: Flight, u: float, now: float) -> None:
+        flight.remaining_s = max(0.0, flight.remaining_s - flight.u * (now - flight.since))
+        flight.since = now
+        flight.u = u
+        self._schedule(flight)
+
+
+
+def max_min_levels(flow: np.ndarray, link: np.ndarray, demand: np.ndarray, flows: int,
+                   capacity: np.ndarray) -> np.ndarray:
+    """Max-min fair levels ``u`` ≤ 1 of ``flows`` bundles; bundle ``flow[i]`` uses ``demand[i]·u`` bytes/s of
+    link ``link[i]``, each link holds ``capacity`` bytes/s."""
+    u = np.ones(flows)
+    frozen = np.zeros(flows, dtype=bool)
+    remaining = capacity.copy()
+    while not frozen.all():
+        live = ~frozen[flow]
+        load = np.bincount(link[live], demand[live], minlength=len(capacity))
+        used = load > 0
+        if not used.any():
+            break
+        share = np.full(len(capacity), np.inf)
+        share[used] = np.maximum(remaining[used], 0.0) / load[used]
+        level = float(share.min())
+        if level >= 1.0:
+            break  # every remaining bundle runs at its own speed
+        bottleneck = share <= level * (1 + 1e-12)
+        hit = np.zeros(flows, dtype=bool)
+        hit[flow[live & bottleneck[link]]] = True
+        hit &= ~frozen
+        u[hit] = level
+        frozen |= hit
+        taken = hit[flow]
+        remaining -= np.bincount(link[taken], demand[taken] * level, minlength=len(capacity))
+    return u
