@@ -101,8 +101,14 @@ def send_recv(pairs: list[tuple[str, str]], nbytes: float) -> list[Phase]:
 
 
 def ep_phases(node_of, members: list[str], tokens: int, token_bytes: float, traffic: EpTraffic,
-              combine: bool = False) -> list[Phase]:
-    """DeepSeek-style dispatch (or combine, reversed) of ``tokens`` tokens per member, balanced routing."""
+              combine: bool = False, gpu_weight=None, node_weight=None) -> list[Phase]:
+    """DeepSeek-style dispatch (or combine, reversed) of ``tokens`` tokens per member.
+
+    Balanced routing sends every remote node and every GPU the same share. Skewed routing gives, per member
+    and per node of the group, its share of the tokens relative to the mean (``gpu_weight``: tokens reaching
+    each GPU; ``node_weight``: each node; both average 1): a transfer carries its target's share, so the NICs
+    and NVLinks of hot experts' GPUs receive more (and, in combine, send more back).
+    """
     servers = by_server(node_of, members)
     per = len(servers[0])
     transfers = []
@@ -112,11 +118,14 @@ def ep_phases(node_of, members: list[str], tokens: int, token_bytes: float, traf
             for i, src in enumerate(src_server):
                 for b, dst_server in enumerate(servers):
                     if a != b and i < len(dst_server):
-                        transfers.append((src, dst_server[i], ib_bytes))
+                        weight = node_weight[b] if node_weight is not None else 1.0
+                        transfers.append((src, dst_server[i], ib_bytes * weight))
     if per > 1:
         nvl_bytes = tokens * traffic.nvl_copies * token_bytes / (per - 1)
-        for server in servers:
-            transfers.extend((x, y, nvl_bytes) for x in server for y in server if x != y)
+        for a, server in enumerate(servers):
+            for j, y in enumerate(server):
+                weight = gpu_weight[a * per + j] if gpu_weight is not None else 1.0
+                transfers.extend((x, y, nvl_bytes * weight) for x in server if x != y)
     if combine:
         transfers = [(d, s, b) for s, d, b in transfers]
     return [Phase("ep combine" if combine else "ep dispatch", transfers)] if transfers else []

@@ -151,10 +151,12 @@ class GraphNetwork:
         return self.program(name, phases)
 
     def ep(self, members: list[str], tokens: int, token_bytes: float, traffic: EpTraffic,
-           combine: bool = False) -> Program:
-        """DeepSeek-style EP dispatch (or combine) of ``tokens`` tokens of ``token_bytes`` per member."""
+           combine: bool = False, gpu_weight=None, node_weight=None) -> Program:
+        """DeepSeek-style EP dispatch (or combine) of ``tokens`` tokens of ``token_bytes`` per member; skewed
+        routing weights each transfer by its target's share (see :func:`collectives.ep_phases`)."""
         name = "ep-combine" if combine else "ep-dispatch"
-        return self.program(name, algo.ep_phases(self.node_of, members, tokens, token_bytes, traffic, combine))
+        return self.program(name, algo.ep_phases(self.node_of, members, tokens, token_bytes, traffic, combine,
+                                                 gpu_weight, node_weight))
 
 
 COLLECTIVES = ("all-to-all", "all-reduce", "all-reduce-tree", "all-reduce-hier", "reduce-scatter",
