@@ -186,9 +186,18 @@ class LinkShare:
                 self._rate(flight, 1.0, now)
         if not touching:
             return
-        flow = np.concatenate(rows_flight)
-        ids, link = np.unique(np.concatenate(rows_link), return_inverse=True)
-        u = max_min_levels(flow, link, np.concatenate(rows_demand), len(touching), self.capacity_bps[ids])
+        flow, link, demand = np.concatenate(rows_flight), np.concatenate(rows_link), np.concatenate(rows_demand)
+        # Only a link whose users together ask more than it holds at full speed can bind (u never exceeds 1).
+        total = np.bincount(link, demand, minlength=len(self.capacity_bps))
+        over = total > self.capacity_bps * (1 + 1e-12)
+        if over.any():
+            rows = over[link]
+            ids = np.flatnonzero(over)
+            compact = np.zeros(len(over), dtype=np.int64)
+            compact[ids] = np.arange(len(ids))
+            u = max_min_levels(flow[rows], compact[link[rows]], demand[rows], len(touching), self.capacity_bps[ids])
+        else:
+            u = np.ones(len(touching))
         for flight, rate in zip(touching, u.tolist()):
             if rate != flight.u or not flight.version:  # version 0: just started, not yet scheduled
                 self._rate(flight, rate, now)
@@ -198,7 +207,6 @@ class LinkShare:
         flight.since = now
         flight.u = u
         self._schedule(flight)
-
 
 
 def max_min_levels(flow: np.ndarray, link: np.ndarray, demand: np.ndarray, flows: int,

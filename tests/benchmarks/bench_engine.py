@@ -16,8 +16,9 @@ units stand for; events/s is events per CPU second of the engine (building, comp
 programs) and "/ SimPy" its ratio to raw SimPy's rate; waits are the SimPy events streams blocked on.
 
 Cases: representative; full (run.fidelity=full: identical GPUs run once while that makes fewer units);
-full/gpus, every GPU simulated on its own (what a scenario whose GPUs all differ costs); full with the flow
-network; a straggler in each mode ("classes" forces one unit per class of identical GPUs); Zipf-skewed routing.
+full/gpus, every GPU simulated on its own (what a scenario whose GPUs all differ costs); representative with
+the time-shared flow network (more on it in bench_flow_network.py); a straggler in each mode ("classes" forces
+one unit per class of identical GPUs); Zipf-skewed routing.
 Scaling: GPUs 128 … 16384 by dp (micro-batches per pipeline fixed at the preset's 120), and micro-batches
 32 … 240 at 2048 GPUs; written as a plotly page.
 """
@@ -166,8 +167,7 @@ def main() -> None:
         "representative": ([], "auto"),
         "full": (["run.fidelity=full"], "auto"),
         "full/gpus": (["run.fidelity=full"], "gpus"),
-        "full/flow": (["run.fidelity=full", "run.network=flow"], "auto"),
-        "full/flow/gpus": (["run.fidelity=full", "run.network=flow"], "gpus"),
+        "representative/flow": (["run.network=flow"], "auto"),  # links shared in time: bench_flow_network.py
         "representative+strag": ([straggler], "auto"),
         "full+straggler": (["run.fidelity=full", straggler], "auto"),
         "full/classes+strag": (["run.fidelity=full", straggler], "classes"),
