@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from calibration.cost_model import CostModel
+from simulator.network.model import NetworkModel
 from workloads.ep_load import scenario_ep_load
 from workloads.model import StageWork
 from workloads.ops import Chunk, Component, Kind, Op, Phase, Stream
@@ -69,7 +70,7 @@ def _wider(a: str, b: str) -> str:
 class Pricer:
     """Prices chunks for one scenario with a cost model (compute) and a network model (comm)."""
 
-    def __init__(self, scenario: Scenario, cost_model: CostModel, network, stage_rank=None):
+    def __init__(self, scenario: Scenario, cost_model: CostModel, network: NetworkModel, stage_rank=None):
         self.cost_model = cost_model
         self.network = network
         self.compute_sms = scenario.cluster.gpu.sms - scenario.training.comm_sms

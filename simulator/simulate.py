@@ -13,7 +13,7 @@ from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.faults import rank_slowdowns, run_goodput
 from simulator.memory import check_fits, rank_memory
 from simulator.metrics import pipeline_breakdowns
-from simulator.network import AnalyticNetwork
+from simulator.network import AnalyticNetwork, NetworkModel, TimeSharedNetwork
 from simulator.pricing import Pricer, StagePrice, expert_time_ratios
 from simulator.schedules import get_schedule
 from workloads.model import build_stages, parameter_counts
@@ -81,7 +81,7 @@ class Result:
         return data
 
 
-def tail_spec(scenario: Scenario, network: AnalyticNetwork, cost_model: CostModel, dense: float,
+def tail_spec(scenario: Scenario, network: NetworkModel, cost_model: CostModel, dense: float,
               expert: float, rank: int = 0) -> TailSpec:
     """Gradient sync, optimizer step and parameter sync of pipeline rank ``rank`` holding these parameters."""
     tr, par = scenario.training, scenario.parallelism
@@ -103,7 +103,7 @@ def tail_spec(scenario: Scenario, network: AnalyticNetwork, cost_model: CostMode
     return TailSpec(grad_s, optimizer_s, param_s, grad_comms, param_comms)
 
 
-def make_network(scenario: Scenario):
+def make_network(scenario: Scenario) -> NetworkModel:
     """The network model ``run.network`` names: closed-form ``analytic``, or ``flow``, links on the cluster
     graph shared in simulated time by all concurrent traffic (:mod:`simulator.network.shared`).
 
@@ -157,7 +157,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
 
     full = scenario.run.fidelity == "full"
     # A time-shared network runs with one process per unit: full fidelity then simulates classes of GPUs.
-    shared = network if getattr(network, "time_shared", False) else None
+    shared = network if isinstance(network, TimeSharedNetwork) else None
     units = "classes" if shared is not None else full_units
     layout = full_layout(scenario, units, expert_time_ratios(pricer, stages)) if full else None
     timeline = PipelineEngine(schedule, prices, send_s, tail, compute_slowdown=None if full else

@@ -149,4 +149,17 @@ def test_flow_agrees_exactly_with_analytic_where_nothing_contends():
 def test_an_all_to_all_too_large_to_simulate_is_refused_with_its_size(runner):
     out = runner.invoke(app, ["collective", "all-to-all", "--topology", "ft3", "--gpus", "65536", "--bytes", "1MB"])
     assert out.exit_code == 2 and "Traceback" not in out.output
-    assert "all-to-all over 65,536 GPUs is 4,294,901,760 flows, ~1,649 GB to simulate" in out.output
+    assert "error: all-to-all over 65,536 GPUs: 4,294,901,760 flows, ~1,649 GB to simulate" in out.output
+
+
+def test_every_network_model_implements_the_protocol():
+    from simulator.network import NetworkModel, TimeSharedNetwork
+
+    sc = load_scenario(preset="deepseek-v2-lite-h800")
+    faulty = load_scenario(preset="deepseek-v2-lite-h800",
+                           overrides=['faults.links=[{"link": ["n0.nic3", "p3.leaf0"], "bandwidth_factor": 0.5}]'])
+    flow = load_scenario(preset="deepseek-v2-lite-h800", overrides=["run.network=flow"])
+    models = [make_network(s) for s in (sc, faulty, flow)]
+    assert [type(m).__name__ for m in models] == ["AnalyticNetwork", "ScenarioNetwork", "SharedNetwork"]
+    assert all(isinstance(m, NetworkModel) for m in models)
+    assert [isinstance(m, TimeSharedNetwork) for m in models] == [False, False, True]

@@ -1,7 +1,9 @@
-"""Network models that price communication ops, behind one interface (``comm_time_s``)."""
+"""Network models that price communication ops, behind one interface (:class:`NetworkModel`)."""
 
 from simulator.network.analytic import AnalyticNetwork
 from simulator.network.graph_model import GraphNetwork
 from simulator.network.groups import GroupGeometry, group_geometry
+from simulator.network.model import NetworkModel, TimeSharedNetwork
 
-__all__ = ["AnalyticNetwork", "GraphNetwork", "GroupGeometry", "group_geometry"]
+__all__ = ["AnalyticNetwork", "GraphNetwork", "GroupGeometry", "NetworkModel", "TimeSharedNetwork",
+           "group_geometry"]

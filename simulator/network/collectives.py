@@ -154,5 +154,5 @@ def check_flow_state(name: str, members: int, per_node: int, instances: int = 1)
     need_gb = flows * FLOW_STATE_BYTES / 1e9
     if need_gb > MAX_FLOW_STATE_GB:
         over = f"{instances:,} × {members:,}" if instances > 1 else f"{members:,}"
-        raise ValueError(f"a {name} over {over} GPUs is {flows:,} flows, ~{need_gb:,.0f} GB to simulate (limit "
+        raise ValueError(f"{name} over {over} GPUs: {flows:,} flows, ~{need_gb:,.0f} GB to simulate (limit "
                          f"{MAX_FLOW_STATE_GB:g} GB); use fewer GPUs or the analytic network model")

@@ -51,8 +51,6 @@ class SharedNetwork:
     calls :meth:`attach` with its SimPy environment and then :meth:`start` for every op as it begins.
     """
 
-    time_shared = True  # the engine starts ops on it in simulated time
-
     def __init__(self, scenario: Scenario):
         self.scenario = scenario
         self.graph = ScenarioNetwork(scenario, "analytic")
