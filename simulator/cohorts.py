@@ -1,9 +1,9 @@
 """Which GPUs the engine simulates, and which of them behave identically (full-fidelity layouts).
 
-Global ranks are ordered tp fastest, then cp, then dp, then pp (as in :mod:`simulator.network.groups`): GPU
-``g`` sits on pipeline rank ``g // S`` at local index ``g % S``, with ``S = dp·cp·tp`` GPUs per pipeline rank.
-Its process groups, by local index ``l``: TP ``l // tp``; EP ``l // ep`` (contiguous runs of ``ep``); DP
-``l % (tp·cp)``; expert-DP ``l % ep``. A pipeline send goes to the GPU with the same local index on the rank
+Global ranks are ordered tp fastest, then cp, then dp, then pp, and process groups are those of
+:class:`~simulator.network.groups.ProcessGroups`: GPU ``g`` sits on pipeline rank ``g // S`` at local index
+``g % S``, with ``S = dp·cp·tp`` GPUs per pipeline rank; by local index ``l``: TP ``l // tp``; EP ``l // ep``
+(contiguous runs of ``ep``); DP ``l % (tp·cp)``; expert-DP ``l % ep``. A pipeline send goes to the GPU with the same local index on the rank
 that runs the next stage. The gradient and parameter synchronisation of the step's tail (DP and expert-DP
 together) meets over the union of the two groups, the "tail" group.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from simulator.network.groups import ProcessGroups
 from workloads.scenario import Scenario
 
 GROUPS = ("ep", "tp", "tail")
@@ -68,23 +69,9 @@ class GpuLayout:
 
 
 def _group_of(scenario: Scenario):
-    """Per kind, a function from local index to a group instance key."""
-    par = scenario.parallelism
-    tp, cp, ep = par.tp, par.cp, par.ep
-    parent: dict[int, int] = {}
-
-    def find(x: int) -> int:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    stage = par.dp * cp * tp
-    for l in range(stage):  # tail = connected components of DP ∪ expert-DP
-        a, b, c = find(l), find(stage + l % (tp * cp)), find(2 * stage + l % ep)
-        parent[a] = b
-        parent[find(c)] = find(b)
-    return {"ep": lambda l: l // ep, "tp": lambda l: l // tp, "tail": lambda l: find(l)}
+    """Per kind, a function from local index to a group instance key (:class:`ProcessGroups`)."""
+    groups = ProcessGroups.of(scenario)
+    return {kind: (lambda l, kind=kind: groups.key(kind, l)) for kind in GROUPS}
 
 
 def equivalence_classes(scenario: Scenario, slowdown: dict[int, float],

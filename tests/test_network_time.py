@@ -163,3 +163,21 @@ def test_every_network_model_implements_the_protocol():
     assert [type(m).__name__ for m in models] == ["AnalyticNetwork", "ScenarioNetwork", "SharedNetwork"]
     assert all(isinstance(m, NetworkModel) for m in models)
     assert [isinstance(m, TimeSharedNetwork) for m in models] == [False, False, True]
+
+
+def test_process_groups_instances_match_their_geometry():
+    from simulator.network.groups import KINDS, ProcessGroups
+
+    groups = ProcessGroups(tp=2, cp=2, dp=4, ep=8, pp=2, gpus_per_node=8)
+    for kind in KINDS[:-1]:  # pp groups span pipeline ranks
+        size, stride = groups.size_stride(kind)
+        for rank in (0, 1):
+            instances = groups.instances(kind, rank)
+            assert len(instances) * size == groups.stage_gpus, kind
+            for members in instances:
+                assert len(members) == size and all(b - a == stride for a, b in zip(members, members[1:])), kind
+                assert all(g // groups.stage_gpus == rank for g in members)
+    assert groups.geometry("ep").nodes == 1 and groups.geometry("dp").nodes == 2  # dp strides 4: 2 per node
+    # Expert-DP groups (stride 8) lie inside DP groups (stride 4) here: the tail groups are the DP groups.
+    assert groups.instances("tail") == groups.instances("dp") == [[0, 4, 8, 12], [1, 5, 9, 13], [2, 6, 10, 14],
+                                                                  [3, 7, 11, 15]]

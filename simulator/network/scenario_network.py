@@ -17,6 +17,7 @@ from workloads.scenario import Scenario
 from simulator.network.fabric import apply_link_faults, cluster_graph  # noqa: F401 (re-exported)
 from simulator.network.flows import Program
 from simulator.network.graph_model import GraphNetwork
+from simulator.network.groups import ProcessGroups
 from topologies.spec import TopologyError
 
 _ALGORITHM = {Pattern.ALL_REDUCE: "all-reduce-hier", Pattern.REDUCE_SCATTER: "reduce-scatter-hier",
@@ -31,27 +32,13 @@ class ScenarioNetwork:
         net = scenario.cluster.network
         graph = cluster_graph(scenario)
         self.faulty = bool(scenario.faults.links)
+        self.groups = ProcessGroups.of(scenario)
         self.network = GraphNetwork(graph, fidelity, net.nvlink_efficiency, net.nic_efficiency)
         self._cache: dict[tuple[Comm, int], float] = {}
 
     def instances(self, group: str, rank: int = 0) -> list[list[int]]:
         """GPUs of every instance of process group ``group`` inside pipeline rank ``rank`` (order tp, cp, dp)."""
-        par = self.scenario.parallelism
-        stage = par.dp * par.cp * par.tp
-        offset = rank * stage
-        key = {
-            "tp": lambda r: r // par.tp,
-            "cp": lambda r: (r % par.tp, r // (par.tp * par.cp)),
-            "dp": lambda r: r % (par.tp * par.cp),
-            "ep": lambda r: r // par.ep,
-            "edp": lambda r: r % par.ep,
-        }
-        if group not in key:
-            raise KeyError(f"unknown process group {group!r}")
-        groups: dict = {}
-        for r in range(stage):
-            groups.setdefault(key[group](r), []).append(offset + r)
-        return list(groups.values())
+        return self.groups.instances(group, rank)
 
     def ep_traffic(self) -> EpTraffic:
         moe, par = self.scenario.model.moe, self.scenario.parallelism
