@@ -54,6 +54,20 @@ class Unit:
         self.net_gpus: tuple[int, ...] = ()  # with a time-shared network: the GPUs whose traffic it starts
 
 
+class Meeting:
+    """A collective's rendezvous: members still to arrive, the last arrival time, the event the early ones wait
+    on, the end once known, and the units that arrived (blocks: (unit, its times) pairs; ``end`` then maps each
+    unit to its GPUs' ends)."""
+
+    __slots__ = ("missing", "t", "event", "end", "units")
+
+    def __init__(self, missing: int, t: float):
+        self.missing, self.t = missing, t
+        self.event: simpy.Event | None = None
+        self.end = None
+        self.units: list = []
+
+
 class NetWait:
     """A stream's network op: waiting for its start (``started`` False) or for its flows to arrive."""
 
@@ -173,20 +187,20 @@ class Runner:
                                     rkey = (group, key, i)
                                     meeting = rendezvous.get(rkey)
                                     if meeting is None:
-                                        meeting = rendezvous[rkey] = [members, t, None, None, []]
-                                    elif t > meeting[1]:
-                                        meeting[1] = t
-                                    meeting[0] -= 1
-                                    meeting[4].append(unit)
+                                        meeting = rendezvous[rkey] = Meeting(members, t)
+                                    elif t > meeting.t:
+                                        meeting.t = t
+                                    meeting.missing -= 1
+                                    meeting.units.append(unit)
                                     arrived[si] = meeting
-                                    if meeting[0] == 0:  # the last to arrive starts the op for everyone
+                                    if meeting.missing == 0:  # the last to arrive starts the op for everyone
                                         del rendezvous[rkey]
                                         arrived[si] = None
-                                        wait = flights[si] = self._net_begin(net, meeting[1], meeting[4], meeting)
-                                if wait is None and meeting[3] is None:
-                                    if meeting[2] is None:
-                                        meeting[2] = env.event()
-                                    blocked[si] = meeting[2]
+                                        wait = flights[si] = self._net_begin(net, meeting.t, meeting.units, meeting)
+                                if wait is None and meeting.end is None:
+                                    if meeting.event is None:
+                                        meeting.event = env.event()
+                                    blocked[si] = meeting.event
                                     break
                             else:
                                 wait = flights[si] = self._net_begin(net, t, [unit], None)
@@ -199,12 +213,12 @@ class Runner:
                             flights[si] = None
                             t = wait.t
                             if wait.meeting is not None:
-                                wait.meeting[3] = end
-                                if wait.meeting[2] is not None:
-                                    wait.meeting[2].succeed()
+                                wait.meeting.end = end
+                                if wait.meeting.event is not None:
+                                    wait.meeting.event.succeed()
                         else:  # a member whose op another unit ran
                             arrived[si] = None
-                            end = meeting[3]
+                            end = meeting.end
                     elif group is None:
                         if saving is not None and expert_s:
                             end = t + (duration_s - expert_s * saving[phase]) * scale
@@ -219,23 +233,23 @@ class Runner:
                             if meeting is None:
                                 meeting = rendezvous.get((group, key, i))
                                 if meeting is None:
-                                    meeting = rendezvous[(group, key, i)] = [members, t, None, 0.0, None]
-                                elif t > meeting[1]:
-                                    meeting[1] = t
-                                meeting[0] -= 1
-                                if meeting[0] == 0:
+                                    meeting = rendezvous[(group, key, i)] = Meeting(members, t)
+                                elif t > meeting.t:
+                                    meeting.t = t
+                                meeting.missing -= 1
+                                if meeting.missing == 0:
                                     del rendezvous[(group, key, i)]
-                                    meeting[3] = meeting[1] + duration_s
-                                    if meeting[2] is not None:
-                                        meeting[2].succeed()
-                            if meeting[0] > 0:
+                                    meeting.end = meeting.t + duration_s
+                                    if meeting.event is not None:
+                                        meeting.event.succeed()
+                            if meeting.missing > 0:
                                 arrived[si] = meeting
-                                if meeting[2] is None:
-                                    meeting[2] = env.event()
-                                blocked[si] = meeting[2]
+                                if meeting.event is None:
+                                    meeting.event = env.event()
+                                blocked[si] = meeting.event
                                 break
                             arrived[si] = None
-                            end = meeting[3]
+                            end = meeting.end
                     if append is not None:
                         append((row, name, t, end, label, phase, mb, stage))
                     if slot >= 0:
@@ -294,21 +308,21 @@ class Runner:
                 key, members = spec.groups["tail"]
                 meeting = rendezvous.get((group, key, i))
                 if meeting is None:
-                    meeting = rendezvous[(group, key, i)] = [members, [], None, {}]
-                meeting[1].append((unit, t))
-                meeting[0] -= 1
-                if meeting[0] == 0:
+                    meeting = rendezvous[(group, key, i)] = Meeting(members, 0.0)
+                meeting.units.append((unit, t))
+                meeting.missing -= 1
+                if meeting.missing == 0:
                     del rendezvous[(group, key, i)]
-                    meeting[3] = _tail_meeting(meeting[1], duration_s)
-                    if meeting[2] is not None:
-                        meeting[2].succeed()
+                    meeting.end = _tail_meeting(meeting.units, duration_s)
+                    if meeting.event is not None:
+                        meeting.event.succeed()
                 else:
-                    if meeting[2] is None:
-                        meeting[2] = self.env.event()
+                    if meeting.event is None:
+                        meeting.event = self.env.event()
                     unit.pos[si] = i
                     self.waits += 1
-                    yield meeting[2]
-                end = meeting[3][id(unit)]
+                    yield meeting.event
+                end = meeting.end[id(unit)]
             else:
                 w = width.get(group, 1)
                 if w == 1:
