@@ -53,7 +53,7 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
              report: Optional[str] = REPORT_OPT, trace: Optional[str] = TRACE_OUT_OPT,
              force: bool = FORCE_OPT, samples: Optional[int] = SAMPLES_OPT) -> None:
     """Simulate one training step and report step time, throughput, MFU, per-stage breakdown and memory."""
-    from calibration.profile import load_profile
+    from calibration.profile import load_profiles
     from simulator.report import result_payload, write_report
     from simulator.export import check_trace_target, write_chrome_trace
     from simulator.simulate import simulate as run_simulation
@@ -64,7 +64,7 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
         sc = load_scenario(scenario, preset, (set_ or []) + ([f"run.samples={samples}"] if samples else []))
         if trace:
             check_trace_target(trace, force)
-        prof = load_profile(profile)
+        prof = load_profiles(profile, sc.cluster.gpu.name)
         result = run_simulation(sc, prof, keep_timeline=timeline or bool(report) or bool(trace))
         if sc.run.samples > 1:
             result.samples = sample_with_progress(sc, prof, as_json)

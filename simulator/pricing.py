@@ -77,11 +77,14 @@ class Pricer:
         self.ep_load = load
 
     def op_time_s(self, op) -> float:
+        """Seconds ``op`` holds its stream: the kernel plus the launch gap before it (the profile's measured
+        idle time between kernels queued back to back)."""
+        gap = self.cost_model.launch_gap_s
         if op.comm is not None:
-            return self.network.comm_time_s(op.comm, self._rank)
+            return gap + self.network.comm_time_s(op.comm, self._rank)
         if op.kind is Kind.GROUPED_GEMM and self.expert_rows_factor != 1.0:
             op = busiest_gpu_op(op, self.expert_rows_factor)
-        return self.cost_model.op_time_s(op, self.compute_sms)
+        return gap + self.cost_model.op_time_s(op, self.compute_sms)
 
     def component_time_s(self, component: Component) -> float:
         """Seconds for one component (its ops back to back on its stream)."""

@@ -147,7 +147,8 @@ def trace_costs(trace: KinetoTrace, scenario: Scenario, cost_model, network: Ana
     ours = moe_layer_components(scenario)
     theirs = moe_layer_components(reference)
     ours_pricer = Pricer(scenario, cost_model, network)
-    ref_pricer = Pricer(reference, CostModel(cost_model.profile, reference.cluster.gpu), AnalyticNetwork(reference))
+    ref_pricer = Pricer(reference, CostModel(cost_model.profiles, reference.cluster.gpu, cost_model.kernels),
+                        AnalyticNetwork(reference))
     costs = {}
     for (name, phase_letter), m in measured.items():
         component = TRACE_COMPONENTS.get(name)
@@ -218,12 +219,9 @@ def replay(trace: KinetoTrace, scenario: Scenario, profile=None, keep_timeline: 
            traced_as: Scenario | None = None) -> ReplayResult:
     """Simulate one training step of ``scenario`` with MoE-layer costs from ``trace`` (recorded with the model
     and cluster of ``traced_as``, by default ``scenario``'s own)."""
-    from calibration.profile import load_profile
-    from simulator.simulate import simulate
+    from simulator.simulate import cost_model_for, simulate
 
-    profile = profile or load_profile(None)
-    costs = trace_costs(trace, scenario, CostModel(profile, scenario.cluster.gpu), AnalyticNetwork(scenario),
-                        traced_as)
+    costs = trace_costs(trace, scenario, cost_model_for(scenario, profile), AnalyticNetwork(scenario), traced_as)
     pricers: list[TracePricer] = []
 
     def factory(sc, cost_model, network, stage_rank=None):

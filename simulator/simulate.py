@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from calibration.cost_model import CostModel
-from calibration.profile import Profile, load_profile
+from calibration.profile import Profile, load_profiles
 from simulator.cohorts import full_layout
 from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.faults import rank_slowdowns, run_goodput
@@ -112,7 +112,15 @@ def make_network(scenario: Scenario):
     return AnalyticNetwork(scenario)
 
 
-def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: bool = False,
+def cost_model_for(scenario: Scenario, profile: Profile | list[Profile] | None = None) -> CostModel:
+    """The cost model of a scenario: the given profile(s), else its GPU's default stack, at the GEMM kernel
+    generation the scenario names (``training.kernels``)."""
+    if profile is None:
+        profile = load_profiles(None, scenario.cluster.gpu.name)
+    return CostModel(profile, scenario.cluster.gpu, scenario.training.kernels)
+
+
+def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None, keep_timeline: bool = False,
              check_memory: bool | None = None, pricer_factory: Callable[..., Pricer] | None = None,
              full_units: str = "auto") -> Result:
     """Simulate one training step of ``scenario`` at its ``run.fidelity``.
@@ -130,8 +138,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     when a rank's peak memory exceeds HBM.
     """
     wall = time.perf_counter()
-    profile = profile or load_profile(None)
-    cost_model = CostModel(profile, scenario.cluster.gpu)
+    cost_model = cost_model_for(scenario, profile)
     network = make_network(scenario)
     par = scenario.parallelism
     schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)

@@ -67,9 +67,11 @@ _PROFILES: dict = {}
 
 def _profile(name: str | None):
     """Profiles are parsed once per worker process."""
+    if name is None:
+        return None  # each scenario's GPU picks its default profiles
     if name not in _PROFILES:
-        from calibration.profile import load_profile
-        _PROFILES[name] = load_profile(name)
+        from calibration.profile import load_profiles
+        _PROFILES[name] = load_profiles(name)
     return _PROFILES[name]
 
 
