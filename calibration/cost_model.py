@@ -176,8 +176,7 @@ class CostModel:
         ``layout`` picks the measured layout to price with (e.g. ``masked`` grouped GEMMs) when it has points.
         """
         sms = sms or self.gpu.sms
-        key = (op.name, op.kind, op.phase, op.recompute, op.kernel, op.dtype, op.shape, op.flops, op.bytes, sms,
-               layout)
+        key = (op.kind, op.op_class, op.gemm_pass, op.dtype, op.shape, op.flops, op.bytes, sms, layout)
         cached = self._cache.get(key)
         if cached is not None:
             return cached

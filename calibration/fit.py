@@ -178,7 +178,7 @@ def group_points(profile: Profile, library: str | None = None) -> dict[ClassKey,
 
 def shortest_kernel_s(profile: Profile) -> float:
     """The shortest measured kernel of the profile: the bound on any class's fixed cost per launch."""
-    return min((p.seconds() for p in profile.points), default=np.inf)
+    return min((p.seconds() / p.launches for p in profile.points), default=np.inf)
 
 
 def class_models(profile: Profile, library: str | None = None) -> dict[ClassKey, ClassModel]:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -261,6 +262,56 @@ def project(profile: str = PROFILE_ARG,
     projected = project_profile(prof, target, gpu.lower())
     projected.save(output)
     console.print(f"wrote {output}: {projected.device}\n{projected.origin}", highlight=False)
+
+
+@calibrate_app.command("from-trace")
+def from_trace(trace: str = typer.Argument(..., help="A PyTorch-profiler (Kineto) trace of MoE layers."),
+               output: Path = typer.Option(..., "-o", "--output", help="Profile JSON to write."),
+               traced_as: str = typer.Option("deepseek-v3-h800", "--traced-as", help="The model and layout the "
+                                             "trace ran: a preset name or scenario file."),
+               force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+    """Fit a profile from a real trace's kernels (in-situ), with per-class and leave-one-out errors."""
+    from calibration.from_trace import TRACE_KERNELS, FromTraceError, check_profile, profile_from_trace
+    from simulator.cli import INPUT_ERRORS
+    from workloads.loader import load_scenario
+    from workloads.traces import load_trace
+
+    _writable(output, force)
+    try:
+        scenario = (load_scenario(traced_as) if Path(traced_as).is_file() else load_scenario(preset=traced_as))
+        loaded = load_trace(trace)
+        gpu = scenario.cluster.gpu
+        peaks = {"bf16_tflops": gpu.bf16_tflops, "fp8_tflops": gpu.fp8_tflops, "hbm_tbps": gpu.hbm_tbps,
+                 "sms": float(loaded.sms or gpu.sms)}
+        command = f"moesim calibrate from-trace {trace} --traced-as {traced_as} -o {output.name}"
+        profile, samples, unknown = profile_from_trace(loaded, scenario, peaks, command)
+    except (FromTraceError, *INPUT_ERRORS) as err:
+        fail(str(err).splitlines()[0])
+    if unknown:
+        print(f"warning: {len(unknown)} unknown kernel names priced as 'add': {', '.join(unknown)}",
+              file=sys.stderr)
+    sms = gpu.sms - scenario.training.comm_sms
+    checks = check_profile(profile, samples, gpu, TRACE_KERNELS, sms)
+    profile.save(output, force=True)
+    if as_json:
+        print(json.dumps({"output": str(output), "points": len(profile.points), "unknown_kernels": unknown,
+                          "classes": [{"class": c.op_class, "trace_us": c.trace_us, "model_us": c.model_us,
+                                       "error": c.error, "loo_errors": c.loo_errors} for c in checks]}, indent=1))
+        return
+    table = Table(title=f"{Path(trace).name}: per op class, one layer pair (µs; model: kernel time on {sms} SMs)",
+                  title_justify="left")
+    table.add_column("class", no_wrap=True)
+    for col in ("trace", "model", "error", "held-out avg", "held-out worst"):
+        table.add_column(col, justify="right")
+    for c in checks:
+        loo = [abs(e) for e in c.loo_errors]
+        table.add_row(c.op_class, f"{c.trace_us:,.1f}", f"{c.model_us:,.1f}", f"{c.error:+.1%}",
+                      f"{np.mean(loo):.1%}" if loo else "", f"{max(loo):.1%}" if loo else "")
+    trace_total, model_total = sum(c.trace_us for c in checks), sum(c.model_us for c in checks)
+    table.add_row("total", f"{trace_total:,.1f}", f"{model_total:,.1f}", f"{model_total / trace_total - 1:+.1%}")
+    console.print(table)
+    console.print(f"wrote {output}: {len(profile.points)} in-situ points, launch gap "
+                  f"{profile.launch_gap.value_us:g} µs ({profile.launch_gap.source})", highlight=False)
 
 
 @calibrate_app.command("validate")
