@@ -202,7 +202,7 @@ def compare(a: str = typer.Argument(..., help="Profile A (name or file)."),
     fb = {(f.op, f.dtype): f for f in (pb.fit or fit_report(pb))}
 
     def key(p):
-        return (p.op, p.dtype, p.layout, tuple(p.shape), p.groups, p.sms)
+        return (p.op, p.dtype, p.layout, p.gemm_pass, p.library, tuple(p.shape), p.groups, p.sms)
 
     points_b = {key(p): p for p in pb.points}
     shared = [(p, points_b[key(p)]) for p in pa.points if key(p) in points_b]
