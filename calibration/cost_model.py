@@ -131,8 +131,9 @@ class CostModel:
 
     def _source(self, label: str, model: ClassModel) -> None:
         if label not in self.sources:
-            lib = f", {self.kernels}" if model.op in ("gemm", "grouped_gemm") else ""
-            self.sources[label] = f"{model.source} ({model.op}/{model.layout} {model.gemm_pass}{lib})"
+            gemm = model.op in ("gemm", "grouped_gemm")
+            what = f"{model.op}/{model.layout} {model.gemm_pass}, {self.kernels}" if gemm else model.layout
+            self.sources[label] = f"{model.source} ({what})"
 
     def memory_efficiency(self) -> float:
         """Fraction of HBM bandwidth a large streaming kernel reaches (fitted ``add`` curve, else stated)."""

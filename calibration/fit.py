@@ -124,8 +124,8 @@ class ClassModel:
             return float(curve)
         distance = np.linalg.norm(known - where, axis=1)
         nearest = np.argsort(distance)[:NEIGHBOURS]
-        if distance[nearest[0]] < 1e-9:
-            return float(curve * np.exp(self.log_correction[nearest[0]]))
+        if distance[nearest[0]] < 1e-9:  # a measured shape: the mean of its repeated measurements
+            return float(curve * np.exp(np.mean(self.log_correction[distance < 1e-9])))
         weights = 1.0 / distance[nearest] ** 2
         return float(curve * np.exp(np.sum(weights * self.log_correction[nearest]) / np.sum(weights)))
 

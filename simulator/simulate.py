@@ -14,7 +14,7 @@ from simulator.faults import rank_slowdowns, run_goodput
 from simulator.memory import check_fits, rank_memory
 from simulator.metrics import pipeline_breakdowns
 from simulator.network import AnalyticNetwork
-from simulator.pricing import Pricer, StagePrice, expert_time_ratios
+from simulator.pricing import Pricer, StagePrice, expert_time_ratios, layer_op_classes
 from simulator.schedules import get_schedule
 from workloads.model import build_stages, parameter_counts
 from workloads.ops import DTYPE_BYTES, Comm, Pattern
@@ -71,6 +71,9 @@ class Result:
     samples: dict | None = None  # with run.samples > 1: the jittered step times (simulator/uncertainty.py)
     fidelity: str = "representative"
     simulated_units: int = 0  # GPUs (or classes of identical GPUs) the engine ran: pp when representative
+    # One transformer layer (the first MoE layer) per op class: ops, kernel_s, launch_gap_s, priced_by.
+    op_classes: list[dict] = field(default_factory=list)
+    cost_model_sources: dict[str, str] = field(default_factory=dict)  # op class and dtype → what priced it
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -180,6 +183,7 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
             b.forward_s, b.backward_input_s, b.backward_weight_s, b.exposed_comm_s, b.bubble_s,
             b.optimizer_s, b.comm_s, b.peak_inflight, mem.total_gb, mem.weights_gb, mem.gradients_gb,
             mem.optimizer_gb, mem.activations_gb, row if full else -1))
+    op_classes = layer_op_classes(pricer, stages)
     counts = parameter_counts(scenario.model)
     days = scenario.training.tokens / tokens_per_s / SECONDS_PER_DAY
     goodput = run_goodput(scenario, days)
@@ -198,4 +202,4 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
         cost_model_notes=sorted(cost_model.fallbacks.values()),
         sim_wall_s=time.perf_counter() - wall, events=timeline.events,
         timeline=timeline if keep_timeline else None, fidelity=scenario.run.fidelity,
-        simulated_units=timeline.units)
+        simulated_units=timeline.units, op_classes=op_classes, cost_model_sources=dict(sorted(cost_model.sources.items())))
