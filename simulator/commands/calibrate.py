@@ -315,25 +315,34 @@ def from_trace(trace: str = typer.Argument(..., help="A PyTorch-profiler (Kineto
 
 
 @calibrate_app.command("validate")
-def validate(profile: str = typer.Option("h800", "--profile", help="Profile to validate (name or file)."),
+def validate(profile: str = typer.Option("h800", "--profile", help="Profile(s) to validate: a name or file, or a "
+                                         "comma list priced in order (h800-trace,h800)."),
              as_json: bool = JSON_OPT) -> None:
-    """The cost model against published H800 kernel measurements (DeepGEMM table, DeepSeek's trace)."""
-    from calibration.validate import summary, validation_rows
+    """The cost model against published H800 kernel measurements (DeepGEMM table, DeepSeek's trace), and the
+    in-situ profile's classes against the trace, each layer pair held out."""
+    from calibration.validate import in_situ_checks, summary, validation_rows
     from topologies.gpus import gpu_spec
     from workloads.scenario import GpuSpec
 
-    prof = _load(profile)
-    rows, notes, origin = validation_rows(prof, GpuSpec(**gpu_spec("h800")), REPO_ROOT)
+    profiles = [_load(name.strip()) for name in profile.split(",") if name.strip()]
+    prof = profiles[-1]
+    rows, notes, origin = validation_rows(profiles, GpuSpec(**gpu_spec("h800")), REPO_ROOT)
     stats = summary(rows)
+    checks = in_situ_checks(REPO_ROOT) or []
+    loo = [abs(e) for c in checks for e in c.loo_errors]
+    in_situ = {"classes": [{"class": c.op_class, "trace_us": c.trace_us, "model_us": c.model_us, "error": c.error,
+                            "loo_errors": c.loo_errors} for c in checks],
+               "loo_mean_abs_error": float(np.mean(loo)) if loo else None,
+               "loo_max_abs_error": max(loo) if loo else None}
     if as_json:
-        print(json.dumps({"profile": prof.device, "trace_kernels_from": origin, "notes": notes,
+        print(json.dumps({"profile": profile, "trace_kernels_from": origin, "notes": notes, "in_situ": in_situ,
                           "rows": [{"source": r.source, "kernel": r.kernel, "shape": r.shape, "sms": r.sms,
                                     "measured_us": r.measured_us, "model_us": r.model_us, "error": r.error}
                                    for r in rows],
                           "summary": {k: {"points": n, "mean_abs_error": m, "max_abs_error": x}
                                       for k, (n, m, x) in stats.items()}}, indent=1))
         return
-    table = Table(title=f"profile {prof.device} vs published H800 kernel times (a point the profile holds "
+    table = Table(title=f"profile {profile} vs published H800 kernel times (a point the profile holds "
                         "is predicted from the others)", title_justify="left")
     for col in ("reference", "kernel", "shape", "SMs", "measured µs", "model µs", "error"):
         table.add_column(col, justify="right" if col in ("SMs", "measured µs", "model µs", "error") else "left")
@@ -345,6 +354,10 @@ def validate(profile: str = typer.Option("h800", "--profile", help="Profile to v
     for name, (n, mean, worst) in stats.items():
         console.print(f"{name:9s} {n:3d} kernels   average |error| {mean:.1%}   max |error| {worst:.1%}",
                       highlight=False)
+    if checks:
+        console.print(f"in-situ   {len(checks):3d} classes   held-out layer pairs: average |error| "
+                      f"{in_situ['loo_mean_abs_error']:.1%}   max |error| {in_situ['loo_max_abs_error']:.1%}   "
+                      f"(per class: moesim calibrate from-trace)", highlight=False)
     console.print(f"[dim]trace kernels from {origin}[/]", highlight=False)
     for note in notes:
         console.print(f"[dim]note: {note}[/]", highlight=False)
