@@ -143,13 +143,13 @@ def test_pareto_front_over_gpu_counts():
 
 def test_plan_cli_json_and_table(runner):
     args = ["plan", "--model", "deepseek-v2-lite", "--tokens", "5.7T", "--gpu", "h800", "--gpus", "16", "--tp", "1",
-            "--pp", "1", "--micro-batch-sizes", "2", "--schedules", "1f1b", "--deadline", "200d", "-w", "1"]
+            "--pp", "1", "--micro-batch-sizes", "2", "--schedules", "1f1b", "--deadline", "300d", "-w", "1"]
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
     assert plan["preset"] == "deepseek-v2-lite-h800" and plan["layouts"] == 2  # ep 8 (one node) and ep 16
     assert plan["best"][0]["layout"]["gpus"] == 16 and plan["best"][0]["reasons"]
-    assert plan["best"][0]["training_days"] <= 200
+    assert plan["best"][0]["training_days"] <= 300
     assert {b["layout"]["ep"] for b in plan["best"]} == {8, 16}
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
