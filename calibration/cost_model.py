@@ -43,7 +43,7 @@ def point_op(point) -> Op:
     if kind is Kind.ATTENTION:
         phase = Phase.B if point.layout == "causal_bwd" else Phase.F
     if kind is Kind.ELEMENTWISE:
-        kernel = OpClass(point.layout) if point.layout in OpClass._value2member_map_ else None
+        kernel = OpClass(point.layout) if point.layout in {c.value for c in OpClass} else None
         return Op(f"bench.{point.layout}", kind, phase, "BENCH", point.dtype, 0.0, point_work(point),
                   tuple(point.shape), kernel=kernel)
     shape = (point.groups, *point.shape[-3:]) if kind is Kind.GROUPED_GEMM else tuple(point.shape)

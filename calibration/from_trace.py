@@ -4,9 +4,10 @@ A profiler trace's kernels ran where the simulated ones run: beside DeepEP's com
 those leave, at the clocks a loaded GPU holds. They are kernel-level measurements, so a profile can be fitted
 from them as from microbenchmarks (DESIGN.md, Calibration), with the trace as provenance:
 
-1. Every kernel is classified by name into an op class (``workloads/traces/classify.op_class_name``); the
-   GEMM families take their pass from the phase annotation they were launched in. Kernels no rule knows are
-   counted as ``add`` (plain memory-bound) and named in a warning.
+1. Every kernel is classified by name into an op class (``workloads/traces/classify.op_class_name``); GEMMs
+   by kernel family (the forward kernel, which also runs recomputed forwards and input gradients; the
+   weight-gradient kernel; cuBLAS BF16 by its transpose letters) and by the component whose phase annotation
+   launched them. Kernels no rule knows are counted as ``add`` (plain memory-bound) and named in a warning.
 2. Each kernel is credited with its *attributed* time: at every instant the time is shared equally among the
    compute kernels running then (the trace runs weight-gradient GEMMs on two compute streams at once), so
    concurrent kernels on different streams are never summed; communication-stream kernels run on their own
@@ -31,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.profile import KernelPoint, Profile
 from calibration.builtin import EFFICIENCY, LAUNCH_GAP
+from calibration.profile import KernelPoint, LaunchGap, Profile
 from workloads.layers import LayerBuilder, LayerOps
 from workloads.ops import Kind, Op, OpClass, Phase
 from workloads.scenario import Scenario
@@ -89,7 +90,7 @@ def comm_streams_of(trace: KinetoTrace) -> set[int]:
     return {s for s, (other, comm) in time.items() if comm > other}
 
 
-def trace_class(name: str, phase: str, component: str) -> str | None:
+def trace_class(name: str, component: str) -> str | None:
     """The op class a trace kernel feeds (GEMM families: pass and pooling component), None if unknown."""
     cls = op_class_name(name)
     if cls is None or ":" not in cls:
@@ -142,7 +143,7 @@ def class_samples(trace: KinetoTrace, scenario: Scenario) -> tuple[list[ClassSam
     for inst in layered:
         component = COMPONENTS[inst.component]
         for k in inst.kernels:
-            cls = trace_class(k.name, inst.phase, component)
+            cls = trace_class(k.name, component)
             if cls is None:
                 unknown.add(short_name(k.name))
                 cls = OpClass.ADD.value
@@ -211,10 +212,8 @@ def profile_from_trace(trace: KinetoTrace, scenario: Scenario, peaks: dict[str, 
     return profile, samples, unknown
 
 
-def launch_gap(trace: KinetoTrace) -> "LaunchGap | None":
+def launch_gap(trace: KinetoTrace) -> LaunchGap | None:
     """Median idle time between kernels queued back to back on the busiest compute stream."""
-    from calibration.profile import LaunchGap
-
     comm = comm_streams_of(trace)
     busy: dict[int, float] = defaultdict(float)
     for k in trace.kernels:
