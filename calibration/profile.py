@@ -131,19 +131,31 @@ class DeviceSpec:
     hbm_tbps: float
 
 
-BUILTIN_PROFILES = {"h800": "h800.json", "cpu": "cpu.json"}
+BUILTIN_PROFILES = {"h800": "h800.json", "h100": "h100.json", "cpu": "cpu.json"}
+DEFAULT_PROFILE = "h800"
 
 
-def builtin_profile(name: str = "h800") -> Profile:
+def builtin_profile(name: str = DEFAULT_PROFILE) -> Profile:
     """A profile shipped in ``calibration/profiles``."""
     text = resources.files("calibration").joinpath("profiles", BUILTIN_PROFILES[name]).read_text()
     return Profile.model_validate(json.loads(text))
 
 
-def load_profile(name_or_path: str | None) -> Profile:
-    """A built-in profile by name (``h800``, ``cpu``) or a profile JSON file by path."""
+def profile_for_gpu(gpu_name: str) -> Profile:
+    """The built-in profile measured on this kind of GPU, by catalogue key or spec name (``h100``,
+    ``H100-SXM5`` → ``h100``); the H800 profile for a GPU without one of its own."""
+    name = gpu_name.lower().replace("nvidia", "").strip()
+    for key in BUILTIN_PROFILES:
+        if key != "cpu" and name.startswith(key):
+            return builtin_profile(key)
+    return builtin_profile(DEFAULT_PROFILE)
+
+
+def load_profile(name_or_path: str | None, gpu_name: str | None = None) -> Profile:
+    """A built-in profile by name (``h800``, ``h100``, ``cpu``) or a profile JSON file by path; ``None``: the
+    built-in profile of ``gpu_name`` (see :func:`profile_for_gpu`), or the H800 one."""
     if name_or_path is None:
-        return builtin_profile()
+        return profile_for_gpu(gpu_name) if gpu_name else builtin_profile()
     if name_or_path in BUILTIN_PROFILES:
         return builtin_profile(name_or_path)
     return Profile.load(name_or_path)

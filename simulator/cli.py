@@ -31,7 +31,8 @@ SET_OPT = typer.Option(None, "--set", "-s", help="Override a field: --set parall
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON.")
 SAMPLES_OPT = typer.Option(None, "--samples", min=1, max=10_000,
                            help="Also simulate N jittered samples (kernel times, routing) for p50/p95 step time.")
-PROFILE_OPT = typer.Option(None, "--profile", help="Calibration profile: built-in name (h800) or a JSON file.")
+PROFILE_OPT = typer.Option(None, "--profile", help="Calibration profile: built-in name (h800, h100) or a JSON file. "
+                                                   "Default: the built-in profile of the scenario's GPU, else h800.")
 TIMELINE_OPT = typer.Option(False, "--timeline", help="With --json: include the timeline and the scenario "
                                                      "(input for moesim report).")
 REPORT_OPT = typer.Option(None, "--report", help="Also write an interactive HTML report to this file.")
@@ -64,7 +65,7 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
         sc = load_scenario(scenario, preset, (set_ or []) + ([f"run.samples={samples}"] if samples else []))
         if trace:
             check_trace_target(trace, force)
-        prof = load_profile(profile)
+        prof = load_profile(profile, sc.cluster.gpu.name)
         result = run_simulation(sc, prof, keep_timeline=timeline or bool(report) or bool(trace))
         if sc.run.samples > 1:
             result.samples = sample_with_progress(sc, prof, as_json)

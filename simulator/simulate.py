@@ -130,7 +130,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     when a rank's peak memory exceeds HBM.
     """
     wall = time.perf_counter()
-    profile = profile or load_profile(None)
+    profile = profile or load_profile(None, scenario.cluster.gpu.name)
     cost_model = CostModel(profile, scenario.cluster.gpu)
     network = make_network(scenario)
     par = scenario.parallelism

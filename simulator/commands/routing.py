@@ -37,7 +37,7 @@ def routing(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRES
         if save and Path(save).exists() and not force:
             fail(f"--save {save}: the file exists; pass --force to overwrite it")
         load = scenario_ep_load(sc)
-        prof = load_profile(profile)
+        prof = load_profile(profile, sc.cluster.gpu.name)
         step_s = simulate(sc, prof).step_time_s
         balanced = sc.model_copy(update={"routing": type(sc.routing)()})
         balanced_s = simulate(balanced, prof).step_time_s if sc.routing != balanced.routing else step_s
