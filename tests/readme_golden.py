@@ -47,7 +47,7 @@ def pinned_blocks(text: str) -> list[Block]:
     blocks = []
     for m in FENCE.finditer(text):
         line, command, body = m.group(1)[2:], m.group(2), m.group(3)
-        if command in PINNED and not shlex.split(line.split("#")[0])[2:]:
+        if command in PINNED and line.split("#")[0].split() == command.split():
             blocks.append(Block(line, command, body, m.start(), m.end()))
     return blocks
 
