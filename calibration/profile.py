@@ -155,26 +155,29 @@ class DeviceSpec:
     hbm_tbps: float
 
 
-BUILTIN_PROFILES = {"h800": "h800.json", "h800-trace": "h800-trace.json", "cpu": "cpu.json"}
-# What prices a GPU when no profile is given (by GPU name): in-situ trace measurements first, then
-# microbenchmarks. Other GPUs are priced from the H800's published points as fractions of their own peaks.
-DEFAULT_STACKS = {"h800": ("h800-trace", "h800")}
+BUILTIN_PROFILES = {"h800": "h800.json", "h800-trace": "h800-trace.json", "h100": "h100.json", "cpu": "cpu.json"}
+DEFAULT_PROFILE = "h800"
+# What prices a GPU when no profile is given, by GPU: its own measurements first (in-situ trace kernels, then
+# microbenchmarks), then the H800's published points as fractions of its peaks for classes those lack. An
+# H200 is an H100 with more and faster HBM: the H100's measurements, as fractions of its own peaks.
+DEFAULT_STACKS = {"h800": ("h800-trace", "h800"), "h100": ("h100", "h800"), "h200": ("h100", "h800")}
 
 
 def default_stack(gpu_name: str) -> tuple[str, ...]:
-    """Built-in profile names that price ``gpu_name`` (a catalogue key or a GpuSpec name such as H800-SXM5)."""
-    key = gpu_name.lower().split("-")[0]
-    return DEFAULT_STACKS.get(key, ("h800",))
+    """Built-in profile names that price ``gpu_name`` (a catalogue key, a spec name such as ``H800-SXM5`` or a
+    device name such as ``NVIDIA H100 80GB HBM3``), in pricing order; the H800's for a GPU without its own."""
+    name = gpu_name.lower().replace("nvidia", "").strip()
+    return next((stack for key, stack in DEFAULT_STACKS.items() if name.startswith(key)), (DEFAULT_PROFILE,))
 
 
-def builtin_profile(name: str = "h800") -> Profile:
+def builtin_profile(name: str = DEFAULT_PROFILE) -> Profile:
     """A profile shipped in ``calibration/profiles``."""
     text = resources.files("calibration").joinpath("profiles", BUILTIN_PROFILES[name]).read_text()
     return Profile.model_validate(json.loads(text))
 
 
 def load_profile(name_or_path: str | None) -> Profile:
-    """A built-in profile by name (``h800``, ``h800-trace``, ``cpu``) or a profile JSON file by path."""
+    """A built-in profile by name (``h800``, ``h800-trace``, ``h100``, ``cpu``) or a profile JSON file by path."""
     if name_or_path is None:
         return builtin_profile()
     if name_or_path in BUILTIN_PROFILES:

@@ -31,7 +31,8 @@ SET_OPT = typer.Option(None, "--set", "-s", help="Override a field: --set parall
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON.")
 SAMPLES_OPT = typer.Option(None, "--samples", min=1, max=10_000,
                            help="Also simulate N jittered samples (kernel times, routing) for p50/p95 step time.")
-PROFILE_OPT = typer.Option(None, "--profile", help="Calibration profile: built-in name (h800) or a JSON file.")
+PROFILE_OPT = typer.Option(None, "--profile", help="Calibration profile(s): a built-in name (h800, h800-trace, h100) or a JSON file, "
+                           "or a comma list priced in order. Default: the scenario GPU's own (H800: h800-trace,h800).")
 OP_CLASSES_OPT = typer.Option(False, "--op-classes", help="Also print what one transformer layer (F, B and W of the "
                               "first MoE layer) costs per kernel class, and what priced each class.")
 TIMELINE_OPT = typer.Option(False, "--timeline", help="With --json: include the timeline and the scenario "

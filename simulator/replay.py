@@ -2,7 +2,9 @@
 
 A PyTorch-profiler trace of a few MoE layers (DeepSeek's covers one forward and one backward chunk of 4
 layers) gives, per component and phase, the GPU time of one layer: ATTN, MLP (F, B, W), DISPATCH and
-COMBINE (F, B); see :func:`workloads.traces.phases.component_costs_us`. Communication is taken with the waiting
+COMBINE (F, B); see :func:`workloads.traces.phases.component_costs_us`. Compute is the wall time of a
+component's kernels, never the sum of kernels that ran at once on different streams (the weight-gradient GEMMs
+of mlp(W) run on a side stream beside the main compute stream). Communication is taken with the waiting
 for peers removed (transfer and notify time, least over the traced layers); waiting is the engine's to
 produce. Where the scenario differs from the traced run (model, sequence length, hidden size, EP degree, GPU,
 routing), a traced cost is scaled by the cost model's ratio between the scenario's component and the same

@@ -101,8 +101,9 @@ def test_planner_picks_the_known_best_layout():
     best = ranked(candidates)
     assert len(candidates) == len(HAND_LAYOUTS)
     assert {layout_of(c) for c in best} == set(fitting)
-    # Layouts that take the same time (pp=1 runs GPipe and 1F1B alike) tie; any of them is the known best.
-    assert layout_of(best[0]) in {k for k, r in fitting.items() if r.training_days == fitting[expected].training_days}
+    # Layouts that tie (with pp=1, gpipe and 1f1b are one schedule) are equally good answers.
+    tied = {k for k in fitting if fitting[k].training_days == fitting[expected].training_days}
+    assert layout_of(best[0]) in tied
     assert best[0].days == pytest.approx(tight[expected].training_days)
     assert best[0].cost_usd == pytest.approx(4 * tight[expected].training_days * 24 * 2.0)
     rejected = {layout_of(c): c.reason for c in candidates if c.rejected}

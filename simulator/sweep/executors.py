@@ -66,9 +66,10 @@ _PROFILES: dict = {}
 
 
 def _profile(name: str | None):
-    """Profiles are parsed once per worker process."""
+    """Profiles are parsed once per worker process; ``None``: each point's simulation takes the built-in
+    profile of its own GPU."""
     if name is None:
-        return None  # each scenario's GPU picks its default profiles
+        return None
     if name not in _PROFILES:
         from calibration.profile import load_profiles
         _PROFILES[name] = load_profiles(name)
