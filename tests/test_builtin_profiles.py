@@ -76,5 +76,5 @@ def test_simulate_cli_defaults_to_the_gpus_profile_and_takes_another(tmp_path, r
     named = runner.invoke(app, ["simulate", str(path), "--json", "--profile", "h800"])
     assert default.exit_code == 0 and named.exit_code == 0, default.output + named.output
     step = json.loads(default.output)["step_time_s"]
-    assert step == simulate(tiny_dense(), h100).step_time_s
+    assert step == simulate(tiny_dense(), [h100, builtin_profile("h800")]).step_time_s  # the H100 stack
     assert json.loads(named.output)["step_time_s"] == simulate(tiny_dense(), builtin_profile("h800")).step_time_s
