@@ -34,7 +34,7 @@ import numpy as np
 
 from calibration.builtin import EFFICIENCY, LAUNCH_GAP
 from calibration.profile import KernelPoint, LaunchGap, Profile
-from workloads.layers import LayerBuilder, LayerOps
+from workloads.model import moe_layer
 from workloads.ops import Kind, Op, OpClass, Phase
 from workloads.scenario import Scenario
 from workloads.traces.classify import COMM_CLASSES, classify, op_class_name, short_name
@@ -116,12 +116,7 @@ def model_class(op: Op) -> str:
 
 def moe_layer_ops(scenario: Scenario) -> list[Op]:
     """Every op (F, B and W) of one MoE layer of ``scenario``: attention block and MoE block."""
-    if scenario.model.moe is None:
-        raise FromTraceError("calibrate from-trace: --traced-as must be an MoE model (the trace's layers are MoE)")
-    ops = LayerOps(scenario.model.moe.first_dense_layers)
-    builder = LayerBuilder(scenario)
-    builder.attention(ops)
-    builder.moe(ops)
+    ops = moe_layer(scenario, "calibrate from-trace --traced-as")
     return [op for part in (ops.forward, ops.backward, ops.weight) for c in part for op in c.ops]
 
 

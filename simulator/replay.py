@@ -25,8 +25,7 @@ from simulator.network import AnalyticNetwork
 from simulator.pricing import Pricer
 from topologies.gpus import gpu_catalog
 from workloads.errors import ScenarioError
-from workloads.layers import LayerBuilder, LayerOps
-from workloads.model import is_moe_layer
+from workloads.model import is_moe_layer, moe_layer
 from workloads.ops import Component, Phase
 from workloads.scenario import GpuSpec, Routing, Scenario
 from workloads.traces.kineto import KinetoTrace
@@ -118,12 +117,7 @@ def _catalogue_key(device_name: str) -> str | None:
 
 def moe_layer_components(scenario: Scenario) -> dict[tuple[str, Phase], Component]:
     """The components of one MoE layer (attention + MoE block) of ``scenario``, by (name, phase)."""
-    if scenario.model.moe is None:
-        raise ScenarioError("replay: the trace's per-layer costs are of MoE layers; the scenario's model has no moe")
-    ops = LayerOps(scenario.model.moe.first_dense_layers)
-    builder = LayerBuilder(scenario)
-    builder.attention(ops)
-    builder.moe(ops)
+    ops = moe_layer(scenario, "replay")
     found: dict[tuple[str, Phase], Component] = {}
     for component in ops.forward + ops.backward + ops.weight:
         key = (component.name, component.phase)
