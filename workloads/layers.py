@@ -77,9 +77,9 @@ class LayerBuilder:
                               recompute=recompute, kernel=op_class))
 
     def fp8_quant(self, out: LayerOps, component: str, name: str, phase: Phase, elements: float,
-                  op_class: OpClass = OpClass.QUANT, recompute: bool = False) -> None:
-        """bf16 → fp8 with per-tile scales, then the scales laid out for the GEMM's TMA loads (a second kernel)."""
-        self.kernel(out, component, name, phase, op_class, elements * QUANT_BYTES, recompute=recompute)
+                  recompute: bool = False) -> None:
+        """bf16 → fp8 in 1×128 tiles, then the scales laid out for the GEMM's TMA loads (a second kernel)."""
+        self.kernel(out, component, name, phase, OpClass.QUANT, elements * QUANT_BYTES, recompute=recompute)
         self.kernel(out, component, f"{name}_scales", phase, OpClass.QUANT,
                     2 * elements * FP8_SCALE_BYTES_PER_ELEMENT, recompute=recompute)
 
