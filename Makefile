@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install clean bench
+.PHONY: run test install clean bench readme
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_engine.py
+
+readme: $(STAMP)
+	PYTHONPATH=. $(BIN)/python -m tests.readme_golden --update
 
 clean:
 	rm -rf $(VENV) build *.egg-info

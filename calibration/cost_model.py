@@ -1,112 +1,168 @@
-"""The cost model: seconds for a compute op on a GPU, from a profile's fitted curves or the roofline.
+"""The cost model: seconds for a compute op on a GPU, from profiles' fitted curves or the roofline.
 
-For an op class with measured points (see :mod:`calibration.fit`) the time is the fitted curve
-``overhead + work / (rate × sms_used / sms)`` times a correction that makes it exact on measured shapes;
-rates are stored as fractions of the measured device's peak and applied to the target GPU's peak, so the
-same profile prices another GPU of the same kind. Elementwise kernels use the curve of their own kernel
-(RMSNorm, SwiGLU, RoPE) or of a plain add. Op classes without points fall back to the roofline
-``max(flops / (efficiency × peak), bytes / (memory efficiency × HBM))`` with the profile's stated
-efficiency (each with its source); every fallback is recorded in :attr:`CostModel.fallbacks`.
+Ops are priced by their class (:class:`workloads.ops.OpClass`): a GEMM by its pass (forward, input-gradient,
+weight-gradient) and the kernel generation the scenario names (``training.kernels``: DeepGEMM or the
+CUTLASS-based kernels before it), FlashAttention forward and backward apart, and each small kernel class
+(FP8 casts, permutes, router kernels …) by its own curve. Profiles compose: given several, the first with
+points for a class prices it (in-situ trace measurements before isolated microbenchmarks), and
+:attr:`CostModel.sources` says which one priced each class. For a class with measured points the time is the
+fitted curve ``launches · overhead + work / (rate × sms_used / sms) (+ bytes / memory rate)`` times a
+correction exact on measured shapes; rates are fractions of the measured device's peak applied to the target
+GPU's. Classes without points fall back to the roofline with the profile's stated efficiency (each with its
+source), recorded in :attr:`CostModel.fallbacks`.
 """
 
 from __future__ import annotations
 
 from calibration.fit import ClassModel, class_models, peak_per_s, point_bytes, point_work
 from calibration.profile import Profile
-from workloads.ops import Kind, Op, Phase
+from workloads.ops import Kind, Op, OpClass, Phase
 
 # The layouts a training op runs as, in order of preference: DeepSeek-V3 training uses DeepGEMM's contiguous
 # grouped layout (masked is the decoding layout); attention forward and backward are different kernels.
 LAYOUTS = {Kind.GEMM: ("normal",), Kind.GROUPED_GEMM: ("contiguous", "masked")}
-ELEMENTWISE_KERNELS = (("norm", "rmsnorm"), ("swiglu", "swiglu"), ("rope", "rope"), ("cast", "fp8_cast"))
+# Elementwise classes that isolated microbenchmarks (calibration/bench) measure under their kernel's name.
+BENCH_KERNELS = {OpClass.NORM: "rmsnorm", OpClass.NORM_BWD: "rmsnorm", OpClass.SWIGLU: "swiglu",
+                 OpClass.SWIGLU_BWD: "swiglu", OpClass.ROPE: "rope", OpClass.QUANT: "fp8_cast",
+                 OpClass.QUANT_T: "fp8_cast"}
+KERNEL_GENERATIONS = ("deepgemm", "cutlass")
 
 
-def elementwise_kernel(op_name: str) -> str:
-    """The benchmarked kernel an elementwise op is priced as (``add`` for plain memory-bound kernels)."""
-    for marker, kernel in ELEMENTWISE_KERNELS:
-        if marker in op_name:
-            return kernel
-    return "add"
+def elementwise_layouts(op_class: OpClass) -> tuple[str, ...]:
+    """Where an elementwise class's points may be filed, most specific first (``add``: plain streaming)."""
+    layouts = [op_class.value]
+    if op_class in BENCH_KERNELS:
+        layouts.append(BENCH_KERNELS[op_class])
+    return (*layouts, "add")
 
 
 def point_op(point) -> Op:
     """The op a profile point measured, as the simulator would price it (for checks and validation)."""
     kind = Kind(point.op)
-    phase = Phase.B if point.layout == "causal_bwd" else Phase.F
+    phase = {"fprop": Phase.F, "dgrad": Phase.B, "wgrad": Phase.W}[point.gemm_pass]
+    if kind is Kind.ATTENTION:
+        phase = Phase.B if point.layout == "causal_bwd" else Phase.F
     if kind is Kind.ELEMENTWISE:
+        kernel = OpClass(point.layout) if point.layout in {c.value for c in OpClass} else None
         return Op(f"bench.{point.layout}", kind, phase, "BENCH", point.dtype, 0.0, point_work(point),
-                  tuple(point.shape))
+                  tuple(point.shape), kernel=kernel)
     shape = (point.groups, *point.shape[-3:]) if kind is Kind.GROUPED_GEMM else tuple(point.shape)
     return Op(f"bench.{point.op}", kind, phase, "BENCH", point.dtype, point.flops_executed(), point_bytes(point),
               shape)
 
 
 class CostModel:
-    """Prices compute ops for one GPU spec (a :class:`workloads.scenario.GpuSpec`) from a profile."""
+    """Prices compute ops for one GPU spec (a :class:`workloads.scenario.GpuSpec`) from one or more profiles.
 
-    def __init__(self, profile: Profile, gpu):
-        self.profile = profile
+    ``kernels`` names the GEMM generation (``deepgemm`` or ``cutlass``): GEMM points of other generations are
+    ignored. The last profile is the base: its stated efficiencies price classes no profile measured.
+    """
+
+    def __init__(self, profile: Profile | list[Profile], gpu, kernels: str = "deepgemm"):
+        self.profiles = list(profile) if isinstance(profile, (list, tuple)) else [profile]
+        self.profile = self.profiles[-1]
         self.gpu = gpu
+        self.kernels = kernels
         self.fallbacks: dict[str, str] = {}
-        self.models: dict[tuple[str, str, str], ClassModel] = class_models(profile)
+        self.sources: dict[str, str] = {}  # op class (and dtype) → what priced it
+        self.models: dict[tuple[str, str, str, str], ClassModel] = {}
+        for prof in self.profiles:  # the first profile with points for a class prices it
+            for key, model in class_models(prof, kernels).items():
+                self.models.setdefault(key, model)
+        gap = next((p.launch_gap for p in self.profiles if p.launch_gap is not None), None)
+        self.launch_gap_s = gap.value_us * 1e-6 if gap is not None else 0.0
+        self.launch_gap_source = gap.source if gap is not None else ""
         self._cache: dict[tuple, float] = {}
 
-    def _model(self, op: Op, layout: str | None = None) -> ClassModel | None:
-        kind = op.kind.value
-        if layout is not None and (kind, op.dtype, layout) in self.models:
-            return self.models[(kind, op.dtype, layout)]
-        if op.kind is Kind.ELEMENTWISE:
-            kernel = elementwise_kernel(op.name)
-            for layout in (kernel, "add"):
-                found = [m for (k, _, lay), m in self.models.items() if k == kind and lay == layout]
-                if found:
-                    return found[0]
-            return None
-        if op.kind is Kind.ATTENTION:
-            layouts = ("causal_bwd",) if op.phase is Phase.B else ("causal_fwd",)
-        else:
-            layouts = LAYOUTS[op.kind]
+    def _stated(self, name: str):
+        return next((p.efficiency[name] for p in self.profiles if name in p.efficiency), None)
+
+    def _lookup(self, kind: str, dtype: str | None, layouts, gemm_pass: str = "fprop") -> ClassModel | None:
         for layout in layouts:
-            if (kind, op.dtype, layout) in self.models:
-                return self.models[(kind, op.dtype, layout)]
-        same_dtype = [m for (k, d, _), m in self.models.items() if k == kind and d == op.dtype]
-        if same_dtype:
-            return same_dtype[0]
-        if kind in self.profile.efficiency:
+            for (k, d, lay, pas), model in self.models.items():
+                if k == kind and lay == layout and pas == gemm_pass and (dtype is None or d == dtype):
+                    return model
+        return None
+
+    def _model(self, op: Op, layout: str | None = None) -> ClassModel | None:
+        kind, op_class = op.kind.value, op.op_class
+        label = f"{op_class.value} {op.dtype}"
+        if layout is not None:
+            found = self._lookup(kind, op.dtype, (layout,), op.gemm_pass if op.kind is not Kind.ATTENTION
+                                 else "fprop")
+            if found is not None:
+                return found
+        if op.kind is Kind.ELEMENTWISE:
+            model = self._lookup(kind, None, elementwise_layouts(op_class))
+            if model is not None:
+                self._source(label, model)
+            return model
+        if op.kind is Kind.ATTENTION:
+            model = self._lookup(kind, op.dtype, ("causal_bwd",) if op_class is OpClass.ATTN_BWD
+                                 else ("causal_fwd",))
+            if model is not None:
+                self._source(label, model)
+            return model
+        layouts = LAYOUTS[op.kind]
+        model = self._lookup(kind, op.dtype, layouts, op.gemm_pass)
+        if model is None and op.gemm_pass == "dgrad":
+            # DeepGEMM and the CUTLASS kernels before it run input-gradient GEMMs with the forward kernel (the
+            # weight pre-transposed, see fp8.weight_t); DeepSeek's trace shows the same kernel in both.
+            model = self._lookup(kind, op.dtype, layouts)
+        if model is None and op.gemm_pass == "wgrad":
+            model = self._lookup(kind, op.dtype, layouts)
+            if model is not None:
+                self.fallbacks[f"{label}/wgrad"] = (
+                    f"{kind} wgrad in {op.dtype}: no weight-gradient points; priced with the forward curve")
+        if model is not None:
+            self._source(label, model)
+            return model
+        if self._stated(kind) is not None:
             return None  # the stated efficiency of this class is a closer measurement than another dtype's curve
-        other = [m for (k, d, lay), m in self.models.items() if k == kind and (lay in layouts or not layouts)]
-        other = other or [m for (k, _, _), m in self.models.items() if k == kind]
+        other = [m for (k, _, lay, pas), m in self.models.items() if k == kind and lay in layouts and pas == "fprop"]
         if other:
             m = other[0]
             self.fallbacks[f"{kind}/{op.dtype}"] = (
                 f"{kind} in {op.dtype}: no {op.dtype} points; the {m.dtype} curve's fraction of peak is applied "
                 f"to the {op.dtype} peak")
+            self._source(label, m)
             return m
         return None
 
+    def _source(self, label: str, model: ClassModel) -> None:
+        if label not in self.sources:
+            gemm = model.op in ("gemm", "grouped_gemm")
+            what = f"{model.op}/{model.layout} {model.gemm_pass}, {self.kernels}" if gemm else model.layout
+            self.sources[label] = f"{model.source} ({what})"
+
     def memory_efficiency(self) -> float:
         """Fraction of HBM bandwidth a large streaming kernel reaches (fitted ``add`` curve, else stated)."""
-        add = [m for (k, _, lay), m in self.models.items() if k == "elementwise" and lay == "add"]
-        if add:
-            return min(1.0, add[0].rate_fraction)
-        return self.profile.efficiency["memory"].value
+        add = self._lookup("elementwise", None, ("add",))
+        if add is not None:
+            return min(1.0, add.rate_fraction)
+        return self._stated("memory").value
 
     def _roofline_s(self, op: Op, sms: int) -> float:
-        memory = self.profile.efficiency["memory"]
+        memory = self._stated("memory")
         memory_s = op.bytes / (memory.value * self.gpu.hbm_tbps * 1e12)
+        label = f"{op.op_class.value} {op.dtype}"
         if op.kind is Kind.ELEMENTWISE:
-            self.fallbacks[f"elementwise/{elementwise_kernel(op.name)}"] = (
-                f"elementwise {elementwise_kernel(op.name)}: no measured points; memory roofline at "
+            self.fallbacks[f"elementwise/{op.op_class.value}"] = (
+                f"elementwise {op.op_class.value}: no measured points; memory roofline at "
                 f"{memory.value:.3f} of HBM ({memory.source})")
+            self.sources.setdefault(label, "memory roofline (stated efficiency)")
             return memory_s
-        stated = self.profile.efficiency.get(op.kind.value)
+        name = "attention_bwd" if op.op_class is OpClass.ATTN_BWD and self._stated("attention_bwd") else \
+            op.kind.value
+        stated = self._stated(name)
         if stated is None:
             raise ValueError(f"profile {self.profile.device} has no points or stated efficiency for {op.kind.value}"
                              f" kernels; measure them (moesim calibrate run --ops {op.kind.value}) or use another"
                              f" profile")
-        self.fallbacks[f"{op.kind.value}/{op.dtype}"] = (
-            f"{op.kind.value} in {op.dtype}: no measured points; roofline at {stated.value:.3f} of peak "
-            f"({stated.source})")
+        what = "attention backward" if name == "attention_bwd" else op.kind.value
+        self.fallbacks[f"{name}/{op.dtype}"] = (
+            f"{what} in {op.dtype}: no measured points; roofline at {stated.value:.3f} of peak ({stated.source})")
+        self.sources.setdefault(label, f"roofline at {stated.value:.3f} of peak (stated efficiency)")
         peak = self._peak(op.dtype)
         return max(op.flops / (stated.value * peak * sms / self.gpu.sms), memory_s)
 
@@ -115,18 +171,19 @@ class CostModel:
                            "hbm_tbps": self.gpu.hbm_tbps}, "flops", dtype)
 
     def op_time_s(self, op: Op, sms: int | None = None, layout: str | None = None) -> float:
-        """Seconds for ``op`` on ``sms`` streaming multiprocessors (default: all of the GPU's).
+        """Seconds for ``op`` on ``sms`` streaming multiprocessors (default: all of the GPU's), kernel only
+        (the stream's launch gap is :attr:`launch_gap_s`, added per op by the pricer).
 
         ``layout`` picks the measured layout to price with (e.g. ``masked`` grouped GEMMs) when it has points.
         """
         sms = sms or self.gpu.sms
-        key = (op.name, op.kind, op.phase, op.dtype, op.shape, op.flops, op.bytes, sms, layout)
+        key = (op.kind, op.op_class, op.gemm_pass, op.dtype, op.shape, op.flops, op.bytes, sms, layout)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         model = self._model(op, layout)
         if op.kind is Kind.ELEMENTWISE and not op.bytes:
-            seconds = 0.0
+            seconds = model.overhead_s if model is not None else 0.0  # a kernel that moves nothing: its floor
         elif model is None:
             seconds = self._roofline_s(op, sms)
         elif model.basis == "bytes":

@@ -30,6 +30,13 @@ class KernelPoint(BaseModel):
     groups: int = 1
     layout: str = "normal"
     kernel: str = ""  # what ran, e.g. "fp8_gemm_1d2d", "mla_bwd", "rmsnorm", "fp8_gemm (bf16 stand-in)"
+    # The GEMM pass the kernel computes: forward and input-gradient GEMMs run the same kernels, weight-gradient
+    # GEMMs their own (accumulating into an fp32 gradient); elementwise and attention points leave it "fprop".
+    gemm_pass: str = "fprop"
+    # The kernel generation (library) measured: "deepgemm", "cutlass" (the internal CUTLASS-based kernels that
+    # preceded DeepGEMM), ...; "" for kernels every generation shares (norms, casts, attention).
+    library: str = ""
+    launches: int = Field(default=1, ge=1)  # kernels the point's time covers (an in-situ class total: several)
     tflops: float = Field(ge=0)  # 0 for memory-bound kernels (elementwise), which report memory_gbps
     memory_gbps: float | None = None
     time_us: float | None = None  # median measured time (None for published rates given as TFLOPS only)
@@ -92,19 +99,36 @@ class ClassFit(BaseModel):
     loo_max_error: float | None = None
 
 
+class LaunchGap(BaseModel):
+    """Idle time between two kernels queued back to back on one stream (launch and scheduling), in µs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value_us: float = Field(ge=0)
+    source: str
+
+
 class Profile(BaseModel):
     """Kernel measurements of one device plus that device's peaks (to turn TFLOPS into efficiency)."""
 
     model_config = ConfigDict(extra="forbid")
 
     device: str
-    origin: str = "measured"  # "published", "measured" or "projected from <device> by specifications"
+    origin: str = "measured"  # "published", "measured", "in-situ" (a trace) or "projected from <device> …"
+    name: str = ""  # how notes name this profile's measurements (default: "<device> <origin>")
     peaks: dict[str, float]  # bf16_tflops, fp8_tflops, hbm_tbps, sms
     points: list[KernelPoint] = []
     collectives: list[CollectivePoint] = []
     efficiency: dict[str, Efficiency] = {}
     fit: list[ClassFit] = []
     provenance: dict[str, str] = {}
+    launch_gap: LaunchGap | None = None
+    # In-situ profiles: which trace kernels (short names) fed each op class.
+    class_kernels: dict[str, list[str]] = {}
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.device} {self.origin}"
 
     def save(self, path: str | Path, force: bool = True) -> None:
         """Write atomically (a temporary file renamed over the target); ``force=False`` keeps an existing file."""
@@ -131,17 +155,29 @@ class DeviceSpec:
     hbm_tbps: float
 
 
-BUILTIN_PROFILES = {"h800": "h800.json", "cpu": "cpu.json"}
+BUILTIN_PROFILES = {"h800": "h800.json", "h800-trace": "h800-trace.json", "h100": "h100.json", "cpu": "cpu.json"}
+DEFAULT_PROFILE = "h800"
+# What prices a GPU when no profile is given, by GPU: its own measurements first (in-situ trace kernels, then
+# microbenchmarks), then the H800's published points as fractions of its peaks for classes those lack. An
+# H200 is an H100 with more and faster HBM: the H100's measurements, as fractions of its own peaks.
+DEFAULT_STACKS = {"h800": ("h800-trace", "h800"), "h100": ("h100", "h800"), "h200": ("h100", "h800")}
 
 
-def builtin_profile(name: str = "h800") -> Profile:
+def default_stack(gpu_name: str) -> tuple[str, ...]:
+    """Built-in profile names that price ``gpu_name`` (a catalogue key, a spec name such as ``H800-SXM5`` or a
+    device name such as ``NVIDIA H100 80GB HBM3``), in pricing order; the H800's for a GPU without its own."""
+    name = gpu_name.lower().replace("nvidia", "").strip()
+    return next((stack for key, stack in DEFAULT_STACKS.items() if name.startswith(key)), (DEFAULT_PROFILE,))
+
+
+def builtin_profile(name: str = DEFAULT_PROFILE) -> Profile:
     """A profile shipped in ``calibration/profiles``."""
     text = resources.files("calibration").joinpath("profiles", BUILTIN_PROFILES[name]).read_text()
     return Profile.model_validate(json.loads(text))
 
 
 def load_profile(name_or_path: str | None) -> Profile:
-    """A built-in profile by name (``h800``, ``cpu``) or a profile JSON file by path."""
+    """A built-in profile by name (``h800``, ``h800-trace``, ``h100``, ``cpu``) or a profile JSON file by path."""
     if name_or_path is None:
         return builtin_profile()
     if name_or_path in BUILTIN_PROFILES:
@@ -149,15 +185,28 @@ def load_profile(name_or_path: str | None) -> Profile:
     return Profile.load(name_or_path)
 
 
+def load_profiles(spec: str | None, gpu: str = "h800") -> list[Profile]:
+    """Profiles in pricing order from a comma list of names or files (``trace.json,h800``); the first profile
+    with points for an op class prices it. ``None``: the GPU's default stack (h800: its in-situ trace profile,
+    then the published microbenchmarks)."""
+    names = spec.split(",") if spec else list(default_stack(gpu))
+    return [load_profile(name.strip()) for name in names if name.strip()]
+
+
+def csv_rows(text: str) -> list[dict[str, str]]:
+    """Rows of a reference CSV whose comment lines start with ``#``."""
+    return list(csv.DictReader(io.StringIO("\n".join(l for l in text.splitlines() if not l.startswith("#")))))
+
+
 def points_from_deepgemm_csv(text: str, source: str) -> list[KernelPoint]:
     """Read the DeepGEMM README table (reference/h800-kernels.csv) into FP8 GEMM points."""
-    rows = csv.DictReader(io.StringIO("\n".join(l for l in text.splitlines() if not l.startswith("#"))))
     points = []
-    for row in rows:
+    for row in csv_rows(text):
         grouped = row["kernel"] == "fp8_grouped_gemm"
         points.append(KernelPoint(
             op="grouped_gemm" if grouped else "gemm", dtype="fp8", kernel=row["kernel"],
             shape=[int(row["m"]), int(row["n"]), int(row["k"])], groups=int(row["groups"]),
             layout=row["layout"], tflops=float(row["tflops"]),
-            memory_gbps=float(row["memory_gbps"]) if row["memory_gbps"] else None, source=source))
+            memory_gbps=float(row["memory_gbps"]) if row["memory_gbps"] else None, library="deepgemm",
+            source=source))
     return points

@@ -151,7 +151,7 @@ def run_calibration(device: str = "cpu", quick: bool = False, ops: list[str] | N
         if fp8_grouped.available else f"bf16 stand-in (no FP8 grouped kernel that passes the check on {device})")
     if skipped:
         profile.provenance["skipped"] = "; ".join(skipped)
-    add = class_models(profile).get(("elementwise", "bf16", "add"))
+    add = class_models(profile).get(("elementwise", "bf16", "add", "fprop"))
     if add is not None:
         profile.efficiency["memory"] = Efficiency(
             value=min(1.0, add.rate_fraction),

@@ -16,6 +16,7 @@ from pathlib import Path
 from calibration.cost_model import CostModel
 from calibration.profile import KernelPoint, Profile, points_from_deepgemm_csv
 from calibration.fit import point_bytes
+from calibration.from_trace import TRACE_KERNELS
 from calibration.trace_kernels import committed_excerpt, extract, find_trace
 from workloads.ops import Kind, Op, Phase
 
@@ -44,10 +45,13 @@ def _same(a: KernelPoint, op: str, dtype: str, shape, groups: int, layout: str) 
         (op, dtype, list(shape[-3:]) if op != "attention" else list(shape), groups, layout)
 
 
-def _model_for(profile: Profile, gpu, op: str, dtype: str, shape, groups: int, layout: str) -> CostModel:
-    """A cost model without the reference point itself."""
-    points = [p for p in profile.points if not _same(p, op, dtype, shape, groups, layout)]
-    return CostModel(profile.model_copy(update={"points": points}), gpu)
+def _model_for(profiles: list[Profile], gpu, op: str, dtype: str, shape, groups: int, layout: str,
+               kernels: str) -> CostModel:
+    """A cost model without the reference point itself, at the reference's kernel generation."""
+    held_out = [prof.model_copy(update={"points": [p for p in prof.points
+                                                   if not _same(p, op, dtype, shape, groups, layout)]})
+                for prof in profiles]
+    return CostModel(held_out, gpu, kernels)
 
 
 def _op(op: str, dtype: str, shape, groups: int, layout: str, flops: float, nbytes: float) -> Op:
@@ -57,12 +61,14 @@ def _op(op: str, dtype: str, shape, groups: int, layout: str, flops: float, nbyt
     return Op(f"validate.{op}", kind, phase, "VALIDATE", dtype, flops, nbytes, shape)
 
 
-def validation_rows(profile: Profile, gpu, repo_root: Path) -> tuple[list[Row], list[str], str]:
-    """Rows for both references, the cost model's fallback notes, and where the trace kernels came from."""
+def validation_rows(profile: Profile | list[Profile], gpu, repo_root: Path) -> tuple[list[Row], list[str], str]:
+    """Rows for both references, the cost model's fallback notes, and where the trace kernels came from.
+    DeepGEMM's table is priced as DeepGEMM kernels, the trace's kernels as the CUTLASS-based generation it ran."""
+    profiles = list(profile) if isinstance(profile, (list, tuple)) else [profile]
     rows, notes = [], set()
     text = resources.files("calibration").joinpath("profiles", "h800-deepgemm.csv").read_text()
     for p in points_from_deepgemm_csv(text, DEEPGEMM_SOURCE):
-        model = _model_for(profile, gpu, p.op, p.dtype, p.shape, p.groups, p.layout)
+        model = _model_for(profiles, gpu, p.op, p.dtype, p.shape, p.groups, p.layout, "deepgemm")
         op = _op(p.op, p.dtype, p.shape, p.groups, p.layout, p.flops_executed(), point_bytes(p))
         rows.append(Row(f"DeepGEMM {p.layout}", p.kernel, _shape(p.groups, p.shape), gpu.sms,
                         p.seconds() * 1e6, model.op_time_s(op, gpu.sms, p.layout) * 1e6))
@@ -79,7 +85,7 @@ def validation_rows(profile: Profile, gpu, repo_root: Path) -> tuple[list[Row], 
             m, n, kk = k.shape
             flops = 2.0 * k.groups * m * n * kk
             nbytes = k.groups * ((m * kk + kk * n) + m * n * 2)
-        model = _model_for(profile, gpu, k.op, k.dtype, k.shape, k.groups, k.layout)
+        model = _model_for(profiles, gpu, k.op, k.dtype, k.shape, k.groups, k.layout, TRACE_KERNELS)
         op = _op(k.op, k.dtype, k.shape, k.groups, k.layout, flops, nbytes)
         rows.append(Row(f"trace {k.phase} L{k.layer}", k.kernel, _shape(k.groups, k.shape), TRACE_SMS,
                         k.duration_us, model.op_time_s(op, TRACE_SMS, k.layout) * 1e6))
@@ -98,3 +104,20 @@ def summary(rows: list[Row]) -> dict[str, tuple[int, float, float]]:
         groups.setdefault(r.source.split()[0], []).append(abs(r.error))
         groups.setdefault("all", []).append(abs(r.error))
     return {k: (len(v), sum(v) / len(v), max(v)) for k, v in groups.items()}
+
+
+def in_situ_checks(repo_root: Path):
+    """Per op class of the in-situ profile fitted from DeepSeek's trace: trace vs model and the error of each
+    layer pair predicted by a profile fitted without it (None when the trace is not beside the checkout)."""
+    from calibration.from_trace import check_profile, profile_from_trace
+    from workloads.loader import load_scenario
+    from workloads.traces import load_trace
+
+    trace = find_trace(repo_root)
+    if trace is None:
+        return None
+    scenario = load_scenario(preset="deepseek-v3-h800")
+    gpu = scenario.cluster.gpu
+    peaks = {"bf16_tflops": gpu.bf16_tflops, "fp8_tflops": gpu.fp8_tflops, "hbm_tbps": gpu.hbm_tbps, "sms": gpu.sms}
+    profile, samples, _ = profile_from_trace(load_trace(trace), scenario, peaks)
+    return check_profile(profile, samples, gpu, TRACE_KERNELS, gpu.sms - scenario.training.comm_sms)

@@ -31,7 +31,10 @@ SET_OPT = typer.Option(None, "--set", "-s", help="Override a field: --set parall
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON.")
 SAMPLES_OPT = typer.Option(None, "--samples", min=1, max=10_000,
                            help="Also simulate N jittered samples (kernel times, routing) for p50/p95 step time.")
-PROFILE_OPT = typer.Option(None, "--profile", help="Calibration profile: built-in name (h800) or a JSON file.")
+PROFILE_OPT = typer.Option(None, "--profile", help="Calibration profile(s): a built-in name (h800, h800-trace, h100) or a JSON file, "
+                           "or a comma list priced in order. Default: the scenario GPU's own (H800: h800-trace,h800).")
+OP_CLASSES_OPT = typer.Option(False, "--op-classes", help="Also print what one transformer layer (F, B and W of the "
+                              "first MoE layer) costs per kernel class, and what priced each class.")
 TIMELINE_OPT = typer.Option(False, "--timeline", help="With --json: include the timeline and the scenario "
                                                      "(input for moesim report).")
 REPORT_OPT = typer.Option(None, "--report", help="Also write an interactive HTML report to this file.")
@@ -51,9 +54,10 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
              set_: Optional[list[str]] = SET_OPT, as_json: bool = JSON_OPT,
              profile: Optional[str] = PROFILE_OPT, timeline: bool = TIMELINE_OPT,
              report: Optional[str] = REPORT_OPT, trace: Optional[str] = TRACE_OUT_OPT,
-             force: bool = FORCE_OPT, samples: Optional[int] = SAMPLES_OPT) -> None:
+             force: bool = FORCE_OPT, samples: Optional[int] = SAMPLES_OPT,
+             op_classes: bool = OP_CLASSES_OPT) -> None:
     """Simulate one training step and report step time, throughput, MFU, per-stage breakdown and memory."""
-    from calibration.profile import load_profile
+    from calibration.profile import load_profiles
     from simulator.report import result_payload, write_report
     from simulator.export import check_trace_target, write_chrome_trace
     from simulator.simulate import simulate as run_simulation
@@ -64,7 +68,7 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
         sc = load_scenario(scenario, preset, (set_ or []) + ([f"run.samples={samples}"] if samples else []))
         if trace:
             check_trace_target(trace, force)
-        prof = load_profile(profile)
+        prof = load_profiles(profile, sc.cluster.gpu.name)
         result = run_simulation(sc, prof, keep_timeline=timeline or bool(report) or bool(trace))
         if sc.run.samples > 1:
             result.samples = sample_with_progress(sc, prof, as_json)
@@ -83,6 +87,8 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
         print(json.dumps(result_payload(result, sc) if timeline else result.to_dict(), indent=1))
         return
     print_result(result, sc)
+    if op_classes:
+        print_op_classes(result)
     if report:
         console.print(f"wrote {report}", highlight=False)
 
@@ -145,6 +151,24 @@ def print_result(result, scenario) -> None:
                       f"{', '.join(str(s.gpu) for s in result.stages)})[/]", highlight=False)
     for note in result.cost_model_notes:
         console.print(f"[dim]note: {note}[/]", highlight=False)
+
+
+def print_op_classes(result) -> None:
+    """The per-class cost of one transformer layer (ms), compute stream first."""
+    table = Table(title="one layer (F+B+W of the first MoE layer), per kernel class (ms)", title_justify="left")
+    table.add_column("class", no_wrap=True)
+    for col in ("stream", "ops", "kernels", "launch gaps"):
+        table.add_column(col, justify="right")
+    table.add_column("priced by", overflow="fold")
+    for row in result.op_classes:
+        table.add_row(row["class"], row["stream"], str(row["ops"]), f"{row['kernel_s'] * 1e3:.3f}",
+                      f"{row['launch_gap_s'] * 1e3:.3f}", row["priced_by"])
+    for stream in ("compute", "comm"):
+        rows = [r for r in result.op_classes if r["stream"] == stream]
+        table.add_row(f"{stream} total", "", str(sum(r["ops"] for r in rows)),
+                      f"{sum(r['kernel_s'] for r in rows) * 1e3:.3f}",
+                      f"{sum(r['launch_gap_s'] for r in rows) * 1e3:.3f}", "", style="bold")
+    console.print(table)
 
 
 @presets_app.command("list")

@@ -82,11 +82,14 @@ class Pricer:
         self.ep_load = load
 
     def op_time_s(self, op) -> float:
+        """Seconds ``op`` holds its stream: the kernel plus the launch gap before it (the profile's measured
+        idle time between kernels queued back to back)."""
+        gap = self.cost_model.launch_gap_s
         if op.comm is not None:
-            return self.network.comm_time_s(op.comm, self._rank)
+            return gap + self.network.comm_time_s(op.comm, self._rank)
         if op.kind is Kind.GROUPED_GEMM and self.expert_rows_factor != 1.0:
             op = busiest_gpu_op(op, self.expert_rows_factor)
-        return self.cost_model.op_time_s(op, self.compute_sms)
+        return gap + self.cost_model.op_time_s(op, self.compute_sms)
 
     def component_time_s(self, component: Component) -> float:
         """Seconds for one component (its ops back to back on its stream)."""
@@ -169,3 +172,34 @@ def busiest_gpu_op(op: Op, factor: float) -> Op:
     token_axis = 3 if op.phase is Phase.W else 1
     shape[token_axis] = max(1, round(shape[token_axis] * factor))
     return replace(op, shape=tuple(shape), flops=op.flops * factor, bytes=op.bytes * factor)
+
+
+def layer_op_classes(pricer: Pricer, stages: list[StageWork]) -> list[dict]:
+    """What one transformer layer (its F, B and W; the first MoE layer when there is one) costs per op class on
+    the stream that runs it: ops, kernel seconds, launch-gap seconds and what priced the class. DualPipe pairs
+    the forward of one such layer with the backward of another, so this is one "layer pair" of a trace."""
+    layers = [(s, layer) for s in stages for layer in s.layers]
+    moe = [(s, layer) for s, layer in layers
+           if any(op.kind is Kind.GROUPED_GEMM for c in s.forward.components if c.layer == layer for op in c.ops)]
+    if not (moe or layers):
+        return []
+    stage, layer = (moe or layers)[0]
+    pricer._rank = pricer.stage_rank(stage.stage) if pricer.stage_rank else 0
+    rows: dict[str, dict] = {}
+    gap = pricer.cost_model.launch_gap_s
+    for phase in Phase:
+        for component in stage.chunk(phase).components:
+            if component.layer != layer:
+                continue
+            for op in component.ops:
+                row = rows.setdefault(op.op_class.value, {"class": op.op_class.value, "stream": op.stream.value,
+                                                          "ops": 0, "kernel_s": 0.0, "launch_gap_s": 0.0})
+                row["ops"] += 1
+                row["kernel_s"] += pricer.op_time_s(op) - gap
+                row["launch_gap_s"] += gap
+    sources = pricer.cost_model.sources
+    for row in rows.values():
+        priced = [v for k, v in sources.items() if k.startswith(row["class"] + " ")]
+        row["priced_by"] = "network model" if row["stream"] == "comm" and row["class"].startswith(("ep.", "coll")) \
+            else "; ".join(sorted(set(priced))) or "roofline"
+    return sorted(rows.values(), key=lambda r: (r["stream"], r["class"]))

@@ -2,7 +2,9 @@
 
 A PyTorch-profiler trace of a few MoE layers (DeepSeek's covers one forward and one backward chunk of 4
 layers) gives, per component and phase, the GPU time of one layer: ATTN, MLP (F, B, W), DISPATCH and
-COMBINE (F, B); see :func:`workloads.traces.phases.component_costs_us`. Communication is taken with the waiting
+COMBINE (F, B); see :func:`workloads.traces.phases.component_costs_us`. Compute is the wall time of a
+component's kernels, never the sum of kernels that ran at once on different streams (the weight-gradient GEMMs
+of mlp(W) run on a side stream beside the main compute stream). Communication is taken with the waiting
 for peers removed (transfer and notify time, least over the traced layers); waiting is the engine's to
 produce. Where the scenario differs from the traced run (model, sequence length, hidden size, EP degree, GPU,
 routing), a traced cost is scaled by the cost model's ratio between the scenario's component and the same
@@ -23,8 +25,7 @@ from simulator.network import AnalyticNetwork
 from simulator.pricing import Pricer
 from topologies.gpus import gpu_catalog
 from workloads.errors import ScenarioError
-from workloads.layers import LayerBuilder, LayerOps
-from workloads.model import is_moe_layer
+from workloads.model import is_moe_layer, moe_layer
 from workloads.ops import Component, Phase
 from workloads.scenario import GpuSpec, Routing, Scenario
 from workloads.traces.kineto import KinetoTrace
@@ -116,12 +117,7 @@ def _catalogue_key(device_name: str) -> str | None:
 
 def moe_layer_components(scenario: Scenario) -> dict[tuple[str, Phase], Component]:
     """The components of one MoE layer (attention + MoE block) of ``scenario``, by (name, phase)."""
-    if scenario.model.moe is None:
-        raise ScenarioError("replay: the trace's per-layer costs are of MoE layers; the scenario's model has no moe")
-    ops = LayerOps(scenario.model.moe.first_dense_layers)
-    builder = LayerBuilder(scenario)
-    builder.attention(ops)
-    builder.moe(ops)
+    ops = moe_layer(scenario, "replay")
     found: dict[tuple[str, Phase], Component] = {}
     for component in ops.forward + ops.backward + ops.weight:
         key = (component.name, component.phase)
@@ -147,7 +143,8 @@ def trace_costs(trace: KinetoTrace, scenario: Scenario, cost_model, network: Ana
     ours = moe_layer_components(scenario)
     theirs = moe_layer_components(reference)
     ours_pricer = Pricer(scenario, cost_model, network)
-    ref_pricer = Pricer(reference, CostModel(cost_model.profile, reference.cluster.gpu), AnalyticNetwork(reference))
+    ref_pricer = Pricer(reference, CostModel(cost_model.profiles, reference.cluster.gpu, cost_model.kernels),
+                        AnalyticNetwork(reference))
     costs = {}
     for (name, phase_letter), m in measured.items():
         component = TRACE_COMPONENTS.get(name)
@@ -218,12 +215,9 @@ def replay(trace: KinetoTrace, scenario: Scenario, profile=None, keep_timeline: 
            traced_as: Scenario | None = None) -> ReplayResult:
     """Simulate one training step of ``scenario`` with MoE-layer costs from ``trace`` (recorded with the model
     and cluster of ``traced_as``, by default ``scenario``'s own)."""
-    from calibration.profile import load_profile
-    from simulator.simulate import simulate
+    from simulator.simulate import cost_model_for, simulate
 
-    profile = profile or load_profile(None)
-    costs = trace_costs(trace, scenario, CostModel(profile, scenario.cluster.gpu), AnalyticNetwork(scenario),
-                        traced_as)
+    costs = trace_costs(trace, scenario, cost_model_for(scenario, profile), AnalyticNetwork(scenario), traced_as)
     pricers: list[TracePricer] = []
 
     def factory(sc, cost_model, network, stage_rank=None):

@@ -7,14 +7,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from calibration.cost_model import CostModel
-from calibration.profile import Profile, load_profile
+from calibration.profile import Profile, load_profiles
 from simulator.cohorts import full_layout
 from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.faults import rank_slowdowns, run_goodput
 from simulator.memory import check_fits, rank_memory
 from simulator.metrics import pipeline_breakdowns
 from simulator.network import AnalyticNetwork, NetworkModel, TimeSharedNetwork
-from simulator.pricing import Pricer, StagePrice, expert_time_ratios
+from simulator.pricing import Pricer, StagePrice, expert_time_ratios, layer_op_classes
 from simulator.schedules import get_schedule
 from workloads.model import build_stages, parameter_counts
 from workloads.ops import DTYPE_BYTES, Comm, Pattern
@@ -74,6 +74,9 @@ class Result:
     tasks: int = 0  # engine tasks run (one per segment per simulated unit)
     simpy_events: int = 0  # events SimPy scheduled: stream waits, rendezvous, network transfers
     network: str = "analytic"
+    # One transformer layer (the first MoE layer) per op class: ops, kernel_s, launch_gap_s, priced_by.
+    op_classes: list[dict] = field(default_factory=list)
+    cost_model_sources: dict[str, str] = field(default_factory=dict)  # op class and dtype → what priced it
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -118,7 +121,15 @@ def make_network(scenario: Scenario) -> NetworkModel:
     return AnalyticNetwork(scenario)
 
 
-def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: bool = False,
+def cost_model_for(scenario: Scenario, profile: Profile | list[Profile] | None = None) -> CostModel:
+    """The cost model of a scenario: the given profile(s), else its GPU's default stack, at the GEMM kernel
+    generation the scenario names (``training.kernels``)."""
+    if profile is None:
+        profile = load_profiles(None, scenario.cluster.gpu.name)
+    return CostModel(profile, scenario.cluster.gpu, scenario.training.kernels)
+
+
+def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None, keep_timeline: bool = False,
              check_memory: bool | None = None, pricer_factory: Callable[..., Pricer] | None = None,
              full_units: str = "auto") -> Result:
     """Simulate one training step of ``scenario`` at its ``run.fidelity``.
@@ -136,8 +147,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     when a rank's peak memory exceeds HBM.
     """
     wall = time.perf_counter()
-    profile = profile or load_profile(None)
-    cost_model = CostModel(profile, scenario.cluster.gpu)
+    cost_model = cost_model_for(scenario, profile)
     network = make_network(scenario)
     par = scenario.parallelism
     schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)
@@ -184,6 +194,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
             b.forward_s, b.backward_input_s, b.backward_weight_s, b.exposed_comm_s, b.bubble_s,
             b.optimizer_s, b.comm_s, b.peak_inflight, mem.total_gb, mem.weights_gb, mem.gradients_gb,
             mem.optimizer_gb, mem.activations_gb, row if full else -1))
+    op_classes = layer_op_classes(pricer, stages)
     counts = parameter_counts(scenario.model)
     days = scenario.training.tokens / tokens_per_s / SECONDS_PER_DAY
     goodput = run_goodput(scenario, days)
@@ -203,4 +214,5 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
         sim_wall_s=time.perf_counter() - wall, events=timeline.events,
         timeline=timeline if keep_timeline else None, fidelity=scenario.run.fidelity,
         simulated_units=timeline.units, tasks=timeline.tasks, simpy_events=timeline.simpy_events,
-        network=scenario.run.network)
+        network=scenario.run.network, op_classes=op_classes,
+        cost_model_sources=dict(sorted(cost_model.sources.items())))

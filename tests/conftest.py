@@ -15,6 +15,11 @@ def runner() -> CliRunner:
 
 def tiny_dense(**overrides):
     """A small dense model on 4 GPUs (pp=4) that simulates in milliseconds."""
+    return load_scenario(preset="mixtral-8x7b-h100", overrides=tiny_dense_sets(**overrides))
+
+
+def tiny_dense_sets(**overrides) -> list[str]:
+    """The ``--set`` overrides that turn the mixtral-8x7b-h100 preset into :func:`tiny_dense`'s scenario."""
     sets = {
         "cluster.gpus": 4, "cluster.gpu": "h100", "model.moe": None, "model.layers": 8, "model.hidden": 1024,
         "model.vocab": 32000, "model.ffn_intermediate": 4096, "model.mtp_depth": 0,
@@ -24,7 +29,7 @@ def tiny_dense(**overrides):
         "schedule": "1f1b",
     }
     sets.update(overrides)
-    return load_scenario(preset="mixtral-8x7b-h100", overrides=[f"{k}={_yaml(v)}" for k, v in sets.items()])
+    return [f"{k}={_yaml(v)}" for k, v in sets.items()]
 
 
 def _yaml(value) -> str:

@@ -86,12 +86,11 @@ def test_tiny_scenario_step_time_from_its_chunk_times():
     result = simulate(s, keep_timeline=True)
     assert result.step_time_s > 0 and result.micro_batches == 8
     # Re-derive with the engine's own prices but a hand-computed makespan for stages 1..2 being uniform:
-    from calibration.cost_model import CostModel
-    from calibration.profile import builtin_profile
     from simulator.network import AnalyticNetwork
+    from simulator.simulate import cost_model_for
     from simulator.pricing import Pricer
     from workloads.model import build_stages
-    pricer = Pricer(s, CostModel(builtin_profile(), s.cluster.gpu), AnalyticNetwork(s))
+    pricer = Pricer(s, cost_model_for(s), AnalyticNetwork(s))
     prices = [pricer.price_stage(st) for st in build_stages(s)]
     chunk = [sum(p.phase_time_s(ph) for ph in Phase) for p in prices]
     # No tensor/expert parallel comm in this model, so every chunk is pure compute.

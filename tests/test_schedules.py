@@ -290,7 +290,9 @@ def test_a_layout_over_hbm_fails_saying_by_how_much(runner):
     with pytest.raises(MemoryLayoutError, match=r"GB over"):
         simulate(s)
     assert not simulate(s, check_memory=False).fits_in_memory
-    result = runner.invoke(app, ["simulate", "--preset", "llama3-405b-h100", "--set", "schedule=gpipe"])
+    result = runner.invoke(app, ["simulate", "--preset", "llama3-405b-h100", "--set", "schedule=gpipe",
+                                 "--set", "parallelism.virtual_stages=1",
+                                 "--set", f"parallelism.stage_layers={[7] + [8] * 14 + [7]}"])
     assert result.exit_code == 2
     assert "GB over" in result.output and "Traceback" not in result.output
 

@@ -294,6 +294,36 @@ def test_replay_takes_moe_layers_from_the_trace(deepseek_replay):
     assert r.result.step_time_s != pytest.approx(r.model_only_step_s)
 
 
+def test_replay_counts_concurrent_streams_once(raw, deepseek_replay):
+    """mlp(W) runs weight-gradient GEMMs on stream 23 while stream 7 computes: its replayed compute time is the
+    wall time those kernels cover (recomputed here on the trace's 1 µs grid from the raw events), not their sum."""
+    events = raw["traceEvents"]
+    launch_ts = {e["args"]["correlation"]: e["ts"] for e in events
+                 if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+    instances = [e for e in events if e.get("cat") == "user_annotation" and e["name"] == "mlp(W)"]
+    walls, sums, streams = [], [], set()
+    for a in instances:
+        kernels = [k for k in _raw_kernels(raw) if a["ts"] <= launch_ts[k["args"]["correlation"]] < a["ts"] + a["dur"]
+                   and "dpsk::ep" not in k["name"]]
+        t0 = min(k["ts"] for k in kernels)
+        busy = np.zeros(int(max(k["ts"] + k["dur"] for k in kernels) - t0) + 1, bool)
+        for k in kernels:
+            busy[int(k["ts"] - t0):int(k["ts"] - t0 + k["dur"])] = True
+            streams.add(k["args"]["stream"])
+        walls.append(busy.sum())
+        sums.append(sum(k["dur"] for k in kernels))
+    assert streams == {7, 23}
+    mlp_w = deepseek_replay.costs.costs[("MLP", _phase("W"))]
+    assert mlp_w.trace_s == pytest.approx(np.mean(walls) * 1e-6, rel=1e-9)
+    assert np.mean(walls) < 0.95 * np.mean(sums)  # the side stream overlaps the main one by over 5 %
+    # Phases that run on one stream are unchanged: their wall time is their kernels' sum.
+    attn_f = deepseek_replay.costs.costs[("ATTN", _phase("F"))]
+    costs = summarize(load_trace(TRACE))["per_layer_costs"]
+    assert costs["attn(F)"]["compute_us"] == pytest.approx(costs["attn(F)"]["compute_kernel_sum_us"])
+    assert costs["mlp(W)"]["compute_kernel_sum_us"] == pytest.approx(np.mean(sums))
+    assert attn_f.trace_s == pytest.approx(costs["attn(F)"]["compute_us"] * 1e-6)
+
+
 def test_replay_scales_with_the_scenario(deepseek_replay):
     longer = replay(load_trace(TRACE), load_scenario(preset="deepseek-v3-h800", overrides=[
         "parallelism.seq_len=8192", "parallelism.global_batch=7680", "run.check_memory=false"]))

@@ -6,7 +6,7 @@ import pytest
 
 from workloads.loader import load_scenario
 from workloads.model import build_stages, parameter_counts
-from workloads.ops import Kind, Phase
+from workloads.ops import Kind, OpClass, Pattern, Phase, Stream
 
 
 def test_deepseek_v3_parameter_counts():
@@ -67,10 +67,17 @@ def test_chunks_have_the_dualpipe_components_in_order():
     assert names == ["ATTN", "DISPATCH", "MLP", "COMBINE"]
     backward = [c.name for c in stage.backward.components[:4]]
     assert backward == ["COMBINE", "MLP", "DISPATCH", "ATTN"]
-    dispatch = stage.forward.components[1].ops[0]
+    notify, dispatch = stage.forward.components[1].ops
+    assert notify.op_class is OpClass.EP_NOTIFY  # DeepEP's notify runs before its dispatch
     assert dispatch.kind is Kind.COMM and dispatch.comm.element_bytes == pytest.approx(1 + 4 / 128)
-    combine = stage.forward.components[3].ops[0]
+    combine = stage.forward.components[3].ops[-1]
     assert combine.comm.element_bytes == 2
+    # Backward: the output gradient is cast and dispatched in FP8 (TR §3.3), dispatch's gradient combined in BF16.
+    quant, _, grad_dispatch = stage.backward.components[0].ops
+    assert quant.op_class is OpClass.QUANT and quant.stream is Stream.COMM
+    assert grad_dispatch.comm.pattern is Pattern.EP_DISPATCH and grad_dispatch.comm.element_bytes == \
+        pytest.approx(1 + 4 / 128)
+    assert stage.backward.components[2].ops[-1].comm.element_bytes == 2
 
 
 def test_backward_executes_more_flops_than_it_counts_when_recomputing():
@@ -101,3 +108,25 @@ def test_sequence_parallel_keeps_a_slice_of_gathered_inputs():
         s = load_scenario(preset="llama3-405b-h100", overrides=[f"parallelism.tp={tp}", f"parallelism.dp={512 // tp}"])
         return build_stages(s)[1].forward.activation_bytes
     assert saved(8) < saved(4) < saved(2)
+
+
+def test_moe_layer_runs_every_kernel_class_of_a_real_fp8_step():
+    """Class for class, one generated DeepSeek-V3 MoE layer has the kernels DeepSeek's profiler trace shows
+    (workloads/traces/classify.py names them from kernel names; calibration/from_trace.py matches them)."""
+    stage = build_stages(load_scenario())[1]
+    classes = {op.op_class for phase in Phase for op in stage.chunk(phase).ops()}
+    assert set(OpClass) - classes == {OpClass.COLLECTIVE}  # TP/DP collectives: DeepSeek-V3 runs tp=1
+    ops = [op for phase in Phase for op in stage.chunk(phase).ops()]
+    fp8_gemms = [op for op in ops if op.kind in (Kind.GEMM, Kind.GROUPED_GEMM) and op.dtype == "fp8"]
+    wgrads = [op for op in fp8_gemms if op.op_class in (OpClass.GEMM_WGRAD, OpClass.GROUPED_WGRAD)]
+    quant_t = [op for op in ops if op.op_class is OpClass.QUANT_T]
+    assert len(wgrads) == len(quant_t) > 0  # every FP8 wgrad GEMM quantises its inputs in 128×1 tiles first
+    assert all(op.phase is Phase.W for op in quant_t)
+    recomputed = [op for op in fp8_gemms if op.recompute]
+    assert recomputed and all(op.op_class in (OpClass.GEMM_FPROP, OpClass.GROUPED_FPROP) for op in recomputed)
+
+
+def test_bf16_layers_have_no_fp8_kernels():
+    stage = build_stages(load_scenario(preset="mixtral-8x7b-h100"))[0]
+    classes = {op.op_class for phase in Phase for op in stage.chunk(phase).ops()}
+    assert not classes & {OpClass.QUANT_T, OpClass.WEIGHT_T, OpClass.DEQUANT}

@@ -5,18 +5,31 @@ and appends its forward (F), input-backward (B) and weight-backward (W) ops to a
 A GEMM of an (m×k) input by a (k×n) weight costs 2·m·n·k FLOPs in each of F (m,n,k), B (dgrad: m,k,n)
 and W (wgrad: k,n,m). Core attention counts causal pairs s(s+1)/2 per sequence; its backward executes 2.5×
 the forward FLOPs (FlashAttention recomputes the scores) and is counted as 2× for MFU.
+
+The layers are kernel-complete: besides GEMMs and attention they hold the small kernels a real FP8 MoE step
+runs, class for class as DeepSeek's profiler trace shows them (see :class:`workloads.ops.OpClass`): an FP8
+GEMM quantises its activation input in 1×128 tiles before the forward, its output gradient before the dgrad
+(whose fp8 weight is transposed block-wise first), and both wgrad inputs in transposed 128×1 tiles; MoE layers
+map, permute and un-permute tokens around the grouped GEMMs and DeepEP notifies before each dispatch and
+combine; the router runs its top-k and a string of small kernels.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workloads.ops import DTYPE_BYTES, Comm, Component, Kind, Op, Pattern, Phase
+from workloads.ops import DTYPE_BYTES, Comm, Component, Kind, Op, OpClass, Pattern, Phase
 from workloads.scenario import Scenario
 
 BF16 = DTYPE_BYTES["bf16"]
 FP32 = DTYPE_BYTES["fp32"]
 FP8_SCALE_BYTES_PER_ELEMENT = 4 / 128  # DeepSeek-V3 TR §3.3: one fp32 scale per 1×128 activation tile
+QUANT_BYTES = BF16 + 1 + FP8_SCALE_BYTES_PER_ELEMENT  # read bf16, write fp8 and its scales
+INDEX_BYTES = 8  # int64 token/expert indices
+# Small router kernels (scores, group masks, scatter, auxiliary statistics, bias update) each layer runs
+# besides its two top-k kernels: counted in DeepSeek's profiler trace (profile-data train.json), attn(F) and
+# attn(B) of every layer, between the gate GEMM and the dispatch cast.
+ROUTER_SMALL_KERNELS = {Phase.F: 24, Phase.B: 25}
 
 
 def element_bytes(dtype: str) -> float:
@@ -57,13 +70,39 @@ class LayerBuilder:
         self.recompute = scenario.training.recompute
 
     # --- primitives -------------------------------------------------------------------------------------
+    def kernel(self, out: LayerOps, component: str, name: str, phase: Phase, op_class: OpClass,
+               nbytes: float, flops: float = 0.0, recompute: bool = False) -> None:
+        """One memory-bound kernel of class ``op_class`` moving ``nbytes`` of HBM."""
+        out.add(component, Op(f"{name}.{phase.value}", Kind.ELEMENTWISE, phase, component, "bf16", flops, nbytes,
+                              recompute=recompute, kernel=op_class))
+
+    def fp8_quant(self, out: LayerOps, component: str, name: str, phase: Phase, elements: float,
+                  recompute: bool = False) -> None:
+        """bf16 → fp8 in 1×128 tiles, then the scales laid out for the GEMM's TMA loads (a second kernel)."""
+        self.kernel(out, component, name, phase, OpClass.QUANT, elements * QUANT_BYTES, recompute=recompute)
+        self.kernel(out, component, f"{name}_scales", phase, OpClass.QUANT,
+                    2 * elements * FP8_SCALE_BYTES_PER_ELEMENT, recompute=recompute)
+
     def gemm(self, out: LayerOps, component: str, name: str, m: int, n: int, k: int, dtype: str,
-             recompute: bool = False, groups: int = 1, gathered_input: bool = False) -> None:
+             recompute: bool = False, groups: int = 1, gathered_input: bool = False,
+             input_fp8: bool = False) -> None:
         """A Linear (or grouped Linear with ``groups`` experts of m tokens each): F, B (dgrad), W (wgrad).
 
         ``gathered_input``: the input was all-gathered over tensor parallelism (sequence parallelism), so only
         this rank's 1/tp slice is kept for backward and gathered again there (Megatron-LM's sequence parallel).
+        In fp8 the GEMMs come with their quantisation kernels (DeepSeek-V3 TR §3.3): the input in 1×128 tiles
+        before the forward (``input_fp8``: its producer already wrote fp8, as FP8 dispatch and the fused
+        SwiGLU-cast do), the output gradient in 1×128 tiles and the weight's 128×128 blocks transposed before
+        the dgrad, and input and output gradient in transposed 128×1 tiles before the wgrad.
         """
+        if dtype == "fp8":
+            rows = groups * m
+            if not input_fp8:
+                self.fp8_quant(out, component, f"{name}.quant_in", Phase.F, rows * k)
+                if recompute:
+                    self.fp8_quant(out, component, f"{name}.quant_in", Phase.B, rows * k, recompute=True)
+            self.fp8_quant(out, component, f"{name}.quant_grad", Phase.B, rows * n)
+            self.kernel(out, component, f"{name}.weight_t", Phase.B, OpClass.WEIGHT_T, 2.0 * groups * n * k)
         b = DTYPE_BYTES[dtype]
         kind = Kind.GROUPED_GEMM if groups > 1 else Kind.GEMM
         flops = 2.0 * groups * m * n * k
@@ -81,58 +120,69 @@ class LayerBuilder:
         else:
             out.saved_bytes += groups * m * k * b / (self.tp if gathered_input else 1)
         out.add(component, op(Phase.B, (m, k, n), groups * (m * n * b + k * n * b + m * k * BF16)))
+        if dtype == "fp8":
+            self.kernel(out, component, f"{name}.quant_t", Phase.W, OpClass.QUANT_T, groups * m * (k + n) * QUANT_BYTES)
         out.add(component, op(Phase.W, (k, n, m), groups * (m * k * b + m * n * b + k * n * FP32)))
 
     def elementwise(self, out: LayerOps, component: str, name: str, bytes_fwd: float,
-                    recompute: bool = False, flops_fwd: float = 0.0, saves: float = 0.0) -> None:
+                    recompute: bool = False, flops_fwd: float = 0.0, saves: float = 0.0,
+                    op_class: OpClass = OpClass.ADD, bwd_class: OpClass | None = None) -> None:
         """A memory-bound kernel; its backward moves about twice the bytes (grad in, input in, grad out)."""
-        out.add(component, Op(f"{name}.F", Kind.ELEMENTWISE, Phase.F, component, "bf16", flops_fwd, bytes_fwd))
+        self.kernel(out, component, name, Phase.F, op_class, bytes_fwd, flops_fwd)
         if recompute:
-            out.add(component, Op(f"{name}.F", Kind.ELEMENTWISE, Phase.B, component, "bf16", flops_fwd,
-                                  bytes_fwd, recompute=True))
+            self.kernel(out, component, name, Phase.B, op_class, bytes_fwd, flops_fwd, recompute=True)
         else:
             out.saved_bytes += saves
         out.add(component, Op(f"{name}.B", Kind.ELEMENTWISE, Phase.B, component, "bf16", 2 * flops_fwd,
-                              2 * bytes_fwd))
+                              2 * bytes_fwd, kernel=bwd_class or op_class))
 
-    def norm(self, out: LayerOps, component: str, name: str, width: int, quant_to: str = "bf16") -> None:
-        """RMSNorm over ``width`` channels (read bf16, write bf16 or fp8 with scales)."""
+    def norm(self, out: LayerOps, component: str, name: str, width: int) -> None:
+        """RMSNorm over ``width`` channels (bf16 in and out; an FP8 consumer quantises on its own)."""
         t = self.tokens // self.tp if width == self.h else self.tokens
-        self.elementwise(out, component, name, t * width * (BF16 + element_bytes(quant_to)),
-                         recompute=self.recompute.norm, flops_fwd=4.0 * t * width)
+        self.elementwise(out, component, name, t * width * 2 * BF16, recompute=self.recompute.norm,
+                         flops_fwd=4.0 * t * width, op_class=OpClass.NORM, bwd_class=OpClass.NORM_BWD)
 
     def comm(self, out: LayerOps, component: str, name: str, phase: Phase, comm: Comm, dtype: str) -> None:
         out.add(component, Op(f"{name}.{phase.value}", Kind.COMM, phase, component, dtype, comm=comm))
 
-    # --- attention --------------------------------------------------------------------------------------
+    # --- attention ----------------------------------------------------------------------------------------
     def attention(self, out: LayerOps) -> None:
         att, t, h, tp = self.s.model.attention, self.tokens, self.h, self.tp
         heads = att.heads // tp
         pdt = self.prec.attention_proj
-        self.norm(out, "ATTN", "attn_norm", h, quant_to=pdt)
+        self.norm(out, "ATTN", "attn_norm", h)
         if att.kind == "mla":
-            dqk, dv = att.qk_nope_head_dim + att.qk_rope_head_dim, att.v_head_dim
+            dqk, dv, rope = att.qk_nope_head_dim + att.qk_rope_head_dim, att.v_head_dim, att.qk_rope_head_dim
             # q_a and kv_a share their input: one fused GEMM, as in DeepGEMM's 2112×7168 shape.
             q_in = att.q_lora_rank or 0
             self.gemm(out, "ATTN", "qkv_a", t, q_in + att.kv_lora_rank + att.qk_rope_head_dim, h, pdt,
                       gathered_input=True)
             up_recompute = self.recompute.mla_up_proj
             if att.q_lora_rank:
-                self.norm(out, "ATTN", "q_norm", att.q_lora_rank, quant_to=pdt)
+                self.norm(out, "ATTN", "q_norm", att.q_lora_rank)
                 self.gemm(out, "ATTN", "q_b", t, heads * dqk, att.q_lora_rank, pdt, recompute=up_recompute)
             else:
                 self.gemm(out, "ATTN", "q", t, heads * dqk, h, pdt, gathered_input=True)
-            self.norm(out, "ATTN", "kv_norm", att.kv_lora_rank, quant_to=pdt)
+            self.norm(out, "ATTN", "kv_norm", att.kv_lora_rank)
             self.gemm(out, "ATTN", "kv_b", t, heads * (att.qk_nope_head_dim + dv), att.kv_lora_rank, pdt,
                       recompute=up_recompute)
             kv_heads = heads
+            # RoPE on q's and k's rotary parts, then q and k concatenated from their nope and rope parts (k's
+            # rope part broadcast over heads): rebuilt in backward when the up-projections are recomputed.
+            self.elementwise(out, "ATTN", "rope", (t * heads * rope + t * rope) * BF16 * 2, recompute=up_recompute,
+                             op_class=OpClass.ROPE)
+            self.elementwise(out, "ATTN", "qk_concat", 2 * t * heads * dqk * BF16 * 2, recompute=up_recompute)
         else:
             dqk = dv = att.head_dim
             kv_heads = (att.kv_heads or att.heads) // tp if att.kind == "gqa" else heads
             kv_heads = max(kv_heads, 1)
             self.gemm(out, "ATTN", "qkv", t, (heads + 2 * kv_heads) * dqk, h, pdt, gathered_input=True)
-        self.elementwise(out, "ATTN", "rope", t * heads * dqk * BF16 * 2, saves=0.0)
+            self.elementwise(out, "ATTN", "rope", t * (heads + kv_heads) * dqk * BF16 * 2, op_class=OpClass.ROPE)
         self.core_attention(out, heads, kv_heads, dqk, dv)
+        if pdt == "fp8":
+            # TR §3.3: the o_proj input is cached in a custom FP8 format for its wgrad and cast back in backward.
+            self.kernel(out, "ATTN", "o_proj.cache_fp8", Phase.F, OpClass.QUANT, t * heads * dv * QUANT_BYTES)
+            self.kernel(out, "ATTN", "o_proj.cache_fp8", Phase.B, OpClass.DEQUANT, t * heads * dv * QUANT_BYTES)
         self.gemm(out, "ATTN", "o_proj", t, h, heads * dv, pdt)
         if tp > 1:
             self.tp_comm(out, "ATTN_TP")
@@ -155,8 +205,12 @@ class LayerBuilder:
             out.saved_bytes += t * heads * dv * BF16  # output kept; q, k, v rebuilt from latents
         else:
             out.saved_bytes += io
+        # FlashAttention backward: dO·O row sums first, then the kernel, then its fp32 dQ accumulator to bf16.
+        self.kernel(out, "ATTN", "core_attn.pre", Phase.B, OpClass.ATTN_BWD_PRE,
+                    t * heads * (2 * dv * BF16 + FP32))
         out.add("ATTN", Op("core_attn.B", Kind.ATTENTION, Phase.B, "ATTN", dt, 2.5 * f_causal, 2 * io, shape,
                            2 * f_causal, 2 * f_full))
+        self.kernel(out, "ATTN", "core_attn.post", Phase.B, OpClass.ATTN_BWD_POST, t * heads * dqk * (FP32 + BF16))
 
     def tp_comm(self, out: LayerOps, component: str) -> None:
         """Tensor-parallel all-reduce of the layer output (bf16), in F and again in B."""
@@ -166,48 +220,89 @@ class LayerBuilder:
 
     # --- feed-forward -----------------------------------------------------------------------------------
     def swiglu_mlp(self, out: LayerOps, component: str, name: str, m: int, inter: int, dtype: str,
-                   groups: int = 1, gathered_input: bool = False) -> None:
-        """gate+up (fused, 2·inter wide), SwiGLU, down: the FFN of a dense layer, an expert or a shared expert."""
+                   groups: int = 1, gathered_input: bool = False, input_fp8: bool = False) -> None:
+        """gate+up (fused, 2·inter wide), SwiGLU, down: the FFN of a dense layer, an expert or a shared expert.
+
+        In fp8 the SwiGLU kernel writes the down-projection's fp8 input itself (a fused cast, as in DeepSeek's
+        trace), and its own fp8 input is what backward keeps and casts back to recompute it (TR §3.3)."""
         h = self.h
-        self.gemm(out, component, f"{name}.up", m, 2 * inter, h, dtype, groups=groups, gathered_input=gathered_input)
-        swiglu_bytes = groups * m * inter * (2 * BF16 + element_bytes(dtype))
+        self.gemm(out, component, f"{name}.up", m, 2 * inter, h, dtype, groups=groups, gathered_input=gathered_input,
+                  input_fp8=input_fp8)
+        rows = groups * m
+        swiglu_bytes = rows * inter * (2 * BF16 + element_bytes(dtype))
+        if dtype == "fp8":
+            self.kernel(out, component, f"{name}.swiglu_in", Phase.B, OpClass.DEQUANT, rows * 2 * inter * QUANT_BYTES)
         self.elementwise(out, component, f"{name}.swiglu", swiglu_bytes, recompute=self.recompute.swiglu,
-                         flops_fwd=4.0 * groups * m * inter)
-        self.gemm(out, component, f"{name}.down", m, h, inter, dtype, recompute=False, groups=groups)
+                         flops_fwd=4.0 * rows * inter, op_class=OpClass.SWIGLU, bwd_class=OpClass.SWIGLU_BWD)
+        self.gemm(out, component, f"{name}.down", m, h, inter, dtype, recompute=False, groups=groups,
+                  input_fp8=dtype == "fp8")
 
     def dense_ffn(self, out: LayerOps) -> None:
-        self.norm(out, "MLP", "mlp_norm", self.h, quant_to=self.prec.dense_mlp)
+        self.norm(out, "MLP", "mlp_norm", self.h)
         self.swiglu_mlp(out, "MLP", "ffn", self.tokens, self.s.model.ffn_intermediate // self.tp,
                         self.prec.dense_mlp, gathered_input=True)
         if self.tp > 1:
             self.tp_comm(out, "MLP_TP")
         self.elementwise(out, "MLP", "residual", self.tokens // self.tp * self.h * BF16 * 3)
 
+    def router(self, out: LayerOps, t: int, experts: int, top_k: int) -> None:
+        """The gate's scores → group-limited top-k → auxiliary statistics and bias update (sigmoid gating)."""
+        scores = t * experts * FP32
+        for name in ("router.group_topk", "router.topk"):
+            self.kernel(out, "ATTN", name, Phase.F, OpClass.ROUTER, scores + t * top_k * (FP32 + INDEX_BYTES))
+        self.kernel(out, "ATTN", "router.scores_grad", Phase.B, OpClass.ROUTER, 3 * scores)
+        for phase, count in ROUTER_SMALL_KERNELS.items():
+            for i in range(count):
+                self.kernel(out, "ATTN", f"router.small{i}", phase, OpClass.ROUTER, 0.0)
+
+    def ep_notify(self, out: LayerOps, component: str, phase: Phase) -> None:
+        """DeepEP's layout/notify kernel: every rank tells its EP peers how many tokens it sends each expert."""
+        experts = self.s.model.moe.routed_experts
+        out.add(component, Op(f"{component.lower()}_notify.{phase.value}", Kind.COMM, phase, component, "fp32",
+                              comm=Comm(Pattern.ALL_TO_ALL, "ep", experts * FP32), kernel=OpClass.EP_NOTIFY))
+
     def moe(self, out: LayerOps) -> None:
         """Gate, DISPATCH, routed experts as grouped GEMMs, shared experts, COMBINE (EP over ``ep`` GPUs)."""
         moe, par, h, tr = self.s.model.moe, self.s.parallelism, self.h, self.s.training
         t = self.tokens // self.tp  # with tp > 1 each TP rank routes its sequence-parallel slice
-        self.norm(out, "ATTN", "mlp_norm", h, quant_to=tr.dispatch_dtype)
+        self.norm(out, "ATTN", "mlp_norm", h)
         self.gemm(out, "ATTN", "gate", t, moe.routed_experts, h, self.prec.gate)
-        self.elementwise(out, "ATTN", "topk", t * moe.routed_experts * FP32 * 2)
+        self.router(out, t, moe.routed_experts, moe.top_k)
         d_bytes, c_bytes = element_bytes(tr.dispatch_dtype), element_bytes(tr.combine_dtype)
+        if tr.dispatch_dtype == "fp8":
+            self.kernel(out, "ATTN", "dispatch.quant", Phase.F, OpClass.QUANT, t * h * QUANT_BYTES)
         dispatch = Comm(Pattern.EP_DISPATCH, "ep", t * moe.top_k * h * d_bytes, t, h, moe.top_k, d_bytes)
         combine = Comm(Pattern.EP_COMBINE, "ep", t * moe.top_k * h * c_bytes, t, h, moe.top_k, c_bytes)
-        # Backward mirrors forward: combine's gradient is dispatched out, dispatch's gradient combined back,
-        # both in the combine dtype (TR §3.3 keeps combine BF16 forward and backward).
-        bwd_dispatch = Comm(Pattern.EP_DISPATCH, "ep", t * moe.top_k * h * c_bytes, t, h, moe.top_k, c_bytes)
+        # Backward mirrors forward: combine's gradient is dispatched out and dispatch's gradient combined back.
+        # The gradient dispatched before the experts' down-projection backward travels in the dispatch dtype
+        # (TR §3.3: FP8, visible as the cast before DeepEP's dispatch in combine(B) of DeepSeek's trace).
+        bwd_dispatch = Comm(Pattern.EP_DISPATCH, "ep", t * moe.top_k * h * d_bytes, t, h, moe.top_k, d_bytes)
+        self.ep_notify(out, "DISPATCH", Phase.F)
         self.comm(out, "DISPATCH", "dispatch", Phase.F, dispatch, tr.dispatch_dtype)
+        self.ep_notify(out, "DISPATCH", Phase.B)
         self.comm(out, "DISPATCH", "dispatch", Phase.B, combine, tr.combine_dtype)
         local_experts = moe.routed_experts // par.ep
         per_expert = max(1, round(t * moe.top_k * par.ep / moe.routed_experts))
+        rows = local_experts * per_expert
+        # Received tokens → expert-contiguous rows (index mapping, then the permute), and back after the experts.
+        for phase in (Phase.F, Phase.B):
+            self.kernel(out, "MLP", "experts.index", phase, OpClass.INDEX, 2 * rows * INDEX_BYTES)
+            self.kernel(out, "MLP", "experts.permute", phase, OpClass.PERMUTE,
+                        2 * rows * h * d_bytes)
         self.swiglu_mlp(out, "MLP", "experts", per_expert, moe.expert_intermediate, self.prec.expert,
-                        groups=local_experts)
+                        groups=local_experts, input_fp8=tr.dispatch_dtype == "fp8")
+        for phase in (Phase.F, Phase.B):
+            self.kernel(out, "MLP", "experts.unpermute", phase, OpClass.UNPERMUTE, (rows + t) * h * BF16)
         if moe.shared_experts:
             inter = (moe.shared_intermediate or moe.expert_intermediate) * moe.shared_experts
             self.swiglu_mlp(out, "MLP", "shared", t, inter, self.prec.expert)
+        self.ep_notify(out, "COMBINE", Phase.F)
         self.comm(out, "COMBINE", "combine", Phase.F, combine, tr.combine_dtype)
         # The top-k weighted sum happens inside the combine kernel (DeepEP), so it has no op of its own.
-        self.comm(out, "COMBINE", "combine", Phase.B, bwd_dispatch, tr.combine_dtype)
+        if tr.dispatch_dtype == "fp8":
+            self.kernel(out, "COMBINE", "combine_grad.quant", Phase.B, OpClass.QUANT, t * h * QUANT_BYTES)
+        self.ep_notify(out, "COMBINE", Phase.B)
+        self.comm(out, "COMBINE", "combine", Phase.B, bwd_dispatch, tr.dispatch_dtype)
 
     # --- pipeline ends ----------------------------------------------------------------------------------
     def embedding(self, out: LayerOps) -> None:

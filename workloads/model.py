@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from workloads.errors import ScenarioError
 from workloads.layers import LayerBuilder, LayerOps
 from workloads.ops import DTYPE_BYTES, Chunk, Component, Phase
 from workloads.scenario import Model, Scenario
@@ -73,6 +74,14 @@ def build_stages(scenario: Scenario) -> list[StageWork]:
         dense, expert = stage_parameters(scenario, layers, first=index == 0, last=index == last)
         stages.append(StageWork(index, layers, *_chunks(index, parts), dense, expert))
     return stages
+
+
+def moe_layer(scenario: Scenario, what: str) -> LayerOps:
+    """One MoE layer of ``scenario`` (attention block and MoE block), F, B and W: what a profiler trace of MoE
+    layers is compared with. ``what`` names the caller in the error for a dense model."""
+    if scenario.model.moe is None:
+        raise ScenarioError(f"{what}: the trace's layers are MoE layers; the scenario's model has no moe")
+    return _transformer_layer(LayerBuilder(scenario), scenario.model, scenario.model.moe.first_dense_layers)
 
 
 def _transformer_layer(builder: LayerBuilder, model: Model, layer: int) -> LayerOps:

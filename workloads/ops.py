@@ -44,6 +44,49 @@ class Pattern(str, Enum):
 DTYPE_BYTES = {"fp8": 1, "bf16": 2, "fp32": 4}
 
 
+class OpClass(str, Enum):
+    """What kernel an op runs, as a profile prices it and the per-op breakdown groups it.
+
+    GEMMs and attention are split by pass: forward (``fprop``, also a recomputed forward in B), input-gradient
+    (``dgrad``) and weight-gradient (``wgrad``) GEMMs run different kernels at different rates, and so do
+    FlashAttention's forward and backward. The rest are the small kernels an FP8 MoE step runs around them
+    (names as in DeepSeek's profiler trace, see ``workloads/traces/classify.py``).
+    """
+
+    GEMM_FPROP = "gemm.fprop"
+    GEMM_DGRAD = "gemm.dgrad"
+    GEMM_WGRAD = "gemm.wgrad"
+    GROUPED_FPROP = "grouped_gemm.fprop"
+    GROUPED_DGRAD = "grouped_gemm.dgrad"
+    GROUPED_WGRAD = "grouped_gemm.wgrad"
+    ATTN_FWD = "attention.fwd"
+    ATTN_BWD = "attention.bwd"
+    ATTN_BWD_PRE = "attention.bwd_pre"  # FlashAttention backward's dO·O row sums
+    ATTN_BWD_POST = "attention.bwd_post"  # its fp32 dQ accumulator converted to bf16
+    NORM = "norm"  # RMSNorm forward (fused with the residual add)
+    NORM_BWD = "norm.bwd"
+    SWIGLU = "swiglu"
+    SWIGLU_BWD = "swiglu.bwd"
+    ROPE = "rope"  # rotary embedding and the q/k concatenation of MLA
+    QUANT = "fp8.quant"  # bf16 → fp8 in 1×128 tiles (per token), before an FP8 GEMM's activation input
+    QUANT_T = "fp8.quant_t"  # bf16 → fp8 in 128×1 tiles, transposed: a wgrad GEMM's token-major inputs
+    WEIGHT_T = "fp8.weight_t"  # an fp8 weight's 128×128 blocks transposed for the dgrad GEMM
+    DEQUANT = "fp8.dequant"  # fp8 → bf16 (received tokens and cached activations cast back)
+    PERMUTE = "moe.permute"  # received tokens expanded into expert-contiguous rows
+    UNPERMUTE = "moe.unpermute"  # expert outputs reduced back to tokens (weighted by the gate)
+    INDEX = "moe.index"  # token → expert row mapping and per-expert counts
+    ROUTER = "router"  # gate scores, group-limited top-k, auxiliary statistics and bias update
+    ADD = "add"  # residual adds, copies, fills and other plain memory-bound kernels
+    EP_NOTIFY = "ep.notify"  # DeepEP's layout and notify kernels before dispatch and combine
+    EP_DISPATCH = "ep.dispatch"
+    EP_COMBINE = "ep.combine"
+    COLLECTIVE = "collective"  # TP/DP collectives and pipeline sends
+
+
+COMM_COMPONENTS = frozenset({"DISPATCH", "COMBINE"})
+GEMM_PASS = {Phase.F: "fprop", Phase.B: "dgrad", Phase.W: "wgrad"}
+
+
 @dataclass(frozen=True, slots=True)
 class Comm:
     """What a communication op moves: ``bytes_per_rank`` is what each member sends (for EP: before dedup)."""
@@ -81,10 +124,34 @@ class Op:
     model_flops_noncausal: float = 0.0
     comm: Comm | None = None
     recompute: bool = False
+    kernel: OpClass | None = None  # set for elementwise and comm ops; GEMMs and attention derive it
 
     @property
     def stream(self) -> Stream:
-        return Stream.COMM if self.kind is Kind.COMM else Stream.COMPUTE
+        """Communication ops, and the kernels DeepEP's dispatch and combine run beside them (the cast of a
+        gradient before its FP8 dispatch), run on the communication stream."""
+        return Stream.COMM if self.kind is Kind.COMM or self.component in COMM_COMPONENTS else Stream.COMPUTE
+
+    @property
+    def gemm_pass(self) -> str:
+        """``fprop``, ``dgrad`` or ``wgrad``: a recomputed forward in B is a forward pass."""
+        return "fprop" if self.recompute else GEMM_PASS[self.phase]
+
+    @property
+    def op_class(self) -> OpClass:
+        """The kernel class this op is priced as (see :class:`OpClass`)."""
+        if self.kernel is not None:
+            return self.kernel
+        if self.kind in (Kind.GEMM, Kind.GROUPED_GEMM):
+            return OpClass(f"{self.kind.value}.{self.gemm_pass}")
+        if self.kind is Kind.ATTENTION:
+            return OpClass.ATTN_FWD if self.gemm_pass == "fprop" else OpClass.ATTN_BWD
+        if self.kind is Kind.COMM:
+            return _COMM_CLASS.get(self.comm.pattern, OpClass.COLLECTIVE) if self.comm else OpClass.COLLECTIVE
+        return OpClass.ADD
+
+
+_COMM_CLASS = {Pattern.EP_DISPATCH: OpClass.EP_DISPATCH, Pattern.EP_COMBINE: OpClass.EP_COMBINE}
 
 
 @dataclass(slots=True)

@@ -192,6 +192,9 @@ class Training(_Strict):
     combine_dtype: Dtype = "bf16"
     recompute: Recompute = Recompute()
     comm_sms: Annotated[int, Field(ge=0)] = 0  # SMs reserved for communication kernels
+    # The FP8 GEMM kernel generation: DeepGEMM (public since 2025-02) or the internal CUTLASS-based kernels
+    # that preceded it; a profile's GEMM points of the other generation are not used.
+    kernels: Literal["deepgemm", "cutlass"] = "deepgemm"
     optimizer_moment_dtype: Dtype = "fp32"
     master_weights: bool = True  # fp32 master copy beside the working weights
     weight_dtype: Dtype = "bf16"

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -201,7 +202,7 @@ def compare(a: str = typer.Argument(..., help="Profile A (name or file)."),
     fb = {(f.op, f.dtype): f for f in (pb.fit or fit_report(pb))}
 
     def key(p):
-        return (p.op, p.dtype, p.layout, tuple(p.shape), p.groups, p.sms)
+        return (p.op, p.dtype, p.layout, p.gemm_pass, p.library, tuple(p.shape), p.groups, p.sms)
 
     points_b = {key(p): p for p in pb.points}
     shared = [(p, points_b[key(p)]) for p in pa.points if key(p) in points_b]
@@ -263,26 +264,85 @@ def project(profile: str = PROFILE_ARG,
     console.print(f"wrote {output}: {projected.device}\n{projected.origin}", highlight=False)
 
 
+@calibrate_app.command("from-trace")
+def from_trace(trace: str = typer.Argument(..., help="A PyTorch-profiler (Kineto) trace of MoE layers."),
+               output: Path = typer.Option(..., "-o", "--output", help="Profile JSON to write."),
+               traced_as: str = typer.Option("deepseek-v3-h800", "--traced-as", help="The model and layout the "
+                                             "trace ran: a preset name or scenario file."),
+               force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+    """Fit a profile from a real trace's kernels (in-situ), with per-class and leave-one-out errors."""
+    from calibration.from_trace import TRACE_KERNELS, FromTraceError, check_profile, profile_from_trace
+    from simulator.cli import INPUT_ERRORS
+    from workloads.loader import load_scenario
+    from workloads.traces import load_trace
+
+    _writable(output, force)
+    try:
+        scenario = (load_scenario(traced_as) if Path(traced_as).is_file() else load_scenario(preset=traced_as))
+        loaded = load_trace(trace)
+        gpu = scenario.cluster.gpu
+        peaks = {"bf16_tflops": gpu.bf16_tflops, "fp8_tflops": gpu.fp8_tflops, "hbm_tbps": gpu.hbm_tbps,
+                 "sms": float(loaded.sms or gpu.sms)}
+        command = f"moesim calibrate from-trace {trace} --traced-as {traced_as} -o {output.name}"
+        profile, samples, unknown = profile_from_trace(loaded, scenario, peaks, command)
+    except (FromTraceError, *INPUT_ERRORS) as err:
+        fail(str(err).splitlines()[0])
+    if unknown:
+        print(f"warning: {len(unknown)} unknown kernel names priced as 'add': {', '.join(unknown)}",
+              file=sys.stderr)
+    sms = gpu.sms - scenario.training.comm_sms
+    checks = check_profile(profile, samples, gpu, TRACE_KERNELS, sms)
+    profile.save(output, force=True)
+    if as_json:
+        print(json.dumps({"output": str(output), "points": len(profile.points), "unknown_kernels": unknown,
+                          "classes": [{"class": c.op_class, "trace_us": c.trace_us, "model_us": c.model_us,
+                                       "error": c.error, "loo_errors": c.loo_errors} for c in checks]}, indent=1))
+        return
+    table = Table(title=f"{Path(trace).name}: per op class, one layer pair (µs; model: kernel time on {sms} SMs)",
+                  title_justify="left")
+    table.add_column("class", no_wrap=True)
+    for col in ("trace", "model", "error", "held-out avg", "held-out worst"):
+        table.add_column(col, justify="right")
+    for c in checks:
+        loo = [abs(e) for e in c.loo_errors]
+        table.add_row(c.op_class, f"{c.trace_us:,.1f}", f"{c.model_us:,.1f}", f"{c.error:+.1%}",
+                      f"{np.mean(loo):.1%}" if loo else "", f"{max(loo):.1%}" if loo else "")
+    trace_total, model_total = sum(c.trace_us for c in checks), sum(c.model_us for c in checks)
+    table.add_row("total", f"{trace_total:,.1f}", f"{model_total:,.1f}", f"{model_total / trace_total - 1:+.1%}")
+    console.print(table)
+    console.print(f"wrote {output}: {len(profile.points)} in-situ points, launch gap "
+                  f"{profile.launch_gap.value_us:g} µs ({profile.launch_gap.source})", highlight=False)
+
+
 @calibrate_app.command("validate")
-def validate(profile: str = typer.Option("h800", "--profile", help="Profile to validate (name or file)."),
+def validate(profile: str = typer.Option("h800", "--profile", help="Profile(s) to validate: a name or file, or a "
+                                         "comma list priced in order (h800-trace,h800)."),
              as_json: bool = JSON_OPT) -> None:
-    """The cost model against published H800 kernel measurements (DeepGEMM table, DeepSeek's trace)."""
-    from calibration.validate import summary, validation_rows
+    """The cost model against published H800 kernel measurements (DeepGEMM table, DeepSeek's trace), and the
+    in-situ profile's classes against the trace, each layer pair held out."""
+    from calibration.validate import in_situ_checks, summary, validation_rows
     from topologies.gpus import gpu_spec
     from workloads.scenario import GpuSpec
 
-    prof = _load(profile)
-    rows, notes, origin = validation_rows(prof, GpuSpec(**gpu_spec("h800")), REPO_ROOT)
+    profiles = [_load(name.strip()) for name in profile.split(",") if name.strip()]
+    prof = profiles[-1]
+    rows, notes, origin = validation_rows(profiles, GpuSpec(**gpu_spec("h800")), REPO_ROOT)
     stats = summary(rows)
+    checks = in_situ_checks(REPO_ROOT) or []
+    loo = [abs(e) for c in checks for e in c.loo_errors]
+    in_situ = {"classes": [{"class": c.op_class, "trace_us": c.trace_us, "model_us": c.model_us, "error": c.error,
+                            "loo_errors": c.loo_errors} for c in checks],
+               "loo_mean_abs_error": float(np.mean(loo)) if loo else None,
+               "loo_max_abs_error": max(loo) if loo else None}
     if as_json:
-        print(json.dumps({"profile": prof.device, "trace_kernels_from": origin, "notes": notes,
+        print(json.dumps({"profile": profile, "trace_kernels_from": origin, "notes": notes, "in_situ": in_situ,
                           "rows": [{"source": r.source, "kernel": r.kernel, "shape": r.shape, "sms": r.sms,
                                     "measured_us": r.measured_us, "model_us": r.model_us, "error": r.error}
                                    for r in rows],
                           "summary": {k: {"points": n, "mean_abs_error": m, "max_abs_error": x}
                                       for k, (n, m, x) in stats.items()}}, indent=1))
         return
-    table = Table(title=f"profile {prof.device} vs published H800 kernel times (a point the profile holds "
+    table = Table(title=f"profile {profile} vs published H800 kernel times (a point the profile holds "
                         "is predicted from the others)", title_justify="left")
     for col in ("reference", "kernel", "shape", "SMs", "measured µs", "model µs", "error"):
         table.add_column(col, justify="right" if col in ("SMs", "measured µs", "model µs", "error") else "left")
@@ -294,6 +354,10 @@ def validate(profile: str = typer.Option("h800", "--profile", help="Profile to v
     for name, (n, mean, worst) in stats.items():
         console.print(f"{name:9s} {n:3d} kernels   average |error| {mean:.1%}   max |error| {worst:.1%}",
                       highlight=False)
+    if checks:
+        console.print(f"in-situ   {len(checks):3d} classes   held-out layer pairs: average |error| "
+                      f"{in_situ['loo_mean_abs_error']:.1%}   max |error| {in_situ['loo_max_abs_error']:.1%}   "
+                      f"(per class: moesim calibrate from-trace)", highlight=False)
     console.print(f"[dim]trace kernels from {origin}[/]", highlight=False)
     for note in notes:
         console.print(f"[dim]note: {note}[/]", highlight=False)

@@ -24,7 +24,7 @@ def routing(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRES
             set_: Optional[list[str]] = SET_OPT, as_json: bool = JSON_OPT, profile: Optional[str] = PROFILE_OPT,
             top: int = TOP_OPT, save: Optional[str] = SAVE_OPT, force: bool = FORCE_OPT) -> None:
     """Show what the scenario's routing does to the EP group: per-GPU expert rows, busiest links, step time."""
-    from calibration.profile import load_profile
+    from calibration.profile import load_profiles
     from simulator.simulate import simulate
     from workloads.ep_load import scenario_ep_load
     from workloads.loader import load_scenario
@@ -37,7 +37,7 @@ def routing(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRES
         if save and Path(save).exists() and not force:
             fail(f"--save {save}: the file exists; pass --force to overwrite it")
         load = scenario_ep_load(sc)
-        prof = load_profile(profile)
+        prof = load_profiles(profile, sc.cluster.gpu.name)
         step_s = simulate(sc, prof).step_time_s
         balanced = sc.model_copy(update={"routing": type(sc.routing)()})
         balanced_s = simulate(balanced, prof).step_time_s if sc.routing != balanced.routing else step_s

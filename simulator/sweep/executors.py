@@ -66,10 +66,13 @@ _PROFILES: dict = {}
 
 
 def _profile(name: str | None):
-    """Profiles are parsed once per worker process."""
+    """Profiles are parsed once per worker process; ``None``: each point's simulation takes the built-in
+    profile of its own GPU."""
+    if name is None:
+        return None
     if name not in _PROFILES:
-        from calibration.profile import load_profile
-        _PROFILES[name] = load_profile(name)
+        from calibration.profile import load_profiles
+        _PROFILES[name] = load_profiles(name)
     return _PROFILES[name]
 
 

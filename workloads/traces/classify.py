@@ -101,3 +101,48 @@ def _without_parameters(name: str) -> str:
         elif ch == "(" and depth == 0 and i > 0:
             return name[:i]
     return name
+
+
+# The op class (workloads.ops.OpClass) each kernel of an FP8 MoE step runs as, from its name: what a profile
+# fitted from a trace prices (calibration/from_trace.py). Patterns as above: "short" is the name without
+# template arguments and parameters, "full" keeps the template (CUTLASS kernels are all cutlass::device_kernel).
+# GEMM kernels are matched as a family; the phase they ran in gives the pass (see gemm_family).
+_OP_RULES: list[tuple[str, str, re.Pattern]] = [(cls, where, re.compile(p, re.I)) for cls, where, p in [
+    ("ep.notify", "short", r"(ep::|deep_?ep).*(notify|get_dispatch_layout)"),
+    ("ep.dispatch", "short", r"(ep::|deep_?ep).*dispatch"),
+    ("ep.combine", "short", r"(ep::|deep_?ep).*combine"),
+    ("collective", "short", r"nccl|all_?reduce|all_?gather|reduce_?scatter|alltoall|sendrecv"),
+    ("attention.bwd_pre", "full", r"flash\w*bwd\w*preprocess"),
+    ("attention.bwd_post", "full", r"flash\w*bwd\w*postprocess"),
+    ("attention.bwd", "full", r"flash\w*bwd|flash\w*backward"),
+    ("attention.fwd", "full", r"flash|fmha|compute_attn"),
+    ("gemm:wgrad", "full", r"fp8_dptp128c_acc|wgrad|k_grouped"),
+    ("grouped_gemm:fwd", "full", r"m_grouped"),
+    ("gemm:fwd", "full", r"fp8_ptp128c|fp8_gemm"),
+    ("gemm:bf16", "full", r"xmma_gemm|cublas|sm90_gemm|ampere_\w*gemm"),
+    ("swiglu.bwd", "short", r"swiglu\w*backward"),
+    ("swiglu", "short", r"swiglu"),
+    ("moe.permute", "short", r"expand_to_fused"),
+    ("moe.unpermute", "short", r"reduce_fused"),
+    ("moe.index", "short", r"get_fused_mapping|clean_and_count_expert"),
+    ("router", "short", r"topk|aux_fi|unique_group|DistributionNormal|scatter|gather"),
+    ("fp8.quant_t", "short", r"per_channel_cast_and_transpose"),
+    ("fp8.dequant", "short", r"cast_back"),
+    ("fp8.weight_t", "short", r"batched_transpose"),
+    ("fp8.quant", "short", r"per_token_cast|utils::transpose|tensormap"),
+    ("norm.bwd", "short", r"ln_bwd|layer_?norm\w*bwd|rms_?norm\w*bwd"),
+    ("norm", "short", r"ln_fwd|layer_?norm|rms_?norm"),
+    ("rope", "short", r"rotary|rope"),
+    ("add", "short", r"elementwise|reduce_kernel|copy|fill|memset|memcpy|arange"),
+]]
+
+
+@lru_cache(maxsize=65536)
+def op_class_name(name: str) -> str | None:
+    """The op class of a kernel name (``gemm:fwd``/``gemm:wgrad``/``grouped_gemm:fwd``/``gemm:bf16`` for the
+    GEMM families), or None for a kernel no rule knows."""
+    texts = {"full": _without_parameters(name), "short": short_name(name)}
+    for cls, where, pattern in _OP_RULES:
+        if pattern.search(texts[where]):
+            return cls
+    return None

@@ -184,11 +184,22 @@ def is_comm(kernel: Kernel) -> bool:
     return kernel_class(kernel.name, kernel.args) in COMM_CLASSES
 
 
+def wall_us(kernels: list[Kernel]) -> float:
+    """Time (µs) the kernels keep their GPU busy: on each GPU the length of the union of their intervals, so
+    kernels that ran at once on different streams (a weight-gradient GEMM on a side stream beside the main
+    compute stream) count once, as the step's wall clock sees them."""
+    by_device: dict[int, list[Kernel]] = defaultdict(list)
+    for k in kernels:
+        by_device[k.device].append(k)
+    return sum(b - a for ks in by_device.values() for a, b in busy_intervals(ks))
+
+
 def component_costs_us(instances: list[PhaseInstance]) -> dict[tuple[str, str], dict[str, float]]:
-    """Per (component, phase), per-layer means: ``compute_us`` (all non-communication kernels, on any
-    stream), ``comm_us`` (communication kernels as recorded), ``comm_transfer_us`` and ``comm_sync_us``
-    (their data and notify parts with waiting removed, see :func:`comm_split`), and ``layers`` (how many
-    instances were averaged)."""
+    """Per (component, phase), per-layer means: ``compute_us`` (the wall time of all non-communication kernels,
+    on any stream, with concurrent kernels counted once: see :func:`wall_us`), ``compute_kernel_sum_us`` (the
+    same kernels' durations summed, for comparison), ``comm_us`` (communication kernels as recorded),
+    ``comm_transfer_us`` and ``comm_sync_us`` (their data and notify parts with waiting removed, see
+    :func:`comm_split`), and ``layers`` (how many instances were averaged)."""
     splits = comm_split(instances)
     grouped: dict[tuple[str, str], list[PhaseInstance]] = defaultdict(list)
     for inst in instances:
@@ -196,10 +207,12 @@ def component_costs_us(instances: list[PhaseInstance]) -> dict[tuple[str, str], 
     out = {}
     for key, insts in grouped.items():
         n = len(insts)
-        compute = sum(k.dur_us for i in insts for k in i.kernels if not is_comm(k)) / n
+        compute = sum(wall_us([k for k in i.kernels if not is_comm(k)]) for i in insts) / n
+        compute_sum = sum(k.dur_us for i in insts for k in i.kernels if not is_comm(k)) / n
         comm = sum(k.dur_us for i in insts for k in i.kernels if is_comm(k)) / n
         split = splits.get(insts[0].name, CommSplit())
-        out[key] = {"compute_us": compute, "comm_us": comm, "comm_transfer_us": split.transfer_us / n,
+        out[key] = {"compute_us": compute, "compute_kernel_sum_us": compute_sum, "comm_us": comm,
+                    "comm_transfer_us": split.transfer_us / n,
                     "comm_sync_us": split.sync_us / n, "layers": float(n)}
     return out
 

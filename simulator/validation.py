@@ -1,0 +1,144 @@
+"""Validation against published end-to-end runs: simulate each run a preset models and compare one result field
+with the published figure (as Calculon's ``llm-validation`` does: per-run error, then average and worst).
+
+The table of runs is data (``workloads/data/published_runs.yaml``, or a file of the same form). It is a report,
+never a target: no constant in moesim is fitted to these figures; only kernel- and link-level measurements move
+the numbers (DESIGN.md, Calibration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from workloads.errors import ScenarioError
+from workloads.files import check_input
+from workloads.loader import format_validation_error, load_scenario
+
+MAX_RUNS_BYTES = 1_000_000
+# Result fields a published figure can be compared with: label and display format.
+METRICS = {
+    "step_time_s": ("step time (s)", "{:,.3f}"),
+    "tokens_per_s": ("tokens / s", "{:,.0f}"),
+    "tflops_per_gpu_causal": ("TFLOPS / GPU (causal)", "{:,.1f}"),
+    "tflops_per_gpu_noncausal": ("TFLOPS / GPU (non-causal)", "{:,.1f}"),
+    "mfu_causal": ("MFU (causal)", "{:.1%}"),
+    "mfu_noncausal": ("MFU (non-causal)", "{:.1%}"),
+    "gpu_hours_per_trillion_tokens": ("GPU-hours / 10¹² tokens", "{:,.0f}"),
+    "training_days": ("training days", "{:,.1f}"),
+}
+
+
+class PublishedRun(BaseModel):
+    """One published figure: the run (a preset plus ``--set`` overrides), the result field, value and source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    preset: str
+    set: list[str] = []
+    metric: str
+    published: float = Field(gt=0)
+    source: str = Field(min_length=1)
+    note: str = ""
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"{value!r} is not a simulate result field; use one of {', '.join(METRICS)}")
+        return value
+
+
+class PublishedRuns(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    runs: list[PublishedRun] = Field(min_length=1)
+
+
+def default_runs_text() -> str:
+    return resources.files("workloads").joinpath("data", "published_runs.yaml").read_text()
+
+
+def load_runs(path: str | Path | None = None) -> list[PublishedRun]:
+    """The runs of ``path`` (YAML), by default the bundled table; one-line :class:`ScenarioError` on bad input."""
+    where = str(path) if path is not None else "published_runs.yaml"
+    text = default_runs_text() if path is None else check_input(path, MAX_RUNS_BYTES, "runs file").read_text(
+        errors="replace")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ScenarioError(f"{where}: malformed YAML: {' '.join(str(err).split())[:200]}") from None
+    try:
+        runs = PublishedRuns.model_validate(data).runs
+    except ValidationError as err:
+        raise ScenarioError(f"{where}: {format_validation_error(err)}") from None
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ScenarioError(f"{where}: run names must be unique; {', '.join(twice)} appears more than once")
+    return runs
+
+
+@dataclass
+class Comparison:
+    """A run's simulated value beside the published one; ``error`` = simulated / published − 1 (signed)."""
+
+    name: str
+    description: str
+    preset: str
+    set: list[str]
+    metric: str
+    published: float
+    simulated: float
+    error: float
+    fits_in_memory: bool
+    step_time_s: float
+    gpus: int
+    source: str
+    note: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(run: PublishedRun, profile=None) -> Comparison:
+    """Simulate ``run`` (with ``profile``, by default the built-in one of its GPU) and compare its metric. A run
+    whose layout moesim finds over HBM is still simulated, and says so."""
+    from simulator.schedules import ScheduleError
+    from simulator.simulate import simulate
+
+    try:
+        scenario = load_scenario(preset=run.preset, overrides=run.set)
+        result = simulate(scenario, profile, check_memory=False)
+    except (ScenarioError, ScheduleError) as err:
+        raise ScenarioError(f"run {run.name}: {err}") from None
+    value = float(getattr(result, run.metric))
+    return Comparison(run.name, run.description, run.preset, list(run.set), run.metric, run.published, value,
+                      value / run.published - 1.0, result.fits_in_memory, result.step_time_s, result.gpus,
+                      run.source, run.note)
+
+
+def validate_runs(runs: list[PublishedRun], profile=None,
+                  progress: Callable[[str], None] | None = None) -> list[Comparison]:
+    """Every run compared, in order (``progress(name)`` after each)."""
+    out = []
+    for run in runs:
+        out.append(compare(run, profile))
+        if progress:
+            progress(run.name)
+    return out
+
+
+def summary(comparisons: list[Comparison]) -> dict:
+    """Mean and worst absolute relative error over the runs (the worst with its run's name and signed error)."""
+    worst = max(comparisons, key=lambda c: abs(c.error))
+    return {"runs": len(comparisons),
+            "mean_abs_error": sum(abs(c.error) for c in comparisons) / len(comparisons),
+            "worst_abs_error": abs(worst.error), "worst_run": worst.name, "worst_error": worst.error}
