@@ -108,7 +108,8 @@ class Pricer:
             if self.expert_rows_factor != 1.0:
                 expert = sum(self.op_time_s(op) for op in component.ops if op.kind is Kind.GROUPED_GEMM)
             comms = tuple(op.comm for op in component.ops if op.comm is not None)
-            comm_s = sum(self.op_time_s(op) for op in component.ops if op.comm is not None)
+            # The network's part only (launch gaps stay fixed time): a time-shared network replaces just this.
+            comm_s = sum(self.network.comm_time_s(op.comm, self._rank) for op in component.ops if op.comm is not None)
             segments.append(Segment(label, component.stream, seconds, chunk.phase, component.name,
                                     component.layer, group, expert, comms, comm_s))
         return tuple(segments)
