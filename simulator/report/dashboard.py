@@ -117,9 +117,10 @@ def headline_table(summary: dict, sim_s: float, baseline: dict | None = None) ->
             html.Td(metric.fmt.format(now) + metric.unit, style={"textAlign": "right", "paddingLeft": "1rem"}),
             html.Td(delta_text(metric, base, now), style={"textAlign": "right", "paddingLeft": "1rem",
                                                           "color": colours[verdict(metric, base, now)]})]))
+    table.style["marginRight"] = "2rem"
     return html.Div([table, html.Table(changes, id="baseline-table", style={
-        "borderCollapse": "collapse", "margin": "0.5rem 0 0.5rem 2rem", "fontVariantNumeric": "tabular-nums"})],
-        style={"display": "flex", "alignItems": "flex-start"})
+        "borderCollapse": "collapse", "margin": "0.5rem 2rem 0.5rem 0", "fontVariantNumeric": "tabular-nums"})],
+        style={"display": "flex", "flexWrap": "wrap", "alignItems": "flex-start"})
 
 
 def create_app(initial: str = DEFAULT_PRESET) -> Dash:

@@ -62,6 +62,12 @@ def figure_div(fig: go.Figure, div_id: str) -> str:
     return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=CONFIG)
 
 
+def standalone_html(fig: go.Figure, title: str) -> str:
+    """One figure as a whole offline HTML page with a ``<title>`` and the page config (no send-to-cloud)."""
+    text = pio.to_html(fig, include_plotlyjs=True, full_html=True, config=CONFIG)
+    return text.replace("<head>", f"<head><title>{html.escape(title)}</title>", 1)
+
+
 def timeline_div(data: dict, div_id: str) -> str:
     """A timeline's div, its data as a JSON script element (``</`` escaped), and the call that draws it."""
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")

@@ -116,6 +116,27 @@ def gap_marks(compute: list[tuple[float, float]], comm: list[tuple[float, float]
     return marks
 
 
+def chunk_labels(chunks: dict[tuple, list[float]]) -> list[tuple]:
+    """(row, middle, micro_batch, forward?, start, end) per chunk that carries a micro-batch number.
+
+    A W computed in place with its B (overlapping or touching it) shares the B's number; a deferred W gets its
+    own. Pairs overlapped on one stream (DualPipe's F&B) share a row: the forward's number sits in the upper
+    half, the backward's in the lower.
+    """
+    labels = []
+    for (row, mb, phase, stage), (a, b) in chunks.items():
+        if phase == "W":
+            with_b = chunks.get((row, mb, "B", stage))
+            if with_b is not None and a <= with_b[1] and with_b[0] <= b:
+                continue
+        if phase == "B":
+            w = chunks.get((row, mb, "W", stage))
+            if w is not None and w[0] <= b and a <= w[1]:
+                a, b = min(a, w[0]), max(b, w[1])
+        labels.append((row, (a + b) / 2, mb, phase == "F", a, b))
+    return sorted(labels)
+
+
 def timeline_data(records: list[tuple], ranks: int, makespan_s: float, title: str = "",
                   pipeline_rank: dict[int, int] | None = None, max_bars: int = MAX_BARS) -> dict:
     """JSON-ready data for ``moesim.timeline`` in the browser; times in seconds.
@@ -147,8 +168,8 @@ def timeline_data(records: list[tuple], ranks: int, makespan_s: float, title: st
         row = row_index[(rank, "comm" if stream == "comm" else "compute")]
         ops.append((start, row, end, style_index[key], labels.setdefault(label, len(labels)), mb, stage))
         busy[rank][stream if stream == "comm" else "compute"].append((start, end))
-        if stream != "comm" and mb >= 0 and phase in PHASE_NAMES:  # B and W of a micro-batch share a number
-            extent = chunks.setdefault((row, mb, phase == "F", stage), [start, end])
+        if stream != "comm" and mb >= 0 and phase in PHASE_NAMES:
+            extent = chunks.setdefault((row, mb, phase, stage), [start, end])
             extent[0], extent[1] = min(extent[0], start), max(extent[1], end)
     tasks = len(ops)
     marks = []
@@ -157,8 +178,7 @@ def timeline_data(records: list[tuple], ranks: int, makespan_s: float, title: st
             marks.append((start, row_index[(rank, "compute")], end, style_index[kind],
                           labels.setdefault(OTHER_STYLES[kind][0], len(labels)), -1, -1))
     every = sorted(ops + marks)
-    # Pairs overlapped on one stream (DualPipe's F&B) share a row: the forward's number sits in the upper half.
-    chunk_rows = sorted((row, (a + b) / 2, mb, fwd, a, b) for (row, mb, fwd, _), (a, b) in chunks.items())
+    chunk_rows = chunk_labels(chunks)
     return {
         "title": title or f"pipeline timeline — step {makespan_s:.3f} s",
         "makespan_s": makespan_s, "max_bars": max_bars, "tasks": tasks, "two_way": two_way,

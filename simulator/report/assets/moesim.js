@@ -124,13 +124,17 @@
             hovertemplate: "%{text}<extra></extra>", showlegend: false};
   }
 
-  /* Micro-batch numbers on the compute-row chunks that are wide enough on screen. */
+  /* Micro-batch numbers on the compute-row chunks wide enough on screen, none closer than a label's width to the
+     previous one in its half-row (chunks come sorted by row, then middle). */
   function labelTrace(data, x0, x1, widthPx) {
-    var c = data.chunks, xs = [], ys = [], ts = [], minWidth = MIN_LABEL_PX * (x1 - x0) / widthPx;
+    var c = data.chunks, xs = [], ys = [], ts = [], minWidth = MIN_LABEL_PX * (x1 - x0) / widthPx, last = {};
     for (var i = 0; i < c.mid.length; i++) {
       var a = Math.max(c.start[i], x0), b = Math.min(c.end[i], x1);
       if (b - a < minWidth) continue;
-      xs.push((a + b) / 2); ys.push(c.row[i] + (c.upper[i] ? -0.2 : 0.2)); ts.push(String(c.mb[i]));
+      var x = (a + b) / 2, lane = c.row[i] * 2 + (c.upper[i] ? 0 : 1);
+      if (last[lane] !== undefined && x - last[lane] < minWidth) continue;
+      last[lane] = x;
+      xs.push(x); ys.push(c.row[i] + (c.upper[i] ? -0.2 : 0.2)); ts.push(String(c.mb[i]));
       if (xs.length > MAX_LABELS) return null;
     }
     return {type: "scatter", mode: "text", name: "micro-batch", x: xs, y: ys, text: ts, hoverinfo: "skip",
@@ -157,7 +161,8 @@
       xaxis: {range: [x0, x1], title: {text: "time since the step started (s)"}, showgrid: true,
               gridcolor: "#e8e8e8", zeroline: false, showline: true, linecolor: "#999"},
       yaxis: {tickvals: data.rows.map(function (_, i) { return i; }), ticktext: data.rows,
-              range: [rows - 0.5, -0.5], fixedrange: true, title: {text: "rank · stream"}, showgrid: false},
+              range: [rows - 0.5, -0.5], fixedrange: true, title: {text: "rank · stream"}, showgrid: false,
+              zeroline: false},
       barmode: "overlay", bargap: 0, hovermode: "closest", dragmode: "zoom", plot_bgcolor: "#ffffff",
       paper_bgcolor: "#ffffff", height: Math.max(380, 150 + 26 * rows),
       legend: {itemclick: false, itemdoubleclick: false, font: {size: 11}},
