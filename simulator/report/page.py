@@ -58,8 +58,12 @@ class Page:
 
 
 def figure_div(fig: go.Figure, div_id: str) -> str:
+    """A chart's div and its figure as JSON; ``moesim.later`` draws it once the timelines are on screen."""
     fig.update_layout(template="plotly_white")
-    return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=CONFIG)
+    payload = fig.to_json().replace("</", "<\\/")
+    return (f"<div id='{div_id}' class='chart'></div>"
+            f"<script type='application/json' id='{div_id}-figure'>{payload}</script>"
+            f"<script type='text/javascript'>moesim.later('{div_id}');</script>")
 
 
 def standalone_html(fig: go.Figure, title: str) -> str:

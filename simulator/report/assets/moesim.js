@@ -9,7 +9,7 @@
  */
 (function (global) {
   "use strict";
-  var COLUMNS = 1000;      // overview image columns over the window
+  var MAX_COLUMNS = 1000;  // overview image columns over the window: one per screen pixel of the plot, at most
   var MIN_LABEL_PX = 16;   // a chunk narrower than this on screen gets no micro-batch number
   var MAX_LABELS = 1500;   // more numbers than this would be unreadable and slow: none are drawn
   var CONFIG = {displaylogo: false, responsive: true, showSendToCloud: false, showEditInChartStudio: false,
@@ -83,7 +83,8 @@
     return traces;
   }
 
-  function overviewTrace(data, idx, x0, x1) {
+  function overviewTrace(data, idx, x0, x1, plotPx) {
+    var COLUMNS = Math.max(200, Math.min(MAX_COLUMNS, Math.round(plotPx)));
     var o = data.ops, rows = data.rows.length, n = data.styles.length, dx = (x1 - x0) / COLUMNS;
     var acc = new Float64Array(rows * COLUMNS * n), best = new Int32Array(rows * COLUMNS).fill(-1);
     var bestLen = new Float64Array(rows * COLUMNS);
@@ -146,9 +147,9 @@
     var full = fullSpan(data), x0 = range ? range[0] : 0, x1 = range ? range[1] : full;
     if (!(x1 > x0)) { x0 = 0; x1 = full || 1; }
     var idx = visible(data, x0, x1), overview = idx.length > data.max_bars;
-    var traces = barTraces(data, overview ? [] : idx);
-    if (overview) traces.unshift(overviewTrace(data, idx, x0, x1));
-    var labels = labelTrace(data, x0, x1, Math.max(300, (widthPx || 1200) - 420));
+    var plotPx = Math.max(300, (widthPx || 1200) - 420);  // less the row names and the legend
+    var traces = overview ? [overviewTrace(data, idx, x0, x1, plotPx)] : barTraces(data, idx);
+    var labels = labelTrace(data, x0, x1, plotPx);
     if (labels) traces.push(labels);
     traces = traces.concat(legendTraces(data));
     var rows = data.rows.length;
@@ -186,6 +187,7 @@
      faster than a script literal of the same size). */
   function attach(div, data) {
     var gd = typeof div === "string" ? document.getElementById(div) : div;
+    timelinesPending += 1;
     if (typeof data === "string") data = JSON.parse(document.getElementById(data).textContent);
     gd.moesimData = data;
     var range = [0, fullSpan(data)];
@@ -200,6 +202,8 @@
       });
     }
     return draw(true).then(function () {
+      timelinesPending -= 1;
+      drainSoon();
       gd.on("plotly_relayout", function (ev) {
         var next = rangeFrom(ev, range, fullSpan(data));
         if (next[0] === range[0] && next[1] === range[1] && !ev["xaxis.autorange"]) return;
@@ -219,6 +223,29 @@
   }
 
   var linking = false;
+
+  /* The other charts are drawn after the timelines, one per task, so the first thing on screen is quick. */
+  var timelinesPending = 0, queue = [], draining = false;
+
+  function drainSoon() {
+    if (draining || timelinesPending > 0 || !queue.length) return;
+    draining = true;
+    setTimeout(function () {
+      var id = queue.shift(), gd = document.getElementById(id);
+      var fig = JSON.parse(document.getElementById(id + "-figure").textContent);
+      Plotly.newPlot(gd, fig.data, fig.layout, CONFIG).then(function () {
+        draining = false;
+        drainSoon();
+      });
+    }, 0);
+  }
+
+  /* Draw the figure whose JSON is in the element ``id + "-figure"`` once the timelines are drawn. */
+  function later(id) {
+    queue.push(id);
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", drainSoon);
+    else drainSoon();
+  }
 
   /* ---- chart data as a table, for CSV and JSON downloads ---- */
   function plain(v) { return typeof v === "string" ? v.replace(/<br>/g, "; ").replace(/<[^>]+>/g, "") : v; }
@@ -294,7 +321,7 @@
     else save(JSON.stringify(rows, null, 1), name + ".json", "application/json");
   }
 
-  var api = {attach: attach, timelineFigure: timelineFigure, visible: visible, rangeFrom: rangeFrom,
+  var api = {attach: attach, later: later, timelineFigure: timelineFigure, visible: visible, rangeFrom: rangeFrom,
              tableOfTimeline: tableOfTimeline, tableOfFigure: tableOfFigure, csv: csv, download: download,
              config: CONFIG};
   global.moesim = api;
