@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from simulator.report import write_report
+from simulator.report.whatif import preset_knobs, what_if
 from simulator.simulate import simulate
 from workloads.loader import load_scenario
 from tests.browser import console_errors, free_port, needs_browser, start_chromium
@@ -185,6 +186,20 @@ def test_dashboard_control_changes_step_time(browser, dashboard_url, tmp_path):
     wait_for(lambda: count(browser, "#timeline .hm image, #timeline .heatmaplayer image, #timeline .bars path") > 0,
              what="timeline drawn")
     browser.save_screenshot(str(tmp_path / "dashboard-fp8.png"))
+    # Zooming redraws the window in the browser (a clientside callback): the ops there, as in the report.
+    _, result = what_if(preset_knobs(SMALL))
+    assert float(first.split()[0]) == round(result.step_time_s, 3)
+    mode = "const g = document.querySelector('#timeline .js-plotly-plot'); return g.layout.meta && g.layout.meta.mode"
+    assert browser.execute_script(mode) == "overview"
+    window = (0.4 * result.step_time_s, 0.45 * result.step_time_s)
+    browser.execute_script("Plotly.relayout(document.querySelector('#timeline .js-plotly-plot'), "
+                           "{'xaxis.range': [arguments[0], arguments[1]]})", *window)
+    wait_for(lambda: browser.execute_script(mode) == "ops", what="dashboard timeline zoomed into ops")
+    drawn = browser.execute_script("const g = document.querySelector('#timeline .js-plotly-plot');"
+                                   "return g.data.filter(t => t.type === 'bar' && !['bubble', 'exposed'].includes("
+                                   "t.meta)).reduce((n, t) => n + t.y.length, 0)")
+    assert drawn == sum(1 for r in result.timeline.records if r[3] > r[2] and r[3] > window[0] and r[2] < window[1])
+    browser.execute_script("document.getElementById('breakdown-csv').click()")  # a download, built in the page
 
     browser.find_element(By.ID, "pin").click()
     wait_for(lambda: "baseline:" in text_of(browser, "baseline-line"), what="baseline pinned")
