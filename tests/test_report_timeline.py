@@ -197,3 +197,16 @@ def test_cli_compare_refuses_set_on_a_saved_result(runner, small, tmp_path):
     saved.write_text(json.dumps(small[1].to_dict()))
     out = runner.invoke(app, ["compare", str(saved), SMALL, "--set", "1:schedule=1f1b"])
     assert out.exit_code == 2 and "a saved result cannot take --set" in out.output
+
+
+def test_page_data_cannot_break_out_of_its_script_element():
+    from simulator.report.page import Page, Section, render
+
+    records = [(0, "compute", 0.0, 1.0, "</script><!--x", "F", 0, 0), (0, "comm", 0.5, 1.5, "a2a", "F", 0, 0)]
+    data = timeline_data(records, 1, 2.0)
+    text = render(Page("t", sections=[Section("timeline", timeline=data)]))
+    payload = re.search(r"<script type='application/json' id='figure-0-data'>(.*?)</script>", text, re.S).group(1)
+    assert json.loads(payload) == data and "</script><!--x" in data["labels"]
+    # By hand: compute 0–1 s; comm busy 0.5–1.5 s leaves 1–1.5 exposed, then 1.5–2 bubble.
+    marks = rows_of(data, "mark")
+    assert [(a, b, key) for _, a, b, key, *_ in marks] == [(1.0, 1.5, "exposed"), (1.5, 2.0, "bubble")]

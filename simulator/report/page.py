@@ -57,10 +57,15 @@ class Page:
     notes: list[str] = field(default_factory=list)
 
 
+def script_safe(text: str) -> str:
+    """JSON that cannot end or comment out the <script> element holding it (same value once parsed)."""
+    return text.replace("</", "<\\/").replace("<!--", "<\\u0021--")
+
+
 def figure_div(fig: go.Figure, div_id: str) -> str:
     """A chart's div and its figure as JSON; ``moesim.later`` draws it once the timelines are on screen."""
     fig.update_layout(template="plotly_white")
-    payload = fig.to_json().replace("</", "<\\/")
+    payload = script_safe(fig.to_json())
     return (f"<div id='{div_id}' class='chart'></div>"
             f"<script type='application/json' id='{div_id}-figure'>{payload}</script>"
             f"<script type='text/javascript'>moesim.later('{div_id}');</script>")
@@ -74,7 +79,7 @@ def standalone_html(fig: go.Figure, title: str) -> str:
 
 def timeline_div(data: dict, div_id: str) -> str:
     """A timeline's div, its data as a JSON script element (``</`` escaped), and the call that draws it."""
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    payload = script_safe(json.dumps(data, separators=(",", ":")))
     return (f"<div id='{div_id}' class='timeline'></div>"
             f"<script type='application/json' id='{div_id}-data'>{payload}</script>"
             f"<script type='text/javascript'>moesim.attach('{div_id}', '{div_id}-data');</script>")

@@ -201,7 +201,11 @@
         gd.moesimLastRenderMs = performance.now() - t0;
       });
     }
-    return draw(true).then(function () {
+    return draw(true).catch(function (err) {
+      timelinesPending -= 1;  // the other charts still get drawn
+      drainSoon();
+      throw err;
+    }).then(function () {
       timelinesPending -= 1;
       drainSoon();
       gd.on("plotly_relayout", function (ev) {
