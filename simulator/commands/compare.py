@@ -139,10 +139,16 @@ def compare(sources: list[str] = typer.Argument(..., help="Two or more: scenario
         prof = load_profile(profile)
     except (OSError, ValueError, KeyError) as err:
         fail(f"--profile {profile}: {err}".splitlines()[0])
+    from rich.console import Console
+    from rich.progress import Progress
+
     loaded = []
     try:
-        for source, overrides in zip(sources, per_source):
-            loaded.append(load_source(source, overrides, prof, timeline=bool(report)))
+        with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
+            task = bar.add_task(f"simulating {len(sources)} sources", total=len(sources))
+            for source, overrides in zip(sources, per_source):
+                loaded.append(load_source(source, overrides, prof, timeline=bool(report)))
+                bar.advance(task)
     except INPUT_ERRORS as err:
         fail(str(err))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
