@@ -115,7 +115,9 @@ def test_page_is_self_contained(small, tmp_path):
     path = write_report(result, tmp_path / "r.html", scenario)
     text = path.read_text()
     assert external_resources(text) == []  # plotly.js inlined, nothing fetched
-    assert text.count("Plotly.newPlot") == 6  # timeline, breakdown, exposed comm, memory, links, experts
+    assert text.count("<div class='figure'>") == 6  # timeline, breakdown, exposed comm, memory, links, experts
+    assert text.count("<div class='downloads'>") == 6 and "moesim.attach('figure-0'" in text
+    assert "<title>moesim report: deepseek-v2-lite-h800</title>" in text
     assert f"{result.step_time_s:.3f} s" in text
     with pytest.raises(FileExistsError):
         write_report(result, path, scenario)
@@ -126,7 +128,7 @@ def test_plain_json_result_still_reports(small, tmp_path):
     _, result = small
     path = write_report(json.loads(json.dumps(result.to_dict())), tmp_path / "plain.html")
     text = path.read_text()
-    assert text.count("Plotly.newPlot") == 3 and "--timeline" in text
+    assert text.count("<div class='figure'>") == 3 and "--timeline" in text
 
 
 def test_cli_simulate_json_timeline_then_report(runner, tmp_path):
@@ -148,7 +150,7 @@ def test_cli_simulate_report(runner, tmp_path):
     html = tmp_path / "sim.html"
     out = runner.invoke(app, ["simulate", "-p", SMALL, "--report", str(html)])
     assert out.exit_code == 0, out.output
-    assert "step time" in out.output and html.read_text().count("Plotly.newPlot") == 6
+    assert "step time" in out.output and html.read_text().count("<div class='figure'>") == 6
     refused = runner.invoke(app, ["simulate", "-p", SMALL, "--report", str(html)])
     assert refused.exit_code == 2 and "exists" in refused.output
 

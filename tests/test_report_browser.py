@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from simulator.report import write_report
+from simulator.report.whatif import preset_knobs, what_if
 from simulator.simulate import simulate
 from workloads.loader import load_scenario
 from tests.browser import console_errors, free_port, needs_browser, start_chromium
@@ -52,24 +53,89 @@ def text_of(driver, element_id: str) -> str:
     return driver.execute_script(f"const e = document.getElementById({element_id!r}); return e ? e.textContent : '';")
 
 
+ZOOM = """const gd = document.getElementById(arguments[0]), before = gd.moesimRenders;
+const done = arguments[arguments.length - 1];
+Plotly.relayout(gd, {'xaxis.range': [arguments[1], arguments[2]]});
+(function wait() { if (gd.moesimRenders > before) done(gd.moesimMode); else setTimeout(wait, 10); })();"""
+DRAWN_BARS = """return document.getElementById(arguments[0]).data.filter(t => t.type === 'bar').flatMap(t =>
+  t.y.map((row, i) => [t.meta, gd_rows(arguments[0])[row], t.base[i], t.base[i] + t.x[i]]));
+function gd_rows(id) { return document.getElementById(id).moesimData.rows; }"""
+
+
+def zoom(driver, div_id: str, start_s: float, end_s: float) -> str:
+    driver.set_script_timeout(60)
+    return driver.execute_async_script(ZOOM, div_id, start_s, end_s)
+
+
+def bars_match_records(driver, div_id: str, records, start_s: float, end_s: float) -> int:
+    """The task bars drawn in the window are exactly the records overlapping it (row, start, end to 1e-9)."""
+    drawn = [b for b in driver.execute_script(DRAWN_BARS, div_id) if b[0] not in ("bubble", "exposed")]
+    expected = sorted((f"rank {r} · {s}", a, b) for r, s, a, b, *_ in records if b > a and b > start_s and a < end_s)
+    got = sorted((row, a, b) for _, row, a, b in drawn)
+    assert [g[0] for g in got] == [e[0] for e in expected]
+    assert [t for g in got for t in g[1:]] == pytest.approx([t for e in expected for t in e[1:]], abs=1e-9)
+    return len(got)
+
+
 def test_result_report_renders_every_chart(browser, tmp_path):
     scenario = load_scenario(preset=SMALL)
     result = simulate(scenario, keep_timeline=True)
     page = write_report(result, tmp_path / "report.html", scenario)
     browser.get(page.as_uri())
     wait_for(lambda: count(browser, ".plot-container") == 6, what="six plotly charts")
+    assert browser.title == f"moesim report: {SMALL}"
     # Each chart drew its marks, not just an empty frame.
-    bars = browser.execute_script(
+    marks = browser.execute_script(
         "return Array.from(document.querySelectorAll('.js-plotly-plot')).map("
-        "p => p.querySelectorAll('.bars path, .heatmaplayer image, .hm image').length)")
-    assert all(n > 0 for n in bars), bars
-    # The Gantt chart has one bar per drawn timeline record.
-    drawn = sum(1 for r in result.timeline.records if r[3] > r[2])
-    timeline_bars = browser.execute_script("return document.getElementById('figure-0')"
-                                           ".querySelectorAll('.bars path').length")
-    assert timeline_bars == drawn
+        "p => p.querySelectorAll('.bars path, .heatmaplayer image, .hm image, .scatterlayer .point').length)")
+    assert all(n > 0 for n in marks), marks
+    # Zoomed out, 3,400 records are more than the page draws as bars: the overview image. Zoomed into a
+    # window, every record in it is a bar at its exact place.
+    assert browser.execute_script("return document.getElementById('figure-0').moesimMode") == "overview"
+    step = result.timeline.makespan_s
+    assert zoom(browser, "figure-0", 0.4 * step, 0.45 * step) == "ops"
+    assert bars_match_records(browser, "figure-0", result.timeline.records, 0.4 * step, 0.45 * step) > 50
+    hover = browser.execute_script("const t = document.getElementById('figure-0').data.find(t => t.type === 'bar'"
+                                   " && t.hovertext.length); return t.hovertext[0]")
+    for field in ("micro-batch", "stage", "start", "duration", "end", "rank"):
+        assert field in hover, hover
+    # Downloads: the timeline's table has a row per record and gap mark; a chart's CSV has its points.
+    rows = browser.execute_script("return moesim.tableOfTimeline(document.getElementById('figure-0')).length")
+    data = browser.execute_script("return document.getElementById('figure-0').moesimData.ops.start.length")
+    assert rows == data and data > len(result.timeline.records) // 2
+    csv_text = browser.execute_script("return moesim.csv(moesim.tableOfFigure(document.getElementById('figure-1')))")
+    assert csv_text.splitlines()[0].startswith("trace,x,y") and len(csv_text.splitlines()) == 1 + 6 * 2
     assert browser.find_element("id", "headline").text.startswith(f"step time {result.step_time_s:.3f} s")
+    assert count(browser, "[data-title='Edit in Chart Studio'], [data-title*='Cloud']") == 0
     full_page_screenshot(browser, tmp_path / "report.png")
+    assert console_errors(browser) == []
+
+
+def test_compare_page_aligns_timelines(browser, tmp_path):
+    from simulator.cli import app
+    from typer.testing import CliRunner
+
+    page = tmp_path / "compare.html"
+    out = CliRunner().invoke(app, ["compare", SMALL, SMALL, "--set", "2:schedule=dualpipe",
+                                   "--set", "2:parallelism.global_batch=64", "-o", str(page)])
+    assert out.exit_code == 0, out.output
+    browser.get(page.as_uri())
+    wait_for(lambda: count(browser, ".plot-container") >= 6, what="compare charts")
+    assert browser.title.startswith("moesim compare: ")
+    ranges = "return [1, 2].map(i => document.getElementById('figure-' + i).layout.xaxis.range)"
+    first, second = browser.execute_script(ranges)
+    assert first == second  # one time axis for both
+    zoom(browser, "figure-1", 0.3, 0.4)
+    wait_for(lambda: browser.execute_script(ranges)[1] == [0.3, 0.4], what="the second timeline follows the zoom")
+    scenario = load_scenario(preset=SMALL, overrides=["schedule=dualpipe", "parallelism.global_batch=64"])
+    dual = simulate(scenario, keep_timeline=True)
+    wait_for(lambda: browser.execute_script("return document.getElementById('figure-2').moesimMode") == "ops",
+             what="the dualpipe timeline drawn as ops")
+    assert bars_match_records(browser, "figure-2", dual.timeline.records, 0.3, 0.4) > 10
+    legend = browser.execute_script("return document.getElementById('figure-2').data.map(t => t.name)")
+    assert any("↑ up" in n for n in legend) and any("↓ down" in n for n in legend)
+    assert "step time" in browser.find_element("id", "compare-table").text
+    full_page_screenshot(browser, tmp_path / "compare.png")
     assert console_errors(browser) == []
 
 
@@ -117,13 +183,34 @@ def test_dashboard_control_changes_step_time(browser, dashboard_url, tmp_path):
     wait_for(step, what="first simulation")
     first = step()
     assert first.endswith(" s")
-    wait_for(lambda: count(browser, "#timeline .bars path") > 0, what="timeline bars")
+    wait_for(lambda: count(browser, "#timeline .hm image, #timeline .heatmaplayer image, #timeline .bars path") > 0,
+             what="timeline drawn")
     browser.save_screenshot(str(tmp_path / "dashboard-fp8.png"))
+    # Zooming redraws the window in the browser (a clientside callback): the ops there, as in the report.
+    _, result = what_if(preset_knobs(SMALL))
+    assert float(first.split()[0]) == round(result.step_time_s, 3)
+    mode = "const g = document.querySelector('#timeline .js-plotly-plot'); return g.layout.meta && g.layout.meta.mode"
+    assert browser.execute_script(mode) == "overview"
+    window = (0.4 * result.step_time_s, 0.45 * result.step_time_s)
+    browser.execute_script("Plotly.relayout(document.querySelector('#timeline .js-plotly-plot'), "
+                           "{'xaxis.range': [arguments[0], arguments[1]]})", *window)
+    wait_for(lambda: browser.execute_script(mode) == "ops", what="dashboard timeline zoomed into ops")
+    drawn = browser.execute_script("const g = document.querySelector('#timeline .js-plotly-plot');"
+                                   "return g.data.filter(t => t.type === 'bar' && !['bubble', 'exposed'].includes("
+                                   "t.meta)).reduce((n, t) => n + t.y.length, 0)")
+    assert drawn == sum(1 for r in result.timeline.records if r[3] > r[2] and r[3] > window[0] and r[2] < window[1])
+    browser.execute_script("document.getElementById('breakdown-csv').click()")  # a download, built in the page
 
+    browser.find_element(By.ID, "pin").click()
+    wait_for(lambda: "baseline:" in text_of(browser, "baseline-line"), what="baseline pinned")
     browser.find_element(By.XPATH, "//input[@type='radio' and @value='bf16']").click()
     wait_for(lambda: step() != first, what="step time after dispatch fp8 -> bf16")
     bf16 = step()
     assert float(bf16.split()[0]) > float(first.split()[0])  # BF16 dispatch moves twice the bytes
+    wait_for(lambda: "+" in text_of(browser, "baseline-table"), what="change against the baseline")
+    change = float(bf16.split()[0]) / float(first.split()[0]) - 1
+    assert f"{change:+.1%}" in text_of(browser, "baseline-table")
+    assert count(browser, "#delta .bars path") > 0
     browser.save_screenshot(str(tmp_path / "dashboard-bf16.png"))
 
     pp = browser.find_element(By.ID, "pp")

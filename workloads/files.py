@@ -43,12 +43,20 @@ def check_target(path: str | Path, force: bool, flag: str = "--output") -> Path:
     return path
 
 
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it: the only portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, data: str | bytes, force: bool = False, flag: str = "--output") -> Path:
     """Write ``data`` (text as UTF-8) to ``path`` atomically; refuses an existing file unless ``force``."""
     path = check_target(path, force, flag)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a new file gets what the umask allows
         with os.fdopen(fd, "wb") as out:
             out.write(payload)
             out.flush()

@@ -123,8 +123,9 @@ def schedule(
     if html is not None:
         title = (f"{name}: pp {report['pp']}, {report['micro_batches']} micro-batches — makespan "
                  f"{report['makespan']:.4g} s")
+        from simulator.report.page import standalone_html
         try:
-            write_atomic(html, gantt_figure(timeline, title).to_html(include_plotlyjs=True), force, "--html")
+            write_atomic(html, standalone_html(gantt_figure(timeline, title), title), force, "--html")
         except OSError as err:
             fail(f"--html {html}: {err.strerror or err}")
     if as_json:

@@ -77,13 +77,14 @@ def describe(kind: str = typer.Argument(..., help=f"One of {', '.join(TOPOLOGIES
     except (TopologyError, KeyError) as err:
         fail(str(err).strip("'\""))
     if draw is not None:
+        from simulator.report.page import standalone_html
         from simulator.topology_view import topology_figure
         try:
             fig = topology_figure(g, f"{kind}: {g.graph['nodes']} nodes, radix {spec.radix}")
         except ValueError as err:
             fail(str(err))
         try:  # plotly.js inlined: the picture opens offline
-            write_atomic(draw, fig.to_html(include_plotlyjs=True), force, "--draw")
+            write_atomic(draw, standalone_html(fig, fig.layout.title.text or "moesim topology"), force, "--draw")
         except (ScenarioError, OSError) as err:
             fail(f"--draw {draw}: {err}")
     if as_json:

@@ -6,19 +6,24 @@ import json
 from pathlib import Path
 
 from simulator.report.breakdown import exposed_comm_figure, memory_figure, step_breakdown_figure
-from simulator.report.experts import expert_figure
+from simulator.report.experts import expert_figure, expert_note
 from simulator.report.heatmap import heatmap_figure
 from simulator.report.page import Page, Section, render
 from simulator.report.samples import samples_figure
 from simulator.report.payload import ResultReport, is_result_dict, report_from_dict, report_from_result
 from simulator.report.sweep import check_rows, parallel_figure, read_sweep, scatter_figure
-from simulator.report.timeline import timeline_figure
+from simulator.report.timeline import timeline_of
 from simulator.report.traffic import expert_load, link_loads
 from workloads.errors import ScenarioError
 from workloads.files import check_input, write_atomic
 from workloads.scenario import Scenario
 
 MAX_JSON_BYTES = 512_000_000  # a full-mode timeline is large, but a result file beyond this is not one
+TIMELINE_NOTE = ("One row per rank and stream. Drag across the chart to zoom into a time window (double-click "
+                 "zooms out): zoomed out, each pixel column shows what fills most of it; zoomed in, every op is "
+                 "a bar whose hover gives op, micro-batch, stage, start, duration and end. Numbers on chunks are "
+                 "micro-batches. On compute rows, red marks exposed communication (the rank waits on its "
+                 "communication stream) and grey the bubble (both streams idle).")
 
 
 def headline(summary: dict) -> list[tuple[str, str]]:
@@ -47,9 +52,7 @@ def result_sections(report: ResultReport) -> list[Section]:
     s = report.summary
     sections = []
     if report.timeline is not None:
-        sections.append(Section("pipeline timeline", timeline_figure(
-            report.timeline.records, report.timeline.ranks, report.timeline.makespan_s),
-            "One row per rank and stream; hover a bar for its ops, micro-batch and duration; drag to zoom."))
+        sections.append(Section("pipeline timeline", note=TIMELINE_NOTE, timeline=timeline_of(report.timeline)))
     else:
         sections.append(Section("pipeline timeline", None, "This result has no timeline: write it with "
                                 "moesim simulate --json --timeline, or use moesim simulate --report."))
@@ -70,7 +73,7 @@ def result_sections(report: ResultReport) -> list[Section]:
                                 "per-plane loads need the graph network model)."))
         experts = expert_load(report.scenario)
         if experts is not None:
-            sections.append(Section("tokens per expert and per GPU", expert_figure(experts)))
+            sections.append(Section("expert load", expert_figure(experts), expert_note(experts)))
     else:
         sections.append(Section("link utilisation and expert load", None, "This result carries no scenario: "
                                 "write it with moesim simulate --json --timeline to get these charts."))

@@ -2,9 +2,11 @@
 
 Every change of a knob re-simulates the step (representative mode: tens of milliseconds for the small
 presets, about a second for DeepSeek-V3 on 2048 GPUs) and redraws the headline numbers, the pipeline
-timeline, the step-time breakdown, memory against HBM and the link-utilisation heat map. Bad combinations
-(pp that does not divide the GPUs, ep that does not divide the experts, ...) show the one-line error the CLI
-would print and leave the last good charts in place.
+timeline (for every preset: the browser draws it at two levels of detail with ``assets/moesim.js``, as the
+static report does), the step-time breakdown, memory against HBM and the link-utilisation heat map. "Pin as
+baseline" keeps the current result: the headline table then shows every change against it, and a chart the
+change per rank and step component. Bad combinations (pp that does not divide the GPUs, ep that does not
+divide the experts, ...) show the one-line error the CLI would print and leave the last good charts in place.
 """
 
 from __future__ import annotations
@@ -12,24 +14,27 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
-from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html, no_update
 
 from simulator.report.breakdown import memory_figure, step_breakdown_figure
 from simulator.report.build import headline
+from simulator.report.compare import delta_figure, delta_text, headline_rows, verdict
 from simulator.report.heatmap import heatmap_figure
-from simulator.report.timeline import timeline_figure
+from simulator.report.page import CONFIG
+from simulator.report.timeline import SCRIPT, timeline_of
 from simulator.report.traffic import link_loads
 from simulator.report.whatif import Knobs, preset_knobs, what_if
 from simulator.schedules import SCHEDULES, ScheduleError
 from workloads.errors import ScenarioError
 from workloads.presets import DEFAULT_PRESET, preset_names
 
-MAX_TIMELINE_RECORDS = 20_000  # beyond this the Gantt chart is too heavy to redraw on every change
 # Per-NIC bandwidths per direction: 100, 200, 400 and 800 Gb/s InfiniBand or Ethernet ports.
 NIC_GBPS_MARKS = (12.5, 25.0, 50.0, 100.0)
 KNOBS = ("schedule", "pp", "ep", "micro_batches", "dispatch_dtype", "nic_gbps", "routing_skew")
 PANEL = {"width": "270px", "padding": "1rem", "borderRight": "1px solid #ddd", "flex": "none"}
 LABEL = {"fontWeight": 600, "marginTop": "0.9rem", "display": "block"}
+GRAPHS = ("breakdown", "memory", "links", "delta")
+BUTTON = {"fontSize": "0.8rem", "marginLeft": "0.4rem", "cursor": "pointer"}
 
 
 def _control(label: str, component) -> html.Div:
@@ -38,6 +43,19 @@ def _control(label: str, component) -> html.Div:
 
 def _number(id_: str, minimum: int) -> dcc.Input:
     return dcc.Input(id=id_, type="number", min=minimum, step=1, debounce=True, style={"width": "100%"})
+
+
+def downloads(name: str) -> html.Div:
+    """CSV and JSON buttons under a chart (the browser builds the file from the chart's data)."""
+    return html.Div(["this chart's data:",
+                     html.Button("CSV", id=f"{name}-csv", n_clicks=0, style=BUTTON),
+                     html.Button("JSON", id=f"{name}-json", n_clicks=0, style=BUTTON),
+                     html.Span(id=f"{name}-saved")],
+                    style={"fontSize": "0.8rem", "color": "#666", "margin": "0 0 1rem 0"})
+
+
+def graph(name: str, **style) -> html.Div:
+    return html.Div([dcc.Graph(id=name, config=CONFIG), downloads(name)], style=style)
 
 
 def layout(initial: str) -> html.Div:
@@ -59,20 +77,27 @@ def layout(initial: str) -> html.Div:
         html.P("dp takes the GPUs pp leaves; the global batch follows the micro-batch count. Routing skew makes "
                "expert popularity fall as 1/rank^skew; dense models ignore it.",
                style={"color": "#666", "fontSize": "0.85rem", "marginTop": "1.2rem"}),
+        html.Button("pin as baseline", id="pin", n_clicks=0, style={"marginTop": "1rem", "cursor": "pointer"}),
+        html.Button("clear baseline", id="unpin", n_clicks=0,
+                    style={"marginTop": "1rem", "marginLeft": "0.4rem", "cursor": "pointer"}),
+        html.P(id="baseline-line", style={"color": "#666", "fontSize": "0.85rem"}),
     ], style=PANEL)
     charts = html.Div([
         html.Div(id="error", style={"color": "#b00", "fontWeight": 600, "minHeight": "1.4rem"}),
         html.Div(id="summary"),
         html.Div(id="headline"),
-        dcc.Loading(dcc.Graph(id="timeline"), type="dot"),
-        html.Div([dcc.Graph(id="breakdown", style={"flex": 1}), dcc.Graph(id="memory", style={"flex": 1})],
-                 style={"display": "flex"}),
-        dcc.Graph(id="links"),
+        dcc.Store(id="timeline-data"), dcc.Store(id="current"), dcc.Store(id="baseline"),
+        dcc.Loading(dcc.Graph(id="timeline", config=CONFIG), type="dot"),
+        downloads("timeline"),
+        html.Div([graph("breakdown", flex=1), graph("memory", flex=1)], style={"display": "flex"}),
+        graph("delta", display="none"),
+        graph("links"),
     ], style={"flex": 1, "padding": "1rem", "minWidth": 0})
     return html.Div([controls, charts], style={"display": "flex", "fontFamily": "system-ui, sans-serif"})
 
 
-def headline_table(summary: dict, sim_s: float) -> html.Table:
+def headline_table(summary: dict, sim_s: float, baseline: dict | None = None) -> html.Table:
+    """The headline numbers; with a pinned ``baseline`` (``{"summary", "line"}``) a column of changes."""
     value_style = {"textAlign": "right", "fontWeight": 600, "paddingLeft": "1.5rem"}
     rows = []
     for name, value in headline(summary):
@@ -80,12 +105,47 @@ def headline_table(summary: dict, sim_s: float) -> html.Table:
         rows.append(html.Tr([html.Td(name), html.Td(value, style=value_style, **ids)]))
     rows.append(html.Tr([html.Td("simulated in"), html.Td(f"{sim_s * 1e3:.0f} ms", id="sim-time",
                                                           style={"textAlign": "right", "paddingLeft": "1.5rem"})]))
-    return html.Table(rows, style={"borderCollapse": "collapse", "margin": "0.5rem 0"})
+    table = html.Table(rows, style={"borderCollapse": "collapse", "margin": "0.5rem 0"})
+    if baseline is None:
+        return table
+    colours = {"better": "#1a7f37", "worse": "#b00", "same": "#666"}
+    changes = [html.Tr([html.Th("against the baseline", style={"textAlign": "left"}), html.Th("baseline"),
+                        html.Th("now"), html.Th("change")])]
+    for metric, (base, now) in headline_rows([baseline["summary"], summary]):
+        changes.append(html.Tr([
+            html.Td(metric.name), html.Td(metric.fmt.format(base) + metric.unit, style={"textAlign": "right"}),
+            html.Td(metric.fmt.format(now) + metric.unit, style={"textAlign": "right", "paddingLeft": "1rem"}),
+            html.Td(delta_text(metric, base, now), style={"textAlign": "right", "paddingLeft": "1rem",
+                                                          "color": colours[verdict(metric, base, now)]})]))
+    table.style["marginRight"] = "2rem"
+    return html.Div([table, html.Table(changes, id="baseline-table", style={
+        "borderCollapse": "collapse", "margin": "0.5rem 2rem 0.5rem 0", "fontVariantNumeric": "tabular-nums"})],
+        style={"display": "flex", "flexWrap": "wrap", "alignItems": "flex-start"})
 
 
 def create_app(initial: str = DEFAULT_PRESET) -> Dash:
-    app = Dash(__name__, title="moesim what-if")
+    app = Dash(__name__, title="moesim what-if", assets_folder=str(SCRIPT.parent))
     app.layout = layout(initial)
+    app.clientside_callback(ClientsideFunction("moesim", "timeline"), Output("timeline", "figure"),
+                            Input("timeline-data", "data"), Input("timeline", "relayoutData"),
+                            State("timeline", "figure"))
+    app.clientside_callback(ClientsideFunction("moesim", "downloadTimeline"), Output("timeline-saved", "title"),
+                            Input("timeline-csv", "n_clicks"), Input("timeline-json", "n_clicks"),
+                            State("timeline-data", "data"), State("timeline", "id"),
+                            prevent_initial_call=True)
+    for name in GRAPHS:
+        app.clientside_callback(ClientsideFunction("moesim", "downloadFigure"), Output(f"{name}-saved", "title"),
+                                Input(f"{name}-csv", "n_clicks"), Input(f"{name}-json", "n_clicks"),
+                                State(name, "figure"), State(name, "id"), prevent_initial_call=True)
+
+    @app.callback([Output("baseline", "data"), Output("baseline-line", "children")],
+                  [Input("pin", "n_clicks"), Input("unpin", "n_clicks")], State("current", "data"),
+                  prevent_initial_call=True)
+    def pin(_pin, _unpin, current):
+        from dash import ctx
+        if ctx.triggered_id == "unpin" or current is None:
+            return None, ""
+        return current, f"baseline: {current['line']}"
 
     @app.callback([Output(k, "value") for k in KNOBS], Input("preset", "value"))
     def reset_knobs(preset):
@@ -94,35 +154,38 @@ def create_app(initial: str = DEFAULT_PRESET) -> Dash:
 
     @app.callback(
         [Output("error", "children"), Output("summary", "children"), Output("headline", "children"),
-         Output("timeline", "figure"), Output("breakdown", "figure"), Output("memory", "figure"),
-         Output("links", "figure")],
-        [Input(k, "value") for k in KNOBS], State("preset", "value"))
-    def update(schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps, routing_skew, preset):
+         Output("timeline-data", "data"), Output("breakdown", "figure"), Output("memory", "figure"),
+         Output("links", "figure"), Output("current", "data"), Output("delta", "figure"),
+         Output("delta", "style")],
+        [Input(k, "value") for k in KNOBS] + [Input("baseline", "data")], State("preset", "value"))
+    def update(schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps, routing_skew, baseline, preset):
         if None in (schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps, routing_skew):
-            return ("fill in every control",) + (no_update,) * 6
+            return ("fill in every control",) + (no_update,) * 9
         wall = time.perf_counter()
         try:
             scenario, result = what_if(Knobs(preset, schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps,
                                              routing_skew))
         except (ScenarioError, ScheduleError) as err:
-            return (f"error: {err}",) + (no_update,) * 6
+            return (f"error: {err}",) + (no_update,) * 9
         sim_s = time.perf_counter() - wall
         summary = result.to_dict()
         par = scenario.parallelism
         line = (f"{scenario.model.name} on {result.gpus} × {scenario.cluster.gpu.name}: schedule {schedule}, "
                 f"dp{par.dp} tp{par.tp} pp{par.pp} ep{par.ep}, {result.micro_batches} micro-batches, "
                 f"dispatch {dispatch_dtype}, NIC {nic_gbps:g} GB/s, routing skew {routing_skew:g}")
-        tl = result.timeline
-        if len(tl.records) <= MAX_TIMELINE_RECORDS:
-            timeline = timeline_figure(tl.records, tl.ranks, tl.makespan_s)
-        else:
-            timeline = timeline_figure([], tl.ranks, tl.makespan_s, title=(
-                f"timeline omitted: {len(tl.records):,} segments; moesim simulate --report draws it in full"))
-        figures = [timeline, step_breakdown_figure(summary["stages"], result.step_time_s),
+        timeline = timeline_of(result.timeline)
+        figures = [step_breakdown_figure(summary["stages"], result.step_time_s),
                    memory_figure(summary["stages"], result.hbm_gb),
                    heatmap_figure(link_loads(scenario).utilisation(result.step_time_s))]
+        delta, delta_style = {}, {"display": "none"}
+        if baseline is not None:
+            delta = delta_figure(baseline["summary"], summary, "the baseline")
+            figures.append(delta)
+            delta_style = {}
         for fig in figures:
             fig.update_layout(template="plotly_white", uirevision=preset)
-        return ("", line, headline_table(summary, sim_s), *figures)
+        current = {"summary": summary, "line": line}
+        return ("", line, headline_table(summary, sim_s, baseline), timeline, *figures[:3], current, delta,
+                delta_style)
 
     return app

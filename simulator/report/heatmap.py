@@ -18,5 +18,6 @@ def heatmap_figure(grid: Grid) -> go.Figure:
         colorbar_title="% busy" if percent else grid.unit,
         texttemplate="%{z:.0f}%" if percent else "%{z:.3g}",
         hovertemplate="%{y}, %{x}: %{z:.1f}" + ("%" if percent else "") + "<br>%{customdata}<extra></extra>"))
-    fig.update_layout(title=grid.title, height=max(260, 120 + 50 * len(grid.rows)))
+    fig.update_layout(title=grid.title, height=max(280, 140 + 50 * len(grid.rows)),
+                      xaxis_title=grid.column_title, yaxis_title=grid.row_title)
     return fig

@@ -1,17 +1,22 @@
 """Page assembly: headline numbers, notes and figures in one self-contained HTML file (plotly.js inlined).
 
-plotly.js is embedded once in a ``<script>`` element and every figure is a ``<div>`` drawn by it, so the file
-opens offline, from disk or an e-mail attachment, with nothing fetched.
+plotly.js and ``moesim.js`` (the timeline's level-of-detail drawing and the downloads) are embedded once in
+``<script>`` elements and every figure is a ``<div>`` drawn by them, so the file opens offline, from disk or an
+e-mail attachment, with nothing fetched. Under every chart, buttons download its data as CSV or JSON. No chart
+offers plotly's "send to cloud": a moesim page may describe a confidential plan.
 """
 
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
+
+from simulator.report.timeline import script
 
 STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 0 auto; max-width: 1280px;
@@ -23,7 +28,15 @@ table.headline td { padding: .25rem 1.2rem .25rem 0; border-bottom: 1px solid #e
 table.headline td.value { text-align: right; font-variant-numeric: tabular-nums; font-weight: 600; }
 .note { color: #666; font-size: .9rem; } .warn { color: #b00; font-weight: 600; }
 .figure { margin: 1rem 0 2rem 0; }
+.downloads { font-size: .8rem; color: #666; margin: -.6rem 0 1.5rem 0; }
+.downloads button { font-size: .8rem; margin-left: .4rem; padding: .1rem .5rem; cursor: pointer; }
+table.compare { border-collapse: collapse; margin: 1rem 0; font-variant-numeric: tabular-nums; }
+table.compare th, table.compare td { padding: .25rem .9rem; border-bottom: 1px solid #eee; text-align: right; }
+table.compare th:first-child, table.compare td:first-child { text-align: left; }
+td.better { color: #1a7f37; } td.worse { color: #b00; }
 """
+CONFIG = {"displaylogo": False, "responsive": True, "showSendToCloud": False,
+          "modeBarButtonsToRemove": ["sendDataToCloud", "editInChartStudio", "lasso2d", "select2d"]}
 
 
 @dataclass
@@ -31,6 +44,8 @@ class Section:
     title: str
     figure: go.Figure | None = None
     note: str = ""  # plain text, escaped on output
+    timeline: dict | None = None  # simulator.report.timeline.timeline_data, drawn by moesim.js
+    html: str = ""  # trusted markup placed before the figure (a comparison table)
 
 
 @dataclass
@@ -42,10 +57,44 @@ class Page:
     notes: list[str] = field(default_factory=list)
 
 
+def script_safe(text: str) -> str:
+    """JSON that cannot end or comment out the <script> element holding it (same value once parsed)."""
+    return text.replace("</", "<\\/").replace("<!--", "<\\u0021--")
+
+
 def figure_div(fig: go.Figure, div_id: str) -> str:
+    """A chart's div and its figure as JSON; ``moesim.later`` draws it once the timelines are on screen."""
     fig.update_layout(template="plotly_white")
-    return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id,
-                       config={"displaylogo": False, "responsive": True})
+    payload = script_safe(fig.to_json())
+    return (f"<div id='{div_id}' class='chart'></div>"
+            f"<script type='application/json' id='{div_id}-figure'>{payload}</script>"
+            f"<script type='text/javascript'>moesim.later('{div_id}');</script>")
+
+
+def standalone_html(fig: go.Figure, title: str) -> str:
+    """One figure as a whole offline HTML page with a ``<title>`` and the page config (no send-to-cloud)."""
+    text = pio.to_html(fig, include_plotlyjs=True, full_html=True, config=CONFIG)
+    return text.replace("<head>", f"<head><title>{html.escape(title)}</title>", 1)
+
+
+def timeline_div(data: dict, div_id: str) -> str:
+    """A timeline's div, its data as a JSON script element (``</`` escaped), and the call that draws it."""
+    payload = script_safe(json.dumps(data, separators=(",", ":")))
+    return (f"<div id='{div_id}' class='timeline'></div>"
+            f"<script type='application/json' id='{div_id}-data'>{payload}</script>"
+            f"<script type='text/javascript'>moesim.attach('{div_id}', '{div_id}-data');</script>")
+
+
+def downloads(div_id: str, name: str, timeline: bool) -> str:
+    table = (f"moesim.tableOfTimeline(document.getElementById('{div_id}'))" if timeline
+             else f"moesim.tableOfFigure(document.getElementById('{div_id}'))")
+    buttons = "".join(f"<button type='button' data-format='{fmt}' onclick=\"moesim.download({table}, "
+                      f"'{name}', '{fmt}')\">{fmt.upper()}</button>" for fmt in ("csv", "json"))
+    return f"<div class='downloads'>this chart's data:{buttons}</div>"
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60] or "chart"
 
 
 def render(page: Page) -> str:
@@ -53,7 +102,8 @@ def render(page: Page) -> str:
     esc = html.escape
     parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
              f"<title>{esc(page.title)}</title>", f"<style>{STYLE}</style>",
-             f"<script type='text/javascript'>{get_plotlyjs()}</script>", "</head><body>",
+             f"<script type='text/javascript'>{get_plotlyjs()}</script>",
+             f"<script type='text/javascript'>{script()}</script>", "</head><body>",
              f"<h1>{esc(page.title)}</h1>"]
     if page.subtitle:
         parts.append(f"<p class='subtitle'>{esc(page.subtitle)}</p>")
@@ -64,8 +114,15 @@ def render(page: Page) -> str:
         parts.append(f"<h2>{esc(section.title)}</h2>")
         if section.note:
             parts.append(f"<p class='note'>{esc(section.note)}</p>")
-        if section.figure is not None:
-            parts.append(f"<div class='figure'>{figure_div(section.figure, f'figure-{i}')}</div>")
+        if section.html:
+            parts.append(section.html)
+        div_id = f"figure-{i}"
+        if section.timeline is not None:
+            parts.append(f"<div class='figure'>{timeline_div(section.timeline, div_id)}</div>")
+        elif section.figure is not None:
+            parts.append(f"<div class='figure'>{figure_div(section.figure, div_id)}</div>")
+        if section.timeline is not None or section.figure is not None:
+            parts.append(downloads(div_id, slug(section.title), section.timeline is not None))
     for note in page.notes:
         parts.append(f"<p class='note'>note: {esc(note)}</p>")
     parts.append("<p class='note'>Written by moesim. Interactive: drag to zoom, double-click to reset, "

@@ -40,6 +40,8 @@ class Grid:
     values: list[list[float]]
     unit: str
     detail: list[list[str]]
+    row_title: str = "link class"
+    column_title: str = "pipeline rank"
 
 
 @dataclass(frozen=True)

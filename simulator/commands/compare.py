@@ -1,0 +1,171 @@
+"""``moesim compare A B [C…]``: two or more scenarios or saved results side by side, the first as baseline.
+
+Each source is a scenario file (YAML/JSON), a preset name, or a saved result (``moesim simulate --json``;
+with ``--timeline`` its timeline joins the page). ``--set key=value`` changes every simulated source;
+``--set 2:key=value`` only the second. Prints headline metrics with deltas and per-stage deltas; ``--report``
+writes a page with the timelines on one time axis and breakdown, memory and network charts overlaid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from simulator.cli import INPUT_ERRORS, JSON_OPT, PROFILE_OPT, app, console, fail
+
+INDEXED = re.compile(r"^(\d+):(.+)$")
+
+
+def split_overrides(items: list[str], sources: int) -> list[list[str]]:
+    """``--set`` items per source: ``key=value`` goes to all, ``N:key=value`` to source N (1-based)."""
+    per = [[] for _ in range(sources)]
+    for item in items:
+        match = INDEXED.match(item)
+        if match is None:
+            for overrides in per:
+                overrides.append(item)
+            continue
+        index = int(match.group(1))
+        if not 1 <= index <= sources:
+            fail(f"--set {item}: source {index} does not exist (there are {sources}); number them from 1")
+        per[index - 1].append(match.group(2))
+    return per
+
+
+def load_source(source: str, overrides: list[str], profile, timeline: bool):
+    """(name, ResultReport) of one compare source; raises ScenarioError on bad input."""
+    from simulator.report.build import MAX_JSON_BYTES
+    from simulator.report.payload import is_result_dict, report_from_dict, report_from_result
+    from simulator.simulate import simulate
+    from workloads.errors import ScenarioError
+    from workloads.files import check_input
+    from workloads.loader import load_scenario
+    from workloads.presets import preset_names
+
+    path = Path(source)
+    suffix = "".join(f" {o}" for o in overrides)
+    if path.suffix == ".json" and path.exists():
+        data = json.loads(check_input(path, MAX_JSON_BYTES, "compare source").read_text(errors="replace") or "null")
+        if is_result_dict(data):
+            if overrides:
+                raise ScenarioError(f"{source}: a saved result cannot take --set ({overrides[0]}); give its "
+                                    "scenario file or preset instead")
+            return path.stem, report_from_dict(data, source)
+        scenario = load_scenario(path, None, overrides)
+    elif path.exists():
+        scenario = load_scenario(path, None, overrides)
+    elif source in preset_names():
+        scenario = load_scenario(None, source, overrides)
+    else:
+        raise ScenarioError(f"{source}: neither a file nor a preset (presets: {', '.join(preset_names())})")
+    result = simulate(scenario, profile, keep_timeline=timeline)
+    return (path.stem if path.exists() else source) + suffix, report_from_result(result, scenario)
+
+
+def unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} #{seen[name]}")
+    return out
+
+
+def signed(value: float, digits: int) -> str:
+    text = f"{value:+.{digits}f}"
+    return "0" if float(text) == 0 else text
+
+
+def print_comparison(names: list[str], summaries: list[dict]) -> None:
+    from simulator.report.compare import STAGE_FIELDS, delta_text, headline_rows, stage_deltas, verdict
+
+    table = Table(title="headline metrics (in brackets: change against the first)", title_justify="left")
+    table.add_column("metric")
+    for name in names:
+        table.add_column(name, justify="right")
+    for metric, values in headline_rows(summaries):
+        cells = [metric.fmt.format(values[0]) + metric.unit]
+        for v in values[1:]:
+            colour = {"better": "green", "worse": "red"}.get(verdict(metric, values[0], v), "default")
+            cells.append(f"{metric.fmt.format(v)}{metric.unit} [{colour}]({delta_text(metric, values[0], v)})[/]")
+        table.add_row(metric.name, *cells)
+    console.print(table)
+    for name, summary in zip(names[1:], summaries[1:]):
+        deltas = stage_deltas(summaries[0], summary)
+        if deltas is None:
+            console.print(f"per-stage deltas of {name}: not comparable, {len(summary['stages'])} pipeline ranks "
+                          f"against {len(summaries[0]['stages'])}", highlight=False)
+            continue
+        stages = Table(title=f"per stage: {name} − {names[0]} (seconds per step; memory in GB)",
+                       title_justify="left")
+        stages.add_column("stage", justify="right")
+        for _, label in STAGE_FIELDS:
+            stages.add_column(label, justify="right")
+        for i, d in enumerate(deltas):
+            stages.add_row(str(i), *(signed(d[f], 3 if f.endswith("_s") else 1) for f, _ in STAGE_FIELDS))
+        console.print(stages)
+
+
+@app.command()
+def compare(sources: list[str] = typer.Argument(..., help="Two or more: scenario files, preset names, or saved "
+                                                          "results (moesim simulate --json [--timeline])."),
+            set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a field of every "
+                                                     "simulated source (key=value) or of source N (N:key=value)."),
+            as_json: bool = JSON_OPT, profile: Optional[str] = PROFILE_OPT,
+            report: Optional[str] = typer.Option(None, "--report", "-o", help="Also write the compare page "
+                                                 "(HTML) to this file."),
+            force: bool = typer.Option(False, "--force", help="Overwrite an existing --report file.")) -> None:
+    """Compare scenarios or results: headline metrics and per-stage deltas against the first; --report draws them."""
+    from calibration.profile import load_profile
+    from simulator.report.compare import compare_page, metric_values, stage_deltas
+    from simulator.report.page import render
+    from workloads.files import write_atomic
+
+    if len(sources) < 2:
+        fail("compare needs at least two sources (scenario files, presets or saved results)")
+    if report:
+        if os.path.exists(report) and not force:
+            fail(f"--report {report} exists; pass --force to overwrite it")
+        if Path(report).suffix.lower() not in (".html", ".htm"):
+            fail(f"--report {report}: give an .html file name")
+    per_source = split_overrides(set_ or [], len(sources))
+    try:
+        prof = load_profile(profile)
+    except (OSError, ValueError, KeyError) as err:
+        fail(f"--profile {profile}: {err}".splitlines()[0])
+    from rich.console import Console
+    from rich.progress import Progress
+
+    loaded = []
+    try:
+        with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
+            task = bar.add_task(f"simulating {len(sources)} sources", total=len(sources))
+            for source, overrides in zip(sources, per_source):
+                loaded.append(load_source(source, overrides, prof, timeline=bool(report)))
+                bar.advance(task)
+    except INPUT_ERRORS as err:
+        fail(str(err))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        fail(f"{source}: not JSON ({str(err).splitlines()[0]})")
+    names = unique([name for name, _ in loaded])
+    reports = [rep for _, rep in loaded]
+    summaries = [r.summary for r in reports]
+    if report:
+        try:
+            write_atomic(report, render(compare_page(names, reports)), force=True, flag="--report")
+        except OSError as err:
+            fail(f"--report {report}: {err.strerror or err}")
+    if as_json:
+        print(json.dumps({"names": names, "metrics": [metric_values(s) for s in summaries],
+                          "stage_deltas": [stage_deltas(summaries[0], s) for s in summaries[1:]],
+                          "results": summaries}, indent=1))
+        return
+    print_comparison(names, summaries)
+    if report:
+        console.print(f"wrote {report}", highlight=False)
