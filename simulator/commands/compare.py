@@ -122,7 +122,7 @@ def compare(sources: list[str] = typer.Argument(..., help="Two or more: scenario
                                                  "(HTML) to this file."),
             force: bool = typer.Option(False, "--force", help="Overwrite an existing --report file.")) -> None:
     """Compare scenarios or results: headline metrics and per-stage deltas against the first; --report draws them."""
-    from calibration.profile import load_profile
+    from calibration.profile import load_profiles
     from simulator.report.compare import compare_page, metric_values, stage_deltas
     from simulator.report.page import render
     from workloads.files import write_atomic
@@ -136,7 +136,7 @@ def compare(sources: list[str] = typer.Argument(..., help="Two or more: scenario
             fail(f"--report {report}: give an .html file name")
     per_source = split_overrides(set_ or [], len(sources))
     try:
-        prof = load_profile(profile)
+        prof = load_profiles(profile) if profile else None  # None: each source's GPU picks its profiles
     except (OSError, ValueError, KeyError) as err:
         fail(f"--profile {profile}: {err}".splitlines()[0])
     from rich.console import Console
