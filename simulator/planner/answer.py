@@ -83,6 +83,11 @@ def what_must_change(outcome: Outcome, request: PlanRequest) -> list[str]:
         ratio = fastest.days / request.deadline_days
         out.append(f"a deadline of at least {fastest.days:.1f} days (the fastest plan found, on {fastest.gpus} GPUs)")
         out.append(f"or at most {request.tokens / ratio / 1e12:.3g}T tokens in {duration(request.deadline_days)}")
+        low, high = request.batch_range
+        if fastest.global_batch * 2 > high:
+            out.append(f"or a global batch above {high:,} sequences (e.g. --global-batch {low}..{2 * high}): its "
+                       f"{fastest.micro_batches} micro-batches per pipeline leave a large bubble, at some cost to "
+                       "convergence")
         out.append(f"or at least {ratio:.1f}× the GPUs ({fastest.gpus * ratio:,.0f} if it scaled perfectly, which it "
                    f"does not; the search stopped at --max-gpus {request.max_gpus})"
                    if request.gpu_counts is None else

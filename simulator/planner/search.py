@@ -217,7 +217,7 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
                 else:
                     good.append(c)
                 progress("simulating", len(outcome.simulated) - session.in_flight,
-                         len(outcome.simulated) + len(queue))
+                         min(request.max_simulations, len(outcome.simulated) + len(queue)))
         if not good:
             fitting = [c for c in outcome.simulated if c.row and c.verdict in (SIM_DEADLINE, SIM_BUDGET)]
             outcome.closest = sorted(fitting, key=lambda c: (c.days, c.cost_usd))[:3]
