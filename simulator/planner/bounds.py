@@ -287,6 +287,7 @@ class RankFigures:
     dense: tuple[float, ...]
     expert: tuple[float, ...]
     work_s: tuple[float, ...]  # per micro-batch, from the schedule's placement alone (the quick bound)
+    serial_s: tuple[float, ...]  # the same with no overlap of compute and communication at all (an estimate)
     activation_bytes: tuple[float, ...]  # of the chunk the quick memory bound counts per held micro-batch
 
 
@@ -326,20 +327,22 @@ def rank_figures(stages: list[KindPrice], schedule: str, pp: int, virtual: int) 
     dense = tuple(sum(stages[s].dense_params for s in own) for own in held)
     expert = tuple(sum(stages[s].expert_params for s in own) for own in held)
     shares, _ = rank_shares(schedule, pp, virtual)
-    work = []
+    work, serial = [], []
     for share in shares:
         if schedule in OVERLAPPING:  # each in-order stream carries all of its own work
             compute = sum(f * sum(stages[s].compute_s) for s, f in share)
             comm = sum(f * (sum(stages[s].span_s) - sum(stages[s].compute_s)) for s, f in share)
             work.append(max(compute, comm))
+            serial.append(compute + comm)
         else:
             work.append(sum(f * step_s(stages, False, ((s, "F"),)) + f * step_s(stages, False, ((s, "B"), (s, "W")))
                             for s, f in share))
+            serial.append(work[-1])
     if schedule not in OVERLAPPING and virtual == 1:
         act = tuple(stages[r].activation_bytes for r in range(pp))
     else:
         act = tuple(min(stages[s].activation_bytes for s in own) for own in held)
-    return RankFigures(tuple(stages), tuple(before), dense, expert, tuple(work), act)
+    return RankFigures(tuple(stages), tuple(before), dense, expert, tuple(work), tuple(serial), act)
 
 
 def bubble_fraction(c: Candidate) -> float:
@@ -360,6 +363,14 @@ def quick_step_lower_bound_s(fig: RankFigures, c: Candidate) -> float:
     """A looser step-time bound from the schedule's placement alone (no program walk), in seconds."""
     m = c.micro_batches
     return max(b + m * w for w, b in zip(fig.work_s, fig.before_s))
+
+
+def estimate_step_s(fig: RankFigures, c: Candidate) -> float:
+    """An estimate for ordering the search, never for pruning (seconds): halfway between perfect and no overlap
+    of compute and communication, stretched by the schedule's textbook bubble (:func:`bubble_fraction`)."""
+    m = c.micro_batches
+    step = max(b + m * (w + s) / 2 for w, s, b in zip(fig.work_s, fig.serial_s, fig.before_s))
+    return step * (1 + bubble_fraction(c))
 
 
 def quick_in_flight(c: Candidate, rank: int) -> int:

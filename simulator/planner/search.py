@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from calibration.profile import load_profile
-from simulator.planner.bounds import (PriceCache, bubble_fraction, days_for, memory_lower_bound_gb,
+from simulator.planner.bounds import (PriceCache, days_for, estimate_step_s, memory_lower_bound_gb,
                                       quick_step_lower_bound_s, seconds_per_day, state_factors,
                                       step_lower_bound_s)
 from simulator.planner.request import PlanRequest
@@ -92,6 +92,7 @@ def bound_candidates(base: dict, request: PlanRequest, space: Space, prices: Pri
         if verdict:
             dropped[verdict] += 1
             continue
+        c.estimate_days = max(c.lb_days, days_for(estimate_step_s(fig, c), c, seq, request.tokens))
         live.append(c)
     return live
 
@@ -165,9 +166,6 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
         progress("bounding", 0, len(space.candidates))
         live = bound_candidates(base, request, space, prices, outcome.dropped, tick)
         outcome.priced_kinds = prices.priced
-        # Order by an estimate (the bound stretched by the schedule's textbook bubble); prune by the bound.
-        live.sort(key=lambda c: objective(request, c.lb_days * (1 + bubble_fraction(c)),
-                                          request.cost_usd(c.gpus, c.lb_days * (1 + bubble_fraction(c)))))
         if not live:  # nothing can meet the constraints: simulate the closest few so the answer can say how close
             closest_pool = bound_candidates(base, request.model_copy(update={"deadline_days": None,
                                                                              "budget_usd": None}),
@@ -178,7 +176,8 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
             return outcome
         good: list[Candidate] = []
         by_key: dict[str, Candidate] = {}
-        queue = list(live)
+        order = Ordering(live, request)
+        queue = order.initial()
         factors = state_factors(validate(base).training)
         seq = base["parallelism"]["seq_len"]
         while queue or session.in_flight:
@@ -192,7 +191,9 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
                                        quick=False, tail=prices.tail_s)
                 if verdict:
                     outcome.dropped[verdict] += 1
+                    order.replace_head(c, queue)
                     continue
+                order.heads.discard(id(c))
                 if not worth_simulating(c, good, request):
                     outcome.dropped[PRUNED] += 1
                     continue
@@ -216,6 +217,8 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
                     outcome.dropped[c.verdict] += 1
                 else:
                     good.append(c)
+                if c.row.get("training_days"):
+                    queue = order.learn(c, queue)
                 progress("simulating", len(outcome.simulated) - session.in_flight,
                          min(request.max_simulations, len(outcome.simulated) + len(queue)))
         if not good:
@@ -223,6 +226,71 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
             outcome.closest = sorted(fitting, key=lambda c: (c.days, c.cost_usd))[:3]
     outcome.wall_s = time.perf_counter() - wall
     return outcome
+
+
+def family(c: Candidate) -> tuple:
+    """Layouts whose bound the simulation tends to exceed by a similar factor (bubble, exposed communication)."""
+    return c.schedule, c.pp, c.ep > 8
+
+
+class Ordering:
+    """Which candidate to simulate next. First the most promising layout of each pipeline depth, with and without
+    DualPipe (at most half the simulation budget), so that no single family's optimistic bound takes every
+    simulation; then every candidate
+    by its estimate (:func:`~simulator.planner.bounds.estimate_step_s`) × what the simulations so far showed
+    for its family (simulated / estimated days), or the median over all families for one not simulated yet. A
+    search heuristic only: pruning uses the bound alone."""
+
+    def __init__(self, live: list[Candidate], request: PlanRequest):
+        self.request = request
+        self.live = live
+        self.ratios: dict[tuple, list[float]] = {}
+        self.explore = max(1, request.max_simulations // 2)
+        self.heads: set[int] = set()
+
+    def estimate(self, c: Candidate) -> tuple[float, float]:
+        ratios = self.ratios.get(family(c))
+        if ratios:
+            ratio = sorted(ratios)[len(ratios) // 2]
+        elif self.ratios:
+            seen = sorted(r for rs in self.ratios.values() for r in rs)
+            ratio = seen[len(seen) // 2]
+        else:
+            ratio = 1.0
+        days = c.estimate_days * ratio
+        return objective(self.request, days, self.request.cost_usd(c.gpus, days))
+
+    def initial(self) -> list[Candidate]:
+        queue = sorted(self.live, key=self.estimate)
+        heads: dict[tuple, Candidate] = {}
+        for c in queue:  # explore across pipeline depths first: their bubbles are what bounds misjudge most
+            heads.setdefault(self.depth(c), c)
+        first = list(heads.values())[:self.explore]
+        self.heads = {id(c) for c in first}
+        return first + [c for c in queue if id(c) not in self.heads]
+
+    @staticmethod
+    def depth(c: Candidate) -> tuple:
+        return c.pp, c.schedule in ("dualpipe", "dualpipev")
+
+    def replace_head(self, c: Candidate, queue: list[Candidate]) -> None:
+        """A family head the exact bounds ruled out: the next of its depth takes its place at the front."""
+        if id(c) not in self.heads:
+            return
+        self.heads.discard(id(c))
+        for i, other in enumerate(queue):
+            if id(other) not in self.heads and self.depth(other) == self.depth(c):
+                self.heads.add(id(other))
+                queue.insert(0, queue.pop(i))
+                return
+
+    def learn(self, c: Candidate, queue: list[Candidate]) -> list[Candidate]:
+        """Record a simulated candidate's simulated / bound ratio; the queue re-ordered after the family heads
+        still to explore."""
+        self.ratios.setdefault(family(c), []).append(c.row["training_days"] / c.estimate_days)
+        head = [x for x in queue if id(x) in self.heads]
+        rest = [x for x in queue if id(x) not in self.heads]
+        return head + sorted(rest, key=self.estimate)
 
 
 def submit(c: Candidate, session, fingerprint: str) -> str:

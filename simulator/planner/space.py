@@ -34,6 +34,7 @@ class Candidate:
     zero_stage: int = 1
     lb_step_s: float = 0.0
     lb_days: float = 0.0
+    estimate_days: float = 0.0  # for ordering the search only
     lb_memory_gb: float = 0.0
     row: dict[str, Any] = field(default_factory=dict)
     verdict: str = ""
