@@ -85,7 +85,8 @@ def tiny_moe(**overrides) -> dict:
 
 
 def request_for(base: dict, **fields) -> PlanRequest:
-    defaults = dict(tokens=base["training"]["tokens"], gpus_kinds=["h100"], batch_range=(8, 32), tp=[1, 2], pp=[1, 2, 4], cp=[1],
+    defaults = dict(tokens=base["training"]["tokens"], gpus_kinds=["h100"], batch_range=(8, 32), tp=[1, 2],
+                    pp=[1, 2, 4], cp=[1],
                     micro_batch_sizes=[1, 2], recompute=["none", "selective"], zero_stages=[1, 2],
                     max_simulations=10_000)
     defaults.update(fields)

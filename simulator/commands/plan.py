@@ -11,7 +11,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from simulator.cli import INPUT_ERRORS, SET_OPT, app, console, fail
 

@@ -61,7 +61,8 @@ def plan_page(answer: dict) -> Page:
     if best:
         lay = best["layout"]
         headline += [("best plan", f"{lay['gpus']:,} {lay['gpu'].upper()}, {lay['schedule']}"),
-                     ("days (with failures)", f"{best['training_days']:.1f} ({best['training_days_with_failures']:.1f})"),
+                     ("days (with failures)",
+                      f"{best['training_days']:.1f} ({best['training_days_with_failures']:.1f})"),
                      ("cost", f"${best['cost_usd']:,.0f}"), ("MFU", f"{best['mfu_causal']:.1%}")]
     sections = [Section("Days against cost", front_figure(answer),
                         "Each point is a simulated plan; the line joins the plans that meet every constraint and "
