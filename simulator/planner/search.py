@@ -1,12 +1,12 @@
-"""The search: enumerate, bound, then simulate only the candidates the bounds cannot rule out, best bound first.
+"""The search: enumerate, bound, then simulate only the candidates the bounds cannot rule out, best first.
 
 1. :func:`~simulator.planner.space.enumerate_space` lists the layouts (and counts those that cannot work).
 2. A cluster too small to meet the deadline or budget even at the GPU's FP8 peak (6 FLOPs per activated
    parameter per token) is dropped before any pricing; then each layout gets priced lower bounds on step time
    and memory (:mod:`simulator.planner.bounds`). Memory picks the lowest ZeRO stage that could fit.
-3. Branch and bound: candidates run through the executor in order of an estimate (the bound stretched by the
-   schedule's textbook bubble); one is skipped when a simulated plan meeting every constraint is already at
-   least as good as its bound, since it cannot win. So the winner is the best of the whole space unless
+3. Branch and bound: candidates run through the executor most promising first (:class:`Ordering`); on the way
+   each gets exact bounds from its schedule's program (:mod:`simulator.planner.programs`), and one is skipped
+   when a simulated plan meeting every constraint is already at least as good as its bound: it cannot win. So the winner is the best of the whole space unless
    ``max_simulations`` stops the search first, which the answer then says; the other ranked plans and the
    time/cost front are the best of those simulated.
 """
@@ -213,6 +213,7 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
                     retry = Candidate(**{**c.__dict__, "row": {}, "verdict": "", "reason": ""})
                     retry.zero_stage = min(z for z in request.zero_stages if z > c.zero_stage)
                     queue.insert(0, retry)
+                    order.heads.add(id(retry))  # next up, ahead of the re-ordering below
                 if c.verdict:
                     outcome.dropped[c.verdict] += 1
                 else:
@@ -229,7 +230,8 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
 
 
 def family(c: Candidate) -> tuple:
-    """Layouts whose bound the simulation tends to exceed by a similar factor (bubble, exposed communication)."""
+    """Layouts whose estimate the simulation tends to miss by a similar factor (bubble, exposed communication):
+    same schedule and pipeline depth, expert parallelism within or beyond an 8-GPU node."""
     return c.schedule, c.pp, c.ep > 8
 
 
