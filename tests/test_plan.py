@@ -327,3 +327,20 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_ray_executor_finds_the_same_plan():
+    """The same search on a real local Ray instance (the executor starts and stops it) finds the same best plan;
+    plans both simulated have the same numbers. (Two Ray workers may simulate one more before pruning.)"""
+    pytest.importorskip("ray")
+    from simulator.sweep.executors import RayExecutor
+
+    base = tiny_moe()
+    request = request_for(base, gpu_counts=[4, 8], tp=[1], pp=[1, 2], recompute=["none"], zero_stages=[1],
+                          schedules=[("1f1b", 1), ("dualpipev", 2)])
+    local = ranked(search(base, request, LocalExecutor(workers=1)), request)
+    remote = ranked(search(base, request, RayExecutor(workers=2)), request)
+    assert remote[0].layout() == local[0].layout()
+    steps = {c.summary(): c.row["step_time_s"] for c in local}
+    common = [c for c in remote if c.summary() in steps]
+    assert common and all(c.row["step_time_s"] == steps[c.summary()] for c in common)
