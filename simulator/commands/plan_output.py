@@ -50,8 +50,9 @@ def print_plan(answer: dict, outcome) -> None:
         console.print(f"[yellow]--gpus {gpus}[/]: {why_not}", highlight=False)
     console.print(f"searched {search['layouts']:,} layouts in {search['wall_s']:.1f} s: {search['candidates']:,} "
                   f"valid, {search['priced_layer_kinds']} layer-kind prices, {search['simulated']} simulated in full"
-                  + ("" if search["exact"] else " (stopped at --max-simulations: the ranking may miss a better "
-                                                 "plan)"), highlight=False)
+                  + (" (stopped at --max-simulations: the ranking may miss a better plan)" if not search["exact"]
+                     else "; no other layout's lower bound beats the first plan" if answer["plans"] else ""),
+                  highlight=False)
     dropped = Table(title="set aside, by reason", title_justify="left", show_header=False, box=None)
     dropped.add_column(justify="right")
     dropped.add_column()
