@@ -1,25 +1,41 @@
-"""Capacity planning: unit parsing, model names, the search, and the known-best layout of a hand-built case."""
+"""Capacity planning: parsing, the search space, bounds that never exceed the simulation, pruning that never loses
+the best plan (against exhaustive search), plans that always fit, and the CLI's answers and errors."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from simulator.cli import app
-from simulator.plan import (PlanRequest, pareto_front, parse_days, parse_tokens, ranked, resolve_model, search,
-                            stage_split)
-from simulator.simulate import simulate
+from simulator.planner.answer import pareto_front, ranked
+from simulator.planner.bounds import PriceCache, memory_lower_bound_gb, quick_step_lower_bound_s, state_factors, \
+    step_lower_bound_s
+from simulator.planner.request import PlanRequest, parse_batch, parse_days, parse_tokens, resolve_model
+from simulator.planner.search import search
+from simulator.planner.space import enumerate_space, stage_split
 from simulator.sweep.executors import LocalExecutor
-from topologies.gpus import gpu_spec
-from workloads.errors import ScenarioError
+from simulator.sweep.row import run_point
+from simulator.sweep.spec import Point
 from tests.conftest import tiny_dense
+from workloads.errors import ScenarioError
+from workloads.loader import validate
+from workloads.presets import preset_data
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("text,tokens", [("14.8T", 14.8e12), ("500B", 5e11), ("2.5t", 2.5e12), ("1e12", 1e12),
                                          ("750M", 7.5e8), (" 3 T ", 3e12)])
 def test_parse_tokens(text, tokens):
-    assert parse_tokens(text) == pytest.approx(tokens)
+    assert parse_tokens(text) == pytest.approx(tokens, rel=1e-12)
 
 
 @pytest.mark.parametrize("text", ["14.8X", "", "T", "-3T", "0T", "1.2.3T"])
@@ -30,131 +46,193 @@ def test_parse_tokens_errors(text):
 
 @pytest.mark.parametrize("text,days", [("60d", 60), ("8w", 56), ("36h", 1.5), ("45", 45), ("2.5d", 2.5)])
 def test_parse_days(text, days):
-    assert parse_days(text) == pytest.approx(days)
+    assert parse_days(text) == pytest.approx(days, rel=1e-12)
 
 
-@pytest.mark.parametrize("text", ["60 days", "0d", "-1d", "d", "3m"])
-def test_parse_days_errors(text):
-    with pytest.raises(ScenarioError, match="--deadline .*60d"):
-        parse_days(text)
+@pytest.mark.parametrize("text,batch", [("15360", (15360, 15360)), ("3072..15360", (3072, 15360))])
+def test_parse_batch(text, batch):
+    assert parse_batch(text) == batch
+
+
+@pytest.mark.parametrize("text", ["0", "10..5", "a..b", "1,2"])
+def test_parse_batch_errors(text):
+    with pytest.raises(ScenarioError, match="--global-batch"):
+        parse_batch(text)
 
 
 @pytest.mark.parametrize("name,preset", [("deepseek-v3", "deepseek-v3-h800"), ("DeepSeek-V3", "deepseek-v3-h800"),
                                          ("llama3-405b", "llama3-405b-h100"), ("mixtral-8x7b", "mixtral-8x7b-h100"),
-                                         ("deepseek-v2-lite", "deepseek-v2-lite-h800"),
                                          ("mixtral-8x7b-h100", "mixtral-8x7b-h100")])
 def test_model_names(name, preset):
     assert resolve_model(name) == preset
 
 
-def test_unknown_model_lists_known():
-    with pytest.raises(ScenarioError, match="--model 'gpt-5' is unknown; known: .*deepseek-v3"):
-        resolve_model("gpt-5")
-
-
 def test_stage_split():
-    assert stage_split(61, 16, None) == [3] + [4] * 13 + [3, 3]  # 13 extra layers on the 14 middle stages
-    assert sum(stage_split(61, 8, None)) == 61
-    assert stage_split(64, 8, None) is None  # even split: the scenario's default
-    assert stage_split(61, 2, [30, 31]) == [30, 31]  # the preset's own split when it fits this pp
+    assert stage_split(61, 16, None) == [3] + [4] * 13 + [3, 3]
+    assert stage_split(64, 8, None) is None
+    assert stage_split(61, 2, [30, 31]) == [30, 31]
 
 
-# The hand-built case: a small dense model on 4 GPUs, every (tp, pp, micro-batch, schedule) a 4-GPU cluster can
-# take. Each layout is simulated directly here, without the planner, to know the answer.
-HAND_LAYOUTS = [(tp, pp, mbs, schedule) for tp in (1, 2, 4) for pp in (1, 2, 4) if tp * pp <= 4
-                for mbs in (1, 2) for schedule in ("gpipe", "1f1b")]
+def tiny_moe(**overrides) -> dict:
+    """A small MoE (8 layers, 16 experts) that simulates in milliseconds, as a planner base."""
+    sets = {"model.layers": 8, "model.hidden": 1024, "model.vocab": 32000, "model.ffn_intermediate": 4096,
+            "model.moe": {"routed_experts": 16, "top_k": 2, "expert_intermediate": 1024},
+            "model.attention": {"kind": "gqa", "heads": 8, "kv_heads": 2, "head_dim": 128},
+            "parallelism.seq_len": 1024, "parallelism.global_batch": 32, "parallelism.ep": 1}
+    sets.update(overrides)
+    return tiny_dense(**sets).model_dump()
 
 
-def hand_results(hbm_gb: float):
-    out = {}
-    for tp, pp, mbs, schedule in HAND_LAYOUTS:
-        sc = tiny_dense(**{"cluster.gpu": {**gpu_spec("h100"), "hbm_gb": hbm_gb}, "parallelism.tp": tp,
-                           "parallelism.pp": pp, "parallelism.dp": 4 // (tp * pp),
-                           "parallelism.micro_batch_size": mbs, "schedule": schedule})
-        out[(tp, pp, mbs, schedule)] = simulate(sc, check_memory=False)  # the test needs fits_in_memory
+def request_for(base: dict, **fields) -> PlanRequest:
+    defaults = dict(tokens=base["training"]["tokens"], gpus_kinds=["h100"], batch_range=(8, 32), tp=[1, 2],
+                    pp=[1, 2, 4], cp=[1],
+                    micro_batch_sizes=[1, 2], recompute=["none", "selective"], zero_stages=[1, 2],
+                    max_simulations=10_000)
+    defaults.update(fields)
+    return PlanRequest(**defaults)
+
+
+def simulate_all(base: dict, request: PlanRequest) -> list[tuple]:
+    """Exhaustive: every candidate at every ZeRO stage, simulated; (candidate, zero, row)."""
+    out = []
+    profile = None  # each GPU's default profiles, as the planner and simulate price it
+    for c in enumerate_space(base, request).candidates:
+        for zero in request.zero_stages:
+            c.zero_stage = zero
+            out.append((c.layout(), zero, run_point(base, Point("x", c.overrides()), profile)))
     return out
 
 
-def plan_tiny(hbm_gb: float, **request):
-    base = tiny_dense(**{"cluster.gpu": {**gpu_spec("h100"), "hbm_gb": hbm_gb}}).model_dump()
-    req = PlanRequest(tokens=base["training"]["tokens"], gpu="h100", gpu_counts=[4], tp=[1, 2, 4], pp=[1, 2, 4],
-                      micro_batch_sizes=[1, 2], schedules=["gpipe", "1f1b"], **request)
-    return req, search(base, req, lambda points: LocalExecutor(workers=1).run(base, None, points))
+def test_bounds_never_exceed_the_simulation():
+    """Every candidate's step-time and memory bounds (quick and exact) are at most what the simulator finds."""
+    cases = [(tiny_moe(), request_for(tiny_moe(), gpu_counts=[4, 8])),
+             (tiny_dense().model_dump(), request_for(tiny_dense().model_dump(), gpu_counts=[4]))]
+    profile = None  # each GPU's default profiles, as the planner and simulate price it
+    checked = Counter()
+    for base, request in cases:
+        prices = PriceCache(base, profile)
+        factors = state_factors(validate(base).training)
+        per_schedule = Counter()
+        for c in enumerate_space(base, request).candidates:
+            per_schedule[c.schedule] += 1
+            if per_schedule[c.schedule] % 3:  # every third candidate of each schedule keeps the test quick
+                continue
+            fig = prices.figures(c)
+            row = run_point(base, Point("x", c.overrides()), profile)
+            if "step_time_s" not in row:
+                continue
+            exact = step_lower_bound_s(fig, c, prices.tail_s(c, fig))
+            assert quick_step_lower_bound_s(fig, c) <= row["step_time_s"] * (1 + 1e-9), c.summary()
+            assert exact <= row["step_time_s"] * (1 + 1e-9), c.summary()
+            for quick in (True, False):
+                assert memory_lower_bound_gb(fig, c, factors, c.zero_stage, quick) <= \
+                    row["max_peak_memory_gb"] * (1 + 1e-9), c.summary()
+            checked[c.schedule] += 1
+    assert set(checked) == {"gpipe", "1f1b", "zb-h1", "interleaved", "dualpipe", "dualpipev"}
 
 
-def layout_of(cand):
-    lay = cand.layout
-    return (lay["parallelism.tp"], lay["parallelism.pp"], lay["parallelism.micro_batch_size"], lay["schedule"])
+@pytest.fixture(scope="module")
+def exhaustive():
+    base = tiny_moe()
+    request = request_for(base, gpu_counts=[2, 4, 8], tp=[1], recompute=["none"], zero_stages=[1])
+    return base, request, simulate_all(base, request)
 
 
-def test_planner_picks_the_known_best_layout():
-    roomy = hand_results(80.0)
-    fastest = min(roomy, key=lambda k: roomy[k].training_days)
-    # Shrink HBM just below what the unconstrained fastest layout needs: the planner must pick another one.
-    tight_gb = max(s.peak_memory_gb for s in roomy[fastest].stages) * 0.999
-    tight = hand_results(tight_gb)
-    fitting = {k: r for k, r in tight.items() if r.fits_in_memory}
-    assert fastest not in fitting and fitting, "the hand-built case must exclude the fastest layout"
-    expected = min(fitting, key=lambda k: (fitting[k].training_days, k))
+@pytest.mark.parametrize("objective,deadline", [("time", None), ("cost", None), ("cost", "tight")])
+def test_pruning_never_drops_the_best_plan(exhaustive, objective, deadline):
+    base, request, rows = exhaustive
+    request = request.model_copy(update={"objective": objective})
+    fitting = [(lay, r) for lay, _, r in rows if r.get("status") == "ok"]
+    if deadline == "tight":  # between the fastest and the median plan: some are out
+        days = sorted(r["training_days"] for _, r in fitting)
+        request = request.model_copy(update={"deadline_days": (days[0] + days[len(days) // 2]) / 2})
 
-    request, candidates = plan_tiny(tight_gb)
-    best = ranked(candidates)
-    assert len(candidates) == len(HAND_LAYOUTS)
-    assert {layout_of(c) for c in best} == set(fitting)
-    # Layouts that tie (with pp=1, gpipe and 1f1b are one schedule) are equally good answers.
-    tied = {k for k in fitting if fitting[k].training_days == fitting[expected].training_days}
-    assert layout_of(best[0]) in tied
-    assert best[0].days == pytest.approx(tight[expected].training_days)
-    assert best[0].cost_usd == pytest.approx(4 * tight[expected].training_days * 24 * 2.0)
-    rejected = {layout_of(c): c.reason for c in candidates if c.rejected}
-    assert "peak memory" in rejected[fastest] and f"of {tight_gb:g} GB" in rejected[fastest]
+    def value(lay, r):
+        cost = request.cost_usd(lay["gpus"], r["training_days"])
+        return (r["training_days"], cost) if objective == "time" else (cost, r["training_days"])
 
-
-def test_deadline_budget_and_pareto_front():
-    roomy = hand_results(80.0)
-    days = sorted({round(r.training_days, 6) for r in roomy.values()})
-    deadline = (days[2] + days[3]) / 2  # between the third and fourth distinct training times
-    in_time = sum(r.training_days <= deadline for r in roomy.values())
-    request, candidates = plan_tiny(80.0, deadline_days=deadline)
-    assert 3 <= len(ranked(candidates)) == in_time < len(HAND_LAYOUTS)
-    assert all(c.days <= deadline for c in ranked(candidates))
-    assert sum(c.rejected == "deadline" for c in candidates) == len(HAND_LAYOUTS) - in_time
-    # On one GPU count cost is proportional to time, so the front is the single fastest layout.
-    front = pareto_front(candidates)
-    assert [layout_of(c) for c in front] == [layout_of(ranked(candidates)[0])]
-    cheapest = min(c.cost_usd for c in candidates)
-    _, over = plan_tiny(80.0, budget_usd=cheapest * 0.5)
-    assert ranked(over) == [] and all(c.rejected == "budget" for c in over)
+    meeting = [(lay, r) for lay, r in fitting if request.meets(r["training_days"],
+                                                               request.cost_usd(lay["gpus"], r["training_days"]))]
+    best_value = min(value(lay, r) for lay, r in meeting)
+    outcome = search(base, request, LocalExecutor(workers=1))
+    best = ranked(outcome, request)
+    assert outcome.exact
+    assert value(best[0].layout(), best[0].row) == pytest.approx(best_value, rel=1e-12)
+    assert len(outcome.simulated) < len(rows)  # the bounds did prune
+    assert all(c.row["fits_in_memory"] for c in best)
 
 
-def test_pareto_front_over_gpu_counts():
-    """Across cluster sizes, more GPUs finish sooner but cost more: the front keeps only the undominated."""
-    base = tiny_dense(**{"cluster.gpus": 4, "parallelism.pp": 1, "parallelism.dp": 4,
-                         "parallelism.global_batch": 32}).model_dump()
-    req = PlanRequest(tokens=1e12, gpu="h100", gpu_counts=[1, 2, 4], tp=[1], pp=[1], micro_batch_sizes=[1],
-                      schedules=["1f1b"])
-    candidates = search(base, req, lambda points: LocalExecutor(workers=1).run(base, None, points))
-    front = pareto_front(candidates)
-    assert [c.days for c in front] == sorted(c.days for c in front)
-    assert [c.cost_usd for c in front] == sorted((c.cost_usd for c in front), reverse=True)
-    for c in candidates:  # nothing off the front beats a front member on both axes
-        assert c in front or any(f.days <= c.days and f.cost_usd <= c.cost_usd for f in front)
-    assert front[0].layout["cluster.gpus"] == 4
+def test_plans_always_fit_in_memory():
+    """A space where many layouts overflow HBM (GPipe holds every micro-batch): no plan or front member does."""
+    base = preset_data("deepseek-v2-lite-h800")
+    request = PlanRequest(tokens=5.7e12, gpus_kinds=["h800"], gpu_counts=[16], tp=[1], pp=[1, 3, 9],
+                          micro_batch_sizes=[2, 4, 8], schedules=[("gpipe", 1), ("1f1b", 1)], recompute=["none"],
+                          zero_stages=[1], batch_range=(256, 256), max_simulations=40)
+    outcome = search(base, request, LocalExecutor(workers=1))
+    best = ranked(outcome, request)
+    assert best and outcome.dropped["does not fit in memory at any ZeRO stage (lower bound)"] > 0
+    for c in best + pareto_front(best):
+        assert c.row["fits_in_memory"] and c.row["max_peak_memory_gb"] <= c.row["hbm_gb"]
 
 
-def test_plan_cli_json_and_table(runner):
-    args = ["plan", "--model", "deepseek-v2-lite", "--tokens", "5.7T", "--gpu", "h800", "--gpus", "16", "--tp", "1",
-            "--pp", "1", "--micro-batch-sizes", "2", "--schedules", "1f1b", "--deadline", "300d", "-w", "1"]
-    result = runner.invoke(app, [*args, "--json"])
+def plan_cli(runner, *args):
+    return runner.invoke(app, ["plan", "--model", "deepseek-v2-lite", "--tokens", "5.7T", "-w", "1", *args])
+
+
+def test_plan_cli_json_carries_everything(runner, tmp_path):
+    report = tmp_path / "plan.html"
+    result = plan_cli(runner, "--gpus", "16,32", "--pp", "1,3", "--schedules", "1f1b,dualpipev",
+                      "--recompute", "none", "--deadline", "200d", "--json", "--report", str(report))
     assert result.exit_code == 0, result.output
-    plan = json.loads(result.output)
-    assert plan["preset"] == "deepseek-v2-lite-h800" and plan["layouts"] == 2  # ep 8 (one node) and ep 16
-    assert plan["best"][0]["layout"]["gpus"] == 16 and plan["best"][0]["reasons"]
-    assert plan["best"][0]["training_days"] <= 300
-    assert {b["layout"]["ep"] for b in plan["best"]} == {8, 16}
-    result = runner.invoke(app, args)
+    answer = json.loads(result.stdout)
+    assert answer["model"] == "deepseek-v2-lite-h800" and answer["plans"] and answer["pareto"]
+    first = answer["plans"][0]
+    for key in ("training_days", "training_days_with_failures", "gpu_hours", "cost_usd", "mfu_causal",
+                "memory_headroom_gb", "reasons", "layout", "overrides"):
+        assert key in first
+    assert first["training_days"] <= 200 and first["layout"]["gpus"] in (16, 32)
+    assert answer["search"]["dropped"] and answer["request"]["objective"] == "cost"
+    html = report.read_text()
+    assert "Days against cost" in html and "Pareto front" in html and "meets every constraint" in html
+
+
+def test_plan_cli_table(runner):
+    result = plan_cli(runner, "--gpus", "16", "--pp", "1", "--schedules", "1f1b", "--recompute", "none",
+                      "--deadline", "200d")
     assert result.exit_code == 0, result.output
-    assert "time/cost Pareto front" in result.output and "fastest of" in result.output
+    assert "by cost" in result.output and "16 H800 │ dp16 tp1 pp1 cp1 ep" in result.output
+    assert "why #1:" in result.output and "set aside, by reason" in result.output
+
+
+def test_unusable_gpu_counts_are_named(runner):
+    result = plan_cli(runner, "--gpus", "16,20,48,8192", "--max-gpus", "4096", "--pp", "1", "--schedules", "1f1b",
+                      "--recompute", "none", "--json")
+    assert result.exit_code == 0, result.output
+    unusable = json.loads(result.stdout)["search"]["unusable_gpus"]
+    assert unusable["8192"] == "above --max-gpus 4096; raise --max-gpus"
+    assert unusable["20"] == "not a whole number of 8-GPU nodes"
+    assert unusable["48"].startswith("no layout can use it: global batch range")
+    assert "16" not in unusable
+
+
+def test_impossible_constraints_answer_with_the_closest_plans(runner):
+    result = runner.invoke(app, ["plan", "--model", "deepseek-v2-lite", "--tokens", "1T", "--gpus", "8",
+                                 "--deadline", "1h", "-w", "1", "--pp", "1,2", "--recompute", "selective"])
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "No plan meets every constraint." in out and "closest plans" in out
+    assert "To make it work, one of:" in out and "a deadline of at least" in out
+    assert "T tokens in 1 hour" in out and "× the GPUs" in out
+    assert "Traceback" not in out
+
+
+def test_impossible_when_nothing_fits(runner):
+    """Mixtral 8x7B's weights, gradients and optimizer states alone overflow 8 H100s in any layout."""
+    result = runner.invoke(app, ["plan", "--model", "mixtral-8x7b", "--tokens", "1T", "--gpus", "8",
+                                 "--deadline", "1h", "-w", "1"])
+    assert result.exit_code == 1, result.output
+    assert "No plan meets every constraint." in result.output
+    assert "no layout of the search fits in memory on these GPUs; try more GPUs" in result.output
 
 
 @pytest.mark.parametrize("args,message", [
@@ -165,46 +243,103 @@ def test_plan_cli_json_and_table(runner):
     (["--tp", "1,x"], "--tp '1,x': expected comma-separated whole numbers"),
     (["--budget-usd", "-5"], "--budget-usd -5: must be positive"),
     (["--schedules", "zigzag"], "unknown schedule 'zigzag'"),
+    (["--global-batch", "10..5"], "--global-batch '10..5'"),
+    (["--zero-stages", "4"], "--zero-stages '4'"),
+    (["--recompute", "some"], "--recompute 'some'"),
+    (["--set", "parallelism.bogus=1"], "unknown key 'bogus'"),
+    (["--executor", "slurm"], "--executor 'slurm' is unknown"),
 ])
 def test_plan_cli_bad_input(runner, args, message):
     base = {"--model": "deepseek-v2-lite", "--tokens": "1T"}
+    extra = []
     for flag, value in zip(args[::2], args[1::2]):
-        base[flag] = value
-    result = runner.invoke(app, ["plan", *[x for kv in base.items() for x in kv]])
+        if flag == "--set":
+            extra += [flag, value]
+        else:
+            base[flag] = value
+    result = runner.invoke(app, ["plan", *[x for kv in base.items() for x in kv], *extra])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
-def test_plan_reports_when_nothing_meets_the_deadline(runner):
-    result = runner.invoke(app, ["plan", "--model", "deepseek-v2-lite", "--tokens", "5.7T", "--gpus", "16",
-                                 "--tp", "1", "--pp", "2", "--micro-batch-sizes", "2", "--schedules", "1f1b",
-                                 "--deadline", "60d", "-w", "1"])
-    assert result.exit_code == 1
-    assert "no layout meets every constraint; the fastest that fits is 16 GPUs" in result.output
+def test_plan_takes_a_scenario_file_and_set(runner, tmp_path):
+    path = tmp_path / "lite.yaml"
+    import yaml
+    path.write_text(yaml.safe_dump(preset_data("deepseek-v2-lite-h800")))
+    result = runner.invoke(app, ["plan", str(path), "--set", "parallelism.global_batch=128", "--tokens", "1T",
+                                 "--gpus", "16", "--pp", "1", "--schedules", "1f1b", "--recompute", "none",
+                                 "-w", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["request"]["gpus_kinds"] == ["h800"]  # the scenario's GPU by default
+    assert answer["request"]["batch_range"] == [128, 128]
+    assert all(p["layout"]["global_batch"] == 128 for p in answer["plans"])
 
 
-def test_clusters_too_small_for_the_deadline_are_not_simulated():
-    base = tiny_dense().model_dump()
-    req = PlanRequest(tokens=1e12, gpu="h100", gpu_counts=[1, 2, 4], tp=[1], pp=[1], micro_batch_sizes=[1],
-                      schedules=["1f1b"], deadline_days=1e9)
-    simulated = []
+def test_default_gpu_comes_from_the_preset(runner):
+    result = runner.invoke(app, ["plan", "--model", "mixtral-8x7b", "--tokens", "1T", "--gpus", "32", "--pp", "4",
+                                 "--tp", "2", "--schedules", "1f1b", "--recompute", "none", "-w", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["request"]["gpus_kinds"] == ["h100"]
 
-    def run_points(points):
-        simulated.extend(points)
-        return LocalExecutor(workers=1).run(base, None, points)
 
-    days = {c.layout["cluster.gpus"]: c.days for c in search(base, req, run_points)}
-    assert len(simulated) == 3
-    # A deadline between the 4-GPU and 2-GPU peak-FLOPS bounds: only the 4-GPU cluster is worth simulating.
-    from simulator.simulate import SECONDS_PER_DAY
-    from workloads.model import parameter_counts
-    sc = tiny_dense()
-    bound = {g: 6 * parameter_counts(sc.model).activated * 1e12 / (g * sc.cluster.gpu.fp8_tflops * 1e12)
-             / SECONDS_PER_DAY for g in (1, 2, 4)}
-    assert all(days[g] >= bound[g] for g in days)  # the bound never exceeds what the simulator finds
-    req = req.model_copy(update={"deadline_days": (bound[2] + bound[4]) / 2})
-    simulated.clear()
-    candidates = search(base, req, run_points)
-    assert [p.overrides["cluster.gpus"] for p in simulated] == [4]
-    assert {c.layout["cluster.gpus"]: c.rejected for c in candidates if "peak" in c.reason} == \
-        {1: "deadline", 2: "deadline"}
+def test_progress_lines_when_not_a_terminal_and_workers_die_with_the_parent(tmp_path):
+    """A real ``moesim plan`` in a subprocess (stderr a pipe): it prints progress lines; killed with SIGKILL, its
+    worker processes go too."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "plan", "--model", "deepseek-v3", "--tokens",
+                             "14.8T", "--gpus", "1024", "--pp", "16", "--schedules", "1f1b", "-w", "2"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    children: set[int] = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(children) < 2:
+        children = {pid for pid in _children(proc.pid)}
+        time.sleep(0.2)
+    assert len(children) >= 2, "the worker processes never started"
+    line = proc.stderr.readline().decode()
+    assert line.startswith("plan: "), line
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    end = time.monotonic() + 15
+    while time.monotonic() < end and any(_alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in children)
+
+
+def _children(parent: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_ray_executor_finds_the_same_plan():
+    """The same search on a real local Ray instance (the executor starts and stops it) finds the same best plan;
+    plans both simulated have the same numbers. (Two Ray workers may simulate one more before pruning.)"""
+    pytest.importorskip("ray")
+    from simulator.sweep.executors import RayExecutor
+
+    base = tiny_moe()
+    request = request_for(base, gpu_counts=[4, 8], tp=[1], pp=[1, 2], recompute=["none"], zero_stages=[1],
+                          schedules=[("1f1b", 1), ("dualpipev", 2)])
+    local = ranked(search(base, request, LocalExecutor(workers=1)), request)
+    remote = ranked(search(base, request, RayExecutor(workers=2)), request)
+    assert remote[0].layout() == local[0].layout()
+    steps = {c.summary(): c.row["step_time_s"] for c in local}
+    common = [c for c in remote if c.summary() in steps]
+    assert common and all(c.row["step_time_s"] == steps[c.summary()] for c in common)

@@ -225,3 +225,36 @@ def test_dashboard_control_changes_step_time(browser, dashboard_url, tmp_path):
     assert text_of(browser, "error").startswith("error: pp=3")
     browser.save_screenshot(str(tmp_path / "dashboard-error.png"))
     assert console_errors(browser) == []
+
+
+def test_sweep_report_keeps_layouts_that_do_not_fit_apart(browser, tmp_path):
+    """A layout over HBM (the fastest here) is drawn as a grey cross, off the front and out of the headline."""
+    rows = sweep_rows()
+    over = dict(min(rows, key=lambda r: r["step_time_s"]), status="invalid", fits_in_memory=False,
+                step_time_s=min(r["step_time_s"] for r in rows) / 2)
+    page = write_report(rows + [over], tmp_path / "sweep.html")
+    browser.get(page.as_uri())
+    wait_for(lambda: count(browser, ".scatterlayer .point") == 7, what="seven layout points")
+    fastest_fitting = min(r["step_time_s"] for r in rows)
+    assert f"fastest step time that fits {fastest_fitting:.3f} s" in browser.find_element("id", "headline").text
+    assert "does not fit" in browser.page_source and count(browser, ".parcoords .axis") >= 6
+    assert console_errors(browser) == []
+
+
+def test_plan_report_draws_the_front(browser, tmp_path):
+    from typer.testing import CliRunner
+    from simulator.cli import app
+
+    html = tmp_path / "plan.html"
+    result = CliRunner().invoke(app, ["plan", "--model", "deepseek-v2-lite", "--tokens", "5.7T", "--gpus",
+                                      "16,32", "--pp", "1", "--schedules", "1f1b,dualpipev", "--recompute", "none",
+                                      "-w", "1", "--deadline", "200d", "--report", str(html), "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+    answer = json.loads(result.stdout)
+    browser.get(html.as_uri())
+    points = len(answer["simulated"]) + len(answer["pareto"])
+    wait_for(lambda: count(browser, ".scatterlayer .point") == points, what=f"{points} plan points")
+    assert "best plan" in browser.find_element("id", "headline").text
+    full_page_screenshot(browser, tmp_path / "plan.png")
+    assert console_errors(browser) == []

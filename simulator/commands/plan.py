@@ -1,152 +1,196 @@
-"""``moesim plan``: the fastest / cheapest GPU count and parallel layout to train a model on a token budget."""
+"""``moesim plan``: how many GPUs, of which kind, in which layout, for how long and at what cost to train a model on
+a token budget by a deadline and/or within a budget."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 from typing import Optional
 
 import typer
-from pydantic import ValidationError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-    TimeRemainingColumn
-from rich.table import Table
+from rich.console import Console
 
-from simulator.cli import INPUT_ERRORS, app, console, fail
+from simulator.cli import INPUT_ERRORS, SET_OPT, app, console, fail
 
 
-def _ints(text: Optional[str], option: str) -> Optional[list[int]]:
+def _schedules(text: Optional[str]):
+    """``1f1b,interleaved:4,dualpipev`` → (name, virtual stages) pairs; the default stages per schedule."""
+    from simulator.planner.request import SCHEDULE_VARIANTS
+    from simulator.schedules import get_schedule
+    from workloads.errors import ScenarioError
+
     if text is None:
-        return None
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        fail(f"{option} {text!r}: expected comma-separated whole numbers, e.g. 1,2,4")
-    if not values or min(values) < 1:
-        fail(f"{option} {text!r}: give at least one positive whole number")
-    return values
+        return list(SCHEDULE_VARIANTS)
+    default = dict(SCHEDULE_VARIANTS)
+    out = []
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        name, _, stages = item.partition(":")
+        get_schedule(name)
+        if stages and (not stages.isdigit() or int(stages) < 1):
+            raise ScenarioError(f"--schedules {item!r}: virtual stages after ':' must be a positive whole number")
+        out.append((name, int(stages) if stages else default.get(name, 1)))
+    if not out:
+        raise ScenarioError("--schedules: name at least one schedule, e.g. 1f1b,dualpipe")
+    return out
+
+
+class Progress:
+    """A transient bar on a terminal; otherwise a line on stderr every few seconds (logs, CI, pipes)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.start = time.monotonic()
+        self.last = self.start - 60.0  # the first call prints
+        self.bar = None
+        if not quiet and self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
+            self.bar = Bar(TextColumn("[bold]plan {task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.task = self.bar.add_task("bounding", total=None)
+            self.bar.start()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=phase, completed=done, total=total)
+            return
+        now = time.monotonic()
+        if not self.quiet and now - self.last >= 3.0:
+            self.last = now
+            print(f"plan: {phase} {done}/{total} ({now - self.start:.0f} s)", file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 @app.command()
-def plan(model: str = typer.Option(..., "--model", "-m", help="Model: deepseek-v3, llama3-405b, mixtral-8x7b, "
-                                                                  "deepseek-v2-lite, or a preset name."),
+def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAML or JSON) instead of --model."),
+         model: Optional[str] = typer.Option(None, "--model", "-m", help="Model: deepseek-v3, llama3-405b, "
+                                             "mixtral-8x7b, deepseek-v2-lite, or a preset name."),
+         set_: Optional[list[str]] = SET_OPT,
          tokens: str = typer.Option(..., "--tokens", "-t", help="Token budget, e.g. 14.8T."),
-         gpu: str = typer.Option("h800", "--gpu", "-g", help="GPU kind: h800, h100 or h200."),
+         gpu: Optional[str] = typer.Option(None, "--gpu", "-g", help="GPU kind(s), e.g. h800 or h100,h200 "
+                                           "(default: the scenario's)."),
          deadline: Optional[str] = typer.Option(None, "--deadline", help="Finish within, e.g. 60d, 8w, 720h."),
          budget_usd: Optional[float] = typer.Option(None, "--budget-usd", help="Most to spend on GPU-hours (USD)."),
          price: float = typer.Option(2.0, "--price-per-gpu-hour", help="USD per GPU-hour."),
-         max_gpus: int = typer.Option(4096, "--max-gpus", help="Largest cluster to consider."),
+         max_gpus: int = typer.Option(65_536, "--max-gpus", help="Largest cluster to consider."),
          gpus: Optional[str] = typer.Option(None, "--gpus", help="Only these GPU counts, e.g. 1024,2048."),
-         tp: Optional[str] = typer.Option(None, "--tp", help="Tensor-parallel sizes to try (default 1,2,4,8)."),
-         pp: Optional[str] = typer.Option(None, "--pp", help="Pipeline sizes to try (default 1,2,4,8,16)."),
+         tp: Optional[str] = typer.Option(None, "--tp", help="Tensor-parallel sizes (default 1,2,4,8)."),
+         pp: Optional[str] = typer.Option(None, "--pp", help="Pipeline sizes (default 1,2,4,8,16)."),
+         cp: Optional[str] = typer.Option(None, "--cp", help="Context-parallel sizes (default 1, and 2 for "
+                                          "sequences of 8K or more)."),
          mbs: Optional[str] = typer.Option(None, "--micro-batch-sizes", help="Micro-batch sizes (default 1,2)."),
-         schedules: Optional[str] = typer.Option(None, "--schedules", help="Schedules (default: all registered)."),
-         objective: str = typer.Option("time", "--objective", help="Rank by time or cost."),
+         schedules: Optional[str] = typer.Option(None, "--schedules", help="Schedules, NAME or NAME:VIRTUAL_STAGES "
+                                                 "(default: every registered one)."),
+         zero: Optional[str] = typer.Option(None, "--zero-stages", help="ZeRO stages allowed (default 1,2; ZeRO-3's "
+                                           "per-layer gathers are not simulated)."),
+         recompute: Optional[str] = typer.Option(None, "--recompute", help="Recomputation policies: none, "
+                                                 "selective, full (default all)."),
+         global_batch: Optional[str] = typer.Option(None, "--global-batch", help="Sequences per step: N fixes it, "
+                                                    "LOW..HIGH is a range (default: the published batch and ramp)."),
+         objective: Optional[str] = typer.Option(None, "--objective", help="Rank by time or cost (default: cost "
+                                                 "with a deadline, else time)."),
          top: int = typer.Option(5, "--top", help="How many plans to show."),
+         max_sims: int = typer.Option(16, "--max-simulations", help="Most layouts to simulate in full."),
          workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Parallel simulations (default: cores)."),
-         as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON.")) -> None:
-    """Search GPU counts and layouts that fit in memory; rank by time and cost; show the time/cost Pareto front."""
-    from simulator.plan import (PlanRequest, pareto_front, parse_days, parse_tokens, plan_base, ranked,
-                                rejection_counts, resolve_model, search)
-    from simulator.schedules import get_schedule
-    from simulator.sweep.executors import LocalExecutor
+         executor_name: str = typer.Option("local", "--executor", help="local (processes) or ray."),
+         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (with --executor ray)."),
+         report: Optional[str] = typer.Option(None, "--report", help="Also write the time/cost front as HTML."),
+         force: bool = typer.Option(False, "--force", help="Overwrite an existing --report file."),
+         as_json: bool = typer.Option(False, "--json", help="Print everything as JSON.")) -> None:
+    """Search GPU counts, kinds and layouts; bound, then simulate the promising few; rank by time or cost."""
+    from simulator.planner.answer import plan_json
+    from simulator.planner.request import (PlanRequest, default_batch_range, load_base, parse_batch, parse_days,
+                                           parse_ints, parse_tokens)
+    from simulator.planner.search import search
+    from simulator.sweep.executors import get_executor
     from topologies.gpus import gpu_catalog
 
-    if gpu.lower() not in gpu_catalog():
-        fail(f"--gpu {gpu!r} is unknown; known: {', '.join(sorted(gpu_catalog()))}")
-    if objective not in ("time", "cost"):
-        fail(f"--objective {objective!r}: choose time or cost")
+    if report and os.path.exists(report) and not force:
+        fail(f"--report {report} exists; pass --force to overwrite it")
     for value, option in ((budget_usd, "--budget-usd"), (price, "--price-per-gpu-hour"), (max_gpus, "--max-gpus"),
-                          (top, "--top")):
+                          (top, "--top"), (max_sims, "--max-simulations")):
         if value is not None and value <= 0:
             fail(f"{option} {value:g}: must be positive")
+    if objective not in (None, "time", "cost"):
+        fail(f"--objective {objective!r}: choose time or cost")
     try:
-        names = [s.strip() for s in schedules.split(",") if s.strip()] if schedules else None
-        for name in names or []:
-            get_schedule(name)
+        name, base = load_base(model, scenario, set_ or [])
+        scenario_gpu = base["cluster"]["gpu"]
+        kinds = [g.strip().lower() for g in (gpu or (scenario_gpu if isinstance(scenario_gpu, str)
+                                                      else scenario_gpu.get("name", ""))).split(",") if g.strip()]
+        for kind in kinds:
+            if kind not in gpu_catalog():
+                fail(f"--gpu {kind!r} is unknown; known: {', '.join(sorted(gpu_catalog()))}")
+        low, high, batch_source = default_batch_range(base)
+        if global_batch is not None:
+            (low, high), batch_source = parse_batch(global_batch), "--global-batch"
+        seq = base["parallelism"]["seq_len"]
+        deadline_days = parse_days(deadline) if deadline else None
         request = PlanRequest(
-            tokens=parse_tokens(tokens), gpu=gpu.lower(), deadline_days=parse_days(deadline) if deadline else None,
-            budget_usd=budget_usd, price_per_gpu_hour=price, max_gpus=max_gpus, gpu_counts=_ints(gpus, "--gpus"),
-            tp=_ints(tp, "--tp") or [1, 2, 4, 8], pp=_ints(pp, "--pp") or [1, 2, 4, 8, 16],
-            micro_batch_sizes=_ints(mbs, "--micro-batch-sizes") or [1, 2], schedules=names, objective=objective)
-        preset = resolve_model(model)
-        base = plan_base(preset, request)
+            tokens=parse_tokens(tokens), gpus_kinds=kinds, deadline_days=deadline_days, budget_usd=budget_usd,
+            price_per_gpu_hour=price, max_gpus=max_gpus, gpu_counts=parse_ints(gpus, "--gpus"),
+            tp=parse_ints(tp, "--tp") or [1, 2, 4, 8], pp=parse_ints(pp, "--pp") or [1, 2, 4, 8, 16],
+            cp=parse_ints(cp, "--cp") or ([1, 2] if seq >= 8192 else [1]),
+            micro_batch_sizes=parse_ints(mbs, "--micro-batch-sizes") or [1, 2], schedules=_schedules(schedules),
+            zero_stages=_zero(zero), recompute=_recompute(recompute), batch_range=(low, high),
+            objective=objective or ("cost" if deadline_days is not None else "time"), top=top,
+            max_simulations=max_sims)
+        executor = get_executor(executor_name)(workers=workers, address=address)
     except INPUT_ERRORS as err:
         fail(str(err))
-    except ValidationError as err:  # a bad combination of options that the parsers above let through
-        fail(str(err.errors()[0]["msg"]))
-
-    executor = LocalExecutor(workers=workers)
-    progress = Progress(TextColumn("[bold]plan {task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=as_json,
-                        transient=True)
-
-    def run_points(points):
-        task = progress.add_task(preset, total=len(points))
-        for row in executor.run(base, None, points):
-            progress.advance(task)
-            yield row
-
-    with progress:
-        candidates = search(base, request, run_points)
-    best = ranked(candidates, request.objective)
-    front = pareto_front(candidates)
+    progress = Progress(quiet=as_json and sys.stderr.isatty())
+    try:
+        outcome = search(base, request, executor, progress=progress)
+    except INPUT_ERRORS as err:
+        progress.stop()
+        fail(str(err))
+    progress.stop()
+    answer = plan_json(name, request, outcome, f"{batch_source}: {low}..{high} sequences")
+    if report:
+        from simulator.report.plan import write_plan_report
+        try:
+            write_plan_report(answer, report, force=force)
+        except OSError as err:
+            fail(f"--report {report}: {err.strerror or err}")
     if as_json:
-        print(json.dumps(plan_json(preset, request, candidates, best, front, top), indent=1))
+        print(json.dumps(answer, indent=1))
     else:
-        print_plan(preset, request, candidates, best, front, top, rejection_counts(candidates))
-    if not best:
+        from simulator.commands.plan_output import print_plan
+        print_plan(answer, outcome)
+        if report:
+            print(f"wrote {report}")
+    if not answer["plans"]:
         raise typer.Exit(1)
 
 
-def plan_row(cand) -> dict:
-    row = cand.row
-    return {"layout": {k.split(".")[-1]: v for k, v in cand.layout.items()}, "training_days": row["training_days"],
-            "training_days_with_failures": row["training_days_with_failures"],
-            "cost_usd": cand.cost_usd, "gpu_hours": row["gpu_hours"], "step_time_s": row["step_time_s"],
-            "tokens_per_s": row["tokens_per_s"], "mfu_causal": row["mfu_causal"],
-            "peak_memory_gb": row["max_peak_memory_gb"], "hbm_gb": row["hbm_gb"]}
+def _zero(text: Optional[str]) -> list[int]:
+    from workloads.errors import ScenarioError
+
+    if text is None:
+        return [1, 2]
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        values = []
+    if not values or any(v not in (0, 1, 2, 3) for v in values):
+        raise ScenarioError(f"--zero-stages {text!r}: give ZeRO stages from 0, 1, 2, 3, e.g. 1,2,3")
+    return values
 
 
-def plan_json(preset, request, candidates, best, front, top) -> dict:
-    from simulator.plan import reasons, rejection_counts
-    return {"preset": preset, "request": request.model_dump(), "layouts": len(candidates),
-            "rejected": rejection_counts(candidates),
-            "best": [{**plan_row(c), "reasons": reasons(c, request, best)} for c in best[:top]],
-            "pareto": [plan_row(c) for c in front]}
+def _recompute(text: Optional[str]) -> list[str]:
+    from simulator.planner.request import RECOMPUTE
+    from workloads.errors import ScenarioError
 
-
-def print_plan(preset, request, candidates, best, front, top, rejected) -> None:
-    from simulator.plan import reasons
-    words = {"invalid": "invalid layouts", "memory": "do not fit in memory", "deadline": "miss the deadline",
-             "budget": "over budget"}
-    console.print(f"[bold]{preset}[/] with {request.gpu.upper()}: {request.tokens / 1e12:g}T tokens at "
-                  f"${request.price_per_gpu_hour:g}/GPU-hour — {len(candidates)} layouts searched; "
-                  + (", ".join(f"{n} {words[k]}" for k, n in sorted(rejected.items())) or "none rejected"),
-                  highlight=False)
-    if not best:
-        fitting = [c for c in candidates if c.row and c.rejected not in ("invalid", "memory")]
-        hint = (f"; the fastest that fits is {min(fitting, key=lambda c: c.days).summary()} at "
-                f"{min(c.days for c in fitting):.1f} days" if fitting else "; raise --max-gpus or try another --gpu")
-        console.print(f"[red]no layout meets every constraint[/]{hint}", highlight=False)
-        return
-    table = Table(title=f"best {min(top, len(best))} by {request.objective}", title_justify="left")
-    for col in ("#", "GPUs", "dp", "tp", "pp", "ep", "mbs", "schedule", "days", "with failures", "cost USD", "MFU",
-                "peak GB"):
-        table.add_column(col, justify="right")
-    for i, c in enumerate(best[:top], 1):
-        lay = c.layout
-        table.add_row(str(i), str(lay["cluster.gpus"]), str(lay["parallelism.dp"]), str(lay["parallelism.tp"]),
-                      str(lay["parallelism.pp"]), str(lay["parallelism.ep"]),
-                      str(lay["parallelism.micro_batch_size"]), lay["schedule"], f"{c.days:.1f}",
-                      f"{c.row['training_days_with_failures']:.1f}", f"{c.cost_usd:,.0f}", f"{c.row['mfu_causal']:.1%}", f"{c.row['max_peak_memory_gb']:.1f}")
-    console.print(table)
-    for i, c in enumerate(best[:top], 1):
-        console.print(f"  {i}. {c.summary()}: {'; '.join(reasons(c, request, best))}", highlight=False)
-    front_table = Table(title="time/cost Pareto front (layouts that fit; ✓ meets deadline and budget)",
-                        title_justify="left")
-    for col in ("GPUs", "layout", "days", "cost USD", ""):
-        front_table.add_column(col, justify="right")
-    for c in front:
-        front_table.add_row(str(c.layout["cluster.gpus"]), c.summary().split(" GPUs ")[1], f"{c.days:.1f}",
-                            f"{c.cost_usd:,.0f}", "✓" if not c.rejected else c.rejected)
-    console.print(front_table)
+    if text is None:
+        return list(RECOMPUTE)
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in RECOMPUTE]
+    if bad or not values:
+        raise ScenarioError(f"--recompute {text!r}: choose from {', '.join(RECOMPUTE)}")
+    return values

@@ -11,7 +11,7 @@ from simulator.report.heatmap import heatmap_figure
 from simulator.report.page import Page, Section, render
 from simulator.report.samples import samples_figure
 from simulator.report.payload import ResultReport, is_result_dict, report_from_dict, report_from_result
-from simulator.report.sweep import check_rows, parallel_figure, read_sweep, scatter_figure
+from simulator.report.sweep import check_rows, fits, layout_text, parallel_figure, read_sweep, scatter_figure
 from simulator.report.timeline import timeline_of
 from simulator.report.traffic import expert_load, link_loads
 from workloads.errors import ScenarioError
@@ -94,11 +94,16 @@ def result_page(report: ResultReport) -> Page:
 
 
 def sweep_page(rows: list[dict], source: str = "sweep") -> Page:
+    """The sweep page: the headline over the layouts that fit in memory only; the rest shown apart and marked."""
     check_rows(rows, source)
-    best = min((r for r in rows if isinstance(r.get("step_time_s"), (int, float))), key=lambda r: r["step_time_s"])
-    head = [("layouts", f"{len(rows)}"), ("fastest step time", f"{best['step_time_s']:.3f} s")]
-    if "gpus" in best:
-        head.append(("its GPUs", f"{best['gpus']}"))
+    fitting = [r for r in rows if fits(r)]
+    head = [("layouts", f"{len(rows)}"), ("fit in memory", f"{len(fitting)}")]
+    if fitting:
+        best = min(fitting, key=lambda r: r["step_time_s"])
+        head.append(("fastest step time that fits", f"{best['step_time_s']:.3f} s"))
+        if "gpus" in best:
+            head.append(("its GPUs", f"{best['gpus']}"))
+        head.append(("its layout", layout_text(best).split("<br>")[0]))
     return Page(f"moesim sweep report: {source}", f"{len(rows)} simulated layouts", head, [
         Section("step time vs GPUs, Pareto front", scatter_figure(rows),
                 "Hover a point for its layout; larger outlined points are Pareto-optimal."),

@@ -79,61 +79,109 @@ def pareto_front(rows: list[dict], objectives: list[str]) -> list[int]:
     return front
 
 
-def layout_text(row: dict) -> str:
-    """Hover text: the layout columns first, then every other column."""
-    keys = [k for k in LAYOUT_HINTS if k in row] + [k for k in row if k not in LAYOUT_HINTS]
-    parts = []
-    for k in keys:
-        v = row[k]
-        parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
-    lines = [", ".join(parts[i:i + 4]) for i in range(0, len(parts), 4)]
-    return "<br>".join(lines)
+# The metrics hover and parallel coordinates show (when a sweep has them), with their labels.
+METRICS = {STEP: "step s", "mfu_causal": "MFU", "gpu_hours": "GPU-hours",
+           "gpu_hours_per_trillion_tokens": "GPU-h / T tokens", "training_days": "days",
+           "max_peak_memory_gb": "peak GB"}
+NOT_LAYOUT = {"key", "status", "reason", "hbm_gb", "fits_in_memory", "cost_usd", "cost"}
+
+
+def fits(row: dict) -> bool:
+    """Simulated, valid and within HBM (rows without status or fit columns count as fitting)."""
+    return (_valid(row.get(STEP)) and row.get("status", "ok") == "ok" and row.get("fits_in_memory", True) is not False)
+
+
+def layout_keys(rows: list[dict]) -> list[str]:
+    """The layout knobs of a sweep: its columns that are not metrics (the sweep's axes)."""
+    from simulator.sweep.row import METRIC_COLUMNS
+    skip = set(METRIC_COLUMNS) | set(METRICS) | NOT_LAYOUT
+    keys = [k for k in LAYOUT_HINTS if k in rows[0]]
+    for row in rows:
+        keys += [k for k in row if k not in skip and k not in keys]
+    return keys
+
+
+def layout_text(row: dict, keys: list[str] | None = None) -> str:
+    """Hover text: the layout (the sweep's knobs), then the metrics that matter — not every column."""
+    keys = keys if keys is not None else layout_keys([row])
+    knobs = [f"{k.split('.')[-1]}={row[k]}" for k in keys if k in row]
+    lines = [", ".join(knobs[i:i + 5]) for i in range(0, len(knobs), 5)]
+    metrics = []
+    for key, label in METRICS.items():
+        value = row.get(key)
+        if _valid(value):
+            metrics.append(f"{label} {value:.1%}" if key == "mfu_causal" else f"{label} {value:,.4g}")
+    if _valid(row.get("max_peak_memory_gb")) and _valid(row.get("hbm_gb")):
+        metrics[-1] += f" of {row['hbm_gb']:g}"
+    if not fits(row):
+        metrics.append("DOES NOT FIT in memory" if row.get("fits_in_memory") is False else "invalid")
+    return "<br>".join(lines + [", ".join(metrics)])
 
 
 def scatter_figure(rows: list[dict]) -> go.Figure:
-    """Step time vs GPUs (or row index), coloured by cost when there is one; the Pareto front drawn as a line."""
+    """Step time vs GPUs (or row index), coloured by cost when there is one. The Pareto front is drawn through
+    the layouts that fit; those that do not fit in memory are drawn apart (grey crosses) and never on it."""
     x_key = GPUS if GPUS in rows[0] else None
     cost = cost_column(rows)
+    keys = layout_keys(rows)
     usable = [i for i, r in enumerate(rows) if _valid(r.get(STEP))]
-    xs = [rows[i][x_key] if x_key else i for i in usable]
+    good = [i for i in usable if fits(rows[i])]
+    bad = [i for i in usable if not fits(rows[i])]
+    x_of = {i: (rows[i][x_key] if x_key else i) for i in usable}
+    fitting = [rows[i] for i in good]
     objectives = [STEP] + ([x_key] if x_key else []) + ([cost] if cost else [])
-    front = set(pareto_front(rows, objectives))
-    marker = dict(size=[13 if i in front else 8 for i in usable],
-                  line=dict(width=[2 if i in front else 0 for i in usable], color="#222"))
+    front = {good[j] for j in pareto_front(fitting, objectives)}
+    marker = dict(size=[13 if i in front else 8 for i in good],
+                  line=dict(width=[2 if i in front else 0 for i in good], color="#222"))
     if cost:
-        marker.update(color=[rows[i].get(cost) for i in usable], colorscale="Viridis", showscale=True,
+        marker.update(color=[rows[i].get(cost) for i in good], colorscale="Viridis", showscale=True,
                       colorbar_title=cost)
     fig = go.Figure(go.Scatter(
-        x=xs, y=[rows[i][STEP] for i in usable], mode="markers", marker=marker, name="layouts",
-        customdata=[layout_text(rows[i]) for i in usable],
-        hovertemplate="step %{y:.3f} s<br>%{customdata}<extra></extra>"))
-    # The 2-D front (step time vs GPUs) as a staircase through the non-dominated points.
-    front_2d = sorted(pareto_front(rows, objectives[:2]), key=lambda i: (xs[usable.index(i)], rows[i][STEP]))
+        x=[x_of[i] for i in good], y=[rows[i][STEP] for i in good], mode="markers", marker=marker,
+        name="fits in memory", customdata=[layout_text(rows[i], keys) for i in good],
+        hovertemplate="%{customdata}<extra></extra>"))
+    if bad:
+        fig.add_trace(go.Scatter(
+            x=[x_of[i] for i in bad], y=[rows[i][STEP] for i in bad], mode="markers", name="does not fit",
+            marker=dict(symbol="x", size=8, color="#aaaaaa"), customdata=[layout_text(rows[i], keys) for i in bad],
+            hovertemplate="%{customdata}<extra></extra>"))
+    # The 2-D front (step time vs GPUs) of the fitting layouts as a staircase.
+    front_2d = sorted((good[j] for j in pareto_front(fitting, objectives[:2])), key=lambda i: (x_of[i], rows[i][STEP]))
     if front_2d:
         fig.add_trace(go.Scatter(
-            x=[xs[usable.index(i)] for i in front_2d], y=[rows[i][STEP] for i in front_2d],
+            x=[x_of[i] for i in front_2d], y=[rows[i][STEP] for i in front_2d],
             mode="lines", line_shape="hv", line=dict(color="#E45756", width=2), name="Pareto front",
             hoverinfo="skip"))
     fig.update_layout(
-        title=f"sweep: {len(usable)} layouts, Pareto front over {', '.join(objectives)} (larger markers)",
+        title=f"sweep: {len(good)} layouts that fit" + (f", {len(bad)} that do not (grey ×)" if bad else "")
+        + f"; Pareto front over {', '.join(objectives)} (larger markers)",
         xaxis_title=x_key or "layout #", yaxis_title="step time (s)", legend_orientation="h", legend_y=-0.2)
     return fig
 
 
 def parallel_figure(rows: list[dict]) -> go.Figure:
-    """Parallel coordinates over every numeric column, plus categorical columns (e.g. schedule) as codes."""
+    """Parallel coordinates over the layout knobs and the metrics (step time, MFU, GPU-hours, memory); a last
+    axis says whether a layout fits when some do not. Categorical knobs (e.g. schedule) show as named ticks."""
+    rows = [r for r in rows if _valid(r.get(STEP))]
     dims = []
-    for key in rows[0]:
+    columns = layout_keys(rows) + [k for k in METRICS if k in rows[0]]
+    for key in columns:
         values = [r.get(key) for r in rows]
+        label = METRICS.get(key, key.split(".")[-1])
         if all(_valid(v) for v in values):
             if len(set(values)) > 1 or key == STEP:
-                dims.append(dict(label=key, values=values))
-        elif all(isinstance(v, str) for v in values) and 1 < len(set(values)) <= 24:
-            names = sorted(set(values))
-            dims.append(dict(label=key, values=[names.index(v) for v in values],
+                dims.append(dict(label=label, values=values))
+        elif all(v is not None for v in values) and 1 < len({str(v) for v in values}) <= 24:
+            names = sorted({str(v) for v in values})
+            dims.append(dict(label=label, values=[names.index(str(v)) for v in values],
                              tickvals=list(range(len(names))), ticktext=names))
-    step = [r[STEP] if _valid(r.get(STEP)) else 0.0 for r in rows]
+    fit = [fits(r) for r in rows]
+    if not all(fit):
+        dims.append(dict(label="fits in memory", values=[int(f) for f in fit], tickvals=[0, 1],
+                         ticktext=["no", "yes"]))
+    step = [r[STEP] for r in rows]
     fig = go.Figure(go.Parcoords(line=dict(color=step, colorscale="Viridis_r", showscale=True,
                                            colorbar_title="step (s)"), dimensions=dims))
-    fig.update_layout(title="parallel coordinates (drag on an axis to filter)", margin=dict(l=70, r=140))
+    fig.update_layout(title="parallel coordinates over layout knobs and metrics (drag on an axis to filter)",
+                      margin=dict(l=70, r=140))
     return fig

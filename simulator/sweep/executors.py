@@ -45,6 +45,10 @@ class Executor(ABC):
     def run(self, base: dict, profile: str | None, points: list[Point]) -> Iterator[dict[str, Any]]:
         """Yield one row per point, in completion order."""
 
+    def session(self, base: dict, profile: str | None) -> Session:
+        """A :class:`Session` on this executor's workers."""
+        raise NotImplementedError
+
     def batch_size(self, points: int, workers: int) -> int:
         """Enough batches for ~8 per worker (load balance), at most 16 points per batch."""
         return max(1, min(16, points // (workers * 8)))
@@ -76,6 +80,135 @@ def _profile(name: str | None):
     return _PROFILES[name]
 
 
+def _warm(profile_name: str | None) -> None:
+    """Load the profile in a fresh worker (and with it the simulator's imports); returns nothing to ship back."""
+    _profile(profile_name)
+
+
+def die_with_parent() -> None:
+    """Worker-process initializer: ask Linux to SIGTERM this worker when the process that started it dies, so
+    that a killed ``moesim sweep`` or ``plan`` leaves no workers behind (a no-op where prctl is missing)."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class Session(ABC):
+    """Points submitted one at a time, rows taken as they finish: for searches that choose the next point from
+    the rows so far (``moesim plan``). Use as a context manager; leaving it stops the workers."""
+
+    in_flight: int = 0
+    slots: int = 1  # points worth keeping in flight (the workers there are)
+
+    @abstractmethod
+    def submit(self, point: Point) -> None: ...
+
+    @abstractmethod
+    def finished(self) -> list[dict[str, Any]]:
+        """Block until at least one submitted point has finished; return the rows of all finished ones."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None: ...
+
+
+class InProcessSession(Session):
+    def __init__(self, base: dict, profile: str | None):
+        self.base, self.profile, self.queue = base, profile, []
+
+    def submit(self, point: Point) -> None:
+        self.queue.append(point)
+        self.in_flight += 1
+
+    def finished(self) -> list[dict[str, Any]]:
+        point = self.queue.pop(0)
+        self.in_flight -= 1
+        return run_batch(self.base, self.profile, [point])
+
+
+class PoolSession(Session):
+    """A process pool kept for the whole search; workers die with the parent (:func:`die_with_parent`)."""
+
+    def __init__(self, base: dict, profile: str | None, workers: int):
+        self.base, self.profile, self.slots = base, profile, workers
+        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent)
+        self.pending: set = set()
+        for _ in range(workers):  # start the workers (imports, profile) while the caller computes bounds
+            self.pending.add(self.pool.submit(_warm, profile))
+
+    def submit(self, point: Point) -> None:
+        self.pending.add(self.pool.submit(run_batch, self.base, self.profile, [point]))
+        self.in_flight += 1
+
+    def finished(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        while not rows:
+            done, self.pending = wait(self.pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                result = future.result()
+                if isinstance(result, list):
+                    rows.extend(result)
+                    self.in_flight -= 1
+        return rows
+
+    def close(self) -> None:
+        for future in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RaySession(Session):
+    def __init__(self, base: dict, profile: str | None, workers: int | None, address: str | None):
+        import ray
+
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            runtime_env = {"py_modules": _packages()}
+            if address:
+                ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
+            else:
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+        self.slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.remote = ray.remote(num_cpus=1)(run_batch)
+        self.base_ref = ray.put(base)
+        self.profile = profile
+        self.pending: list = []
+
+    def submit(self, point: Point) -> None:
+        self.pending.append(self.remote.remote(self.base_ref, self.profile, [point]))
+        self.in_flight += 1
+
+    def finished(self) -> list[dict[str, Any]]:
+        done, self.pending = self.ray.wait(self.pending, num_returns=1)
+        rows = []
+        for ref in done:
+            try:
+                rows.extend(self.ray.get(ref))
+            except self.ray.exceptions.RayError as err:
+                cause = str(err).strip().splitlines()[-1]
+                raise ScenarioError(f"--executor ray: a task failed on the cluster: {cause}") from None
+            self.in_flight -= 1
+        return rows
+
+    def close(self) -> None:
+        for ref in self.pending:
+            self.ray.cancel(ref)
+        if self.started:
+            self.ray.shutdown()
+
+
 def _packages() -> list:
     import calibration
     import simulator
@@ -94,13 +227,17 @@ class LocalExecutor(Executor):
 
     name = "local"
 
+    def session(self, base, profile):
+        workers = self.workers or os.cpu_count() or 1
+        return InProcessSession(base, profile) if workers == 1 else PoolSession(base, profile, workers)
+
     def run(self, base, profile, points):
         workers = self.workers or os.cpu_count() or 1
         if workers == 1 or len(points) <= 1:
             for batch in _batches(points, 1):
                 yield from run_batch(base, profile, batch)
             return
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
             batches = _batches(points, self.batch_size(len(points), workers))
             pending = {pool.submit(run_batch, base, profile, batch) for batch in batches}
             try:
@@ -127,6 +264,9 @@ class RayExecutor(Executor):
             import ray  # noqa: F401
         except ImportError:
             raise ScenarioError("--executor ray needs Ray: pip install 'moesim[ray]'") from None
+
+    def session(self, base, profile):
+        return RaySession(base, profile, self.workers, self.address)
 
     def run(self, base, profile, points):
         import ray

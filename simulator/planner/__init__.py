@@ -1,0 +1,1 @@
+"""Capacity planning: the search space, priced lower bounds, branch-and-bound search and its answer."""
