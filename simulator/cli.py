@@ -195,12 +195,13 @@ def main() -> None:
         from click import exceptions as click
 
     try:
-        rc = app(standalone_mode=False)
+        rc = app(standalone_mode=False, prog_name="moesim")
     except click.NoArgsIsHelpError:
         rc = 0
     except click.UsageError as err:  # a bad flag or value, as click words it, on one line
         hint = f" (see moesim {err.ctx.command_path.partition(' ')[2]} --help)".replace("  ", " ") if err.ctx else ""
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(one_line(err.format_message()))}{escape(hint)}",
+        message = err.format_message().replace("Value error, ", "")  # typer checks values with pydantic
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(one_line(message))}{escape(hint)}",
                                    highlight=False, soft_wrap=True)
         rc = 2
     except typer.Abort:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from simulator.memory import GB, state_bytes
 from simulator.schedules import SCHEDULES
@@ -26,6 +26,7 @@ from workloads.loader import validate
 from simulator.simulate import SECONDS_PER_DAY
 from workloads.model import build_stages, parameter_counts
 from workloads.presets import preset_data, preset_names
+from workloads import quantities as q
 
 TOKEN_SUFFIXES = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15}
 DAY_UNITS = {"h": 1 / 24, "d": 1.0, "w": 7.0}
@@ -37,7 +38,10 @@ def parse_tokens(text: str) -> float:
     if not match or float(match[1]) <= 0:
         raise ScenarioError(f"--tokens {text!r}: expected a positive number with an optional K/M/B/T suffix, "
                             "e.g. 14.8T")
-    return float(match[1]) * TOKEN_SUFFIXES[match[2].upper()]
+    try:
+        return q.TOKENS(float(match[1]) * TOKEN_SUFFIXES[match[2].upper()])
+    except ValueError as err:
+        raise ScenarioError(f"--tokens {text!r}: {err}") from None
 
 
 def parse_days(text: str, option: str = "--deadline") -> float:
@@ -45,7 +49,10 @@ def parse_days(text: str, option: str = "--deadline") -> float:
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([hdw]?)\s*", text, flags=re.IGNORECASE)
     if not match or float(match[1]) <= 0:
         raise ScenarioError(f"{option} {text!r}: expected a positive duration such as 60d, 8w or 720h")
-    return float(match[1]) * DAY_UNITS[(match[2] or "d").lower()]
+    try:
+        return q.DAYS(float(match[1]) * DAY_UNITS[(match[2] or "d").lower()])
+    except ValueError as err:
+        raise ScenarioError(f"{option} {text!r}: {err} days") from None
 
 
 def model_presets() -> dict[str, str]:
@@ -74,12 +81,12 @@ class PlanRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tokens: PositiveFloat
+    tokens: q.TOKENS.field()
     gpu: str
-    deadline_days: PositiveFloat | None = None
-    budget_usd: PositiveFloat | None = None
-    price_per_gpu_hour: PositiveFloat = 2.0
-    max_gpus: PositiveInt = 4096
+    deadline_days: q.DAYS.field() | None = None
+    budget_usd: q.USD.field() | None = None
+    price_per_gpu_hour: q.USD_PER_HOUR.field() = 2.0
+    max_gpus: q.GPU_COUNT.field() = 4096
     gpu_counts: list[PositiveInt] | None = None
     tp: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 8])
     pp: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 8, 16])

@@ -11,6 +11,7 @@ from calibration.profile import Profile, load_profile
 from simulator.cohorts import full_layout
 from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.faults import rank_slowdowns, run_goodput
+from simulator.limits import check_pipeline
 from simulator.memory import check_fits, rank_memory
 from simulator.metrics import pipeline_breakdowns
 from simulator.network import AnalyticNetwork
@@ -134,6 +135,8 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
     cost_model = CostModel(profile, scenario.cluster.gpu)
     network = make_network(scenario)
     par = scenario.parallelism
+    check_pipeline(par.pp, scenario.micro_batches, par.virtual_stages,
+                   "lower parallelism.global_batch or raise dp·micro_batch_size")
     schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)
     pricer = (pricer_factory or Pricer)(scenario, cost_model, network, schedule.stage_rank)
     stages = build_stages(scenario)
@@ -150,6 +153,9 @@ def simulate(scenario: Scenario, profile: Profile | None = None, keep_timeline: 
 
     full = scenario.run.fidelity == "full"
     layout = full_layout(scenario, full_units, expert_time_ratios(pricer, stages)) if full else None
+    if layout is not None:
+        check_pipeline(par.pp, scenario.micro_batches, par.virtual_stages, "use run.fidelity=representative or "
+                       "fewer micro-batches", max(1, len(layout.units) // par.pp))
     timeline = PipelineEngine(schedule, prices, send_s, tail, compute_slowdown=None if full else
                               rank_slowdowns(scenario), layout=layout).run()
     breakdowns, rows = pipeline_breakdowns(timeline, [p.activation_bytes for p in prices], par.pp)

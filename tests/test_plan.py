@@ -161,7 +161,7 @@ def test_plan_cli_json_and_table(runner):
     (["--gpu", "a100"], "--gpu 'a100' is unknown; known: h100, h200, h800"),
     (["--model", "gpt-5"], "--model 'gpt-5' is unknown"),
     (["--tp", "1,x"], "--tp '1,x': expected comma-separated whole numbers"),
-    (["--budget-usd", "-5"], "--budget-usd -5: must be positive"),
+    (["--budget-usd", "-5"], "'--budget-usd': must be > 0, got -5"),
     (["--schedules", "zigzag"], "unknown schedule 'zigzag'"),
 ])
 def test_plan_cli_bad_input(runner, args, message):

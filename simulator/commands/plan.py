@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from simulator.cli import INPUT_ERRORS, app, console, fail
+from workloads import quantities as q
 
 
 def _ints(text: Optional[str], option: str) -> Optional[list[int]]:
@@ -21,8 +22,8 @@ def _ints(text: Optional[str], option: str) -> Optional[list[int]]:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         fail(f"{option} {text!r}: expected comma-separated whole numbers, e.g. 1,2,4")
-    if not values or min(values) < 1:
-        fail(f"{option} {text!r}: give at least one positive whole number")
+    if not values or min(values) < 1 or max(values) > 1_000_000:
+        fail(f"{option} {text!r}: give whole numbers from 1 to 1,000,000")
     return values
 
 
@@ -32,17 +33,21 @@ def plan(model: str = typer.Option(..., "--model", "-m", help="Model: deepseek-v
          tokens: str = typer.Option(..., "--tokens", "-t", help="Token budget, e.g. 14.8T."),
          gpu: str = typer.Option("h800", "--gpu", "-g", help="GPU kind: h800, h100 or h200."),
          deadline: Optional[str] = typer.Option(None, "--deadline", help="Finish within, e.g. 60d, 8w, 720h."),
-         budget_usd: Optional[float] = typer.Option(None, "--budget-usd", help="Most to spend on GPU-hours (USD)."),
-         price: float = typer.Option(2.0, "--price-per-gpu-hour", help="USD per GPU-hour."),
-         max_gpus: int = typer.Option(4096, "--max-gpus", help="Largest cluster to consider."),
+         budget_usd: Optional[float] = typer.Option(None, "--budget-usd", parser=q.USD.parser(),
+                                                    help="Most to spend on GPU-hours (USD)."),
+         price: float = typer.Option(2.0, "--price-per-gpu-hour", parser=q.USD_PER_HOUR.parser(),
+                                     help="USD per GPU-hour."),
+         max_gpus: int = typer.Option(4096, "--max-gpus", parser=q.GPU_COUNT.parser(),
+                                      help="Largest cluster to consider."),
          gpus: Optional[str] = typer.Option(None, "--gpus", help="Only these GPU counts, e.g. 1024,2048."),
          tp: Optional[str] = typer.Option(None, "--tp", help="Tensor-parallel sizes to try (default 1,2,4,8)."),
          pp: Optional[str] = typer.Option(None, "--pp", help="Pipeline sizes to try (default 1,2,4,8,16)."),
          mbs: Optional[str] = typer.Option(None, "--micro-batch-sizes", help="Micro-batch sizes (default 1,2)."),
          schedules: Optional[str] = typer.Option(None, "--schedules", help="Schedules (default: all registered)."),
          objective: str = typer.Option("time", "--objective", help="Rank by time or cost."),
-         top: int = typer.Option(5, "--top", help="How many plans to show."),
-         workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Parallel simulations (default: cores)."),
+         top: int = typer.Option(5, "--top", min=1, max=100_000, help="How many plans to show."),
+         workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, max=1024,
+                                               help="Parallel simulations (default: cores)."),
          as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON.")) -> None:
     """Search GPU counts and layouts that fit in memory; rank by time and cost; show the time/cost Pareto front."""
     from simulator.plan import (PlanRequest, pareto_front, parse_days, parse_tokens, plan_base, ranked,
@@ -55,10 +60,6 @@ def plan(model: str = typer.Option(..., "--model", "-m", help="Model: deepseek-v
         fail(f"--gpu {gpu!r} is unknown; known: {', '.join(sorted(gpu_catalog()))}")
     if objective not in ("time", "cost"):
         fail(f"--objective {objective!r}: choose time or cost")
-    for value, option in ((budget_usd, "--budget-usd"), (price, "--price-per-gpu-hour"), (max_gpus, "--max-gpus"),
-                          (top, "--top")):
-        if value is not None and value <= 0:
-            fail(f"{option} {value:g}: must be positive")
     try:
         names = [s.strip() for s in schedules.split(",") if s.strip()] if schedules else None
         for name in names or []:

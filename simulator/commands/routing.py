@@ -16,7 +16,7 @@ from simulator.cli import (FORCE_OPT, INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFIL
 from workloads.files import write_atomic
 
 SAVE_OPT = typer.Option(None, "--save", help="Write the sampled expert ids (tokens × layers × top_k) as .npy.")
-TOP_OPT = typer.Option(8, "--top", help="How many of the busiest GPUs to list.")
+TOP_OPT = typer.Option(8, "--top", min=1, max=100_000, help="How many of the busiest GPUs to list.")
 
 
 @app.command()

@@ -31,7 +31,8 @@ def cluster_graph(scenario: Scenario):
         spec = make_spec(net.topology, radix=net.switch_radix, planes=net.planes,
                          oversubscription=max(1.0, net.oversubscription), gpus=cl.gpus,
                          gpus_per_node=cl.node.gpus_per_node, nics_per_node=cl.node.nics_per_node,
-                         nic_gbps=net.nic_gbps, switch_gbps=net.nic_gbps, nvlink_gbps=cl.gpu.nvlink_gbps)
+                         nic_gbps=net.nic_gbytes_per_s, switch_gbps=net.nic_gbytes_per_s,
+                         nvlink_gbps=cl.gpu.nvlink_gbps)
         return build(spec)
     except TopologyError as err:
         raise ScenarioError(f"cluster.network: {err}") from None
