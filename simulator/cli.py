@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Optional
 
@@ -14,6 +13,7 @@ from rich.table import Table
 
 from simulator.schedules import ScheduleError
 from workloads.errors import ScenarioError, one_line
+from workloads.files import check_target
 from workloads.loader import load_scenario
 from workloads.presets import preset_names, preset_text
 
@@ -53,18 +53,18 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
              report: Optional[str] = REPORT_OPT, trace: Optional[str] = TRACE_OUT_OPT,
              force: bool = FORCE_OPT, samples: Optional[int] = SAMPLES_OPT) -> None:
     """Simulate one training step and report step time, throughput, MFU, per-stage breakdown and memory."""
-    from calibration.profile import load_profile
+    from simulator.profile_input import user_profile
     from simulator.report import result_payload, write_report
     from simulator.export import check_trace_target, write_chrome_trace
     from simulator.simulate import simulate as run_simulation
 
-    if report and os.path.exists(report) and not force:
-        fail(f"--report {report} exists; pass --force to overwrite it")
     try:
+        if report:  # before simulating: a run must not end on a target it cannot write
+            check_target(report, force, "--report")
         sc = load_scenario(scenario, preset, (set_ or []) + ([f"run.samples={samples}"] if samples else []))
         if trace:
             check_trace_target(trace, force)
-        prof = load_profile(profile)
+        prof = user_profile(profile)
         result = run_simulation(sc, prof, keep_timeline=timeline or bool(report) or bool(trace))
         if sc.run.samples > 1:
             result.samples = sample_with_progress(sc, prof, as_json)
@@ -72,8 +72,6 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
             write_chrome_trace(result.timeline, trace, force, sc.name, sc.cluster.gpu)
     except INPUT_ERRORS as err:
         fail(str(err))
-    except (OSError, ValueError, KeyError) as err:  # an unreadable or invalid profile file
-        fail(f"--profile {profile}: {err}".splitlines()[0])
     if report:
         try:
             write_report(result, report, sc, force=force)

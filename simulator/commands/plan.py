@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from simulator.cli import INPUT_ERRORS, app, console, fail
+from simulator.processes import Terminated, interrupt_exit_code, sigterm_as_interrupt
 from workloads import quantities as q
 
 
@@ -87,8 +88,13 @@ def plan(model: str = typer.Option(..., "--model", "-m", help="Model: deepseek-v
             progress.advance(task)
             yield row
 
-    with progress:
-        candidates = search(base, request, run_points)
+    try:
+        with sigterm_as_interrupt(), progress:
+            candidates = search(base, request, run_points)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the workers are stopped; a partial plan is no plan
+        what = "terminated" if isinstance(err, Terminated) else "interrupted"
+        console.print(f"[yellow]{what}[/]: no plan (the search did not finish)", highlight=False)
+        raise typer.Exit(interrupt_exit_code(err)) from None
     best = ranked(candidates, request.objective)
     front = pareto_front(candidates)
     if as_json:

@@ -54,12 +54,24 @@ def check_rows(rows: list[dict], source: str) -> None:
         raise ScenarioError(f"{source}: the sweep has no rows")
     if not all(isinstance(r, dict) for r in rows):
         raise ScenarioError(f"{source}: a sweep is a list of rows (objects of column: value)")
-    if STEP not in rows[0]:
+    if not any(STEP in r for r in rows):
         raise ScenarioError(f"{source}: a sweep needs a {STEP!r} column; it has {', '.join(list(rows[0])[:12])}")
+    # The charted columns hold numbers or nothing (a failed layout's row leaves them empty); anything else is a
+    # damaged file, named by row and column rather than drawn as nonsense.
+    for column in (STEP, GPUS, cost_column(rows)):
+        for i, row in enumerate(rows):
+            value = row.get(column) if column else None
+            if value not in ("", None) and not _valid(value):
+                raise ScenarioError(f"{source}: row {i + 1}: {column}={value!r} is not a finite number; "
+                                    "fix the cell or leave it empty")
+    if not any(_valid(r.get(STEP)) for r in rows):
+        why = next((f" (first reason: {r['reason']})" for r in rows if r.get("reason")), "")
+        raise ScenarioError(f"{source}: none of its {len(rows)} rows has a {STEP}: every layout failed{why}; "
+                            "nothing to chart")
 
 
 def cost_column(rows: list[dict]) -> str | None:
-    return next((c for c in COST_CANDIDATES if c in rows[0]), None)
+    return next((c for c in COST_CANDIDATES if any(c in r for r in rows)), None)
 
 
 def _valid(value) -> bool:
@@ -92,9 +104,10 @@ def layout_text(row: dict) -> str:
 
 def scatter_figure(rows: list[dict]) -> go.Figure:
     """Step time vs GPUs (or row index), coloured by cost when there is one; the Pareto front drawn as a line."""
-    x_key = GPUS if GPUS in rows[0] else None
     cost = cost_column(rows)
     usable = [i for i, r in enumerate(rows) if _valid(r.get(STEP))]
+    x_key = GPUS if all(_valid(rows[i].get(GPUS)) for i in usable) else None
+    cost = cost if cost and all(_valid(rows[i].get(cost)) for i in usable) else None
     xs = [rows[i][x_key] if x_key else i for i in usable]
     objectives = [STEP] + ([x_key] if x_key else []) + ([cost] if cost else [])
     front = set(pareto_front(rows, objectives))

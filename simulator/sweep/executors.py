@@ -15,6 +15,7 @@ from typing import Any
 
 from workloads.errors import ScenarioError
 
+from simulator.processes import die_with_parent, stop_workers
 from simulator.sweep.row import error_row, run_point
 from simulator.sweep.spec import Point
 
@@ -97,17 +98,21 @@ class LocalExecutor(Executor):
             for batch in _batches(points, 1):
                 yield from run_batch(base, profile, batch)
             return
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),))
+        finished = False
+        try:
             batches = _batches(points, self.batch_size(len(points), workers))
             pending = {pool.submit(run_batch, base, profile, batch) for batch in batches}
-            try:
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        yield from future.result()
-            finally:  # interrupted: do not wait for queued batches
-                for future in pending:
-                    future.cancel()
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield from future.result()
+            finished = True
+        finally:  # interrupted (Ctrl-C, SIGTERM, a dead worker): stop the workers now, do not wait for them
+            if finished:
+                pool.shutdown(wait=True)
+            else:
+                stop_workers(pool)
 
 
 @register
