@@ -157,3 +157,8 @@ GPU_COUNT = Rule(ge=1, le=1_000_000, integer=True)
 USD = Rule(gt=0, le=1e15)
 USD_PER_HOUR = Rule(gt=0, le=1e6)
 BYTES = Rule("B", ge=0, le=1e18)
+# Model sizes: far above any published model (DeepSeek-V3: 61 layers, hidden 7168, 256 experts), low enough that
+# building per-layer operations stays instant; a typo such as layers=100000000 is refused, not built.
+LAYERS = Rule(ge=1, le=10_000, integer=True)
+WIDTH = Rule(ge=1, le=10_000_000, integer=True)  # hidden, FFN, vocabulary, heads, expert counts
+SEQUENCE = Rule(ge=1, le=100_000_000, integer=True)

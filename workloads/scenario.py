@@ -78,7 +78,7 @@ class NetworkSpec(_Strict):
 
 
 class Cluster(_Strict):
-    gpus: PositiveInt
+    gpus: q.GPU_COUNT.field()
     gpu: GpuSpec
     node: NodeSpec = NodeSpec()
     network: NetworkSpec = NetworkSpec()
@@ -126,10 +126,10 @@ class Attention(_Strict):
 class MoE(_Strict):
     """Routed + shared experts; ``groups``/``groups_per_token`` give group-limited (node-limited) routing."""
 
-    routed_experts: PositiveInt
-    shared_experts: Annotated[int, Field(ge=0)] = 0
-    top_k: PositiveInt
-    expert_intermediate: PositiveInt
+    routed_experts: q.WIDTH.field()
+    shared_experts: Annotated[int, Field(ge=0, le=10_000)] = 0
+    top_k: q.WIDTH.field()
+    expert_intermediate: q.WIDTH.field()
     shared_intermediate: PositiveInt | None = None
     first_dense_layers: Annotated[int, Field(ge=0)] = 0
     groups: PositiveInt = 1
@@ -151,13 +151,13 @@ class MoE(_Strict):
 
 class Model(_Strict):
     name: str
-    layers: PositiveInt
-    hidden: PositiveInt
-    vocab: PositiveInt
-    ffn_intermediate: PositiveInt  # dense FFN (SwiGLU); in an MoE model, of its dense layers
+    layers: q.LAYERS.field()
+    hidden: q.WIDTH.field()
+    vocab: q.WIDTH.field()
+    ffn_intermediate: q.WIDTH.field()  # dense FFN (SwiGLU); in an MoE model, of its dense layers
     attention: Attention
     moe: MoE | None = None
-    mtp_depth: Annotated[int, Field(ge=0)] = 0
+    mtp_depth: Annotated[int, Field(ge=0, le=100)] = 0
     tied_embeddings: bool = False
 
     @model_validator(mode="after")
@@ -178,8 +178,8 @@ class Parallelism(_Strict):
     virtual_stages: PositiveInt = 1
     zero_stage: Literal[0, 1, 2, 3] = 1
     micro_batch_size: PositiveInt = 1  # sequences per micro-batch
-    global_batch: PositiveInt  # sequences per optimizer step
-    seq_len: PositiveInt
+    global_batch: PositiveInt  # sequences per optimizer step (micro-batches are guarded in simulator.limits)
+    seq_len: q.SEQUENCE.field()
     # Transformer layers per pipeline stage (pp × virtual_stages entries); default: an even split.
     stage_layers: list[Annotated[int, Field(ge=0)]] | None = None
 

@@ -21,7 +21,9 @@ COST_CANDIDATES = ("cost_usd", "cost", "gpu_hours_per_trillion_tokens", "gpu_hou
 LAYOUT_HINTS = ("schedule", "dp", "tp", "pp", "ep", "cp", "virtual_stages", "micro_batch_size", "gpu", "topology")
 
 
-def _number(text: str):
+def _number(text: str | None):
+    if text is None:  # a row shorter than the header
+        return ""
     for convert in (int, float):
         try:
             return convert(text)
