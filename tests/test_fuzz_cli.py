@@ -5,7 +5,7 @@ Every generated input must end in one of three ways: success (exit 0; plan may e
 every constraint"), or exit 2 with exactly one line on stderr starting ``error:``. Never a traceback, a
 numpy warning, another exit code, or an output file left behind (whole or half-written) by a failed run.
 Seeds are fixed (``derandomize``) so a CI run is repeatable; each example has a deadline, so a hang fails.
-1,085 inputs in all (the max_examples below), about a minute on 2 cores.
+1,045 inputs in all (the max_examples below), about a minute on 2 cores.
 """
 
 from __future__ import annotations
