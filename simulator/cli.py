@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Optional
 
@@ -207,6 +208,13 @@ def main() -> None:
     except INPUT_ERRORS as err:  # raised outside a command's own handling
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         rc = 2
+    except Exception as err:  # a bug, not bad input: one line and EX_SOFTWARE; the traceback on request
+        if os.environ.get("MOESIM_TRACEBACK"):
+            raise
+        Console(stderr=True).print(f"[bold red]internal error[/] (a bug in moesim, please report it): "
+                                   f"{escape(one_line(f'{type(err).__name__}: {err}'))[:300]}; rerun with "
+                                   "MOESIM_TRACEBACK=1 for the traceback", highlight=False, soft_wrap=True)
+        rc = 70
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

@@ -211,3 +211,16 @@ def test_every_command_refuses_a_missing_output_folder(tmp_path, tiny):
     assert not (tmp_path / "no").exists()
     with pytest.raises(ScenarioError, match="create it first"):
         write_atomic(missing / "x.json", "x")
+
+
+def test_a_bug_is_one_line_and_exit_70_not_a_traceback(monkeypatch):
+    """The last line of defence: an exception no input check caught (a bug) is still one line, exit 70."""
+    from simulator.commands import schedule
+
+    def broken(*_):
+        raise ZeroDivisionError("float division by zero")
+    monkeypatch.setattr(schedule, "_run_uniform", broken)
+    monkeypatch.delenv("MOESIM_TRACEBACK", raising=False)
+    code, _, err = run_cli(["schedule", "1f1b"])
+    assert code == 70 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("internal error") and "ZeroDivisionError: float division by zero" in err
