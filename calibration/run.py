@@ -36,14 +36,21 @@ BUDGETS = {
 }
 
 
+# A VM may report its host's whole L3 (480 MB seen), which would size the copy's buffers and their random fill
+# (16× the cache in all) at 18 GB. One core reaches at most one CCD's L3 on AMD (96 MB with 3D V-Cache, EPYC
+# 9684X datasheet), so 96 MB bounds what must be overflowed and keeps the copy within ~1.5 GB.
+MAX_CPU_CACHE_BYTES = 96 << 20
+
+
 def cache_bytes(torch, device: str) -> float:
-    """The last-level cache to overflow with rotating buffers (GPU L2; CPU L3, 32 MB if unreadable)."""
+    """The last-level cache to overflow with rotating buffers (GPU L2; CPU L3 up to 96 MB, 32 MB if
+    unreadable)."""
     if device == "cuda":
         return float(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20))
     for index in (3, 2):
         try:
             text = Path(f"/sys/devices/system/cpu/cpu0/cache/index{index}/size").read_text().strip()
-            return float(text[:-1]) * {"K": 1 << 10, "M": 1 << 20}[text[-1]]
+            return min(float(text[:-1]) * {"K": 1 << 10, "M": 1 << 20}[text[-1]], float(MAX_CPU_CACHE_BYTES))
         except (OSError, ValueError, KeyError):
             continue
     return float(32 << 20)
@@ -106,7 +113,11 @@ def run_calibration(device: str = "cpu", quick: bool = False, ops: list[str] | N
         runs = [(case, threads[0]) for case in cases]
         runs += [(c, t) for t in threads[1:] for c in cases if c.op == "gemm"]
         torch.set_num_threads(threads[0])
-    copy_tbps = streaming_copy_tbps(torch, timer, device, int(max(4 * cache, 64 << 20)))
+    try:
+        copy_tbps = streaming_copy_tbps(torch, timer, device, int(max(4 * cache, 64 << 20)))
+    except RuntimeError as err:  # out of memory (a capped container): a one-line error, not a traceback
+        raise ValueError(f"the streaming-copy benchmark ({2 * max(4 * cache, 64 << 20) / 1e9:.1f} GB of buffers) "
+                         f"failed: {str(err).splitlines()[0][:160]}") from None
     if device == "cpu":
         peaks["hbm_tbps"] = copy_tbps  # a VM exposes no memory specification: the measured copy is the peak
     fp8, fp8_grouped = Fp8Gemm(torch, device), Fp8GroupedGemm(torch, device)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from simulator.schedules import ScheduleError
 from workloads.errors import ScenarioError, one_line
+from workloads.files import check_target
 from workloads.loader import load_scenario
 from workloads.presets import preset_names, preset_text
 
@@ -57,18 +58,18 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
              force: bool = FORCE_OPT, samples: Optional[int] = SAMPLES_OPT,
              op_classes: bool = OP_CLASSES_OPT) -> None:
     """Simulate one training step and report step time, throughput, MFU, per-stage breakdown and memory."""
-    from calibration.profile import load_profiles
+    from simulator.profile_input import user_profile
     from simulator.report import result_payload, write_report
     from simulator.export import check_trace_target, write_chrome_trace
     from simulator.simulate import simulate as run_simulation
 
-    if report and os.path.exists(report) and not force:
-        fail(f"--report {report} exists; pass --force to overwrite it")
     try:
+        if report:  # before simulating: a run must not end on a target it cannot write
+            check_target(report, force, "--report")
         sc = load_scenario(scenario, preset, (set_ or []) + ([f"run.samples={samples}"] if samples else []))
         if trace:
             check_trace_target(trace, force)
-        prof = load_profiles(profile, sc.cluster.gpu.name)
+        prof = user_profile(profile)
         result = run_simulation(sc, prof, keep_timeline=timeline or bool(report) or bool(trace))
         if sc.run.samples > 1:
             result.samples = sample_with_progress(sc, prof, as_json)
@@ -76,8 +77,6 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
             write_chrome_trace(result.timeline, trace, force, sc.name, sc.cluster.gpu)
     except INPUT_ERRORS as err:
         fail(str(err))
-    except (OSError, ValueError, KeyError) as err:  # an unreadable or invalid profile file
-        fail(f"--profile {profile}: {err}".splitlines()[0])
     if report:
         try:
             write_report(result, report, sc, force=force)
@@ -220,12 +219,13 @@ def main() -> None:
         from click import exceptions as click
 
     try:
-        rc = app(standalone_mode=False)
+        rc = app(standalone_mode=False, prog_name="moesim")
     except click.NoArgsIsHelpError:
         rc = 0
     except click.UsageError as err:  # a bad flag or value, as click words it, on one line
         hint = f" (see moesim {err.ctx.command_path.partition(' ')[2]} --help)".replace("  ", " ") if err.ctx else ""
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(one_line(err.format_message()))}{escape(hint)}",
+        message = err.format_message().replace("Value error, ", "")  # typer checks values with pydantic
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(one_line(message))}{escape(hint)}",
                                    highlight=False, soft_wrap=True)
         rc = 2
     except typer.Abort:
@@ -233,6 +233,13 @@ def main() -> None:
     except INPUT_ERRORS as err:  # raised outside a command's own handling
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         rc = 2
+    except Exception as err:  # a bug, not bad input: one line and EX_SOFTWARE; the traceback on request
+        if os.environ.get("MOESIM_TRACEBACK"):
+            raise
+        Console(stderr=True).print(f"[bold red]internal error[/] (a bug in moesim, please report it): "
+                                   f"{escape(one_line(f'{type(err).__name__}: {err}'))[:300]}; rerun with "
+                                   "MOESIM_TRACEBACK=1 for the traceback", highlight=False, soft_wrap=True)
+        rc = 70
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

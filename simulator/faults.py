@@ -41,7 +41,8 @@ def run_goodput(scenario: Scenario, days_without_failures: float) -> Goodput:
         per_param = DTYPE_BYTES[tr.weight_dtype] + 2 * DTYPE_BYTES[tr.optimizer_moment_dtype]
         per_param += DTYPE_BYTES["fp32"] if tr.master_weights else 0
         nodes = -(-cluster.gpus // cluster.node.gpus_per_node)
-        checkpoint_s = checkpoint_seconds((counts.total + counts.mtp) * per_param / nodes, rel.storage_gbps_per_node)
+        checkpoint_s = checkpoint_seconds((counts.total + counts.mtp) * per_param / nodes,
+                                          rel.storage_gbytes_per_s_per_node)
     interval_h = rel.checkpoint_interval_min / 60.0 if rel.checkpoint_interval_min else None
     return expected_goodput(days_without_failures, cluster.gpus, cluster.node.gpus_per_node, rel.gpu_mtbf_hours,
                             rel.node_mtbf_hours, checkpoint_s, rel.restart_s, interval_h)

@@ -11,6 +11,7 @@ from calibration.profile import Profile, load_profiles
 from simulator.cohorts import full_layout
 from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.faults import rank_slowdowns, run_goodput
+from simulator.limits import check_pipeline
 from simulator.memory import check_fits, rank_memory
 from simulator.metrics import pipeline_breakdowns
 from simulator.network import AnalyticNetwork, NetworkModel, TimeSharedNetwork
@@ -151,6 +152,8 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
     cost_model = cost_model_for(scenario, profile)
     network = make_network(scenario)
     par = scenario.parallelism
+    check_pipeline(par.pp, scenario.micro_batches, par.virtual_stages,
+                   "lower parallelism.global_batch or raise dp·micro_batch_size")
     schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)
     pricer = (pricer_factory or Pricer)(scenario, cost_model, network, schedule.stage_rank)
     stages = build_stages(scenario)
@@ -171,6 +174,9 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
     shared = network if isinstance(network, TimeSharedNetwork) else None
     units = "classes" if shared is not None else full_units
     layout = full_layout(scenario, units, expert_time_ratios(pricer, stages)) if full else None
+    if layout is not None:
+        check_pipeline(par.pp, scenario.micro_batches, par.virtual_stages, "use run.fidelity=representative or "
+                       "fewer micro-batches", max(1, len(layout.units) // par.pp))
     timeline = PipelineEngine(schedule, prices, send_s, tail, compute_slowdown=None if full else
                               rank_slowdowns(scenario), layout=layout, network=shared,
                               send_comm=send_comm if shared is not None else None).run()

@@ -15,7 +15,7 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.f
 values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                        st.dictionaries(st.text(max_size=8), inner, max_size=4)),
                       max_leaves=12)
-FIELDS = ["cluster.gpus", "cluster.gpu", "cluster.network.nic_gbps", "model.layers", "model.moe",
+FIELDS = ["cluster.gpus", "cluster.gpu", "cluster.network.nic_gbytes_per_s", "model.layers", "model.moe",
           "model.attention.kind", "parallelism.pp", "parallelism.ep", "parallelism.stage_layers",
           "training.tokens", "training.precision.expert", "run.seed", "schedule", "faults.stragglers"]
 

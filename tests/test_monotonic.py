@@ -16,7 +16,7 @@ def step_s(preset: str, *overrides: str, profile=None) -> float:
 
 @pytest.mark.parametrize("preset", ["deepseek-v2-lite-h800", "mixtral-8x7b-h100"])
 def test_step_time_falls_as_nic_bandwidth_rises(preset):
-    times = [step_s(preset, f"cluster.network.nic_gbps={gbps}") for gbps in (12.5, 25.0, 50.0, 100.0)]
+    times = [step_s(preset, f"cluster.network.nic_gbytes_per_s={gbps}") for gbps in (12.5, 25.0, 50.0, 100.0)]
     assert times == sorted(times, reverse=True) and times[0] > times[-1]
 
 

@@ -241,7 +241,7 @@ def test_impossible_when_nothing_fits(runner):
     (["--gpu", "a100"], "--gpu 'a100' is unknown; known: h100, h200, h800"),
     (["--model", "gpt-5"], "--model 'gpt-5' is unknown"),
     (["--tp", "1,x"], "--tp '1,x': expected comma-separated whole numbers"),
-    (["--budget-usd", "-5"], "--budget-usd -5: must be positive"),
+    (["--budget-usd", "-5"], "'--budget-usd': must be > 0, got -5"),
     (["--schedules", "zigzag"], "unknown schedule 'zigzag'"),
     (["--global-batch", "10..5"], "--global-batch '10..5'"),
     (["--zero-stages", "4"], "--zero-stages '4'"),

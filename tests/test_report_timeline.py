@@ -176,9 +176,9 @@ def test_cli_compare_mixes_saved_results_and_files(runner, small, tmp_path):
     saved.write_text(json.dumps(result_payload(result, scenario)))
     spec = tmp_path / "fast.yaml"
     spec.write_text(runner.invoke(app, ["presets", "show", SMALL]).output)
-    out = runner.invoke(app, ["compare", str(saved), str(spec), "--set", "2:cluster.network.nic_gbps=100"])
+    out = runner.invoke(app, ["compare", str(saved), str(spec), "--set", "2:cluster.network.nic_gbytes_per_s=100"])
     assert out.exit_code == 0, out.output
-    assert "headline metrics" in out.output and "per stage: fast cluster.network.nic_gbps=100 − base" in out.output
+    assert "headline metrics" in out.output and "per stage: fast cluster.network.nic_gbytes_per_s=100 − base" in out.output
 
 
 @pytest.mark.parametrize("args, message", [

@@ -59,7 +59,7 @@ ERROR_CASES = [
     (["--set", "parallelism.ep=512"], "parallelism.ep=512 exceeds model.moe.routed_experts=256"),
     (["--set", "parallelism.dp=64"], "dp·tp·pp·cp"),
     (["--preset", "no-such-preset"], "unknown preset 'no-such-preset'"),
-    (["--set", "cluster.network.nic_gbps=-50"], "cluster.network.nic_gbps: Input should be greater than 0"),
+    (["--set", "cluster.network.nic_gbytes_per_s=-50"], "cluster.network.nic_gbytes_per_s: must be ≥ 0.001 GB/s"),
     (["--set", "parallelism.bogus=1"], "unknown key 'bogus'"),
     (["--set", "schedule=nonesuch"], "unknown schedule 'nonesuch'"),
     (["--set", "parallelism.global_batch=100"], "global_batch=100 must be a multiple"),

@@ -363,7 +363,7 @@ def test_schedule_command_text_errors_and_p2p(runner):
     assert slow["makespan"] == pytest.approx((6 + 3) * 3 + 2 * 3 * 0.25)
     for args, message in ((["dualpipe", "--pp", "7"], "even pp (got 7); set --pp"),
                           (["dualpipev", "--pp", "4", "-m", "6"], "≥ 2·pp = 8"),
-                          (["nonesuch"], "unknown schedule"), (["1f1b", "--f", "-1"], "--f=-1 must be ≥ 0"),
+                          (["nonesuch"], "unknown schedule"), (["1f1b", "--f", "-1"], "must be ≥ 0 s, got -1 s"),
                           (["1f1b", "--pp", "0"], "must be ≥ 1"), (["1f1b", "--set", "schedule=x"], "--set needs"),
                           (["1f1b", "--preset", "deepseek-v3-h800", "--pp", "4"], "use --set parallelism.pp")):
         result = runner.invoke(app, ["schedule", *args])

@@ -74,7 +74,7 @@ def test_spec_file_errors(tmp_path, runner):
         load_spec(bad)
     with pytest.raises(ScenarioError, match="not found"):
         load_spec(tmp_path / "missing.yaml")
-    with pytest.raises(ScenarioError, match="profile: .*nope.json' cannot be loaded"):
+    with pytest.raises(ScenarioError, match="profile file '.*nope.json' not found"):
         bad.write_text("base: {preset: deepseek-v2-lite-h800}\nprofile: nope.json\n")
         load_spec(bad)
     spec = tmp_path / "unknown-preset.yaml"

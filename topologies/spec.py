@@ -34,7 +34,7 @@ class FabricSpec(BaseModel):
     (a prime). Unset, they follow from the radix.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Kind
     radix: PositiveInt = 64

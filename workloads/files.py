@@ -21,8 +21,12 @@ def check_input(path: str | Path, max_bytes: int, what: str, hint: str = "",
     """The path of an existing file of at most ``max_bytes``, or a one-line ``error`` naming ``what`` (e.g.
     ``scenario file``), the file and the limit (with ``hint``, how to get under it)."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise error(f"{what} {str(path)!r} is a directory; give a file")
+    if not path.exists():
         raise error(f"{what} {str(path)!r} not found")
+    if not path.is_file():
+        raise error(f"{what} {str(path)!r} is not a regular file")
     size = path.stat().st_size
     if size > max_bytes:
         more = f"; {hint}" if hint else ""
@@ -32,19 +36,22 @@ def check_input(path: str | Path, max_bytes: int, what: str, hint: str = "",
 
 def check_target(path: str | Path, force: bool, flag: str = "--output") -> Path:
     """The path to write, or a one-line ScenarioError: it exists (without ``force``), is a folder, or its
-    folder is missing. ``flag`` names the option in the message."""
+    folder is missing. ``flag`` names the option in the message.
+
+    Every command refuses a missing output folder rather than creating it: a typo in a path should not
+    quietly grow a directory tree (the message names the folder, so ``mkdir -p`` is one step away)."""
     path = Path(path)
     if path.is_dir():
         raise ScenarioError(f"{flag} {path}: is a directory; give a file name")
     if path.exists() and not force:
         raise ScenarioError(f"{flag} {path}: the file exists; pass --force to overwrite it")
     if not path.parent.is_dir():
-        raise ScenarioError(f"{flag} {path}: directory {str(path.parent)!r} does not exist")
+        raise ScenarioError(f"{flag} {path}: directory {str(path.parent)!r} does not exist; create it first")
     return path
 
 
 def current_umask() -> int:
-    """The process umask (read by setting and restoring it: the only portable way)."""
+    """The process's umask (POSIX can only read it by setting it, so set it back at once)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -56,7 +63,9 @@ def write_atomic(path: str | Path, data: str | bytes, force: bool = False, flag:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a new file gets what the umask allows
+        # mkstemp creates the file 0600; give it the mode any other tool would: the old file's when replacing
+        # one, else 0666 less the umask.
+        os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as out:
             out.write(payload)
             out.flush()

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from workloads.errors import ScenarioError
 from workloads.files import check_input
 from workloads.presets import preset_data
-from workloads.scenario import Scenario
+from workloads.scenario import RENAMED, Scenario
 
 MAX_SCENARIO_BYTES = 1_000_000  # a scenario is a page of YAML; anything larger is refused, not parsed
 
@@ -65,6 +65,8 @@ def apply_override(data: dict, item: str) -> None:
     node = data
     for depth, part in enumerate(parts):
         fields = model.model_fields if model is not None else {}
+        if model is not None and part not in fields and part in RENAMED:
+            raise ScenarioError(f"--set {key}: {part} was {RENAMED[part]}")
         if model is not None and part not in fields:
             raise ScenarioError(
                 f"--set {key}: unknown key {part!r}; known at this level: {', '.join(fields)}"

@@ -101,19 +101,28 @@ def _balanced(inputs: RoutingInputs, tokens: int) -> np.ndarray:
     return ids[None]
 
 
+def zipf_log_popularity(experts: int, alpha: float, seed: int) -> np.ndarray:
+    """Log of each expert's share of picks ∝ 1/rank^alpha, ranks shuffled over expert ids by ``seed``.
+
+    Kept in logs so that a steep skew (alpha in the hundreds) stays finite: the shares of cold experts
+    underflow to 0, their logs do not."""
+    log_w = -alpha * np.log(np.arange(1, experts + 1, dtype=float))
+    log_w -= log_w.max() + np.log(np.exp(log_w - log_w.max()).sum())
+    rng = np.random.default_rng(seed + 1)
+    return log_w[rng.permutation(experts)]
+
+
 def zipf_popularity(experts: int, alpha: float, seed: int) -> np.ndarray:
     """Each expert's share of picks ∝ 1/rank^alpha, ranks shuffled over expert ids by ``seed``."""
-    weights = 1.0 / np.arange(1, experts + 1, dtype=float) ** alpha
-    rng = np.random.default_rng(seed + 1)
-    return (weights / weights.sum())[rng.permutation(experts)]
+    return np.exp(zipf_log_popularity(experts, alpha, seed))
 
 
 @register_routing("zipf")
 def _zipf(inputs: RoutingInputs, tokens: int) -> np.ndarray:
-    p = zipf_popularity(inputs.experts, inputs.zipf_alpha, inputs.seed)
+    log_p = zipf_log_popularity(inputs.experts, inputs.zipf_alpha, inputs.seed)
     rng = np.random.default_rng(inputs.seed)
     # Gumbel top-k: the k largest of log p + Gumbel noise are a draw without replacement ∝ p.
-    scores = np.log(p)[None, :] + rng.gumbel(size=(tokens, inputs.experts))
+    scores = log_p[None, :] + rng.gumbel(size=(tokens, inputs.experts))
     return group_limited_topk(scores, inputs.top_k, inputs.groups, inputs.groups_per_token)[None]
 
 

@@ -1,8 +1,10 @@
 """The Scenario: cluster + model + parallelism + schedule + training + run options.
 
 A scenario is plain, validated data (pydantic v2, strict, no unknown fields). Units are in the field names:
-``_gb`` gigabytes (1e9 bytes), ``_gbps`` gigabytes per second, ``_tbps`` terabytes per second, ``_tflops``
-1e12 FLOP/s, ``_us`` microseconds. Layout rules that need several sections at once (divisibility, EP against
+``_gb`` gigabytes (1e9 bytes), ``_gbytes_per_s`` gigabytes (not gigabits) per second, ``_tbps`` terabytes per
+second, ``_tflops`` 1e12 FLOP/s, ``_us`` microseconds. Numbers are checked by the shared rules of
+:mod:`workloads.quantities` (finite, in range; bandwidths and latencies also as strings with units, e.g.
+``nic_gbytes_per_s: 400Gb/s``). Layout rules that need several sections at once (divisibility, EP against
 the expert count, GPU totals) are checked in :func:`Scenario._check_layout`, so every error names one field.
 """
 
@@ -10,17 +12,34 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from topologies.gpus import gpu_spec
+from workloads import quantities as q
 
 Dtype = Literal["fp8", "bf16", "fp32"]
-NonNegFloat = Annotated[float, Field(ge=0)]
-Fraction = Annotated[float, Field(gt=0, le=1)]
+Fraction = q.FRACTION.field()
+# Fields renamed so that their unit cannot be misread; the old name gets this hint instead of "unknown field".
+RENAMED = {
+    "nic_gbps": "renamed nic_gbytes_per_s (gigaBYTES per second per NIC per direction); a 400 Gb/s NIC is "
+                "nic_gbytes_per_s: 50 or nic_gbytes_per_s: 400Gb/s",
+    "storage_gbps_per_node": "renamed storage_gbytes_per_s_per_node (gigaBYTES per second); a 400 Gb/s NIC is "
+                             "50 or 400Gb/s",
+}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    # allow_inf_nan=False: inf and nan are refused by every float field, whatever its other bounds.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict):
+            for old in data:
+                if old in RENAMED and old not in cls.model_fields:
+                    raise ValueError(f"{old} was {RENAMED[old]}")
+        return data
 
 
 class GpuSpec(_Strict):
@@ -28,12 +47,12 @@ class GpuSpec(_Strict):
 
     name: str
     sms: PositiveInt
-    bf16_tflops: PositiveFloat
-    fp8_tflops: PositiveFloat
-    hbm_gb: PositiveFloat
-    hbm_tbps: PositiveFloat
-    nvlink_gbps: PositiveFloat
-    l2_mb: PositiveFloat = 50.0
+    bf16_tflops: q.TFLOPS.field()
+    fp8_tflops: q.TFLOPS.field()
+    hbm_gb: q.MEMORY_GB.field()
+    hbm_tbps: q.TFLOPS.field()
+    nvlink_gbps: q.BANDWIDTH_GBYTES_PER_S.field()  # GB/s per direction (the catalogue's name)
+    l2_mb: q.MEMORY_GB.field() = 50.0
 
 
 class NodeSpec(_Strict):
@@ -47,19 +66,19 @@ class NetworkSpec(_Strict):
     topology: Literal["mpft", "mrft", "ft2", "ft3", "rail", "dragonfly", "slimfly"] = "mpft"
     planes: PositiveInt = 8
     switch_radix: PositiveInt = 64
-    nic_gbps: PositiveFloat = 50.0  # per NIC per direction: 400 Gb/s ConnectX-7 (hardware.md)
+    nic_gbytes_per_s: q.BANDWIDTH_GBYTES_PER_S.field() = 50.0  # per NIC per direction: 400 Gb/s CX-7 (hardware.md)
     # "Insights into DeepSeek-V3" §4.3: ~40 GB/s effective of 50 GB/s nominal IB per GPU.
     nic_efficiency: Fraction = 0.8
     # DeepSeek-V3 TR §3.2.2 / DeepEP README: ~160 GB/s achievable of 200 GB/s NVLink per direction on H800.
     nvlink_efficiency: Fraction = 0.8
     # "Insights" Table 5, 64-byte message end to end: IB 2.8 µs same leaf, 3.7 µs across leaves; NVLink 3.33 µs.
-    nic_latency_us: NonNegFloat = 3.7
-    nvlink_latency_us: NonNegFloat = 3.33
-    oversubscription: PositiveFloat = 1.0
+    nic_latency_us: q.LATENCY_US.field() = 3.7
+    nvlink_latency_us: q.LATENCY_US.field() = 3.33
+    oversubscription: q.OVERSUBSCRIPTION.field() = 1.0
 
 
 class Cluster(_Strict):
-    gpus: PositiveInt
+    gpus: q.GPU_COUNT.field()
     gpu: GpuSpec
     node: NodeSpec = NodeSpec()
     network: NetworkSpec = NetworkSpec()
@@ -107,10 +126,10 @@ class Attention(_Strict):
 class MoE(_Strict):
     """Routed + shared experts; ``groups``/``groups_per_token`` give group-limited (node-limited) routing."""
 
-    routed_experts: PositiveInt
-    shared_experts: Annotated[int, Field(ge=0)] = 0
-    top_k: PositiveInt
-    expert_intermediate: PositiveInt
+    routed_experts: q.WIDTH.field()
+    shared_experts: Annotated[int, Field(ge=0, le=10_000)] = 0
+    top_k: q.WIDTH.field()
+    expert_intermediate: q.WIDTH.field()
     shared_intermediate: PositiveInt | None = None
     first_dense_layers: Annotated[int, Field(ge=0)] = 0
     groups: PositiveInt = 1
@@ -132,13 +151,13 @@ class MoE(_Strict):
 
 class Model(_Strict):
     name: str
-    layers: PositiveInt
-    hidden: PositiveInt
-    vocab: PositiveInt
-    ffn_intermediate: PositiveInt  # dense FFN (SwiGLU); in an MoE model, of its dense layers
+    layers: q.LAYERS.field()
+    hidden: q.WIDTH.field()
+    vocab: q.WIDTH.field()
+    ffn_intermediate: q.WIDTH.field()  # dense FFN (SwiGLU); in an MoE model, of its dense layers
     attention: Attention
     moe: MoE | None = None
-    mtp_depth: Annotated[int, Field(ge=0)] = 0
+    mtp_depth: Annotated[int, Field(ge=0, le=100)] = 0
     tied_embeddings: bool = False
 
     @model_validator(mode="after")
@@ -159,8 +178,8 @@ class Parallelism(_Strict):
     virtual_stages: PositiveInt = 1
     zero_stage: Literal[0, 1, 2, 3] = 1
     micro_batch_size: PositiveInt = 1  # sequences per micro-batch
-    global_batch: PositiveInt  # sequences per optimizer step
-    seq_len: PositiveInt
+    global_batch: PositiveInt  # sequences per optimizer step (micro-batches are guarded in simulator.limits)
+    seq_len: q.SEQUENCE.field()
     # Transformer layers per pipeline stage (pp × virtual_stages entries); default: an even split.
     stage_layers: list[Annotated[int, Field(ge=0)]] | None = None
 
@@ -186,7 +205,7 @@ class Precision(_Strict):
 
 
 class Training(_Strict):
-    tokens: PositiveFloat  # token budget of the whole run
+    tokens: q.TOKENS.field()  # token budget of the whole run
     precision: Precision = Precision()
     dispatch_dtype: Dtype = "bf16"
     combine_dtype: Dtype = "bf16"
@@ -205,7 +224,7 @@ class Straggler(_Strict):
     """A GPU whose kernels run ``slowdown`` times longer than its peers' (thermal throttling, a bad part)."""
 
     gpu: Annotated[int, Field(ge=0)]  # global rank
-    slowdown: Annotated[float, Field(ge=1)]
+    slowdown: q.SLOWDOWN.field()
 
 
 class Reliability(_Strict):
@@ -213,13 +232,13 @@ class Reliability(_Strict):
 
     # Llama 3 paper (arXiv 2407.21783) §3.3.4: 419 unexpected interruptions in a 54-day snapshot on 16,384 H100
     # GPUs, i.e. 16,384 × 54 × 24 / 419 = 50,680 GPU-hours per interruption, all causes charged per GPU.
-    gpu_mtbf_hours: PositiveFloat = 50_680.0
-    node_mtbf_hours: PositiveFloat | None = None  # host-level failures, if counted apart from the GPUs
-    checkpoint_interval_min: PositiveFloat | None = None  # None: Young's optimum sqrt(2·C·MTBF)
-    checkpoint_s: NonNegFloat | None = None  # None: checkpoint bytes per node / storage bandwidth
+    gpu_mtbf_hours: q.HOURS.field() = 50_680.0
+    node_mtbf_hours: q.HOURS.field() | None = None  # host-level failures, if counted apart from the GPUs
+    checkpoint_interval_min: q.MINUTES.field() | None = None  # None: Young's optimum sqrt(2·C·MTBF)
+    checkpoint_s: q.SECONDS.field() | None = None  # None: checkpoint bytes per node / storage bandwidth
     # hardware.md: one more 400 Gb/s Ethernet NIC per DeepSeek node serves storage (50 GB/s).
-    storage_gbps_per_node: PositiveFloat = 50.0
-    restart_s: NonNegFloat = 0.0  # rescheduling + reloading; not published for these runs, so 0 unless given
+    storage_gbytes_per_s_per_node: q.BANDWIDTH_GBYTES_PER_S.field() = 50.0
+    restart_s: q.SECONDS.field() = 0.0  # rescheduling + reloading; not published for these runs, so 0 unless given
 
 
 class LinkFault(_Strict):
@@ -257,7 +276,7 @@ class Routing(_Strict):
     """
 
     name: str = "balanced"
-    zipf_alpha: NonNegFloat = 1.0
+    zipf_alpha: q.ROUTING_SKEW.field() = 1.0
     file: str | None = None
     gate_weights: str | None = None
     redundant_experts: Annotated[int, Field(ge=0)] = 0
@@ -281,7 +300,7 @@ class Run(_Strict):
     samples: Annotated[int, Field(ge=1, le=10_000)] = 1  # > 1: repeat with jittered kernels and routing
     # Spread of one kernel's time (coefficient of variation) for --samples: the 4 same-shape FlashAttention
     # forward kernels of DeepSeek's profiler trace (profile-data train.json, 4 MoE layers) vary by 2.45%.
-    kernel_time_cv: Annotated[float, Field(ge=0, le=1)] = 0.0245
+    kernel_time_cv: q.UNIT_INTERVAL.field() = 0.0245
 
 
 class Scenario(_Strict):
@@ -305,8 +324,18 @@ class Scenario(_Strict):
                 f"parallelism: dp·tp·pp·cp = {par.dp}·{par.tp}·{par.pp}·{par.cp} = {product} "
                 f"but cluster.gpus = {cluster.gpus}; make them equal"
             )
-        if par.tp > cluster.node.gpus_per_node:
-            raise ValueError(f"parallelism.tp={par.tp} exceeds gpus_per_node={cluster.node.gpus_per_node}")
+        gpn = cluster.node.gpus_per_node
+        if cluster.gpus > gpn and cluster.gpus % gpn:  # a cluster smaller than a node is part of one node
+            raise ValueError(f"cluster.gpus={cluster.gpus} is not a whole number of nodes of "
+                             f"cluster.node.gpus_per_node={gpn}; make gpus a multiple of it")
+        if par.tp > gpn:
+            raise ValueError(f"parallelism.tp={par.tp} exceeds gpus_per_node={gpn}")
+        if gpn % par.tp:
+            raise ValueError(f"parallelism.tp={par.tp} must divide cluster.node.gpus_per_node={gpn} "
+                             "(a TP group stays inside a node)")
+        if par.ep > gpn and par.ep % gpn:
+            raise ValueError(f"parallelism.ep={par.ep} spans nodes, so it must be a multiple of "
+                             f"cluster.node.gpus_per_node={gpn}")
         if model.moe is None and (self.routing.name != "balanced" or self.routing.redundant_experts):
             raise ValueError("routing: only MoE models route tokens; remove the routing section")
         if model.moe is None and par.ep > 1:

@@ -38,7 +38,7 @@ def _writable(output: Path, force: bool) -> None:
     if output.exists() and not force:
         fail(f"-o {output}: the file exists; pass --force to overwrite it")
     if not output.parent.is_dir():
-        fail(f"-o {output}: directory {output.parent} does not exist")
+        fail(f"-o {output}: directory {str(output.parent)!r} does not exist; create it first")
 
 
 def _split(value: Optional[str]) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -18,9 +17,9 @@ from simulator.network.graph_model import COLLECTIVES, FIDELITIES, GraphNetwork
 from topologies.registry import build
 from topologies.routing import fail as fail_elements
 from topologies.spec import TopologyError, topology_defaults
+from workloads.quantities import BYTES, FRACTION, OVERSUBSCRIPTION
 
 EP_NAMES = ("ep-dispatch", "ep-combine")
-UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30}
 # Efficiencies as in workloads.scenario.NetworkSpec: "Insights into DeepSeek-V3" §4.3 (~40 of 50 GB/s per
 # 400G NIC) and DeepSeek-V3 TR §3.2.2 / DeepEP README (~160 of 200 GB/s NVLink per direction on H800).
 NIC_EFFICIENCY = 0.8
@@ -28,36 +27,40 @@ NVLINK_EFFICIENCY = 0.8
 
 
 def parse_bytes(text: str) -> float:
-    """``4096``, ``1e9``, ``256MB``, ``64MiB`` → bytes."""
-    match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in UNITS:
-        fail(f"--bytes {text!r}: give a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB)")
+    """``4096``, ``1e9``, ``256MB``, ``64MiB`` → bytes (the shared size rule of workloads.quantities)."""
     try:
-        return float(match.group(1)) * UNITS[match.group(2).lower()]
-    except ValueError:
-        fail(f"--bytes {text!r}: not a number")
+        return BYTES(text)
+    except ValueError as err:
+        fail(f"--bytes {text!r}: {err}")
 
 
 @app.command("collective")
 def collective(
     name: str = typer.Argument(..., help=f"One of {', '.join(COLLECTIVES + EP_NAMES)}."),
     topology: str = typer.Option("mpft", "--topology", "-t", help="Topology kind (see `moesim topology list`)."),
-    gpus: Optional[int] = typer.Option(None, "--gpus", help="GPUs taking part (default: --ep for EP, else 64)."),
-    cluster_gpus: Optional[int] = typer.Option(None, "--cluster-gpus", help="GPUs in the topology (default --gpus)."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", min=1, max=1_000_000,
+                                       help="GPUs taking part (default: --ep for EP, else 64)."),
+    cluster_gpus: Optional[int] = typer.Option(None, "--cluster-gpus", min=1, max=1_000_000,
+                                               help="GPUs in the topology (default --gpus)."),
     nbytes: str = typer.Option("256MB", "--bytes", help="Bytes per rank (all-to-all: all it sends)."),
     matrix: Optional[Path] = typer.Option(None, "--matrix", help="all-to-all traffic matrix: JSON list of rows "
                                           "or CSV, bytes from member i to member j (overrides --bytes)."),
     fidelity: str = typer.Option("analytic", "--fidelity", help="analytic or flow."),
-    radix: Optional[int] = typer.Option(None, "--radix"), planes: Optional[int] = typer.Option(None, "--planes"),
-    oversubscription: Optional[float] = typer.Option(None, "--oversubscription"),
+    radix: Optional[int] = typer.Option(None, "--radix", min=2, max=4096),
+    planes: Optional[int] = typer.Option(None, "--planes", min=1, max=1024),
+    oversubscription: Optional[float] = typer.Option(None, "--oversubscription", parser=OVERSUBSCRIPTION.parser()),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="h800, h100 or h200 (NVLink rate)."),
-    nic_efficiency: float = typer.Option(NIC_EFFICIENCY, "--nic-efficiency"),
-    nvlink_efficiency: float = typer.Option(NVLINK_EFFICIENCY, "--nvlink-efficiency"),
-    ep: int = typer.Option(64, "--ep", help="EP group size (ep-dispatch/ep-combine)."),
-    tokens: int = typer.Option(4096, "--tokens", help="Tokens per GPU."),
-    hidden: int = typer.Option(7168, "--hidden"), topk: int = typer.Option(8, "--topk"),
-    experts: int = typer.Option(256, "--experts", help="Routed experts."),
-    max_nodes: int = typer.Option(4, "--max-nodes", help="Node-limited routing: nodes a token may reach."),
+    nic_efficiency: float = typer.Option(NIC_EFFICIENCY, "--nic-efficiency", parser=FRACTION.parser(),
+                                         help="Achievable fraction of the NIC rate (0 < x ≤ 1)."),
+    nvlink_efficiency: float = typer.Option(NVLINK_EFFICIENCY, "--nvlink-efficiency", parser=FRACTION.parser(),
+                                            help="Achievable fraction of the NVLink rate (0 < x ≤ 1)."),
+    ep: int = typer.Option(64, "--ep", min=1, max=1_000_000, help="EP group size (ep-dispatch/ep-combine)."),
+    tokens: int = typer.Option(4096, "--tokens", min=1, max=10_000_000, help="Tokens per GPU."),
+    hidden: int = typer.Option(7168, "--hidden", min=1, max=1_000_000),
+    topk: int = typer.Option(8, "--topk", min=1, max=1024),
+    experts: int = typer.Option(256, "--experts", min=1, max=1_000_000, help="Routed experts."),
+    max_nodes: int = typer.Option(4, "--max-nodes", min=1, max=1_000_000,
+                                  help="Node-limited routing: nodes a token may reach."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="fp8 (with per-128 scales) or bf16; default fp8 "
                                         "for dispatch, bf16 for combine."),
     seed: int = typer.Option(0, "--seed"),
@@ -119,7 +122,7 @@ def collective(
                 per_rank = float(traffic_matrix.sum(axis=1).mean())
             program = net.collective(name, members, per_rank, traffic_matrix)
             result = net.result(program, members_n, per_rank)
-    except (TopologyError, ValueError) as err:
+    except (TopologyError, ValueError) as err:  # ScenarioError (a size guard) is a ValueError too
         fail(str(err))
     out = {"collective": name, "topology": topology, "fidelity": fidelity, "gpus": members_n,
            "time_us": result.time_s * 1e6, "bytes_per_rank": per_rank, "algbw_gbps": result.algbw_gbps,

@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 
 from simulator.cli import INPUT_ERRORS, SET_OPT, app, console, fail
+from simulator.processes import Terminated, interrupt_exit_code, sigterm_as_interrupt
+from workloads import quantities as q
 
 
 def _schedules(text: Optional[str]):
@@ -76,9 +78,12 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
          gpu: Optional[str] = typer.Option(None, "--gpu", "-g", help="GPU kind(s), e.g. h800 or h100,h200 "
                                            "(default: the scenario's)."),
          deadline: Optional[str] = typer.Option(None, "--deadline", help="Finish within, e.g. 60d, 8w, 720h."),
-         budget_usd: Optional[float] = typer.Option(None, "--budget-usd", help="Most to spend on GPU-hours (USD)."),
-         price: float = typer.Option(2.0, "--price-per-gpu-hour", help="USD per GPU-hour."),
-         max_gpus: int = typer.Option(65_536, "--max-gpus", help="Largest cluster to consider."),
+         budget_usd: Optional[float] = typer.Option(None, "--budget-usd", parser=q.USD.parser(),
+                                                    help="Most to spend on GPU-hours (USD)."),
+         price: float = typer.Option(2.0, "--price-per-gpu-hour", parser=q.USD_PER_HOUR.parser(),
+                                     help="USD per GPU-hour."),
+         max_gpus: int = typer.Option(65_536, "--max-gpus", parser=q.GPU_COUNT.parser(),
+                                      help="Largest cluster to consider."),
          gpus: Optional[str] = typer.Option(None, "--gpus", help="Only these GPU counts, e.g. 1024,2048."),
          tp: Optional[str] = typer.Option(None, "--tp", help="Tensor-parallel sizes (default 1,2,4,8)."),
          pp: Optional[str] = typer.Option(None, "--pp", help="Pipeline sizes (default 1,2,4,8,16)."),
@@ -113,8 +118,7 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
 
     if report and os.path.exists(report) and not force:
         fail(f"--report {report} exists; pass --force to overwrite it")
-    for value, option in ((budget_usd, "--budget-usd"), (price, "--price-per-gpu-hour"), (max_gpus, "--max-gpus"),
-                          (top, "--top"), (max_sims, "--max-simulations")):
+    for value, option in ((top, "--top"), (max_sims, "--max-simulations")):
         if value is not None and value <= 0:
             fail(f"{option} {value:g}: must be positive")
     if objective not in (None, "time", "cost"):
@@ -146,10 +150,16 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
         fail(str(err))
     progress = Progress(quiet=as_json and sys.stderr.isatty())
     try:
-        outcome = search(base, request, executor, progress=progress)
+        with sigterm_as_interrupt():
+            outcome = search(base, request, executor, progress=progress)
     except INPUT_ERRORS as err:
         progress.stop()
         fail(str(err))
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the workers are stopped; a partial plan is no plan
+        progress.stop()
+        what = "terminated" if isinstance(err, Terminated) else "interrupted"
+        console.print(f"[yellow]{what}[/]: no plan (the search did not finish)", highlight=False)
+        raise typer.Exit(interrupt_exit_code(err)) from None
     progress.stop()
     answer = plan_json(name, request, outcome, f"{batch_source}: {low}..{high} sequences")
     if report:

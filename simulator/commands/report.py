@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from simulator.cli import INPUT_ERRORS, app, console, fail
+from workloads.files import check_target
 
 
 @app.command()
@@ -17,11 +18,10 @@ def report(source: str = typer.Argument(..., help="RESULT.json (moesim simulate 
     """Write one offline HTML page of interactive charts: timeline, breakdowns, memory, links, experts, sweeps."""
     from simulator.report import load_report_source, write_report
 
-    if output.exists() and not force:
-        fail(f"--output {output} exists; pass --force to overwrite it")
     if output.suffix.lower() not in (".html", ".htm"):
         fail(f"--output {output}: give an .html file name")
     try:
+        check_target(output, force, "--output")
         data = load_report_source(source)
         path = write_report(data, output, force=force, name=Path(source).stem)
     except INPUT_ERRORS as err:

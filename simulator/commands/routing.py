@@ -16,7 +16,7 @@ from simulator.cli import (FORCE_OPT, INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFIL
 from workloads.files import write_atomic
 
 SAVE_OPT = typer.Option(None, "--save", help="Write the sampled expert ids (tokens × layers × top_k) as .npy.")
-TOP_OPT = typer.Option(8, "--top", help="How many of the busiest GPUs to list.")
+TOP_OPT = typer.Option(8, "--top", min=1, max=100_000, help="How many of the busiest GPUs to list.")
 
 
 @app.command()
@@ -24,7 +24,7 @@ def routing(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRES
             set_: Optional[list[str]] = SET_OPT, as_json: bool = JSON_OPT, profile: Optional[str] = PROFILE_OPT,
             top: int = TOP_OPT, save: Optional[str] = SAVE_OPT, force: bool = FORCE_OPT) -> None:
     """Show what the scenario's routing does to the EP group: per-GPU expert rows, busiest links, step time."""
-    from calibration.profile import load_profiles
+    from simulator.profile_input import user_profile
     from simulator.simulate import simulate
     from workloads.ep_load import scenario_ep_load
     from workloads.loader import load_scenario
@@ -37,7 +37,7 @@ def routing(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRES
         if save and Path(save).exists() and not force:
             fail(f"--save {save}: the file exists; pass --force to overwrite it")
         load = scenario_ep_load(sc)
-        prof = load_profiles(profile, sc.cluster.gpu.name)
+        prof = user_profile(profile)
         step_s = simulate(sc, prof).step_time_s
         balanced = sc.model_copy(update={"routing": type(sc.routing)()})
         balanced_s = simulate(balanced, prof).step_time_s if sc.routing != balanced.routing else step_s
@@ -51,8 +51,6 @@ def routing(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRES
             write_atomic(save if save.endswith(".npy") else save + ".npy", buffer.getvalue(), force, "--save")
     except INPUT_ERRORS as err:
         fail(str(err))
-    except (OSError, ValueError, KeyError) as err:  # an unreadable or invalid profile file
-        fail(f"--profile {profile}: {err}".splitlines()[0])
     par, moe = sc.parallelism, sc.model.moe
     # Per micro-batch each GPU routes its tokens; the EP group's picks land on experts by their shares.
     tokens = par.micro_batch_size * par.seq_len // par.cp // par.tp

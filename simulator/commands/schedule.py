@@ -12,13 +12,16 @@ from rich.table import Table
 
 from simulator.cli import INPUT_ERRORS, app, console, fail
 from simulator.engine import PipelineEngine, TailSpec, Timeline
+from simulator.limits import check_pipeline
 from simulator.metrics import rank_breakdowns
 from simulator.pricing import Segment, StagePrice
 from simulator.schedules import SCHEDULES, get_schedule
 from workloads.files import write_atomic
 from workloads.ops import Phase, Stream
+from workloads.quantities import CHUNK_SECONDS
 
 
+CHUNK = CHUNK_SECONDS.parser()
 # Scenario fields named in schedule errors, and the flags that set them here.
 UNIFORM_FLAGS = {"parallelism.pp": "--pp", "parallelism.virtual_stages": "--virtual-stages",
                  "parallelism.global_batch": "--microbatches"}
@@ -94,12 +97,14 @@ def schedule(
     virtual_stages: Optional[int] = typer.Option(None, "--virtual-stages", "-v",
                                                  help="Stages per rank: interleaved ≥ 2, dualpipev 2 (default "
                                                       "2 for dualpipev, else 1)."),
-    f: float = typer.Option(1.0, "--f", help="Forward time of one chunk (one stage, one micro-batch)."),
-    b: float = typer.Option(1.0, "--b", help="Backward-for-inputs time of one chunk."),
-    w: float = typer.Option(1.0, "--w", help="Backward-for-weights time of one chunk (a full backward is b + w)."),
-    fb: Optional[float] = typer.Option(None, "--fb", help="Time of an overlapped F&B pair (default f + b + w: "
-                                                          "no overlap gain)."),
-    p2p: float = typer.Option(0.0, "--p2p", help="Send/recv time between ranks."),
+    f: float = typer.Option(1.0, "--f", parser=CHUNK, help="Forward time of one chunk (one stage, one "
+                                                           "micro-batch): seconds, or with a unit (ms, us)."),
+    b: float = typer.Option(1.0, "--b", parser=CHUNK, help="Backward-for-inputs time of one chunk."),
+    w: float = typer.Option(1.0, "--w", parser=CHUNK,
+                            help="Backward-for-weights time of one chunk (a full backward is b + w)."),
+    fb: Optional[float] = typer.Option(None, "--fb", parser=CHUNK, help="Time of an overlapped F&B pair "
+                                                                        "(default f + b + w: no overlap gain)."),
+    p2p: float = typer.Option(0.0, "--p2p", parser=CHUNK, help="Send/recv time between ranks."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p",
                                          help="Use a preset's layout and priced chunks instead of uniform times."),
     set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="With --preset: override a field."),
@@ -147,6 +152,7 @@ def _run_uniform(name, pp, micro_batches, virtual_stages, f, b, w, fb, p2p):
     cls = get_schedule(name)
     v = virtual_stages if virtual_stages is not None else (2 if name == "dualpipev" else 1)
     try:
+        check_pipeline(pp, micro_batches, v, "lower --microbatches, --pp or --virtual-stages")
         sched = cls(pp, micro_batches, v)
     except INPUT_ERRORS as err:  # name this command's flags, not the scenario fields they stand for
         message = str(err)

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from simulator.cli import INPUT_ERRORS, app, console, fail
+from simulator.processes import Terminated, interrupt_exit_code, sigterm_as_interrupt
 
 
 @app.command()
@@ -54,13 +55,14 @@ def sweep(spec_file: str = typer.Argument(..., metavar="SPEC", help="Sweep spec 
         progress.update(task, advance=1, note=note())
 
     try:
-        with progress:
+        with sigterm_as_interrupt(), progress:
             run = run_sweep(spec, base, output, executor, workers, address, force, on_start, on_row)
     except INPUT_ERRORS as err:
         fail(str(err))
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/]: finished points are saved in {output}; rerun to resume")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
+        what = "terminated" if isinstance(err, Terminated) else "interrupted"
+        console.print(f"[yellow]{what}[/]: finished points are saved in {output}; rerun to resume", highlight=False)
+        raise typer.Exit(interrupt_exit_code(err)) from None
     except BrokenProcessPool:
         console.print(f"[red]a worker process died[/] (out of memory?); finished points are saved in {output}; "
                       "rerun to resume, with fewer --workers if memory is short", highlight=False)

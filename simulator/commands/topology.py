@@ -14,23 +14,27 @@ from topologies.registry import TOPOLOGIES, build
 from topologies.spec import TopologyError, make_spec
 from workloads.errors import ScenarioError
 from workloads.files import write_atomic
+from workloads.quantities import BANDWIDTH_GBYTES_PER_S, OVERSUBSCRIPTION
 
 topology_app = typer.Typer(no_args_is_help=True, help="Build, describe and draw cluster topologies.")
 app.add_typer(topology_app, name="topology")
 
-RADIX = typer.Option(None, "--radix", help="Switch ports (default 64).")
-PLANES = typer.Option(None, "--planes", help="Planes of a multi-plane fat-tree (default 8).")
-GPUS = typer.Option(None, "--gpus", help="GPUs (whole nodes); default: the largest the radix allows.")
-OVERSUB = typer.Option(None, "--oversubscription", help="Leaf down:up port ratio (default 1).")
+RADIX = typer.Option(None, "--radix", min=2, max=4096, help="Switch ports (default 64).")
+PLANES = typer.Option(None, "--planes", min=1, max=1024, help="Planes of a multi-plane fat-tree (default 8).")
+GPUS = typer.Option(None, "--gpus", min=1, max=1_000_000,
+                    help="GPUs (whole nodes); default: the largest the radix allows.")
+OVERSUB = typer.Option(None, "--oversubscription", parser=OVERSUBSCRIPTION.parser(),
+                       help="Leaf down:up port ratio (default 1).")
 GPU = typer.Option(None, "--gpu", help="GPU catalogue key for NVLink: h800, h100, h200 (default h800).")
-GPN = typer.Option(None, "--gpus-per-node", help="GPUs per node (default 8).")
-NPN = typer.Option(None, "--nics-per-node", help="NICs per node (default 8).")
-NIC = typer.Option(None, "--nic-gbps", help="NIC and switch-port rate, GB/s per direction (default 50).")
-P = typer.Option(None, "--p", help="Dragonfly endpoints per router.")
-A = typer.Option(None, "--a", help="Dragonfly routers per group.")
-H = typer.Option(None, "--h", help="Dragonfly global links per router.")
-GROUPS = typer.Option(None, "--groups", help="Dragonfly groups.")
-Q = typer.Option(None, "--q", help="Slim Fly prime q.")
+GPN = typer.Option(None, "--gpus-per-node", min=1, max=1024, help="GPUs per node (default 8).")
+NPN = typer.Option(None, "--nics-per-node", min=1, max=1024, help="NICs per node (default 8).")
+NIC = typer.Option(None, "--nic-gbytes-per-s", parser=BANDWIDTH_GBYTES_PER_S.parser(),
+                   help="NIC and switch-port rate per direction: GB/s, or with a unit (400Gb/s = 50GB/s; default 50).")
+P = typer.Option(None, "--p", min=1, max=4096, help="Dragonfly endpoints per router.")
+A = typer.Option(None, "--a", min=1, max=4096, help="Dragonfly routers per group.")
+H = typer.Option(None, "--h", min=1, max=4096, help="Dragonfly global links per router.")
+GROUPS = typer.Option(None, "--groups", min=1, max=100_000, help="Dragonfly groups.")
+Q = typer.Option(None, "--q", min=2, max=4096, help="Slim Fly prime q.")
 
 
 def spec_from_options(kind, radix, planes, gpus, oversubscription, gpu, gpus_per_node, nics_per_node,

@@ -99,7 +99,7 @@ def replay(trace: str = TRACE_ARG, scenario: Optional[str] = SCENARIO_ARG, prese
            trace_out: Optional[str] = TRACE_OUT_OPT, force: bool = FORCE_OPT,
            traced_as: Optional[str] = TRACED_AS_OPT) -> None:
     """Simulate a full training step with per-layer MoE costs measured in a profiler trace."""
-    from calibration.profile import load_profiles
+    from simulator.profile_input import user_profile
     from simulator.export import check_trace_target, write_chrome_trace
     from simulator.replay import replay as run_replay
     from workloads.loader import load_scenario
@@ -115,7 +115,7 @@ def replay(trace: str = TRACE_ARG, scenario: Optional[str] = SCENARIO_ARG, prese
                 traced = load_scenario(traced_as) if Path(traced_as).is_file() else load_scenario(preset=traced_as)
             except INPUT_ERRORS as err:
                 fail(f"--traced-as: {err}")
-        prof = load_profiles(profile, sc.cluster.gpu.name)
+        prof = user_profile(profile)
         replayed = run_replay(load_trace(trace), sc, prof, keep_timeline=bool(trace_out), traced_as=traced)
         if trace_out:
             write_chrome_trace(replayed.result.timeline, trace_out, force, f"{sc.name} (replay)", sc.cluster.gpu)

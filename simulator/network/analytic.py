@@ -29,7 +29,7 @@ class AnalyticNetwork:
         net, node = scenario.cluster.network, scenario.cluster.node
         self.nvlink_gbps = scenario.cluster.gpu.nvlink_gbps * net.nvlink_efficiency
         nics_per_gpu = node.nics_per_node / node.gpus_per_node
-        self.nic_gbps = net.nic_gbps * net.nic_efficiency * nics_per_gpu / net.oversubscription
+        self.nic_gbps = net.nic_gbytes_per_s * net.nic_efficiency * nics_per_gpu / net.oversubscription
         self.nvlink_latency_s = net.nvlink_latency_us * US
         self.nic_latency_s = net.nic_latency_us * US
         self._groups: dict[str, GroupGeometry] = {}

@@ -43,7 +43,7 @@ def topology_spec(scenario: Scenario) -> FabricSpec:
         return make_spec(net.topology, radix=net.switch_radix, planes=net.planes,
                          oversubscription=max(1.0, net.oversubscription), gpus=cl.gpus,
                          gpus_per_node=cl.node.gpus_per_node, nics_per_node=cl.node.nics_per_node,
-                         nic_gbps=net.nic_gbps, switch_gbps=net.nic_gbps, nvlink_gbps=cl.gpu.nvlink_gbps,
+                         nic_gbps=net.nic_gbytes_per_s, switch_gbps=net.nic_gbytes_per_s, nvlink_gbps=cl.gpu.nvlink_gbps,
                          **link_latencies_us(net.nic_latency_us, net.nvlink_latency_us))
     except TopologyError as err:
         raise ScenarioError(f"cluster.network: {err}") from None

@@ -153,5 +153,4 @@ def write_report(source, path: str | Path, scenario: Scenario | None = None, for
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; pass --force to overwrite it")
     text = render(build_page(source, scenario, name or path.stem))
-    path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(path, text, force=True)

@@ -21,7 +21,9 @@ COST_CANDIDATES = ("cost_usd", "cost", "gpu_hours_per_trillion_tokens", "gpu_hou
 LAYOUT_HINTS = ("schedule", "dp", "tp", "pp", "ep", "cp", "virtual_stages", "micro_batch_size", "gpu", "topology")
 
 
-def _number(text: str):
+def _number(text: str | None):
+    if text is None:  # a row shorter than the header
+        return ""
     for convert in (int, float):
         try:
             return convert(text)
@@ -54,12 +56,24 @@ def check_rows(rows: list[dict], source: str) -> None:
         raise ScenarioError(f"{source}: the sweep has no rows")
     if not all(isinstance(r, dict) for r in rows):
         raise ScenarioError(f"{source}: a sweep is a list of rows (objects of column: value)")
-    if STEP not in rows[0]:
+    if not any(STEP in r for r in rows):
         raise ScenarioError(f"{source}: a sweep needs a {STEP!r} column; it has {', '.join(list(rows[0])[:12])}")
+    # The charted columns hold numbers or nothing (a failed layout's row leaves them empty); anything else is a
+    # damaged file, named by row and column rather than drawn as nonsense.
+    for column in (STEP, GPUS, cost_column(rows)):
+        for i, row in enumerate(rows):
+            value = row.get(column) if column else None
+            if value not in ("", None) and not _valid(value):
+                raise ScenarioError(f"{source}: row {i + 1}: {column}={value!r} is not a finite number; "
+                                    "fix the cell or leave it empty")
+    if not any(_valid(r.get(STEP)) for r in rows):
+        why = next((f" (first reason: {r['reason']})" for r in rows if r.get("reason")), "")
+        raise ScenarioError(f"{source}: none of its {len(rows)} rows has a {STEP}: every layout failed{why}; "
+                            "nothing to chart")
 
 
 def cost_column(rows: list[dict]) -> str | None:
-    return next((c for c in COST_CANDIDATES if c in rows[0]), None)
+    return next((c for c in COST_CANDIDATES if any(c in r for r in rows)), None)
 
 
 def _valid(value) -> bool:
@@ -121,10 +135,12 @@ def layout_text(row: dict, keys: list[str] | None = None) -> str:
 def scatter_figure(rows: list[dict]) -> go.Figure:
     """Step time vs GPUs (or row index), coloured by cost when there is one. The Pareto front is drawn through
     the layouts that fit; those that do not fit in memory are drawn apart (grey crosses) and never on it."""
-    x_key = GPUS if GPUS in rows[0] else None
     cost = cost_column(rows)
     keys = layout_keys(rows)
     usable = [i for i, r in enumerate(rows) if _valid(r.get(STEP))]
+    # A column with a non-numeric cell cannot be an axis or an objective.
+    x_key = GPUS if all(_valid(rows[i].get(GPUS)) for i in usable) else None
+    cost = cost if cost and all(_valid(rows[i].get(cost)) for i in usable) else None
     good = [i for i in usable if fits(rows[i])]
     bad = [i for i in usable if not fits(rows[i])]
     x_of = {i: (rows[i][x_key] if x_key else i) for i in usable}

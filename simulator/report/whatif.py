@@ -36,7 +36,7 @@ def preset_knobs(preset: str) -> Knobs:
     par = sc.parallelism
     skew = sc.routing.zipf_alpha if sc.routing.name == "zipf" else 0.0
     return Knobs(preset, sc.schedule, par.pp, par.ep, sc.micro_batches, sc.training.dispatch_dtype,
-                 sc.cluster.network.nic_gbps, skew)
+                 sc.cluster.network.nic_gbytes_per_s, skew)
 
 
 def even_split(layers: int, stages: int) -> list[int]:
@@ -76,7 +76,8 @@ def scenario_for(knobs: Knobs) -> Scenario:
     overrides = [
         f"schedule={knobs.schedule}", f"parallelism.pp={pp}", f"parallelism.dp={dp}", f"parallelism.ep={ep}",
         f"parallelism.global_batch={micro_batches * dp * par.micro_batch_size}",
-        f"training.dispatch_dtype={knobs.dispatch_dtype}", f"cluster.network.nic_gbps={float(knobs.nic_gbps)}",
+        f"training.dispatch_dtype={knobs.dispatch_dtype}",
+        f"cluster.network.nic_gbytes_per_s={float(knobs.nic_gbps)}",
     ]
     skew = float(knobs.routing_skew or 0.0)
     if skew < 0:

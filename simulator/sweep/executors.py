@@ -15,6 +15,7 @@ from typing import Any
 
 from workloads.errors import ScenarioError
 
+from simulator.processes import die_with_parent, stop_workers
 from simulator.sweep.row import error_row, run_point
 from simulator.sweep.spec import Point
 
@@ -85,21 +86,6 @@ def _warm(profile_name: str | None) -> None:
     _profile(profile_name)
 
 
-def die_with_parent() -> None:
-    """Worker-process initializer: ask Linux to SIGTERM this worker when the process that started it dies, so
-    that a killed ``moesim sweep`` or ``plan`` leaves no workers behind (a no-op where prctl is missing)."""
-    import ctypes
-    import signal
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 class Session(ABC):
     """Points submitted one at a time, rows taken as they finish: for searches that choose the next point from
     the rows so far (``moesim plan``). Use as a context manager; leaving it stops the workers."""
@@ -142,7 +128,7 @@ class PoolSession(Session):
 
     def __init__(self, base: dict, profile: str | None, workers: int):
         self.base, self.profile, self.slots = base, profile, workers
-        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent)
+        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),))
         self.pending: set = set()
         for _ in range(workers):  # start the workers (imports, profile) while the caller computes bounds
             self.pending.add(self.pool.submit(_warm, profile))
@@ -237,17 +223,21 @@ class LocalExecutor(Executor):
             for batch in _batches(points, 1):
                 yield from run_batch(base, profile, batch)
             return
-        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),))
+        finished = False
+        try:
             batches = _batches(points, self.batch_size(len(points), workers))
             pending = {pool.submit(run_batch, base, profile, batch) for batch in batches}
-            try:
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        yield from future.result()
-            finally:  # interrupted: do not wait for queued batches
-                for future in pending:
-                    future.cancel()
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield from future.result()
+            finished = True
+        finally:  # interrupted (Ctrl-C, SIGTERM, a dead worker): stop the workers now, do not wait for them
+            if finished:
+                pool.shutdown(wait=True)
+            else:
+                stop_workers(pool)
 
 
 @register

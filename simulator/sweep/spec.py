@@ -146,13 +146,8 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
 
 def check_profile(profile: str | None) -> None:
     """Load the calibration profile once here, so a bad one is one error and not one per point."""
-    from calibration.profile import load_profiles
-    if profile is None:
-        return  # each point's GPU picks its own built-in profiles
-    try:
-        load_profiles(profile)
-    except (OSError, ValueError) as err:
-        raise ScenarioError(f"profile: {profile!r} cannot be loaded: {str(err).splitlines()[0]}") from None
+    from simulator.profile_input import user_profile
+    user_profile(profile, "profile")
 
 
 def parse_spec(data: dict, source: str = "spec") -> SweepSpec:

@@ -29,7 +29,7 @@ def check_output(path: Path) -> None:
     if path.suffix == ".parquet":
         _pyarrow()
     if not path.parent.is_dir():
-        raise ScenarioError(f"-o {path}: folder {str(path.parent)!r} does not exist")
+        raise ScenarioError(f"-o {path}: folder {str(path.parent)!r} does not exist; create it first")
 
 
 def _pyarrow():

@@ -21,7 +21,7 @@ AXES = {
     "schedule": ["gpipe", "1f1b"],
     "parallelism.micro_batch_size": [1, 2],
     "training.dispatch_dtype": ["fp8", "bf16"],
-    "cluster.network.nic_gbps": [12.5, 25.0, 50.0, 100.0, 200.0],
+    "cluster.network.nic_gbytes_per_s": [12.5, 25.0, 50.0, 100.0, 200.0],
     "cluster.network.nvlink_efficiency": [0.5, 0.6, 0.7, 0.8, 0.9],
 }
 SPECS = {

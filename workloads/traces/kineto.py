@@ -133,10 +133,11 @@ def parse_trace(data, source: str = "<trace>") -> KinetoTrace:
             ts, dur = _times(ev, index, source)
             annotations.append(Annotation(str(ev.get("name", "")), ev.get("pid", 0), ev.get("tid", 0), ts, dur))
         elif ph == "X" and cat in ("cuda_runtime", "cuda_driver"):
-            corr = (ev.get("args") or {}).get("correlation")
+            args = ev.get("args")
+            corr = args.get("correlation") if isinstance(args, dict) else None
             if isinstance(corr, int):
                 launches[corr] = (_times(ev, index, source)[0], ev.get("pid", 0), ev.get("tid", 0))
-        elif cat == "ac2g" and ph in ("s", "f") and "id" in ev:
+        elif cat == "ac2g" and ph in ("s", "f") and isinstance(ev.get("id"), (int, str)):
             ts = _number(ev.get("ts"), f"traceEvents[{index}].ts", source)
             (flow_start if ph == "s" else flow_end)[ev["id"]] = (ts, ev.get("pid", 0), ev.get("tid", 0))
     if not kernels:

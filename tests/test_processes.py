@@ -1,0 +1,112 @@
+"""Real processes: killing a running `moesim sweep` or `moesim plan` parent leaves no worker behind, and SIGTERM
+ends a sweep as Ctrl-C does (finished rows saved, one line, exit 143)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from simulator.sweep.store import journal_path
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG")
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = """name: long
+base: {preset: mixtral-8x7b-h100}
+grid:
+  run.seed: [%s]
+  training.dispatch_dtype: [fp8, bf16]
+""" % ", ".join(str(i) for i in range(400))
+
+
+def children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def start(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "simulator.cli", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_workers(proc: subprocess.Popen, count: int, timeout_s: float = 120.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        workers = children(proc.pid)
+        if len(workers) >= count:
+            return workers
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError(f"no {count} workers under {proc.pid} after {timeout_s} s")
+
+
+def wait_gone(pids: list[int], timeout_s: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+    return [p for p in pids if alive(p)]
+
+
+def test_sigkill_of_a_sweep_parent_kills_its_workers(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    proc = start(["sweep", "spec.yaml", "-o", "out.csv", "--workers", "2"], tmp_path)
+    workers = wait_for_workers(proc, 2)
+    time.sleep(1.0)  # let them compute
+    proc.kill()
+    proc.wait(timeout=30)
+    assert wait_gone(workers) == [], "workers outlived their SIGKILLed parent"
+
+
+def test_sigterm_ends_a_sweep_like_ctrl_c(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    proc = start(["sweep", "spec.yaml", "-o", "out.csv", "--workers", "2"], tmp_path)
+    workers = wait_for_workers(proc, 2)
+    deadline = time.monotonic() + 120
+    while not journal_path(tmp_path / "out.csv").exists() and time.monotonic() < deadline:  # rows finished
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, (out, err)
+    assert "Traceback" not in out + err
+    lines = [line for line in out.splitlines() if "terminated" in line]
+    assert len(lines) == 1 and "saved in out.csv; rerun to resume" in lines[0], out
+    assert wait_gone(workers) == []
+    rows = (tmp_path / "out.csv").read_text().splitlines()
+    assert len(rows) > 1  # a header and the finished points
+
+
+def test_sigkill_of_a_plan_parent_kills_its_workers(tmp_path):
+    proc = start(["plan", "-m", "mixtral-8x7b", "-t", "1T", "--gpu", "h100", "--gpus", "8,16,32,64,128",
+                  "--workers", "2"], tmp_path)
+    workers = wait_for_workers(proc, 2)
+    time.sleep(1.0)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert wait_gone(workers) == [], "workers outlived their SIGKILLed parent"
