@@ -182,7 +182,7 @@ def plan_cli(runner, *args):
 def test_plan_cli_json_carries_everything(runner, tmp_path):
     report = tmp_path / "plan.html"
     result = plan_cli(runner, "--gpus", "16,32", "--pp", "1,3", "--schedules", "1f1b,dualpipev",
-                      "--recompute", "none", "--deadline", "200d", "--json", "--report", str(report))
+                      "--recompute", "none", "--deadline", "300d", "--json", "--report", str(report))
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     assert answer["model"] == "deepseek-v2-lite-h800" and answer["plans"] and answer["pareto"]
@@ -190,15 +190,16 @@ def test_plan_cli_json_carries_everything(runner, tmp_path):
     for key in ("training_days", "training_days_with_failures", "gpu_hours", "cost_usd", "mfu_causal",
                 "memory_headroom_gb", "reasons", "layout", "overrides"):
         assert key in first
-    assert first["training_days"] <= 200 and first["layout"]["gpus"] in (16, 32)
+    assert first["training_days"] <= 300 and first["layout"]["gpus"] in (16, 32)
     assert answer["search"]["dropped"] and answer["request"]["objective"] == "cost"
     html = report.read_text()
     assert "Days against cost" in html and "Pareto front" in html and "meets every constraint" in html
 
 
 def test_plan_cli_table(runner):
+    # 16 GPUs take about 204 days at the kernel-complete prices: a deadline with room for them.
     result = plan_cli(runner, "--gpus", "16", "--pp", "1", "--schedules", "1f1b", "--recompute", "none",
-                      "--deadline", "200d")
+                      "--deadline", "300d")
     assert result.exit_code == 0, result.output
     assert "by cost" in result.output and "16 H800 │ dp16 tp1 pp1 cp1 ep" in result.output
     assert "why #1:" in result.output and "set aside, by reason" in result.output
