@@ -250,7 +250,9 @@ def test_impossible_when_nothing_fits(runner):
     (["--set", "parallelism.bogus=1"], "unknown key 'bogus'"),
     (["--executor", "slurm"], "--executor 'slurm' is unknown"),
 ])
-def test_plan_cli_bad_input(runner, args, message):
+def test_plan_cli_bad_input(args, message):
+    from tests.test_fuzz_cli import run_cli  # the console script: flag errors too are one line there
+
     base = {"--model": "deepseek-v2-lite", "--tokens": "1T"}
     extra = []
     for flag, value in zip(args[::2], args[1::2]):
@@ -258,10 +260,10 @@ def test_plan_cli_bad_input(runner, args, message):
             extra += [flag, value]
         else:
             base[flag] = value
-    result = runner.invoke(app, ["plan", *[x for kv in base.items() for x in kv], *extra])
-    assert result.exit_code == 2, result.output
-    assert message in result.output and "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    code, out, err = run_cli(["plan", *[x for kv in base.items() for x in kv], *extra])
+    assert code == 2, out + err
+    assert message in err and "Traceback" not in out + err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_plan_takes_a_scenario_file_and_set(runner, tmp_path):

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from simulator.cli import app, console, fail
 from simulator.commands.topology import parse_links, spec_from_options
+from simulator.limits import MAX_FLOWS, check_size
 from simulator.network.collectives import check_flow_state
 from simulator.network.flows import GB
 from simulator.network.graph_model import COLLECTIVES, FIDELITIES, GraphNetwork
@@ -83,7 +84,10 @@ def collective(
     size = max(cluster_gpus or members_n, members_n)
     gpn = topology_defaults()["gpus_per_node"]
     try:
-        check_flow_state(name, members_n, gpn)
+        if name == "all-to-all" or is_ep:  # every member sends to every other: flows grow as members²
+            check_size(f"{name} flows over {members_n} GPUs", members_n * (members_n - 1), MAX_FLOWS,
+                       "use fewer --gpus" + (" (--ep)" if is_ep else ""))
+        check_flow_state(name, members_n, gpn)  # and their state must fit in memory
         g = build(spec_from_options(topology, radix, planes, size, oversubscription, gpu, None, None, None))
         g = fail_elements(g, parse_links(fail_link), fail_switch or [])
         net = GraphNetwork(g, fidelity, nvlink_efficiency, nic_efficiency)

@@ -128,6 +128,8 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
         scenario_gpu = base["cluster"]["gpu"]
         kinds = [g.strip().lower() for g in (gpu or (scenario_gpu if isinstance(scenario_gpu, str)
                                                       else scenario_gpu.get("name", ""))).split(",") if g.strip()]
+        if not kinds:
+            fail(f"--gpu {gpu!r}: name a GPU kind ({', '.join(sorted(gpu_catalog()))}), or several separated by commas")
         for kind in kinds:
             if kind not in gpu_catalog():
                 fail(f"--gpu {kind!r} is unknown; known: {', '.join(sorted(gpu_catalog()))}")

@@ -7,6 +7,7 @@ GPU-hour, global batch in sequences of the scenario's ``seq_len``.
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from importlib import resources
@@ -38,7 +39,10 @@ def parse_tokens(text: str) -> float:
     if not match or float(match[1]) <= 0:
         raise ScenarioError(f"--tokens {text!r}: expected a positive number with an optional K/M/B/T suffix, "
                             "e.g. 14.8T")
-    return float(match[1]) * TOKEN_SUFFIXES[match[2].upper()]
+    tokens = float(match[1]) * TOKEN_SUFFIXES[match[2].upper()]
+    if not math.isfinite(tokens):
+        raise ScenarioError(f"--tokens {text!r}: must be a finite number of tokens, e.g. 14.8T")
+    return tokens
 
 
 def parse_days(text: str, option: str = "--deadline") -> float:
