@@ -14,6 +14,9 @@ from workloads.errors import ScenarioError
 MAX_ENGINE_TASKS = 1_000_000
 # moesim collective all-to-all --gpus 512: 261,632 flows in 45 s and 0.33 GB; 2048 GPUs (4.2M flows) ran > 3 min.
 MAX_FLOWS = 500_000
+# moesim plan / sweep --workers: each local worker is a process holding the simulator (~100 MB); past this many
+# on one machine, use a Ray cluster (--executor ray).
+MAX_LOCAL_WORKERS = 256
 # moesim plan / sweep: layouts enumerated before any is simulated.
 MAX_LAYOUTS = 100_000
 

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from simulator.cli import INPUT_ERRORS, SET_OPT, app, console, fail
+from simulator.limits import MAX_LOCAL_WORKERS
 from simulator.processes import Terminated, interrupt_exit_code, sigterm_as_interrupt
 from workloads import quantities as q
 
@@ -102,7 +103,8 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
                                                  "with a deadline, else time)."),
          top: int = typer.Option(5, "--top", help="How many plans to show."),
          max_sims: int = typer.Option(16, "--max-simulations", help="Most layouts to simulate in full."),
-         workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Parallel simulations (default: cores)."),
+         workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, max=MAX_LOCAL_WORKERS,
+                                               help="Parallel simulations (default: cores)."),
          executor_name: str = typer.Option("local", "--executor", help="local (processes) or ray."),
          address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (with --executor ray)."),
          report: Optional[str] = typer.Option(None, "--report", help="Also write the time/cost front as HTML."),
