@@ -20,7 +20,7 @@ from simulator.processes import Terminated, interrupt_exit_code, sigterm_as_inte
 def sweep(spec_file: str = typer.Argument(..., metavar="SPEC", help="Sweep spec (YAML): base, grid and/or points."),
           output: str = typer.Option(..., "--output", "-o", help="Results file: results.parquet or results.csv."),
           executor: str = typer.Option("local", "--executor", "-e", help="Where points run: local or ray."),
-          workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, max=MAX_LOCAL_WORKERS,
+          workers: Optional[int] = typer.Option(None, "--workers", "-w", max=MAX_LOCAL_WORKERS,
                                                 help="Parallel workers (local processes / CPUs of a local Ray)."),
           address: Optional[str] = typer.Option(None, "--address",
                                                 help="Ray cluster to join (auto, or ray://host:10001)."),
