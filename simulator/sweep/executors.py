@@ -46,9 +46,9 @@ class Executor(ABC):
     def run(self, base: dict, profile: str | None, points: list[Point]) -> Iterator[dict[str, Any]]:
         """Yield one row per point, in completion order."""
 
+    @abstractmethod
     def session(self, base: dict, profile: str | None) -> Session:
         """A :class:`Session` on this executor's workers."""
-        raise NotImplementedError
 
     def batch_size(self, points: int, workers: int) -> int:
         """Enough batches for ~8 per worker (load balance), at most 16 points per batch."""
