@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from calibration.deepep import isolated_efficiencies
 from simulator.cli import app
 from simulator.network.flows import max_min_rates
 from simulator.network.graph_model import GraphNetwork
@@ -164,8 +165,47 @@ def test_cli_ep_dispatch_json(runner):
                               "--topk", "8", "--max-nodes", "4", "--dtype", "fp8", "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
-    assert {"time_us", "rdma_gbps", "nvl_gbps", "link_bytes", "algbw_gbps"} <= set(data)
-    assert data["rdma_gbps"] == pytest.approx(40.0, rel=0.02)  # the NIC binds at 0.8 × 50 GB/s
+    assert {"time_us", "rdma_gbps", "nvl_gbps", "link_bytes", "algbw_gbps", "notify_us"} <= set(data)
+    # Alone, EP moves at what DeepEP's kernels reach alone (derived from DeepEP's table).
+    assert (data["nic_efficiency"], data["nvlink_efficiency"]) == isolated_efficiencies()
+    # DeepEP's RDMA figure counts every node a token reaches, its own too; its NVL figure every row received.
+    us = data["time_us"] * 1e-6
+    token_bytes = 7168 * (1 + 4 / 128)
+    assert data["rdma_gbps"] == pytest.approx(4096 * data["nodes_per_token"] * token_bytes / us / 1e9, rel=1e-12)
+    assert data["nvl_gbps"] == pytest.approx(4096 * data["ranks_per_token"] * token_bytes / us / 1e9, rel=1e-12)
+    assert data["nodes_per_token"] > data["ib_nodes_per_token"] > 3  # the own node is counted, not crossed
+
+
+def test_cli_ep_dispatch_moves_its_ib_bytes_at_the_nic_rate(runner):
+    """NIC-bound, the transfer (time less notify and latency) is the GPU's IB bytes / (fraction × 50 GB/s):
+    halving the fraction adds exactly one more such transfer time."""
+    times = {}
+    for eff in ("0.5", "0.25"):
+        out = runner.invoke(app, ["collective", "ep-dispatch", "--ep", "64", "--nic-efficiency", eff, "--json"])
+        assert out.exit_code == 0, out.output
+        times[eff] = data = json.loads(out.output)
+        assert data["bottleneck"] == "nic"
+    ib_bytes = 4096 * data["ib_nodes_per_token"] * 7168 * (1 + 4 / 128)
+    transfer_us = {eff: d["time_us"] - d["notify_us"] for eff, d in times.items()}
+    delta_s = (transfer_us["0.25"] - transfer_us["0.5"]) * 1e-6
+    assert delta_s == pytest.approx(ib_bytes / (0.25 * 50e9) - ib_bytes / (0.5 * 50e9), rel=1e-9)
+
+
+def test_cli_deepep_comparison_matches_the_rows_that_set_the_rates(runner):
+    """DeepEP's published rows priced as its test runs them: the rows the rates come from agree within 3 %;
+    EP16 (held out) is reported with its error."""
+    for name in ("ep-dispatch", "ep-combine"):
+        out = runner.invoke(app, ["collective", name, "--deepep", "--json"])
+        assert out.exit_code == 0, out.output
+        rows = json.loads(out.output)
+        assert [r["ep"] for r in rows] == [8, 16, 32, 64]
+        for r in rows:
+            assert r["error"] == pytest.approx(r["moesim_gbps"] / r["published_gbps"] - 1, rel=1e-12)
+            if not r["held_out"]:
+                assert abs(r["error"]) < 0.03, r
+        assert [r["held_out"] for r in rows] == [False, True, False, False]
+    out = runner.invoke(app, ["collective", "all-reduce", "--deepep"])
+    assert out.exit_code != 0 and "ep-dispatch" in out.output
 
 
 def test_cli_collective_flow_and_bad_input(runner):

@@ -71,6 +71,12 @@ class NetworkSpec(_Strict):
     nic_efficiency: Fraction = 0.8
     # DeepSeek-V3 TR §3.2.2 / DeepEP README: ~160 GB/s achievable of 200 GB/s NVLink per direction on H800.
     nvlink_efficiency: Fraction = 0.8
+    # What DeepEP's dispatch/combine kernels reach per GPU in training (EP traffic moves at the lower of this
+    # and the link's usable rate). NIC: its kernels in DeepSeek's profiler trace, beside compute, 30.7 of
+    # 50 GB/s; NVLink: DeepEP's intranode benchmark (DeepEP docs/legacy.md), 136.6 of 200 GB/s. Derived by
+    # `moesim calibrate deepep` (calibration/deepep.py); a test checks these against the derivation.
+    ep_nic_efficiency: Fraction = 0.613
+    ep_nvlink_efficiency: Fraction = 0.683
     # "Insights" Table 5, 64-byte message end to end: IB 2.8 µs same leaf, 3.7 µs across leaves; NVLink 3.33 µs.
     nic_latency_us: q.LATENCY_US.field() = 3.7
     nvlink_latency_us: q.LATENCY_US.field() = 3.33

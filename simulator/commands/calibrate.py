@@ -361,3 +361,47 @@ def validate(profile: str = typer.Option("h800", "--profile", help="Profile(s) t
     console.print(f"[dim]trace kernels from {origin}[/]", highlight=False)
     for note in notes:
         console.print(f"[dim]note: {note}[/]", highlight=False)
+
+
+DEFAULT_TRACE = REPO_ROOT.parent / "shared" / "data" / "deepseek-profile-data" / "train.json"
+
+
+@calibrate_app.command("deepep")
+def deepep_rates(trace: Optional[Path] = typer.Argument(None, help="A profiler trace with DeepEP kernels "
+                                                        "(default: DeepSeek's, ../shared/data, if present)."),
+                 traced_as: str = typer.Option("deepseek-v3-h800", "--traced-as", help="The model and layout the "
+                                               "trace ran: a preset name or scenario file."),
+                 as_json: bool = JSON_OPT) -> None:
+    """Link rates DeepEP's kernels reach: alone (its published table) and in training (a trace's kernels)."""
+    from calibration.deepep import report
+    from simulator.cli import INPUT_ERRORS
+
+    if trace is None and DEFAULT_TRACE.is_file():
+        trace = DEFAULT_TRACE
+    try:
+        out = report(trace, traced_as)
+    except INPUT_ERRORS as err:
+        fail(str(err).splitlines()[0])
+    if as_json:
+        print(json.dumps(out, indent=1))
+        return
+    table = Table(title="DeepEP's published table (docs/legacy.md, H800 + CX7) on the wires")
+    for col in ("EP", "kernel", "published GB/s", "time µs", "IB GB/s", "NVLink GB/s", "role"):
+        table.add_column(col, justify="left" if col in ("kernel", "role") else "right")
+    for r in out["rows"]:
+        table.add_row(str(r["ep"]), r["kind"], f"{r['published_gbps']:.0f}", f"{r['time_us']:,.0f}",
+                      f"{r['ib_gbps']:.1f}", f"{r['nvlink_gbps']:.1f}",
+                      "calibrates" if r["calibrates"] else "held out")
+    console.print(table)
+    iso = out["isolated"]
+    console.print(f"alone (`moesim collective ep-*`): NIC {iso['nic_gbps']:.1f} GB/s = {iso['nic_efficiency']:.3f} "
+                  f"of nominal (EP32, EP64 rows); NVLink {iso['nvlink_gbps']:.1f} GB/s = "
+                  f"{iso['nvlink_efficiency']:.3f} (EP8 rows)", highlight=False)
+    if "in_situ" in out:
+        s = out["in_situ"]
+        console.print(f"in training ({Path(s['trace']).name} as {s['traced_as']}): {s['kernels']} dispatch/combine "
+                      f"kernels moved {s['ib_gb']:.2f} GB over IB in {s['time_ms']:.2f} ms = {s['nic_gbps']:.1f} "
+                      f"GB/s = {s['nic_efficiency']:.3f} of nominal", highlight=False)
+    d = out["defaults"]
+    console.print(f"scenario defaults (cluster.network): ep_nic_efficiency {d['ep_nic_efficiency']} (in training), "
+                  f"ep_nvlink_efficiency {d['ep_nvlink_efficiency']} (alone)", highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -23,8 +24,10 @@ from workloads.quantities import BYTES, FRACTION, OVERSUBSCRIPTION
 EP_NAMES = ("ep-dispatch", "ep-combine")
 # Efficiencies as in workloads.scenario.NetworkSpec: "Insights into DeepSeek-V3" §4.3 (~40 of 50 GB/s per
 # 400G NIC) and DeepSeek-V3 TR §3.2.2 / DeepEP README (~160 of 200 GB/s NVLink per direction on H800).
+# EP dispatch/combine alone move at what DeepEP's kernels reach alone (calibration.deepep.isolated_rates).
 NIC_EFFICIENCY = 0.8
 NVLINK_EFFICIENCY = 0.8
+NOTIFY_BYTES_PER_EXPERT = 4  # DeepEP's notify: an int32 token count per expert to every peer
 
 
 def parse_bytes(text: str) -> float:
@@ -51,10 +54,14 @@ def collective(
     planes: Optional[int] = typer.Option(None, "--planes", min=1, max=1024),
     oversubscription: Optional[float] = typer.Option(None, "--oversubscription", parser=OVERSUBSCRIPTION.parser()),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="h800, h100 or h200 (NVLink rate)."),
-    nic_efficiency: float = typer.Option(NIC_EFFICIENCY, "--nic-efficiency", parser=FRACTION.parser(),
-                                         help="Achievable fraction of the NIC rate (0 < x ≤ 1)."),
-    nvlink_efficiency: float = typer.Option(NVLINK_EFFICIENCY, "--nvlink-efficiency", parser=FRACTION.parser(),
-                                            help="Achievable fraction of the NVLink rate (0 < x ≤ 1)."),
+    nic_efficiency: Optional[float] = typer.Option(
+        None, "--nic-efficiency", parser=FRACTION.parser(),
+        help=f"Achievable fraction of the NIC rate (0 < x ≤ 1); default {NIC_EFFICIENCY}, for ep-* what DeepEP's "
+             "kernels reach alone."),
+    nvlink_efficiency: Optional[float] = typer.Option(
+        None, "--nvlink-efficiency", parser=FRACTION.parser(),
+        help=f"Achievable fraction of the NVLink rate (0 < x ≤ 1); default {NVLINK_EFFICIENCY}, for ep-* what "
+             "DeepEP's kernels reach alone."),
     ep: int = typer.Option(64, "--ep", min=1, max=1_000_000, help="EP group size (ep-dispatch/ep-combine)."),
     tokens: int = typer.Option(4096, "--tokens", min=1, max=10_000_000, help="Tokens per GPU."),
     hidden: int = typer.Option(7168, "--hidden", min=1, max=1_000_000),
@@ -65,19 +72,31 @@ def collective(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="fp8 (with per-128 scales) or bf16; default fp8 "
                                         "for dispatch, bf16 for combine."),
     seed: int = typer.Option(0, "--seed"),
+    deepep: bool = typer.Option(False, "--deepep", help="ep-*: price DeepEP's published benchmark set-ups "
+                                "(EP8…EP64, its test's routing) and compare with its figures."),
     fail_link: Optional[list[str]] = typer.Option(None, "--fail-link", help="Cable u:v to remove (repeatable)."),
     fail_switch: Optional[list[str]] = typer.Option(None, "--fail-switch", help="Switch to remove (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Time, algorithm bandwidth and bytes per link class of one collective; EP adds DeepEP's RDMA/NVL GB/s."""
     from workloads.layers import element_bytes
-    from workloads.routing import balanced_ep_traffic
+    from workloads.routing import SAMPLE_TOKENS, sample_balanced
 
     if name not in COLLECTIVES + EP_NAMES:
         fail(f"unknown collective {name!r}; choose one of {', '.join(COLLECTIVES + EP_NAMES)}")
     if fidelity not in FIDELITIES:
         fail(f"--fidelity {fidelity!r}: choose analytic or flow")
     is_ep = name in EP_NAMES
+    if deepep:
+        if not is_ep:
+            fail("--deepep applies to ep-dispatch and ep-combine only")
+        rows = deepep_comparison(name, topology, fidelity, nic_efficiency, nvlink_efficiency, seed)
+        if as_json:
+            print(json.dumps(rows, indent=1))
+        else:
+            print_deepep(name, fidelity, rows)
+        return
+    nic_efficiency, nvlink_efficiency = link_efficiencies(is_ep, nic_efficiency, nvlink_efficiency)
     members_n = gpus or (ep if is_ep else 64)
     if is_ep and gpus is not None and gpus != ep:
         fail(f"--gpus {gpus} differs from --ep {ep}; an EP collective runs over the --ep GPUs")
@@ -104,18 +123,12 @@ def collective(
                 fail(f"--max-nodes {max_nodes} must be between 1 and the {nodes} nodes of --ep {ep}")
             if topk > min(max_nodes, nodes) * (experts // nodes):
                 fail(f"--topk {topk} exceeds the experts on --max-nodes {max_nodes} nodes")
-            traffic = balanced_ep_traffic(experts, topk, nodes, min(max_nodes, nodes), ep, min(ep, gpn), seed)
-            token_bytes = hidden * element_bytes(dtype)
-            program = net.ep(members, tokens, token_bytes, traffic, combine=name == "ep-combine")
-            per_rank = tokens * topk * token_bytes
-            result = net.result(program, members_n, per_rank)
-            extra = {
-                "dtype": dtype, "tokens": tokens, "ib_nodes_per_token": traffic.ib_nodes,
-                "nvl_copies_per_token": traffic.nvl_copies,
-                # DeepEP's convention: IB bytes sent per GPU / time, NVLink bytes received per GPU / time.
-                "rdma_gbps": tokens * traffic.ib_nodes * token_bytes / result.time_s / GB if result.time_s else 0.0,
-                "nvl_gbps": tokens * traffic.nvl_copies * token_bytes / result.time_s / GB if result.time_s else 0.0,
-            }
+            # DeepSeek-V3's gate (node-limited, uniform affinities), as the simulator routes.
+            ids = sample_balanced(experts, topk, nodes, min(max_nodes, nodes), SAMPLE_TOKENS, seed)
+            per_rank = tokens * topk * hidden * element_bytes(dtype)
+            result, extra = ep_collective(net, members, name, ids, experts, tokens, hidden * element_bytes(dtype),
+                                          per_rank)
+            extra["dtype"] = dtype
         else:
             per_rank = parse_bytes(nbytes)
             traffic_matrix = None
@@ -131,11 +144,91 @@ def collective(
     out = {"collective": name, "topology": topology, "fidelity": fidelity, "gpus": members_n,
            "time_us": result.time_s * 1e6, "bytes_per_rank": per_rank, "algbw_gbps": result.algbw_gbps,
            "link_bytes": result.link_bytes, "bottleneck": result.bottleneck, "flows": result.flows,
-           "steps": result.steps, **extra}
+           "steps": result.steps, "nic_efficiency": nic_efficiency, "nvlink_efficiency": nvlink_efficiency,
+           **extra}
     if as_json:
         print(json.dumps(out, indent=1))
         return
     print_collective(out)
+
+
+def link_efficiencies(is_ep: bool, nic: float | None, nvlink: float | None) -> tuple[float, float]:
+    """The NIC and NVLink fractions to price with: the user's, else 0.8 / 0.8, or for an EP collective what
+    DeepEP's kernels reach alone (derived from its published table, :mod:`calibration.deepep`)."""
+    if is_ep and (nic is None or nvlink is None):
+        from calibration.deepep import isolated_efficiencies
+
+        ep_nic, ep_nvlink = isolated_efficiencies()
+        return (ep_nic if nic is None else nic), (ep_nvlink if nvlink is None else nvlink)
+    return (NIC_EFFICIENCY if nic is None else nic), (NVLINK_EFFICIENCY if nvlink is None else nvlink)
+
+
+def ep_collective(net: GraphNetwork, members: list[str], name: str, expert_ids, experts: int, tokens: int,
+                  token_bytes: float, per_rank: float):
+    """Price a DeepEP dispatch or combine of tokens routed to ``expert_ids``: its notify (token counts to every
+    peer) then its transfers; and DeepEP's figures for that time (:func:`calibration.deepep.deepep_figures`)."""
+    from calibration.deepep import deepep_figures, ep_counts
+    from workloads.routing import EpTraffic
+
+    gpn = topology_defaults()["gpus_per_node"]
+    counts = ep_counts(expert_ids, experts, len(members), gpn)
+    traffic = EpTraffic(counts.remote_nodes, counts.nvl_forwards, 1.0)
+    notify_s = net.time_s(net.collective("all-to-all", members, experts * NOTIFY_BYTES_PER_EXPERT))
+    program = net.ep(members, tokens, token_bytes, traffic, combine=name == "ep-combine")
+    transfer = net.result(program, len(members), per_rank)
+    time_s = notify_s + transfer.time_s
+    result = replace(transfer, time_s=time_s, algbw_gbps=per_rank / time_s / GB if time_s > 0 else 0.0)
+    extra = {"tokens": tokens, "notify_us": notify_s * 1e6, "nodes_per_token": counts.nodes,
+             "ib_nodes_per_token": counts.remote_nodes, "ranks_per_token": counts.ranks,
+             "nvl_copies_per_token": counts.nvl_forwards,
+             # DeepEP's test: RDMA = every node a token reaches (its own too), NVL = rows each rank receives.
+             **deepep_figures(counts, tokens, token_bytes, time_s)}
+    return result, extra
+
+
+def deepep_comparison(name: str, topology: str, fidelity: str, nic: float | None, nvlink: float | None,
+                      seed: int) -> list[dict]:
+    """Every row of DeepEP's published table priced as its test runs it, beside the published figure."""
+    from calibration.deepep import calibrates, deepep_test_routing, load_table, token_bytes as deepep_token_bytes
+
+    table = load_table()
+    kind = "combine" if name == "ep-combine" else "dispatch"
+    nic, nvlink = link_efficiencies(True, nic, nvlink)
+    rows = []
+    for row in table.rows:
+        nodes = table.nodes(row.ep)
+        g = build(spec_from_options(topology, None, None, row.ep, None, "h800", None, None, None))
+        net = GraphNetwork(g, fidelity, nvlink, nic)
+        ids = deepep_test_routing(table.tokens, table.experts, table.top_k, nodes,
+                                  min(nodes, table.groups_per_token_max), seed)
+        tb = deepep_token_bytes(table.hidden, kind)
+        result, extra = ep_collective(net, net.members(row.ep), name, ids, table.experts, table.tokens, tb,
+                                      table.tokens * table.top_k * tb)
+        published = row.dispatch_gbps if kind == "dispatch" else row.combine_gbps
+        figure = extra[f"{row.figure}_gbps"]
+        rows.append({"ep": row.ep, "figure": row.figure, "published_gbps": published, "moesim_gbps": figure,
+                     "error": figure / published - 1, "time_us": result.time_s * 1e6,
+                     "bottleneck": result.bottleneck, "held_out": not calibrates(table, row.ep)})
+    return rows
+
+
+def print_deepep(name: str, fidelity: str, rows: list[dict]) -> None:
+    from calibration.deepep import load_table
+
+    t = load_table()
+    console.print(f"[bold]{name}[/] as DeepEP's benchmark runs it ({t.tokens} tokens, hidden {t.hidden}, "
+                  f"top-{t.top_k} of {t.experts} experts, FP8 dispatch / BF16 combine; {fidelity} fidelity)",
+                  highlight=False)
+    table = Table()
+    for col in ("EP", "figure", "DeepEP GB/s", "moesim GB/s", "error", "time µs", "bound by", "row"):
+        table.add_column(col, justify="right" if col not in ("figure", "bound by", "row") else "left")
+    for r in rows:
+        table.add_row(str(r["ep"]), r["figure"].upper(), f"{r['published_gbps']:.0f}", f"{r['moesim_gbps']:.1f}",
+                      f"{r['error']:+.1%}", f"{r['time_us']:,.0f}", r["bottleneck"],
+                      "held out" if r["held_out"] else "calibrates")
+    console.print(table)
+    console.print("DeepEP: docs/legacy.md (H800, CX7 400 Gb/s); figures computed as its tests compute them.",
+                  highlight=False)
 
 
 def read_matrix(path: Path, size: int):
@@ -165,10 +258,12 @@ def print_collective(out: dict) -> None:
     table.add_row("time", f"{out['time_us']:,.1f} µs")
     table.add_row("algorithm bandwidth", f"{out['algbw_gbps']:,.1f} GB/s (bytes per rank / time)")
     if "rdma_gbps" in out:
-        table.add_row("RDMA (IB bytes sent per GPU / time)", f"{out['rdma_gbps']:,.1f} GB/s")
-        table.add_row("NVL (NVLink bytes received per GPU / time)", f"{out['nvl_gbps']:,.1f} GB/s")
-        table.add_row("per token", f"{out['ib_nodes_per_token']:.2f} IB nodes, "
-                                   f"{out['nvl_copies_per_token']:.2f} NVLink forwards ({out['dtype']})")
+        table.add_row("of which notify", f"{out['notify_us']:,.1f} µs")
+        table.add_row("RDMA as DeepEP counts it", f"{out['rdma_gbps']:,.1f} GB/s (nodes reached, own too)")
+        table.add_row("NVL as DeepEP counts it", f"{out['nvl_gbps']:,.1f} GB/s (rows received, own too)")
+        table.add_row("per token", f"{out['nodes_per_token']:.2f} nodes ({out['ib_nodes_per_token']:.2f} over IB), "
+                                   f"{out['ranks_per_token']:.2f} GPUs ({out['nvl_copies_per_token']:.2f} over "
+                                   f"NVLink), {out['dtype']}")
     table.add_row("bottleneck link class", out["bottleneck"])
     table.add_row("flows × steps", f"{out['flows']:,} in {out['steps']:,} steps")
     for cls, b in out["link_bytes"].items():

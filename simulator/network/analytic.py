@@ -5,7 +5,9 @@ link is its NIC (``nic_gbps`` × ``nic_efficiency`` / oversubscription). Each co
 standard algorithm costs (ring for all-reduce, reduce-scatter and all-gather; hierarchical NVLink-then-NIC
 when the group spans nodes) plus per-step latency. EP dispatch and combine follow DeepSeek-V3 (TR §3.2.2):
 one NIC transfer per remote target node to the same-index GPU, then NVLink forwarding; the two hops overlap,
-so the time is the slower of the two plus both latencies. No cross-traffic between collectives.
+so the time is the slower of the two plus both latencies. Each hop moves at the lower of the link's usable rate
+and the rate DeepEP's kernels reach on it (``ep_nic_efficiency``, ``ep_nvlink_efficiency``: measured, see
+:mod:`calibration.deepep`); their notify is an op of its own. No cross-traffic between collectives.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class AnalyticNetwork:
         self.nvlink_gbps = scenario.cluster.gpu.nvlink_gbps * net.nvlink_efficiency
         nics_per_gpu = node.nics_per_node / node.gpus_per_node
         self.nic_gbps = net.nic_gbytes_per_s * net.nic_efficiency * nics_per_gpu / net.oversubscription
+        # DeepEP's kernels: the lower of the link's usable rate and what the kernels reach on it.
+        self.ep_nvlink_gbps = min(self.nvlink_gbps, scenario.cluster.gpu.nvlink_gbps * net.ep_nvlink_efficiency)
+        self.ep_nic_gbps = min(self.nic_gbps, net.nic_gbytes_per_s * net.ep_nic_efficiency * nics_per_gpu)
         self.nvlink_latency_s = net.nvlink_latency_us * US
         self.nic_latency_s = net.nic_latency_us * US
         self._groups: dict[str, GroupGeometry] = {}
@@ -94,7 +99,7 @@ class AnalyticNetwork:
         Skewed routing loads some links more than the mean; the busiest InfiniBand and NVLink links set the pace."""
         traffic = self.ep_traffic()
         token_bytes = comm.hidden * comm.element_bytes
-        nic_s = comm.tokens * traffic.ib_nodes * traffic.ib_link_factor * token_bytes / (self.nic_gbps * GB)
-        nvl_s = comm.tokens * traffic.nvl_copies * traffic.nvl_link_factor * token_bytes / (self.nvlink_gbps * GB)
+        nic_s = comm.tokens * traffic.ib_nodes * traffic.ib_link_factor * token_bytes / (self.ep_nic_gbps * GB)
+        nvl_s = comm.tokens * traffic.nvl_copies * traffic.nvl_link_factor * token_bytes / (self.ep_nvlink_gbps * GB)
         latency = self.nvlink_latency_s + (self.nic_latency_s if g.nodes > 1 else 0.0)
         return max(nic_s, nvl_s) + latency

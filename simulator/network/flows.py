@@ -47,10 +47,12 @@ class Step:
 
 @dataclass
 class Program:
-    """A collective: steps run one after another."""
+    """A collective: steps run one after another. ``capacity_bps``, when set, is the rate each link gives this
+    program's flows (below the link's: DeepEP's kernels reach less than some links carry)."""
 
     name: str
     steps: list[Step] = field(default_factory=list)
+    capacity_bps: np.ndarray | None = None
 
     @property
     def flows(self) -> int:

@@ -3,6 +3,8 @@
 Both fidelities use the same routes and capacities. Each link's usable capacity is its nominal capacity times
 the efficiency of its class: NVLink × ``nvlink_efficiency`` (DeepSeek-V3 TR §3.2.2: ~160 of 200 GB/s on H800),
 NIC and switch links × ``nic_efficiency`` ("Insights into DeepSeek-V3" §4.3: ~40 of 50 GB/s per 400G NIC);
+EP dispatch/combine move on a GPU's own NVLink and NIC links at no more than DeepEP's kernels reach there
+(``ep_nvlink_efficiency``, ``ep_nic_efficiency``; :mod:`calibration.deepep`);
 PCIe at its nominal rate. Latencies are per link (topologies/data/topologies.yaml, from "Insights" Table 5).
 
 - ``analytic``: per step, the busiest link's bytes / capacity plus the slowest path's latency; concurrent
@@ -46,7 +48,8 @@ class GraphNetwork:
     """Routes and prices collectives on one cluster graph."""
 
     def __init__(self, graph: nx.DiGraph, fidelity: str = "analytic", nvlink_efficiency: float = 0.8,
-                 nic_efficiency: float = 0.8):
+                 nic_efficiency: float = 0.8, ep_nvlink_efficiency: float | None = None,
+                 ep_nic_efficiency: float | None = None):
         if fidelity not in FIDELITIES:
             raise ValueError(f"fidelity must be one of {', '.join(FIDELITIES)}, not {fidelity!r}")
         self.graph = graph
@@ -55,6 +58,20 @@ class GraphNetwork:
         efficiency = {"nvlink": nvlink_efficiency, "pcie": 1.0, "nic": nic_efficiency, "fabric": nic_efficiency}
         eff = np.array([efficiency[c] for c in self.router.link_class])
         self.capacity_bps = self.router.capacity_gbps * eff * GB
+        # EP dispatch/combine: a GPU's own NVLink and NIC links move at most what DeepEP's kernels reach on them,
+        # a fraction of the class's nominal rate (its fastest link: a degraded link keeps its own lower limit);
+        # a per-GPU limit, so capping the GPU's links is exact. Switch-to-switch links keep their capacity.
+        self.ep_capacity_bps = None
+        classes = self.router.link_class
+        for cls, fraction in (("nvlink", ep_nvlink_efficiency), ("nic", ep_nic_efficiency)):
+            links = classes == cls
+            if fraction is None or not links.any():
+                continue
+            kernel_bps = fraction * float(self.router.capacity_gbps[links].max()) * GB
+            if (self.capacity_bps[links] > kernel_bps).any():
+                if self.ep_capacity_bps is None:
+                    self.ep_capacity_bps = self.capacity_bps.copy()
+                self.ep_capacity_bps[links] = np.minimum(self.capacity_bps[links], kernel_bps)
         self.gpus = self.router.gpus
 
     def node_of(self, gpu: str) -> int:
@@ -86,16 +103,24 @@ class GraphNetwork:
         return Program(name, [self.step(p) for p in phases])
 
     # --- pricing --------------------------------------------------------------------------------------
+    def capacity_for(self, programs: list[Program]) -> np.ndarray:
+        """Link rates for ``programs`` run together: their own (EP) when they all have the same, else the links'."""
+        first = programs[0].capacity_bps if programs else None
+        if first is not None and all(p.capacity_bps is first for p in programs):
+            return first
+        return self.capacity_bps
+
     def time_s(self, program: Program) -> float:
         """Seconds for ``program`` alone on the network (no other traffic)."""
+        capacity = self.capacity_for([program])
         total = 0.0
         for step in program.steps:
             if self.fidelity == "analytic":
-                one = analytic_step_s(step, self.capacity_bps)
+                one = analytic_step_s(step, capacity)
             else:  # repetitions of a step alone are identical: simulate one
                 single = Step(step.bytes, step.latency_s, step.flow, step.link, step.weight, 1,
                               step.latency_factor, step.name)
-                one = simulate([Program(program.name, [single])], self.capacity_bps)[0][0]
+                one = simulate([Program(program.name, [single])], capacity)[0][0]
             total += one * step.repeat
         return total
 
@@ -104,7 +129,7 @@ class GraphNetwork:
         starts_s = starts_s or [0.0] * len(programs)
         if self.fidelity == "analytic":
             return [s + self.time_s(p) for s, p in zip(starts_s, programs)]
-        return simulate(programs, self.capacity_bps, starts_s)[0]
+        return simulate(programs, self.capacity_for(programs), starts_s)[0]
 
     def link_bytes(self, program: Program) -> dict[str, float]:
         """Bytes carried by all links of each class (``nvlink``, ``pcie``, ``nic``, ``fabric``)."""
@@ -119,8 +144,9 @@ class GraphNetwork:
     def bottleneck(self, program: Program) -> str:
         """The link class whose busiest link needs the most time over the whole program."""
         worst, name = 0.0, "none"
+        capacity = self.capacity_for([program])
         for step in program.steps:
-            load = step.link_bytes(len(self.capacity_bps)) / self.capacity_bps
+            load = step.link_bytes(len(capacity)) / capacity
             if load.size and load.max() * step.repeat > worst:
                 worst, name = load.max() * step.repeat, str(self.router.link_class[int(load.argmax())])
         return name
@@ -155,8 +181,10 @@ class GraphNetwork:
         """DeepSeek-style EP dispatch (or combine) of ``tokens`` tokens of ``token_bytes`` per member; skewed
         routing weights each transfer by its target's share (see :func:`collectives.ep_phases`)."""
         name = "ep-combine" if combine else "ep-dispatch"
-        return self.program(name, algo.ep_phases(self.node_of, members, tokens, token_bytes, traffic, combine,
-                                                 gpu_weight, node_weight))
+        program = self.program(name, algo.ep_phases(self.node_of, members, tokens, token_bytes, traffic, combine,
+                                                    gpu_weight, node_weight))
+        program.capacity_bps = self.ep_capacity_bps
+        return program
 
 
 COLLECTIVES = ("all-to-all", "all-reduce", "all-reduce-tree", "all-reduce-hier", "reduce-scatter",

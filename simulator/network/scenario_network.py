@@ -33,7 +33,8 @@ class ScenarioNetwork:
         graph = cluster_graph(scenario)
         self.faulty = bool(scenario.faults.links)
         self.groups = ProcessGroups.of(scenario)
-        self.network = GraphNetwork(graph, fidelity, net.nvlink_efficiency, net.nic_efficiency)
+        self.network = GraphNetwork(graph, fidelity, net.nvlink_efficiency, net.nic_efficiency,
+                                    net.ep_nvlink_efficiency, net.ep_nic_efficiency)
         self._cache: dict[tuple[Comm, int], float] = {}
 
     def instances(self, group: str, rank: int = 0) -> list[list[int]]:

@@ -143,7 +143,10 @@ class SharedNetwork:
         return load.stats, reach / reach.mean(), nodes / nodes.mean()
 
     def _steps(self, programs: list[Program]) -> list[PlanStep]:
-        return plan_steps(programs, self.capacity_bps, self.is_nic)
+        # EP programs' bundles go no faster than DeepEP's kernels (their demand); links are still shared at
+        # their own capacity (LinkShare).
+        capacity = self.graph.network.capacity_for(programs) if programs else self.capacity_bps
+        return plan_steps(programs, capacity, self.is_nic)
 
     # --- moving in simulated time ---------------------------------------------------------------------
     def attach(self, env: simpy.Environment) -> LinkShare:
