@@ -247,13 +247,22 @@ def in_situ_for(trace, scenario) -> InSitu:
     from workloads.layers import element_bytes
     from workloads.routing import balanced_ep_traffic
 
+    from workloads.errors import ScenarioError
+
     moe, par, net = scenario.model.moe, scenario.parallelism, scenario.cluster.network
     per_node = min(par.ep, scenario.cluster.node.gpus_per_node)
+    if moe is None or par.ep <= per_node:
+        raise ScenarioError(f"--traced-as {scenario.name}: its EP group stays inside one node, so its dispatch "
+                            "and combine never cross InfiniBand; name the layout the trace ran, with EP over "
+                            "several nodes")
     traffic = balanced_ep_traffic(moe.routed_experts, moe.top_k, moe.groups, moe.groups_per_token, par.ep,
                                   per_node, scenario.run.seed)
     tokens = par.micro_batch_size * par.seq_len // (par.tp * par.cp)
     latency_s = (net.nvlink_latency_us + (net.nic_latency_us if par.ep > per_node else 0.0)) * 1e-6
-    return in_situ_nic_rate(trace_kernels(trace), tokens, scenario.model.hidden, traffic.ib_nodes,
+    kernels = trace_kernels(trace)
+    if not kernels:
+        raise ScenarioError(f"{trace.path}: no DeepEP dispatch or combine kernels in this trace")
+    return in_situ_nic_rate(kernels, tokens, scenario.model.hidden, traffic.ib_nodes,
                             element_bytes(scenario.training.dispatch_dtype),
                             element_bytes(scenario.training.combine_dtype), latency_s)
 

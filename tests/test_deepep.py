@@ -89,3 +89,24 @@ def test_analytic_ep_moves_at_the_lower_of_link_and_kernel():
     link_bound = _ep_seconds(["cluster.network.ep_nic_efficiency=1.0"])
     assert link_bound == pytest.approx(kernel_bound * 0.4 / 0.8, rel=1e-12)
     assert _ep_seconds(["cluster.network.ep_nic_efficiency=0.9"]) == pytest.approx(link_bound, rel=1e-12)
+
+
+def test_in_situ_refusals_are_one_line(runner, tmp_path):
+    import json
+
+    from simulator.cli import app
+
+    excerpt = Path(__file__).parent / "data" / "deepseek-train-excerpt.json"
+    out = runner.invoke(app, ["calibrate", "deepep", str(excerpt), "--traced-as", "mixtral-8x7b-h100"])
+    assert out.exit_code == 2 and "stays inside one node" in out.output
+    data = json.loads(excerpt.read_text())
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    kept = [e for e in events if "ep::" not in str(e.get("name", ""))]
+    no_deepep = tmp_path / "no-deepep.json"
+    no_deepep.write_text(json.dumps({**data, "traceEvents": kept} if isinstance(data, dict) else kept))
+    out = runner.invoke(app, ["calibrate", "deepep", str(no_deepep)])
+    assert out.exit_code == 2 and "no DeepEP dispatch or combine kernels" in out.output
+    out = runner.invoke(app, ["calibrate", "deepep", str(excerpt), "--json"])
+    assert out.exit_code == 0, out.output
+    situ = json.loads(out.output)["in_situ"]
+    assert situ["kernels"] > 0 and 0 < situ["nic_efficiency"] < 1
