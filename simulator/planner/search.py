@@ -175,7 +175,7 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
             outcome.wall_s = time.perf_counter() - wall
             return outcome
         good: list[Candidate] = []
-        by_key: dict[str, Candidate] = {}
+        runs = Simulations(session, fingerprint, request, outcome)
         order = Ordering(live, request)
         queue = order.initial()
         factors = state_factors(validate(base).training)
@@ -202,13 +202,10 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
                     outcome.exact = False
                     queue = []
                     break
-                by_key[submit(c, session, fingerprint)] = c
-                outcome.simulated.append(c)
+                runs.submit(c)
             if not session.in_flight:
                 break
-            for row in session.finished():
-                c = by_key.pop(row["key"])
-                judge(c, row, request)
+            for c in runs.finished():
                 if c.verdict == SIM_MEMORY and c.zero_stage < max(request.zero_stages):
                     retry = Candidate(**{**c.__dict__, "row": {}, "verdict": "", "reason": ""})
                     retry.zero_stage = min(z for z in request.zero_stages if z > c.zero_stage)
@@ -295,11 +292,26 @@ class Ordering:
         return head + sorted(rest, key=self.estimate)
 
 
-def submit(c: Candidate, session, fingerprint: str) -> str:
-    overrides = c.overrides()
-    key = point_key(fingerprint, overrides)
-    session.submit(Point(key, overrides))
-    return key
+class Simulations:
+    """Candidates simulated on an executor session: :meth:`submit` one, :meth:`finished` yields each as its row
+    arrives, judged against the request (every one submitted is also recorded in ``outcome.simulated``)."""
+
+    def __init__(self, session, fingerprint: str, request: PlanRequest, outcome: Outcome):
+        self.session, self.fingerprint, self.request, self.outcome = session, fingerprint, request, outcome
+        self.by_key: dict[str, Candidate] = {}
+
+    def submit(self, c: Candidate) -> None:
+        overrides = c.overrides()
+        key = point_key(self.fingerprint, overrides)
+        self.session.submit(Point(key, overrides))
+        self.by_key[key] = c
+        self.outcome.simulated.append(c)
+
+    def finished(self):
+        for row in self.session.finished():
+            c = self.by_key.pop(row["key"])
+            judge(c, row, self.request)
+            yield c
 
 
 def run_closest(pool: list[Candidate], request: PlanRequest, session, fingerprint: str, outcome: Outcome,
@@ -307,18 +319,14 @@ def run_closest(pool: list[Candidate], request: PlanRequest, session, fingerprin
     """Simulate the few candidates with the best bounds, ignoring deadline and budget; the fitting ones, best
     first (at most three)."""
     found: list[Candidate] = []
-    by_key: dict[str, Candidate] = {}
+    runs = Simulations(session, fingerprint, request, outcome)
     budget = min(request.max_simulations, 2 * max(3, session.slots))
     while (pool or session.in_flight) and len(found) < 3:
         while pool and session.in_flight < session.slots and len(outcome.simulated) < budget:
-            c = pool.pop(0)
-            by_key[submit(c, session, fingerprint)] = c
-            outcome.simulated.append(c)
+            runs.submit(pool.pop(0))
         if not session.in_flight:
             break
-        for row in session.finished():
-            c = by_key.pop(row["key"])
-            judge(c, row, request)
+        for c in runs.finished():
             if c.verdict in (SIM_DEADLINE, SIM_BUDGET, ""):
                 found.append(c)
             progress("closest plans", len(found), 3)
