@@ -42,14 +42,12 @@ def test_latency_fields_act_the_same_under_every_network_model(field, comm, step
 import numpy as np  # noqa: E402
 import simpy  # noqa: E402
 
-from simulator.cli import app  # noqa: E402
 from simulator.network import collectives as algo  # noqa: E402
 from simulator.network.graph_model import GraphNetwork  # noqa: E402
 from simulator.network.link_share import LinkShare, PlanStep, bundle, plan_of  # noqa: E402
 from simulator.network.shared import plan_steps  # noqa: E402
 from simulator.simulate import simulate  # noqa: E402
 from topologies.registry import build_topology  # noqa: E402
-from workloads.errors import ScenarioError  # noqa: E402
 
 CAP = np.array([10.0, 10.0, 10.0])  # bytes/s per link
 

@@ -325,7 +325,6 @@ def validate(profile: str = typer.Option("h800", "--profile", help="Profile(s) t
     from workloads.scenario import GpuSpec
 
     profiles = [_load(name.strip()) for name in profile.split(",") if name.strip()]
-    prof = profiles[-1]
     rows, notes, origin = validation_rows(profiles, GpuSpec(**gpu_spec("h800")), REPO_ROOT)
     stats = summary(rows)
     checks = in_situ_checks(REPO_ROOT) or []
