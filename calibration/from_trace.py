@@ -35,7 +35,7 @@ import numpy as np
 from calibration.builtin import EFFICIENCY, LAUNCH_GAP
 from calibration.profile import KernelPoint, LaunchGap, Profile
 from workloads.model import moe_layer
-from workloads.ops import Kind, Op, OpClass, Phase
+from workloads.ops import Kind, Op, OpClass
 from workloads.scenario import Scenario
 from workloads.traces.classify import COMM_CLASSES, classify, op_class_name, short_name
 from workloads.traces.kineto import Kernel, KinetoTrace
