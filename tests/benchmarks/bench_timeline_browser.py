@@ -1,12 +1,14 @@
 """The DeepSeek-V3 report's timeline in headless Chromium: time to first render and to each zoom.
 
-Run: PYTHONPATH=. python tests/benchmarks/bench_timeline_browser.py [PRESET]   (prints a table; no assertions)
+Run: PYTHONPATH=. python tests/benchmarks/bench_timeline_browser.py [PRESET | PAGE.html]   (prints a table; no
+assertions). A PAGE.html written by ``moesim report`` is measured as it is instead of simulating PRESET.
 
 First render is measured from navigation start (the browser begins reading the file) to the timeline's first
 draw being done; a zoom from the relayout (what a drag does) to the redraw being done. Beside each wall time,
 the CPU time of the page's main thread (Chromium's ThreadTime metric), which is what the wall time would be on
-an idle machine: on a shared machine the wall time also counts waiting for a CPU. Needs Debian's chromium and
-chromedriver (tests/browser.py).
+an idle machine: on a shared machine the wall time also counts waiting for a CPU. The first open's main-thread
+time is then split by what it went to (Chromium's metrics): compiling JavaScript, running it, style and layout,
+and the rest (mostly reading the HTML). Needs Debian's chromium and chromedriver (tests/browser.py).
 """
 
 from __future__ import annotations
@@ -31,22 +33,48 @@ Plotly.relayout(gd, %s);
                    else setTimeout(wait, 5); })();"""
 
 
+SPLIT = (("compiling JavaScript", "V8CompileDuration"), ("running JavaScript", "ScriptDuration"),
+         ("style and layout", ("RecalcStyleDuration", "LayoutDuration")), ("other (reading the HTML…)", None))
+
+
+def metrics(driver) -> dict[str, float]:
+    """The page renderer's DevTools Performance metrics (durations and ThreadTime in seconds)."""
+    return {m["name"]: m["value"] for m in driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]}
+
+
 def thread_s(driver) -> float:
     """CPU seconds the page's renderer main thread has used (DevTools Performance metrics)."""
-    metrics = driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]
-    return next(m["value"] for m in metrics if m["name"] == "ThreadTime")
+    return metrics(driver)["ThreadTime"]
 
 
-def main(preset: str = "deepseek-v3-h800") -> None:
+def split(m: dict[str, float]) -> str:
+    """The first open's main-thread time by what it went to (a fresh renderer counts from zero)."""
+    parts, rest = [], m["TaskDuration"]
+    for name, keys in SPLIT:
+        if keys is None:
+            parts.append(f"{name} {rest:.2f} s")
+            continue
+        value = sum(m[k] for k in ((keys,) if isinstance(keys, str) else keys))
+        rest -= value
+        parts.append(f"{name} {value:.2f} s")
+    return "; ".join(parts)
+
+
+def main(what: str = "deepseek-v3-h800") -> None:
     if not have_browser():
         sys.exit("needs /usr/bin/chromium and /usr/bin/chromedriver")
-    scenario = load_scenario(preset=preset)
-    result = simulate(scenario, keep_timeline=True)
-    step = result.step_time_s
     with tempfile.TemporaryDirectory() as tmp:
-        page = write_report(result, Path(tmp) / "report.html", scenario)
-        print(f"{preset}: {len(result.timeline.records):,} timeline records, page {page.stat().st_size / 1e6:.1f} MB; "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        if what.endswith(".html"):
+            page, step = Path(what).resolve(), None
+            print(f"{page.name}: page {page.stat().st_size / 1e6:.1f} MB; "
+                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        else:
+            scenario = load_scenario(preset=what)
+            result = simulate(scenario, keep_timeline=True)
+            step = result.step_time_s
+            page = write_report(result, Path(tmp) / "report.html", scenario)
+            print(f"{what}: {len(result.timeline.records):,} timeline records, page "
+                  f"{page.stat().st_size / 1e6:.1f} MB; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         driver = start_chromium(Path(tmp) / "profile")
         driver.set_script_timeout(120)
         try:
@@ -63,14 +91,19 @@ def main(preset: str = "deepseek-v3-h800") -> None:
                     "const g = document.getElementById('figure-0'); return [performance.now(), g.moesimLastRenderMs,"
                     " performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd]")
                 driver.execute_cdp_cmd("Performance.enable", {})
-                after = thread_s(driver)
+                now = metrics(driver)
+                after = now["ThreadTime"]
                 cpu = after - cpu if after >= cpu else after  # a new renderer process starts from zero
                 print(visit)
                 print(f"{'  navigation start -> timeline drawn':52} {first[0] / 1e3:7.2f} s  "
                       f"(main-thread CPU {cpu:.2f} s)")
+                if visit.startswith("first"):
+                    print(f"    main thread: {split(now)}")
                 print(f"{'  of which drawing the timeline':52} {first[1] / 1e3:7.2f} s")
                 print(f"{'  page parsed (DOMContentLoaded)':52} {first[2] / 1e3:7.2f} s")
                 print(f"{'  wall clock seen by selenium':52} {time.perf_counter() - wall:7.2f} s")
+            if step is None:
+                step = driver.execute_script("return document.getElementById('figure-0').moesimData.makespan_s")
             steps = [("zoom to the middle half", f"{{'xaxis.range': [{step / 4}, {3 * step / 4}]}}"),
                      ("zoom to 1/16 of the step", f"{{'xaxis.range': [{step / 2}, {step / 2 + step / 16}]}}"),
                      ("zoom to 1/64", f"{{'xaxis.range': [{step / 2}, {step / 2 + step / 64}]}}"),
