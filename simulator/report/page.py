@@ -13,8 +13,11 @@ coordinates) the full bundle of the installed ``plotly`` package.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
+import sys
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,9 +107,36 @@ def standalone_html(fig: go.Figure, title: str) -> str:
     return text.replace("<head>", f"<head><title>{html.escape(title)}</title>{bundle}", 1)
 
 
+INT_ARRAYS = (("b", "Int8Array", 1 << 7), ("h", "Int16Array", 1 << 15), ("i", "Int32Array", 1 << 31))
+
+
+def typed_column(values: list) -> dict:
+    """A column of numbers as a base64 little-endian JS typed array: ``{"array": "Float64Array", "base64": …}``.
+
+    Integers take the smallest of Int8/16/32Array that holds them, other numbers (and larger integers)
+    Float64Array: every value comes back exactly, in about half the bytes of its decimal JSON, and the browser
+    decodes it much faster than it parses 10^5 decimals.
+    """
+    code, name = "d", "Float64Array"
+    if all(isinstance(v, int) for v in values):  # bools too (0 or 1)
+        low, high = min(values, default=0), max(values, default=0)
+        code, name = next(((c, n) for c, n, limit in INT_ARRAYS if -limit <= low and high < limit),
+                          ("d", "Float64Array"))
+    packed = array(code, values)  # C char, short, int: 1, 2 and 4 bytes wherever CPython runs
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return {"array": name, "base64": base64.b64encode(packed.tobytes()).decode("ascii")}
+
+
+def compact(data: dict) -> dict:
+    """Timeline data as the page carries it: the ``ops`` and ``chunks`` columns as :func:`typed_column`."""
+    return {**data, **{table: {name: typed_column(list(values)) for name, values in data[table].items()}
+                       for table in ("ops", "chunks")}}
+
+
 def timeline_div(data: dict, div_id: str) -> str:
     """A timeline's div, its data as a JSON script element (``</`` escaped), and the call that draws it."""
-    payload = script_safe(json.dumps(data, separators=(",", ":")))
+    payload = script_safe(json.dumps(compact(data), separators=(",", ":")))
     return (f"<div id='{div_id}' class='timeline'></div>"
             f"<script type='application/json' id='{div_id}-data'>{payload}</script>"
             f"<script type='text/javascript'>moesim.attach('{div_id}', '{div_id}-data');</script>")

@@ -3,17 +3,22 @@
 Run: PYTHONPATH=. python tests/benchmarks/bench_timeline_browser.py [PRESET | PAGE.html]   (prints a table; no
 assertions). A PAGE.html written by ``moesim report`` is measured as it is instead of simulating PRESET.
 
-First render is measured from navigation start (the browser begins reading the file) to the timeline's first
-draw being done; a zoom from the relayout (what a drag does) to the redraw being done. Beside each wall time,
-the CPU time of the page's main thread (Chromium's ThreadTime metric), which is what the wall time would be on
-an idle machine: on a shared machine the wall time also counts waiting for a CPU. The first open's main-thread
-time is then split by what it went to (Chromium's metrics): compiling JavaScript, running it, style and layout,
-and the rest (mostly reading the HTML). Needs Debian's chromium and chromedriver (tests/browser.py).
+An open is measured from navigation start (the browser begins reading the file) to the timeline being on
+screen: drawn, and the frame showing it painted. The other charts are drawn after that, while the reader looks
+at the timeline; "every chart drawn" says when they are done. A zoom is measured from the relayout (what a drag
+does) to the redraw being done. Beside each wall time, the CPU time of the page's main thread, which is what the
+wall time would be on an idle machine: on a shared machine the wall time also counts waiting for a CPU. For the
+first open it comes from a Chromium trace of a second fresh browser (tracing slows a page, so the wall times are
+measured untraced), split into what it went to: plotly.js (compiling and running the bundle), the timeline
+(parsing its data and drawing it) and the rest (reading the HTML, style, layout, paint). Needs Debian's chromium
+and chromedriver (tests/browser.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -31,33 +36,69 @@ const done = arguments[arguments.length - 1];
 Plotly.relayout(gd, %s);
 (function wait() { if (gd.moesimRenders > before) done([performance.now() - t0, gd.moesimMode, gd.moesimDrawn, gd.moesimFigureMs]);
                    else setTimeout(wait, 5); })();"""
-
-
-SPLIT = (("compiling JavaScript", "V8CompileDuration"), ("running JavaScript", "ScriptDuration"),
-         ("style and layout", ("RecalcStyleDuration", "LayoutDuration")), ("other (reading the HTML…)", None))
-
-
-def metrics(driver) -> dict[str, float]:
-    """The page renderer's DevTools Performance metrics (durations and ThreadTime in seconds)."""
-    return {m["name"]: m["value"] for m in driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]}
+SHOWN = "const g = document.getElementById('figure-0'); return !!(g && g.moesimShownAt)"
+TIMES = """const g = document.getElementById('figure-0'), nav = performance.getEntriesByType('navigation')[0];
+return [g.moesimShownAt, g.moesimDrawnAt, nav.domContentLoadedEventEnd]"""
+ALL_DRAWN = "return moesim.chartsLeft() === 0 ? moesim.chartsDrawnAt || performance.now() : null"
+TRACE = "devtools.timeline,blink.user_timing"
 
 
 def thread_s(driver) -> float:
     """CPU seconds the page's renderer main thread has used (DevTools Performance metrics)."""
-    return metrics(driver)["ThreadTime"]
+    metrics = driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]
+    return next(m["value"] for m in metrics if m["name"] == "ThreadTime")
 
 
-def split(m: dict[str, float]) -> str:
-    """The first open's main-thread time by what it went to (a fresh renderer counts from zero)."""
-    parts, rest = [], m["TaskDuration"]
-    for name, keys in SPLIT:
-        if keys is None:
-            parts.append(f"{name} {rest:.2f} s")
-            continue
-        value = sum(m[k] for k in ((keys,) if isinstance(keys, str) else keys))
-        rest -= value
-        parts.append(f"{name} {value:.2f} s")
-    return "; ".join(parts)
+def wait(driver, script: str, timeout_s: float = 120.0):
+    deadline = time.monotonic() + timeout_s
+    while not (value := driver.execute_script(script)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(script)
+        time.sleep(0.02)
+    return value
+
+
+def script_kinds(page: Path) -> dict[int, str]:
+    """Line (1-based) where each inline script of the page starts -> what it is."""
+    text, kinds = page.read_text(), {}
+    for match in re.finditer(r"<script type='text/javascript'>", text):
+        start = match.end()
+        head = text[start:start + 200]
+        kind = ("plotly.js" if "* plotly.js" in head else
+                "timeline" if head.startswith("moesim.attach(") else "other")
+        kinds[text.count("\n", 0, start) + 1] = kind
+    return kinds
+
+
+def traced_open(page: Path, profile: Path) -> dict[str, float]:
+    """Main-thread CPU seconds of a cold open up to the timeline on screen, by what it went to."""
+    driver = start_chromium(profile, TRACE)
+    try:
+        driver.get(page.as_uri())
+        wait(driver, SHOWN)
+        shown_ms = driver.execute_script(TIMES)[0]
+        events = [json.loads(e["message"])["message"]["params"] for e in driver.get_log("performance")]
+    finally:
+        driver.quit()
+    events = [e for e in events if "name" in e]
+    scripts = [e for e in events if e["name"] == "EvaluateScript" and page.name in e["args"]["data"].get("url", "")]
+    pid, tid = scripts[0]["pid"], scripts[0]["tid"]  # the page's renderer main thread
+    start_us = max(e["ts"] for e in events if e["pid"] == pid and e["name"] == "navigationStart")
+    end_us = start_us + shown_ms * 1e3
+    on_main = sorted((e for e in events if (e["pid"], e["tid"]) == (pid, tid) and e.get("ph") == "X"
+                      and "tdur" in e and start_us <= e["ts"] <= end_us), key=lambda e: (e["ts"], -e["dur"]))
+    total, edge = 0.0, -1.0  # CPU of the outermost events only (an event's children are inside its tdur)
+    for e in on_main:
+        if e["ts"] >= edge:
+            total += e["tdur"]
+            edge = e["ts"] + e["dur"]
+    kinds, split = script_kinds(page), {"plotly.js": 0.0, "timeline": 0.0}
+    for e in scripts:
+        kind = kinds.get(e["args"]["data"].get("lineNumber"), "other")
+        if kind in split and start_us <= e["ts"] <= end_us:
+            split[kind] += e["tdur"] / 1e6
+    split["total"] = total / 1e6
+    return split
 
 
 def main(what: str = "deepseek-v3-h800") -> None:
@@ -80,28 +121,22 @@ def main(what: str = "deepseek-v3-h800") -> None:
         try:
             for visit in ("first open (fresh browser)", "second open (plotly.js compiled before)"):
                 driver.get("about:blank")
-                driver.execute_cdp_cmd("Performance.enable", {})
-                cpu = thread_s(driver)
                 wall = time.perf_counter()
                 driver.get(page.as_uri())
-                while not driver.execute_script("const g = document.getElementById('figure-0');"
-                                                "return g && g.moesimRenders > 0"):
-                    time.sleep(0.02)
-                first = driver.execute_script(
-                    "const g = document.getElementById('figure-0'); return [performance.now(), g.moesimLastRenderMs,"
-                    " performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd]")
-                driver.execute_cdp_cmd("Performance.enable", {})
-                now = metrics(driver)
-                after = now["ThreadTime"]
-                cpu = after - cpu if after >= cpu else after  # a new renderer process starts from zero
+                wait(driver, SHOWN)
+                shown, drawn, parsed = driver.execute_script(TIMES)
+                seen = time.perf_counter() - wall
+                charts = wait(driver, ALL_DRAWN)
                 print(visit)
-                print(f"{'  navigation start -> timeline drawn':52} {first[0] / 1e3:7.2f} s  "
-                      f"(main-thread CPU {cpu:.2f} s)")
-                if visit.startswith("first"):
-                    print(f"    main thread: {split(now)}")
-                print(f"{'  of which drawing the timeline':52} {first[1] / 1e3:7.2f} s")
-                print(f"{'  page parsed (DOMContentLoaded)':52} {first[2] / 1e3:7.2f} s")
-                print(f"{'  wall clock seen by selenium':52} {time.perf_counter() - wall:7.2f} s")
+                print(f"{'  navigation start -> timeline on screen':46} {shown / 1e3:7.2f} s")
+                print(f"{'  timeline drawn':46} {drawn / 1e3:7.2f} s")
+                print(f"{'  page parsed (DOMContentLoaded)':46} {parsed / 1e3:7.2f} s")
+                print(f"{'  every chart drawn':46} {charts / 1e3:7.2f} s")
+                print(f"{'  wall clock seen by selenium (timeline)':46} {seen:7.2f} s")
+            cpu = traced_open(page, Path(tmp) / "traced")
+            print(f"first open, main-thread CPU to the timeline on screen {cpu['total']:.2f} s: plotly.js "
+                  f"{cpu['plotly.js']:.2f} s, the timeline's data and drawing {cpu['timeline']:.2f} s, the rest "
+                  f"{cpu['total'] - cpu['plotly.js'] - cpu['timeline']:.2f} s")
             if step is None:
                 step = driver.execute_script("return document.getElementById('figure-0').moesimData.makespan_s")
             steps = [("zoom to the middle half", f"{{'xaxis.range': [{step / 4}, {3 * step / 4}]}}"),
@@ -111,12 +146,13 @@ def main(what: str = "deepseek-v3-h800") -> None:
                      ("pan by half a window", f"{{'xaxis.range': [{step / 2 + step / 512}, "
                                               f"{step / 2 + 3 * step / 512}]}}"),
                      ("zoom out (double-click)", "{'xaxis.autorange': true}")]
+            driver.execute_cdp_cmd("Performance.enable", {})
             for name, change in steps:
-                cpu = thread_s(driver)
-                ms, mode, drawn, figure_ms = driver.execute_async_script(ZOOM % change)
-                cpu = thread_s(driver) - cpu
-                what = f"{drawn} op bars" if mode == "ops" else "overview"
-                print(f"{name:28} {ms / 1e3:6.2f} s  (main-thread CPU {cpu:.2f} s; {what}; "
+                before = thread_s(driver)
+                ms, mode, shown_ops, figure_ms = driver.execute_async_script(ZOOM % change)
+                used = thread_s(driver) - before
+                drew = f"{shown_ops} op bars" if mode == "ops" else "overview"
+                print(f"{name:28} {ms / 1e3:6.2f} s  (main-thread CPU {used:.2f} s; {drew}; "
                       f"{figure_ms / 1e3:.2f} s building the traces)")
             errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
             print(f"console errors: {len(errors)}" + (f" (first: {errors[0]})" if errors else ""))

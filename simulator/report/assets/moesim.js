@@ -182,13 +182,31 @@
     return current;
   }
 
+  /* The static page carries the ops and chunks columns as base64 little-endian typed arrays (page.py's
+     typed_column; typed arrays are little-endian on every machine browsers run on); the dashboard sends plain
+     lists. Either way the drawing indexes them the same. */
+  var TYPED = {Int8Array: Int8Array, Int16Array: Int16Array, Int32Array: Int32Array, Float64Array: Float64Array};
+
+  function unpack(data) {
+    ["ops", "chunks"].forEach(function (table) {
+      Object.keys(data[table] || {}).forEach(function (name) {
+        var col = data[table][name];
+        if (!col || typeof col.base64 !== "string" || !TYPED[col.array]) return;
+        var bin = atob(col.base64), bytes = new Uint8Array(bin.length);
+        for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+        data[table][name] = new TYPED[col.array](bytes.buffer);
+      });
+    });
+    return data;
+  }
+
   /* Draw the timeline in the element (or id) div and redraw the window on every zoom or pan. ``data`` is the
      timeline data, or the id of a <script type="application/json"> element holding it (JSON.parse is much
      faster than a script literal of the same size). */
   function attach(div, data) {
     var gd = typeof div === "string" ? document.getElementById(div) : div;
     timelinesPending += 1;
-    if (typeof data === "string") data = JSON.parse(document.getElementById(data).textContent);
+    data = unpack(typeof data === "string" ? JSON.parse(document.getElementById(data).textContent) : data);
     gd.moesimData = data;
     var range = [0, fullSpan(data)];
     gd.moesimRenders = 0;
