@@ -79,6 +79,7 @@ def main() -> None:
                             "2:schedule=1f1b", "-o", str(compare)], check=True, cwd=ROOT, capture_output=True)
             driver.get(compare.as_uri())
             wait(driver, "const g = document.getElementById('figure-2'); return g && g.moesimRenders > 0")
+            wait(driver, "return moesim.chartsLeft() === 0")  # the charts below, drawn after the timelines
             driver.execute_script("document.body.id = 'page'")
             shoot(driver, "page", "compare-dualpipe-vs-1f1b.png", height=1900)
 

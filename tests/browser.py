@@ -28,8 +28,12 @@ needs_browser = pytest.mark.skipif(not have_browser(), reason=f"needs {CHROMIUM}
                                                               "(apt-get install chromium chromium-driver)")
 
 
-def start_chromium(profile_dir: Path):
-    """A selenium WebDriver on a fresh headless Chromium profile, with the browser console captured."""
+def start_chromium(profile_dir: Path, trace_categories: str = ""):
+    """A selenium WebDriver on a fresh headless Chromium profile, with the browser console captured.
+
+    ``trace_categories`` (Chromium trace categories, comma-separated) also records a trace of them, read back
+    as the ``performance`` log (the benchmarks' CPU accounting).
+    """
     selenium = pytest.importorskip("selenium")  # noqa: F841  (the test extra installs it)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -39,7 +43,11 @@ def start_chromium(profile_dir: Path):
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile_dir}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    logs = {"browser": "ALL", "performance": "ALL"} if trace_categories else {"browser": "ALL"}
+    options.set_capability("goog:loggingPrefs", logs)
+    if trace_categories:
+        options.add_experimental_option("perfLoggingPrefs", {"enableNetwork": False, "enablePage": False,
+                                                             "traceCategories": trace_categories})
     service = Service(executable_path=shutil.which(CHROMEDRIVER) or CHROMEDRIVER)
     driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(60)

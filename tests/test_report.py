@@ -123,6 +123,21 @@ def test_page_is_self_contained(small, tmp_path):
         write_report(result, path, scenario)
 
 
+def test_pages_carry_the_smallest_plotly_that_draws_them(small, rows, tmp_path):
+    """Bars, scatter and heat maps (a result page): the cartesian partial bundle; parallel coordinates: the full."""
+    from plotly.offline import get_plotlyjs
+
+    from simulator.report.page import PARTIAL_BUNDLE
+
+    scenario, result = small
+    partial = PARTIAL_BUNDLE.read_text()
+    assert partial.lstrip().startswith("/**\n* plotly.js (cartesian - minified) v")
+    result_page = write_report(result, tmp_path / "r.html", scenario).read_text()
+    assert partial in result_page and get_plotlyjs() not in result_page
+    sweep_page = write_report(rows, tmp_path / "s.html").read_text()
+    assert get_plotlyjs() in sweep_page and partial not in sweep_page
+
+
 def test_plain_json_result_still_reports(small, tmp_path):
     """Plain --json output (no timeline, no scenario): the per-stage charts, and a note on what is missing."""
     _, result = small

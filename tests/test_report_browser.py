@@ -107,6 +107,10 @@ def test_result_report_renders_every_chart(browser, tmp_path):
     assert csv_text.splitlines()[0].startswith("trace,x,y") and len(csv_text.splitlines()) == 1 + 6 * 2
     assert browser.find_element("id", "headline").text.startswith(f"step time {result.step_time_s:.3f} s")
     assert count(browser, "[data-title='Edit in Chart Studio'], [data-title*='Cloud']") == 0
+    # The page carries plotly's cartesian partial bundle: exactly the trace types page.py counts on.
+    from simulator.report.page import PARTIAL_TRACES
+    registered = browser.execute_script("return Object.keys(Plotly.PlotSchema.get().traces)")
+    assert sorted(registered) == sorted(PARTIAL_TRACES)
     full_page_screenshot(browser, tmp_path / "report.png")
     assert console_errors(browser) == []
 
@@ -137,6 +141,22 @@ def test_compare_page_aligns_timelines(browser, tmp_path):
     assert "step time" in browser.find_element("id", "compare-table").text
     full_page_screenshot(browser, tmp_path / "compare.png")
     assert console_errors(browser) == []
+
+
+def test_schedule_and_topology_pages_draw(browser, tmp_path):
+    """The one-figure pages (``schedule --html``, ``topology describe --draw``) draw with the bundle they carry."""
+    from simulator.cli import app
+    from typer.testing import CliRunner
+
+    for args, marks in ((["schedule", "dualpipe", "--pp", "4", "-m", "8", "--html"], ".bars path"),
+                        (["topology", "describe", "ft2", "--gpus", "32", "--radix", "8", "--draw"],
+                         ".scatterlayer .point")):
+        page = tmp_path / f"{args[0]}.html"
+        out = CliRunner().invoke(app, args + [str(page)])
+        assert out.exit_code == 0, out.output
+        browser.get(page.as_uri())
+        wait_for(lambda: count(browser, marks) > 0, what=f"{args[0]} page drawn")
+        assert browser.title and console_errors(browser) == []
 
 
 def test_sweep_report_renders_scatter_and_parallel_coordinates(browser, tmp_path):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import stat
 
+import numpy as np
 import pytest
 
 from simulator.cli import app
@@ -199,6 +201,29 @@ def test_cli_compare_refuses_set_on_a_saved_result(runner, small, tmp_path):
     assert out.exit_code == 2 and "a saved result cannot take --set" in out.output
 
 
+def decoded(page_data: dict) -> dict:
+    """The page's timeline data with its typed-array columns read back (numpy, not the page's own code)."""
+    dtypes = {"Int8Array": "<i1", "Int16Array": "<i2", "Int32Array": "<i4", "Float64Array": "<f8"}
+    out = dict(page_data)
+    for table in ("ops", "chunks"):
+        out[table] = {name: np.frombuffer(base64.b64decode(col["base64"]), dtypes[col["array"]]).tolist()
+                      for name, col in page_data[table].items()}
+    return out
+
+
+def test_page_carries_timeline_columns_exactly_in_typed_arrays(small):
+    """Every op time comes back bit for bit; integer columns take the smallest integer array that holds them."""
+    from simulator.report.page import compact, typed_column
+
+    data = timeline_of(small[1].timeline)
+    page = compact(data)
+    assert decoded(json.loads(json.dumps(page))) == data
+    assert page["ops"]["start"]["array"] == "Float64Array" and page["ops"]["style"]["array"] == "Int8Array"
+    assert [typed_column(v)["array"] for v in ([-128, 127], [-129], [1 << 15], [1 << 31], [0.5], [True, False])] == \
+        ["Int8Array", "Int16Array", "Int32Array", "Float64Array", "Float64Array", "Int8Array"]
+    assert len(json.dumps(page)) < 0.7 * len(json.dumps(data))
+
+
 def test_page_data_cannot_break_out_of_its_script_element():
     from simulator.report.page import Page, Section, render
 
@@ -206,7 +231,7 @@ def test_page_data_cannot_break_out_of_its_script_element():
     data = timeline_data(records, 1, 2.0)
     text = render(Page("t", sections=[Section("timeline", timeline=data)]))
     payload = re.search(r"<script type='application/json' id='figure-0-data'>(.*?)</script>", text, re.S).group(1)
-    assert json.loads(payload) == data and "</script><!--x" in data["labels"]
+    assert decoded(json.loads(payload)) == data and "</script><!--x" in data["labels"]
     # By hand: compute 0–1 s; comm busy 0.5–1.5 s leaves 1–1.5 exposed, then 1.5–2 bubble.
     marks = rows_of(data, "mark")
     assert [(a, b, key) for _, a, b, key, *_ in marks] == [(1.0, 1.5, "exposed"), (1.5, 2.0, "bubble")]

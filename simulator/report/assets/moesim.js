@@ -12,6 +12,7 @@
   var MAX_COLUMNS = 1000;  // overview image columns over the window: one per screen pixel of the plot, at most
   var MIN_LABEL_PX = 16;   // a chunk narrower than this on screen gets no micro-batch number
   var MAX_LABELS = 1500;   // more numbers than this would be unreadable and slow: none are drawn
+  var SUB_ROWS = 10;       // overview cells per row, evenly spaced: 8 drawn (the bar's 0.8 of the row), 2 empty
   var CONFIG = {displaylogo: false, responsive: true, showSendToCloud: false, showEditInChartStudio: false,
                 modeBarButtonsToRemove: ["sendDataToCloud", "editInChartStudio", "lasso2d", "select2d"]};
 
@@ -88,8 +89,8 @@
     var o = data.ops, rows = data.rows.length, n = data.styles.length, dx = (x1 - x0) / COLUMNS;
     var acc = new Float64Array(rows * COLUMNS * n), best = new Int32Array(rows * COLUMNS).fill(-1);
     var bestLen = new Float64Array(rows * COLUMNS);
-    idx.forEach(function (i) {
-      var s = Math.max(o.start[i], x0), e = Math.min(o.end[i], x1), r = o.row[i];
+    for (var j = 0; j < idx.length; j++) {
+      var i = idx[j], s = Math.max(o.start[i], x0), e = Math.min(o.end[i], x1), r = o.row[i];
       var b1 = Math.min(COLUMNS - 1, Math.floor((e - x0) / dx));
       for (var b = Math.max(0, Math.floor((s - x0) / dx)); b <= b1; b++) {
         var len = Math.min(e, x0 + (b + 1) * dx) - Math.max(s, x0 + b * dx);
@@ -98,9 +99,14 @@
         acc[cell * n + o.style[i]] += len;
         if (len > bestLen[cell]) { bestLen[cell] = len; best[cell] = i; }
       }
+    }
+    // Row r is drawn in the band r - 0.4 .. r + 0.4, as the bars: ten sub-rows of 0.1 per row, the first and
+    // last empty. Evenly spaced cells without gaps let plotly paint one pixel per cell and scale the image (its
+    // "fast" heat map), instead of a rectangle per cell. Filled sub-rows share one array.
+    var z = [], text = [], blank = new Array(COLUMNS).fill(null), cache = new Map();
+    var tail = data.styles.map(function (st) {  // the end of a cell's hover, per style (32,000 cells share them)
+      return "% of this pixel column (" + span(dx) + "): " + esc(st.name) + "</i>";
     });
-    // Rows are bands r - 0.4 .. r + 0.4 (as the bars), with empty bands between them: brick edges, no gaps.
-    var z = [], text = [], edges = [], blank = new Array(COLUMNS).fill(null), cache = {};
     for (var r = 0; r < rows; r++) {
       var zr = new Array(COLUMNS), tr = new Array(COLUMNS);
       for (var b = 0; b < COLUMNS; b++) {
@@ -111,16 +117,19 @@
         }
         zr[b] = top < 0 ? null : top;
         if (top < 0) { tr[b] = ""; continue; }
-        var what = cache[best[cell]] || (cache[best[cell]] = describe(data, best[cell]));
-        tr[b] = what + "<br><i>" + Math.round(100 * topLen / dx) + "% of this pixel column (" + span(dx) + "): " +
-          esc(data.styles[top].name) + "</i>";
+        var what = cache.get(best[cell]);
+        if (what === undefined) cache.set(best[cell], what = describe(data, best[cell]) + "<br><i>");
+        tr[b] = what + Math.round(100 * topLen / dx) + tail[top];
       }
-      if (r > 0) { z.push(blank); text.push(blank); }
-      z.push(zr); text.push(tr); edges.push(r - 0.4, r + 0.4);
+      for (var sub = 0; sub < SUB_ROWS; sub++) {
+        var filled = sub > 0 && sub < SUB_ROWS - 1;
+        z.push(filled ? zr : blank); text.push(filled ? tr : blank);
+      }
     }
     var scale = [];
     data.styles.forEach(function (s, k) { scale.push([k / n, s.colour], [(k + 1) / n, s.colour]); });
-    return {type: "heatmap", name: "overview", z: z, text: text, x0: x0 + dx / 2, dx: dx, y: edges,
+    return {type: "heatmap", name: "overview", z: z, text: text, x0: x0 + dx / 2, dx: dx,
+            y0: -0.5 + 0.5 / SUB_ROWS, dy: 1 / SUB_ROWS,
             zmin: -0.5, zmax: n - 0.5, colorscale: scale, showscale: false, hoverongaps: false,
             hovertemplate: "%{text}<extra></extra>", showlegend: false};
   }
@@ -182,13 +191,31 @@
     return current;
   }
 
+  /* The static page carries the ops and chunks columns as base64 little-endian typed arrays (page.py's
+     typed_column; typed arrays are little-endian on every machine browsers run on); the dashboard sends plain
+     lists. Either way the drawing indexes them the same. */
+  var TYPED = {Int8Array: Int8Array, Int16Array: Int16Array, Int32Array: Int32Array, Float64Array: Float64Array};
+
+  function unpack(data) {
+    ["ops", "chunks"].forEach(function (table) {
+      Object.keys(data[table] || {}).forEach(function (name) {
+        var col = data[table][name];
+        if (!col || typeof col.base64 !== "string" || !TYPED[col.array]) return;
+        var bin = atob(col.base64), bytes = new Uint8Array(bin.length);
+        for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+        data[table][name] = new TYPED[col.array](bytes.buffer);
+      });
+    });
+    return data;
+  }
+
   /* Draw the timeline in the element (or id) div and redraw the window on every zoom or pan. ``data`` is the
      timeline data, or the id of a <script type="application/json"> element holding it (JSON.parse is much
      faster than a script literal of the same size). */
   function attach(div, data) {
     var gd = typeof div === "string" ? document.getElementById(div) : div;
     timelinesPending += 1;
-    if (typeof data === "string") data = JSON.parse(document.getElementById(data).textContent);
+    data = unpack(typeof data === "string" ? JSON.parse(document.getElementById(data).textContent) : data);
     gd.moesimData = data;
     var range = [0, fullSpan(data)];
     gd.moesimRenders = 0;
@@ -206,6 +233,10 @@
       drainSoon();
       throw err;
     }).then(function () {
+      // When it was drawn, and when the frame showing it was painted (a task queued from the frame's
+      // requestAnimationFrame runs after that paint): what the benchmark reports as opened.
+      gd.moesimDrawnAt = performance.now();
+      requestAnimationFrame(function () { setTimeout(function () { gd.moesimShownAt = performance.now(); }, 0); });
       timelinesPending -= 1;
       drainSoon();
       gd.on("plotly_relayout", function (ev) {
@@ -228,25 +259,45 @@
 
   var linking = false;
 
-  /* The other charts are drawn after the timelines, one per task, so the first thing on screen is quick. */
-  var timelinesPending = 0, queue = [], draining = false;
+  /* The other charts are drawn after the timelines are on screen, one per task when the browser is idle (those
+     near the visible part of the page first), so the first screen shows quickly and a zoom never waits for more
+     than one chart. */
+  var timelinesPending = 0, queue = [], draining = false, near = {}, observer = null, chartsLeft = 0;
+  var idle = global.requestIdleCallback ? function (fn) { global.requestIdleCallback(fn, {timeout: 300}); }
+    : function (fn) { setTimeout(fn, 0); };
+
+  function nextChart() {
+    for (var i = 0; i < queue.length; i++) if (near[queue[i]]) return queue.splice(i, 1)[0];
+    return queue.shift();
+  }
 
   function drainSoon() {
     if (draining || timelinesPending > 0 || !queue.length) return;
     draining = true;
-    setTimeout(function () {
-      var id = queue.shift(), gd = document.getElementById(id);
+    idle(function () {
+      var id = nextChart(), gd = document.getElementById(id);
       var fig = JSON.parse(document.getElementById(id + "-figure").textContent);
-      Plotly.newPlot(gd, fig.data, fig.layout, CONFIG).then(function () {
+      function finish() {
+        if (observer) observer.unobserve(gd);
+        chartsLeft -= 1;
+        if (!chartsLeft) api.chartsDrawnAt = performance.now();
         draining = false;
         drainSoon();
-      });
-    }, 0);
+      }
+      Plotly.newPlot(gd, fig.data, fig.layout, CONFIG).then(finish, function (err) { finish(); throw err; });
+    });
   }
 
-  /* Draw the figure whose JSON is in the element ``id + "-figure"`` once the timelines are drawn. */
+  /* Draw the figure whose JSON is in the element ``id + "-figure"`` once the timelines are on screen. */
   function later(id) {
     queue.push(id);
+    chartsLeft += 1;
+    if (global.IntersectionObserver) {
+      observer = observer || new IntersectionObserver(function (entries) {
+        entries.forEach(function (e) { near[e.target.id] = e.isIntersecting; });
+      }, {rootMargin: "50% 0px"});
+      observer.observe(document.getElementById(id));
+    }
     if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", drainSoon);
     else drainSoon();
   }
@@ -325,7 +376,8 @@
     else save(JSON.stringify(rows, null, 1), name + ".json", "application/json");
   }
 
-  var api = {attach: attach, later: later, timelineFigure: timelineFigure, visible: visible, rangeFrom: rangeFrom,
+  var api = {attach: attach, later: later, chartsLeft: function () { return chartsLeft; },
+             timelineFigure: timelineFigure, visible: visible, rangeFrom: rangeFrom,
              tableOfTimeline: tableOfTimeline, tableOfFigure: tableOfFigure, csv: csv, download: download,
              config: CONFIG};
   global.moesim = api;
