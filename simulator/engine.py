@@ -19,6 +19,8 @@ Each pipeline rank's program is built and compiled once, however many units run 
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import simpy
@@ -98,8 +100,15 @@ class PipelineEngine:
 
     def run(self) -> Timeline:
         """Build and compile every pipeline rank's program, run all units to the end, and return the timeline."""
-        programs = self.builder.build()
-        slots = compile_programs(programs, self.builder.signals, self.schedule.name)
+        # The programs live for the whole run: keep the cyclic garbage collector off them (_out_of_collector).
+        with _out_of_collector() as built:
+            programs = self.builder.build()
+            slots = compile_programs(programs, self.builder.signals, self.schedule.name)
+            built()
+            return self._execute(programs, slots)
+
+    def _execute(self, programs: list[RankProgram], slots: list[int]) -> Timeline:
+        """Run the compiled programs on every unit of the layout (``slots``: end times each rank's units keep)."""
         full, network = self.full, self.network
         units = [Unit(spec, slots[spec.rank], full) for spec in self.layout.units]
         for unit in units:
@@ -144,6 +153,39 @@ class PipelineEngine:
             tl.ranks = self.layout.gpus
             tl.pipeline_rank = {g: g // self.layout.stage_gpus for g in self.layout.watched}
             tl.members = dict(self.layout.watched)
+
+
+# A DeepSeek-V3 step's programs are ~75,000 tasks with their lists and tuples: objects that live for the whole
+# run and hold no reference cycles, yet every full collection of CPython's cyclic garbage collector (triggered
+# by allocation counts while they are built, and while the runner appends timeline records) traverses all of
+# them again. On the DeepSeek-V3 preset that was about a third of the engine's CPU time
+# (tests/benchmarks/bench_engine.py; README "How it stays fast"). So the collector pauses while the programs are
+# built and compiled, and what is alive then is frozen out of its generations (gc.freeze) while they run; both
+# are undone at the end. Cyclic garbage made meanwhile is collected at the next collection as usual. What the
+# caller set (the collector off, objects it froze itself) is left as it was.
+@contextmanager
+def _out_of_collector():
+    """The cyclic garbage collector off for the block until the caller calls what it yields (``built()``):
+    then everything alive is frozen out of the collector's generations and the collector is back on. At the
+    end, what was frozen is released and the collector is as it was. Freezing comes first: turned back on
+    with the programs still young, the collector would traverse them all at its next allocation."""
+    enabled = gc.isenabled()
+    mine = gc.get_freeze_count() == 0  # unfreezing would also release what the caller froze
+    gc.disable()
+
+    def built() -> None:
+        if mine:
+            gc.freeze()
+        if enabled:
+            gc.enable()
+
+    try:
+        yield built
+    finally:
+        if mine:
+            gc.unfreeze()
+        if enabled:
+            gc.enable()
 
 
 def _end_s(record: tuple) -> float:
