@@ -19,11 +19,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from simulator.network.groups import ProcessGroups
 from workloads.scenario import Scenario
 
 GROUPS = ("ep", "tp", "tail")
+
+
+class Meet(NamedTuple):
+    """Which rendezvous a unit joins for the collectives of one process-group kind: ``key``, shared by the units
+    that meet there, and ``arrivals``, how many units arrive (1: nobody else to wait for). A named pair: the
+    runner unpacks it at every collective."""
+
+    key: int
+    arrivals: int
+
+
+class Watch(NamedTuple):
+    """A recorded GPU of a unit: its ``index`` in the unit's ``gpus`` and its global ``gpu`` index."""
+
+    index: int
+    gpu: int
 
 
 @dataclass(slots=True)
@@ -34,18 +51,17 @@ class UnitSpec:
     (``block=True``) simulates each of its GPUs separately, as one element of a vector of times: a block is a
     run of whole EP (and TP) groups, so their collectives meet inside it.
     ``peers[q]`` is the unit holding these GPUs' pipeline partners on rank ``q`` (itself on its own rank).
-    ``groups[kind]`` is (rendezvous key, units that arrive): units meeting at a collective of that process
-    group share the key (1 arriving unit: nobody else to wait for). ``width[kind]`` (blocks) is the size of
-    that group's instances inside the block; ``tail_labels`` (blocks) the tail-group component of each GPU.
-    ``watch`` lists (index in ``gpus``, GPU) whose timelines are recorded.
+    ``groups[kind]`` is the :class:`Meet` of its collectives of that process group. ``width[kind]`` (blocks)
+    is the size of that group's instances inside the block; ``tail_labels`` (blocks) the tail-group component
+    of each GPU. ``watch`` lists the GPUs whose timelines are recorded (:class:`Watch`).
     """
 
     rank: int  # pipeline rank
     gpus: tuple[int, ...]
     slowdowns: tuple[float, ...]  # per GPU of ``gpus`` (shared units: all equal)
     peers: list[int] = field(default_factory=list)
-    groups: dict[str, tuple[int, int]] = field(default_factory=dict)
-    watch: list[tuple[int, int]] = field(default_factory=list)
+    groups: dict[str, Meet] = field(default_factory=dict)
+    watch: list[Watch] = field(default_factory=list)
     block: bool = False
     width: dict[str, int] = field(default_factory=dict)
     tail_labels: tuple[int, ...] = ()
@@ -182,7 +198,7 @@ def _shared_units(scenario: Scenario, labels: list[int], slowdown: dict[int, flo
         g0 = gpus[0]
         units.append(UnitSpec(g0 // stage, gpus, (slowdown.get(g0, 1.0),) * len(gpus),
                               [labels[g0 % stage + q * stage] for q in range(pp)], {},
-                              [(0, g0)] if g0 in watched else []))
+                              [Watch(0, g0)] if g0 in watched else []))
     group_of = _group_of(scenario)
     for kind in GROUPS:
         fn = group_of[kind]
@@ -194,7 +210,7 @@ def _shared_units(scenario: Scenario, labels: list[int], slowdown: dict[int, flo
         keys = _intern([frozenset(s) for s in arrivals.values()])
         for (rank, inst), key in zip(arrivals, keys):
             for u in arrivals[(rank, inst)]:
-                units[u].groups[kind] = (key, len(arrivals[(rank, inst)]))
+                units[u].groups[kind] = Meet(key, len(arrivals[(rank, inst)]))
     return units
 
 
@@ -225,8 +241,8 @@ def _block_units(scenario: Scenario, slowdown: dict[int, float], watched: dict[i
             units.append(UnitSpec(
                 rank, gpus, tuple(slowdown.get(g, 1.0) for g in gpus),
                 [q * per_rank + b for q in range(pp)],
-                {"ep": (-1, 1), "tp": (-1, 1), "tail": (rank, per_rank)},
-                [(j, g) for j, g in enumerate(gpus) if g in watched], True,
+                {"ep": Meet(-1, 1), "tp": Meet(-1, 1), "tail": Meet(rank, per_rank)},
+                [Watch(j, g) for j, g in enumerate(gpus) if g in watched], True,
                 {"ep": par.ep, "tp": par.tp}, tuple(tail_id[g % stage] for g in gpus)))
     return units
 
@@ -234,6 +250,6 @@ def _block_units(scenario: Scenario, slowdown: dict[int, float], watched: dict[i
 def representative_layout(pp: int, compute_slowdown: dict[int, float] | None = None) -> GpuLayout:
     """One unit per pipeline rank standing for all its GPUs; collectives have nobody to wait for."""
     slow = compute_slowdown or {}
-    units = [UnitSpec(r, (r,), (slow.get(r, 1.0),), list(range(pp)), {kind: (r, 1) for kind in GROUPS},
-                      [(0, r)]) for r in range(pp)]
+    units = [UnitSpec(r, (r,), (slow.get(r, 1.0),), list(range(pp)), {kind: Meet(r, 1) for kind in GROUPS},
+                      [Watch(0, r)]) for r in range(pp)]
     return GpuLayout(pp, pp, units, pp)

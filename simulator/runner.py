@@ -1,4 +1,5 @@
-"""Executes compiled stream programs for the units of a GPU layout, on SimPy (see :mod:`simulator.engine`).
+"""The runner: executes compiled rank programs for the units of a GPU layout, on SimPy (see
+:mod:`simulator.engine`).
 
 A stream runs ahead of SimPy's clock: a task starts at max(its stream's previous end, its inputs' ends) and
 ends its duration later — the same times an event per task would give, because streams are in order and
@@ -8,7 +9,7 @@ collective then ends for all of them at the last arrival plus its duration (a re
 spent on waiting, not on every task; a scalar unit's two streams share one process, so that waiting for the
 unit's own other stream costs no event at all.
 
-Tasks: [label, seconds, phase, micro_batch, stage, deps, slot, group, stream, expert_s, net]; ``deps`` are
+Tasks (:class:`~simulator.tasks.Task`) are read as compiled (:mod:`simulator.compiler`): ``inputs`` are
 (producer's pipeline rank, slot) pairs; ``slot`` ≥ 0 where some other stream waits for the task; under skewed
 routing a GPU with fewer expert rows than the busiest spends ``expert_s`` × its saving less on a task.
 
@@ -18,7 +19,7 @@ for every GPU the unit stands for (all members' GPUs at a rendezvous, started by
 resumes when they have arrived. Flows so start in simulated-time order and share links with all traffic then
 in flight. Scalar units only: full fidelity runs shared units (classes) with such a network.
 
-Shared and representative units hold one time per signal. Block units hold a numpy vector per signal, one
+Shared and representative units hold one time per slot. Block units hold a numpy vector per signal, one
 element per GPU: each GPU's streams are simulated separately, EP and TP collectives meet inside the block (the
 maximum over each group's elements), and the tail's DP synchronisation meets across the blocks of a rank.
 """
@@ -32,10 +33,19 @@ import numpy as np
 import simpy
 
 from simulator.cohorts import UnitSpec
+from simulator.rendezvous import Rendezvous, tail_ends
+from simulator.tasks import RankProgram, Task
 
 
 class Unit:
-    """Run-time state of one unit: completion time (or vector) per signal slot, unknown until produced."""
+    """Run-time state of one unit (:class:`~simulator.cohorts.UnitSpec` ``spec``).
+
+    ``done[slot]`` is the end time (seconds) of the task that gives that slot: a float, NaN until produced, or
+    for a block a numpy vector (one per GPU), None until produced; ``waiting[slot]`` the SimPy event a stream of
+    another unit waits on for it. ``peers[q]`` is the unit holding its pipeline partners on rank ``q``.
+    ``pos[stream]`` and ``end[stream]`` are each stream's next task and its end so far (seconds); stream 0 is
+    compute, 1 communication. ``slowdown`` (``scale`` for a block's GPUs) multiplies compute durations.
+    """
 
     __slots__ = ("spec", "done", "waiting", "peers", "pos", "end", "slowdown", "scale", "rows", "tail", "net_gpus")
 
@@ -48,32 +58,21 @@ class Unit:
         self.end = [0.0, 0.0]
         self.slowdown = spec.slowdown
         self.scale = np.array(spec.slowdowns) if spec.block else None
-        # Timeline rows: (index in the unit, rank written in records).
+        # Timeline rows: (index in the unit, rank written in records: the GPU, or the pipeline rank it stands for).
         self.rows = [(j, g if full else spec.rank) for j, g in spec.watch]
         self.tail = np.array(spec.tail_labels, dtype=np.intp) if spec.block else None
         self.net_gpus: tuple[int, ...] = ()  # with a time-shared network: the GPUs whose traffic it starts
 
 
-class Meeting:
-    """A collective's rendezvous: members still to arrive, the last arrival time, the event the early ones wait
-    on, the end once known, and the units that arrived (blocks: (unit, its times) pairs; ``end`` then maps each
-    unit to its GPUs' ends)."""
-
-    __slots__ = ("missing", "t", "event", "end", "units")
-
-    def __init__(self, missing: int, t: float):
-        self.missing, self.t = missing, t
-        self.event: simpy.Event | None = None
-        self.end = None
-        self.units: list = []
-
-
-class NetWait:
-    """A stream's network op: waiting for its start (``started`` False) or for its flows to arrive."""
+class Transfer:
+    """A stream's network op in progress (time-shared network): ``t`` when the op's task started (seconds),
+    ``plan`` the network's plan for it, ``meeting`` its rendezvous (None for a unit's own op). It waits first for
+    its start (``started`` False: the task's fixed part, a SimPy timeout), then for its flows to arrive;
+    ``ready`` says the awaited event fired and ``value`` how long the flows took (seconds)."""
 
     __slots__ = ("t", "plan", "meeting", "started", "ready", "value", "event")
 
-    def __init__(self, t: float, plan, meeting):
+    def __init__(self, t: float, plan, meeting: Rendezvous | None):
         self.t, self.plan, self.meeting = t, plan, meeting
         self.started = self.ready = False
         self.value = 0.0
@@ -85,53 +84,30 @@ class NetWait:
 
 
 class Runner:
-    """Runs every unit's two streams as SimPy processes; collects records of the watched GPUs."""
+    """Runs every unit's two streams as SimPy processes; collects records of the watched GPUs.
+
+    ``rendezvous`` holds the open collectives, keyed by (group kind, group key, task position); ``waits``
+    counts the times a stream blocked on a SimPy event. With a time-shared ``network``, ``net_ops`` are the
+    :class:`~simulator.tasks.NetOp` that tasks' ``net`` indices refer to.
+    """
 
     def __init__(self, env: simpy.Environment, records: list, network=None, net_ops: list | None = None):
         self.env = env
         self.records = records
-        self.rendezvous: dict[tuple, list] = {}
+        self.rendezvous: dict[tuple, Rendezvous] = {}
         self.waits = 0
         self.network = network
         self.net_ops = net_ops or []
         self.plans: dict[tuple, object] = {}  # (net op, units) → the network's plan
 
-    def _net_begin(self, net: int, t: float, units: list[Unit], meeting) -> NetWait:
-        """Plan the network op ``net`` for ``units``' GPUs, starting at ``t`` plus its fixed part."""
-        op = self.net_ops[net]
-        key = (net, units[0]) if len(units) == 1 else (net, *units)
-        plan = self.plans.get(key)
-        if plan is None:
-            gpus = units[0].net_gpus if len(units) == 1 else tuple(sorted({g for u in units for g in u.net_gpus}))
-            plan = self.plans[key] = self.network.plan(op.comms, gpus, op.send_to)
-        wait = NetWait(t, plan, meeting)
-        begin = t + op.fixed_s
-        if begin > self.env.now:
-            wait.event = self.env.timeout(begin - self.env.now)
-            wait.event.callbacks.append(wait.fire)
-        else:
-            wait.ready = True
-        return wait
-
-    def _net_step(self, wait: NetWait) -> simpy.Event | None:
-        """Advance a network op: the event to wait for, or None once its flows have arrived."""
-        if not wait.ready:
-            return wait.event
-        if not wait.started:
-            wait.started, wait.ready = True, False
-            wait.event = self.network.start(wait.plan)
-            wait.event.callbacks.append(wait.fire)
-            return wait.event
-        return None
-
-    def start(self, unit: Unit, queues: tuple[list, list]) -> None:
+    def start(self, unit: Unit, program: RankProgram) -> None:
         """Start a unit: one process for both streams of a scalar unit, one per stream for a block."""
         if unit.spec.block:
-            for si, specs in enumerate(queues):
-                if specs:
-                    self.env.process(self.block_stream(unit, si, specs))
+            for si, queue in enumerate(program.queues):
+                if queue:
+                    self.env.process(self.block_stream(unit, si, queue))
         else:
-            self.env.process(self.unit_streams(unit, queues))
+            self.env.process(self.unit_streams(unit, program.queues))
 
     def _wait(self, source: Unit, slot: int) -> simpy.Event:
         event = source.waiting.get(slot)
@@ -139,7 +115,7 @@ class Runner:
             event = source.waiting[slot] = self.env.event()
         return event
 
-    def unit_streams(self, unit: Unit, queues: tuple[list, list]):
+    def unit_streams(self, unit: Unit, queues: tuple[list[Task], list[Task]]):
         """Both streams of a scalar unit in one process: each runs as far as its inputs allow; an input from
         the unit's other stream is picked up on the next pass, so only inputs from other units (and
         rendezvous) cost a SimPy event."""
@@ -147,24 +123,26 @@ class Runner:
         peers, groups = unit.peers, unit.spec.groups
         append = self.records.append if unit.rows else None
         row = unit.rows[0][1] if unit.rows else -1
+        # Per-stream state in pairs indexed by the stream's number (0 compute, 1 comm), not a stream object:
+        # this loop runs once per task and unit, and a list index is the cheapest read Python has.
         savings = (unit.spec.expert_saving[0] if unit.spec.expert_saving else None, None)
         scales = (unit.slowdown, 1.0)
         names = ("compute", "comm")
         pos, ends = unit.pos, unit.end
         arrived: list = [None, None]  # a rendezvous this stream has joined and waits to end
-        blocked: list = [None, None]
-        flights: list = [None, None]  # a network op this stream runs (time-shared network)
+        blocked: list = [None, None]  # the event this stream waits on
+        transfers: list = [None, None]  # a network op this stream runs (time-shared network)
         while True:
             progressed = False
             for si in (0, 1):
-                specs = queues[si]
-                i, n, t = pos[si], len(specs), ends[si]
+                queue = queues[si]
+                i, n, t = pos[si], len(queue), ends[si]
                 scale, saving, name = scales[si], savings[si], names[si]
                 blocked[si] = None
                 while i < n:
-                    label, duration_s, phase, mb, stage, deps, slot, group, _, expert_s, net = specs[i]
+                    task = queue[i]
                     ready_all = True
-                    for p_rank, p_slot in deps:
+                    for p_rank, p_slot in task.inputs:
                         source = peers[p_rank]
                         ready = source.done[p_slot]
                         if ready != ready:  # NaN: not computed yet
@@ -176,82 +154,41 @@ class Runner:
                             t = ready
                     if not ready_all:
                         break
-                    if net is not None:
-                        wait = flights[si]
-                        if wait is None:
-                            meeting = None
-                            if group is not None and groups[group][1] > 1:
-                                key, members = groups[group]
-                                meeting = arrived[si]
-                                if meeting is None:
-                                    rkey = (group, key, i)
-                                    meeting = rendezvous.get(rkey)
-                                    if meeting is None:
-                                        meeting = rendezvous[rkey] = Meeting(members, t)
-                                    elif t > meeting.t:
-                                        meeting.t = t
-                                    meeting.missing -= 1
-                                    meeting.units.append(unit)
-                                    arrived[si] = meeting
-                                    if meeting.missing == 0:  # the last to arrive starts the op for everyone
-                                        del rendezvous[rkey]
-                                        arrived[si] = None
-                                        wait = flights[si] = self._net_begin(net, meeting.t, meeting.units, meeting)
-                                if wait is None and meeting.end is None:
-                                    if meeting.event is None:
-                                        meeting.event = env.event()
-                                    blocked[si] = meeting.event
-                                    break
-                            else:
-                                wait = flights[si] = self._net_begin(net, t, [unit], None)
-                        if wait is not None:
-                            event = self._net_step(wait)
-                            if event is not None:
-                                blocked[si] = event
-                                break
-                            end = env.now + wait.value
-                            flights[si] = None
-                            t = wait.t
-                            if wait.meeting is not None:
-                                wait.meeting.end = end
-                                if wait.meeting.event is not None:
-                                    wait.meeting.event.succeed()
-                        else:  # a member whose op another unit ran
-                            arrived[si] = None
-                            end = meeting.end
+                    group = task.group
+                    if task.net is not None:
+                        event, t, end = self._net_task(unit, si, task, i, t, arrived, transfers)
+                        if event is not None:
+                            blocked[si] = event
+                            break
                     elif group is None:
+                        expert_s = task.expert_s
                         if saving is not None and expert_s:
-                            end = t + (duration_s - expert_s * saving[phase]) * scale
+                            end = t + (task.duration_s - expert_s * saving[task.phase]) * scale
                         else:
-                            end = t + duration_s * scale
+                            end = t + task.duration_s * scale
                     else:
                         key, members = groups[group]
                         if members == 1:
-                            end = t + duration_s
+                            end = t + task.duration_s
                         else:
                             meeting = arrived[si]
                             if meeting is None:
-                                meeting = rendezvous.get((group, key, i))
+                                rkey = (group, key, i)
+                                meeting = rendezvous.get(rkey)
                                 if meeting is None:
-                                    meeting = rendezvous[(group, key, i)] = Meeting(members, t)
-                                elif t > meeting.t:
-                                    meeting.t = t
-                                meeting.missing -= 1
-                                if meeting.missing == 0:
-                                    del rendezvous[(group, key, i)]
-                                    meeting.end = meeting.t + duration_s
-                                    if meeting.event is not None:
-                                        meeting.event.succeed()
+                                    meeting = rendezvous[rkey] = Rendezvous(members, t)
+                                if meeting.arrive(t):
+                                    del rendezvous[rkey]
+                                    meeting.close(meeting.t + task.duration_s)
                             if meeting.missing > 0:
                                 arrived[si] = meeting
-                                if meeting.event is None:
-                                    meeting.event = env.event()
-                                blocked[si] = meeting.event
+                                blocked[si] = meeting.wait(env)
                                 break
                             arrived[si] = None
                             end = meeting.end
                     if append is not None:
-                        append((row, name, t, end, label, phase, mb, stage))
+                        append((row, name, t, end, task.label, task.phase, task.micro_batch, task.stage))
+                    slot = task.slot
                     if slot >= 0:
                         done[slot] = end
                         if waiting:
@@ -274,7 +211,77 @@ class Runner:
             self.waits += 1
             yield events[0] if len(events) == 1 else env.any_of(events)
 
-    def block_stream(self, unit: Unit, si: int, specs: list):
+    # A time-shared network: a task with a network op.
+    def _net_task(self, unit: Unit, si: int, task: Task, i: int, t: float, arrived: list,
+                  transfers: list) -> tuple[simpy.Event | None, float, float]:
+        """Advance stream ``si``'s network task ``task`` (position ``i``, inputs ready at ``t``): (the event to
+        wait for, t, None) while it runs, (None, its start, its end) once its flows have arrived.
+
+        A collective's members meet first; the last to arrive starts the op for all of them, and the others
+        take its end."""
+        transfer = transfers[si]
+        if transfer is None:
+            meeting = None
+            key, members = unit.spec.groups[task.group] if task.group is not None else (-1, 1)
+            if members > 1:
+                meeting = arrived[si]
+                if meeting is None:
+                    rkey = (task.group, key, i)
+                    meeting = self.rendezvous.get(rkey)
+                    if meeting is None:
+                        meeting = self.rendezvous[rkey] = Rendezvous(members, t)
+                    last = meeting.arrive(t)
+                    meeting.units.append(unit)
+                    arrived[si] = meeting
+                    if last:  # the last to arrive starts the op for everyone
+                        del self.rendezvous[rkey]
+                        arrived[si] = None
+                        transfer = transfers[si] = self._net_begin(task.net, meeting.t, meeting.units, meeting)
+                if transfer is None:
+                    if meeting.end is None:
+                        return meeting.wait(self.env), t, None
+                    arrived[si] = None  # a member whose op another unit ran
+                    return None, t, meeting.end
+            else:
+                transfer = transfers[si] = self._net_begin(task.net, t, [unit], None)
+        event = self._net_step(transfer)
+        if event is not None:
+            return event, t, None
+        end = self.env.now + transfer.value
+        transfers[si] = None
+        if transfer.meeting is not None:
+            transfer.meeting.close(end)
+        return None, transfer.t, end
+
+    def _net_begin(self, net: int, t: float, units: list[Unit], meeting: Rendezvous | None) -> Transfer:
+        """Plan the network op ``net`` for ``units``' GPUs, starting at ``t`` plus its fixed part."""
+        op = self.net_ops[net]
+        key = (net, units[0]) if len(units) == 1 else (net, *units)
+        plan = self.plans.get(key)
+        if plan is None:
+            gpus = units[0].net_gpus if len(units) == 1 else tuple(sorted({g for u in units for g in u.net_gpus}))
+            plan = self.plans[key] = self.network.plan(op.comms, gpus, op.send_to)
+        transfer = Transfer(t, plan, meeting)
+        begin = t + op.fixed_s
+        if begin > self.env.now:
+            transfer.event = self.env.timeout(begin - self.env.now)
+            transfer.event.callbacks.append(transfer.fire)
+        else:
+            transfer.ready = True
+        return transfer
+
+    def _net_step(self, transfer: Transfer) -> simpy.Event | None:
+        """Advance a network op: the event to wait for, or None once its flows have arrived."""
+        if not transfer.ready:
+            return transfer.event
+        if not transfer.started:
+            transfer.started, transfer.ready = True, False
+            transfer.event = self.network.start(transfer.plan)
+            transfer.event.callbacks.append(transfer.fire)
+            return transfer.event
+        return None
+
+    def block_stream(self, unit: Unit, si: int, queue: list[Task]):
         """A block's stream: ``t`` holds each GPU's stream time."""
         rendezvous, done, waiting, peers = self.rendezvous, unit.done, unit.waiting, unit.peers
         spec = unit.spec
@@ -288,8 +295,8 @@ class Runner:
             savings = {p: np.array([s[p] for s in spec.expert_saving]) for p in spec.expert_saving[0]}
         maximum = np.maximum
         t = np.zeros(size)
-        for i, (label, duration_s, phase, mb, stage, deps, slot, group, _, expert_s, _net) in enumerate(specs):
-            for p_rank, p_slot in deps:
+        for i, task in enumerate(queue):
+            for p_rank, p_slot in task.inputs:
                 source = peers[p_rank]
                 ready = source.done[p_slot]
                 if ready is None:
@@ -298,9 +305,10 @@ class Runner:
                     yield self._wait(source, p_slot)
                     ready = source.done[p_slot]
                 t = maximum(t, ready)
+            group, duration_s = task.group, task.duration_s
             if group is None:
-                if savings is not None and expert_s:
-                    seconds = duration_s - expert_s * savings[phase]
+                if savings is not None and task.expert_s:
+                    seconds = duration_s - task.expert_s * savings[task.phase]
                     end = t + (seconds * scale if scale is not None else seconds)
                 else:
                     end = t + (duration_s * scale if scale is not None else duration_s)
@@ -308,20 +316,16 @@ class Runner:
                 key, members = spec.groups["tail"]
                 meeting = rendezvous.get((group, key, i))
                 if meeting is None:
-                    meeting = rendezvous[(group, key, i)] = Meeting(members, 0.0)
+                    meeting = rendezvous[(group, key, i)] = Rendezvous(members, 0.0)
                 meeting.units.append((unit, t))
                 meeting.missing -= 1
                 if meeting.missing == 0:
                     del rendezvous[(group, key, i)]
-                    meeting.end = _tail_meeting(meeting.units, duration_s)
-                    if meeting.event is not None:
-                        meeting.event.succeed()
+                    meeting.close(tail_ends(meeting.units, duration_s))
                 else:
-                    if meeting.event is None:
-                        meeting.event = self.env.event()
                     unit.pos[si] = i
                     self.waits += 1
-                    yield meeting.event
+                    yield meeting.wait(self.env)
                 end = meeting.end[id(unit)]
             else:
                 w = width.get(group, 1)
@@ -331,8 +335,10 @@ class Runner:
                     end = np.full(size, t.max() + duration_s)
                 else:
                     end = np.repeat(t.reshape(-1, w).max(axis=1), w) + duration_s
+            label, phase, mb, stage = task.label, task.phase, task.micro_batch, task.stage
             for j, row in rows:
                 append((row, name, float(t[j]), float(end[j]), label, phase, mb, stage))
+            slot = task.slot
             if slot >= 0:
                 done[slot] = end
                 if waiting:
@@ -340,14 +346,5 @@ class Runner:
                     if event is not None:
                         event.succeed()
             t = end
-        unit.pos[si] = len(specs)
+        unit.pos[si] = len(queue)
         unit.end[si] = float(t.max()) if size else 0.0
-
-
-def _tail_meeting(arrivals: list[tuple[Unit, np.ndarray]], duration_s: float) -> dict[int, np.ndarray]:
-    """End times of a DP synchronisation over blocks: per tail-group component, its last arrival + duration."""
-    labels = np.concatenate([unit.tail for unit, _ in arrivals])
-    times = np.concatenate([t for _, t in arrivals])
-    last = np.full(int(labels.max()) + 1, -np.inf)
-    np.maximum.at(last, labels, times)
-    return {id(unit): last[unit.tail] + duration_s for unit, _ in arrivals}

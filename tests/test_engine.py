@@ -104,3 +104,31 @@ def test_tiny_scenario_step_time_from_its_chunk_times():
     assert tail_end == pytest.approx(result.step_time_s)
     busy_last = sum(r[3] - r[2] for r in timeline.records if r[0] == p - 1 and r[1] == "compute")
     assert busy_last == pytest.approx(m * chunk[-1] + result.stages[-1].optimizer_s, rel=1e-9)
+
+
+def test_the_engine_leaves_the_garbage_collector_as_it_found_it():
+    """The engine pauses the cyclic collector and freezes its programs out of it for the run (speed); after
+    the run the collector is on, off or frozen exactly as the caller left it."""
+    import gc
+
+    def run():
+        return PipelineEngine(get_schedule("1f1b")(2, 4), uniform(2, 1, 1, 1), 0.0, NO_TAIL).run().makespan_s
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert run() == pytest.approx(15.0)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.disable()
+    try:
+        run()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    keep = [[] for _ in range(10)]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        run()
+        assert gc.get_freeze_count() == frozen and gc.isenabled()
+    finally:
+        gc.unfreeze()
+    del keep

@@ -1,7 +1,7 @@
 """Engine speed on the DeepSeek-V3 preset in both fidelities, against raw SimPy, and how it scales.
 
 Run: PYTHONPATH=. python tests/benchmarks/bench_engine.py [--html /tmp/moesim-engine-scaling.html]
-     [--gpus-max 16384] [--quick]
+     [--gpus-max 16384] [--quick] [--cases representative,full/gpus] [--repeat N] [--no-scaling]
 
 Every case runs in a fresh subprocess (so its peak RSS is its own) and reports wall and CPU seconds of a whole
 `simulate` (pricing + engine + metrics), the engine's share (building programs, compiling them, executing),
@@ -54,8 +54,10 @@ def measure(overrides: list[str], units: str) -> dict:
     """One simulate() of the preset with ``overrides``, timed by part (runs in the child process)."""
     import resource
 
+    import simulator.engine as engine
     import simulator.simulate as sim
     from simulator.engine import PipelineEngine
+    from simulator.program import ProgramBuilder
     from workloads.loader import load_scenario
 
     parts: dict[str, float] = {}
@@ -70,8 +72,8 @@ def measure(overrides: list[str], units: str) -> dict:
         return wrapper
 
     PipelineEngine.run = timed("engine", PipelineEngine.run)
-    PipelineEngine._submit_step = timed("build", PipelineEngine._submit_step)
-    PipelineEngine._compile = timed("compile", PipelineEngine._compile)
+    ProgramBuilder.build = timed("build", ProgramBuilder.build)
+    engine.compile_programs = timed("compile", engine.compile_programs)
     sim.pipeline_breakdowns = timed("metrics", sim.pipeline_breakdowns)
     sim.full_layout = timed("layout", sim.full_layout)
     scenario = load_scenario(preset=PRESET, overrides=overrides)
@@ -158,6 +160,10 @@ def main() -> None:
     parser.add_argument("--gpus-max", type=int, default=16384,
                         help="largest GPU count run with every GPU simulated on its own")
     parser.add_argument("--quick", action="store_true", help="fewer scaling points")
+    parser.add_argument("--cases", help="comma-separated cases to run at 2048 GPUs (default: all), e.g. "
+                        "representative,full/gpus")
+    parser.add_argument("--repeat", type=int, default=1, help="run each case this many times")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the scaling study and its plot")
     args = parser.parse_args()
     raw = raw_simpy_events_per_s()
     print(f"raw SimPy: {raw:,.0f} events per CPU second (two processes trading timeouts)\n")
@@ -174,8 +180,18 @@ def main() -> None:
         "representative+zipf": (["routing.name=zipf"], "auto"),
         "full+zipf": (["run.fidelity=full", "routing.name=zipf"], "auto"),
     }
-    for name, (overrides, units) in cases.items():
-        print_case(name, run_case(overrides, units), raw)
+    chosen = args.cases.split(",") if args.cases else list(cases)
+    unknown = [name for name in chosen if name not in cases]
+    if unknown:
+        parser.error(f"--cases: unknown {', '.join(unknown)}; choose from {', '.join(cases)}")
+    if args.repeat < 1:
+        parser.error("--repeat: give at least 1")
+    for name in chosen:
+        overrides, units = cases[name]
+        for _ in range(args.repeat):
+            print_case(name, run_case(overrides, units), raw)
+    if args.no_scaling:
+        return
 
     gpu_counts = [128, 512, 2048, 16384] if args.quick else [128, 256, 512, 1024, 2048, 4096, 8192, 16384]
     mbs = [32, 120, 240] if args.quick else [32, 60, 120, 180, 240]

@@ -1,0 +1,328 @@
+"""The program builder: a pipeline schedule's steps and their priced segments → each pipeline rank's tasks.
+
+Every step of a rank's program becomes tasks on its two streams (:class:`~simulator.tasks.RankProgram`), their
+dependencies named by signals (ints, one per task completion; a named signal lets a consumer refer to a
+producer built later, on another rank).
+
+Dependencies a step gets: a chunk's segments run in order; F of stage s waits for F of stage s−1 to arrive;
+B of stage s waits for B of stage s+1 to arrive (on the last stage, for its own F); W waits for its B.
+An arrival across ranks is a send on the sender's communication stream. After its program, each rank
+synchronises gradients over data parallelism and steps the optimizer (the "tail", :class:`TailSpec`).
+
+An overlapped F&B pair (DualPipe) is issued component by component, in the order of DeepSeek's profiler trace
+for each pair of layers: combine(B), attn(F), mlp(B), dispatch(F), dispatch(B), mlp(W), mlp(F), attn(B),
+attn(W), combine(F). Each stream keeps that order, each chunk keeps its own chain, so one chunk's ATTN/MLP
+runs on the compute stream while the other's DISPATCH/COMBINE (and pipeline sends) run on the communication
+stream whenever their dependencies allow — how much hides is the simulation's result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulator.pricing import Segment, StagePrice
+from simulator.schedules.base import Schedule, ScheduleError, Step
+from simulator.tasks import NetOp, RankProgram, Task
+from workloads.ops import Phase, Stream
+
+# Position of each (phase, component) inside one layer pair of an overlapped F&B pair, from the order of the
+# CPU annotations in deepseek-ai/profile-data's train.json (../shared/reference/deepseek-v3.md).
+PAIR_ORDER: dict[tuple[Phase, str], float] = {
+    (Phase.B, "COMBINE"): 0, (Phase.F, "ATTN"): 1, (Phase.B, "MLP"): 2, (Phase.F, "DISPATCH"): 3,
+    (Phase.B, "DISPATCH"): 4, (Phase.W, "MLP"): 5, (Phase.F, "MLP"): 6, (Phase.B, "ATTN"): 7,
+    (Phase.W, "ATTN"): 8, (Phase.F, "COMBINE"): 9,
+}
+# Where a chain's first component of a kind absent from the trace (EMBED, HEAD, TP all-reduce) goes.
+PAIR_FIRST = {Phase.F: 1.0, Phase.B: 2.0, Phase.W: 5.0}
+NUDGE = 0.01  # keeps a chain's positions strictly increasing
+
+# Parts of an overlapped pair in its issue template: the two chunks, the fused W, the two chunks' sends.
+CHUNK_0, CHUNK_1, FUSED_W, SEND_0, SEND_1 = range(5)
+
+
+@dataclass(frozen=True, slots=True)
+class TailSpec:
+    """A rank's work after its last chunk, in seconds: gradient reduce-scatter, optimizer step, parameter
+    all-gather."""
+
+    grad_sync_s: float
+    optimizer_s: float
+    param_sync_s: float
+    grad_comms: tuple = ()  # the Comm records of grad_sync_s and param_sync_s (for a time-shared network)
+    param_comms: tuple = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PairTemplate:
+    """How an overlapped pair's tasks interleave, worked out once per kind of pair.
+
+    ``order`` lists the pair's tasks in issue order as (part, index in that part); parts are numbered
+    ``CHUNK_0``, ``CHUNK_1``, ``FUSED_W``, ``SEND_0``, ``SEND_1``. ``w_deps`` gives, per task of the fused W,
+    whether it follows the previous W task and the (part, index) of the B task it needs.
+    """
+
+    order: list[tuple[int, int]]
+    w_deps: list[tuple[bool, tuple[int, int]]]
+
+
+class ProgramBuilder:
+    """Builds every pipeline rank's program from a schedule and its stages' prices.
+
+    ``send_s`` is one pipeline send/recv (seconds); ``pair_s``, for synthetic studies only (``moesim schedule
+    --fb``), replaces the priced components of every overlapped pair by that many seconds of compute, split
+    between its chunks in proportion to their own times. With a time-shared ``network`` communication tasks
+    get a :class:`~simulator.tasks.NetOp` (``send_comm``: the Comm of one pipeline send).
+
+    After :meth:`build`: ``signals`` is how many signals the programs use (0 … signals − 1) and ``net_ops``
+    the network ops tasks refer to by index.
+    """
+
+    def __init__(self, schedule: Schedule, prices: list[StagePrice], send_s: float, tail: TailSpec,
+                 pair_s: float | None = None, network=None, send_comm=None):
+        self.schedule = schedule
+        self.prices = prices
+        self.send_s = send_s
+        self.tail = tail
+        self.pair_s = pair_s
+        self.network = network
+        self.send_comm = send_comm
+        self.signals = 0
+        self.net_ops: list[NetOp] = []
+        self._net_index: dict[NetOp, int] = {}
+        self._named: dict[tuple, int] = {}
+        # Caches keyed by what repeats across micro-batches (a step has tens of thousands of tasks).
+        self._plain_cache: dict[int, list[tuple]] = {}
+        self._keep_alive: list[tuple] = []
+        self._fused: dict[int, tuple[Segment, ...]] = {}
+        self._pair_templates: dict[tuple, PairTemplate] = {}
+
+    def build(self) -> list[RankProgram]:
+        """One program per pipeline rank: its schedule's steps, then the tail."""
+        steps = self.schedule.programs()
+        if len(steps) != self.schedule.pp:
+            raise ScheduleError(f"schedule {self.schedule.name} built {len(steps)} programs for "
+                                f"pp={self.schedule.pp}")
+        programs = [RankProgram() for _ in range(self.schedule.pp)]
+        for program, rank_steps in zip(programs, steps):
+            for step in rank_steps:
+                self.add_step(program, step)
+        for program in programs:
+            self.add_tail(program)
+        return programs
+
+    def add_step(self, program: RankProgram, step: Step) -> None:
+        """Append a step's tasks (a chunk and its send, or an overlapped pair) to ``program``."""
+        if step.overlap is not None:
+            tasks = self._pair_tasks(step)
+        else:
+            tasks = self._chunk_tasks(step)
+            send = self._send_task(step)
+            if send is not None:
+                tasks.append(send)
+        compute, comm = program.queues  # RankProgram.add inlined: this runs once per task
+        for task in tasks:
+            (compute if task.stream is Stream.COMPUTE else comm).append(task)
+
+    def add_tail(self, program: RankProgram) -> None:
+        """The DP gradient reduce-scatter, the optimizer step and the parameter all-gather, after everything."""
+        tail, new = self.tail, self.new_signal
+        grads = Task("grad_reduce_scatter", tail.grad_sync_s, "dp", -1, -1, program.last_done(), new(), "tail",
+                     Stream.COMM, net=self._net(tail.grad_comms))
+        optimizer = Task("optimizer", tail.optimizer_s, "opt", -1, -1, [grads.done], new(), None, Stream.COMPUTE)
+        params = Task("param_all_gather", tail.param_sync_s, "dp", -1, -1, [optimizer.done], new(), "tail",
+                      Stream.COMM, net=self._net(tail.param_comms))
+        for task in (grads, optimizer, params):
+            program.add(task)
+
+    # Signals.
+    def new_signal(self) -> int:
+        self.signals += 1
+        return self.signals - 1
+
+    def _named_signal(self, key: tuple) -> int:
+        signal = self._named.get(key)
+        if signal is None:
+            signal = self._named[key] = self.new_signal()
+        return signal
+
+    def _done(self, step: Step) -> int:
+        return self._named_signal(("done", step.phase, step.micro_batch, step.stage))
+
+    def _arrival(self, phase: Phase, micro_batch: int, from_stage: int, to_stage: int) -> int:
+        rank_of = self.schedule.rank_of
+        same_rank = rank_of(micro_batch, from_stage) == rank_of(micro_batch, to_stage)
+        return self._named_signal(("done" if same_rank else "sent", phase, micro_batch, from_stage))
+
+    def _start_deps(self, step: Step) -> list[int]:
+        last = self.schedule.stages - 1
+        mb, s = step.micro_batch, step.stage
+        if step.phase is Phase.F:
+            return [self._arrival(Phase.F, mb, s - 1, s)] if s > 0 else []
+        if step.phase is Phase.B:
+            if s == last:
+                return [self._named_signal(("done", Phase.F, mb, s))]
+            return [self._arrival(Phase.B, mb, s + 1, s)]
+        return [self._named_signal(("done", Phase.B, mb, s))]
+
+    def _net(self, comms: tuple, fixed_s: float = 0.0, send_to: int = -1) -> int | None:
+        """Index of the network op moving ``comms`` (None without a time-shared network or comms)."""
+        if self.network is None or not comms:
+            return None
+        op = NetOp(comms, max(0.0, fixed_s), send_to)
+        index = self._net_index.get(op)
+        if index is None:
+            index = self._net_index[op] = len(self.net_ops)
+            self.net_ops.append(op)
+        return index
+
+    # Chunks and sends.
+    def _fuses_weight(self, step: Step) -> bool:
+        return step.phase is Phase.B and (step.with_weight or not self.schedule.splits_backward)
+
+    def _chain(self, step: Step, segments: tuple[Segment, ...], deps: list[int], done: int) -> list[Task]:
+        """Tasks running ``segments`` one after another; the last completes ``done``."""
+        plain = self._plain(segments)
+        mb, stage = step.micro_batch, step.stage
+        if not plain:  # an empty chunk still completes, once its inputs are there
+            return [Task("empty", 0.0, step.phase.value, mb, stage, deps, done, None, Stream.COMPUTE)]
+        tasks, last, first = [], len(plain) - 1, self.signals
+        self.signals += last  # signals of the chain's inner links
+        for i, (name, duration_s, phase, group, stream, expert_s, net) in enumerate(plain):
+            signal = done if i == last else first + i
+            tasks.append(Task(name, duration_s, phase, mb, stage, deps, signal, group, stream, expert_s, net))
+            deps = [signal]
+        return tasks
+
+    def _plain(self, segments: tuple[Segment, ...]) -> list[tuple]:
+        """(name, seconds, phase letter, group, stream, expert seconds, net op) of each segment, worked out
+        once per segment tuple."""
+        plain = self._plain_cache.get(id(segments))
+        if plain is None:
+            plain = [(seg.name, seg.duration_s, seg.phase.value, seg.group or None, seg.stream, seg.expert_s,
+                      self._net(seg.comms, seg.duration_s - seg.comm_s)) for seg in segments]
+            self._plain_cache[id(segments)] = plain
+            self._keep_alive.append(segments)  # ids stay unique while the tuple lives
+        return plain
+
+    def _chunk_tasks(self, step: Step) -> list[Task]:
+        """The tasks of one chunk, chained; the last one completes the chunk's "done" signal."""
+        price = self.prices[step.stage]
+        segments = price.segments[step.phase]
+        if self._fuses_weight(step):
+            # A full backward: weight gradients are computed before the input gradient is sent on.
+            segments = self._fused.get(step.stage)
+            if segments is None:
+                segments = self._fused[step.stage] = price.segments[Phase.B] + price.segments[Phase.W]
+        return self._chain(step, segments, self._start_deps(step), self._done(step))
+
+    def _send_task(self, step: Step) -> Task | None:
+        """The pipeline send that follows a chunk, if its consumer sits on another rank."""
+        target = step.stage + 1 if step.phase is Phase.F else step.stage - 1
+        if step.phase is Phase.W or not 0 <= target < self.schedule.stages:
+            return None
+        rank_of = self.schedule.rank_of
+        to_rank = rank_of(step.micro_batch, target)
+        if to_rank == rank_of(step.micro_batch, step.stage):
+            return None
+        net = self._net((self.send_comm,), 0.0, to_rank) if self.send_comm is not None else None
+        return Task(f"send{step.phase.value}", self.send_s, step.phase.value, step.micro_batch, step.stage,
+                    [self._done(step)], self._named_signal(("sent", step.phase, step.micro_batch, step.stage)),
+                    None, Stream.COMM, net=net)
+
+    # Overlapped pairs.
+    def _pair_tasks(self, step: Step) -> list[Task]:
+        """An overlapped pair's tasks (both chunks, the backward's W if fused, their sends) in issue order.
+
+        The order depends only on the two chunks' stages and phases, on which of them computes W and on which
+        sends cross ranks, so it is worked out once per such pair (:meth:`_pair_template`) and reused.
+        """
+        chunks = [step, step.overlap]
+        if self.pair_s is not None:
+            return self._synthetic_pair(chunks)
+        weight = next((i for i, c in enumerate(chunks) if self._fuses_weight(c)), None)
+        sends = [self._send_task(c) for c in chunks]
+        key = (chunks[0].stage, chunks[0].phase, chunks[1].stage, chunks[1].phase, weight,
+               sends[0] is not None, sends[1] is not None)
+        template = self._pair_templates.get(key)
+        if template is None:
+            template = self._pair_templates[key] = self._pair_template(chunks, weight, sends)
+        parts = [self._chain(c, self._components(c.stage, c.phase), self._start_deps(c), self._done(c))
+                 for c in chunks]
+        if weight is not None:
+            w = chunks[weight]
+            w_tasks = self._chain(Step(w.micro_batch, w.stage, Phase.W), self._components(w.stage, Phase.W),
+                                  [self._done(w)], self.new_signal())
+            for task, (chained, (part, index)) in zip(w_tasks, template.w_deps):
+                task.deps = ([task.deps[0]] if chained else []) + [parts[part][index].done]
+            parts.append(w_tasks)
+        else:
+            parts.append([])
+        parts.extend([send] if send is not None else [] for send in sends)
+        return [parts[part][index] for part, index in template.order]
+
+    def _pair_template(self, chunks: list[Step], weight: int | None, sends: list) -> PairTemplate:
+        """Issue order of an overlapped pair and the dependencies of its fused W (:class:`PairTemplate`).
+
+        Components go in the order of DeepSeek's profiler trace (``PAIR_ORDER``) layer by layer; each chunk
+        keeps its own order; a send follows its chunk's last component; W of a component follows its B.
+        """
+        keyed: list[tuple[tuple[int, float], int, tuple[int, int]]] = []
+        b_tasks: dict[tuple[int, str], tuple[tuple[int, float], tuple[int, int]]] = {}
+        b_units: dict[int, tuple[tuple[int, float], tuple[int, int]]] = {}
+        b_end = None
+        for order, chunk in enumerate(chunks):
+            segments = self._components(chunk.stage, chunk.phase)
+            unit, layer, pos = -1, None, 0.0
+            for index, seg in enumerate(segments or (None,)):
+                seg_layer = seg.layer if seg is not None else -1
+                template = PAIR_ORDER.get((chunk.phase, seg.component)) if seg is not None else None
+                if seg_layer != layer or unit < 0:
+                    unit, layer = unit + 1, seg_layer
+                    pos = template if template is not None else PAIR_FIRST[chunk.phase]
+                else:
+                    pos = max(template if template is not None else pos, pos + NUDGE)
+                key = (unit, pos)
+                keyed.append((key, order, (order, index)))
+                if chunk.phase is Phase.B and seg is not None:
+                    b_tasks[(seg_layer, seg.component)] = (key, (order, index))
+                    b_units[seg_layer] = (key, (order, index))
+            if chunk.phase is Phase.B:
+                b_end = (key, (order, max(0, len(segments) - 1)))
+            if sends[order] is not None:
+                keyed.append(((key[0], key[1] + NUDGE / 10), order, (SEND_0 + order, 0)))
+        w_deps: list[tuple[bool, tuple[int, int]]] = []
+        if weight is not None:
+            segments = self._components(chunks[weight].stage, Phase.W)
+            previous = None
+            for index, seg in enumerate(segments or (None,)):
+                # W of a component needs the B of the same component; without one, the B of its layer or all of B.
+                b_key, b_ref = (b_tasks.get((seg.layer, seg.component)) or b_units.get(seg.layer) or b_end
+                                if seg is not None else b_end)
+                template = PAIR_ORDER.get((Phase.W, seg.component)) if seg is not None else None
+                key = (b_key[0], max(template if template is not None else b_key[1], b_key[1] + NUDGE / 2))
+                if previous is not None and key <= previous:
+                    key = (previous[0], previous[1] + NUDGE)
+                w_deps.append((previous is not None, b_ref))
+                keyed.append((key, FUSED_W, (FUSED_W, index)))
+                previous = key
+        keyed.sort(key=lambda item: (item[0], item[1]))
+        return PairTemplate([ref for _, _, ref in keyed], w_deps)
+
+    def _components(self, stage: int, phase: Phase) -> tuple[Segment, ...]:
+        price = self.prices[stage]
+        return price.components[phase] if price.components is not None else price.segments[phase]
+
+    def _synthetic_pair(self, chunks: list[Step]) -> list[Task]:
+        """``pair_s`` seconds of compute for the whole pair, in chunk order F, B, W; then the sends."""
+        parts = [(c, c.phase) for c in chunks] + [(c, Phase.W) for c in chunks if self._fuses_weight(c)]
+        times = [self.prices[c.stage].phase_time_s(phase) for c, phase in parts]
+        scale = self.pair_s / sum(times) if sum(times) > 0 else 0.0
+        deps = [d for c in chunks for d in self._start_deps(c)]
+        tasks = []
+        for (chunk, phase), seconds in zip(parts, times):
+            done = self._done(chunk) if phase is chunk.phase else self.new_signal()
+            tasks.append(Task(phase.value, seconds * scale, phase.value, chunk.micro_batch, chunk.stage, deps, done,
+                              None, Stream.COMPUTE))
+            deps = [done]
+        sends = [self._send_task(c) for c in chunks]
+        return tasks + [s for s in sends if s is not None]

@@ -1,0 +1,112 @@
+"""What the engine runs: tasks on a GPU's two streams, and a pipeline rank's program of them.
+
+A :class:`Task` is one priced segment on one stream (compute or communication) of one GPU. A rank's
+:class:`RankProgram` holds its two streams' queues; each queue runs in order, like a CUDA stream. The program
+builder (:mod:`simulator.program`) names a task's dependencies by *signals* — ints, one per task completion —
+and the compiler (:mod:`simulator.compiler`) turns them into what the runner (:mod:`simulator.runner`) reads:
+``inputs``, the (producer's pipeline rank, slot) pairs it waits for, and ``slot``, where its own completion
+time is kept if a task on another stream waits for it.
+
+A DeepSeek-V3 step has about 75,000 tasks, so a task is a class with ``__slots__`` and a plain positional
+``__init__`` (a dataclass' generated one costs more per task, and nothing here needs its extras).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workloads.ops import Stream
+
+# A dependency as the runner reads it: (producer's pipeline rank, slot in that rank's completion times). A plain
+# pair rather than a named one: the compiler makes one per dependency and the runner unpacks it per task.
+Input = tuple[int, int]
+
+# A stream's index in :attr:`RankProgram.queues` and in the runner's per-stream state.
+COMPUTE, COMM = 0, 1
+STREAMS = (Stream.COMPUTE, Stream.COMM)
+
+
+class Task:
+    """One segment on one stream.
+
+    ``label`` names it in the timeline (``ATTN3+MLP3``, ``sendF``, ``optimizer``); ``duration_s`` is how long
+    it occupies its stream, in seconds; ``phase`` the letter of the chunk's phase ("F", "B", "W") or "dp"/"opt"
+    for the step's tail; ``micro_batch`` and ``stage`` the chunk's (−1 for the tail). ``deps`` are the signals
+    it waits for and ``done`` the signal its completion gives (builder's view). ``group`` is the process group
+    a collective meets over ("ep", "tp", "tail") or None for work no peer waits for; ``stream`` the
+    :class:`~workloads.ops.Stream` it runs on; ``expert_s`` the part of ``duration_s`` spent in routed-expert
+    GEMMs at the busiest GPU's load (skewed routing); ``net``, with a time-shared network, the index of its
+    :class:`NetOp` (None: it just lasts ``duration_s``).
+
+    Set by the compiler: ``inputs``, the (producer's pipeline rank, slot) pairs it waits for beyond its own
+    stream's order; ``slot``, where its end time is kept (≥ 0) or −1 when nothing on another stream waits for
+    it.
+    """
+
+    __slots__ = ("label", "duration_s", "phase", "micro_batch", "stage", "deps", "done", "group", "stream",
+                 "expert_s", "net", "inputs", "slot")
+
+    def __init__(self, label: str, duration_s: float, phase: str, micro_batch: int, stage: int, deps: list[int],
+                 done: int, group: str | None, stream: Stream, expert_s: float = 0.0, net: int | None = None):
+        self.label = label
+        self.duration_s = duration_s
+        self.phase = phase
+        self.micro_batch = micro_batch
+        self.stage = stage
+        self.deps = deps
+        self.done = done
+        self.group = group
+        self.stream = stream
+        self.expert_s = expert_s
+        self.net = net
+
+    def where(self) -> str:
+        """The task as an error message names it: ``label phase micro_batch@stage``."""
+        return f"{self.label} {self.phase}{self.micro_batch}@{self.stage}"
+
+    def __repr__(self) -> str:
+        return (f"Task({self.where()}, {self.stream.value}, {self.duration_s!r} s, deps={self.deps}, "
+                f"done={self.done})")
+
+
+class RankProgram:
+    """A pipeline rank's tasks: ``queues[COMPUTE]`` and ``queues[COMM]``, each run in order.
+
+    Built once per pipeline rank and run by every unit on that rank (:mod:`simulator.cohorts`).
+    """
+
+    __slots__ = ("queues",)
+
+    def __init__(self):
+        self.queues: tuple[list[Task], list[Task]] = ([], [])
+
+    @property
+    def compute(self) -> list[Task]:
+        return self.queues[COMPUTE]
+
+    @property
+    def comm(self) -> list[Task]:
+        return self.queues[COMM]
+
+    def add(self, task: Task) -> None:
+        """Append ``task`` to the queue of its stream."""
+        self.queues[COMPUTE if task.stream is Stream.COMPUTE else COMM].append(task)
+
+    def last_done(self) -> list[int]:
+        """The signals of each non-empty queue's last task (what the step's tail waits for)."""
+        return [queue[-1].done for queue in self.queues if queue]
+
+    def __len__(self) -> int:
+        return len(self.queues[COMPUTE]) + len(self.queues[COMM])
+
+
+@dataclass(frozen=True, slots=True)
+class NetOp:
+    """What a task moves on a time-shared network: ``comms`` one after another, after ``fixed_s`` seconds of
+    work that is not network transfer (kernels of the segment that are not communication); a send goes to the
+    GPUs of pipeline rank ``send_to`` (−1: a collective of the task's own process group). Frozen and hashed so
+    that equal ops are stored once (the runner keys network plans by op)."""
+
+    comms: tuple
+    fixed_s: float = 0.0
+    send_to: int = -1

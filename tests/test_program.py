@@ -1,0 +1,114 @@
+"""The program builder and the compiler on their own: a schedule's steps → tasks → what the runner reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from simulator.compiler import compile_programs
+from simulator.pricing import Segment, StagePrice
+from simulator.program import ProgramBuilder, TailSpec
+from simulator.schedules import ScheduleError, get_schedule
+from simulator.tasks import COMM, COMPUTE, RankProgram, Task
+from tests.test_engine import uniform
+from workloads.ops import Phase, Stream
+
+NO_TAIL = TailSpec(0.0, 0.0, 0.0)
+
+
+def labels(queue: list[Task]) -> list[str]:
+    return [f"{t.label}:{t.phase}{t.micro_batch}@{t.stage}" for t in queue]
+
+
+def test_gpipe_on_two_ranks_builds_chunks_sends_and_the_tail():
+    """GPipe, 2 ranks, 2 micro-batches, F = compute then an A2A: rank 0 runs F0 F1 then, last in first out,
+    B1 B0 (each with its W fused: GPipe does not split the backward) on compute; its communication stream holds each F's A2A, the two sendF, then the tail's
+    gradient reduce-scatter and parameter all-gather around the optimizer on compute."""
+    builder = ProgramBuilder(get_schedule("gpipe")(2, 2), uniform(2, 1.0, 1.5, 0.5, comm=0.25), 0.125,
+                             TailSpec(0.5, 0.25, 0.125))
+    rank0, rank1 = builder.build()
+    assert labels(rank0.compute) == ["F:F0@0", "F:F1@0", "B:B1@0", "W:W1@0", "B:B0@0", "W:W0@0",
+                                     "optimizer:opt-1@-1"]
+    assert labels(rank0.comm) == ["A2A:F0@0", "sendF:F0@0", "A2A:F1@0", "sendF:F1@0",
+                                  "grad_reduce_scatter:dp-1@-1", "param_all_gather:dp-1@-1"]
+    # The last stage sends its input gradients back (each after its fused W), no activations on.
+    assert labels(rank1.comm)[2:4] == ["sendB:B1@1", "sendB:B0@1"]
+    assert "sendF" not in [t.label for t in rank1.comm]
+    assert [t.duration_s for t in rank0.compute[:3]] == [1.0, 1.0, 1.5]
+    send = rank0.comm[1]
+    assert (send.stream, send.duration_s, send.group) == (Stream.COMM, 0.125, None)
+    # A send waits for the end of its chunk (the A2A, the chain's last task); rank 1's F0 waits for the send.
+    assert send.deps == [rank0.comm[0].done]
+    assert rank1.compute[0].deps == [send.done]
+    tail = rank0.comm[-2]
+    assert tail.group == "tail" and sorted(tail.deps) == sorted([rank0.compute[-2].done, rank0.comm[-3].done])
+    # Every task's completion is its own signal.
+    dones = [t.done for p in (rank0, rank1) for q in p.queues for t in q]
+    assert len(set(dones)) == len(dones) == builder.signals
+
+
+def test_compiler_keeps_only_waits_across_streams_and_numbers_slots_per_rank():
+    builder = ProgramBuilder(get_schedule("gpipe")(2, 2), uniform(2, 1.0, 1.5, 0.5, comm=0.25), 0.125, NO_TAIL)
+    programs = builder.build()
+    slots = compile_programs(programs, builder.signals, "gpipe")
+    rank0, rank1 = programs
+    # F1's compute follows F0's on the same stream: nothing to wait for beyond the stream's order.
+    assert rank0.compute[1].inputs == ()
+    # F0's A2A on the comm stream waits for F0's compute (rank 0's slot 0): a wait across streams.
+    assert rank0.comm[0].inputs == ((0, rank0.compute[0].slot),)
+    # Rank 1's F0 waits for rank 0's send.
+    assert rank1.compute[0].inputs == ((0, rank0.comm[1].slot),)
+    # Slots go only to tasks something on another stream waits for, numbered 0 … n−1 per producing rank.
+    for rank, program in enumerate(programs):
+        used = sorted(t.slot for q in program.queues for t in q if t.slot >= 0)
+        assert used == list(range(slots[rank]))
+        waited = {s for p in programs for q in p.queues for t in q for r, s in t.inputs if r == rank}
+        assert waited == set(used)
+
+
+def test_a_wait_for_a_task_no_rank_runs_is_a_deadlock_named_by_the_task():
+    program = RankProgram()
+    program.add(Task("ATTN0", 1.0, "F", 3, 1, [7], 0, None, Stream.COMPUTE))
+    with pytest.raises(ScheduleError, match=r"schedule demo deadlocked: rank 0 ATTN0 F3@1 waits for a chunk"):
+        compile_programs([program], 8, "demo")
+
+
+def test_rank_program_sorts_tasks_onto_their_streams():
+    program = RankProgram()
+    compute = Task("MLP", 1.0, "F", 0, 0, [], 0, None, Stream.COMPUTE)
+    comm = Task("DISPATCH", 0.5, "F", 0, 0, [0], 1, "ep", Stream.COMM)
+    program.add(compute)
+    program.add(comm)
+    assert program.queues[COMPUTE] == [compute] and program.queues[COMM] == [comm]
+    assert program.last_done() == [0, 1] and len(program) == 2
+
+
+def one_layer(stages: int) -> list[StagePrice]:
+    """Stages of one MoE layer, 1 s per component: F = ATTN, DISPATCH, MLP, COMBINE; B the reverse; W = MLP,
+    ATTN."""
+    def seg(name: str, phase: Phase) -> Segment:
+        comm = name in ("DISPATCH", "COMBINE")
+        return Segment(name, Stream.COMM if comm else Stream.COMPUTE, 1.0, phase, name, 0, "ep" if comm else "")
+    f = tuple(seg(n, Phase.F) for n in ("ATTN", "DISPATCH", "MLP", "COMBINE"))
+    b = tuple(seg(n, Phase.B) for n in ("COMBINE", "MLP", "DISPATCH", "ATTN"))
+    w = tuple(seg(n, Phase.W) for n in ("MLP", "ATTN"))
+    return [StagePrice({Phase.F: f, Phase.B: b, Phase.W: w}, 0.0, 0.0, 1.0) for _ in range(stages)]
+
+
+def test_an_overlapped_pair_is_issued_in_the_order_of_deepseeks_trace():
+    """DualPipe on 4 ranks, 8 micro-batches: rank 0's first overlapped pair is F3@0 with BW5@3 (the backward
+    computes its W). In the trace's order — combine(B), attn(F), mlp(B), dispatch(F), dispatch(B), mlp(W),
+    mlp(F), attn(B), attn(W), combine(F) — each stream keeps its share; a send follows its chunk's last
+    component; W of a component waits for its B."""
+    schedule = get_schedule("dualpipe")(4, 8)
+    (rank0, *_) = ProgramBuilder(schedule, one_layer(4), 0.1, NO_TAIL).build()
+    pair = next(step for step in schedule.programs()[0] if step.overlap is not None)
+    assert pair.label() == "F3@0+BW5@3"
+    in_pair = {("F", 3, 0), ("B", 5, 3), ("W", 5, 3)}
+    compute = [t for t in rank0.compute if (t.phase, t.micro_batch, t.stage) in in_pair]
+    comm = [t for t in rank0.comm if (t.phase, t.micro_batch, t.stage) in in_pair]
+    assert labels(compute) == ["ATTN:F3@0", "MLP:B5@3", "MLP:W5@3", "MLP:F3@0", "ATTN:B5@3", "ATTN:W5@3"]
+    assert labels(comm) == ["COMBINE:B5@3", "DISPATCH:F3@0", "DISPATCH:B5@3", "sendB:B5@3", "COMBINE:F3@0",
+                            "sendF:F3@0"]
+    mlp_b, mlp_w, attn_b, attn_w = compute[1], compute[2], compute[4], compute[5]
+    assert mlp_w.deps == [mlp_b.done]
+    assert attn_w.deps == [mlp_w.done, attn_b.done]
