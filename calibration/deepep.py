@@ -55,6 +55,9 @@ class Row:
 
 @dataclass(frozen=True)
 class Table:
+    """DeepEP's benchmark set-up (tokens per GPU, hidden size, top-k of ``experts``, nodes a token may reach,
+    GPUs per node, SMs the kernels ran on) and its published rows."""
+
     tokens: int
     hidden: int
     top_k: int
