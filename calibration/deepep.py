@@ -25,22 +25,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from workloads.routing import EpCounts, ep_counts
+
 TABLE = Path(__file__).parent / "profiles" / "deepep-h800.yaml"
 GB = 1e9
 FP8_BYTES = 1 + 4 / 128  # one byte per element and a 4-byte scale per 128 (DeepEP's (1 + 4/128) / 2 of BF16)
 BF16_BYTES = 2.0
 SAMPLE_TOKENS = 16384
 IB_BOUND_NODES = 4  # rows whose tokens reach this many nodes or more calibrate the NIC rate
-
-
-@dataclass(frozen=True)
-class EpCounts:
-    """Copies of one token from one source GPU, averaged over tokens."""
-
-    nodes: float  # distinct nodes reached, the source's own included (DeepEP's RDMA count)
-    remote_nodes: float  # other nodes reached: InfiniBand transfers
-    ranks: float  # distinct GPUs reached (DeepEP's NVL count: rows a rank receives per token sent, by symmetry)
-    nvl_forwards: float  # NVLink transfers: distinct target GPUs other than each reached node's arrival GPU
 
 
 @dataclass(frozen=True)
@@ -99,20 +91,6 @@ def deepep_test_routing(tokens: int, experts: int, top_k: int, nodes: int, group
         np.put_along_axis(mask, kept, True, axis=1)
         scores = np.where(np.repeat(mask, experts // nodes, axis=1), scores, -np.inf)
     return np.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]
-
-
-def ep_counts(expert_ids: np.ndarray, experts: int, ep: int, gpus_per_node: int) -> EpCounts:
-    """:class:`EpCounts` of tokens routed to ``expert_ids`` from GPU 0 of an EP group of ``ep`` GPUs."""
-    tokens = expert_ids.shape[0]
-    per_node = min(ep, gpus_per_node)
-    nodes = max(1, ep // per_node)
-    gpu = expert_ids // (experts // ep)
-    gpu_hit = np.zeros((tokens, ep), dtype=bool)
-    np.put_along_axis(gpu_hit, gpu, True, axis=1)
-    node_hit = gpu_hit.reshape(tokens, nodes, per_node).any(axis=2)
-    arrivals = gpu_hit.reshape(tokens, nodes, per_node)[:, :, 0].sum(axis=1)  # GPU 0 sends to index 0
-    return EpCounts(float(node_hit.sum(axis=1).mean()), float(node_hit[:, 1:].sum(axis=1).mean()),
-                    float(gpu_hit.sum(axis=1).mean()), float((gpu_hit.sum(axis=1) - arrivals).mean()))
 
 
 def table_counts(table: Table, ep: int, seed: int = 0) -> EpCounts:
@@ -247,8 +225,8 @@ def trace_kernels(trace) -> list[tuple[str, float]]:
 def in_situ_for(trace, scenario) -> InSitu:
     """:func:`in_situ_nic_rate` of ``trace`` run as ``scenario`` (its micro-batch tokens, hidden size, dtypes,
     EP traffic of its routing and path latencies)."""
+    from workloads.ep_load import scenario_ep_load
     from workloads.layers import element_bytes
-    from workloads.routing import balanced_ep_traffic
 
     from workloads.errors import ScenarioError
 
@@ -258,8 +236,7 @@ def in_situ_for(trace, scenario) -> InSitu:
         raise ScenarioError(f"--traced-as {scenario.name}: its EP group stays inside one node, so its dispatch "
                             "and combine never cross InfiniBand; name the layout the trace ran, with EP over "
                             "several nodes")
-    traffic = balanced_ep_traffic(moe.routed_experts, moe.top_k, moe.groups, moe.groups_per_token, par.ep,
-                                  per_node, scenario.run.seed)
+    traffic = scenario_ep_load(scenario, per_node).stats  # as the network models price its dispatch
     tokens = par.micro_batch_size * par.seq_len // (par.tp * par.cp)
     latency_s = (net.nvlink_latency_us + (net.nic_latency_us if par.ep > per_node else 0.0)) * 1e-6
     kernels = trace_kernels(trace)

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration.deepep import (EpCounts, deepep_figures, deepep_test_routing, ep_counts, in_situ_nic_rate,
-                                isolated_efficiencies, report)
+from calibration.deepep import deepep_figures, deepep_test_routing, in_situ_nic_rate, isolated_efficiencies, report
 from simulator.network.analytic import AnalyticNetwork
 from workloads.loader import load_scenario
 from workloads.ops import Comm, Pattern
+from workloads.routing import EpCounts, ep_counts
 from workloads.scenario import NetworkSpec
 
 TRACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "deepseek-profile-data" / "train.json"

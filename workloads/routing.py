@@ -195,25 +195,36 @@ class EpTraffic:
     nvl_link_factor: float = 1.0
 
 
+@dataclass(frozen=True)
+class EpCounts:
+    """Copies of one token from one source GPU of an EP group, averaged over tokens."""
+
+    nodes: float  # distinct nodes reached, the source's own included (what DeepEP's RDMA figure counts)
+    remote_nodes: float  # other nodes reached: InfiniBand transfers, to the same-index GPU there
+    ranks: float  # distinct GPUs reached (DeepEP's NVL figure: rows a GPU receives per token sent, by symmetry)
+    nvl_forwards: float  # NVLink transfers: distinct target GPUs other than each reached node's arrival GPU
+
+
+def ep_counts(expert_ids: np.ndarray, experts: int, ep: int, gpus_per_node: int) -> EpCounts:
+    """:class:`EpCounts` of tokens routed to ``expert_ids`` (tokens, top_k) from GPU 0 (node 0, index 0) of an
+    EP group of ``ep`` GPUs, ``gpus_per_node`` of them per node."""
+    tokens = expert_ids.shape[0]
+    per_node = min(ep, gpus_per_node)
+    nodes = max(1, ep // per_node)
+    gpu_hit = np.zeros((tokens, ep), dtype=bool)
+    np.put_along_axis(gpu_hit, expert_ids // (experts // ep), True, axis=1)
+    by_node = gpu_hit.reshape(tokens, nodes, per_node)
+    node_hit = by_node.any(axis=2)
+    arrivals = by_node[:, :, 0].sum(axis=1)  # GPU 0's copies land on index 0 of each node
+    return EpCounts(float(node_hit.sum(axis=1).mean()), float(node_hit[:, 1:].sum(axis=1).mean()),
+                    float(gpu_hit.sum(axis=1).mean()), float((gpu_hit.sum(axis=1) - arrivals).mean()))
+
+
 def ep_traffic(expert_ids: np.ndarray, experts: int, ep: int, gpus_per_node: int) -> EpTraffic:
     """Traffic of routing ``expert_ids`` from source GPU 0 of an EP group of ``ep`` GPUs."""
-    per_gpu = experts // ep
-    gpu = expert_ids // per_gpu  # (tokens, top_k)
-    node = gpu // gpus_per_node
-    local = gpu % gpus_per_node
-    tokens, k = gpu.shape
-    nodes_total = max(1, ep // gpus_per_node)
-    node_hit = np.zeros((tokens, nodes_total), dtype=bool)
-    np.put_along_axis(node_hit, node, True, axis=1)
-    ib_nodes = node_hit[:, 1:].sum(axis=1).mean() if nodes_total > 1 else 0.0
-    # Distinct (node, local GPU) targets, minus the arrival GPU (local index 0) of each node hit.
-    slots = min(ep, gpus_per_node)
-    gpu_hit = np.zeros((tokens, nodes_total * slots), dtype=bool)
-    np.put_along_axis(gpu_hit, node * slots + local, True, axis=1)
-    arrivals = gpu_hit.reshape(tokens, nodes_total, slots)[:, :, 0]
-    nvl = gpu_hit.sum(axis=1) - arrivals.sum(axis=1)
-    counts = np.bincount(gpu.ravel(), minlength=ep)
-    return EpTraffic(float(ib_nodes), float(nvl.mean()), float(counts.max() / counts.mean()))
+    counts = ep_counts(expert_ids, experts, ep, gpus_per_node)
+    received = np.bincount((expert_ids // (experts // ep)).ravel(), minlength=ep)
+    return EpTraffic(counts.remote_nodes, counts.nvl_forwards, float(received.max() / received.mean()))
 
 
 @lru_cache(maxsize=64)

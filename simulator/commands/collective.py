@@ -167,8 +167,8 @@ def ep_collective(net: GraphNetwork, members: list[str], name: str, expert_ids, 
                   token_bytes: float, per_rank: float):
     """Price a DeepEP dispatch or combine of tokens routed to ``expert_ids``: its notify (token counts to every
     peer) then its transfers; and DeepEP's figures for that time (:func:`calibration.deepep.deepep_figures`)."""
-    from calibration.deepep import deepep_figures, ep_counts
-    from workloads.routing import EpTraffic
+    from calibration.deepep import deepep_figures
+    from workloads.routing import EpTraffic, ep_counts
 
     gpn = topology_defaults()["gpus_per_node"]
     counts = ep_counts(expert_ids, experts, len(members), gpn)
