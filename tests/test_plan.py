@@ -25,6 +25,7 @@ from simulator.sweep.executors import LocalExecutor
 from simulator.sweep.row import run_point
 from simulator.sweep.spec import Point
 from tests.conftest import tiny_dense
+from tests.procs import alive, children
 from workloads.errors import ScenarioError
 from workloads.loader import validate
 from workloads.presets import preset_data
@@ -294,41 +295,20 @@ def test_progress_lines_when_not_a_terminal_and_workers_die_with_the_parent(tmp_
     proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "plan", "--model", "deepseek-v3", "--tokens",
                              "14.8T", "--gpus", "1024", "--pp", "16", "--schedules", "1f1b", "-w", "2"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    children: set[int] = set()
+    workers: set[int] = set()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(children) < 2:
-        children = {pid for pid in _children(proc.pid)}
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = set(children(proc.pid))
         time.sleep(0.2)
-    assert len(children) >= 2, "the worker processes never started"
+    assert len(workers) >= 2, "the worker processes never started"
     line = proc.stderr.readline().decode()
     assert line.startswith("plan: "), line
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     end = time.monotonic() + 15
-    while time.monotonic() < end and any(_alive(pid) for pid in children):
+    while time.monotonic() < end and any(alive(pid) for pid in workers):
         time.sleep(0.2)
-    assert not any(_alive(pid) for pid in children)
-
-
-def _children(parent: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                out.append(int(entry.name))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    assert not any(alive(pid) for pid in workers)
 
 
 def test_ray_executor_finds_the_same_plan():

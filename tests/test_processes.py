@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from simulator.sweep.store import journal_path
+from tests.procs import alive, children
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG")
 
@@ -23,30 +24,6 @@ grid:
   run.seed: [%s]
   training.dispatch_dtype: [fp8, bf16]
 """ % ", ".join(str(i) for i in range(400))
-
-
-def children(pid: int) -> list[int]:
-    """Live (not zombie) processes whose parent is ``pid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def start(args: list[str], tmp_path: Path) -> subprocess.Popen:
