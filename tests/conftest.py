@@ -13,6 +13,16 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
+@pytest.fixture(scope="module")
+def small():
+    """(scenario, result with its timeline) of the small report preset, simulated once per test module."""
+    from simulator.simulate import simulate
+    from tests.report_data import SMALL
+
+    scenario = load_scenario(preset=SMALL)
+    return scenario, simulate(scenario, keep_timeline=True)
+
+
 def tiny_dense(**overrides):
     """A small dense model on 4 GPUs (pp=4) that simulates in milliseconds."""
     return load_scenario(preset="mixtral-8x7b-h100", overrides=tiny_dense_sets(**overrides))

@@ -16,7 +16,6 @@ from simulator.report import load_report_source, report_from_dict, result_payloa
 from simulator.report.sweep import pareto_front
 from simulator.report.traffic import comm_link_bytes, expert_load, link_loads
 from simulator.report.whatif import Knobs, even_split, preset_knobs, scenario_for, what_if
-from simulator.simulate import simulate
 from workloads.errors import ScenarioError
 from workloads.loader import load_scenario
 from workloads.ops import Comm, Pattern
@@ -41,12 +40,6 @@ def external_resources(text: str) -> list:
     parser = _Resources()
     parser.feed(text)
     return parser.found
-
-
-@pytest.fixture(scope="module")
-def small():
-    scenario = load_scenario(preset=SMALL)
-    return scenario, simulate(scenario, keep_timeline=True)
 
 
 @pytest.fixture(scope="module")

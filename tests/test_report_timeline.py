@@ -29,12 +29,6 @@ DUALPIPE = ["schedule=dualpipe", "parallelism.global_batch=64"]  # 2 ranks, 8 mi
 
 
 @pytest.fixture(scope="module")
-def small():
-    scenario = load_scenario(preset=SMALL)
-    return scenario, simulate(scenario, keep_timeline=True)
-
-
-@pytest.fixture(scope="module")
 def dualpipe():
     scenario = load_scenario(preset=SMALL, overrides=DUALPIPE)
     return scenario, simulate(scenario, keep_timeline=True)
