@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from calibration.host import HostCosts
 from workloads.files import write_atomic
 
 
@@ -123,6 +124,7 @@ class Profile(BaseModel):
     fit: list[ClassFit] = []
     provenance: dict[str, str] = {}
     launch_gap: LaunchGap | None = None
+    host: HostCosts | None = None  # CPU launch and sync costs (calibration.host), measured in a trace
     # In-situ profiles: which trace kernels (short names) fed each op class.
     class_kernels: dict[str, list[str]] = {}
 
