@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.host import DEFAULT, HostCosts
-from workloads.traces.classify import short_name, op_class_name
+from workloads.traces.classify import op_class_name, short_name
 from workloads.traces.kineto import HostEvent, Kernel, KinetoTrace
 
 BLOCKING_CALLS = frozenset({"cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cudaMemcpy",

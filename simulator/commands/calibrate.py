@@ -271,7 +271,8 @@ def from_trace(trace: str = typer.Argument(..., help="A PyTorch-profiler (Kineto
                                              "trace ran: a preset name or scenario file."),
                force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
     """Fit a profile from a real trace's kernels (in-situ), with per-class and leave-one-out errors."""
-    from calibration.from_trace import TRACE_KERNELS, FromTraceError, check_profile, comm_streams_of, profile_from_trace
+    from calibration.from_trace import (TRACE_KERNELS, FromTraceError, check_profile, comm_streams_of,
+                                        profile_from_trace)
     from calibration.host_trace import host_report
     from simulator.cli import INPUT_ERRORS
     from workloads.loader import load_scenario
