@@ -75,10 +75,14 @@ def headline(command: str, output: str) -> dict[str, str]:
             if hit is not None:
                 found[row] = " ".join(hit[len(row):].split())
         return found
+    rows = 0
     for line in lines:
         cells = [c.strip() for c in line.strip().strip("│").split("│")]
-        if line.startswith("│") and len(cells) == 6 and cells[0]:
-            found[cells[0]] = " | ".join(cells[3:])
+        # run | stack | GPUs | metric | published | moesim | error; a run's first line has its published figure
+        # (a long name may be cut, so rows are keyed by their order too).
+        if line.startswith("│") and len(cells) == 7 and cells[4]:
+            rows += 1
+            found[f"{rows}. {cells[0]}"] = " | ".join(cells[4:])
         elif line.startswith("average |error|"):
             found["summary"] = line.strip()
     return found

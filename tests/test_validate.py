@@ -9,9 +9,10 @@ import yaml
 
 from simulator.cli import app
 from simulator.simulate import simulate
-from simulator.validation import METRICS, load_runs, summary, validate_runs
+from simulator.validation import DERIVED, METRICS, OFF_ABS_ERROR, load_runs, metric_value, off, summary, validate_runs
 from tests.conftest import tiny_dense, tiny_dense_sets
 from workloads.loader import load_scenario
+from workloads.model import parameter_counts
 
 
 def _runs_file(tmp_path, runs, name="runs.yaml"):
@@ -38,6 +39,23 @@ def test_bundled_table_names_each_figure_and_its_source():
     assert "cluster.gpus=16384" in llama[400].set and "parallelism.cp=16" in llama[380].set
     for run in runs.values():  # every run is a valid scenario as written
         load_scenario(preset=run.preset, overrides=run.set)
+
+
+def test_bundled_table_is_wide():
+    """At least 10 runs from at least three software stacks, dense and MoE, at least three with ≤ 10 B
+    activated parameters; each with a source and, where the publication is silent, a note."""
+    runs = load_runs()
+    scenarios = {r.name: load_scenario(preset=r.preset, overrides=r.set) for r in runs}
+    assert len(runs) >= 10 and len({r.stack for r in runs}) >= 3 and all(r.stack for r in runs)
+    small = [n for n, s in scenarios.items() if parameter_counts(s.model).activated <= 10e9]
+    assert len(small) >= 3, small
+    assert {s.model.moe is None for s in scenarios.values()} == {True, False}  # dense and MoE
+    assert any(scenarios[n].model.moe is not None for n in small)  # a small-activated MoE among them
+    assert all(r.note and len(r.source) > 40 for r in runs)
+    nemo = {r.name: r for r in runs}["llama3-8b-nemo-24.07"]  # one row read back as published
+    assert (nemo.published, nemo.metric) == (12273, "tokens_per_s_per_gpu") and "8e3d65dc" in nemo.source
+    titan = {r.name: r for r in runs}["llama3.1-8b-torchtitan-128gpus"]
+    assert titan.published == 5605 and "Table 3" in titan.source and scenarios[titan.name].cluster.gpus == 128
 
 
 def test_comparisons_are_the_engines_own_results(tmp_path):
@@ -81,7 +99,7 @@ def test_cli_on_the_bundled_deepseek_run(runner):
 
 
 @pytest.mark.parametrize("runs, message", [
-    ([_tiny_run("x", "speed", 1.0)], "'speed' is not a simulate result field"),
+    ([_tiny_run("x", "speed", 1.0)], "'speed' is not a validate metric"),
     ([_tiny_run("x", "step_time_s", 0)], "published"),
     ([dict(_tiny_run("x", "step_time_s", 1.0), preset="nope")], "run x: unknown preset 'nope'"),
     ([dict(_tiny_run("x", "step_time_s", 1.0), set=["parallelism.bogus=1"])], "run x: --set parallelism.bogus"),
@@ -106,7 +124,28 @@ def test_missing_malformed_and_unknown_selections(tmp_path, runner):
     assert out.exit_code == 2 and "no such run" in out.output and "deepseek-v3" in out.output
 
 
-def test_metrics_are_result_fields():
+def test_metrics_are_result_fields_or_derived_from_them():
     result = simulate(tiny_dense())
     for metric in METRICS:
-        assert isinstance(getattr(result, metric), float)
+        if metric not in DERIVED:
+            assert isinstance(getattr(result, metric), float) and metric_value(result, metric) == getattr(result, metric)
+    assert metric_value(result, "tokens_per_s_per_gpu") == result.tokens_per_s / result.gpus == result.tokens_per_s / 4
+
+
+def test_runs_off_by_more_than_10_percent_are_listed_with_why(tmp_path, runner):
+    step = simulate(tiny_dense()).step_time_s
+    path = _runs_file(tmp_path, [
+        dict(_tiny_run("close", "step_time_s", step * 1.05), note="a note"),
+        dict(_tiny_run("far", "step_time_s", step / 2), note="the note", known_gap="a missing feature"),
+        dict(_tiny_run("far-note", "step_time_s", step * 2), note="only a note"),
+    ])
+    comparisons = validate_runs(load_runs(path))
+    assert [c.name for c in off(comparisons)] == ["far", "far-note"] and OFF_ABS_ERROR == 0.10
+    assert summary(comparisons)["off"] == 2
+    out = runner.invoke(app, ["validate", str(path)])
+    assert out.exit_code == 0, out.output
+    lines = [line for line in out.output.splitlines() if line.startswith("off ")]
+    assert lines == ["off far +100.0%: a missing feature", "off far-note -50.0%: only a note"]
+    assert "2 of 3 off by more than 10%" in out.output
+    data = json.loads(runner.invoke(app, ["validate", str(path), "--json"]).output)
+    assert data["runs"][1]["known_gap"] == "a missing feature" and data["summary"]["off"] == 2
