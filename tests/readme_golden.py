@@ -75,14 +75,13 @@ def headline(command: str, output: str) -> dict[str, str]:
             if hit is not None:
                 found[row] = " ".join(hit[len(row):].split())
         return found
-    rows = 0
     for line in lines:
         cells = [c.strip() for c in line.strip().strip("│").split("│")]
-        # run | stack | GPUs | metric | published | moesim | error; a run's first line has its published figure
-        # (a long name may be cut, so rows are keyed by their order too).
+        # run | stack | GPUs | metric | published | moesim | error; a run's first line has its published figure.
+        # A long name is cut ("…"), so a repeated one is keyed by its order.
         if line.startswith("│") and len(cells) == 7 and cells[4]:
-            rows += 1
-            found[f"{rows}. {cells[0]}"] = " | ".join(cells[4:])
+            key = cells[0] if cells[0] not in found else f"{cells[0]} #{len(found) + 1}"
+            found[key] = " | ".join(cells[4:])
         elif line.startswith("average |error|"):
             found["summary"] = line.strip()
     return found
