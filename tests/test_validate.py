@@ -128,7 +128,8 @@ def test_metrics_are_result_fields_or_derived_from_them():
     result = simulate(tiny_dense())
     for metric in METRICS:
         if metric not in DERIVED:
-            assert isinstance(getattr(result, metric), float) and metric_value(result, metric) == getattr(result, metric)
+            value = getattr(result, metric)
+            assert isinstance(value, float) and metric_value(result, metric) == value
     assert metric_value(result, "tokens_per_s_per_gpu") == result.tokens_per_s / result.gpus == result.tokens_per_s / 4
 
 
