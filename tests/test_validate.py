@@ -150,3 +150,24 @@ def test_runs_off_by_more_than_10_percent_are_listed_with_why(tmp_path, runner):
     assert "2 of 3 off by more than 10%" in out.output
     data = json.loads(runner.invoke(app, ["validate", str(path), "--json"]).output)
     assert data["runs"][1]["known_gap"] == "a missing feature" and data["summary"]["off"] == 2
+
+
+@pytest.mark.parametrize("preset, total_b, activated_b, non_embedding_b", [
+    # DeepSeek-V2 TR (arXiv 2405.04434) §3.1.2: "236B total parameters, of which 21B are activated for each token"
+    ("deepseek-v2-h800", 236, 21, None),
+    # Qwen3-30B-A3B model card: "30.5B in total and 3.3B activated", "Non-Embedding: 29.9B" (activated there
+    # counts the embedding; moesim's does not, so only the other two are compared)
+    ("qwen3-30b-a3b-h100", 30.5, None, 29.9),
+    # Qwen3-235B-A22B model card: "235B in total and 22B activated", "Non-Embedding: 234B"
+    ("qwen3-235b-a22b-h100", 235, 22, 234),
+])
+def test_new_moe_presets_have_the_published_parameter_counts(preset, total_b, activated_b, non_embedding_b):
+    """Each published figure to within half a unit of its last printed digit."""
+    model = load_scenario(preset=preset).model
+    counts = parameter_counts(model)
+    half = 0.05 if total_b % 1 else 0.5
+    assert abs(counts.total / 1e9 - total_b) <= half
+    if activated_b is not None:
+        assert abs(counts.activated / 1e9 - activated_b) <= 0.5
+    if non_embedding_b is not None:  # neither the embedding table nor the (untied) output head
+        assert abs((counts.total - 2 * model.vocab * model.hidden) / 1e9 - non_embedding_b) <= half
