@@ -146,7 +146,7 @@ def test_runs_off_by_more_than_10_percent_are_listed_with_why(tmp_path, runner):
     out = runner.invoke(app, ["validate", str(path)])
     assert out.exit_code == 0, out.output
     lines = [line for line in out.output.splitlines() if line.startswith("off ")]
-    assert lines == ["off far +100.0%: a missing feature", "off far-note -50.0%: only a note"]
+    assert lines == ["off far +100.0%: a missing feature", "off far-note -50.0%: cause not known; assumed: only a note"]
     assert "2 of 3 off by more than 10%" in out.output
     data = json.loads(runner.invoke(app, ["validate", str(path), "--json"]).output)
     assert data["runs"][1]["known_gap"] == "a missing feature" and data["summary"]["off"] == 2

@@ -68,7 +68,8 @@ def print_comparisons(comparisons, totals: dict, runs_file: Optional[str]) -> No
                   f"({totals['worst_run']}); {totals['off']} of {totals['runs']} off by more than "
                   f"{OFF_ABS_ERROR:.0%}", highlight=False)
     for c in off(comparisons):
-        why = c.known_gap or c.note or "not known"
+        # A known gap says why; otherwise the cause is not known and the run's assumptions are what remain.
+        why = c.known_gap or "cause not known" + (f"; assumed: {c.note}" if c.note else "")
         console.print(f"[yellow]off[/] {c.name} {c.error:+.1%}: {why}", highlight=False)
     for c in comparisons:
         console.print(f"[dim]{c.name}: {c.source}" + (f" — {c.note}" if c.note else "") + "[/]", highlight=False)
