@@ -77,8 +77,11 @@ def headline(command: str, output: str) -> dict[str, str]:
         return found
     for line in lines:
         cells = [c.strip() for c in line.strip().strip("│").split("│")]
-        if line.startswith("│") and len(cells) == 6 and cells[0]:
-            found[cells[0]] = " | ".join(cells[3:])
+        # run | stack | GPUs | metric | published | moesim | error; a run's first line has its published figure.
+        # A long name is cut ("…"), so a repeated one is keyed by its order.
+        if line.startswith("│") and len(cells) == 7 and cells[4]:
+            key = cells[0] if cells[0] not in found else f"{cells[0]} #{len(found) + 1}"
+            found[key] = " | ".join(cells[4:])
         elif line.startswith("average |error|"):
             found["summary"] = line.strip()
     return found

@@ -34,10 +34,15 @@ def test_parsing_reads_what_it_should():
            "simulated in   0.43 s (150,368 events)\n")
     assert headline("moesim simulate", out) == {"step time": "14.744 s",
                                                  "MFU vs BF16 peak (causal | non-causal)": "54.9% | 61.5%"}
-    table = ("┃ run ┃ GPUs ┃ metric ┃ published ┃ moesim ┃ error ┃\n"
-             "│ deepseek-v3 │ 2,048 │ GPU-hours │ 180,000 │ 133,323 │ -25.9% │\n"
+    table = ("┃ run ┃ stack ┃ GPUs ┃ metric ┃ published ┃ moesim ┃ error ┃\n"
+             "│ deepseek-v3 │ HAI-LLM │ 2,048 │ GPU-hours / │ 180,000 │ 133,323 │ -25.9% │\n"
+             "│             │         │       │ tokens      │         │         │        │\n"
+             "│ llama-…     │ Meta    │ 8,192 │ TFLOPS      │   430.0 │   547.4 │ +27.3% │\n"
+             "│ llama-…     │ Meta    │ 8,192 │ TFLOPS      │   400.0 │   493.7 │ +23.4% │\n"
              "average |error| 26.3%, worst 27.7% (llama)\n")
     assert headline("moesim validate", table) == {"deepseek-v3": "180,000 | 133,323 | -25.9%",
+                                                  "llama-…": "430.0 | 547.4 | +27.3%",
+                                                  "llama-… #3": "400.0 | 493.7 | +23.4%",
                                                   "summary": "average |error| 26.3%, worst 27.7% (llama)"}
     stages = "┡━━━╇━━┩\n" + "".join(f"│ {i:>3} │ {i}.0 │\n" for i in range(10, 16)) + "└───┴──┘\n"
     short = elide_stages(stages).splitlines()

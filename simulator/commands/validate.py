@@ -49,22 +49,27 @@ def validate(runs_file: Optional[str] = typer.Argument(None, help="A YAML table 
 
 
 def print_comparisons(comparisons, totals: dict, runs_file: Optional[str]) -> None:
-    from simulator.validation import METRICS
+    from simulator.validation import METRICS, OFF_ABS_ERROR, off
 
     console.print(f"[bold]moesim validate[/]: {totals['runs']} published runs "
                   f"({runs_file or 'workloads/data/published_runs.yaml'}); a report, not a target: nothing is "
                   f"fitted to these figures", highlight=False)
     table = Table()
-    for col, justify in (("run", "left"), ("GPUs", "right"), ("metric", "left"), ("published", "right"),
-                         ("moesim", "right"), ("error", "right")):
+    for col, justify in (("run", "left"), ("stack", "left"), ("GPUs", "right"), ("metric", "left"),
+                         ("published", "right"), ("moesim", "right"), ("error", "right")):
         table.add_column(col, justify=justify)
     for c in comparisons:
         label, fmt = METRICS[c.metric]
-        table.add_row(c.name, f"{c.gpus:,}", label, fmt.format(c.published),
+        table.add_row(c.name, c.stack, f"{c.gpus:,}", label, fmt.format(c.published),
                       fmt.format(c.simulated) + ("" if c.fits_in_memory else " [red](over HBM)[/]"),
                       f"{c.error:+.1%}")
     console.print(table)
     console.print(f"average |error| {totals['mean_abs_error']:.1%}, worst {totals['worst_abs_error']:.1%} "
-                  f"({totals['worst_run']})", highlight=False)
+                  f"({totals['worst_run']}); {totals['off']} of {totals['runs']} off by more than "
+                  f"{OFF_ABS_ERROR:.0%}", highlight=False)
+    for c in off(comparisons):
+        # A known gap says why; otherwise the cause is not known and the run's assumptions are what remain.
+        why = c.known_gap or "cause not known" + (f"; assumed: {c.note}" if c.note else "")
+        console.print(f"[yellow]off[/] {c.name} {c.error:+.1%}: {why}", highlight=False)
     for c in comparisons:
         console.print(f"[dim]{c.name}: {c.source}" + (f" — {c.note}" if c.note else "") + "[/]", highlight=False)
