@@ -13,6 +13,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -176,6 +177,22 @@ def builtin_profile(name: str = DEFAULT_PROFILE) -> Profile:
     """A profile shipped in ``calibration/profiles``."""
     text = resources.files("calibration").joinpath("profiles", BUILTIN_PROFILES[name]).read_text()
     return Profile.model_validate(json.loads(text))
+
+
+# The shipped profiles measured on GPUs (the 'cpu' profile's peaks are estimates, not a GPU's).
+GPU_PROFILES = ("h800", "h800-trace", "h100")
+
+
+@lru_cache(maxsize=None)
+def _same_design(sms: int, bf16_tflops: float) -> tuple[Profile, ...]:
+    return tuple(prof for prof in map(builtin_profile, GPU_PROFILES)
+                 if int(prof.peaks["sms"]) == sms and prof.peaks["bf16_tflops"] == bf16_tflops)
+
+
+def same_design_profiles(gpu) -> tuple[Profile, ...]:
+    """Shipped GPU profiles measured on a GPU of ``gpu``'s SM design (the same SM count and BF16 tensor peak: an
+    H800, H100 and H200 have the same SMs at the same clocks), whose kernels reach the same fractions of peak."""
+    return _same_design(int(gpu.sms), float(gpu.bf16_tflops))
 
 
 def load_profile(name_or_path: str | None) -> Profile:
