@@ -158,11 +158,13 @@ class CostModel:
             self.sources[label] = f"{model.source} ({what})"
 
     def memory_efficiency(self) -> float:
-        """Fraction of HBM bandwidth a large streaming kernel reaches (fitted ``add`` curve, else stated)."""
+        """Fraction of HBM bandwidth a large streaming kernel reaches (fitted ``add`` curve, else stated, else
+        the whole bandwidth)."""
         add = self._lookup("elementwise", None, ("add",))
         if add is not None:
             return min(1.0, add.rate_fraction)
-        return self._stated("memory").value
+        stated = self._stated("memory")
+        return stated.value if stated is not None else 1.0
 
     def _roofline_s(self, op: Op, sms: int) -> float:
         memory = self._stated("memory")
@@ -225,12 +227,13 @@ class CostModel:
 
     def fastest_s(self, op: Op, sms: int, layout: str | None = None) -> float:
         """The least time any price of ``op`` may take (0 for elementwise ops): its FLOPs at its class's fastest
-        measured rate (the ceiling, :func:`calibration.shape_model.class_ceilings`), never above the peak of
-        the SMs it runs on. The one clamp every priced rate passes."""
+        measured rate (the ceiling, :func:`calibration.shape_model.class_ceilings`), else at the peak of the SMs it
+        runs on. The one clamp every priced rate passes. A GPU profile's points are never above its peak (the
+        profile refuses them when loaded); a CPU's peak is an estimate its measurements may beat."""
         if op.kind is Kind.ELEMENTWISE or not op.flops:
             return 0.0
         ceiling = self.ceilings.get(ceiling_key(op.kind.value, op.dtype, op.gemm_pass, _attention_layout(op, layout)))
-        fraction = min(1.0, ceiling.fraction) if ceiling is not None else 1.0
+        fraction = ceiling.fraction if ceiling is not None else 1.0
         return op.flops / (fraction * self._peak(op.dtype) * sms / self.gpu.sms)
 
     def outside_reason(self, op: Op, sms: int | None = None, layout: str | None = None) -> str | None:

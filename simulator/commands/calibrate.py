@@ -28,8 +28,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def _load(name: str):
     from calibration.profile import load_profile
 
+    from pydantic import ValidationError
+
+    from workloads.loader import format_validation_error
+
     try:
         return load_profile(name)
+    except ValidationError as err:
+        fail(f"profile {name}: {format_validation_error(err)}")
     except (OSError, ValueError) as err:
         fail(f"profile {name}: {str(err).splitlines()[0]} (give a built-in name: h800, cpu, or a profile JSON file)")
 
