@@ -56,10 +56,11 @@ class CostModel:
     """Prices compute ops for one GPU spec (a :class:`workloads.scenario.GpuSpec`) from one or more profiles.
 
     ``kernels`` names the GEMM generation (``deepgemm`` or ``cutlass``): GEMM points of other generations are
-    ignored. The last profile is the base: its stated efficiencies price classes no profile measured.
+    ignored. ``references``: more profiles whose points only set the classes' ceilings (default: the shipped
+    profiles of GPUs of the same SM design, :func:`calibration.profile.same_design_profiles`). The last profile is the base: its stated efficiencies price classes no profile measured.
     """
 
-    def __init__(self, profile: Profile | list[Profile], gpu, kernels: str = "deepgemm"):
+    def __init__(self, profile: Profile | list[Profile], gpu, kernels: str = "deepgemm", references=None):
         self.profiles = list(profile) if isinstance(profile, (list, tuple)) else [profile]
         self.profile = self.profiles[-1]
         self.gpu = gpu
@@ -71,8 +72,10 @@ class CostModel:
         for prof in self.profiles:
             for key, model in class_models(prof, kernels).items():
                 self.models.setdefault(key, []).append(model)
-        # The fastest measured point per class, here and in shipped profiles of GPUs with the same SMs and peak.
-        self.ceilings = class_ceilings([*self.profiles, *same_design_profiles(gpu)], kernels)
+        # The fastest measured point per class, here and in ``references``: by default the shipped profiles of
+        # GPUs with the same SMs and peak (validation passes them with its held-out point removed).
+        references = same_design_profiles(gpu) if references is None else references
+        self.ceilings = class_ceilings([*self.profiles, *references], kernels)
         self._outside: dict[tuple, str] = {}  # priced ops (cache key) → why the shape model priced them
         gap = next((p.launch_gap for p in self.profiles if p.launch_gap is not None), None)
         self.launch_gap_s = gap.value_us * 1e-6 if gap is not None else 0.0
