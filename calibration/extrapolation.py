@@ -17,7 +17,7 @@ import numpy as np
 
 from calibration.fit import ClassModel, class_label, peak_per_s, point_bytes, point_work, shortest_kernel_s
 from calibration.profile import KernelPoint, Profile
-from calibration.shape_model import Ceiling, point_ceiling, shape_model_s
+from calibration.shape_model import Ceiling, class_ceilings, shape_model_s
 
 MIN_POINTS = 4  # a class needs this many points, at least two on each side of the split, to be checked
 
@@ -38,16 +38,10 @@ def _sms(p: KernelPoint, peaks) -> int:
     return int(p.sms or peaks["sms"])
 
 
-def _ceiling(p: KernelPoint, peaks) -> Ceiling:
-    sms = _sms(p, peaks)
-    fraction = p.flops_executed() / p.seconds() / (peak_per_s(peaks, "flops", p.dtype) * sms / peaks["sms"])
-    shape = p.shape if p.op == "attention" else p.shape[-3:]
-    return point_ceiling(p.op, shape, p.groups, fraction, sms, p.kernel)
-
-
 def fastest(points: list[KernelPoint], peaks) -> Ceiling:
-    """The ceiling the fastest of ``points`` sets (as :func:`calibration.shape_model.class_ceilings` finds it)."""
-    return max((_ceiling(p, peaks) for p in points), key=lambda c: c.fraction)
+    """The ceiling ``points`` (one class) set, as :func:`calibration.shape_model.class_ceilings` finds it."""
+    (ceiling,) = class_ceilings([Profile(device="held out", peaks=peaks, points=points)], None).values()
+    return ceiling
 
 
 def shape_price_s(p: KernelPoint, peaks, ceiling: Ceiling, memory_fraction: float, minimum_s: float) -> float:

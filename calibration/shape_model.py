@@ -118,13 +118,15 @@ def ceiling_key(kind: str, dtype: str, gemm_pass: str, layout: str) -> tuple[str
 
 
 def class_ceilings(profiles, library: str | None) -> dict[tuple[str, str, str], Ceiling]:
-    """Per class (:func:`ceiling_key`), the fastest measured point among ``profiles``'
-    (:class:`calibration.profile.Profile`) GEMM and attention points of kernel ``library``: FP8 GEMMs only of that
-    library (block-scaled FP8 kernels differ by generation, and a per-tensor-scaled cuBLAS FP8 GEMM, library "",
-    is none of them), other points also when they name no library."""
-    from calibration.fit import peak_per_s
+    """Per class (:func:`ceiling_key`), the ceiling ``profiles``' (:class:`calibration.profile.Profile`) GEMM
+    and attention points of kernel ``library`` set: FP8 GEMMs only of that library (block-scaled FP8 kernels
+    differ by generation, and a per-tensor-scaled cuBLAS FP8 GEMM, library "", is none of them), other points
+    also when they name no library. The fraction is the fastest point's; the efficiency comes from the fastest
+    compute-bound point (FLOPs at the peak outlast bytes at the HBM peak): a bandwidth-bound point's rate says
+    how fast its bytes moved, not how fast a wave of tiles computes (the fastest point when none is)."""
+    from calibration.fit import peak_per_s, point_bytes
 
-    best: dict[tuple[str, str, str], Ceiling] = {}
+    found: dict[tuple[str, str, str], list[tuple[float, bool, Ceiling]]] = {}
     for prof in profiles:
         total = prof.peaks["sms"]
         for p in prof.points:
@@ -134,10 +136,17 @@ def class_ceilings(profiles, library: str | None) -> dict[tuple[str, str, str], 
                 continue
             sms = int(p.sms or total)
             shape = p.shape if p.op == "attention" else p.shape[-3:]
-            fraction = p.flops_executed() / p.seconds() / (peak_per_s(prof.peaks, "flops", p.dtype) * sms / total)
-            key = ceiling_key(p.op, p.dtype, p.gemm_pass, p.layout)
-            if key not in best or fraction > best[key].fraction:
-                what = (f"{prof.label}: {p.kernel or p.op} {'×'.join(map(str, p.shape))}"
-                        f"{f' ×{p.groups} groups' if p.groups > 1 else ''} at {p.tflops:.0f} TFLOPS on {sms} SMs")
-                best[key] = point_ceiling(p.op, shape, p.groups, fraction, sms, what)
-    return best
+            peak = peak_per_s(prof.peaks, "flops", p.dtype) * sms / total
+            fraction = p.flops_executed() / p.seconds() / peak
+            compute_bound = p.flops_executed() / peak >= point_bytes(p) / peak_per_s(prof.peaks, "bytes", p.dtype)
+            what = (f"{prof.label}: {p.kernel or p.op} {'×'.join(map(str, p.shape))}"
+                    f"{f' ×{p.groups} groups' if p.groups > 1 else ''} at {p.tflops:.0f} TFLOPS on {sms} SMs")
+            found.setdefault(ceiling_key(p.op, p.dtype, p.gemm_pass, p.layout), []).append(
+                (fraction, compute_bound, point_ceiling(p.op, shape, p.groups, fraction, sms, what)))
+    ceilings = {}
+    for key, points in found.items():
+        fastest = max(points, key=lambda x: x[0])[2]
+        anchors = [c for _, bound, c in points if bound] or [fastest]
+        anchor = max(anchors, key=lambda c: c.fraction)
+        ceilings[key] = Ceiling(fastest.fraction, anchor.efficiency, anchor.source)
+    return ceilings
