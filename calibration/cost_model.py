@@ -3,9 +3,11 @@
 Ops are priced by their class (:class:`workloads.ops.OpClass`): a GEMM by its pass (forward, input-gradient,
 weight-gradient) and the kernel generation the scenario names (``training.kernels``: DeepGEMM or the
 CUTLASS-based kernels before it), FlashAttention forward and backward apart, and each small kernel class
-(FP8 casts, permutes, router kernels …) by its own curve. Profiles compose: given several, the first with
-points for a class prices it (in-situ trace measurements before isolated microbenchmarks), and
-:attr:`CostModel.sources` says which one priced each class. For a class with measured points the time is the
+(FP8 casts, permutes, router kernels …) by its own curve. Profiles compose: given several, the first whose
+curve of the class was measured where the op lies (:mod:`calibration.domain`) prices it (in-situ trace
+measurements before isolated microbenchmarks), and :attr:`CostModel.sources` says which one priced each class.
+A GEMM or attention op outside every curve's domain is priced by the shape model (:mod:`calibration.shape_model`)
+and a note says so; no price beats its class's fastest measured point (:meth:`CostModel.fastest_s`). For a class with measured points the time is the
 fitted curve ``launches · overhead + work / (rate × sms_used / sms) (+ bytes / memory rate)`` times a
 correction exact on measured shapes; rates are fractions of the measured device's peak applied to the target
 GPU's. Classes without points fall back to the roofline with the profile's stated efficiency (each with its
