@@ -212,7 +212,9 @@ def layer_op_classes(pricer: Pricer, stages: list[StageWork]) -> list[dict]:
                 row["launch_gap_s"] += gap
     sources = pricer.cost_model.sources
     for row in rows.values():
-        priced = [v for k, v in sources.items() if k.startswith(row["class"] + " ")]
+        # Sources are per class over the whole model: the shape model is named only where this layer's ops used it.
+        priced = [v for k, v in sources.items() if k.startswith(row["class"] + " ")
+                  and ("outside" in row or not v.startswith("shape model"))]
         row["priced_by"] = "network model" if row["stream"] == "comm" and row["class"].startswith(("ep.", "coll")) \
             else "; ".join(sorted(set(priced))) or "roofline"
         if "outside" in row:  # which ops of the class, and why, as the notes say it
