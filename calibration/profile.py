@@ -137,7 +137,7 @@ class Profile(BaseModel):
         if self.provenance.get("cuda") == "none":
             return self
         for i, point in enumerate(self.points):
-            problem = beyond_peak(point, self.peaks, in_situ=self.origin == "in-situ")
+            problem = beyond_peak(point, self.peaks, in_situ="in-situ" in self.origin)  # a projection of one says so too
             if problem:
                 raise ValueError(f"points[{i}] ({point.op} {point.kernel or '?'} {'×'.join(map(str, point.shape))}"
                                  f"{f' ×{point.groups} groups' if point.groups > 1 else ''} {point.dtype}): {problem}; "

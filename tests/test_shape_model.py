@@ -13,6 +13,7 @@ from calibration.cost_model import CostModel
 from calibration.domain import DOMAIN_MARGIN
 from calibration.fit import ClassModel
 from calibration.profile import KernelPoint, Profile, builtin_profile, load_profiles
+from calibration.projection import project
 from calibration.shape_model import ceiling_key, gemm_tiles
 from simulator.cli import app
 from simulator.simulate import simulate
@@ -123,6 +124,10 @@ def test_profile_point_faster_than_peak_is_refused(tmp_path, runner):
     # The shipped profiles load: the CPU's peak is an estimate its points may beat; in-situ GB/s are not measured.
     for name in ("h800", "h800-trace", "h100", "cpu"):
         builtin_profile(name)
+    # Projections too (an in-situ profile's projection keeps its model-counted GB/s, scaled by HBM bandwidth).
+    for name in ("h800", "h800-trace", "h100"):
+        projected = project(builtin_profile(name), gpu_spec("h200"), "h200")
+        assert Profile.model_validate_json(projected.model_dump_json()).points == projected.points
 
 
 def test_calibrate_validate_measures_extrapolation(runner):
