@@ -3,9 +3,11 @@
 Ops are priced by their class (:class:`workloads.ops.OpClass`): a GEMM by its pass (forward, input-gradient,
 weight-gradient) and the kernel generation the scenario names (``training.kernels``: DeepGEMM or the
 CUTLASS-based kernels before it), FlashAttention forward and backward apart, and each small kernel class
-(FP8 casts, permutes, router kernels …) by its own curve. Profiles compose: given several, the first with
-points for a class prices it (in-situ trace measurements before isolated microbenchmarks), and
-:attr:`CostModel.sources` says which one priced each class. For a class with measured points the time is the
+(FP8 casts, permutes, router kernels …) by its own curve. Profiles compose: given several, the first whose
+curve of the class was measured where the op lies (:mod:`calibration.domain`) prices it (in-situ trace
+measurements before isolated microbenchmarks), and :attr:`CostModel.sources` says which one priced each class.
+A GEMM or attention op outside every curve's domain is priced by the shape model (:mod:`calibration.shape_model`)
+and a note says so; no price beats its class's fastest measured point (:meth:`CostModel.fastest_s`). For a class with measured points the time is the
 fitted curve ``launches · overhead + work / (rate × sms_used / sms) (+ bytes / memory rate)`` times a
 correction exact on measured shapes; rates are fractions of the measured device's peak applied to the target
 GPU's. Classes without points fall back to the roofline with the profile's stated efficiency (each with its
@@ -14,8 +16,9 @@ source), recorded in :attr:`CostModel.fallbacks`.
 
 from __future__ import annotations
 
-from calibration.fit import ClassModel, class_models, peak_per_s, point_bytes, point_work
-from calibration.profile import Profile
+from calibration.fit import ClassModel, class_label, class_models, peak_per_s, point_bytes, point_work
+from calibration.profile import Profile, same_design_profiles
+from calibration.shape_model import ceiling_key, class_ceilings, shape_model_s, tile_use
 from workloads.ops import Kind, Op, OpClass, Phase
 
 # The layouts a training op runs as, in order of preference: DeepSeek-V3 training uses DeepGEMM's contiguous
@@ -55,20 +58,27 @@ class CostModel:
     """Prices compute ops for one GPU spec (a :class:`workloads.scenario.GpuSpec`) from one or more profiles.
 
     ``kernels`` names the GEMM generation (``deepgemm`` or ``cutlass``): GEMM points of other generations are
-    ignored. The last profile is the base: its stated efficiencies price classes no profile measured.
+    ignored. ``references``: more profiles whose points only set the classes' ceilings (default: the shipped
+    profiles of GPUs of the same SM design, :func:`calibration.profile.same_design_profiles`). The last profile is the base: its stated efficiencies price classes no profile measured.
     """
 
-    def __init__(self, profile: Profile | list[Profile], gpu, kernels: str = "deepgemm"):
+    def __init__(self, profile: Profile | list[Profile], gpu, kernels: str = "deepgemm", references=None):
         self.profiles = list(profile) if isinstance(profile, (list, tuple)) else [profile]
         self.profile = self.profiles[-1]
         self.gpu = gpu
         self.kernels = kernels
         self.fallbacks: dict[str, str] = {}
         self.sources: dict[str, str] = {}  # op class (and dtype) → what priced it
-        self.models: dict[tuple[str, str, str, str], ClassModel] = {}
-        for prof in self.profiles:  # the first profile with points for a class prices it
+        # Per class, each profile's curve in pricing order: the first whose measured domain covers an op prices it.
+        self.models: dict[tuple[str, str, str, str], list[ClassModel]] = {}
+        for prof in self.profiles:
             for key, model in class_models(prof, kernels).items():
-                self.models.setdefault(key, model)
+                self.models.setdefault(key, []).append(model)
+        # The fastest measured point per class, here and in ``references``: by default the shipped profiles of
+        # GPUs with the same SMs and peak (validation passes them with its held-out point removed).
+        references = same_design_profiles(gpu) if references is None else references
+        self.ceilings = class_ceilings([*self.profiles, *references], kernels)
+        self._outside: dict[tuple, str] = {}  # priced ops (cache key) → why the shape model priced them
         gap = next((p.launch_gap for p in self.profiles if p.launch_gap is not None), None)
         self.launch_gap_s = gap.value_us * 1e-6 if gap is not None else 0.0
         self.launch_gap_source = gap.source if gap is not None else ""
@@ -77,49 +87,66 @@ class CostModel:
     def _stated(self, name: str):
         return next((p.efficiency[name] for p in self.profiles if name in p.efficiency), None)
 
-    def _lookup(self, kind: str, dtype: str | None, layouts, gemm_pass: str = "fprop") -> ClassModel | None:
+    def _curves(self, kind: str, dtype: str | None, layouts, gemm_pass: str = "fprop"):
+        """Every profile's curve of the class, most preferred layout first, profiles in pricing order."""
         for layout in layouts:
-            for (k, d, lay, pas), model in self.models.items():
+            for (k, d, lay, pas), models in self.models.items():
                 if k == kind and lay == layout and pas == gemm_pass and (dtype is None or d == dtype):
-                    return model
-        return None
+                    yield from models
 
-    def _model(self, op: Op, layout: str | None = None) -> ClassModel | None:
-        kind, op_class = op.kind.value, op.op_class
-        label = f"{op_class.value} {op.dtype}"
+    def _lookup(self, kind: str, dtype: str | None, layouts, gemm_pass: str = "fprop") -> ClassModel | None:
+        return next(self._curves(kind, dtype, layouts, gemm_pass), None)
+
+    def _candidates(self, op: Op, layout: str | None):
+        """(curve, note when it prices) in order of preference: the op's own layout, pass and dtype first."""
+        kind = op.kind.value
         if layout is not None:
-            found = self._lookup(kind, op.dtype, (layout,), op.gemm_pass if op.kind is not Kind.ATTENTION
-                                 else "fprop")
-            if found is not None:
-                return found
-        if op.kind is Kind.ELEMENTWISE:
-            model = self._lookup(kind, None, elementwise_layouts(op_class))
-            if model is not None:
-                self._source(label, model)
-            return model
+            yield from ((m, None) for m in self._curves(kind, op.dtype, (layout,), op.gemm_pass
+                                                        if op.kind is not Kind.ATTENTION else "fprop"))
         if op.kind is Kind.ATTENTION:
-            model = self._lookup(kind, op.dtype, ("causal_bwd",) if op_class is OpClass.ATTN_BWD
-                                 else ("causal_fwd",))
-            if model is not None:
-                self._source(label, model)
-            return model
+            yield from ((m, None) for m in self._curves(kind, op.dtype, ("causal_bwd",) if op.op_class is
+                                                        OpClass.ATTN_BWD else ("causal_fwd",)))
+            return
         layouts = LAYOUTS[op.kind]
-        model = self._lookup(kind, op.dtype, layouts, op.gemm_pass)
-        if model is None and op.gemm_pass == "dgrad":
+        yield from ((m, None) for m in self._curves(kind, op.dtype, layouts, op.gemm_pass))
+        if op.gemm_pass == "dgrad":
             # DeepGEMM and the CUTLASS kernels before it run input-gradient GEMMs with the forward kernel (the
             # weight pre-transposed, see fp8.weight_t); DeepSeek's trace shows the same kernel in both.
-            model = self._lookup(kind, op.dtype, layouts)
-        if model is None and op.gemm_pass == "wgrad":
-            model = self._lookup(kind, op.dtype, layouts)
+            yield from ((m, None) for m in self._curves(kind, op.dtype, layouts))
+        if op.gemm_pass == "wgrad":
+            label = f"{op.op_class.value} {op.dtype}"
+            yield from ((m, (f"{label}/wgrad", f"{kind} wgrad in {op.dtype}: no weight-gradient points; priced "
+                                               f"with the forward curve")) for m in self._curves(kind, op.dtype, layouts))
+
+    def _model(self, op: Op, layout: str | None = None, sms: int | None = None) -> ClassModel | str | None:
+        """The curve that prices ``op`` (None: no curve, the stated roofline prices it), or, when curves of its
+        class exist but none was measured where the op lies, why (the shape model prices it)."""
+        kind, op_class = op.kind.value, op.op_class
+        label = f"{op_class.value} {op.dtype}"
+        if op.kind is Kind.ELEMENTWISE:
+            # Streaming kernels: overhead + bytes / rate holds at any size, so their curves price everywhere.
+            model = self._lookup(kind, op.dtype, (layout,), op.gemm_pass) if layout is not None else None
+            model = model or self._lookup(kind, None, elementwise_layouts(op_class))
             if model is not None:
-                self.fallbacks[f"{label}/wgrad"] = (
-                    f"{kind} wgrad in {op.dtype}: no weight-gradient points; priced with the forward curve")
-        if model is not None:
-            self._source(label, model)
+                self._source(label, model)
             return model
+        outside = None
+        for model, note in self._candidates(op, layout):
+            shape, groups = (op.shape[-3:], op.shape[0]) if op.kind is Kind.GROUPED_GEMM else (op.shape, 1)
+            why = model.domain.outside(shape, groups, op.flops, sms or self.gpu.sms)
+            if why is None:
+                if note is not None:
+                    self.fallbacks[note[0]] = note[1]
+                self._source(label, model)
+                return model
+            outside = outside or f"{why} ({model.source}, {class_label(model.op, model.layout, model.gemm_pass)})"
+        if outside is not None:
+            return outside
         if self._stated(kind) is not None:
             return None  # the stated efficiency of this class is a closer measurement than another dtype's curve
-        other = [m for (k, _, lay, pas), m in self.models.items() if k == kind and lay in layouts and pas == "fprop"]
+        layouts = LAYOUTS.get(op.kind, ())
+        other = [m for (k, _, lay, pas), ms in self.models.items() if k == kind and lay in layouts and pas == "fprop"
+                 for m in ms]
         if other:
             m = other[0]
             self.fallbacks[f"{kind}/{op.dtype}"] = (
@@ -136,11 +163,13 @@ class CostModel:
             self.sources[label] = f"{model.source} ({what})"
 
     def memory_efficiency(self) -> float:
-        """Fraction of HBM bandwidth a large streaming kernel reaches (fitted ``add`` curve, else stated)."""
+        """Fraction of HBM bandwidth a large streaming kernel reaches (fitted ``add`` curve, else stated, else
+        the whole bandwidth)."""
         add = self._lookup("elementwise", None, ("add",))
         if add is not None:
             return min(1.0, add.rate_fraction)
-        return self._stated("memory").value
+        stated = self._stated("memory")
+        return stated.value if stated is not None else 1.0
 
     def _roofline_s(self, op: Op, sms: int) -> float:
         memory = self._stated("memory")
@@ -181,9 +210,12 @@ class CostModel:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        model = self._model(op, layout)
+        model = self._model(op, layout, sms)
         if op.kind is Kind.ELEMENTWISE and not op.bytes:
             seconds = model.overhead_s if model is not None else 0.0  # a kernel that moves nothing: its floor
+        elif isinstance(model, str):
+            seconds = self._shape_model_s(op, sms, layout, model)
+            self._outside[key] = model
         elif model is None:
             seconds = self._roofline_s(op, sms)
         elif model.basis == "bytes":
@@ -194,5 +226,59 @@ class CostModel:
                 groups, shape = op.shape[0], op.shape[-3:]
             seconds = model.seconds_for(shape, groups, op.flops, sms / self.gpu.sms, self._peak(op.dtype),
                                         op.bytes, self.gpu.hbm_tbps * 1e12)
+        seconds = max(seconds, self.fastest_s(op, sms, layout))
         self._cache[key] = seconds
         return seconds
+
+    def fastest_s(self, op: Op, sms: int, layout: str | None = None) -> float:
+        """The least time any price of ``op`` may take (0 for elementwise ops): its FLOPs at its class's fastest
+        measured rate (the ceiling, :func:`calibration.shape_model.class_ceilings`), else at the peak of the SMs it
+        runs on. The one clamp every priced rate passes. A GPU profile's points are never above its peak (the
+        profile refuses them when loaded); a CPU's peak is an estimate its measurements may beat."""
+        if op.kind is Kind.ELEMENTWISE or not op.flops:
+            return 0.0
+        ceiling = self.ceilings.get(ceiling_key(op.kind.value, op.dtype, op.gemm_pass, _attention_layout(op, layout)))
+        fraction = ceiling.fraction if ceiling is not None else 1.0
+        return op.flops / (fraction * self._peak(op.dtype) * sms / self.gpu.sms)
+
+    def outside_reason(self, op: Op, sms: int | None = None, layout: str | None = None) -> str | None:
+        """Why ``op`` was priced by the shape model (outside every curve's measured domain), or None."""
+        sms = sms or self.gpu.sms
+        self.op_time_s(op, sms, layout)
+        return self._outside.get((op.kind, op.op_class, op.gemm_pass, op.dtype, op.shape, op.flops, op.bytes, sms,
+                                  layout))
+
+    def _shape_model_s(self, op: Op, sms: int, layout: str | None, why: str) -> float:
+        """Seconds from the shape model (:mod:`calibration.shape_model`) at the class's full-wave efficiency; the
+        note and source say so."""
+        label = f"{op.op_class.value} {op.dtype}"
+        ceiling = self.ceilings.get(ceiling_key(op.kind.value, op.dtype, op.gemm_pass, _attention_layout(op, layout)))
+        if ceiling is None:  # the curves that exist are of this kind only in another pass: the stated efficiency
+            stated = self._stated("attention_bwd" if op.op_class is OpClass.ATTN_BWD and
+                                  self._stated("attention_bwd") else op.kind.value)
+            efficiency, source = (stated.value, stated.source) if stated else (1.0, "the peak (nothing measured)")
+        else:
+            efficiency, source = ceiling.efficiency, ceiling.source
+        shape, groups = (op.shape[-3:], op.shape[0]) if op.kind is Kind.GROUPED_GEMM else (op.shape, 1)
+        curve = self._lookup(op.kind.value, op.dtype, LAYOUTS.get(op.kind, ("causal_bwd", "causal_fwd")))
+        minimum_s = curve.overhead_s if curve is not None else 0.0
+        seconds = shape_model_s(op.kind.value, shape, groups, op.flops, op.bytes, sms, self._peak(op.dtype),
+                                self.gpu.sms, self.memory_efficiency() * self.gpu.hbm_tbps * 1e12, efficiency,
+                                minimum_s)
+        seconds = max(seconds, self.fastest_s(op, sms, layout))
+        _, tiles = tile_use(op.kind.value, shape, groups, sms)
+        self.sources.setdefault(label, f"shape model (efficiency {efficiency:.3f})")
+        note = f"{label}/outside/{op.name}"
+        if note not in self.fallbacks:
+            tflops = op.flops / seconds / 1e12
+            self.fallbacks[note] = (
+                f"{label} ({op.name} {'×'.join(map(str, op.shape))}): outside measured range: {why}; priced by the "
+                f"shape model at {tflops:.0f} TFLOPS on {sms} SMs ({tiles}; full-wave efficiency {efficiency:.3f} "
+                f"from {source})")
+        return seconds
+
+
+def _attention_layout(op: Op, layout: str | None) -> str:
+    if op.kind is Kind.ATTENTION:
+        return "causal_bwd" if op.op_class is OpClass.ATTN_BWD else "causal_fwd"
+    return layout or ""

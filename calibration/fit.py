@@ -15,6 +15,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from calibration.domain import measured_domain
 from calibration.profile import ClassFit, KernelPoint, Profile
 
 NEIGHBOURS = 4
@@ -89,6 +90,9 @@ class ClassModel:
                                 for p, w, f in zip(points, self.work, self.sms_fraction)])
         # Elementwise ops from the workloads carry bytes but no shape: they interpolate over bytes alone.
         self.work_coords = np.array([coords(op, (), 1, w, f) for w, f in zip(self.work, self.sms_fraction)])
+        self.domain = measured_domain(op, dtype, gemm_pass, points, self.work, total_sms)
+        # The fastest point, as a fraction of the peak of the SMs it ran on: no price of this curve may beat it.
+        self.max_rate_fraction = float(np.max(self.work / self.seconds / (peak * self.sms_fraction)))
         terms = [self.work / (peak * self.sms_fraction)]
         if self.basis == "flops":
             terms.append(self.bytes / bandwidth)

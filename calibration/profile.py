@@ -13,10 +13,11 @@ import csv
 import io
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from calibration.host import HostCosts
 from workloads.files import write_atomic
@@ -128,6 +129,21 @@ class Profile(BaseModel):
     # In-situ profiles: which trace kernels (short names) fed each op class.
     class_kernels: dict[str, list[str]] = {}
 
+    @model_validator(mode="after")
+    def _within_physical_limits(self) -> "Profile":
+        """Refuse a point faster than the device can run: it is a typo or a wrong unit, and a curve fitted through
+        it would price everything near it too fast. A CPU profile's peaks are estimates from the OS-reported
+        clock (calibration.device.cpu_peaks: boost may exceed it), so they bound nothing."""
+        if self.provenance.get("cuda") == "none":
+            return self
+        for i, point in enumerate(self.points):
+            problem = beyond_peak(point, self.peaks, in_situ="in-situ" in self.origin)  # a projection of one says so too
+            if problem:
+                raise ValueError(f"points[{i}] ({point.op} {point.kernel or '?'} {'×'.join(map(str, point.shape))}"
+                                 f"{f' ×{point.groups} groups' if point.groups > 1 else ''} {point.dtype}): {problem}; "
+                                 f"fix the point (tflops, time_us, memory_gbps) or the profile's peaks")
+        return self
+
     @property
     def label(self) -> str:
         return self.name or f"{self.device} {self.origin}"
@@ -144,6 +160,33 @@ class Profile(BaseModel):
         """The profile's own device as a spec the cost model can price on."""
         p = self.peaks
         return DeviceSpec(self.device, int(p["sms"]), p["bf16_tflops"], p["fp8_tflops"], p["hbm_tbps"])
+
+
+# Measured rates may exceed a nominal peak by this much before a point is refused: timer resolution on µs kernels
+# and clocks a little above the datasheet's (the peaks are at boost clock, hardware.md), never a real excess.
+PEAK_TOLERANCE = 1.02
+
+
+def beyond_peak(point: KernelPoint, peaks: dict[str, float], in_situ: bool = False) -> str | None:
+    """Why ``point`` is faster than a device of ``peaks`` can run (None: it is not): its TFLOPS above the dtype's
+    tensor peak on the SMs it ran on, or its GB/s above the HBM bandwidth. In-situ points' bytes are the bytes the
+    simulator counts for the op, not measured traffic (a fused or L2-resident kernel moves fewer), so their GB/s
+    are not checked."""
+    sms = peaks.get("sms") or 1.0
+    share = (point.sms or sms) / sms
+    if point.op != "elementwise":
+        key = "bf16_tflops" if point.dtype in ("bf16", "fp32") else f"{point.dtype}_tflops"
+        if key in peaks:
+            peak = peaks[key] / (2 if point.dtype == "fp32" else 1) * share
+            rate = max(point.tflops, point.flops_executed() / point.seconds() / 1e12 if point.time_us else 0.0)
+            if rate > peak * PEAK_TOLERANCE:
+                return (f"{rate:.1f} TFLOPS is faster than the {point.dtype} peak of {peak:.1f} TFLOPS "
+                        f"(peaks.{key} on {point.sms or sms:g} of {sms:g} SMs)")
+    if point.memory_gbps is not None and not in_situ and "hbm_tbps" in peaks:
+        if point.memory_gbps > peaks["hbm_tbps"] * 1e3 * PEAK_TOLERANCE:
+            return (f"{point.memory_gbps:.0f} GB/s is faster than the HBM peak of {peaks['hbm_tbps'] * 1e3:.0f} GB/s "
+                    f"(peaks.hbm_tbps)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -176,6 +219,22 @@ def builtin_profile(name: str = DEFAULT_PROFILE) -> Profile:
     """A profile shipped in ``calibration/profiles``."""
     text = resources.files("calibration").joinpath("profiles", BUILTIN_PROFILES[name]).read_text()
     return Profile.model_validate(json.loads(text))
+
+
+# The shipped profiles measured on GPUs (the 'cpu' profile's peaks are estimates, not a GPU's).
+GPU_PROFILES = ("h800", "h800-trace", "h100")
+
+
+@lru_cache(maxsize=None)
+def _same_design(sms: int, bf16_tflops: float) -> tuple[Profile, ...]:
+    return tuple(prof for prof in map(builtin_profile, GPU_PROFILES)
+                 if int(prof.peaks["sms"]) == sms and prof.peaks["bf16_tflops"] == bf16_tflops)
+
+
+def same_design_profiles(gpu) -> tuple[Profile, ...]:
+    """Shipped GPU profiles measured on a GPU of ``gpu``'s SM design (the same SM count and BF16 tensor peak: an
+    H800, H100 and H200 have the same SMs at the same clocks), whose kernels reach the same fractions of peak."""
+    return _same_design(int(gpu.sms), float(gpu.bf16_tflops))
 
 
 def load_profile(name_or_path: str | None) -> Profile:

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from calibration.cost_model import CostModel
-from calibration.profile import KernelPoint, Profile, points_from_deepgemm_csv
+from calibration.profile import KernelPoint, Profile, points_from_deepgemm_csv, same_design_profiles
 from calibration.fit import point_bytes
 from calibration.from_trace import TRACE_KERNELS
 from calibration.trace_kernels import committed_excerpt, extract, find_trace
@@ -47,11 +47,13 @@ def _same(a: KernelPoint, op: str, dtype: str, shape, groups: int, layout: str) 
 
 def _model_for(profiles: list[Profile], gpu, op: str, dtype: str, shape, groups: int, layout: str,
                kernels: str) -> CostModel:
-    """A cost model without the reference point itself, at the reference's kernel generation."""
-    held_out = [prof.model_copy(update={"points": [p for p in prof.points
+    """A cost model without the reference point itself, at the reference's kernel generation: neither its curves
+    nor its classes' ceilings (:func:`calibration.profile.same_design_profiles`) hold the point."""
+    def without(profs):
+        return [prof.model_copy(update={"points": [p for p in prof.points
                                                    if not _same(p, op, dtype, shape, groups, layout)]})
-                for prof in profiles]
-    return CostModel(held_out, gpu, kernels)
+                for prof in profs]
+    return CostModel(without(profiles), gpu, kernels, without(same_design_profiles(gpu)))
 
 
 def _op(op: str, dtype: str, shape, groups: int, layout: str, flops: float, nbytes: float) -> Op:

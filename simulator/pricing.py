@@ -91,6 +91,15 @@ class Pricer:
             op = busiest_gpu_op(op, self.expert_rows_factor)
         return gap + self.cost_model.op_time_s(op, self.compute_sms)
 
+    def outside_reason(self, op) -> str | None:
+        """Why the cost model priced compute ``op`` (as :meth:`op_time_s` prices it) outside every curve's measured
+        range, by the shape model (None: inside, or a communication op)."""
+        if op.comm is not None:
+            return None
+        if op.kind is Kind.GROUPED_GEMM and self.expert_rows_factor != 1.0:
+            op = busiest_gpu_op(op, self.expert_rows_factor)
+        return self.cost_model.outside_reason(op, self.compute_sms)
+
     def component_time_s(self, component: Component) -> float:
         """Seconds for one component (its ops back to back on its stream)."""
         return sum(self.op_time_s(op) for op in component.ops)
@@ -197,10 +206,18 @@ def layer_op_classes(pricer: Pricer, stages: list[StageWork]) -> list[dict]:
                                                           "ops": 0, "kernel_s": 0.0, "launch_gap_s": 0.0})
                 row["ops"] += 1
                 row["kernel_s"] += pricer.op_time_s(op) - gap
+                why = pricer.outside_reason(op)
+                if why is not None:
+                    row.setdefault("outside", {}).setdefault(why, None)
                 row["launch_gap_s"] += gap
     sources = pricer.cost_model.sources
     for row in rows.values():
-        priced = [v for k, v in sources.items() if k.startswith(row["class"] + " ")]
+        # Sources are per class over the whole model: the shape model is named only where this layer's ops used it.
+        priced = [v for k, v in sources.items() if k.startswith(row["class"] + " ")
+                  and ("outside" in row or not v.startswith("shape model"))]
         row["priced_by"] = "network model" if row["stream"] == "comm" and row["class"].startswith(("ep.", "coll")) \
             else "; ".join(sorted(set(priced))) or "roofline"
+        if "outside" in row:  # which ops of the class, and why, as the notes say it
+            row["priced_by"] += "".join(f"; outside measured range: {why}; priced by the shape model"
+                                        for why in row.pop("outside"))
     return sorted(rows.values(), key=lambda r: (r["stream"], r["class"]))

@@ -28,8 +28,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def _load(name: str):
     from calibration.profile import load_profile
 
+    from pydantic import ValidationError
+
+    from workloads.loader import format_validation_error
+
     try:
         return load_profile(name)
+    except ValidationError as err:
+        fail(f"profile {name}: {format_validation_error(err)}")
     except (OSError, ValueError) as err:
         fail(f"profile {name}: {str(err).splitlines()[0]} (give a built-in name: h800, cpu, or a profile JSON file)")
 
@@ -356,8 +362,11 @@ def _host_table(host, name: str) -> None:
 def validate(profile: str = typer.Option("h800", "--profile", help="Profile(s) to validate: a name or file, or a "
                                          "comma list priced in order (h800-trace,h800)."),
              as_json: bool = JSON_OPT) -> None:
-    """The cost model against published H800 kernel measurements (DeepGEMM table, DeepSeek's trace), and the
-    in-situ profile's classes against the trace, each layer pair held out."""
+    """The cost model against published H800 kernel measurements (DeepGEMM table, DeepSeek's trace), the
+    in-situ profile's classes against the trace, each layer pair held out, and extrapolation across shape ranges
+    (each class's large shapes priced from its small ones and back, by its curve and by the shape model)."""
+    from calibration.cost_model import CostModel
+    from calibration.extrapolation import range_checks, shape_model_errors
     from calibration.validate import in_situ_checks, summary, validation_rows
     from topologies.gpus import gpu_spec
     from workloads.scenario import GpuSpec
@@ -371,8 +380,16 @@ def validate(profile: str = typer.Option("h800", "--profile", help="Profile(s) t
                             "loo_errors": c.loo_errors} for c in checks],
                "loo_mean_abs_error": float(np.mean(loo)) if loo else None,
                "loo_max_abs_error": max(loo) if loo else None}
+    memory = {prof.label: CostModel(prof, prof.device_spec()).memory_efficiency() for prof in profiles}
+    ranges = [c for prof in profiles for c in range_checks(prof, memory[prof.label])]
+    shape_errors = {(prof.label, k): v for prof in profiles
+                    for k, v in shape_model_errors(prof, memory[prof.label]).items()}
     if as_json:
+        extrapolation = [{"profile": c.profile, "class": c.klass, "direction": c.direction, "fitted_on": c.fitted_on,
+                          "curve_errors": c.curve_errors, "shape_model_errors": c.shape_errors} for c in ranges]
+        shape_model = [{"profile": p, "class": k, "errors": v} for (p, k), v in shape_errors.items()]
         print(json.dumps({"profile": profile, "trace_kernels_from": origin, "notes": notes, "in_situ": in_situ,
+                          "extrapolation": extrapolation, "shape_model": shape_model,
                           "rows": [{"source": r.source, "kernel": r.kernel, "shape": r.shape, "sms": r.sms,
                                     "measured_us": r.measured_us, "model_us": r.model_us, "error": r.error}
                                    for r in rows],
@@ -395,9 +412,35 @@ def validate(profile: str = typer.Option("h800", "--profile", help="Profile(s) t
         console.print(f"in-situ   {len(checks):3d} classes   held-out layer pairs: average |error| "
                       f"{in_situ['loo_mean_abs_error']:.1%}   max |error| {in_situ['loo_max_abs_error']:.1%}   "
                       f"(per class: moesim calibrate from-trace)", highlight=False)
+    print_extrapolation(ranges, shape_errors)
     console.print(f"[dim]trace kernels from {origin}[/]", highlight=False)
     for note in notes:
         console.print(f"[dim]note: {note}[/]", highlight=False)
+
+
+def _errors(errors) -> str:
+    values = np.abs(errors)
+    return f"{values.mean():.1%} | {values.max():.1%}"
+
+
+def print_extrapolation(ranges, shape_errors: dict) -> None:
+    """Extrapolation across shape ranges per class, and the shape model's error on every measured point."""
+    table = Table(title="extrapolation across shape ranges: a class's curve fitted on its small shapes prices its "
+                        "large ones, and back; the shape model beside it (efficiency from the kept points)",
+                  title_justify="left")
+    for col in ("profile", "class", "priced", "from", "curve |error| mean | max", "shape model mean | max"):
+        table.add_column(col, justify="left" if col in ("profile", "class", "priced") else "right")
+    for c in ranges:
+        table.add_row(c.profile, c.klass, f"{c.direction} ({len(c.curve_errors)})", str(c.fitted_on),
+                      _errors(c.curve_errors), _errors(c.shape_errors))
+    console.print(table)
+    table = Table(title="the shape model on every measured point (efficiency from the class's fastest point)",
+                  title_justify="left")
+    for col in ("profile", "class", "points", "|error| mean | max"):
+        table.add_column(col, justify="left" if col in ("profile", "class") else "right")
+    for (prof, klass), errors in shape_errors.items():
+        table.add_row(prof, klass, str(len(errors)), _errors(errors))
+    console.print(table)
 
 
 DEFAULT_TRACE = REPO_ROOT.parent / "shared" / "data" / "deepseek-profile-data" / "train.json"
