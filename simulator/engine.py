@@ -1,9 +1,10 @@
 """The SimPy engine: GPUs with in-order streams executing a pipeline schedule's program.
 
-Each simulated GPU has a compute stream and a communication stream that run their queues of tasks in order,
+Each simulated GPU has a compute stream, a communication stream and a pipeline send/recv stream that run their
+queues of tasks in order,
 like CUDA streams: a task starts when the stream is free and all its dependencies are done, then occupies the
 stream for its duration (seconds). Overlap between computation and communication is not typed in anywhere; it
-emerges from the two streams and the dependencies.
+emerges from the streams and the dependencies.
 
 :class:`PipelineEngine` puts the parts together, each in its own module:
 

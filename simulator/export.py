@@ -15,14 +15,15 @@ from pathlib import Path
 from simulator.engine import Timeline
 from workloads.files import check_target, write_atomic
 
-STREAM_TIDS = {"compute": 7, "comm": 27}  # the CUDA stream numbers of DeepSeek's trace, for familiarity
+# The CUDA stream numbers of DeepSeek's trace, for familiarity; pipeline send/recv gets one of its own.
+STREAM_TIDS = {"compute": 7, "comm": 27, "pp": 29}
 ANNOTATION_TID_OFFSET = 1000
 US_PER_S = 1e6
 
 
 def record_class(stream: str, label: str) -> str:
     """The kernel class (workloads.traces.classify) a record declares, so the importer need not guess."""
-    if stream != "comm":
+    if stream not in ("comm", "pp"):
         return "other"
     if label.startswith("DISPATCH"):
         return "dispatch"

@@ -1,19 +1,20 @@
 """The program builder: a pipeline schedule's steps and their priced segments → each pipeline rank's tasks.
 
-Every step of a rank's program becomes tasks on its two streams (:class:`~simulator.tasks.RankProgram`), their
+Every step of a rank's program becomes tasks on its streams (:class:`~simulator.tasks.RankProgram`), their
 dependencies named by signals (ints, one per task completion; a named signal lets a consumer refer to a
 producer built later, on another rank).
 
 Dependencies a step gets: a chunk's segments run in order; F of stage s waits for F of stage s−1 to arrive;
 B of stage s waits for B of stage s+1 to arrive (on the last stage, for its own F); W waits for its B.
-An arrival across ranks is a send on the sender's communication stream. After its program, each rank
+An arrival across ranks is a send on the sender's pipeline stream (its own, as DualPipe and Megatron run P2P:
+never queued behind an expert all-to-all). After its program, each rank
 synchronises gradients over data parallelism and steps the optimizer (the "tail", :class:`TailSpec`).
 
 An overlapped F&B pair (DualPipe) is issued component by component, in the order of DeepSeek's profiler trace
 for each pair of layers: combine(B), attn(F), mlp(B), dispatch(F), dispatch(B), mlp(W), mlp(F), attn(B),
 attn(W), combine(F). Each stream keeps that order, each chunk keeps its own chain, so one chunk's ATTN/MLP
-runs on the compute stream while the other's DISPATCH/COMBINE (and pipeline sends) run on the communication
-stream whenever their dependencies allow — how much hides is the simulation's result.
+runs on the compute stream while the other's DISPATCH/COMBINE run on the communication stream, and pipeline
+sends on theirs, whenever their dependencies allow — how much hides is the simulation's result.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from simulator.pricing import Segment, StagePrice
 from simulator.schedules.base import Schedule, ScheduleError, Step
-from simulator.tasks import NetOp, RankProgram, Task
+from simulator.tasks import STREAM_INDEX, NetOp, RankProgram, Task
 from workloads.ops import Phase, Stream
 
 # Position of each (phase, component) inside one layer pair of an overlapped F&B pair, from the order of the
@@ -119,9 +120,9 @@ class ProgramBuilder:
             send = self._send_task(step)
             if send is not None:
                 tasks.append(send)
-        compute, comm = program.queues  # RankProgram.add inlined: this runs once per task
+        queues = program.queues  # RankProgram.add inlined: this runs once per task
         for task in tasks:
-            (compute if task.stream is Stream.COMPUTE else comm).append(task)
+            queues[STREAM_INDEX[task.stream]].append(task)
 
     def add_tail(self, program: RankProgram) -> None:
         """The DP gradient reduce-scatter, the optimizer step and the parameter all-gather, after everything."""
@@ -227,7 +228,7 @@ class ProgramBuilder:
         net = self._net((self.send_comm,), 0.0, to_rank) if self.send_comm is not None else None
         return Task(f"send{step.phase.value}", self.send_s, step.phase.value, step.micro_batch, step.stage,
                     [self._done(step)], self._named_signal(("sent", step.phase, step.micro_batch, step.stage)),
-                    None, Stream.COMM, net=net)
+                    None, Stream.PP, net=net)
 
     # Overlapped pairs.
     def _pair_tasks(self, step: Step) -> list[Task]:

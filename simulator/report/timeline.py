@@ -38,6 +38,7 @@ OTHER_STYLES = {  # style key -> (legend name, colour, kind)
     "bubble": ("bubble (both streams idle)", "#D9D9D9", "mark"),
 }
 STREAMS = ("compute", "comm")
+COMM_STREAMS = ("comm", "pp")  # drawn on a rank's comm row: collectives and pipeline send/recv
 
 
 def row_name(rank: int, stream: str) -> str:
@@ -67,7 +68,7 @@ def directions(records: list[tuple], pipeline_rank: dict[int, int] | None = None
 def style_key(stream: str, label: str, phase: str, direction: int, two_way: bool) -> str:
     if label.startswith("send"):
         return "send"
-    if stream == "comm":
+    if stream in COMM_STREAMS:
         return f"comm-{phase}" if phase in PHASE_NAMES else phase
     if phase in PHASE_NAMES:
         return f"{phase}{'-up' if two_way and direction < 0 else ('-down' if two_way else '')}"
@@ -165,10 +166,11 @@ def timeline_data(records: list[tuple], ranks: int, makespan_s: float, title: st
         if key not in style_index:  # a phase this table does not know still gets drawn, in grey
             table[key] = (key, "#888888", "task")
             style_index[key] = len(style_index)
-        row = row_index[(rank, "comm" if stream == "comm" else "compute")]
+        comm = stream in COMM_STREAMS
+        row = row_index[(rank, "comm" if comm else "compute")]
         ops.append((start, row, end, style_index[key], labels.setdefault(label, len(labels)), mb, stage))
-        busy[rank][stream if stream == "comm" else "compute"].append((start, end))
-        if stream != "comm" and mb >= 0 and phase in PHASE_NAMES:
+        busy[rank]["comm" if comm else "compute"].append((start, end))
+        if not comm and mb >= 0 and phase in PHASE_NAMES:
             extent = chunks.setdefault((row, mb, phase, stage), [start, end])
             extent[0], extent[1] = min(extent[0], start), max(extent[1], end)
     tasks = len(ops)
