@@ -1,8 +1,9 @@
 """Price a stage's chunks: each component becomes a :class:`Segment` (stream, seconds) for the engine.
 
-Compute ops are priced by the cost model on the SMs left after communication takes its reserved share
-(``training.comm_sms``); communication ops by the network model. Neighbouring components on the same
-stream merge into one segment, so the engine schedules few, coarse events.
+Compute ops are priced by the cost model twice: on the SMs left after communication takes its reserved share
+(``training.comm_sms``), for when a communication kernel runs beside them, and on all of the GPU's SMs, for when
+none does (the program builder picks, :mod:`simulator.program`); communication ops by the network model.
+Neighbouring components on the same stream merge into one segment, so the engine schedules few, coarse events.
 """
 
 from __future__ import annotations
@@ -38,6 +39,20 @@ class Segment:
     # a time-shared network (``run.network: flow``) moves them in simulated time instead.
     comms: tuple = ()
     comm_s: float = 0.0
+    # The same segment with no communication kernel beside it (compute on all of the GPU's SMs): its seconds and
+    # expert seconds. None: as ``duration_s`` (communication, or no SMs reserved).
+    full_s: float | None = None
+    expert_full_s: float = 0.0
+
+    @property
+    def alone_s(self) -> float:
+        """Seconds with no communication kernel beside the segment."""
+        return self.duration_s if self.full_s is None else self.full_s
+
+
+def _add(a: float | None, a_s: float, b: float | None, b_s: float) -> float | None:
+    """``full_s`` of two merged segments (each None when it equals its ``duration_s``, ``a_s`` / ``b_s``)."""
+    return None if a is None and b is None else (a_s if a is None else a) + (b_s if b is None else b)
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,8 @@ class Pricer:
     def __init__(self, scenario: Scenario, cost_model: CostModel, network: NetworkModel, stage_rank=None):
         self.cost_model = cost_model
         self.network = network
-        self.compute_sms = scenario.cluster.gpu.sms - scenario.training.comm_sms
+        self.compute_sms = scenario.cluster.gpu.sms - scenario.training.comm_sms  # beside communication
+        self.full_sms = scenario.cluster.gpu.sms  # alone
         self.stage_rank = stage_rank  # stage -> the pipeline rank whose GPUs run its communication
         self._rank = 0
         load = scenario_ep_load(scenario) if scenario.model.moe is not None else None
@@ -81,19 +97,21 @@ class Pricer:
         self.expert_rows_factor = load.gemm_factor if load is not None else 1.0
         self.ep_load = load
 
-    def op_time_s(self, op) -> float:
+    def op_time_s(self, op, sms: int | None = None) -> float:
         """Seconds ``op`` holds its stream: the kernel plus the launch gap before it (the profile's measured
-        idle time between kernels queued back to back)."""
+        idle time between kernels queued back to back); compute on ``sms`` SMs (default: those left beside
+        communication)."""
         gap = self.cost_model.launch_gap_s
         if op.comm is not None:
             return gap + self.network.comm_time_s(op.comm, self._rank)
         if op.kind is Kind.GROUPED_GEMM and self.expert_rows_factor != 1.0:
             op = busiest_gpu_op(op, self.expert_rows_factor)
-        return gap + self.cost_model.op_time_s(op, self.compute_sms)
+        return gap + self.cost_model.op_time_s(op, sms or self.compute_sms)
 
-    def component_time_s(self, component: Component) -> float:
-        """Seconds for one component (its ops back to back on its stream)."""
-        return sum(self.op_time_s(op) for op in component.ops)
+    def component_time_s(self, component: Component, sms: int | None = None) -> float:
+        """Seconds for one component (its ops back to back on its stream), compute on ``sms`` SMs (default:
+        those left beside communication)."""
+        return sum(self.op_time_s(op, sms) for op in component.ops)
 
     def component_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
         """One segment per non-empty component, in execution order."""
@@ -102,16 +120,20 @@ class Pricer:
             if not component.ops:
                 continue
             seconds = self.component_time_s(component)
+            alone = self.full_sms != self.compute_sms and component.stream is Stream.COMPUTE
+            full = self.component_time_s(component, self.full_sms) if alone else None
             label = f"{component.name}{component.layer}" if component.layer >= 0 else component.name
             group = next((op.comm.group for op in component.ops if op.comm is not None), "")
-            expert = 0.0
+            expert = expert_full = 0.0
             if self.expert_rows_factor != 1.0:
-                expert = sum(self.op_time_s(op) for op in component.ops if op.kind is Kind.GROUPED_GEMM)
+                experts = [op for op in component.ops if op.kind is Kind.GROUPED_GEMM]
+                expert = sum(self.op_time_s(op) for op in experts)
+                expert_full = sum(self.op_time_s(op, self.full_sms) for op in experts) if alone else expert
             comms = tuple(op.comm for op in component.ops if op.comm is not None)
             # The network's part only (launch gaps stay fixed time): a time-shared network replaces just this.
             comm_s = sum(self.network.comm_time_s(op.comm, self._rank) for op in component.ops if op.comm is not None)
             segments.append(Segment(label, component.stream, seconds, chunk.phase, component.name,
-                                    component.layer, group, expert, comms, comm_s))
+                                    component.layer, group, expert, comms, comm_s, full, expert_full))
         return tuple(segments)
 
     @staticmethod
@@ -124,10 +146,13 @@ class Pricer:
                 segments[-1] = Segment(f"{last.name}+{seg.name}", last.stream, last.duration_s + seg.duration_s,
                                        seg.phase, group=_wider(last.group, seg.group),
                                        expert_s=last.expert_s + seg.expert_s, comms=last.comms + seg.comms,
-                                       comm_s=last.comm_s + seg.comm_s)
+                                       comm_s=last.comm_s + seg.comm_s,
+                                       full_s=_add(last.full_s, last.duration_s, seg.full_s, seg.duration_s),
+                                       expert_full_s=last.expert_full_s + seg.expert_full_s)
             else:
                 segments.append(Segment(seg.name, seg.stream, seg.duration_s, seg.phase, group=seg.group,
-                                        expert_s=seg.expert_s, comms=seg.comms, comm_s=seg.comm_s))
+                                        expert_s=seg.expert_s, comms=seg.comms, comm_s=seg.comm_s,
+                                        full_s=seg.full_s, expert_full_s=seg.expert_full_s))
         return tuple(segments)
 
     def chunk_segments(self, chunk: Chunk) -> tuple[Segment, ...]:

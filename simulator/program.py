@@ -7,14 +7,24 @@ producer built later, on another rank).
 Dependencies a step gets: a chunk's segments run in order; F of stage s waits for F of stage s−1 to arrive;
 B of stage s waits for B of stage s+1 to arrive (on the last stage, for its own F); W waits for its B.
 An arrival across ranks is a send on the sender's pipeline stream (its own, as DualPipe and Megatron run P2P:
-never queued behind an expert all-to-all). After its program, each rank
-synchronises gradients over data parallelism and steps the optimizer (the "tail", :class:`TailSpec`).
+never queued behind an expert all-to-all). After its program, each rank synchronises gradients over data parallelism and steps the optimizer (the "tail", :class:`TailSpec`).
 
 An overlapped F&B pair (DualPipe) is issued component by component, in the order of DeepSeek's profiler trace
 for each pair of layers: combine(B), attn(F), mlp(B), dispatch(F), dispatch(B), mlp(W), mlp(F), attn(B),
 attn(W), combine(F). Each stream keeps that order, each chunk keeps its own chain, so one chunk's ATTN/MLP
 runs on the compute stream while the other's DISPATCH/COMBINE run on the communication stream, and pipeline
 sends on theirs, whenever their dependencies allow — how much hides is the simulation's result.
+
+Compute runs on fewer SMs while a communication kernel runs beside it (DeepSeek reserves 20 of 132 SMs for
+DeepEP, ``training.comm_sms``), on all of them otherwise. Which applies is decided here, from the program's
+structure, not at run time: the compute segments of an overlapped F&B pair run beside the pair's DISPATCH and
+COMBINE (DeepSeek's trace shows DeepEP kernels under every compute kernel of a pair), so they take the
+segment's reduced-SM price (``Segment.duration_s``); a chunk run alone issues its own communication between its
+compute segments, in series with them, so its compute takes the all-SM price (``Segment.alone_s``). Decided at
+run time instead, a compute segment's price would depend on whether a communication segment that only a
+later, remote arrival makes ready has started, which the streams (run ahead of SimPy's clock) do not know yet.
+Known approximation: a chunk's trailing combine or a send still running when the next chunk's first compute
+segment starts does not reduce that segment's SMs.
 """
 
 from __future__ import annotations
@@ -180,27 +190,35 @@ class ProgramBuilder:
     def _fuses_weight(self, step: Step) -> bool:
         return step.phase is Phase.B and (step.with_weight or not self.schedule.splits_backward)
 
-    def _chain(self, step: Step, segments: tuple[Segment, ...], deps: list[int], done: int) -> list[Task]:
-        """Tasks running ``segments`` one after another; the last completes ``done``."""
+    def _chain(self, step: Step, segments: tuple[Segment, ...], deps: list[int], done: int,
+               beside_comm: bool = False) -> list[Task]:
+        """Tasks running ``segments`` one after another; the last completes ``done``. Compute segments take
+        their price beside communication (``beside_comm``, reduced SMs) or alone (all SMs)."""
         plain = self._plain(segments)
         mb, stage = step.micro_batch, step.stage
         if not plain:  # an empty chunk still completes, once its inputs are there
             return [Task("empty", 0.0, step.phase.value, mb, stage, deps, done, None, Stream.COMPUTE)]
         tasks, last, first = [], len(plain) - 1, self.signals
         self.signals += last  # signals of the chain's inner links
-        for i, (name, duration_s, phase, group, stream, expert_s, net) in enumerate(plain):
+        for i, (name, beside_s, phase, group, stream, beside_expert_s, net, alone_s, alone_expert_s) in \
+                enumerate(plain):
             signal = done if i == last else first + i
+            if beside_comm:
+                duration_s, expert_s = beside_s, beside_expert_s
+            else:
+                duration_s, expert_s = alone_s, alone_expert_s
             tasks.append(Task(name, duration_s, phase, mb, stage, deps, signal, group, stream, expert_s, net))
             deps = [signal]
         return tasks
 
     def _plain(self, segments: tuple[Segment, ...]) -> list[tuple]:
-        """(name, seconds, phase letter, group, stream, expert seconds, net op) of each segment, worked out
-        once per segment tuple."""
+        """(name, seconds, phase letter, group, stream, expert seconds, net op, seconds alone, expert seconds
+        alone) of each segment, worked out once per segment tuple."""
         plain = self._plain_cache.get(id(segments))
         if plain is None:
             plain = [(seg.name, seg.duration_s, seg.phase.value, seg.group or None, seg.stream, seg.expert_s,
-                      self._net(seg.comms, seg.duration_s - seg.comm_s)) for seg in segments]
+                      self._net(seg.comms, seg.duration_s - seg.comm_s), seg.alone_s,
+                      seg.expert_s if seg.full_s is None else seg.expert_full_s) for seg in segments]
             self._plain_cache[id(segments)] = plain
             self._keep_alive.append(segments)  # ids stay unique while the tuple lives
         return plain
@@ -247,12 +265,12 @@ class ProgramBuilder:
         template = self._pair_templates.get(key)
         if template is None:
             template = self._pair_templates[key] = self._pair_template(chunks, weight, sends)
-        parts = [self._chain(c, self._components(c.stage, c.phase), self._start_deps(c), self._done(c))
+        parts = [self._chain(c, self._components(c.stage, c.phase), self._start_deps(c), self._done(c), True)
                  for c in chunks]
         if weight is not None:
             w = chunks[weight]
             w_tasks = self._chain(Step(w.micro_batch, w.stage, Phase.W), self._components(w.stage, Phase.W),
-                                  [self._done(w)], self.new_signal())
+                                  [self._done(w)], self.new_signal(), True)
             for task, (chained, (part, index)) in zip(w_tasks, template.w_deps):
                 task.deps = ([task.deps[0]] if chained else []) + [parts[part][index].done]
             parts.append(w_tasks)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from simulator.compiler import compile_programs
@@ -116,3 +118,49 @@ def test_an_overlapped_pair_is_issued_in_the_order_of_deepseeks_trace():
     mlp_b, mlp_w, attn_b, attn_w = compute[1], compute[2], compute[4], compute[5]
     assert mlp_w.deps == [mlp_b.done]
     assert attn_w.deps == [mlp_w.done, attn_b.done]
+
+
+def test_compute_beside_communication_runs_on_the_reduced_sms_and_alone_on_all():
+    """Each compute segment is priced 1 s on the SMs left beside communication and 0.75 s on all of them.
+    DualPipe's overlapped pair F3@0+BW5@3 runs its compute beside the pair's dispatch and combine: 1 s each;
+    rank 0's first chunk F0@0 runs alone (its dispatch and combine in series with its compute): 0.75 s each.
+    Communication keeps its one price."""
+    def alone(seg: Segment) -> Segment:
+        return replace(seg, full_s=0.75) if seg.stream is Stream.COMPUTE else seg
+
+    prices = [replace(p, segments={ph: tuple(alone(s) for s in segs) for ph, segs in p.segments.items()})
+              for p in one_layer(4)]
+    schedule = get_schedule("dualpipe")(4, 8)
+    (rank0, *_) = ProgramBuilder(schedule, prices, 0.1, NO_TAIL).build()
+    in_pair = {("F", 3, 0), ("B", 5, 3), ("W", 5, 3)}
+    pair = [t for t in rank0.compute if (t.phase, t.micro_batch, t.stage) in in_pair]
+    assert [t.duration_s for t in pair] == [1.0] * 6
+    first = [t for t in rank0.compute if (t.phase, t.micro_batch, t.stage) == ("F", 0, 0)]
+    assert [t.label for t in first] == ["ATTN", "MLP"] and [t.duration_s for t in first] == [0.75, 0.75]
+    assert {t.duration_s for t in rank0.comm if t.label in ("DISPATCH", "COMBINE")} == {1.0}
+
+
+def test_the_pricer_prices_compute_on_both_sm_counts():
+    """A segment's ``duration_s`` is its ops on gpu.sms − comm_sms SMs, ``alone_s`` on all of them; a
+    communication segment has one price."""
+    from simulator.network import AnalyticNetwork
+    from simulator.pricing import Pricer
+    from simulator.simulate import cost_model_for
+    from workloads.loader import load_scenario
+    from workloads.model import build_stages
+
+    scenario = load_scenario(preset="deepseek-v2-lite-h800")
+    sms, reserved = scenario.cluster.gpu.sms, scenario.training.comm_sms
+    assert reserved > 0
+    cost_model = cost_model_for(scenario)
+    pricer = Pricer(scenario, cost_model, AnalyticNetwork(scenario))
+    stage = next(s for s in build_stages(scenario) if s.layers)
+    component = next(c for c in stage.forward.components if c.name == "MLP")
+    (seg, *_) = [s for s in pricer.component_segments(stage.forward) if s.name == f"MLP{component.layer}"]
+    gap = cost_model.launch_gap_s
+    assert seg.duration_s == pytest.approx(sum(gap + cost_model.op_time_s(op, sms - reserved)
+                                               for op in component.ops), rel=1e-12)
+    assert seg.alone_s == pytest.approx(sum(gap + cost_model.op_time_s(op, sms) for op in component.ops), rel=1e-12)
+    assert seg.alone_s < seg.duration_s
+    dispatch = next(s for s in pricer.component_segments(stage.forward) if s.component == "DISPATCH")
+    assert dispatch.full_s is None and dispatch.alone_s == dispatch.duration_s
