@@ -18,6 +18,7 @@ from workloads.files import check_target, write_atomic
 # The CUDA stream numbers of DeepSeek's trace, for familiarity; pipeline send/recv gets one of its own.
 STREAM_TIDS = {"compute": 7, "comm": 27, "pp": 29}
 ANNOTATION_TID_OFFSET = 1000
+HOST, HOST_TID = "host", 1  # host-bound records (simulator.runner): a category the importer skips
 US_PER_S = 1e6
 
 
@@ -44,6 +45,16 @@ def timeline_events(timeline: Timeline, name: str = "moesim", gpu=None) -> dict:
         events.append({"name": "process_sort_index", "ph": "M", "pid": rank, "tid": 0, "args": {"sort_index": rank}})
     seen_threads: set[tuple[int, int]] = set()
     for corr, (rank, stream, start_s, end_s, label, phase, mb, stage) in enumerate(timeline.records):
+        if stream == HOST:  # the GPU waiting for its host thread: no kernel, a slice of its own category
+            if (rank, HOST_TID) not in seen_threads:
+                seen_threads.add((rank, HOST_TID))
+                events.append({"name": "thread_name", "ph": "M", "pid": rank, "tid": HOST_TID,
+                               "args": {"name": "host-bound (GPU waits for the CPU)"}})
+            ts = round(start_s * US_PER_S, 3)
+            events.append({"ph": "X", "cat": "host_wait", "name": label, "pid": rank, "tid": HOST_TID, "ts": ts,
+                           "dur": max(0.0, round(round(end_s * US_PER_S, 3) - ts, 3)),
+                           "args": {"phase": phase, "micro_batch": mb, "stage": stage}})
+            continue
         tid = streams.setdefault(stream, 100 + len(streams))
         for t, thread in ((tid, f"stream {tid} ({stream})"), (tid + ANNOTATION_TID_OFFSET, f"{stream} phases")):
             if (rank, t) not in seen_threads:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from calibration.cost_model import CostModel
+from calibration.host import HostModel
+from simulator.host import HostPricer, SegmentHost, active
 from simulator.network.model import NetworkModel
 from workloads.ep_load import scenario_ep_load
 from workloads.model import StageWork
@@ -43,6 +45,7 @@ class Segment:
     # expert seconds. None: as ``duration_s`` (communication, or no SMs reserved).
     full_s: float | None = None
     expert_full_s: float = 0.0
+    host: SegmentHost | None = None  # kernels, host launch seconds and sync (None: the host is not modelled)
 
     @property
     def alone_s(self) -> float:
@@ -90,6 +93,9 @@ class Pricer:
         self.network = network
         self.compute_sms = scenario.cluster.gpu.sms - scenario.training.comm_sms  # beside communication
         self.full_sms = scenario.cluster.gpu.sms  # alone
+        host = HostModel.from_profiles(cost_model.profiles)
+        # The host's costs (None when the profiles measured none: then no host is modelled).
+        self.host = HostPricer(host, scenario.training.cuda_graphs) if active(host) else None
         self.stage_rank = stage_rank  # stage -> the pipeline rank whose GPUs run its communication
         self._rank = 0
         load = scenario_ep_load(scenario) if scenario.model.moe is not None else None
@@ -133,7 +139,8 @@ class Pricer:
             # The network's part only (launch gaps stay fixed time): a time-shared network replaces just this.
             comm_s = sum(self.network.comm_time_s(op.comm, self._rank) for op in component.ops if op.comm is not None)
             segments.append(Segment(label, component.stream, seconds, chunk.phase, component.name,
-                                    component.layer, group, expert, comms, comm_s, full, expert_full))
+                                    component.layer, group, expert, comms, comm_s, full, expert_full,
+                                    self.host.component(component) if self.host is not None else None))
         return tuple(segments)
 
     @staticmethod
@@ -141,18 +148,20 @@ class Pricer:
         """Neighbouring segments on the same stream joined into one."""
         segments: list[Segment] = []
         for seg in components:
-            if segments and segments[-1].stream is seg.stream:
+            # A sync starts a segment: the host waits for the GPU to reach it.
+            if segments and segments[-1].stream is seg.stream and not (seg.host is not None and seg.host.sync):
                 last = segments[-1]
                 segments[-1] = Segment(f"{last.name}+{seg.name}", last.stream, last.duration_s + seg.duration_s,
                                        seg.phase, group=_wider(last.group, seg.group),
                                        expert_s=last.expert_s + seg.expert_s, comms=last.comms + seg.comms,
                                        comm_s=last.comm_s + seg.comm_s,
                                        full_s=_add(last.full_s, last.duration_s, seg.full_s, seg.duration_s),
-                                       expert_full_s=last.expert_full_s + seg.expert_full_s)
+                                       expert_full_s=last.expert_full_s + seg.expert_full_s,
+                                       host=last.host + seg.host if last.host is not None else None)
             else:
                 segments.append(Segment(seg.name, seg.stream, seg.duration_s, seg.phase, group=seg.group,
                                         expert_s=seg.expert_s, comms=seg.comms, comm_s=seg.comm_s,
-                                        full_s=seg.full_s, expert_full_s=seg.expert_full_s))
+                                        full_s=seg.full_s, expert_full_s=seg.expert_full_s, host=seg.host))
         return tuple(segments)
 
     def chunk_segments(self, chunk: Chunk) -> tuple[Segment, ...]:

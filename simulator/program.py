@@ -31,10 +31,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simulator.host import HostPricer, SegmentHost
 from simulator.pricing import Segment, StagePrice
 from simulator.schedules.base import Schedule, ScheduleError, Step
 from simulator.tasks import STREAM_INDEX, NetOp, RankProgram, Task
-from workloads.ops import Phase, Stream
+from workloads.ops import OpClass, Phase, Stream
 
 # Position of each (phase, component) inside one layer pair of an overlapped F&B pair, from the order of the
 # CPU annotations in deepseek-ai/profile-data's train.json (../shared/reference/deepseek-v3.md).
@@ -46,6 +47,14 @@ PAIR_ORDER: dict[tuple[Phase, str], float] = {
 # Where a chain's first component of a kind absent from the trace (EMBED, HEAD, TP all-reduce) goes.
 PAIR_FIRST = {Phase.F: 1.0, Phase.B: 2.0, Phase.W: 5.0}
 NUDGE = 0.01  # keeps a chain's positions strictly increasing
+
+NO_HOST = (0, 0.0, False)  # the raw host record of a task that launches nothing
+
+
+def _raw_host(host: SegmentHost | None) -> tuple[int, float, bool]:
+    """A segment's raw host record (kernels, launch seconds, sync) for its tasks."""
+    return NO_HOST if host is None else (host.kernels, host.launch_s, host.sync)
+
 
 # Parts of an overlapped pair in its issue template: the two chunks, the fused W, the two chunks' sends.
 CHUNK_0, CHUNK_1, FUSED_W, SEND_0, SEND_1 = range(5)
@@ -84,12 +93,18 @@ class ProgramBuilder:
     between its chunks in proportion to their own times. With a time-shared ``network`` communication tasks
     get a :class:`~simulator.tasks.NetOp` (``send_comm``: the Comm of one pipeline send).
 
+    With a ``host`` (:class:`~simulator.host.HostPricer`) every task gets its raw host record (kernels, launch
+    seconds, sync) and each program its issue ``order`` (:mod:`simulator.host`): a segment's from its price, a
+    pipeline send and a tail collective one launch each, the optimizer step one launch after a host sync (its
+    grad-norm and found-inf read-back: Megatron-LM megatron/core/optimizer/clip_grads.py ``total_norm.item()``,
+    optimizer.py ``found_inf_flag.item()``).
+
     After :meth:`build`: ``signals`` is how many signals the programs use (0 … signals − 1) and ``net_ops``
     the network ops tasks refer to by index.
     """
 
     def __init__(self, schedule: Schedule, prices: list[StagePrice], send_s: float, tail: TailSpec,
-                 pair_s: float | None = None, network=None, send_comm=None):
+                 pair_s: float | None = None, network=None, send_comm=None, host: HostPricer | None = None):
         self.schedule = schedule
         self.prices = prices
         self.send_s = send_s
@@ -97,6 +112,7 @@ class ProgramBuilder:
         self.pair_s = pair_s
         self.network = network
         self.send_comm = send_comm
+        self.host = host
         self.signals = 0
         self.net_ops: list[NetOp] = []
         self._net_index: dict[NetOp, int] = {}
@@ -133,6 +149,8 @@ class ProgramBuilder:
         queues = program.queues  # RankProgram.add inlined: this runs once per task
         for task in tasks:
             queues[STREAM_INDEX[task.stream]].append(task)
+        if self.host is not None:
+            program.order.extend(tasks)
 
     def add_tail(self, program: RankProgram) -> None:
         """The DP gradient reduce-scatter, the optimizer step and the parameter all-gather, after everything."""
@@ -142,8 +160,13 @@ class ProgramBuilder:
         optimizer = Task("optimizer", tail.optimizer_s, "opt", -1, -1, [grads.done], new(), None, Stream.COMPUTE)
         params = Task("param_all_gather", tail.param_sync_s, "dp", -1, -1, [optimizer.done], new(), "tail",
                       Stream.COMM, net=self._net(tail.param_comms))
+        if self.host is not None:
+            collective = self.host.launch_s(OpClass.COLLECTIVE)
+            grads.host, params.host = (1, collective, False), (1, collective, False)
+            optimizer.host = (1, self.host.launch_s(OpClass.ADD), True)
         for task in (grads, optimizer, params):
             program.add(task)
+            program.order.append(task)
 
     # Signals.
     def new_signal(self) -> int:
@@ -197,28 +220,35 @@ class ProgramBuilder:
         plain = self._plain(segments)
         mb, stage = step.micro_batch, step.stage
         if not plain:  # an empty chunk still completes, once its inputs are there
-            return [Task("empty", 0.0, step.phase.value, mb, stage, deps, done, None, Stream.COMPUTE)]
+            task = Task("empty", 0.0, step.phase.value, mb, stage, deps, done, None, Stream.COMPUTE)
+            task.host = NO_HOST if self.host is not None else None
+            return [task]
         tasks, last, first = [], len(plain) - 1, self.signals
         self.signals += last  # signals of the chain's inner links
-        for i, (name, beside_s, phase, group, stream, beside_expert_s, net, alone_s, alone_expert_s) in \
+        host = self.host is not None
+        for i, (name, beside_s, phase, group, stream, beside_expert_s, net, alone_s, alone_expert_s, seg_host) in \
                 enumerate(plain):
             signal = done if i == last else first + i
             if beside_comm:
                 duration_s, expert_s = beside_s, beside_expert_s
             else:
                 duration_s, expert_s = alone_s, alone_expert_s
-            tasks.append(Task(name, duration_s, phase, mb, stage, deps, signal, group, stream, expert_s, net))
+            task = Task(name, duration_s, phase, mb, stage, deps, signal, group, stream, expert_s, net)
+            if host:
+                task.host = seg_host
+            tasks.append(task)
             deps = [signal]
         return tasks
 
     def _plain(self, segments: tuple[Segment, ...]) -> list[tuple]:
         """(name, seconds, phase letter, group, stream, expert seconds, net op, seconds alone, expert seconds
-        alone) of each segment, worked out once per segment tuple."""
+        alone, raw host record) of each segment, worked out once per segment tuple."""
         plain = self._plain_cache.get(id(segments))
         if plain is None:
             plain = [(seg.name, seg.duration_s, seg.phase.value, seg.group or None, seg.stream, seg.expert_s,
                       self._net(seg.comms, seg.duration_s - seg.comm_s), seg.alone_s,
-                      seg.expert_s if seg.full_s is None else seg.expert_full_s) for seg in segments]
+                      seg.expert_s if seg.full_s is None else seg.expert_full_s, _raw_host(seg.host))
+                     for seg in segments]
             self._plain_cache[id(segments)] = plain
             self._keep_alive.append(segments)  # ids stay unique while the tuple lives
         return plain
@@ -244,9 +274,12 @@ class ProgramBuilder:
         if to_rank == rank_of(step.micro_batch, step.stage):
             return None
         net = self._net((self.send_comm,), 0.0, to_rank) if self.send_comm is not None else None
-        return Task(f"send{step.phase.value}", self.send_s, step.phase.value, step.micro_batch, step.stage,
+        task = Task(f"send{step.phase.value}", self.send_s, step.phase.value, step.micro_batch, step.stage,
                     [self._done(step)], self._named_signal(("sent", step.phase, step.micro_batch, step.stage)),
                     None, Stream.PP, net=net)
+        if self.host is not None:
+            task.host = (1, self.host.launch_s(OpClass.COLLECTIVE), False)
+        return task
 
     # Overlapped pairs.
     def _pair_tasks(self, step: Step) -> list[Task]:
@@ -342,6 +375,7 @@ class ProgramBuilder:
             done = self._done(chunk) if phase is chunk.phase else self.new_signal()
             tasks.append(Task(phase.value, seconds * scale, phase.value, chunk.micro_batch, chunk.stage, deps, done,
                               None, Stream.COMPUTE))
+            tasks[-1].host = NO_HOST if self.host is not None else None
             deps = [done]
         sends = [self._send_task(c) for c in chunks]
         return tasks + [s for s in sends if s is not None]

@@ -37,6 +37,9 @@ from simulator.rendezvous import Rendezvous, tail_ends
 from simulator.tasks import RankProgram, Task
 
 
+HOST, HOST_BOUND = "host", "host-bound"  # timeline records of the GPU waiting for its host thread
+
+
 class Unit:
     """Run-time state of one unit (:class:`~simulator.cohorts.UnitSpec` ``spec``).
 
@@ -88,11 +91,14 @@ class Runner:
 
     ``rendezvous`` holds the open collectives, keyed by (group kind, group key, task position); ``waits``
     counts the times a stream blocked on a SimPy event. With a time-shared ``network``, ``net_ops`` are the
-    :class:`~simulator.tasks.NetOp` that tasks' ``net`` indices refer to.
+    :class:`~simulator.tasks.NetOp` that tasks' ``net`` indices refer to. ``sync_s`` is the host's time for one
+    synchronisation once the GPU has reached it (tasks with a ``host`` record, :mod:`simulator.host`).
     """
 
-    def __init__(self, env: simpy.Environment, records: list, network=None, net_ops: list | None = None):
+    def __init__(self, env: simpy.Environment, records: list, network=None, net_ops: list | None = None,
+                 sync_s: float = 0.0):
         self.env = env
+        self.sync_s = sync_s
         self.records = records
         self.rendezvous: dict[tuple, Rendezvous] = {}
         self.waits = 0
@@ -119,7 +125,7 @@ class Runner:
         """All streams of a scalar unit in one process: each runs as far as its inputs allow; an input from
         another stream of the unit is picked up on the next pass, so only inputs from other units (and
         rendezvous) cost a SimPy event."""
-        env, rendezvous, done, waiting = self.env, self.rendezvous, unit.done, unit.waiting
+        env, rendezvous, done, waiting, sync_s = self.env, self.rendezvous, unit.done, unit.waiting, self.sync_s
         peers, groups = unit.peers, unit.spec.groups
         append = self.records.append if unit.rows else None
         row = unit.rows[0][1] if unit.rows else -1
@@ -155,11 +161,32 @@ class Runner:
                             t = ready
                     if not ready_all:
                         break
+                    host = task.host
+                    if host is not None:  # the host thread must have issued the task (simulator.host)
+                        base_slot, first_s, tail_s, sync = host
+                        if sync is None:
+                            base = done[base_slot] if base_slot >= 0 else 0.0
+                        else:
+                            base = done[sync[0]] if sync[0] >= 0 else 0.0
+                            if base == base:  # the host waits for the GPU to reach the sync, then syncs
+                                base = (base + sync[1] if base + sync[1] > t else t) + sync_s
+                                done[sync[2]] = base
+                                if waiting:
+                                    event = waiting.pop(sync[2], None)
+                                    if event is not None:
+                                        event.succeed()
+                        if base != base:
+                            break  # a release another stream of this unit gives: picked up on the next pass
+                        ready_t = t
+                        if base + first_s > t:
+                            t = base + first_s
                     group = task.group
                     if task.net is not None:
                         event, t, end = self._net_task(unit, si, task, i, t, arrived, transfers)
                         if event is not None:
                             blocked[si] = event
+                            if host is not None:
+                                t = ready_t  # the host's part is worked out again when it resumes
                             break
                     elif group is None:
                         expert_s = task.expert_s
@@ -184,11 +211,23 @@ class Runner:
                             if meeting.missing > 0:
                                 arrived[si] = meeting
                                 blocked[si] = meeting.wait(env)
+                                if host is not None:
+                                    t = ready_t  # the host's part is worked out again when it resumes
                                 break
                             arrived[si] = None
                             end = meeting.end
                     if append is not None:
                         append((row, name, t, end, task.label, task.phase, task.micro_batch, task.stage))
+                    if host is not None:
+                        # The GPU waited for the host to issue the first kernel, and for the last.
+                        tail = base + tail_s
+                        if append is not None:
+                            if t > ready_t:
+                                append((row, HOST, ready_t, t, HOST_BOUND, task.phase, task.micro_batch, task.stage))
+                            if tail > end:
+                                append((row, HOST, end, tail, HOST_BOUND, task.phase, task.micro_batch, task.stage))
+                        if tail > end:
+                            end = tail
                     slot = task.slot
                     if slot >= 0:
                         done[slot] = end
@@ -296,6 +335,7 @@ class Runner:
             savings = {p: np.array([s[p] for s in spec.expert_saving]) for p in spec.expert_saving[0]}
         maximum = np.maximum
         t = np.zeros(size)
+        zeros = np.zeros(size)  # a release before the step's first host sync
         for i, task in enumerate(queue):
             for p_rank, p_slot in task.inputs:
                 source = peers[p_rank]
@@ -306,6 +346,27 @@ class Runner:
                     yield self._wait(source, p_slot)
                     ready = source.done[p_slot]
                 t = maximum(t, ready)
+            host = task.host
+            if host is not None:  # the host thread must have issued the task (simulator.host)
+                base_slot, first_s, tail_s, sync = host
+                source_slot = base_slot if sync is None else sync[0]
+                base = zeros
+                if source_slot >= 0:
+                    base = done[source_slot]
+                    if base is None:  # a release the unit's other stream gives
+                        unit.pos[si] = i
+                        self.waits += 1
+                        yield self._wait(unit, source_slot)
+                        base = done[source_slot]
+                if sync is not None:
+                    base = maximum(base + sync[1], t) + self.sync_s
+                    done[sync[2]] = base
+                    if waiting:
+                        event = waiting.pop(sync[2], None)
+                        if event is not None:
+                            event.succeed()
+                ready_t = t
+                t = maximum(t, base + first_s)
             group, duration_s = task.group, task.duration_s
             if group is None:
                 if savings is not None and task.expert_s:
@@ -339,6 +400,14 @@ class Runner:
             label, phase, mb, stage = task.label, task.phase, task.micro_batch, task.stage
             for j, row in rows:
                 append((row, name, float(t[j]), float(end[j]), label, phase, mb, stage))
+            if host is not None:
+                tail = base + tail_s
+                for j, row in rows:
+                    if t[j] > ready_t[j]:
+                        append((row, HOST, float(ready_t[j]), float(t[j]), HOST_BOUND, phase, mb, stage))
+                    if tail[j] > end[j]:
+                        append((row, HOST, float(end[j]), float(tail[j]), HOST_BOUND, phase, mb, stage))
+                end = maximum(end, tail)
             slot = task.slot
             if slot >= 0:
                 done[slot] = end

@@ -41,11 +41,12 @@ class Task:
 
     Set by the compiler: ``inputs``, the (producer's pipeline rank, slot) pairs it waits for beyond its own
     stream's order; ``slot``, where its end time is kept (≥ 0) or −1 when nothing on another stream waits for
-    it.
+    it. ``host`` is None unless the host is modelled (:mod:`simulator.host`): then the builder's (kernels,
+    launch seconds, sync) and, once planned (:func:`simulator.host.plan_host`), what the runner reads.
     """
 
     __slots__ = ("label", "duration_s", "phase", "micro_batch", "stage", "deps", "done", "group", "stream",
-                 "expert_s", "net", "inputs", "slot")
+                 "expert_s", "net", "inputs", "slot", "host")
 
     def __init__(self, label: str, duration_s: float, phase: str, micro_batch: int, stage: int, deps: list[int],
                  done: int, group: str | None, stream: Stream, expert_s: float = 0.0, net: int | None = None):
@@ -60,6 +61,7 @@ class Task:
         self.stream = stream
         self.expert_s = expert_s
         self.net = net
+        self.host = None
 
     def where(self) -> str:
         """The task as an error message names it: ``label phase micro_batch@stage``."""
@@ -73,13 +75,15 @@ class Task:
 class RankProgram:
     """A pipeline rank's tasks: ``queues[COMPUTE]``, ``queues[COMM]`` and ``queues[PP]``, each run in order.
 
-    Built once per pipeline rank and run by every unit on that rank (:mod:`simulator.cohorts`).
+    Built once per pipeline rank and run by every unit on that rank (:mod:`simulator.cohorts`). ``order`` holds
+    every task in the order the host issues them (kept only when the host is modelled).
     """
 
-    __slots__ = ("queues",)
+    __slots__ = ("queues", "order")
 
     def __init__(self):
         self.queues: tuple[list[Task], list[Task], list[Task]] = ([], [], [])
+        self.order: list[Task] = []
 
     @property
     def compute(self) -> list[Task]:

@@ -130,6 +130,7 @@ class Op:
     comm: Comm | None = None
     recompute: bool = False
     kernel: OpClass | None = None  # set for elementwise and comm ops; GEMMs and attention derive it
+    host_sync: bool = False  # the launching host thread waits here until the GPU has drained to this op
 
     @property
     def stream(self) -> Stream:
