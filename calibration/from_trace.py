@@ -20,7 +20,8 @@ from them as from microbenchmarks (DESIGN.md, Calibration), with the trace as pr
    weight-gradient family's.
 
 Communication kernels (DeepEP, NCCL) are priced by the network model, not by profiles: they are reported, not
-fitted.
+fitted. The trace's host side (launch cost per kernel, host syncs) is measured by :mod:`calibration.host_trace`
+and kept in the profile's ``host`` field.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.builtin import EFFICIENCY, LAUNCH_GAP
+from calibration.host_trace import host_report
 from calibration.profile import KernelPoint, LaunchGap, Profile
 from workloads.model import moe_layer
 from workloads.ops import Kind, Op, OpClass
@@ -193,13 +195,14 @@ def profile_from_trace(trace: KinetoTrace, scenario: Scenario, peaks: dict[str, 
     source = f"in-situ: {Path(trace.path).name} (sha256 {digest[:12]}…), {trace.device_name}"
     # The compute kernels ran on the SMs DeepEP's kernels left (the trace's GEMM grids are 112 blocks: 132 − 20).
     sms = int(peaks["sms"]) - scenario.training.comm_sms
+    host = host_report(trace, comm_streams_of(trace), f"{Path(trace.path).name} (sha256 {digest[:12]}…)")
     points = [p for p in (sample_point(s, source, sms) for s in samples) if p is not None]
     if not points:
         raise FromTraceError(f"{trace.path}: no compute kernel matched an op of {scenario.name}'s MoE layer")
     profile = Profile(
         device=trace.device_name or "unknown GPU", origin="in-situ", name=f"{trace.device_name} in-situ trace",
         peaks=peaks, points=points, efficiency={"memory": EFFICIENCY["memory"]},
-        launch_gap=launch_gap(trace) or LAUNCH_GAP,
+        launch_gap=launch_gap(trace) or LAUNCH_GAP, host=host.costs if host else None,
         class_kernels={cls: sorted(n) for cls, n in sorted(names.items())},
         provenance={"trace": str(trace.path), "sha256": digest, "device": trace.device_name,
                     "traced_as": scenario.name, "command": command,

@@ -122,14 +122,15 @@ def make_network(scenario: Scenario) -> NetworkModel:
     """The network model ``run.network`` names: closed-form ``analytic``, or ``flow``, links on the cluster
     graph shared in simulated time by all concurrent traffic (:mod:`simulator.network.shared`).
 
-    Link or switch faults need routes, so with ``faults.links`` ``analytic`` is priced on the graph.
+    Link or switch faults need routes, so with ``faults.links`` ``analytic`` scales its closed-form prices by the
+    slowdown the faults cause on the cluster graph (:mod:`simulator.network.faulted`).
     """
     if scenario.run.network == "flow":
         from simulator.network.shared import SharedNetwork
         return SharedNetwork(scenario)
     if scenario.faults.links:
-        from simulator.network.scenario_network import ScenarioNetwork
-        return ScenarioNetwork(scenario, "analytic")
+        from simulator.network.faulted import FaultedNetwork
+        return FaultedNetwork(scenario)
     return AnalyticNetwork(scenario)
 
 

@@ -66,6 +66,7 @@ def test_committed_in_situ_profile_is_what_from_trace_builds():
     assert unknown == []
     assert [p.model_dump() for p in built.points] == [p.model_dump() for p in committed.points]
     assert built.class_kernels == committed.class_kernels and built.launch_gap == committed.launch_gap
+    assert built.host == committed.host  # the host side: calibration/host_trace.py
 
 
 def test_unknown_kernels_are_named_in_one_warning(runner, tmp_path):

@@ -162,7 +162,7 @@ def test_every_network_model_implements_the_protocol():
                            overrides=['faults.links=[{"link": ["n0.nic3", "p3.leaf0"], "bandwidth_factor": 0.5}]'])
     flow = load_scenario(preset="deepseek-v2-lite-h800", overrides=["run.network=flow"])
     models = [make_network(s) for s in (sc, faulty, flow)]
-    assert [type(m).__name__ for m in models] == ["AnalyticNetwork", "ScenarioNetwork", "SharedNetwork"]
+    assert [type(m).__name__ for m in models] == ["AnalyticNetwork", "FaultedNetwork", "SharedNetwork"]
     assert all(isinstance(m, NetworkModel) for m in models)
     assert [isinstance(m, TimeSharedNetwork) for m in models] == [False, False, True]
 

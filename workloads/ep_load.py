@@ -177,6 +177,30 @@ def scenario_ep_load(scenario, gpus_per_node: int | None = None) -> EpLoad | Non
                         _stamp(r.file), _stamp(r.gate_weights))
 
 
+@dataclass(frozen=True)
+class EpRouting:
+    """What every network model prices EP dispatch and combine from: the per-token ``traffic`` of the scenario's
+    routing (with its busiest-link factors, for closed-form pricing) and, for skewed routing, each EP member's
+    (``gpu_weight``) and each node's (``node_weight``) share of the tokens relative to the mean (for pricing on the
+    graph, transfer by transfer); both None when routing is balanced (every transfer carries the mean)."""
+
+    traffic: EpTraffic
+    gpu_weight: np.ndarray | None = None
+    node_weight: np.ndarray | None = None
+
+
+def scenario_ep_routing(scenario, gpus_per_node: int | None = None) -> EpRouting | None:
+    """The one routing truth of a scenario's EP all-to-all (None for a dense model): the analytic, graph,
+    faulted and flow network models all take it from here, so they price the same routing."""
+    load = scenario_ep_load(scenario, gpus_per_node)
+    if load is None:
+        return None
+    if load.routing == "balanced":
+        return EpRouting(load.stats)
+    reach, nodes = load.gpu_reach, load.node_reach
+    return EpRouting(load.stats, reach / reach.mean(), nodes / nodes.mean())
+
+
 def _stamp(path: str | None) -> tuple:
     """A file's identity for the cache: a rewritten routing or gate file is read again."""
     if not path or not os.path.exists(path):

@@ -271,7 +271,9 @@ def from_trace(trace: str = typer.Argument(..., help="A PyTorch-profiler (Kineto
                                              "trace ran: a preset name or scenario file."),
                force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
     """Fit a profile from a real trace's kernels (in-situ), with per-class and leave-one-out errors."""
-    from calibration.from_trace import TRACE_KERNELS, FromTraceError, check_profile, profile_from_trace
+    from calibration.from_trace import (TRACE_KERNELS, FromTraceError, check_profile, comm_streams_of,
+                                        profile_from_trace)
+    from calibration.host_trace import host_report
     from simulator.cli import INPUT_ERRORS
     from workloads.loader import load_scenario
     from workloads.traces import load_trace
@@ -292,11 +294,15 @@ def from_trace(trace: str = typer.Argument(..., help="A PyTorch-profiler (Kineto
               file=sys.stderr)
     sms = gpu.sms - scenario.training.comm_sms
     checks = check_profile(profile, samples, gpu, TRACE_KERNELS, sms)
+    host = host_report(loaded, comm_streams_of(loaded))
+    host_note = None if host else (f"{Path(trace).name}: no CUDA runtime launch calls linked to kernels: host costs "
+                                   "not measured (profile with ProfilerActivity.CPU as well as CUDA)")
     profile.save(output, force=True)
     if as_json:
         print(json.dumps({"output": str(output), "points": len(profile.points), "unknown_kernels": unknown,
                           "classes": [{"class": c.op_class, "trace_us": c.trace_us, "model_us": c.model_us,
-                                       "error": c.error, "loo_errors": c.loo_errors} for c in checks]}, indent=1))
+                                       "error": c.error, "loo_errors": c.loo_errors} for c in checks],
+                          "host": host.to_dict() if host else None, "host_note": host_note}, indent=1))
         return
     table = Table(title=f"{Path(trace).name}: per op class, one layer pair (µs; model: kernel time on {sms} SMs)",
                   title_justify="left")
@@ -310,8 +316,40 @@ def from_trace(trace: str = typer.Argument(..., help="A PyTorch-profiler (Kineto
     trace_total, model_total = sum(c.trace_us for c in checks), sum(c.model_us for c in checks)
     table.add_row("total", f"{trace_total:,.1f}", f"{model_total:,.1f}", f"{model_total / trace_total - 1:+.1%}")
     console.print(table)
+    if host:
+        _host_table(host, Path(trace).name)
+    else:
+        console.print(f"note: {host_note}", highlight=False)
     console.print(f"wrote {output}: {len(profile.points)} in-situ points, launch gap "
-                  f"{profile.launch_gap.value_us:g} µs ({profile.launch_gap.source})", highlight=False)
+                  f"{profile.launch_gap.value_us:g} µs ({profile.launch_gap.source})"
+                  f"{', host costs' if profile.host else ''}", highlight=False)
+
+
+def _host_table(host, name: str) -> None:
+    """The host side of a trace: launch cost per kernel by op class, host syncs, GPU time waiting on the host."""
+    console.print(f"{name}, host side: {host.cpu_ops:,} CPU ops, {host.runtime_calls:,} CUDA runtime calls, "
+                  f"{host.launches:,} kernel launches ({host.flow_links:,} linked to their kernels by flow events)",
+                  highlight=False)
+    table = Table(title="launch cost per kernel: host µs from the previous launch's return to its own (syncs "
+                        "left out)", title_justify="left")
+    for col, justify in (("op class", "left"), ("kernels", "right"), ("median µs", "right"), ("mean µs", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for cls, values in sorted(host.launch_us.items()):
+        table.add_row(cls, f"{len(values):,}", f"{np.median(values):,.1f}", f"{np.mean(values):,.1f}")
+    table.add_row("all kernels (default)", f"{host.measured:,}", f"{np.median(host.all_launch_us):,.1f}",
+                  f"{np.mean(host.all_launch_us):,.1f}")
+    console.print(table)
+    kinds: dict[str, int] = {}
+    for s in host.syncs:
+        kinds[s.name] = kinds.get(s.name, 0) + 1
+    own = [s.own_us for s in host.syncs]
+    console.print(f"host syncs: {len(host.syncs)} ({', '.join(f'{n}× {k}' for k, n in kinds.items()) or 'none'})"
+                  + (f"; CPU blocked {sum(s.blocked_us for s in host.syncs):,.0f} µs; own cost after the GPU reached "
+                     f"them: median {np.median(own):g} µs ({min(own):g}–{max(own):g})" if own else ""),
+                  highlight=False)
+    console.print(f"GPU waiting on the host: {host.host_wait_us:,.0f} µs ({host.host_wait_us / host.span_us:.2%} of "
+                  f"the {host.span_us:,.0f} µs span; compute streams idle {host.compute_idle_us:,.0f} µs), "
+                  f"{host.host_wait_in_sync_us:,.0f} µs of it while the host was in a sync", highlight=False)
 
 
 @calibrate_app.command("validate")

@@ -13,7 +13,7 @@ and the rate DeepEP's kernels reach on it (``ep_nic_efficiency``, ``ep_nvlink_ef
 from __future__ import annotations
 
 from workloads.ops import Comm, Pattern
-from workloads.ep_load import scenario_ep_load
+from workloads.ep_load import scenario_ep_routing
 from workloads.routing import EpTraffic
 from workloads.scenario import Scenario
 
@@ -92,7 +92,7 @@ class AnalyticNetwork:
 
     def ep_traffic(self) -> EpTraffic:
         """Per-token traffic of the scenario's routing model (``routing`` section), with busiest-link factors."""
-        return scenario_ep_load(self.scenario, self.group("ep").per_node).stats
+        return scenario_ep_routing(self.scenario, self.group("ep").per_node).traffic
 
     def ep_time_s(self, comm: Comm, g: GroupGeometry) -> float:
         """DeepSeek-style dispatch or combine of ``comm.tokens`` tokens (combine is dispatch reversed).

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from workloads.errors import ScenarioError
 from workloads.ops import Comm, Pattern
-from workloads.routing import EpTraffic, balanced_ep_traffic
+from workloads.ep_load import EpRouting, scenario_ep_routing
+from workloads.routing import EpTraffic
 from workloads.scenario import Scenario
 
 from simulator.network.fabric import apply_link_faults, cluster_graph  # noqa: F401 (re-exported)
@@ -41,11 +42,13 @@ class ScenarioNetwork:
         """GPUs of every instance of process group ``group`` inside pipeline rank ``rank`` (order tp, cp, dp)."""
         return self.groups.instances(group, rank)
 
+    def ep_routing(self) -> EpRouting:
+        """The scenario's routing (``routing`` section) as every network model prices it."""
+        return scenario_ep_routing(self.scenario, self.groups.geometry("ep").per_node)
+
     def ep_traffic(self) -> EpTraffic:
-        moe, par = self.scenario.model.moe, self.scenario.parallelism
-        per_node = min(par.ep, self.scenario.cluster.node.gpus_per_node)
-        return balanced_ep_traffic(moe.routed_experts, moe.top_k, moe.groups, moe.groups_per_token, par.ep,
-                                   per_node, self.scenario.run.seed)
+        """Per-token traffic of the scenario's routing model, as the analytic model prices it."""
+        return self.ep_routing().traffic
 
     def programs(self, comm: Comm, rank: int = 0) -> list[Program]:
         """One program per concurrent instance of the comm's group on pipeline rank ``rank``'s GPUs."""
@@ -65,8 +68,10 @@ class ScenarioNetwork:
                 continue
             members = [gpus[r] for r in ranks]
             if comm.pattern in (Pattern.EP_DISPATCH, Pattern.EP_COMBINE):
-                out.append(self.network.ep(members, comm.tokens, comm.hidden * comm.element_bytes,
-                                           self.ep_traffic(), comm.pattern is Pattern.EP_COMBINE))
+                routing = self.ep_routing()  # skewed routing: each transfer carries its target's share
+                out.append(self.network.ep(members, comm.tokens, comm.hidden * comm.element_bytes, routing.traffic,
+                                           comm.pattern is Pattern.EP_COMBINE, routing.gpu_weight,
+                                           routing.node_weight))
             else:
                 out.append(self.network.collective(_ALGORITHM[comm.pattern], members, comm.bytes_per_rank))
         return out

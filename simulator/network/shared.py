@@ -25,7 +25,6 @@ from simulator.network.flows import Program
 from simulator.network.link_share import LinkShare, Plan, PlanStep, bundle, plan_of
 from simulator.network.scenario_network import _ALGORITHM, ScenarioNetwork
 from topologies.spec import TopologyError
-from workloads.ep_load import scenario_ep_load
 from workloads.errors import ScenarioError
 from workloads.ops import Comm, Pattern
 from workloads.scenario import Scenario
@@ -126,21 +125,12 @@ class SharedNetwork:
         for ranks in instances:
             members = [names[r] for r in ranks]
             if comm.pattern in (Pattern.EP_DISPATCH, Pattern.EP_COMBINE):
-                traffic, gpu_weight, node_weight = self._ep_load(size)
-                out.append(net.ep(members, comm.tokens, comm.hidden * comm.element_bytes, traffic,
-                                  comm.pattern is Pattern.EP_COMBINE, gpu_weight, node_weight))
+                routing = self.graph.ep_routing()
+                out.append(net.ep(members, comm.tokens, comm.hidden * comm.element_bytes, routing.traffic,
+                                  comm.pattern is Pattern.EP_COMBINE, routing.gpu_weight, routing.node_weight))
             else:
                 out.append(net.collective(_ALGORITHM[comm.pattern], members, comm.bytes_per_rank))
         return out
-
-    def _ep_load(self, size: int):
-        """Per-token traffic of the scenario's routing model, and (skewed routing) each EP member's and node's
-        share of the tokens relative to the mean (None when balanced)."""
-        load = scenario_ep_load(self.scenario, min(size, self.scenario.cluster.node.gpus_per_node))
-        if load.routing == "balanced":
-            return self.graph.ep_traffic(), None, None
-        reach, nodes = load.gpu_reach, load.node_reach
-        return load.stats, reach / reach.mean(), nodes / nodes.mean()
 
     def _steps(self, programs: list[Program]) -> list[PlanStep]:
         # EP programs' bundles go no faster than DeepEP's kernels (their demand); links are still shared at

@@ -3,7 +3,8 @@
 A Kineto trace is Chrome-trace JSON: ``traceEvents`` holds complete events (``ph: "X"``, ``ts``/``dur`` in
 microseconds) of categories ``kernel`` (a GPU kernel; ``args.stream`` its CUDA stream, ``args.correlation``
 the id of the launch that enqueued it), ``cuda_runtime`` and ``cuda_driver`` (the CPU-side launch
-call), ``user_annotation`` (``record_function`` ranges such as ``attn(F)``) and flow events of category
+call and the other runtime calls, synchronisations included), ``cpu_op`` (a framework op on the host),
+``user_annotation`` (``record_function`` ranges such as ``attn(F)``) and flow events of category
 ``ac2g`` (``ph: "s"`` at the launch, ``ph: "f"`` at the kernel, sharing an ``id``). Only what moesim uses
 is kept; everything is checked and a malformed file raises :class:`TraceError` with one line naming the
 problem.
@@ -65,6 +66,25 @@ class Annotation:
         return self.start_us <= ts_us <= self.end_us
 
 
+@dataclass(frozen=True, slots=True)
+class HostEvent:
+    """A CPU-side event: a framework op (``cpu_op``) or a CUDA runtime or driver call (``cuda_runtime``,
+    ``cuda_driver``) on thread ``tid``; microseconds. ``correlation`` is the id of the GPU activity a launch
+    enqueued (the same id as the kernel's and as the ``ac2g`` flow linking the two; -1: none)."""
+
+    name: str
+    category: str
+    pid: int | str
+    tid: int | str
+    start_us: float
+    dur_us: float
+    correlation: int = -1
+
+    @property
+    def end_us(self) -> float:
+        return self.start_us + self.dur_us
+
+
 @dataclass
 class KinetoTrace:
     """The parts of a Kineto trace moesim reads; ``launches[correlation]`` is (CPU time µs, pid, tid) of the
@@ -81,6 +101,7 @@ class KinetoTrace:
     launches: dict[int, tuple[float, int | str, int | str]]
     flow_links: int  # launch→kernel pairs found as ac2g flow events
     metadata: dict = field(default_factory=dict)
+    host_events: list[HostEvent] = field(default_factory=list)  # cpu_op and CUDA runtime/driver calls, by start
 
     @property
     def streams(self) -> list[int]:
@@ -120,7 +141,7 @@ def parse_trace(data, source: str = "<trace>") -> KinetoTrace:
         data = {"traceEvents": data}
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
         raise TraceError(f"{source}: not a Chrome trace: expected an object with a 'traceEvents' list")
-    kernels, annotations, launches = [], [], {}
+    kernels, annotations, launches, host = [], [], {}, []
     flow_start: dict = {}
     flow_end: dict = {}
     for index, ev in enumerate(data["traceEvents"]):
@@ -135,8 +156,14 @@ def parse_trace(data, source: str = "<trace>") -> KinetoTrace:
         elif ph == "X" and cat in ("cuda_runtime", "cuda_driver"):
             args = ev.get("args")
             corr = args.get("correlation") if isinstance(args, dict) else None
+            ts, dur = _times(ev, index, source)
             if isinstance(corr, int):
-                launches[corr] = (_times(ev, index, source)[0], ev.get("pid", 0), ev.get("tid", 0))
+                launches[corr] = (ts, ev.get("pid", 0), ev.get("tid", 0))
+            host.append(HostEvent(str(ev.get("name", "")), cat, ev.get("pid", 0), ev.get("tid", 0), ts, dur,
+                                  corr if isinstance(corr, int) else -1))
+        elif ph == "X" and cat == "cpu_op":
+            ts, dur = _times(ev, index, source)
+            host.append(HostEvent(str(ev.get("name", "")), cat, ev.get("pid", 0), ev.get("tid", 0), ts, dur))
         elif cat == "ac2g" and ph in ("s", "f") and isinstance(ev.get("id"), (int, str)):
             ts = _number(ev.get("ts"), f"traceEvents[{index}].ts", source)
             (flow_start if ph == "s" else flow_end)[ev["id"]] = (ts, ev.get("pid", 0), ev.get("tid", 0))
@@ -151,6 +178,7 @@ def parse_trace(data, source: str = "<trace>") -> KinetoTrace:
             linked += 1
     kernels.sort(key=lambda k: k.start_us)
     annotations.sort(key=lambda a: a.start_us)
+    host.sort(key=lambda h: h.start_us)
     devices = data.get("deviceProperties") or []
     device = devices[0] if devices and isinstance(devices[0], dict) else {}
     dist = data.get("distributedInfo") if isinstance(data.get("distributedInfo"), dict) else {}
@@ -159,7 +187,7 @@ def parse_trace(data, source: str = "<trace>") -> KinetoTrace:
         path=source, name=str(data.get("traceName", "")), device_name=str(device.get("name", "unknown GPU")),
         sms=int(device.get("numSms", 0) or 0), rank=int(dist.get("rank", 0) or 0),
         world_size=int(dist.get("world_size", 1) or 1), kernels=kernels, annotations=annotations,
-        launches=launches, flow_links=linked, metadata=meta)
+        launches=launches, flow_links=linked, metadata=meta, host_events=host)
 
 
 def _number(value, what: str, source: str) -> float:
