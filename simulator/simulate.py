@@ -115,7 +115,8 @@ def host_notes(pricer: Pricer, scenario: Scenario) -> list[str]:
     if host is None:
         return []
     graphs = ", ".join(scenario.training.cuda_graphs) or "none"
-    return [f"host: kernel launch and sync costs from {host.model.source}; CUDA graphs: {graphs}"]
+    source = host.model.source.split(":")[0]  # what measured them, without how
+    return [f"host: kernel launch and sync costs from {source}; CUDA graphs: {graphs}"]
 
 
 def make_network(scenario: Scenario) -> NetworkModel:

@@ -19,7 +19,7 @@ from workloads.ops import Phase, Stream
 
 def with_host(gpu: str, launch_us: float, sync_us: float) -> list:
     """The GPU's default profile stack, its first profile carrying hand-made host costs."""
-    profiles = load_profiles(None, gpu)
+    profiles = [p.model_copy(update={"host": None}) for p in load_profiles(None, gpu)]
     host = HostCosts(launch_us={"default": launch_us}, sync_us=sync_us, source="hand-made for tests")
     profiles[0] = profiles[0].model_copy(update={"host": host})
     return profiles
@@ -132,8 +132,10 @@ def test_capture_scopes_take_their_modules_kernels():
 
 
 def test_no_host_costs_leave_the_step_exactly_as_without_a_host():
+    """All-zero host costs, and none at all (no profile carries them), give the same step to 1e-9."""
     scenario = load_scenario(preset="deepseek-v2-lite-h800")
-    plain = simulate(scenario)
+    profiles = load_profiles(None, "h800")
+    plain = simulate(scenario, [p.model_copy(update={"host": None}) for p in profiles])
     zero = simulate(scenario, with_host("h800", 0.0, 0.0))
     assert zero.step_time_s == pytest.approx(plain.step_time_s, rel=1e-9)
     for a, b in zip(zero.stages, plain.stages):
@@ -150,7 +152,7 @@ def test_representative_and_full_fidelity_agree_with_the_host_on(units):
     rep = simulate(scenario, profiles)
     full = simulate(scenario.model_copy(update={"run": scenario.run.model_copy(update={"fidelity": "full"})}),
                     profiles, full_units=units)
-    assert rep.step_time_s > simulate(scenario).step_time_s
+    assert rep.step_time_s > simulate(scenario, with_host("h800", 0.0, 0.0)).step_time_s
     assert full.step_time_s == pytest.approx(rep.step_time_s, rel=1e-9)
     for a, b in zip(full.stages, rep.stages):
         assert (a.host_bound_s, a.exposed_comm_s, a.bubble_s) == pytest.approx(
