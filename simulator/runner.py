@@ -37,7 +37,8 @@ from simulator.rendezvous import Rendezvous, tail_ends
 from simulator.tasks import RankProgram, Task
 
 
-HOST, HOST_BOUND = "host", "host-bound"  # timeline records of the GPU waiting for its host thread
+# Timeline records of a stream waiting for its host thread: stream "host", labelled by the stream that waits.
+HOST, HOST_BOUND = "host", ("host-bound", "host-bound (comm)", "host-bound (pp)")
 
 
 class Unit:
@@ -223,9 +224,11 @@ class Runner:
                         tail = base + tail_s
                         if append is not None:
                             if t > ready_t:
-                                append((row, HOST, ready_t, t, HOST_BOUND, task.phase, task.micro_batch, task.stage))
+                                append((row, HOST, ready_t, t, HOST_BOUND[si], task.phase, task.micro_batch,
+                                        task.stage))
                             if tail > end:
-                                append((row, HOST, end, tail, HOST_BOUND, task.phase, task.micro_batch, task.stage))
+                                append((row, HOST, end, tail, HOST_BOUND[si], task.phase, task.micro_batch,
+                                        task.stage))
                         if tail > end:
                             end = tail
                     slot = task.slot
@@ -404,9 +407,9 @@ class Runner:
                 tail = base + tail_s
                 for j, row in rows:
                     if t[j] > ready_t[j]:
-                        append((row, HOST, float(ready_t[j]), float(t[j]), HOST_BOUND, phase, mb, stage))
+                        append((row, HOST, float(ready_t[j]), float(t[j]), HOST_BOUND[si], phase, mb, stage))
                     if tail[j] > end[j]:
-                        append((row, HOST, float(end[j]), float(tail[j]), HOST_BOUND, phase, mb, stage))
+                        append((row, HOST, float(end[j]), float(tail[j]), HOST_BOUND[si], phase, mb, stage))
                 end = maximum(end, tail)
             slot = task.slot
             if slot >= 0:
