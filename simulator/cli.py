@@ -138,7 +138,7 @@ def print_result(result, scenario) -> None:
     console.print(head)
     table = Table(title="per pipeline stage (seconds per step; memory in GB)", title_justify="left")
     host = any(s.host_bound_s > 0 for s in result.stages)  # the column only where the host is modelled
-    for col in ("stage", "forward", "bwd input", "bwd weight", "exposed comm", *(("host-bound",) if host else ()),
+    for col in ("stage", "forward", "bwd input", "bwd weight", "exposed comm", *(("host bound",) if host else ()),
                 "bubble", "optimizer", "in flight", "memory"):
         table.add_column(col, justify="right")
     for i, s in enumerate(result.stages):
