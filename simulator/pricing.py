@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from calibration.cost_model import CostModel
 from calibration.host import HostModel
 from simulator.host import HostPricer, SegmentHost, active
+from simulator.tp_overlap import SPLITS, overlap_pairs, overlapped_s
 from simulator.network.model import NetworkModel
 from workloads.ep_load import scenario_ep_load
 from workloads.model import StageWork
@@ -102,6 +103,8 @@ class Pricer:
         # The busiest GPU's expert rows relative to the mean: its grouped GEMMs set the MoE layer's pace.
         self.expert_rows_factor = load.gemm_factor if load is not None else 1.0
         self.ep_load = load
+        # Megatron's --tp-comm-overlap: TP collectives pipelined with their GEMMs (simulator.tp_overlap).
+        self.tp_comm_overlap = scenario.training.tp_comm_overlap and scenario.parallelism.tp > 1
 
     def op_time_s(self, op, sms: int | None = None) -> float:
         """Seconds ``op`` holds its stream: the kernel plus the launch gap before it (the profile's measured
@@ -120,9 +123,19 @@ class Pricer:
         return sum(self.op_time_s(op, sms) for op in component.ops)
 
     def component_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
-        """One segment per non-empty component, in execution order."""
+        """One segment per non-empty component, in execution order; with ``training.tp_comm_overlap`` a
+        tensor-parallel collective and its GEMM become one overlapped segment (:mod:`simulator.tp_overlap`)."""
         segments = []
-        for component in chunk.components:
+        pairs = overlap_pairs(chunk) if self.tp_comm_overlap else {}
+        partners = {j: gemm for j, gemm in pairs.values()}
+        for index, component in enumerate(chunk.components):
+            if index in pairs:
+                j, gemm = pairs[index]
+                segments.append(self._overlapped(chunk, component, chunk.components[j].ops[gemm]))
+                continue
+            if index in partners:  # its GEMM runs in the overlapped segment
+                ops = component.ops[:partners[index]] + component.ops[partners[index] + 1:]
+                component = Component(component.name, component.layer, component.phase, ops)
             if not component.ops:
                 continue
             seconds = self.component_time_s(component)
@@ -142,6 +155,21 @@ class Pricer:
                                     component.layer, group, expert, comms, comm_s, full, expert_full,
                                     self.host.component(component) if self.host is not None else None))
         return tuple(segments)
+
+    def _overlapped(self, chunk: Chunk, collective: Component, gemm: Op) -> Segment:
+        """A tensor-parallel collective pipelined with ``gemm`` (:mod:`simulator.tp_overlap`): one compute-stream
+        segment, a rendezvous of the TP group."""
+        seconds = overlapped_s(self, gemm, collective.ops, self.compute_sms)
+        full = overlapped_s(self, gemm, collective.ops, self.full_sms) if self.full_sms != self.compute_sms else None
+        host = None
+        if self.host is not None:
+            kernels = SPLITS * (1 + len(collective.ops))
+            launch = SPLITS * (self.host.model.op_launch_s(gemm) + sum(self.host.model.op_launch_s(op)
+                                                                       for op in collective.ops))
+            host = SegmentHost(kernels, launch, False)
+        label = f"{collective.name}{collective.layer}" if collective.layer >= 0 else collective.name
+        return Segment(label, Stream.COMPUTE, seconds, chunk.phase, collective.name, collective.layer, "tp",
+                       full_s=full, host=host)
 
     @staticmethod
     def merge_segments(components: tuple[Segment, ...]) -> tuple[Segment, ...]:

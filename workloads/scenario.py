@@ -239,6 +239,9 @@ class Training(_Strict):
     # tokens_per_expert to the host (megatron/core/transformer/moe/token_dispatcher.py). False: a worst-case token
     # count sizes the buffers and the host does not wait.
     dispatch_host_sync: bool = True
+    # Megatron-LM's --tp-comm-overlap (Transformer Engine userbuffers): each tensor-parallel collective split into
+    # chunks pipelined with the chunks of its row-parallel GEMM on fewer SMs (simulator/tp_overlap.py).
+    tp_comm_overlap: bool = False
 
 
 class Straggler(_Strict):
