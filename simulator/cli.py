@@ -137,13 +137,14 @@ def print_result(result, scenario) -> None:
         head.add_row(name, value)
     console.print(head)
     table = Table(title="per pipeline stage (seconds per step; memory in GB)", title_justify="left")
-    for col in ("stage", "forward", "bwd input", "bwd weight", "exposed comm", "bubble", "optimizer",
-                "in flight", "memory"):
+    host = any(s.host_bound_s > 0 for s in result.stages)  # the column only where the host is modelled
+    for col in ("stage", "forward", "bwd input", "bwd weight", "exposed comm", *(("host bound",) if host else ()),
+                "bubble", "optimizer", "in flight", "memory"):
         table.add_column(col, justify="right")
     for i, s in enumerate(result.stages):
         table.add_row(str(i), f"{s.forward_s:.3f}", f"{s.backward_input_s:.3f}", f"{s.backward_weight_s:.3f}",
-                      f"{s.exposed_comm_s:.3f}", f"{s.bubble_s:.3f}", f"{s.optimizer_s:.4f}",
-                      str(s.peak_inflight), f"{s.peak_memory_gb:.1f}")
+                      f"{s.exposed_comm_s:.3f}", *((f"{s.host_bound_s:.3f}",) if host else ()), f"{s.bubble_s:.3f}",
+                      f"{s.optimizer_s:.4f}", str(s.peak_inflight), f"{s.peak_memory_gb:.1f}")
     console.print(table)
     if result.fidelity == "full":
         console.print(f"[dim]full fidelity: each stage's row is its busiest GPU (GPUs "

@@ -10,25 +10,27 @@ the stream's order and dropped.
 from __future__ import annotations
 
 from simulator.schedules.base import ScheduleError
-from simulator.tasks import RankProgram
+from simulator.tasks import STREAMS, RankProgram
+
+NS = len(STREAMS)
 
 
 def compile_programs(programs: list[RankProgram], signals: int, schedule: str) -> list[int]:
     """Sets every task's ``inputs`` and ``slot`` (:class:`~simulator.tasks.Task`), in place, and returns how
     many slots each pipeline rank's units keep. ``signals`` is how many signals the programs use; ``schedule``
     names the schedule in the error a dependency on a task no rank runs raises (a deadlock)."""
-    # Where each signal is produced: rank · 2 + stream (−1 when nothing produces it) and position in the queue.
+    # Where each signal is produced: rank · STREAMS + stream (−1 when nothing produces it) and position in the queue.
     where, position, slot_of = [-1] * signals, [0] * signals, [-1] * signals
     for rank, program in enumerate(programs):
         for si, queue in enumerate(program.queues):
-            code = 2 * rank + si
+            code = NS * rank + si
             for i, task in enumerate(queue):
                 where[task.done] = code
                 position[task.done] = i
     slots = [0] * len(programs)
     for rank, program in enumerate(programs):
         for si, queue in enumerate(program.queues):
-            code = 2 * rank + si
+            code = NS * rank + si
             for i, task in enumerate(queue):
                 inputs = ()
                 for dep in task.deps:
@@ -38,7 +40,7 @@ def compile_programs(programs: list[RankProgram], signals: int, schedule: str) -
                     if p_code < 0:
                         raise ScheduleError(f"schedule {schedule} deadlocked: rank {rank} {task.where()} waits "
                                             "for a chunk no rank runs")
-                    p_rank = p_code >> 1
+                    p_rank = p_code // NS
                     slot = slot_of[dep]
                     if slot < 0:
                         slot = slot_of[dep] = slots[p_rank]

@@ -1,9 +1,10 @@
 """The SimPy engine: GPUs with in-order streams executing a pipeline schedule's program.
 
-Each simulated GPU has a compute stream and a communication stream that run their queues of tasks in order,
+Each simulated GPU has a compute stream, a communication stream and a pipeline send/recv stream that run their
+queues of tasks in order,
 like CUDA streams: a task starts when the stream is free and all its dependencies are done, then occupies the
 stream for its duration (seconds). Overlap between computation and communication is not typed in anywhere; it
-emerges from the two streams and the dependencies.
+emerges from the streams and the dependencies.
 
 :class:`PipelineEngine` puts the parts together, each in its own module:
 
@@ -28,6 +29,7 @@ from simpy.events import NORMAL
 
 from simulator.cohorts import GpuLayout, representative_layout
 from simulator.compiler import compile_programs
+from simulator.host import HostPricer, plan_host
 from simulator.pricing import StagePrice
 from simulator.program import ProgramBuilder, TailSpec
 from simulator.runner import Runner, Unit
@@ -78,17 +80,19 @@ class PipelineEngine:
     ``pair_s``, for synthetic studies only (``moesim schedule --fb``), replaces the priced components of every
     overlapped pair by that many seconds of compute, split between its chunks in proportion to their own times.
     A time-shared ``network`` (:mod:`simulator.network.shared`) moves communication in simulated time;
-    ``send_comm`` is the Comm of one pipeline send on it.
+    ``send_comm`` is the Comm of one pipeline send on it. With a ``host`` (:class:`~simulator.host.HostPricer`)
+    each unit's kernels are issued by its host thread (:mod:`simulator.host`).
     """
 
     def __init__(self, schedule: Schedule, prices: list[StagePrice], send_s: float, tail: TailSpec,
                  pair_s: float | None = None, compute_slowdown: dict[int, float] | None = None,
-                 layout: GpuLayout | None = None, network=None, send_comm=None):
+                 layout: GpuLayout | None = None, network=None, send_comm=None, host: HostPricer | None = None):
         if len(prices) != schedule.stages:
             raise ScheduleError(f"schedule {schedule.name} has {schedule.stages} stages; the model has "
                                 f"{len(prices)}")
         self.schedule = schedule
-        self.builder = ProgramBuilder(schedule, prices, send_s, tail, pair_s, network, send_comm)
+        self.builder = ProgramBuilder(schedule, prices, send_s, tail, pair_s, network, send_comm, host)
+        self.host = host
         self.env = CountingEnvironment()
         self.network = network
         self.full = layout is not None  # every GPU simulated (shared by equivalence class or not)
@@ -104,6 +108,8 @@ class PipelineEngine:
         with _out_of_collector() as built:
             programs = self.builder.build()
             slots = compile_programs(programs, self.builder.signals, self.schedule.name)
+            if self.host is not None:
+                plan_host(programs, slots)
             built()
             return self._execute(programs, slots)
 
@@ -117,7 +123,8 @@ class PipelineEngine:
                 unit.net_gpus = unit.spec.gpus if full else network.rank_gpus(unit.spec.rank)
         if network is not None:
             network.attach(self.env)
-        runner = Runner(self.env, self.timeline.records, network, self.builder.net_ops)
+        runner = Runner(self.env, self.timeline.records, network, self.builder.net_ops,
+                        self.host.model.sync_s if self.host is not None else 0.0)
         for unit in units:
             runner.start(unit, programs[unit.spec.rank])
         self.env.run()

@@ -15,14 +15,17 @@ from pathlib import Path
 from simulator.engine import Timeline
 from workloads.files import check_target, write_atomic
 
-STREAM_TIDS = {"compute": 7, "comm": 27}  # the CUDA stream numbers of DeepSeek's trace, for familiarity
+# The CUDA stream numbers of DeepSeek's trace, for familiarity; pipeline send/recv gets one of its own.
+STREAM_TIDS = {"compute": 7, "comm": 27, "pp": 29}
 ANNOTATION_TID_OFFSET = 1000
+HOST = "host"  # host-bound records (simulator.runner): a category of their own, which the importer skips
+HOST_TIDS = {"host-bound": 1, "host-bound (comm)": 2, "host-bound (pp)": 3}
 US_PER_S = 1e6
 
 
 def record_class(stream: str, label: str) -> str:
     """The kernel class (workloads.traces.classify) a record declares, so the importer need not guess."""
-    if stream != "comm":
+    if stream not in ("comm", "pp"):
         return "other"
     if label.startswith("DISPATCH"):
         return "dispatch"
@@ -43,6 +46,17 @@ def timeline_events(timeline: Timeline, name: str = "moesim", gpu=None) -> dict:
         events.append({"name": "process_sort_index", "ph": "M", "pid": rank, "tid": 0, "args": {"sort_index": rank}})
     seen_threads: set[tuple[int, int]] = set()
     for corr, (rank, stream, start_s, end_s, label, phase, mb, stage) in enumerate(timeline.records):
+        if stream == HOST:  # a stream waiting for its host thread: no kernel, a slice of its own category
+            htid = HOST_TIDS.setdefault(label, 1 + len(HOST_TIDS))  # a thread per waiting stream: they overlap
+            if (rank, htid) not in seen_threads:
+                seen_threads.add((rank, htid))
+                events.append({"name": "thread_name", "ph": "M", "pid": rank, "tid": htid,
+                               "args": {"name": f"{label} (waits for the CPU)"}})
+            ts = round(start_s * US_PER_S, 3)
+            events.append({"ph": "X", "cat": "host_wait", "name": label, "pid": rank, "tid": htid, "ts": ts,
+                           "dur": max(0.0, round(round(end_s * US_PER_S, 3) - ts, 3)),
+                           "args": {"phase": phase, "micro_batch": mb, "stage": stage}})
+            continue
         tid = streams.setdefault(stream, 100 + len(streams))
         for t, thread in ((tid, f"stream {tid} ({stream})"), (tid + ANNOTATION_TID_OFFSET, f"{stream} phases")):
             if (rank, t) not in seen_threads:

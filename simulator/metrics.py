@@ -3,8 +3,11 @@
 For one rank over the step (makespan M):
   forward_s, backward_input_s, backward_weight_s  compute-stream time in F, B and W chunks;
   optimizer_s                                      compute-stream time of the optimizer step;
-  exposed_comm_s                                   communication-stream time not covered by any compute;
-  bubble_s = M − all of the above                  time with neither stream doing useful work.
+  host_bound_s                                     time the compute stream waits for the host thread to issue
+                                                   its kernels (simulator.host), not covered by compute;
+  exposed_comm_s                                   communication-stream time (collectives and pipeline
+                                                   send/recv) not covered by compute or a wait for the host;
+  bubble_s = M − all of the above                  time with no stream doing useful work.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 
 from simulator.engine import Timeline
 
-STREAM_COMPUTE, STREAM_COMM = "compute", "comm"
+STREAM_COMPUTE, STREAM_COMM, STREAM_HOST = "compute", "comm", "host"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class RankBreakdown:
     comm_s: float  # all communication-stream time, hidden or not
     peak_inflight: int  # micro-batch chunks held between their F and their B
     peak_activation_bytes: float
+    host_bound_s: float = 0.0
 
 
 def _merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -66,12 +70,15 @@ def rank_breakdowns(timeline: Timeline, activation_bytes: list[float]) -> list[R
     result = []
     for rank in timeline.row_ranks():
         busy = defaultdict(float)
-        compute, comm = [], []
+        compute, comm, host = [], [], []
         held: dict[tuple[int, int], list[float]] = {}
         for _, stream, start, end, label, phase, mb, stage in by_rank[rank]:
             if stream == STREAM_COMPUTE:
                 busy[phase] += end - start
                 compute.append((start, end))
+            elif stream == STREAM_HOST:
+                host.append((start, end))
+                continue
             else:
                 comm.append((start, end))
             # A micro-batch's activations are held from its F until its last backward use (B or W).
@@ -81,12 +88,14 @@ def rank_breakdowns(timeline: Timeline, activation_bytes: list[float]) -> list[R
                     span[0] = min(span[0], start)
                 else:
                     span[1] = max(span[1], end)
-        exposed = uncovered_s(comm, _merge(compute))
+        covered = _merge(compute)
+        host_bound = uncovered_s(host, covered) if host else 0.0
+        exposed = uncovered_s(comm, _merge(compute + host) if host else covered)
         peak_n, peak_bytes = _peak_held(held, activation_bytes)
-        useful = busy["F"] + busy["B"] + busy["W"] + busy["opt"] + exposed
+        useful = busy["F"] + busy["B"] + busy["W"] + busy["opt"] + exposed + host_bound
         result.append(RankBreakdown(busy["F"], busy["B"], busy["W"], exposed,
                                     max(0.0, timeline.makespan_s - useful), busy["opt"],
-                                    sum(e - s for s, e in comm), peak_n, peak_bytes))
+                                    sum(e - s for s, e in comm), peak_n, peak_bytes, host_bound))
     return result
 
 

@@ -1,8 +1,9 @@
 """Price a stage's chunks: each component becomes a :class:`Segment` (stream, seconds) for the engine.
 
-Compute ops are priced by the cost model on the SMs left after communication takes its reserved share
-(``training.comm_sms``); communication ops by the network model. Neighbouring components on the same
-stream merge into one segment, so the engine schedules few, coarse events.
+Compute ops are priced by the cost model twice: on the SMs left after communication takes its reserved share
+(``training.comm_sms``), for when a communication kernel runs beside them, and on all of the GPU's SMs, for when
+none does (the program builder picks, :mod:`simulator.program`); communication ops by the network model.
+Neighbouring components on the same stream merge into one segment, so the engine schedules few, coarse events.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from calibration.cost_model import CostModel
+from calibration.host import HostModel
+from simulator.host import HostPricer, SegmentHost, active
+from simulator.tp_overlap import SPLITS, overlap_pairs, overlapped_s
 from simulator.network.model import NetworkModel
 from workloads.ep_load import scenario_ep_load
 from workloads.model import StageWork
@@ -38,6 +42,21 @@ class Segment:
     # a time-shared network (``run.network: flow``) moves them in simulated time instead.
     comms: tuple = ()
     comm_s: float = 0.0
+    # The same segment with no communication kernel beside it (compute on all of the GPU's SMs): its seconds and
+    # expert seconds. None: as ``duration_s`` (communication, or no SMs reserved).
+    full_s: float | None = None
+    expert_full_s: float = 0.0
+    host: SegmentHost | None = None  # kernels, host launch seconds and sync (None: the host is not modelled)
+
+    @property
+    def alone_s(self) -> float:
+        """Seconds with no communication kernel beside the segment."""
+        return self.duration_s if self.full_s is None else self.full_s
+
+
+def _add(a: float | None, a_s: float, b: float | None, b_s: float) -> float | None:
+    """``full_s`` of two merged segments (each None when it equals its ``duration_s``, ``a_s`` / ``b_s``)."""
+    return None if a is None and b is None else (a_s if a is None else a) + (b_s if b is None else b)
 
 
 @dataclass(frozen=True)
@@ -73,23 +92,30 @@ class Pricer:
     def __init__(self, scenario: Scenario, cost_model: CostModel, network: NetworkModel, stage_rank=None):
         self.cost_model = cost_model
         self.network = network
-        self.compute_sms = scenario.cluster.gpu.sms - scenario.training.comm_sms
+        self.compute_sms = scenario.cluster.gpu.sms - scenario.training.comm_sms  # beside communication
+        self.full_sms = scenario.cluster.gpu.sms  # alone
+        host = HostModel.from_profiles(cost_model.profiles)
+        # The host's costs (None when the profiles measured none: then no host is modelled).
+        self.host = HostPricer(host, scenario.training.cuda_graphs) if active(host) else None
         self.stage_rank = stage_rank  # stage -> the pipeline rank whose GPUs run its communication
         self._rank = 0
         load = scenario_ep_load(scenario) if scenario.model.moe is not None else None
         # The busiest GPU's expert rows relative to the mean: its grouped GEMMs set the MoE layer's pace.
         self.expert_rows_factor = load.gemm_factor if load is not None else 1.0
         self.ep_load = load
+        # Megatron's --tp-comm-overlap: TP collectives pipelined with their GEMMs (simulator.tp_overlap).
+        self.tp_comm_overlap = scenario.training.tp_comm_overlap and scenario.parallelism.tp > 1
 
-    def op_time_s(self, op) -> float:
+    def op_time_s(self, op, sms: int | None = None) -> float:
         """Seconds ``op`` holds its stream: the kernel plus the launch gap before it (the profile's measured
-        idle time between kernels queued back to back)."""
+        idle time between kernels queued back to back); compute on ``sms`` SMs (default: those left beside
+        communication)."""
         gap = self.cost_model.launch_gap_s
         if op.comm is not None:
             return gap + self.network.comm_time_s(op.comm, self._rank)
         if op.kind is Kind.GROUPED_GEMM and self.expert_rows_factor != 1.0:
             op = busiest_gpu_op(op, self.expert_rows_factor)
-        return gap + self.cost_model.op_time_s(op, self.compute_sms)
+        return gap + self.cost_model.op_time_s(op, sms or self.compute_sms)
 
     def outside_reason(self, op) -> str | None:
         """Why the cost model priced compute ``op`` (as :meth:`op_time_s` prices it) outside every curve's measured
@@ -100,43 +126,79 @@ class Pricer:
             op = busiest_gpu_op(op, self.expert_rows_factor)
         return self.cost_model.outside_reason(op, self.compute_sms)
 
-    def component_time_s(self, component: Component) -> float:
-        """Seconds for one component (its ops back to back on its stream)."""
-        return sum(self.op_time_s(op) for op in component.ops)
+    def component_time_s(self, component: Component, sms: int | None = None) -> float:
+        """Seconds for one component (its ops back to back on its stream), compute on ``sms`` SMs (default:
+        those left beside communication)."""
+        return sum(self.op_time_s(op, sms) for op in component.ops)
 
     def component_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
-        """One segment per non-empty component, in execution order."""
+        """One segment per non-empty component, in execution order; with ``training.tp_comm_overlap`` a
+        tensor-parallel collective and its GEMM become one overlapped segment (:mod:`simulator.tp_overlap`)."""
         segments = []
-        for component in chunk.components:
+        pairs = overlap_pairs(chunk) if self.tp_comm_overlap else {}
+        partners = {j: gemm for j, gemm in pairs.values()}
+        for index, component in enumerate(chunk.components):
+            if index in pairs:
+                j, gemm = pairs[index]
+                segments.append(self._overlapped(chunk, component, chunk.components[j].ops[gemm]))
+                continue
+            if index in partners:  # its GEMM runs in the overlapped segment
+                ops = component.ops[:partners[index]] + component.ops[partners[index] + 1:]
+                component = Component(component.name, component.layer, component.phase, ops)
             if not component.ops:
                 continue
             seconds = self.component_time_s(component)
+            alone = self.full_sms != self.compute_sms and component.stream is Stream.COMPUTE
+            full = self.component_time_s(component, self.full_sms) if alone else None
             label = f"{component.name}{component.layer}" if component.layer >= 0 else component.name
             group = next((op.comm.group for op in component.ops if op.comm is not None), "")
-            expert = 0.0
+            expert = expert_full = 0.0
             if self.expert_rows_factor != 1.0:
-                expert = sum(self.op_time_s(op) for op in component.ops if op.kind is Kind.GROUPED_GEMM)
+                experts = [op for op in component.ops if op.kind is Kind.GROUPED_GEMM]
+                expert = sum(self.op_time_s(op) for op in experts)
+                expert_full = sum(self.op_time_s(op, self.full_sms) for op in experts) if alone else expert
             comms = tuple(op.comm for op in component.ops if op.comm is not None)
             # The network's part only (launch gaps stay fixed time): a time-shared network replaces just this.
             comm_s = sum(self.network.comm_time_s(op.comm, self._rank) for op in component.ops if op.comm is not None)
             segments.append(Segment(label, component.stream, seconds, chunk.phase, component.name,
-                                    component.layer, group, expert, comms, comm_s))
+                                    component.layer, group, expert, comms, comm_s, full, expert_full,
+                                    self.host.component(component) if self.host is not None else None))
         return tuple(segments)
+
+    def _overlapped(self, chunk: Chunk, collective: Component, gemm: Op) -> Segment:
+        """A tensor-parallel collective pipelined with ``gemm`` (:mod:`simulator.tp_overlap`): one compute-stream
+        segment, a rendezvous of the TP group."""
+        seconds = overlapped_s(self, gemm, collective.ops, self.compute_sms)
+        full = overlapped_s(self, gemm, collective.ops, self.full_sms) if self.full_sms != self.compute_sms else None
+        host = None
+        if self.host is not None:
+            kernels = SPLITS * (1 + len(collective.ops))
+            launch = SPLITS * (self.host.model.op_launch_s(gemm) + sum(self.host.model.op_launch_s(op)
+                                                                       for op in collective.ops))
+            host = SegmentHost(kernels, launch, False)
+        label = f"{collective.name}{collective.layer}" if collective.layer >= 0 else collective.name
+        return Segment(label, Stream.COMPUTE, seconds, chunk.phase, collective.name, collective.layer, "tp",
+                       full_s=full, host=host)
 
     @staticmethod
     def merge_segments(components: tuple[Segment, ...]) -> tuple[Segment, ...]:
         """Neighbouring segments on the same stream joined into one."""
         segments: list[Segment] = []
         for seg in components:
-            if segments and segments[-1].stream is seg.stream:
+            # A sync starts a segment: the host waits for the GPU to reach it.
+            if segments and segments[-1].stream is seg.stream and not (seg.host is not None and seg.host.sync):
                 last = segments[-1]
                 segments[-1] = Segment(f"{last.name}+{seg.name}", last.stream, last.duration_s + seg.duration_s,
                                        seg.phase, group=_wider(last.group, seg.group),
                                        expert_s=last.expert_s + seg.expert_s, comms=last.comms + seg.comms,
-                                       comm_s=last.comm_s + seg.comm_s)
+                                       comm_s=last.comm_s + seg.comm_s,
+                                       full_s=_add(last.full_s, last.duration_s, seg.full_s, seg.duration_s),
+                                       expert_full_s=last.expert_full_s + seg.expert_full_s,
+                                       host=last.host + seg.host if last.host is not None else None)
             else:
                 segments.append(Segment(seg.name, seg.stream, seg.duration_s, seg.phase, group=seg.group,
-                                        expert_s=seg.expert_s, comms=seg.comms, comm_s=seg.comm_s))
+                                        expert_s=seg.expert_s, comms=seg.comms, comm_s=seg.comm_s,
+                                        full_s=seg.full_s, expert_full_s=seg.expert_full_s, host=seg.host))
         return tuple(segments)
 
     def chunk_segments(self, chunk: Chunk) -> tuple[Segment, ...]:

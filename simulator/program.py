@@ -1,29 +1,41 @@
 """The program builder: a pipeline schedule's steps and their priced segments → each pipeline rank's tasks.
 
-Every step of a rank's program becomes tasks on its two streams (:class:`~simulator.tasks.RankProgram`), their
+Every step of a rank's program becomes tasks on its streams (:class:`~simulator.tasks.RankProgram`), their
 dependencies named by signals (ints, one per task completion; a named signal lets a consumer refer to a
 producer built later, on another rank).
 
 Dependencies a step gets: a chunk's segments run in order; F of stage s waits for F of stage s−1 to arrive;
 B of stage s waits for B of stage s+1 to arrive (on the last stage, for its own F); W waits for its B.
-An arrival across ranks is a send on the sender's communication stream. After its program, each rank
-synchronises gradients over data parallelism and steps the optimizer (the "tail", :class:`TailSpec`).
+An arrival across ranks is a send on the sender's pipeline stream (its own, as DualPipe and Megatron run P2P:
+never queued behind an expert all-to-all). After its program, each rank synchronises gradients over data parallelism and steps the optimizer (the "tail", :class:`TailSpec`).
 
 An overlapped F&B pair (DualPipe) is issued component by component, in the order of DeepSeek's profiler trace
 for each pair of layers: combine(B), attn(F), mlp(B), dispatch(F), dispatch(B), mlp(W), mlp(F), attn(B),
 attn(W), combine(F). Each stream keeps that order, each chunk keeps its own chain, so one chunk's ATTN/MLP
-runs on the compute stream while the other's DISPATCH/COMBINE (and pipeline sends) run on the communication
-stream whenever their dependencies allow — how much hides is the simulation's result.
+runs on the compute stream while the other's DISPATCH/COMBINE run on the communication stream, and pipeline
+sends on theirs, whenever their dependencies allow — how much hides is the simulation's result.
+
+Compute runs on fewer SMs while a communication kernel runs beside it (DeepSeek reserves 20 of 132 SMs for
+DeepEP, ``training.comm_sms``), on all of them otherwise. Which applies is decided here, from the program's
+structure, not at run time: the compute segments of an overlapped F&B pair run beside the pair's DISPATCH and
+COMBINE (DeepSeek's trace shows DeepEP kernels under every compute kernel of a pair), so they take the
+segment's reduced-SM price (``Segment.duration_s``); a chunk run alone issues its own communication between its
+compute segments, in series with them, so its compute takes the all-SM price (``Segment.alone_s``). Decided at
+run time instead, a compute segment's price would depend on whether a communication segment that only a
+later, remote arrival makes ready has started, which the streams (run ahead of SimPy's clock) do not know yet.
+Known approximation: a chunk's trailing combine or a send still running when the next chunk's first compute
+segment starts does not reduce that segment's SMs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simulator.host import HostPricer, SegmentHost
 from simulator.pricing import Segment, StagePrice
 from simulator.schedules.base import Schedule, ScheduleError, Step
-from simulator.tasks import NetOp, RankProgram, Task
-from workloads.ops import Phase, Stream
+from simulator.tasks import STREAM_INDEX, NetOp, RankProgram, Task
+from workloads.ops import OpClass, Phase, Stream
 
 # Position of each (phase, component) inside one layer pair of an overlapped F&B pair, from the order of the
 # CPU annotations in deepseek-ai/profile-data's train.json (../shared/reference/deepseek-v3.md).
@@ -35,6 +47,14 @@ PAIR_ORDER: dict[tuple[Phase, str], float] = {
 # Where a chain's first component of a kind absent from the trace (EMBED, HEAD, TP all-reduce) goes.
 PAIR_FIRST = {Phase.F: 1.0, Phase.B: 2.0, Phase.W: 5.0}
 NUDGE = 0.01  # keeps a chain's positions strictly increasing
+
+NO_HOST = (0, 0.0, False)  # the raw host record of a task that launches nothing
+
+
+def _raw_host(host: SegmentHost | None) -> tuple[int, float, bool]:
+    """A segment's raw host record (kernels, launch seconds, sync) for its tasks."""
+    return NO_HOST if host is None else (host.kernels, host.launch_s, host.sync)
+
 
 # Parts of an overlapped pair in its issue template: the two chunks, the fused W, the two chunks' sends.
 CHUNK_0, CHUNK_1, FUSED_W, SEND_0, SEND_1 = range(5)
@@ -73,12 +93,18 @@ class ProgramBuilder:
     between its chunks in proportion to their own times. With a time-shared ``network`` communication tasks
     get a :class:`~simulator.tasks.NetOp` (``send_comm``: the Comm of one pipeline send).
 
+    With a ``host`` (:class:`~simulator.host.HostPricer`) every task gets its raw host record (kernels, launch
+    seconds, sync) and each program its issue ``order`` (:mod:`simulator.host`): a segment's from its price, a
+    pipeline send and a tail collective one launch each, the optimizer step one launch after a host sync (its
+    grad-norm and found-inf read-back: Megatron-LM megatron/core/optimizer/clip_grads.py ``total_norm.item()``,
+    optimizer.py ``found_inf_flag.item()``).
+
     After :meth:`build`: ``signals`` is how many signals the programs use (0 … signals − 1) and ``net_ops``
     the network ops tasks refer to by index.
     """
 
     def __init__(self, schedule: Schedule, prices: list[StagePrice], send_s: float, tail: TailSpec,
-                 pair_s: float | None = None, network=None, send_comm=None):
+                 pair_s: float | None = None, network=None, send_comm=None, host: HostPricer | None = None):
         self.schedule = schedule
         self.prices = prices
         self.send_s = send_s
@@ -86,6 +112,7 @@ class ProgramBuilder:
         self.pair_s = pair_s
         self.network = network
         self.send_comm = send_comm
+        self.host = host
         self.signals = 0
         self.net_ops: list[NetOp] = []
         self._net_index: dict[NetOp, int] = {}
@@ -119,9 +146,11 @@ class ProgramBuilder:
             send = self._send_task(step)
             if send is not None:
                 tasks.append(send)
-        compute, comm = program.queues  # RankProgram.add inlined: this runs once per task
+        queues = program.queues  # RankProgram.add inlined: this runs once per task
         for task in tasks:
-            (compute if task.stream is Stream.COMPUTE else comm).append(task)
+            queues[STREAM_INDEX[task.stream]].append(task)
+        if self.host is not None:
+            program.order.extend(tasks)
 
     def add_tail(self, program: RankProgram) -> None:
         """The DP gradient reduce-scatter, the optimizer step and the parameter all-gather, after everything."""
@@ -131,8 +160,13 @@ class ProgramBuilder:
         optimizer = Task("optimizer", tail.optimizer_s, "opt", -1, -1, [grads.done], new(), None, Stream.COMPUTE)
         params = Task("param_all_gather", tail.param_sync_s, "dp", -1, -1, [optimizer.done], new(), "tail",
                       Stream.COMM, net=self._net(tail.param_comms))
+        if self.host is not None:
+            collective = self.host.launch_s(OpClass.COLLECTIVE)
+            grads.host, params.host = (1, collective, False), (1, collective, False)
+            optimizer.host = (1, self.host.launch_s(OpClass.ADD), True)
         for task in (grads, optimizer, params):
             program.add(task)
+            program.order.append(task)
 
     # Signals.
     def new_signal(self) -> int:
@@ -179,27 +213,42 @@ class ProgramBuilder:
     def _fuses_weight(self, step: Step) -> bool:
         return step.phase is Phase.B and (step.with_weight or not self.schedule.splits_backward)
 
-    def _chain(self, step: Step, segments: tuple[Segment, ...], deps: list[int], done: int) -> list[Task]:
-        """Tasks running ``segments`` one after another; the last completes ``done``."""
+    def _chain(self, step: Step, segments: tuple[Segment, ...], deps: list[int], done: int,
+               beside_comm: bool = False) -> list[Task]:
+        """Tasks running ``segments`` one after another; the last completes ``done``. Compute segments take
+        their price beside communication (``beside_comm``, reduced SMs) or alone (all SMs)."""
         plain = self._plain(segments)
         mb, stage = step.micro_batch, step.stage
         if not plain:  # an empty chunk still completes, once its inputs are there
-            return [Task("empty", 0.0, step.phase.value, mb, stage, deps, done, None, Stream.COMPUTE)]
+            task = Task("empty", 0.0, step.phase.value, mb, stage, deps, done, None, Stream.COMPUTE)
+            task.host = NO_HOST if self.host is not None else None
+            return [task]
         tasks, last, first = [], len(plain) - 1, self.signals
         self.signals += last  # signals of the chain's inner links
-        for i, (name, duration_s, phase, group, stream, expert_s, net) in enumerate(plain):
+        host = self.host is not None
+        for i, (name, beside_s, phase, group, stream, beside_expert_s, net, alone_s, alone_expert_s, seg_host) in \
+                enumerate(plain):
             signal = done if i == last else first + i
-            tasks.append(Task(name, duration_s, phase, mb, stage, deps, signal, group, stream, expert_s, net))
+            if beside_comm:
+                duration_s, expert_s = beside_s, beside_expert_s
+            else:
+                duration_s, expert_s = alone_s, alone_expert_s
+            task = Task(name, duration_s, phase, mb, stage, deps, signal, group, stream, expert_s, net)
+            if host:
+                task.host = seg_host
+            tasks.append(task)
             deps = [signal]
         return tasks
 
     def _plain(self, segments: tuple[Segment, ...]) -> list[tuple]:
-        """(name, seconds, phase letter, group, stream, expert seconds, net op) of each segment, worked out
-        once per segment tuple."""
+        """(name, seconds, phase letter, group, stream, expert seconds, net op, seconds alone, expert seconds
+        alone, raw host record) of each segment, worked out once per segment tuple."""
         plain = self._plain_cache.get(id(segments))
         if plain is None:
             plain = [(seg.name, seg.duration_s, seg.phase.value, seg.group or None, seg.stream, seg.expert_s,
-                      self._net(seg.comms, seg.duration_s - seg.comm_s)) for seg in segments]
+                      self._net(seg.comms, seg.duration_s - seg.comm_s), seg.alone_s,
+                      seg.expert_s if seg.full_s is None else seg.expert_full_s, _raw_host(seg.host))
+                     for seg in segments]
             self._plain_cache[id(segments)] = plain
             self._keep_alive.append(segments)  # ids stay unique while the tuple lives
         return plain
@@ -225,9 +274,12 @@ class ProgramBuilder:
         if to_rank == rank_of(step.micro_batch, step.stage):
             return None
         net = self._net((self.send_comm,), 0.0, to_rank) if self.send_comm is not None else None
-        return Task(f"send{step.phase.value}", self.send_s, step.phase.value, step.micro_batch, step.stage,
+        task = Task(f"send{step.phase.value}", self.send_s, step.phase.value, step.micro_batch, step.stage,
                     [self._done(step)], self._named_signal(("sent", step.phase, step.micro_batch, step.stage)),
-                    None, Stream.COMM, net=net)
+                    None, Stream.PP, net=net)
+        if self.host is not None:
+            task.host = (1, self.host.launch_s(OpClass.COLLECTIVE), False)
+        return task
 
     # Overlapped pairs.
     def _pair_tasks(self, step: Step) -> list[Task]:
@@ -246,12 +298,12 @@ class ProgramBuilder:
         template = self._pair_templates.get(key)
         if template is None:
             template = self._pair_templates[key] = self._pair_template(chunks, weight, sends)
-        parts = [self._chain(c, self._components(c.stage, c.phase), self._start_deps(c), self._done(c))
+        parts = [self._chain(c, self._components(c.stage, c.phase), self._start_deps(c), self._done(c), True)
                  for c in chunks]
         if weight is not None:
             w = chunks[weight]
             w_tasks = self._chain(Step(w.micro_batch, w.stage, Phase.W), self._components(w.stage, Phase.W),
-                                  [self._done(w)], self.new_signal())
+                                  [self._done(w)], self.new_signal(), True)
             for task, (chained, (part, index)) in zip(w_tasks, template.w_deps):
                 task.deps = ([task.deps[0]] if chained else []) + [parts[part][index].done]
             parts.append(w_tasks)
@@ -323,6 +375,7 @@ class ProgramBuilder:
             done = self._done(chunk) if phase is chunk.phase else self.new_signal()
             tasks.append(Task(phase.value, seconds * scale, phase.value, chunk.micro_batch, chunk.stage, deps, done,
                               None, Stream.COMPUTE))
+            tasks[-1].host = NO_HOST if self.host is not None else None
             deps = [done]
         sends = [self._send_task(c) for c in chunks]
         return tasks + [s for s in sends if s is not None]

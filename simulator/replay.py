@@ -174,14 +174,18 @@ class TracePricer(Pricer):
         self.costs = costs
         self.sources: Counter = Counter()
 
-    def component_time_s(self, component: Component) -> float:
+    def component_time_s(self, component: Component, sms: int | None = None) -> float:
+        """A traced component's measured time (in situ, whatever ran beside it), else the cost model's. Sources
+        are counted once per component: on its price beside communication (``sms`` None), not its all-SM one."""
         model = self.scenario.model
         traced = self.costs.costs.get((component.name, component.phase))
         if traced is not None and 0 <= component.layer < model.layers and is_moe_layer(model, component.layer):
-            self.sources[("trace", component.name)] += 1
+            if sms is None:
+                self.sources[("trace", component.name)] += 1
             return traced.replay_s
-        self.sources[("cost model", _describe(component, model))] += 1
-        return super().component_time_s(component)
+        if sms is None:
+            self.sources[("cost model", _describe(component, model))] += 1
+        return super().component_time_s(component, sms)
 
 
 def _describe(component: Component, model) -> str:

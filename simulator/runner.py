@@ -6,7 +6,7 @@ ends its duration later — the same times an event per task would give, because
 nothing else is shared between tasks. A stream blocks on a SimPy event only when an input's completion is not
 known yet (its producer has not got there), and a collective's members block until the last one arrives; the
 collective then ends for all of them at the last arrival plus its duration (a rendezvous). So SimPy events are
-spent on waiting, not on every task; a scalar unit's two streams share one process, so that waiting for the
+spent on waiting, not on every task; a scalar unit's streams share one process, so that waiting for the
 unit's own other stream costs no event at all.
 
 Tasks (:class:`~simulator.tasks.Task`) are read as compiled (:mod:`simulator.compiler`): ``inputs`` are
@@ -37,6 +37,10 @@ from simulator.rendezvous import Rendezvous, tail_ends
 from simulator.tasks import RankProgram, Task
 
 
+# Timeline records of a stream waiting for its host thread: stream "host", labelled by the stream that waits.
+HOST, HOST_BOUND = "host", ("host-bound", "host-bound (comm)", "host-bound (pp)")
+
+
 class Unit:
     """Run-time state of one unit (:class:`~simulator.cohorts.UnitSpec` ``spec``).
 
@@ -44,7 +48,7 @@ class Unit:
     for a block a numpy vector (one per GPU), None until produced; ``waiting[slot]`` the SimPy event a stream of
     another unit waits on for it. ``peers[q]`` is the unit holding its pipeline partners on rank ``q``.
     ``pos[stream]`` and ``end[stream]`` are each stream's next task and its end so far (seconds); stream 0 is
-    compute, 1 communication. ``slowdown`` (``scale`` for a block's GPUs) multiplies compute durations.
+    compute, 1 communication, 2 pipeline send/recv. ``slowdown`` (``scale`` for a block's GPUs) multiplies compute durations.
     """
 
     __slots__ = ("spec", "done", "waiting", "peers", "pos", "end", "slowdown", "scale", "rows", "tail", "net_gpus")
@@ -54,8 +58,8 @@ class Unit:
         self.done = [None] * slots if spec.block else array("d", [math.nan]) * slots
         self.waiting: dict[int, simpy.Event] = {}
         self.peers: list[Unit] = []
-        self.pos = [0, 0]
-        self.end = [0.0, 0.0]
+        self.pos = [0, 0, 0]
+        self.end = [0.0, 0.0, 0.0]
         self.slowdown = spec.slowdown
         self.scale = np.array(spec.slowdowns) if spec.block else None
         # Timeline rows: (index in the unit, rank written in records: the GPU, or the pipeline rank it stands for).
@@ -84,15 +88,18 @@ class Transfer:
 
 
 class Runner:
-    """Runs every unit's two streams as SimPy processes; collects records of the watched GPUs.
+    """Runs every unit's streams as SimPy processes; collects records of the watched GPUs.
 
     ``rendezvous`` holds the open collectives, keyed by (group kind, group key, task position); ``waits``
     counts the times a stream blocked on a SimPy event. With a time-shared ``network``, ``net_ops`` are the
-    :class:`~simulator.tasks.NetOp` that tasks' ``net`` indices refer to.
+    :class:`~simulator.tasks.NetOp` that tasks' ``net`` indices refer to. ``sync_s`` is the host's time for one
+    synchronisation once the GPU has reached it (tasks with a ``host`` record, :mod:`simulator.host`).
     """
 
-    def __init__(self, env: simpy.Environment, records: list, network=None, net_ops: list | None = None):
+    def __init__(self, env: simpy.Environment, records: list, network=None, net_ops: list | None = None,
+                 sync_s: float = 0.0):
         self.env = env
+        self.sync_s = sync_s
         self.records = records
         self.rendezvous: dict[tuple, Rendezvous] = {}
         self.waits = 0
@@ -101,7 +108,7 @@ class Runner:
         self.plans: dict[tuple, object] = {}  # (net op, units) → the network's plan
 
     def start(self, unit: Unit, program: RankProgram) -> None:
-        """Start a unit: one process for both streams of a scalar unit, one per stream for a block."""
+        """Start a unit: one process for all streams of a scalar unit, one per stream for a block."""
         if unit.spec.block:
             for si, queue in enumerate(program.queues):
                 if queue:
@@ -115,26 +122,27 @@ class Runner:
             event = source.waiting[slot] = self.env.event()
         return event
 
-    def unit_streams(self, unit: Unit, queues: tuple[list[Task], list[Task]]):
-        """Both streams of a scalar unit in one process: each runs as far as its inputs allow; an input from
-        the unit's other stream is picked up on the next pass, so only inputs from other units (and
+    def unit_streams(self, unit: Unit, queues: tuple[list[Task], ...]):
+        """All streams of a scalar unit in one process: each runs as far as its inputs allow; an input from
+        another stream of the unit is picked up on the next pass, so only inputs from other units (and
         rendezvous) cost a SimPy event."""
-        env, rendezvous, done, waiting = self.env, self.rendezvous, unit.done, unit.waiting
+        env, rendezvous, done, waiting, sync_s = self.env, self.rendezvous, unit.done, unit.waiting, self.sync_s
         peers, groups = unit.peers, unit.spec.groups
         append = self.records.append if unit.rows else None
         row = unit.rows[0][1] if unit.rows else -1
-        # Per-stream state in pairs indexed by the stream's number (0 compute, 1 comm), not a stream object:
+        # Per-stream state indexed by the stream's number (0 compute, 1 comm, 2 pp), not a stream object:
         # this loop runs once per task and unit, and a list index is the cheapest read Python has.
-        savings = (unit.spec.expert_saving[0] if unit.spec.expert_saving else None, None)
-        scales = (unit.slowdown, 1.0)
-        names = ("compute", "comm")
+        savings = (unit.spec.expert_saving[0] if unit.spec.expert_saving else None, None, None)
+        scales = (unit.slowdown, 1.0, 1.0)
+        names = ("compute", "comm", "pp")
         pos, ends = unit.pos, unit.end
-        arrived: list = [None, None]  # a rendezvous this stream has joined and waits to end
-        blocked: list = [None, None]  # the event this stream waits on
-        transfers: list = [None, None]  # a network op this stream runs (time-shared network)
+        arrived: list = [None, None, None]  # a rendezvous this stream has joined and waits to end
+        blocked: list = [None, None, None]  # the event this stream waits on
+        transfers: list = [None, None, None]  # a network op this stream runs (time-shared network)
+        streams = [si for si in (0, 1, 2) if queues[si]]
         while True:
             progressed = False
-            for si in (0, 1):
+            for si in streams:
                 queue = queues[si]
                 i, n, t = pos[si], len(queue), ends[si]
                 scale, saving, name = scales[si], savings[si], names[si]
@@ -154,11 +162,32 @@ class Runner:
                             t = ready
                     if not ready_all:
                         break
+                    host = task.host
+                    if host is not None:  # the host thread must have issued the task (simulator.host)
+                        base_slot, first_s, tail_s, sync = host
+                        if sync is None:
+                            base = done[base_slot] if base_slot >= 0 else 0.0
+                        else:
+                            base = done[sync[0]] if sync[0] >= 0 else 0.0
+                            if base == base:  # the host waits for the GPU to reach the sync, then syncs
+                                base = (base + sync[1] if base + sync[1] > t else t) + sync_s
+                                done[sync[2]] = base
+                                if waiting:
+                                    event = waiting.pop(sync[2], None)
+                                    if event is not None:
+                                        event.succeed()
+                        if base != base:
+                            break  # a release another stream of this unit gives: picked up on the next pass
+                        ready_t = t
+                        if base + first_s > t:
+                            t = base + first_s
                     group = task.group
                     if task.net is not None:
                         event, t, end = self._net_task(unit, si, task, i, t, arrived, transfers)
                         if event is not None:
                             blocked[si] = event
+                            if host is not None:
+                                t = ready_t  # the host's part is worked out again when it resumes
                             break
                     elif group is None:
                         expert_s = task.expert_s
@@ -183,11 +212,25 @@ class Runner:
                             if meeting.missing > 0:
                                 arrived[si] = meeting
                                 blocked[si] = meeting.wait(env)
+                                if host is not None:
+                                    t = ready_t  # the host's part is worked out again when it resumes
                                 break
                             arrived[si] = None
                             end = meeting.end
                     if append is not None:
                         append((row, name, t, end, task.label, task.phase, task.micro_batch, task.stage))
+                    if host is not None:
+                        # The GPU waited for the host to issue the first kernel, and for the last.
+                        tail = base + tail_s
+                        if append is not None:
+                            if t > ready_t:
+                                append((row, HOST, ready_t, t, HOST_BOUND[si], task.phase, task.micro_batch,
+                                        task.stage))
+                            if tail > end:
+                                append((row, HOST, end, tail, HOST_BOUND[si], task.phase, task.micro_batch,
+                                        task.stage))
+                        if tail > end:
+                            end = tail
                     slot = task.slot
                     if slot >= 0:
                         done[slot] = end
@@ -201,13 +244,13 @@ class Runner:
                 # On a block, t may already hold some inputs' ends: a lower bound of the task's start, so
                 # keeping it changes nothing when the task's inputs are checked again.
                 pos[si], ends[si] = i, t
-            if pos[0] == len(queues[0]) and pos[1] == len(queues[1]):
+            if all(pos[si] == len(queues[si]) for si in streams):
                 return
             if progressed:
                 continue
             events = [e for e in blocked if e is not None]
             if not events:
-                return  # both streams wait for each other: a deadlock, reported by the engine
+                return  # the streams wait for each other: a deadlock, reported by the engine
             self.waits += 1
             yield events[0] if len(events) == 1 else env.any_of(events)
 
@@ -288,13 +331,14 @@ class Runner:
         size = len(spec.gpus)
         width = {kind: w for kind, w in spec.width.items()}
         append, rows = self.records.append, unit.rows
-        name = "compute" if si == 0 else "comm"
+        name = ("compute", "comm", "pp")[si]
         scale = unit.scale if si == 0 and any(s != 1.0 for s in spec.slowdowns) else None
         savings = None
         if spec.expert_saving and si == 0:
             savings = {p: np.array([s[p] for s in spec.expert_saving]) for p in spec.expert_saving[0]}
         maximum = np.maximum
         t = np.zeros(size)
+        zeros = np.zeros(size)  # a release before the step's first host sync
         for i, task in enumerate(queue):
             for p_rank, p_slot in task.inputs:
                 source = peers[p_rank]
@@ -305,6 +349,27 @@ class Runner:
                     yield self._wait(source, p_slot)
                     ready = source.done[p_slot]
                 t = maximum(t, ready)
+            host = task.host
+            if host is not None:  # the host thread must have issued the task (simulator.host)
+                base_slot, first_s, tail_s, sync = host
+                source_slot = base_slot if sync is None else sync[0]
+                base = zeros
+                if source_slot >= 0:
+                    base = done[source_slot]
+                    if base is None:  # a release the unit's other stream gives
+                        unit.pos[si] = i
+                        self.waits += 1
+                        yield self._wait(unit, source_slot)
+                        base = done[source_slot]
+                if sync is not None:
+                    base = maximum(base + sync[1], t) + self.sync_s
+                    done[sync[2]] = base
+                    if waiting:
+                        event = waiting.pop(sync[2], None)
+                        if event is not None:
+                            event.succeed()
+                ready_t = t
+                t = maximum(t, base + first_s)
             group, duration_s = task.group, task.duration_s
             if group is None:
                 if savings is not None and task.expert_s:
@@ -338,6 +403,14 @@ class Runner:
             label, phase, mb, stage = task.label, task.phase, task.micro_batch, task.stage
             for j, row in rows:
                 append((row, name, float(t[j]), float(end[j]), label, phase, mb, stage))
+            if host is not None:
+                tail = base + tail_s
+                for j, row in rows:
+                    if t[j] > ready_t[j]:
+                        append((row, HOST, float(ready_t[j]), float(t[j]), HOST_BOUND[si], phase, mb, stage))
+                    if tail[j] > end[j]:
+                        append((row, HOST, float(end[j]), float(tail[j]), HOST_BOUND[si], phase, mb, stage))
+                end = maximum(end, tail)
             slot = task.slot
             if slot >= 0:
                 done[slot] = end

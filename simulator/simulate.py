@@ -42,6 +42,7 @@ class StageResult:
     optimizer_states_gb: float
     activations_gb: float
     gpu: int = -1  # full fidelity: the GPU this pipeline rank's breakdown is of (its busiest)
+    host_bound_s: float = 0.0  # the GPU waiting for its host thread to issue kernels (simulator.host)
 
 
 @dataclass
@@ -106,6 +107,16 @@ def tail_spec(scenario: Scenario, network: NetworkModel, cost_model: CostModel, 
     optimizer_bytes = shard * (2 * states + grad_b + weight_b)
     optimizer_s = optimizer_bytes / (cost_model.memory_efficiency() * scenario.cluster.gpu.hbm_tbps * 1e12)
     return TailSpec(grad_s, optimizer_s, param_s, grad_comms, param_comms)
+
+
+def host_notes(pricer: Pricer, scenario: Scenario) -> list[str]:
+    """What the host model priced with, when it is on (simulator.host)."""
+    host = pricer.host
+    if host is None:
+        return []
+    graphs = ", ".join(scenario.training.cuda_graphs) or "none"
+    source = host.model.source.split(":")[0]  # what measured them, without how
+    return [f"host: kernel launch and sync costs from {source}; CUDA graphs: {graphs}"]
 
 
 def make_network(scenario: Scenario) -> NetworkModel:
@@ -180,7 +191,7 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
                        "fewer micro-batches", max(1, len(layout.units) // par.pp))
     timeline = PipelineEngine(schedule, prices, send_s, tail, compute_slowdown=None if full else
                               rank_slowdowns(scenario), layout=layout, network=shared,
-                              send_comm=send_comm if shared is not None else None).run()
+                              send_comm=send_comm if shared is not None else None, host=pricer.host).run()
     breakdowns, rows = pipeline_breakdowns(timeline, [p.activation_bytes for p in prices], par.pp)
     step_s = timeline.makespan_s
 
@@ -201,7 +212,7 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
         stage_results.append(StageResult(
             b.forward_s, b.backward_input_s, b.backward_weight_s, b.exposed_comm_s, b.bubble_s,
             b.optimizer_s, b.comm_s, b.peak_inflight, mem.total_gb, mem.weights_gb, mem.gradients_gb,
-            mem.optimizer_gb, mem.activations_gb, row if full else -1))
+            mem.optimizer_gb, mem.activations_gb, row if full else -1, b.host_bound_s))
     op_classes = layer_op_classes(pricer, stages)
     counts = parameter_counts(scenario.model)
     days = scenario.training.tokens / tokens_per_s / SECONDS_PER_DAY
@@ -218,7 +229,7 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
         stages=stage_results,
         parameters={"total": counts.total, "activated": counts.activated, "mtp": counts.mtp},
         reliability=goodput.to_dict(),
-        cost_model_notes=sorted(cost_model.fallbacks.values()),
+        cost_model_notes=sorted(cost_model.fallbacks.values()) + host_notes(pricer, scenario),
         sim_wall_s=time.perf_counter() - wall, events=timeline.events,
         timeline=timeline if keep_timeline else None, fidelity=scenario.run.fidelity,
         simulated_units=timeline.units, tasks=timeline.tasks, simpy_events=timeline.simpy_events,

@@ -1,7 +1,7 @@
-"""What the engine runs: tasks on a GPU's two streams, and a pipeline rank's program of them.
+"""What the engine runs: tasks on a GPU's three streams, and a pipeline rank's program of them.
 
-A :class:`Task` is one priced segment on one stream (compute or communication) of one GPU. A rank's
-:class:`RankProgram` holds its two streams' queues; each queue runs in order, like a CUDA stream. The program
+A :class:`Task` is one priced segment on one stream (compute, communication, or pipeline send/recv) of one GPU.
+A rank's :class:`RankProgram` holds its streams' queues; each queue runs in order, like a CUDA stream. The program
 builder (:mod:`simulator.program`) names a task's dependencies by *signals* — ints, one per task completion —
 and the compiler (:mod:`simulator.compiler`) turns them into what the runner (:mod:`simulator.runner`) reads:
 ``inputs``, the (producer's pipeline rank, slot) pairs it waits for, and ``slot``, where its own completion
@@ -22,8 +22,9 @@ from workloads.ops import Stream
 Input = tuple[int, int]
 
 # A stream's index in :attr:`RankProgram.queues` and in the runner's per-stream state.
-COMPUTE, COMM = 0, 1
-STREAMS = (Stream.COMPUTE, Stream.COMM)
+COMPUTE, COMM, PP = 0, 1, 2
+STREAMS = (Stream.COMPUTE, Stream.COMM, Stream.PP)
+STREAM_INDEX = {stream: i for i, stream in enumerate(STREAMS)}
 
 
 class Task:
@@ -40,11 +41,12 @@ class Task:
 
     Set by the compiler: ``inputs``, the (producer's pipeline rank, slot) pairs it waits for beyond its own
     stream's order; ``slot``, where its end time is kept (≥ 0) or −1 when nothing on another stream waits for
-    it.
+    it. ``host`` is None unless the host is modelled (:mod:`simulator.host`): then the builder's (kernels,
+    launch seconds, sync) and, once planned (:func:`simulator.host.plan_host`), what the runner reads.
     """
 
     __slots__ = ("label", "duration_s", "phase", "micro_batch", "stage", "deps", "done", "group", "stream",
-                 "expert_s", "net", "inputs", "slot")
+                 "expert_s", "net", "inputs", "slot", "host")
 
     def __init__(self, label: str, duration_s: float, phase: str, micro_batch: int, stage: int, deps: list[int],
                  done: int, group: str | None, stream: Stream, expert_s: float = 0.0, net: int | None = None):
@@ -59,6 +61,7 @@ class Task:
         self.stream = stream
         self.expert_s = expert_s
         self.net = net
+        self.host = None
 
     def where(self) -> str:
         """The task as an error message names it: ``label phase micro_batch@stage``."""
@@ -70,15 +73,17 @@ class Task:
 
 
 class RankProgram:
-    """A pipeline rank's tasks: ``queues[COMPUTE]`` and ``queues[COMM]``, each run in order.
+    """A pipeline rank's tasks: ``queues[COMPUTE]``, ``queues[COMM]`` and ``queues[PP]``, each run in order.
 
-    Built once per pipeline rank and run by every unit on that rank (:mod:`simulator.cohorts`).
+    Built once per pipeline rank and run by every unit on that rank (:mod:`simulator.cohorts`). ``order`` holds
+    every task in the order the host issues them (kept only when the host is modelled).
     """
 
-    __slots__ = ("queues",)
+    __slots__ = ("queues", "order")
 
     def __init__(self):
-        self.queues: tuple[list[Task], list[Task]] = ([], [])
+        self.queues: tuple[list[Task], list[Task], list[Task]] = ([], [], [])
+        self.order: list[Task] = []
 
     @property
     def compute(self) -> list[Task]:
@@ -88,16 +93,20 @@ class RankProgram:
     def comm(self) -> list[Task]:
         return self.queues[COMM]
 
+    @property
+    def pp(self) -> list[Task]:
+        return self.queues[PP]
+
     def add(self, task: Task) -> None:
         """Append ``task`` to the queue of its stream."""
-        self.queues[COMPUTE if task.stream is Stream.COMPUTE else COMM].append(task)
+        self.queues[STREAM_INDEX[task.stream]].append(task)
 
     def last_done(self) -> list[int]:
         """The signals of each non-empty queue's last task (what the step's tail waits for)."""
         return [queue[-1].done for queue in self.queues if queue]
 
     def __len__(self) -> int:
-        return len(self.queues[COMPUTE]) + len(self.queues[COMM])
+        return sum(len(queue) for queue in self.queues)
 
 
 @dataclass(frozen=True, slots=True)

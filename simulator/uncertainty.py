@@ -33,8 +33,8 @@ class JitterPricer(Pricer):
         self._stage = stage.stage
         return super().price_stage(stage)
 
-    def component_time_s(self, component: Component) -> float:
-        seconds = super().component_time_s(component)
+    def component_time_s(self, component: Component, sms: int | None = None) -> float:
+        seconds = super().component_time_s(component, sms)
         if component.stream is not Stream.COMPUTE:
             return seconds
         key = (self._stage, component.phase, component.name, component.layer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.engine import PipelineEngine, TailSpec
+from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.metrics import rank_breakdowns, uncovered_s
 from simulator.pricing import Segment, StagePrice
 from simulator.schedules import ScheduleError, get_schedule
@@ -132,3 +132,45 @@ def test_the_engine_leaves_the_garbage_collector_as_it_found_it():
     finally:
         gc.unfreeze()
     del keep
+
+
+def run_programs(programs) -> list[tuple]:
+    """Compile and run hand-built rank programs, one representative unit per rank; the timeline records."""
+    import simpy
+
+    from simulator.cohorts import representative_layout
+    from simulator.compiler import compile_programs
+    from simulator.runner import Runner, Unit
+
+    signals = 1 + max(t.done for p in programs for q in p.queues for t in q)
+    slots = compile_programs(programs, signals, "hand-built")
+    units = [Unit(spec, slots[spec.rank], False) for spec in representative_layout(len(programs)).units]
+    for unit in units:
+        unit.peers = [units[u] for u in unit.spec.peers]
+    env, records = simpy.Environment(), []
+    runner = Runner(env, records)
+    for unit in units:
+        runner.start(unit, programs[unit.spec.rank])
+    env.run()
+    return sorted(records, key=lambda r: (r[0], r[2]))
+
+
+def test_a_pipeline_send_never_queues_behind_an_all_to_all():
+    """Rank 0 issues a 5 s all-to-all (another chunk's dispatch, ready at once), then ATTN (1 s) and its 0.5 s
+    send to rank 1, whose MLP (1 s) waits for it. On its own stream the send goes at 1 s, not after the
+    all-to-all at 5 s: rank 1's MLP runs 1.5 → 2.5 s."""
+    from simulator.tasks import RankProgram, Task
+
+    rank0, rank1 = RankProgram(), RankProgram()
+    rank0.add(Task("DISPATCH", 5.0, "F", 1, 0, [], 0, None, Stream.COMM))
+    rank0.add(Task("ATTN", 1.0, "F", 0, 0, [], 1, None, Stream.COMPUTE))
+    rank0.add(Task("sendF", 0.5, "F", 0, 0, [1], 2, None, Stream.PP))
+    rank1.add(Task("MLP", 1.0, "F", 0, 1, [2], 3, None, Stream.COMPUTE))
+    records = run_programs([rank0, rank1])
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in records] == [
+        (0, "compute", 0.0, 1.0, "ATTN"), (0, "comm", 0.0, 5.0, "DISPATCH"), (0, "pp", 1.0, 1.5, "sendF"),
+        (1, "compute", 1.5, 2.5, "MLP")]
+    # The send is communication, counted exposed where no compute covers it: on rank 0 the all-to-all and the
+    # send together cover 0 → 5 s, compute 0 → 1 s.
+    timeline = Timeline(2, records, 5.0)
+    assert rank_breakdowns(timeline, [1.0, 1.0])[0].exposed_comm_s == pytest.approx(4.0, abs=1e-12)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from simulator.compiler import compile_programs
@@ -21,26 +23,28 @@ def labels(queue: list[Task]) -> list[str]:
 
 def test_gpipe_on_two_ranks_builds_chunks_sends_and_the_tail():
     """GPipe, 2 ranks, 2 micro-batches, F = compute then an A2A: rank 0 runs F0 F1 then, last in first out,
-    B1 B0 (each with its W fused: GPipe does not split the backward) on compute; its communication stream holds each F's A2A, the two sendF, then the tail's
-    gradient reduce-scatter and parameter all-gather around the optimizer on compute."""
+    B1 B0 (each with its W fused: GPipe does not split the backward) on compute; its communication stream holds
+    each F's A2A, then the tail's gradient reduce-scatter and parameter all-gather around the optimizer on
+    compute; the two sendF are on the pipeline stream of their own."""
     builder = ProgramBuilder(get_schedule("gpipe")(2, 2), uniform(2, 1.0, 1.5, 0.5, comm=0.25), 0.125,
                              TailSpec(0.5, 0.25, 0.125))
     rank0, rank1 = builder.build()
     assert labels(rank0.compute) == ["F:F0@0", "F:F1@0", "B:B1@0", "W:W1@0", "B:B0@0", "W:W0@0",
                                      "optimizer:opt-1@-1"]
-    assert labels(rank0.comm) == ["A2A:F0@0", "sendF:F0@0", "A2A:F1@0", "sendF:F1@0",
-                                  "grad_reduce_scatter:dp-1@-1", "param_all_gather:dp-1@-1"]
+    assert labels(rank0.comm) == ["A2A:F0@0", "A2A:F1@0", "grad_reduce_scatter:dp-1@-1",
+                                  "param_all_gather:dp-1@-1"]
+    assert labels(rank0.pp) == ["sendF:F0@0", "sendF:F1@0"]
     # The last stage sends its input gradients back (each after its fused W), no activations on.
-    assert labels(rank1.comm)[2:4] == ["sendB:B1@1", "sendB:B0@1"]
-    assert "sendF" not in [t.label for t in rank1.comm]
+    assert labels(rank1.pp) == ["sendB:B1@1", "sendB:B0@1"]
     assert [t.duration_s for t in rank0.compute[:3]] == [1.0, 1.0, 1.5]
-    send = rank0.comm[1]
-    assert (send.stream, send.duration_s, send.group) == (Stream.COMM, 0.125, None)
+    send = rank0.pp[0]
+    assert (send.stream, send.duration_s, send.group) == (Stream.PP, 0.125, None)
     # A send waits for the end of its chunk (the A2A, the chain's last task); rank 1's F0 waits for the send.
     assert send.deps == [rank0.comm[0].done]
     assert rank1.compute[0].deps == [send.done]
     tail = rank0.comm[-2]
-    assert tail.group == "tail" and sorted(tail.deps) == sorted([rank0.compute[-2].done, rank0.comm[-3].done])
+    assert tail.group == "tail" and sorted(tail.deps) == sorted([rank0.compute[-2].done, rank0.comm[-3].done,
+                                                                 rank0.pp[-1].done])
     # Every task's completion is its own signal.
     dones = [t.done for p in (rank0, rank1) for q in p.queues for t in q]
     assert len(set(dones)) == len(dones) == builder.signals
@@ -56,7 +60,7 @@ def test_compiler_keeps_only_waits_across_streams_and_numbers_slots_per_rank():
     # F0's A2A on the comm stream waits for F0's compute (rank 0's slot 0): a wait across streams.
     assert rank0.comm[0].inputs == ((0, rank0.compute[0].slot),)
     # Rank 1's F0 waits for rank 0's send.
-    assert rank1.compute[0].inputs == ((0, rank0.comm[1].slot),)
+    assert rank1.compute[0].inputs == ((0, rank0.pp[0].slot),)
     # Slots go only to tasks something on another stream waits for, numbered 0 … n−1 per producing rank.
     for rank, program in enumerate(programs):
         used = sorted(t.slot for q in program.queues for t in q if t.slot >= 0)
@@ -107,8 +111,56 @@ def test_an_overlapped_pair_is_issued_in_the_order_of_deepseeks_trace():
     compute = [t for t in rank0.compute if (t.phase, t.micro_batch, t.stage) in in_pair]
     comm = [t for t in rank0.comm if (t.phase, t.micro_batch, t.stage) in in_pair]
     assert labels(compute) == ["ATTN:F3@0", "MLP:B5@3", "MLP:W5@3", "MLP:F3@0", "ATTN:B5@3", "ATTN:W5@3"]
-    assert labels(comm) == ["COMBINE:B5@3", "DISPATCH:F3@0", "DISPATCH:B5@3", "sendB:B5@3", "COMBINE:F3@0",
-                            "sendF:F3@0"]
+    assert labels(comm) == ["COMBINE:B5@3", "DISPATCH:F3@0", "DISPATCH:B5@3", "COMBINE:F3@0"]
+    # The sends go on the pipeline stream, never queued behind the pair's all-to-alls.
+    sends = [t for t in rank0.pp if (t.phase, t.micro_batch, t.stage) in in_pair]
+    assert labels(sends) == ["sendB:B5@3", "sendF:F3@0"]
     mlp_b, mlp_w, attn_b, attn_w = compute[1], compute[2], compute[4], compute[5]
     assert mlp_w.deps == [mlp_b.done]
     assert attn_w.deps == [mlp_w.done, attn_b.done]
+
+
+def test_compute_beside_communication_runs_on_the_reduced_sms_and_alone_on_all():
+    """Each compute segment is priced 1 s on the SMs left beside communication and 0.75 s on all of them.
+    DualPipe's overlapped pair F3@0+BW5@3 runs its compute beside the pair's dispatch and combine: 1 s each;
+    rank 0's first chunk F0@0 runs alone (its dispatch and combine in series with its compute): 0.75 s each.
+    Communication keeps its one price."""
+    def alone(seg: Segment) -> Segment:
+        return replace(seg, full_s=0.75) if seg.stream is Stream.COMPUTE else seg
+
+    prices = [replace(p, segments={ph: tuple(alone(s) for s in segs) for ph, segs in p.segments.items()})
+              for p in one_layer(4)]
+    schedule = get_schedule("dualpipe")(4, 8)
+    (rank0, *_) = ProgramBuilder(schedule, prices, 0.1, NO_TAIL).build()
+    in_pair = {("F", 3, 0), ("B", 5, 3), ("W", 5, 3)}
+    pair = [t for t in rank0.compute if (t.phase, t.micro_batch, t.stage) in in_pair]
+    assert [t.duration_s for t in pair] == [1.0] * 6
+    first = [t for t in rank0.compute if (t.phase, t.micro_batch, t.stage) == ("F", 0, 0)]
+    assert [t.label for t in first] == ["ATTN", "MLP"] and [t.duration_s for t in first] == [0.75, 0.75]
+    assert {t.duration_s for t in rank0.comm if t.label in ("DISPATCH", "COMBINE")} == {1.0}
+
+
+def test_the_pricer_prices_compute_on_both_sm_counts():
+    """A segment's ``duration_s`` is its ops on gpu.sms − comm_sms SMs, ``alone_s`` on all of them; a
+    communication segment has one price."""
+    from simulator.network import AnalyticNetwork
+    from simulator.pricing import Pricer
+    from simulator.simulate import cost_model_for
+    from workloads.loader import load_scenario
+    from workloads.model import build_stages
+
+    scenario = load_scenario(preset="deepseek-v2-lite-h800")
+    sms, reserved = scenario.cluster.gpu.sms, scenario.training.comm_sms
+    assert reserved > 0
+    cost_model = cost_model_for(scenario)
+    pricer = Pricer(scenario, cost_model, AnalyticNetwork(scenario))
+    stage = next(s for s in build_stages(scenario) if s.layers)
+    component = next(c for c in stage.forward.components if c.name == "MLP")
+    (seg, *_) = [s for s in pricer.component_segments(stage.forward) if s.name == f"MLP{component.layer}"]
+    gap = cost_model.launch_gap_s
+    assert seg.duration_s == pytest.approx(sum(gap + cost_model.op_time_s(op, sms - reserved)
+                                               for op in component.ops), rel=1e-12)
+    assert seg.alone_s == pytest.approx(sum(gap + cost_model.op_time_s(op, sms) for op in component.ops), rel=1e-12)
+    assert seg.alone_s < seg.duration_s
+    dispatch = next(s for s in pricer.component_segments(stage.forward) if s.component == "DISPATCH")
+    assert dispatch.full_s is None and dispatch.alone_s == dispatch.duration_s

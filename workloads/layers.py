@@ -256,10 +256,14 @@ class LayerBuilder:
                 self.kernel(out, "ATTN", f"router.small{i}", phase, OpClass.ROUTER, 0.0)
 
     def ep_notify(self, out: LayerOps, component: str, phase: Phase) -> None:
-        """DeepEP's layout/notify kernel: every rank tells its EP peers how many tokens it sends each expert."""
+        """DeepEP's layout/notify kernel: every rank tells its EP peers how many tokens it sends each expert.
+        Before the forward dispatch the host waits for the counts received (``training.dispatch_host_sync``);
+        the backward reuses the forward's layout (DeepEP's cached handle), and the combine needs no counts."""
         experts = self.s.model.moe.routed_experts
+        sync = component == "DISPATCH" and phase is Phase.F and self.s.training.dispatch_host_sync
         out.add(component, Op(f"{component.lower()}_notify.{phase.value}", Kind.COMM, phase, component, "fp32",
-                              comm=Comm(Pattern.ALL_TO_ALL, "ep", experts * FP32), kernel=OpClass.EP_NOTIFY))
+                              comm=Comm(Pattern.ALL_TO_ALL, "ep", experts * FP32), kernel=OpClass.EP_NOTIFY,
+                              host_sync=sync))
 
     def moe(self, out: LayerOps) -> None:
         """Gate, DISPATCH, routed experts as grouped GEMMs, shared experts, COMBINE (EP over ``ep`` GPUs)."""

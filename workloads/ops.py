@@ -21,8 +21,13 @@ class Kind(str, Enum):
 
 
 class Stream(str, Enum):
+    """The in-order streams of a GPU. Pipeline send/recv has its own stream, as DualPipe and Megatron run it
+    (DualPipe issues its P2P ops with ``dist.batch_isend_irecv`` apart from DeepEP's buffer kernels; Megatron's
+    ``p2p_communication`` batches them on NCCL's own stream), so it never queues behind an expert all-to-all."""
+
     COMPUTE = "compute"
     COMM = "comm"
+    PP = "pp"
 
 
 class Phase(str, Enum):
@@ -125,11 +130,14 @@ class Op:
     comm: Comm | None = None
     recompute: bool = False
     kernel: OpClass | None = None  # set for elementwise and comm ops; GEMMs and attention derive it
+    host_sync: bool = False  # the launching host thread waits here until the GPU has drained to this op
 
     @property
     def stream(self) -> Stream:
         """Communication ops, and the kernels DeepEP's dispatch and combine run beside them (the cast of a
-        gradient before its FP8 dispatch), run on the communication stream."""
+        gradient before its FP8 dispatch), run on the communication stream; pipeline send/recv on its own."""
+        if self.comm is not None and self.comm.pattern is Pattern.SEND_RECV:
+            return Stream.PP
         return Stream.COMM if self.kind is Kind.COMM or self.component in COMM_COMPONENTS else Stream.COMPUTE
 
     @property

@@ -18,6 +18,10 @@ from topologies.gpus import gpu_spec
 from workloads import quantities as q
 
 Dtype = Literal["fp8", "bf16", "fp32"]
+# What a step captures in CUDA graphs, as Megatron-LM names it: per-layer modules (--cuda-graph-modules attn, mlp,
+# moe, moe_router, moe_preprocess) or the whole forward-backward (--cuda-graph-impl full_iteration);
+# docs.nvidia.com/megatron/user-guide/features/cuda-graph.
+CudaGraphScope = Literal["attn", "mlp", "moe", "moe_router", "moe_preprocess", "full_iteration"]
 Fraction = q.FRACTION.field()
 # Fields renamed so that their unit cannot be misread; the old name gets this hint instead of "unknown field".
 RENAMED = {
@@ -224,6 +228,20 @@ class Training(_Strict):
     master_weights: bool = True  # fp32 master copy beside the working weights
     weight_dtype: Dtype = "bf16"
     grad_dtype: Dtype = "fp32"
+    # A what-if: the regions captured in CUDA graphs (CudaGraphScope); each captured run of kernels costs the host
+    # one graph launch instead of one launch per kernel, and cannot synchronise with the host (a graph replays
+    # static shapes: Megatron's moe scope needs --moe-pad-expert-input-to-capacity, DeepEP a num_worst_tokens).
+    # Empty: nothing captured, Megatron's default (--cuda-graph-impl none).
+    cuda_graphs: list[CudaGraphScope] = []
+    # The forward dispatch waits on the host for the token counts it receives before sizing its buffers: DeepEP's
+    # normal-mode dispatch polls a host-mapped counter (moe_recv_counter, csrc/deep_ep.cpp intranode_dispatch /
+    # internode_dispatch) unless given a cached layout or num_worst_tokens; Megatron's alltoall dispatcher copies
+    # tokens_per_expert to the host (megatron/core/transformer/moe/token_dispatcher.py). False: a worst-case token
+    # count sizes the buffers and the host does not wait.
+    dispatch_host_sync: bool = True
+    # Megatron-LM's --tp-comm-overlap (Transformer Engine userbuffers): each tensor-parallel collective split into
+    # chunks pipelined with the chunks of its row-parallel GEMM on fewer SMs (simulator/tp_overlap.py).
+    tp_comm_overlap: bool = False
 
 
 class Straggler(_Strict):

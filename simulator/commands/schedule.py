@@ -57,7 +57,7 @@ def gantt_figure(timeline: Timeline, title: str):
     colours = {"F": "#4C78A8", "B": "#F58518", "W": "#54A24B", "opt": "#B279A2", "dp": "#9D755D"}
     names = {"F": "forward", "B": "backward (input)", "W": "backward (weight)", "opt": "optimizer",
              "dp": "data-parallel sync"}
-    rows = [f"rank {r} {s}" for r in timeline.row_ranks() for s in ("compute", "comm")]
+    rows = [f"rank {r} {s}" for r in timeline.row_ranks() for s in ("compute", "comm", "pp")]
     labelled = len(timeline.records) <= 3000  # labels on the bars only while they can be read
     fig = go.Figure()
     for phase in colours:

@@ -12,7 +12,8 @@ Step time bound (seconds), per pipeline rank r:
   segment also stalls the in-order compute stream, so that span counts whole;
 - in DualPipe(V), each chunk at least the busier of its compute and its communication (each stream is in order);
 - plus the forwards of the stages before rank r's first chunk (in DualPipe, of the nearer end), and (when
-  backward computes its weight gradients in place) the backwards of stages r−1 … 0 that must follow its last.
+  backward computes its weight gradients in place) the backwards of stages r−1 … 0 that must follow its last;
+- and at least the time its host thread takes to launch all its chunks' kernels (simulator.host).
 The step is at least the largest such sum, plus the tail (gradient sync, optimizer step, parameter sync) that
 follows every rank's last task.
 Memory bound (GB): weights, gradients and optimizer states of the stages a rank holds (sharded by the ZeRO
@@ -54,28 +55,34 @@ class KindPrice:
     activation_bytes: float
     dense_params: float
     expert_params: float
+    host_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the host's launch time per phase (simulator.host)
 
     def __add__(self, other: "KindPrice") -> "KindPrice":
         return KindPrice(tuple(a + b for a, b in zip(self.compute_s, other.compute_s)),
                          tuple(a + b for a, b in zip(self.span_s, other.span_s)),
                          self.activation_bytes + other.activation_bytes, self.dense_params + other.dense_params,
-                         self.expert_params + other.expert_params)
+                         self.expert_params + other.expert_params,
+                         tuple(a + b for a, b in zip(self.host_s, other.host_s)))
 
     def times(self, n: int) -> "KindPrice":
         return KindPrice(tuple(n * a for a in self.compute_s), tuple(n * a for a in self.span_s),
-                         n * self.activation_bytes, n * self.dense_params, n * self.expert_params)
+                         n * self.activation_bytes, n * self.dense_params, n * self.expert_params,
+                         tuple(n * a for a in self.host_s))
 
 
 ZERO = KindPrice((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0.0, 0.0, 0.0)
 
 
-def _span(pricer: Pricer, chunk) -> tuple[float, float]:
-    """(compute seconds, seconds from the first compute segment's start to the last one's end) of a chunk."""
+def _span(pricer: Pricer, chunk) -> tuple[float, float, float]:
+    """(compute seconds, seconds from the first compute segment's start to the last one's end, the host's
+    seconds to launch its kernels) of a chunk. Compute at its all-SM price (a chunk may run with no
+    communication beside it, simulator.program): still a lower bound."""
     segments = pricer.component_segments(chunk)
-    compute = sum(s.duration_s for s in segments if s.stream is Stream.COMPUTE)
+    compute = sum(s.alone_s for s in segments if s.stream is Stream.COMPUTE)
     idx = [i for i, s in enumerate(segments) if s.stream is Stream.COMPUTE]
-    span = sum(s.duration_s for s in segments[idx[0]:idx[-1] + 1]) if idx else 0.0
-    return compute, span
+    span = sum(s.alone_s for s in segments[idx[0]:idx[-1] + 1]) if idx else 0.0
+    host = sum(s.host.launch_s for s in segments if s.host is not None)
+    return compute, span, host
 
 
 class PriceCache:
@@ -161,7 +168,7 @@ class PriceCache:
             else:
                 dense, expert = stage_parameters(scenario, layers, first=first, last=False)
             return KindPrice(tuple(s[0] for s in spans), tuple(s[1] for s in spans), forward.activation_bytes,
-                             dense, expert)
+                             dense, expert, tuple(s[2] for s in spans))
 
         embed = LayerOps(-1)
         builder.embedding(embed)
@@ -221,6 +228,7 @@ class RankFigures:
     work_s: tuple[float, ...]  # per micro-batch, from the schedule's placement alone (the quick bound)
     serial_s: tuple[float, ...]  # the same with no overlap of compute and communication at all (an estimate)
     activation_bytes: tuple[float, ...]  # of the chunk the quick memory bound counts per held micro-batch
+    host_s: tuple[float, ...] = ()  # per micro-batch, the host's time to launch the rank's kernels
 
 
 PHASES = {"F": 0, "B": 1, "W": 2}
@@ -259,8 +267,9 @@ def rank_figures(stages: list[KindPrice], schedule: str, pp: int, virtual: int) 
     dense = tuple(sum(stages[s].dense_params for s in own) for own in held)
     expert = tuple(sum(stages[s].expert_params for s in own) for own in held)
     shares, _ = rank_shares(schedule, pp, virtual)
-    work, serial = [], []
+    work, serial, host = [], [], []
     for share in shares:
+        host.append(sum(f * sum(stages[s].host_s) for s, f in share))
         if schedule in OVERLAPPING:  # each in-order stream carries all of its own work
             compute = sum(f * sum(stages[s].compute_s) for s, f in share)
             comm = sum(f * (sum(stages[s].span_s) - sum(stages[s].compute_s)) for s, f in share)
@@ -274,7 +283,7 @@ def rank_figures(stages: list[KindPrice], schedule: str, pp: int, virtual: int) 
         act = tuple(stages[r].activation_bytes for r in range(pp))
     else:
         act = tuple(min(stages[s].activation_bytes for s in own) for own in held)
-    return RankFigures(tuple(stages), tuple(before), dense, expert, tuple(work), tuple(serial), act)
+    return RankFigures(tuple(stages), tuple(before), dense, expert, tuple(work), tuple(serial), act, tuple(host))
 
 
 def bubble_fraction(c: Candidate) -> float:
@@ -294,7 +303,8 @@ def bubble_fraction(c: Candidate) -> float:
 def quick_step_lower_bound_s(fig: RankFigures, c: Candidate) -> float:
     """A looser step-time bound from the schedule's placement alone (no program walk), in seconds."""
     m = c.micro_batches
-    return max(b + m * w for w, b in zip(fig.work_s, fig.before_s))
+    # The host issues every kernel of the rank, whatever the GPU does meanwhile.
+    return max(max(b + m * w, m * h) for w, b, h in zip(fig.work_s, fig.before_s, fig.host_s))
 
 
 def estimate_step_s(fig: RankFigures, c: Candidate) -> float:
@@ -322,7 +332,9 @@ def step_lower_bound_s(fig: RankFigures, c: Candidate, tail_s: float = 0.0) -> f
     best = 0.0
     for rank, counts in enumerate(steps):
         work = sum(n * step_s(fig.stages, overlapped, chunks) for (overlapped, chunks), n in counts)
-        best = max(best, fig.before_s[rank] + work)
+        # The host issues every kernel of the rank, whatever the GPU does meanwhile (simulator.host).
+        host = sum(n * sum(fig.stages[s].host_s[PHASES[ph]] for s, ph in chunks) for (_, chunks), n in counts)
+        best = max(best, fig.before_s[rank] + work, host)
     return best + tail_s
 
 

@@ -14,6 +14,7 @@ STEP_PARTS = (  # field, legend name, colour
     ("backward_weight_s", "backward (weight)", "#54A24B"),
     ("optimizer_s", "optimizer", "#B279A2"),
     ("exposed_comm_s", "exposed communication", "#E45756"),
+    ("host_bound_s", "host-bound (GPU waits for the CPU)", "#F2CF5B"),
     ("bubble_s", "bubble", "#D3D3D3"),
 )
 MEMORY_PARTS = (
@@ -33,7 +34,8 @@ def step_breakdown_figure(stages: list[dict], step_time_s: float) -> go.Figure:
     fig = go.Figure()
     x = _ranks(stages)
     for field, name, colour in STEP_PARTS:
-        fig.add_trace(go.Bar(x=x, y=[s[field] for s in stages], name=name, marker_color=colour,
+        # .get: results saved before the host was modelled have no host_bound_s
+        fig.add_trace(go.Bar(x=x, y=[s.get(field, 0.0) for s in stages], name=name, marker_color=colour,
                              hovertemplate=f"{name}: %{{y:.3f}} s<extra>%{{x}}</extra>"))
     fig.add_hline(y=step_time_s, line_dash="dot", annotation_text=f"step {step_time_s:.3f} s")
     fig.update_layout(title="step-time breakdown per pipeline rank", barmode="stack", yaxis_title="seconds",

@@ -43,8 +43,8 @@ METRICS = (
     Metric("gpus", "GPUs", "{:,}", True),
 )
 STAGE_FIELDS = (("forward_s", "forward"), ("backward_input_s", "bwd input"), ("backward_weight_s", "bwd weight"),
-                ("optimizer_s", "optimizer"), ("exposed_comm_s", "exposed comm"), ("bubble_s", "bubble"),
-                ("peak_memory_gb", "memory"))
+                ("optimizer_s", "optimizer"), ("exposed_comm_s", "exposed comm"), ("host_bound_s", "host-bound"),
+                ("bubble_s", "bubble"), ("peak_memory_gb", "memory"))
 
 
 def metric_values(summary: dict) -> dict[str, float]:
@@ -92,7 +92,8 @@ def stage_deltas(base: dict, other: dict) -> list[dict[str, float]] | None:
     a, b = base["stages"], other["stages"]
     if len(a) != len(b):
         return None
-    return [{f: sb[f] - sa[f] for f, _ in STAGE_FIELDS} for sa, sb in zip(a, b)]
+    # .get: results saved before the host was modelled have no host_bound_s
+    return [{f: sb.get(f, 0.0) - sa.get(f, 0.0) for f, _ in STAGE_FIELDS} for sa, sb in zip(a, b)]
 
 
 def compare_table_html(names: list[str], summaries: list[dict]) -> str:
@@ -117,7 +118,7 @@ def breakdown_overlay(names: list[str], summaries: list[dict]) -> go.Figure:
     parts = [name for _, name, _ in STEP_PARTS]
     for i, (name, s) in enumerate(zip(names, summaries)):
         n = max(1, len(s["stages"]))
-        y = [sum(st[f] for st in s["stages"]) / n for f, _, _ in STEP_PARTS]
+        y = [sum(st.get(f, 0.0) for st in s["stages"]) / n for f, _, _ in STEP_PARTS]
         fig.add_trace(go.Bar(x=parts, y=y, name=name, marker_color=PALETTE[i % len(PALETTE)],
                              hovertemplate=f"{name}<br>%{{x}}: %{{y:.3f}} s per rank<extra></extra>"))
     fig.update_layout(title="step-time breakdown, mean over pipeline ranks", barmode="group",

@@ -7,7 +7,8 @@ one cell per rank row and pixel column, coloured by what occupies most of that c
 and when zoomed in far enough the ops themselves as bars with full hover. Either way micro-batch numbers sit
 on chunks wide enough to hold them. The same data feeds the static report and the Dash dashboard.
 
-Rows are (rank, stream): one ``compute`` and one ``comm`` row per rank. On compute rows the gaps are marked:
+Rows are (rank, stream): one ``compute`` and one ``comm`` row per rank (pipeline sends drawn on the comm row,
+the GPU's waits for its host thread, "host-bound", on the compute row). On compute rows the gaps are marked:
 time the rank's communication stream is busy is *exposed communication*, the rest is *bubble*, exactly as
 :mod:`simulator.metrics` counts them, so the marks on a row add up to its stage's ``exposed_comm_s`` and
 ``bubble_s``. When micro-batches travel the pipeline in two directions (DualPipe feeds both ends, DualPipeV
@@ -34,10 +35,12 @@ OTHER_STYLES = {  # style key -> (legend name, colour, kind)
     "comm-W": ("communication (weight)", "#8CD17D", "task"),
     "send": ("pipeline send / recv", "#BAB0AC", "task"),
     "dp": ("gradient / parameter sync", "#9D755D", "task"),
+    "host": ("host-bound (GPU waits for the CPU to launch)", "#F2CF5B", "task"),
     "exposed": ("exposed communication (compute idle, comm busy)", "#E45756", "mark"),
     "bubble": ("bubble (both streams idle)", "#D9D9D9", "mark"),
 }
 STREAMS = ("compute", "comm")
+COMM_STREAMS = ("comm", "pp")  # drawn on a rank's comm row: collectives and pipeline send/recv
 
 
 def row_name(rank: int, stream: str) -> str:
@@ -65,9 +68,11 @@ def directions(records: list[tuple], pipeline_rank: dict[int, int] | None = None
 
 
 def style_key(stream: str, label: str, phase: str, direction: int, two_way: bool) -> str:
+    if stream == "host":
+        return "host"
     if label.startswith("send"):
         return "send"
-    if stream == "comm":
+    if stream in COMM_STREAMS:
         return f"comm-{phase}" if phase in PHASE_NAMES else phase
     if phase in PHASE_NAMES:
         return f"{phase}{'-up' if two_way and direction < 0 else ('-down' if two_way else '')}"
@@ -165,10 +170,11 @@ def timeline_data(records: list[tuple], ranks: int, makespan_s: float, title: st
         if key not in style_index:  # a phase this table does not know still gets drawn, in grey
             table[key] = (key, "#888888", "task")
             style_index[key] = len(style_index)
-        row = row_index[(rank, "comm" if stream == "comm" else "compute")]
+        comm = stream in COMM_STREAMS
+        row = row_index[(rank, "comm" if comm else "compute")]
         ops.append((start, row, end, style_index[key], labels.setdefault(label, len(labels)), mb, stage))
-        busy[rank][stream if stream == "comm" else "compute"].append((start, end))
-        if stream != "comm" and mb >= 0 and phase in PHASE_NAMES:
+        busy[rank]["comm" if comm else "compute"].append((start, end))
+        if not comm and stream != "host" and mb >= 0 and phase in PHASE_NAMES:
             extent = chunks.setdefault((row, mb, phase, stage), [start, end])
             extent[0], extent[1] = min(extent[0], start), max(extent[1], end)
     tasks = len(ops)
