@@ -16,6 +16,8 @@ source), recorded in :attr:`CostModel.fallbacks`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from calibration.fit import ClassModel, class_label, class_models, peak_per_s, point_bytes, point_work
 from calibration.profile import Profile, same_design_profiles
 from calibration.shape_model import ceiling_key, class_ceilings, shape_model_s, tile_use
@@ -54,6 +56,19 @@ def point_op(point) -> Op:
               shape)
 
 
+@dataclass(frozen=True)
+class OutsideOp:
+    """An op priced outside every curve's measured domain, by the shape model: what, why and at what rate."""
+
+    op: str  # the op's name, e.g. ``head.F``
+    label: str  # its class and dtype, e.g. ``gemm.fprop bf16``
+    shape: str  # e.g. ``4096×129280×7168``
+    why: str  # e.g. ``n=129280 > 7168 measured (NVIDIA H800 in-situ trace, gemm)``
+    tflops: float  # the rate it was priced at
+    sms: int
+    note: str  # all of it, in one sentence
+
+
 class CostModel:
     """Prices compute ops for one GPU spec (a :class:`workloads.scenario.GpuSpec`) from one or more profiles.
 
@@ -79,6 +94,7 @@ class CostModel:
         references = same_design_profiles(gpu) if references is None else references
         self.ceilings = class_ceilings([*self.profiles, *references], kernels)
         self._outside: dict[tuple, str] = {}  # priced ops (cache key) → why the shape model priced them
+        self.outside: dict[str, OutsideOp] = {}  # op name → what the shape model priced (first SM count asked)
         gap = next((p.launch_gap for p in self.profiles if p.launch_gap is not None), None)
         self.launch_gap_s = gap.value_us * 1e-6 if gap is not None else 0.0
         self.launch_gap_source = gap.source if gap is not None else ""
@@ -268,14 +284,37 @@ class CostModel:
         seconds = max(seconds, self.fastest_s(op, sms, layout))
         _, tiles = tile_use(op.kind.value, shape, groups, sms)
         self.sources.setdefault(label, f"shape model (efficiency {efficiency:.3f})")
-        note = f"{label}/outside/{op.name}"
-        if note not in self.fallbacks:
+        if op.name not in self.outside:
             tflops = op.flops / seconds / 1e12
-            self.fallbacks[note] = (
-                f"{label} ({op.name} {'×'.join(map(str, op.shape))}): outside measured range: {why}; priced by the "
-                f"shape model at {tflops:.0f} TFLOPS on {sms} SMs ({tiles}; full-wave efficiency {efficiency:.3f} "
-                f"from {source})")
+            shape_text = "×".join(map(str, op.shape))
+            self.outside[op.name] = OutsideOp(
+                op.name, label, shape_text, why, tflops, sms,
+                f"{label} ({op.name} {shape_text}): outside measured range: {why}; priced by the shape model at "
+                f"{tflops:.0f} TFLOPS on {sms} SMs ({tiles}; full-wave efficiency {efficiency:.3f} from {source})")
         return seconds
+
+    def outside_summary(self) -> str | None:
+        """One line naming the ops priced outside their measured range (by class and dtype), or None."""
+        if not self.outside:
+            return None
+        groups: dict[str, dict[str, list[str]]] = {}
+        rates: dict[str, list[float]] = {}
+        for o in self.outside.values():
+            kind = o.label.split(".")[0] + " " + o.label.split()[-1]  # "gemm bf16"
+            base, _, phase = o.op.rpartition(".")
+            phases = groups.setdefault(kind, {}).setdefault(base or o.op, [])
+            if phase and phase not in phases:
+                phases.append(phase)
+            rates.setdefault(kind, []).append(o.tflops)
+        parts = []
+        for kind, ops in groups.items():
+            low, high = min(rates[kind]), max(rates[kind])
+            rate = f"{low:.0f}" if round(low) == round(high) else f"{low:.0f}–{high:.0f}"
+            names = ", ".join(f"{base}.{'/'.join(sorted(ph, key='FBW'.find))}" if ph else base
+                              for base, ph in ops.items())
+            parts.append(f"{names} ({kind}, {rate} TFLOPS)")
+        return (f"{len(self.outside)} ops priced outside their measured range by the shape model: "
+                f"{'; '.join(parts)}; --op-classes lists each and why")
 
 
 def _attention_layout(op: Op, layout: str | None) -> str:

@@ -74,7 +74,7 @@ def validation_rows(profile: Profile | list[Profile], gpu, repo_root: Path) -> t
         op = _op(p.op, p.dtype, p.shape, p.groups, p.layout, p.flops_executed(), point_bytes(p))
         rows.append(Row(f"DeepGEMM {p.layout}", p.kernel, _shape(p.groups, p.shape), gpu.sms,
                         p.seconds() * 1e6, model.op_time_s(op, gpu.sms, p.layout) * 1e6))
-        notes.update(model.fallbacks.values())
+        notes.update([*model.fallbacks.values(), *(o.note for o in model.outside.values())])
     trace = find_trace(repo_root)
     kernels = extract(trace) if trace else committed_excerpt()
     origin = str(trace) if trace else "calibration/profiles/h800-trace-kernels.csv (committed excerpt)"
@@ -91,7 +91,7 @@ def validation_rows(profile: Profile | list[Profile], gpu, repo_root: Path) -> t
         op = _op(k.op, k.dtype, k.shape, k.groups, k.layout, flops, nbytes)
         rows.append(Row(f"trace {k.phase} L{k.layer}", k.kernel, _shape(k.groups, k.shape), TRACE_SMS,
                         k.duration_us, model.op_time_s(op, TRACE_SMS, k.layout) * 1e6))
-        notes.update(model.fallbacks.values())
+        notes.update([*model.fallbacks.values(), *(o.note for o in model.outside.values())])
     return rows, sorted(notes), origin
 
 

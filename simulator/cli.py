@@ -169,6 +169,15 @@ def print_op_classes(result) -> None:
                       f"{sum(r['kernel_s'] for r in rows) * 1e3:.3f}",
                       f"{sum(r['launch_gap_s'] for r in rows) * 1e3:.3f}", "", style="bold")
     console.print(table)
+    if result.outside_range:
+        outside = Table(title="ops of the whole step priced outside their measured range, by the shape model",
+                        title_justify="left")
+        for col in ("op", "class", "shape", "outside measured range", "TFLOPS"):
+            outside.add_column(col, justify="right" if col == "TFLOPS" else "left",
+                               overflow="fold", no_wrap=col in ("op", "TFLOPS"))
+        for o in result.outside_range:
+            outside.add_row(o["op"], o["label"], o["shape"], o["why"], f"{o['tflops']:.0f} on {o['sms']} SMs")
+        console.print(outside)
 
 
 @presets_app.command("list")

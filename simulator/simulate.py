@@ -79,6 +79,8 @@ class Result:
     # One transformer layer (the first MoE layer) per op class: ops, kernel_s, launch_gap_s, priced_by.
     op_classes: list[dict] = field(default_factory=list)
     cost_model_sources: dict[str, str] = field(default_factory=dict)  # op class and dtype → what priced it
+    # Ops priced outside every curve's measured range (by the shape model): op, label, shape, why, tflops, sms, note.
+    outside_range: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         # Without the timeline: asdict would deep-copy its records first (seconds for DeepSeek-V3's 75,184).
@@ -123,8 +125,8 @@ def make_network(scenario: Scenario) -> NetworkModel:
     """The network model ``run.network`` names: closed-form ``analytic``, or ``flow``, links on the cluster
     graph shared in simulated time by all concurrent traffic (:mod:`simulator.network.shared`).
 
-    Link or switch faults need routes, so with ``faults.links`` ``analytic`` scales its closed-form prices by the
-    slowdown the faults cause on the cluster graph (:mod:`simulator.network.faulted`).
+    Link or switch faults need routes, so with ``faults.links`` ``analytic`` adds to its closed-form prices the
+    time the faults add on the cluster graph (:mod:`simulator.network.faulted`).
     """
     if scenario.run.network == "flow":
         from simulator.network.shared import SharedNetwork
@@ -229,9 +231,11 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
         stages=stage_results,
         parameters={"total": counts.total, "activated": counts.activated, "mtp": counts.mtp},
         reliability=goodput.to_dict(),
-        cost_model_notes=sorted(cost_model.fallbacks.values()) + host_notes(pricer, scenario),
+        cost_model_notes=sorted(cost_model.fallbacks.values()) + [n for n in [cost_model.outside_summary()] if n]
+        + host_notes(pricer, scenario),
         sim_wall_s=time.perf_counter() - wall, events=timeline.events,
         timeline=timeline if keep_timeline else None, fidelity=scenario.run.fidelity,
         simulated_units=timeline.units, tasks=timeline.tasks, simpy_events=timeline.simpy_events,
         network=scenario.run.network, op_classes=op_classes,
-        cost_model_sources=dict(sorted(cost_model.sources.items())))
+        cost_model_sources=dict(sorted(cost_model.sources.items())),
+        outside_range=[asdict(o) for o in sorted(cost_model.outside.values(), key=lambda o: o.op)])

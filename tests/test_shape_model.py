@@ -4,6 +4,10 @@ and extrapolation error measured by `calibrate validate`."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -66,9 +70,16 @@ def test_the_calibrated_island_does_not_move():
 
 def test_deepseek_v3_output_head_is_priced_by_the_shape_model():
     result = simulate(load_scenario(preset="deepseek-v3-h800"))
-    head = [n for n in result.cost_model_notes if "(head.F 4096×129280×7168)" in n]
+    head = [o for o in result.outside_range if o["op"] == "head.F"]
     assert len(head) == 1
-    assert "outside measured range: n=129280 > 7168 measured" in head[0] and "priced by the shape model" in head[0]
+    assert head[0]["shape"] == "4096×129280×7168" and head[0]["why"].startswith("n=129280 > 7168 measured")
+    assert "outside measured range: n=129280 > 7168 measured" in head[0]["note"]
+    assert "priced by the shape model" in head[0]["note"]
+    # The run's notes name the ops in one line: the head's three passes, the MTP projection's, the dense FFN's.
+    summary = [n for n in result.cost_model_notes if "outside their measured range" in n]
+    assert summary == ["9 ops priced outside their measured range by the shape model: ffn.up.F/B/W (gemm fp8, "
+                       "772–921 TFLOPS); mtp_proj.F/B/W, head.F/B/W (gemm bf16, 674 TFLOPS); --op-classes lists "
+                       "each and why"]
     # The head's 4096×129280×7168 forward on the 112 SMs left beside communication: 64,640 tiles of 128×64 in 578
     # waves, clamped at the fastest measured BF16 GEMM on this SM design (MAMF, 794.5 TFLOPS on all 132 SMs).
     model = CostModel(load_profiles(None, "h800"), H800, "cutlass")
@@ -140,3 +151,13 @@ def test_calibrate_validate_measures_extrapolation(runner):
     assert len(gemm["small→large"]["shape_model_errors"]) == len(gemm["small→large"]["curve_errors"])
     every = {c["class"]: c["errors"] for c in data["shape_model"]}
     assert len(every["gemm bf16"]) == 26 and len(every["attention/causal_fwd bf16"]) == 6
+
+
+def test_op_classes_lists_every_op_outside_its_measured_range():
+    """`simulate --op-classes` prints the whole step's out-of-range ops (the head is outside the layer table)."""
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-m", "simulator.cli", "simulate", "--op-classes"], env=env,
+                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    rows = [line for line in done.stdout.splitlines() if line.startswith("│ head.")]
+    assert [row.split("│")[1].strip() for row in rows] == ["head.B", "head.F", "head.W"]
+    assert "n=129280 > 7168 measured" in rows[1] and "674 on 112 SMs" in rows[1]
