@@ -293,6 +293,17 @@ class CostModel:
                 f"{tflops:.0f} TFLOPS on {sms} SMs ({tiles}; full-wave efficiency {efficiency:.3f} from {source})")
         return seconds
 
+    def notes(self) -> list[str]:
+        """What a run should be told about its pricing, one line per kind: the fallbacks (elementwise classes priced
+        by the memory roofline in one line), then the ops priced outside their measured range."""
+        roofline = sorted(k.split("/", 1)[1] for k in self.fallbacks if k.startswith("elementwise/"))
+        notes = sorted(v for k, v in self.fallbacks.items() if not k.startswith("elementwise/"))
+        if roofline:
+            how = self.fallbacks[f"elementwise/{roofline[0]}"].split(": ", 1)[1]
+            notes.insert(0, f"elementwise {', '.join(roofline)}: {how}")
+        summary = self.outside_summary()
+        return notes + ([summary] if summary else [])
+
     def outside_summary(self) -> str | None:
         """One line naming the ops priced outside their measured range (by class and dtype), or None."""
         if not self.outside:
