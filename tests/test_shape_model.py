@@ -161,3 +161,24 @@ def test_op_classes_lists_every_op_outside_its_measured_range():
     rows = [line for line in done.stdout.splitlines() if line.startswith("│ head.")]
     assert [row.split("│")[1].strip() for row in rows] == ["head.B", "head.F", "head.W"]
     assert "n=129280 > 7168 measured" in rows[1] and "674 on 112 SMs" in rows[1]
+
+
+def test_calibrate_run_refuses_a_measurement_faster_than_the_peak_in_one_line(runner, monkeypatch, tmp_path):
+    """A kernel timed faster than the catalogue's peak (a wrong catalogue entry, a broken timer) ends
+    `calibrate run` with the point named in one line, not a pydantic dump; nothing is written."""
+    import calibration.run
+
+    def measured(*args, **kwargs):
+        peaks = {"bf16_tflops": 989.4, "fp8_tflops": 1978.9, "hbm_tbps": 3.35, "sms": 132.0}
+        point = KernelPoint(op="gemm", dtype="bf16", shape=[4096, 4096, 4096], kernel="torch.mm", tflops=1500.0,
+                            source="calibrate run")
+        return Profile(device="NVIDIA H100 80GB HBM3", origin="measured", peaks=peaks, points=[point])
+
+    monkeypatch.setattr(calibration.run, "run_calibration", measured)
+    target = tmp_path / "gpu.json"
+    out = runner.invoke(app, ["calibrate", "run", "--device", "cpu", "-o", str(target)])
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    last = out.output.strip().splitlines()[-1]
+    assert last.startswith("error: calibrate run: points[0] (gemm torch.mm 4096×4096×4096 bf16): 1500.0 TFLOPS is "
+                           "faster than the bf16 peak of 989.4 TFLOPS"), out.output
+    assert not target.exists()

@@ -93,6 +93,9 @@ def run(device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu
     if device == "cuda" and not torch.cuda.is_available():
         fail(f"--device cuda: this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
     from calibration.run import run_calibration
+    from pydantic import ValidationError
+
+    from workloads.loader import format_validation_error
 
     command = "moesim " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("moesim", "cli.py")) else \
         f"moesim calibrate run --device {device}" + (" --quick" if quick else "") + \
@@ -104,11 +107,16 @@ def run(device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu
         def report(done: int, total: int, label: str) -> None:
             progress.update(task, completed=done, total=total, description=label)
 
+        problem = None
         try:
             profile = run_calibration(device, quick, op_list or None, preset_list or None, thread_list, command,
                                       on_progress=report)
+        except ValidationError as err:  # a measurement faster than the catalogue's peak (calibration.profile)
+            problem = f"calibrate run: {format_validation_error(err)} (the peaks are topologies/data/gpus.yaml's)"
         except ValueError as err:
-            fail(str(err))
+            problem = str(err)
+    if problem is not None:  # after the progress bar's last line, so the error is the output's last
+        fail(problem)
     profile.save(output)
     console.print(f"wrote {output}: {len(profile.points)} kernel points, {len(profile.collectives)} collective "
                   f"points on {profile.device}")
