@@ -24,7 +24,7 @@ from simulator.planner.bounds import (PriceCache, days_for, estimate_step_s, mem
                                       step_lower_bound_s)
 from simulator.planner.request import PlanRequest
 from simulator.planner.space import Candidate, Space, enumerate_space
-from simulator.sweep.row import OK
+from simulator.sweep.row import MEMORY_REASON, OK, over_memory
 from simulator.sweep.spec import Point, canonical, point_key
 from topologies.gpus import gpu_spec
 from workloads.errors import ScenarioError
@@ -122,9 +122,8 @@ def apply_bounds(c: Candidate, fig, request: PlanRequest, factors, hbm_gb: float
 def judge(c: Candidate, row: dict, request: PlanRequest) -> None:
     """Read a simulated row into the candidate's verdict."""
     c.row = row
-    if row.get("fits_in_memory") is False:
-        c.verdict = SIM_MEMORY
-        c.reason = f"peak memory {row['max_peak_memory_gb']:.1f} of {row['hbm_gb']:g} GB"
+    if over_memory(row):
+        c.verdict, c.reason = SIM_MEMORY, row["reason"].split(" (")[0].removeprefix(MEMORY_REASON)
         return
     if row["status"] != OK:
         c.verdict, c.reason = "simulated: invalid", row.get("reason", "")
