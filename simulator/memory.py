@@ -34,8 +34,7 @@ class MemoryBreakdown:
 def state_bytes(scenario: Scenario, dense_params: float, expert_params: float) -> tuple[float, float, float]:
     """(weights, gradients, optimizer) bytes on one GPU holding these parameters."""
     tr, par = scenario.training, scenario.parallelism
-    dense_shards = par.dp * par.cp
-    expert_shards = max(1, par.dp * par.cp * par.tp // par.ep)
+    dense_shards, expert_shards = par.dense_shards, par.expert_shards
 
     def sharded(bytes_per_param: float, from_stage: int) -> float:
         if par.zero_stage >= from_stage:

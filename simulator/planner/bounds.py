@@ -40,6 +40,7 @@ from workloads.layers import LayerBuilder, LayerOps
 from workloads.loader import validate
 from workloads.model import _chunks, _transformer_layer, stage_parameters
 from workloads.ops import DTYPE_BYTES, Stream
+from workloads.scenario import state_shards
 
 OVERLAPPING = ("dualpipe", "dualpipev")  # schedules that run a forward and a backward chunk at once
 FUSED_WEIGHT = ("gpipe", "1f1b", "interleaved")  # backward computes weight gradients in place
@@ -349,8 +350,7 @@ def memory_lower_bound_gb(fig: RankFigures, c: Candidate, factors: tuple[float, 
                           zero_stage: int, quick: bool = False) -> float:
     """Peak memory bound over pipeline ranks (GB) at this ZeRO stage (the sharding of simulator.memory), with the
     activations of the micro-batches the schedule's program must hold at once (:func:`programs`)."""
-    dense_shards = c.dp * c.cp
-    expert_shards = max(1, c.dp * c.cp * c.tp // c.ep)
+    dense_shards, expert_shards = state_shards(c.dp, c.cp, c.tp, c.ep)
     weights, grads, optimizer = factors
     per_full = (weights if zero_stage < 3 else 0.0) + (grads if zero_stage < 2 else 0.0) + \
         (optimizer if zero_stage < 1 else 0.0)

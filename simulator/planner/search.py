@@ -36,6 +36,7 @@ BOUND_BUDGET = "over budget even at its lower bound"
 BOUND_MEMORY = "does not fit in memory at any ZeRO stage (lower bound)"
 PRUNED = "its lower bound cannot beat the best simulated plan"
 CAPPED = "not simulated: --max-simulations reached"
+TIMED_OUT = "not simulated: --time-limit reached"
 SIM_MEMORY = "simulated: does not fit in memory"
 SIM_DEADLINE = "simulated: misses the deadline"
 SIM_BUDGET = "simulated: over budget"
@@ -48,7 +49,12 @@ class Outcome:
     space: Space
     simulated: list[Candidate] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
-    exact: bool = True  # False when --max-simulations stopped the search before the bounds closed it
+    exact: bool = True  # False when --max-simulations or --time-limit stopped it before the bounds closed it
+    stopped_by: str = ""  # CAPPED or TIMED_OUT when not exact
+    # When not exact: the candidates left that the bounds could not rule out, and the best of their lower bounds
+    # as (days, cost USD): how far the first plan is from proven.
+    open_candidates: int = 0
+    open_bound: tuple[float, float] | None = None
     closest: list[Candidate] = field(default_factory=list)  # when nothing meets every constraint
     wall_s: float = 0.0
     priced_kinds: int = 0
@@ -174,6 +180,7 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
             outcome.wall_s = time.perf_counter() - wall
             return outcome
         good: list[Candidate] = []
+        left: list[Candidate] = []  # not simulated when a limit stopped the search
         runs = Simulations(session, fingerprint, request, outcome)
         order = Ordering(live, request)
         queue = order.initial()
@@ -196,9 +203,11 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
                 if not worth_simulating(c, good, request):
                     outcome.dropped[PRUNED] += 1
                     continue
-                if len(outcome.simulated) >= request.max_simulations:
-                    outcome.dropped[CAPPED] += 1 + len(queue)
-                    outcome.exact = False
+                stop = CAPPED if len(outcome.simulated) >= request.max_simulations else \
+                    TIMED_OUT if time.perf_counter() - wall > request.time_limit_s else ""
+                if stop:
+                    outcome.exact, outcome.stopped_by = False, stop
+                    left += [c] + queue
                     queue = []
                     break
                 runs.submit(c)
@@ -218,6 +227,27 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
                     queue = order.learn(c, queue)
                 progress("simulating", len(outcome.simulated) - session.in_flight,
                          min(request.max_simulations, len(outcome.simulated) + len(queue)))
+        if not outcome.exact:  # what is left open: the candidates no simulated plan rules out, and their best bound
+            still = []
+            for c in left:
+                if not worth_simulating(c, good, request):
+                    outcome.dropped[PRUNED] += 1
+                    continue
+                verdict = apply_bounds(c, prices.figures(c), request, factors, gpu_spec(c.gpu)["hbm_gb"], seq,
+                                       quick=False, tail=prices.tail_s)  # the exact bounds, as the search would
+                if verdict:
+                    outcome.dropped[verdict] += 1
+                elif worth_simulating(c, good, request):
+                    still.append(c)
+                else:
+                    outcome.dropped[PRUNED] += 1
+
+            outcome.dropped[outcome.stopped_by] += len(still)
+            left = still
+            outcome.open_candidates = len(left)
+            if left:
+                best = min(left, key=lambda c: objective(request, c.lb_days, request.cost_usd(c.gpus, c.lb_days)))
+                outcome.open_bound = (best.lb_days, request.cost_usd(best.gpus, best.lb_days))
         if not good:
             fitting = [c for c in outcome.simulated if c.row and c.verdict in (SIM_DEADLINE, SIM_BUDGET)]
             outcome.closest = sorted(fitting, key=lambda c: (c.days, c.cost_usd))[:3]
