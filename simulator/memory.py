@@ -81,13 +81,13 @@ def memory_floor(scenario: Scenario) -> list[MemoryBreakdown]:
     Raises as :func:`simulate` does first for a layout the schedule cannot run (:class:`ScheduleError`)."""
     from simulator.limits import check_pipeline
     from simulator.planner.programs import programs
-    from simulator.schedules import get_schedule
+    from simulator.schedules import scenario_schedule
     from workloads.model import build_stages
 
     par = scenario.parallelism
     check_pipeline(par.pp, scenario.micro_batches, par.virtual_stages,
                    "lower parallelism.global_batch or raise dp·micro_batch_size")
-    schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)
+    schedule = scenario_schedule(scenario)
     stages = build_stages(scenario)
     held = programs(scenario.schedule, par.pp, par.virtual_stages, scenario.micro_batches).held
     floors = []

@@ -16,7 +16,7 @@ from simulator.memory import check_fits, rank_memory
 from simulator.metrics import pipeline_breakdowns
 from simulator.network import AnalyticNetwork, NetworkModel, TimeSharedNetwork
 from simulator.pricing import Pricer, StagePrice, expert_time_ratios, layer_op_classes
-from simulator.schedules import get_schedule
+from simulator.schedules import scenario_schedule
 from workloads.model import build_stages, parameter_counts
 from workloads.ops import DTYPE_BYTES, Comm, Pattern
 from workloads.scenario import Scenario
@@ -166,7 +166,7 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
     par = scenario.parallelism
     check_pipeline(par.pp, scenario.micro_batches, par.virtual_stages,
                    "lower parallelism.global_batch or raise dp·micro_batch_size")
-    schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)
+    schedule = scenario_schedule(scenario)
     pricer = (pricer_factory or Pricer)(scenario, cost_model, network, schedule.stage_rank)
     stages = build_stages(scenario)
     prices: list[StagePrice] = [pricer.price_stage(s) for s in stages]
