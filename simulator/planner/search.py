@@ -55,6 +55,7 @@ class Outcome:
     # as (days, cost USD): how far the first plan is from proven.
     open_candidates: int = 0
     open_bound: tuple[float, float] | None = None
+    open: list[Candidate] = field(default_factory=list)  # those candidates, best bound first
     closest: list[Candidate] = field(default_factory=list)  # when nothing meets every constraint
     wall_s: float = 0.0
     priced_kinds: int = 0
@@ -245,8 +246,10 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
             outcome.dropped[outcome.stopped_by] += len(still)
             left = still
             outcome.open_candidates = len(left)
+            outcome.open = sorted(left, key=lambda c: objective(request, c.lb_days,
+                                                                 request.cost_usd(c.gpus, c.lb_days)))
             if left:
-                best = min(left, key=lambda c: objective(request, c.lb_days, request.cost_usd(c.gpus, c.lb_days)))
+                best = outcome.open[0]
                 outcome.open_bound = (best.lb_days, request.cost_usd(best.gpus, best.lb_days))
         if not good:
             fitting = [c for c in outcome.simulated if c.row and c.verdict in (SIM_DEADLINE, SIM_BUDGET)]
