@@ -54,6 +54,9 @@ def rank_memory(scenario: Scenario, dense_params: float, expert_params: float,
     return MemoryBreakdown(weights / GB, grads / GB, optimizer / GB, peak_activation_bytes / GB)
 
 
+AT_LEAST = "at least "  # in the message of a layout refused from its memory floor (check_fits(at_least=True))
+
+
 class MemoryLayoutError(ScenarioError):
     """A layout whose peak memory on some pipeline rank exceeds the GPU's HBM."""
 
@@ -64,7 +67,7 @@ def check_fits(per_rank: list[MemoryBreakdown], hbm_gb: float, at_least: bool = 
     rank, worst = max(enumerate(per_rank), key=lambda item: item[1].total_gb)
     if worst.total_gb > hbm_gb:
         raise MemoryLayoutError(
-            f"memory: pipeline rank {rank} needs {'at least ' if at_least else ''}{worst.total_gb:.1f} GB of "
+            f"memory: pipeline rank {rank} needs {AT_LEAST if at_least else ''}{worst.total_gb:.1f} GB of "
             f"{hbm_gb:g} GB HBM "
             f"({worst.total_gb - hbm_gb:.1f} GB over: weights {worst.weights_gb:.1f}, gradients "
             f"{worst.gradients_gb:.1f}, optimizer {worst.optimizer_gb:.1f}, activations {worst.activations_gb:.1f}); "

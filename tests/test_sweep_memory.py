@@ -36,6 +36,7 @@ def test_memory_refused_points_are_never_simulated(tmp_path, monkeypatch):
     assert floor_refused and run.status["ok"]
     # Simulated: the points that passed the floor, nothing else.
     assert len(calls) == len(run.rows) - len(floor_refused)
+    assert run.unsimulated == len(floor_refused)
     assert all("step_time_s" not in r and "max_peak_memory_gb" not in r for r in invalid)
     assert all("step_time_s" in r for r in run.rows if r["status"] == "ok")
 

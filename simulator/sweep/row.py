@@ -16,7 +16,7 @@ from dataclasses import fields
 from typing import Any
 
 from calibration.profile import Profile
-from simulator.memory import MemoryBreakdown, MemoryLayoutError, check_fits, memory_floor
+from simulator.memory import AT_LEAST, MemoryBreakdown, MemoryLayoutError, check_fits, memory_floor
 from simulator.schedules import ScheduleError
 from simulator.simulate import Result, StageResult, simulate
 from simulator.sweep.spec import Point, apply_value
@@ -70,6 +70,11 @@ def run_point(base: dict, point: Point, profile: Profile) -> dict[str, Any]:
 def over_memory(row: dict[str, Any]) -> bool:
     """Whether a row was refused because the layout does not fit in HBM (before or after simulating it)."""
     return row["status"] == INVALID and row.get("reason", "").startswith(MEMORY_REASON)
+
+
+def refused_unsimulated(row: dict[str, Any]) -> bool:
+    """Whether a row was refused from its memory floor, without simulating it."""
+    return over_memory(row) and AT_LEAST in row["reason"]
 
 
 def memory_reason(result: Result) -> str:
