@@ -82,14 +82,11 @@ def memory_floor(scenario: Scenario) -> list[MemoryBreakdown]:
     program order, so those are held together whatever the timing; the engine may hold more, never fewer).
 
     Raises as :func:`simulate` does first for a layout the schedule cannot run (:class:`ScheduleError`)."""
-    from simulator.limits import check_pipeline
     from simulator.planner.programs import programs
     from simulator.schedules import scenario_schedule
     from workloads.model import build_stages
 
     par = scenario.parallelism
-    check_pipeline(par.pp, scenario.micro_batches, par.virtual_stages,
-                   "lower parallelism.global_batch or raise dp·micro_batch_size")
     schedule = scenario_schedule(scenario)
     stages = build_stages(scenario)
     held = programs(scenario.schedule, par.pp, par.virtual_stages, scenario.micro_batches).held

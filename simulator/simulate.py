@@ -164,8 +164,6 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
     cost_model = cost_model_for(scenario, profile)
     network = make_network(scenario)
     par = scenario.parallelism
-    check_pipeline(par.pp, scenario.micro_batches, par.virtual_stages,
-                   "lower parallelism.global_batch or raise dp·micro_batch_size")
     schedule = scenario_schedule(scenario)
     pricer = (pricer_factory or Pricer)(scenario, cost_model, network, schedule.stage_rank)
     stages = build_stages(scenario)

@@ -187,23 +187,29 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
         queue = order.initial()
         factors = state_factors(validate(base).training)
         seq = base["parallelism"]["seq_len"]
+
+        def out_by_bounds(c: Candidate) -> str:
+            """Why the candidate cannot win without simulating it ("" if it still may): the best plan so far beats
+            its bound, or its exact bounds (they walk the schedule's program: only for candidates the search
+            reaches) miss a constraint."""
+            if not worth_simulating(c, good, request):
+                return PRUNED
+            verdict = apply_bounds(c, prices.figures(c), request, factors, gpu_spec(c.gpu)["hbm_gb"], seq,
+                                   quick=False, tail=prices.tail_s)
+            return verdict or ("" if worth_simulating(c, good, request) else PRUNED)
+
         while queue or session.in_flight:
             while queue and session.in_flight < session.slots:
                 c = queue.pop(0)
-                if not worth_simulating(c, good, request):
-                    outcome.dropped[PRUNED] += 1
-                    continue
-                # The exact bounds walk the schedule's program: only for candidates the search reaches.
-                verdict = apply_bounds(c, prices.figures(c), request, factors, gpu_spec(c.gpu)["hbm_gb"], seq,
-                                       quick=False, tail=prices.tail_s)
+                verdict = out_by_bounds(c)
                 if verdict:
                     outcome.dropped[verdict] += 1
-                    order.replace_head(c, queue)
+                    if verdict == PRUNED:
+                        order.heads.discard(id(c))
+                    else:
+                        order.replace_head(c, queue)
                     continue
                 order.heads.discard(id(c))
-                if not worth_simulating(c, good, request):
-                    outcome.dropped[PRUNED] += 1
-                    continue
                 stop = CAPPED if len(outcome.simulated) >= request.max_simulations else \
                     TIMED_OUT if time.perf_counter() - wall > request.time_limit_s else ""
                 if stop:
@@ -231,18 +237,11 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
         if not outcome.exact:  # what is left open: the candidates no simulated plan rules out, and their best bound
             still = []
             for c in left:
-                if not worth_simulating(c, good, request):
-                    outcome.dropped[PRUNED] += 1
-                    continue
-                verdict = apply_bounds(c, prices.figures(c), request, factors, gpu_spec(c.gpu)["hbm_gb"], seq,
-                                       quick=False, tail=prices.tail_s)  # the exact bounds, as the search would
+                verdict = out_by_bounds(c)
                 if verdict:
                     outcome.dropped[verdict] += 1
-                elif worth_simulating(c, good, request):
-                    still.append(c)
                 else:
-                    outcome.dropped[PRUNED] += 1
-
+                    still.append(c)
             outcome.dropped[outcome.stopped_by] += len(still)
             left = still
             outcome.open_candidates = len(left)

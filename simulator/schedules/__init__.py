@@ -22,8 +22,13 @@ def build_schedule(name: str, pp: int, micro_batches: int, virtual_stages: int =
 
 
 def scenario_schedule(scenario) -> Schedule:
-    """The schedule a scenario runs: its ``schedule`` on its pp, micro-batches and virtual stages."""
+    """The schedule a scenario runs: its ``schedule`` on its pp, micro-batches and virtual stages, once the
+    step's task count is within :func:`simulator.limits.check_pipeline`'s guard."""
+    from simulator.limits import check_pipeline
+
     par = scenario.parallelism
+    check_pipeline(par.pp, scenario.micro_batches, par.virtual_stages,
+                   "lower parallelism.global_batch or raise dp·micro_batch_size")
     return build_schedule(scenario.schedule, par.pp, scenario.micro_batches, par.virtual_stages)
 
 
