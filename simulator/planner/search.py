@@ -6,9 +6,10 @@
    and memory (:mod:`simulator.planner.bounds`). Memory picks the lowest ZeRO stage that could fit.
 3. Branch and bound: candidates run through the executor most promising first (:class:`Ordering`); on the way
    each gets exact bounds from its schedule's program (:mod:`simulator.planner.programs`), and one is skipped
-   when a simulated plan meeting every constraint is already at least as good as its bound: it cannot win. So the winner is the best of the whole space unless
-   ``max_simulations`` stops the search first, which the answer then says; the other ranked plans and the
-   time/cost front are the best of those simulated.
+   when a simulated plan meeting every constraint is already at least as good as its bound: it cannot win. So the
+   winner is the best of the whole space unless ``time_limit_s`` or ``max_simulations`` stops the search first;
+   the answer then says so, with the layouts left open and the best of their exact lower bounds
+   (``Outcome.open_bound``); the other ranked plans and the time/cost front are the best of those simulated.
 """
 
 from __future__ import annotations
