@@ -94,7 +94,7 @@ def equivalence_classes(scenario: Scenario, slowdown: dict[int, float],
                         expert_ratios: list[dict[str, float]] | None = None) -> list[int]:
     """Class label per global GPU (labels 0 … k−1, numbered in GPU order); ``expert_ratios`` per EP rank."""
     par = scenario.parallelism
-    stage, pp = par.dp * par.cp * par.tp, par.pp
+    stage, pp = par.stage_gpus, par.pp
     n = stage * pp
     group_of = _group_of(scenario)
     instance = {kind: [fn(l) for l in range(stage)] for kind, fn in group_of.items()}
@@ -139,7 +139,7 @@ def full_layout(scenario: Scenario, units: str = "auto",
     if units not in UNITS:
         raise ValueError(f"units={units!r}: choose one of {', '.join(UNITS)}")
     par = scenario.parallelism
-    stage, pp = par.dp * par.cp * par.tp, par.pp
+    stage, pp = par.stage_gpus, par.pp
     n = stage * pp
     slowdown: dict[int, float] = {}
     for straggler in scenario.faults.stragglers:
@@ -177,7 +177,7 @@ def _telling_gpus(scenario: Scenario, slowdown: dict[int, float],
     """GPUs whose classes are recorded when there are too many classes to record all: on every pipeline rank
     its first GPU, its most and least loaded EP ranks (skewed routing), and every straggler."""
     par = scenario.parallelism
-    stage = par.dp * par.cp * par.tp
+    stage = par.stage_gpus
     local = [0]
     if expert_ratios:
         load = [r.get("F", 1.0) for r in expert_ratios]
@@ -188,7 +188,7 @@ def _telling_gpus(scenario: Scenario, slowdown: dict[int, float],
 def _shared_units(scenario: Scenario, labels: list[int], slowdown: dict[int, float],
                   watched: dict[int, int]) -> list[UnitSpec]:
     par = scenario.parallelism
-    stage, pp = par.dp * par.cp * par.tp, par.pp
+    stage, pp = par.stage_gpus, par.pp
     members: dict[int, list[int]] = {}
     for g, u in enumerate(labels):
         members.setdefault(u, []).append(g)
@@ -220,7 +220,7 @@ BLOCK_GPUS = 64  # GPUs per block unit when EP and TP groups are smaller: enough
 def block_size(scenario: Scenario) -> int:
     """Whole EP and TP groups, doubled up to ~``BLOCK_GPUS`` while it divides a pipeline rank's GPUs."""
     par = scenario.parallelism
-    stage = par.dp * par.cp * par.tp
+    stage = par.stage_gpus
     size = math.lcm(par.ep, par.tp)
     while size < BLOCK_GPUS and stage % (2 * size) == 0:
         size *= 2
@@ -229,7 +229,7 @@ def block_size(scenario: Scenario) -> int:
 
 def _block_units(scenario: Scenario, slowdown: dict[int, float], watched: dict[int, int]) -> list[UnitSpec]:
     par = scenario.parallelism
-    stage, pp = par.dp * par.cp * par.tp, par.pp
+    stage, pp = par.stage_gpus, par.pp
     size = block_size(scenario)
     per_rank = stage // size
     tail = _group_of(scenario)["tail"]

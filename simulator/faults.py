@@ -19,7 +19,7 @@ from workloads.scenario import Scenario
 def pipeline_rank_of(scenario: Scenario, gpu: int) -> int:
     """The pipeline rank of global rank ``gpu`` (ranks are ordered tp, cp, dp, then pp slowest)."""
     par = scenario.parallelism
-    return gpu // (par.dp * par.cp * par.tp)
+    return gpu // par.stage_gpus
 
 
 def rank_slowdowns(scenario: Scenario) -> dict[int, float]:

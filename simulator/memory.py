@@ -34,8 +34,7 @@ class MemoryBreakdown:
 def state_bytes(scenario: Scenario, dense_params: float, expert_params: float) -> tuple[float, float, float]:
     """(weights, gradients, optimizer) bytes on one GPU holding these parameters."""
     tr, par = scenario.training, scenario.parallelism
-    dense_shards = par.dp * par.cp
-    expert_shards = max(1, par.dp * par.cp * par.tp // par.ep)
+    dense_shards, expert_shards = par.dense_shards, par.expert_shards
 
     def sharded(bytes_per_param: float, from_stage: int) -> float:
         if par.zero_stage >= from_stage:
@@ -55,17 +54,47 @@ def rank_memory(scenario: Scenario, dense_params: float, expert_params: float,
     return MemoryBreakdown(weights / GB, grads / GB, optimizer / GB, peak_activation_bytes / GB)
 
 
+AT_LEAST = "at least "  # in the message of a layout refused from its memory floor (check_fits(at_least=True))
+
+
 class MemoryLayoutError(ScenarioError):
     """A layout whose peak memory on some pipeline rank exceeds the GPU's HBM."""
 
 
-def check_fits(per_rank: list[MemoryBreakdown], hbm_gb: float) -> None:
-    """Raise :class:`MemoryLayoutError` naming the fullest rank and by how many GB it overflows HBM."""
+def check_fits(per_rank: list[MemoryBreakdown], hbm_gb: float, at_least: bool = False) -> None:
+    """Raise :class:`MemoryLayoutError` naming the fullest rank and by how many GB it overflows HBM;
+    ``at_least``: the breakdowns are lower bounds (:func:`memory_floor`), and the message says so."""
     rank, worst = max(enumerate(per_rank), key=lambda item: item[1].total_gb)
     if worst.total_gb > hbm_gb:
         raise MemoryLayoutError(
-            f"memory: pipeline rank {rank} needs {worst.total_gb:.1f} GB of {hbm_gb:g} GB HBM "
+            f"memory: pipeline rank {rank} needs {AT_LEAST if at_least else ''}{worst.total_gb:.1f} GB of "
+            f"{hbm_gb:g} GB HBM "
             f"({worst.total_gb - hbm_gb:.1f} GB over: weights {worst.weights_gb:.1f}, gradients "
             f"{worst.gradients_gb:.1f}, optimizer {worst.optimizer_gb:.1f}, activations {worst.activations_gb:.1f}); "
             "raise parallelism.pp, ep or zero_stage, enable training.recompute, lower micro_batch_size, "
             "or set run.check_memory=false to simulate it anyway")
+
+
+def memory_floor(scenario: Scenario) -> list[MemoryBreakdown]:
+    """Per pipeline rank, a lower bound on the memory :func:`simulator.simulate.simulate` measures, without
+    simulating (GB): its weights, gradients and optimizer states exactly, and the activations of the micro-batches
+    the schedule's program must hold at once (:func:`simulator.planner.programs.programs`: a rank computes in
+    program order, so those are held together whatever the timing; the engine may hold more, never fewer).
+
+    Raises as :func:`simulate` does first for a layout the schedule cannot run (:class:`ScheduleError`)."""
+    from simulator.planner.programs import programs
+    from simulator.schedules import scenario_schedule
+    from workloads.model import build_stages
+
+    par = scenario.parallelism
+    schedule = scenario_schedule(scenario)
+    stages = build_stages(scenario)
+    held = programs(scenario.schedule, par.pp, par.virtual_stages, scenario.micro_batches).held
+    floors = []
+    for rank in range(par.pp):
+        own = schedule.rank_stages(rank)
+        activations = max((sum(n * stages[s].forward.activation_bytes for s, n in peak) for peak in held[rank]),
+                          default=0.0)
+        floors.append(rank_memory(scenario, sum(stages[s].dense_params for s in own),
+                                  sum(stages[s].expert_params for s in own), activations))
+    return floors

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
+from concurrent.futures import ProcessPoolExecutor
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -30,8 +32,11 @@ def interrupt_exit_code(err: KeyboardInterrupt) -> int:
     return getattr(err, "exit_code", 130)
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Worker initialiser: SIGKILL this process when its parent exits; ignore SIGINT (the parent handles it)."""
+def die_with_parent(parent_pid: int, pids=None) -> None:
+    """Worker initialiser: SIGKILL this process when its parent exits; ignore SIGINT (the parent handles it).
+    ``pids``: a queue this worker puts its process id on (:func:`worker_pool`)."""
+    if pids is not None:
+        pids.put(os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a fork inherits the parent's handler; a worker just ends
     if sys.platform.startswith("linux"):
@@ -59,10 +64,26 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def stop_workers(pool) -> None:
-    """Stop a ProcessPoolExecutor now: drop queued work and end running workers instead of waiting for them
+class WorkerPool(ProcessPoolExecutor):
+    """A process pool whose workers die with their parent (:func:`die_with_parent`) and report their process
+    ids, so that :func:`stop_workers` can end them without reaching into the executor's internals."""
+
+    def __init__(self, workers: int):
+        self.pids = multiprocessing.get_context().SimpleQueue()
+        self.worker_pids: set[int] = set()
+        super().__init__(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(), self.pids))
+
+    def worker_processes(self) -> list:
+        """The worker processes started so far (as :func:`multiprocessing.active_children` lists them)."""
+        while not self.pids.empty():
+            self.worker_pids.add(self.pids.get())
+        return [p for p in multiprocessing.active_children() if p.pid in self.worker_pids]
+
+
+def stop_workers(pool: WorkerPool) -> None:
+    """Stop a :class:`WorkerPool` now: drop queued work and end running workers instead of waiting for them
     (after an interrupt, their half-done points would be thrown away anyway)."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # CPython keeps its workers here
+    processes = pool.worker_processes()
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         with contextlib.suppress(OSError, AttributeError):

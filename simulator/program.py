@@ -211,7 +211,7 @@ class ProgramBuilder:
 
     # Chunks and sends.
     def _fuses_weight(self, step: Step) -> bool:
-        return step.phase is Phase.B and (step.with_weight or not self.schedule.splits_backward)
+        return self.schedule.computes_weight(step)
 
     def _chain(self, step: Step, segments: tuple[Segment, ...], deps: list[int], done: int,
                beside_comm: bool = False) -> list[Task]:

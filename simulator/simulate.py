@@ -16,7 +16,7 @@ from simulator.memory import check_fits, rank_memory
 from simulator.metrics import pipeline_breakdowns
 from simulator.network import AnalyticNetwork, NetworkModel, TimeSharedNetwork
 from simulator.pricing import Pricer, StagePrice, expert_time_ratios, layer_op_classes
-from simulator.schedules import get_schedule
+from simulator.schedules import scenario_schedule
 from workloads.model import build_stages, parameter_counts
 from workloads.ops import DTYPE_BYTES, Comm, Pattern
 from workloads.scenario import Scenario
@@ -104,7 +104,7 @@ def tail_spec(scenario: Scenario, network: NetworkModel, cost_model: CostModel, 
     # AdamW on this rank's shard: read master, gradient and both moments; write master, moments, weights.
     shard = dense + expert
     if zero:
-        shard = dense / (par.dp * par.cp) + expert / max(1, par.dp * par.cp * par.tp // par.ep)
+        shard = dense / par.dense_shards + expert / par.expert_shards
     states = 2 * DTYPE_BYTES[tr.optimizer_moment_dtype] + (DTYPE_BYTES["fp32"] if tr.master_weights else 0)
     optimizer_bytes = shard * (2 * states + grad_b + weight_b)
     optimizer_s = optimizer_bytes / (cost_model.memory_efficiency() * scenario.cluster.gpu.hbm_tbps * 1e12)
@@ -166,9 +166,7 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
     cost_model = cost_model_for(scenario, profile)
     network = make_network(scenario)
     par = scenario.parallelism
-    check_pipeline(par.pp, scenario.micro_batches, par.virtual_stages,
-                   "lower parallelism.global_batch or raise dp·micro_batch_size")
-    schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)
+    schedule = scenario_schedule(scenario)
     pricer = (pricer_factory or Pricer)(scenario, cost_model, network, schedule.stage_rank)
     stages = build_stages(scenario)
     prices: list[StagePrice] = [pricer.price_stage(s) for s in stages]
@@ -198,7 +196,7 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
     step_s = timeline.makespan_s
 
     gpu = scenario.cluster.gpu
-    gpus_per_stage = par.dp * par.tp * par.cp
+    gpus_per_stage = par.stage_gpus
     flops = sum(p.model_flops for p in prices) * scenario.micro_batches * gpus_per_stage
     flops_nc = sum(p.model_flops_noncausal for p in prices) * scenario.micro_batches * gpus_per_stage
     tflops_c = flops / step_s / scenario.cluster.gpus / 1e12

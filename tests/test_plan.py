@@ -163,6 +163,25 @@ def test_pruning_never_drops_the_best_plan(exhaustive, objective, deadline):
     assert all(c.row["fits_in_memory"] for c in best)
 
 
+@pytest.mark.parametrize("limit", [{"max_simulations": 2}, {"time_limit_s": 1e-9}])
+def test_a_stopped_search_says_how_far_its_bounds_are(exhaustive, limit):
+    """Stopped by --max-simulations or --time-limit: not proven, with the layouts left open and the best of their
+    lower bounds, which is a true bound (no open layout simulates below it) under the first plan."""
+    base, request, rows = exhaustive
+    request = request.model_copy(update={"objective": "cost", **limit})
+    outcome = search(base, request, LocalExecutor(workers=1))
+    best = ranked(outcome, request)
+    assert not outcome.exact and outcome.stopped_by.startswith("not simulated: --")
+    assert outcome.open_candidates == outcome.dropped[outcome.stopped_by] > 0
+    bound_days, bound_cost = outcome.open_bound
+    assert bool(best) == ("max_simulations" in limit)  # a time limit this short: nothing simulated
+    assert not best or bound_cost < best[0].cost_usd
+    simulated = {tuple(sorted(c.layout().items())) for c in outcome.simulated}
+    open_costs = [request.cost_usd(lay["gpus"], r["training_days"]) for lay, _, r in rows
+                  if r.get("status") == "ok" and tuple(sorted(lay.items())) not in simulated]
+    assert bound_cost <= min(open_costs) * (1 + 1e-12)
+
+
 def test_plans_always_fit_in_memory():
     """A space where many layouts overflow HBM (GPipe holds every micro-batch): no plan or front member does."""
     base = preset_data("deepseek-v2-lite-h800")

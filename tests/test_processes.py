@@ -87,3 +87,20 @@ def test_sigkill_of_a_plan_parent_kills_its_workers(tmp_path):
     proc.kill()
     proc.wait(timeout=30)
     assert wait_gone(workers) == [], "workers outlived their SIGKILLed parent"
+
+
+def test_stop_workers_ends_running_workers_now():
+    """A worker busy for a minute is ended at once; the pool names its workers without CPython's internals."""
+    from simulator.processes import WorkerPool, stop_workers
+
+    pool = WorkerPool(2)
+    busy = [pool.submit(time.sleep, 60) for _ in range(2)]
+    deadline = time.monotonic() + 30
+    while len(workers := pool.worker_processes()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(workers) == 2 and all(p.is_alive() for p in workers)
+    start = time.monotonic()
+    stop_workers(pool)
+    assert time.monotonic() - start < 10
+    assert not any(p.is_alive() for p in workers)
+    assert all(f.cancelled() or f.done() for f in busy)

@@ -220,7 +220,7 @@ def test_cli_output_and_bad_options(spec_dir, runner):
     result = runner.invoke(app, ["sweep", str(spec_path), "-o", str(out), "-w", "2"])
     assert "16 kept from an earlier run, 0 simulated" in result.output
     summary = json.loads(runner.invoke(app, ["sweep", str(spec_path), "-o", str(out), "--json"]).output)
-    assert summary == {"output": str(out), "points": 16, "kept": 16, "computed": 0,
+    assert summary == {"output": str(out), "points": 16, "kept": 16, "computed": 0, "refused_unsimulated": 0,
                        "status": {"ok": 12, "invalid": 4}, "axes": ["parallelism.pp", "parallelism.dp", "schedule",
                                                                    "parallelism.micro_batch_size"]}
     for args, message in [(["-o", str(spec_dir / "r.txt")], "must end in .parquet or .csv"),

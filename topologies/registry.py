@@ -8,6 +8,7 @@ from typing import Callable
 import networkx as nx
 
 from topologies import dragonfly, fattree
+from topologies.base_registry import Registry
 from topologies.graph import add_servers
 from topologies.spec import FabricSpec, TopologyError, make_spec
 
@@ -22,13 +23,13 @@ class Topology:
     capacity: Callable[[FabricSpec], int]
 
 
-TOPOLOGIES: dict[str, Topology] = {}
+TOPOLOGIES = Registry("unknown topology {name!r}; known: {known}", TopologyError, sort=False)
 # Measured: ft3 --radix 64 (65,536 GPUs: 139,264 GPUs, NVSwitches and NICs) builds in 47 s and 0.5 GB on 2 cores.
 MAX_GRAPH_ENDPOINTS = 300_000
 
 
 def register(topology: Topology) -> None:
-    TOPOLOGIES[topology.name] = topology
+    TOPOLOGIES.add(topology.name, topology)
 
 
 register(Topology("ft2", "two-layer fat-tree (leaf-spine)", fattree.ft2, fattree.two_layer_capacity))
@@ -45,9 +46,7 @@ register(Topology("slimfly", "Slim Fly on an MMS graph (prime q)", dragonfly.sli
 
 
 def get_topology(name: str) -> Topology:
-    if name not in TOPOLOGIES:
-        raise TopologyError(f"unknown topology {name!r}; known: {', '.join(TOPOLOGIES)}")
-    return TOPOLOGIES[name]
+    return TOPOLOGIES.lookup(name)
 
 
 def endpoint_capacity(spec: FabricSpec) -> int:

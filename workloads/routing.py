@@ -21,10 +21,10 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from topologies.base_registry import Registry
 from workloads.errors import ScenarioError
 from workloads.files import check_input
 
@@ -51,26 +51,22 @@ class RoutingInputs:
     seed: int = 0
 
 
-ROUTING_MODELS: dict[str, Callable[[RoutingInputs, int], np.ndarray]] = {}
+# Each entry: ``fn(inputs, tokens) -> ids (layers, tokens, top_k)``.
+ROUTING_MODELS = Registry("routing.name: unknown routing model {name!r}; known: {known}", ScenarioError)
 
 
 def register_routing(name: str):
     """Register ``fn(inputs, tokens) -> ids (layers, tokens, top_k)`` as routing model ``name``."""
-    def wrap(fn):
-        ROUTING_MODELS[name] = fn
-        return fn
-    return wrap
+    return ROUTING_MODELS.register(name)
 
 
 def routing_names() -> list[str]:
-    return sorted(ROUTING_MODELS)
+    return ROUTING_MODELS.names()
 
 
 def sample_routing(name: str, inputs: RoutingInputs, tokens: int = SKEW_SAMPLE_TOKENS) -> np.ndarray:
     """Expert ids (layers, tokens, top_k) from routing model ``name``."""
-    if name not in ROUTING_MODELS:
-        raise ScenarioError(f"routing.name: unknown routing model {name!r}; known: {', '.join(routing_names())}")
-    return ROUTING_MODELS[name](inputs, tokens)
+    return ROUTING_MODELS.lookup(name)(inputs, tokens)
 
 
 def group_limited_topk(scores: np.ndarray, top_k: int, groups: int, groups_per_token: int) -> np.ndarray:

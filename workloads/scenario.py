@@ -193,6 +193,32 @@ class Parallelism(_Strict):
     # Transformer layers per pipeline stage (pp × virtual_stages entries); default: an even split.
     stage_layers: list[Annotated[int, Field(ge=0)]] | None = None
 
+    @property
+    def stage_gpus(self) -> int:
+        """GPUs of one pipeline stage: dp·cp·tp (EP groups are carved from them)."""
+        return self.dp * self.cp * self.tp
+
+    @property
+    def gpus(self) -> int:
+        """GPUs of the whole layout: dp·tp·pp·cp."""
+        return self.stage_gpus * self.pp
+
+    @property
+    def dense_shards(self) -> int:
+        """Ways a dense parameter's ZeRO-sharded state is split (:func:`state_shards`)."""
+        return state_shards(self.dp, self.cp, self.tp, self.ep)[0]
+
+    @property
+    def expert_shards(self) -> int:
+        """Ways a routed expert's ZeRO-sharded state is split (:func:`state_shards`)."""
+        return state_shards(self.dp, self.cp, self.tp, self.ep)[1]
+
+
+def state_shards(dp: int, cp: int, tp: int, ep: int) -> tuple[int, int]:
+    """Ways ZeRO splits a parameter's state: (dense: its data-parallel group dp·cp, routed expert: its
+    expert-data-parallel group dp·cp·tp / ep). For layouts that are not a :class:`Parallelism` yet (the planner)."""
+    return dp * cp, max(1, dp * cp * tp // ep)
+
 
 class Recompute(_Strict):
     """What backward recomputes instead of storing (DeepSeek-V3 TR §3.4)."""
@@ -342,7 +368,7 @@ class Scenario(_Strict):
     @model_validator(mode="after")
     def _check_layout(self):
         par, model, cluster = self.parallelism, self.model, self.cluster
-        product = par.dp * par.tp * par.pp * par.cp
+        product = par.gpus
         if product != cluster.gpus:
             raise ValueError(
                 f"parallelism: dp·tp·pp·cp = {par.dp}·{par.tp}·{par.pp}·{par.cp} = {product} "
@@ -376,8 +402,8 @@ class Scenario(_Strict):
                 raise ValueError(
                     f"parallelism.ep={par.ep} must divide model.moe.routed_experts={model.moe.routed_experts}"
                 )
-            if (par.dp * par.cp * par.tp) % par.ep:
-                raise ValueError(f"parallelism.ep={par.ep} must divide dp·cp·tp={par.dp * par.cp * par.tp}")
+            if par.stage_gpus % par.ep:
+                raise ValueError(f"parallelism.ep={par.ep} must divide dp·cp·tp={par.stage_gpus}")
         heads = model.attention.heads
         if heads % par.tp:
             raise ValueError(f"parallelism.tp={par.tp} must divide model.attention.heads={heads}")

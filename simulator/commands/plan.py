@@ -102,7 +102,9 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
          objective: Optional[str] = typer.Option(None, "--objective", help="Rank by time or cost (default: cost "
                                                  "with a deadline, else time)."),
          top: int = typer.Option(5, "--top", help="How many plans to show."),
-         max_sims: int = typer.Option(16, "--max-simulations", help="Most layouts to simulate in full."),
+         max_sims: int = typer.Option(10_000, "--max-simulations", help="Most layouts to simulate in full."),
+         time_limit: float = typer.Option(20.0, "--time-limit", help="Seconds after which no new simulation "
+                                          "starts (the answer then says how far it is from proven)."),
          workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, max=MAX_LOCAL_WORKERS,
                                                help="Parallel simulations (default: cores)."),
          executor_name: str = typer.Option("local", "--executor", help="local (processes) or ray."),
@@ -120,7 +122,7 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
 
     if report and os.path.exists(report) and not force:
         fail(f"--report {report} exists; pass --force to overwrite it")
-    for value, option in ((top, "--top"), (max_sims, "--max-simulations")):
+    for value, option in ((top, "--top"), (max_sims, "--max-simulations"), (time_limit, "--time-limit")):
         if value is not None and value <= 0:
             fail(f"{option} {value:g}: must be positive")
     if objective not in (None, "time", "cost"):
@@ -148,7 +150,7 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
             micro_batch_sizes=parse_ints(mbs, "--micro-batch-sizes") or [1, 2], schedules=_schedules(schedules),
             zero_stages=_zero(zero), recompute=_recompute(recompute), batch_range=(low, high),
             objective=objective or ("cost" if deadline_days is not None else "time"), top=top,
-            max_simulations=max_sims)
+            max_simulations=max_sims, time_limit_s=time_limit)
         executor = get_executor(executor_name)(workers=workers, address=address)
     except INPUT_ERRORS as err:
         fail(str(err))

@@ -50,8 +50,8 @@ def print_plan(answer: dict, outcome) -> None:
         console.print(f"[yellow]--gpus {gpus}[/]: {why_not}", highlight=False)
     console.print(f"searched {search['layouts']:,} layouts in {search['wall_s']:.1f} s: {search['candidates']:,} "
                   f"valid, {search['priced_layer_kinds']} layer-kind prices, {search['simulated']} simulated in full"
-                  + (" (stopped at --max-simulations: the ranking may miss a better plan)" if not search["exact"]
-                     else "; no other layout's lower bound beats the first plan" if answer["plans"] else ""),
+                  + ("; no other layout's lower bound beats the first plan: proven" if search["exact"] and answer["plans"]
+                     else "" if search["exact"] else f"; not proven: {not_proven(answer)}"),
                   highlight=False)
     dropped = Table(title="set aside, by reason", title_justify="left", show_header=False, box=None)
     dropped.add_column(justify="right")
@@ -77,3 +77,21 @@ def print_impossible(answer: dict) -> None:
     console.print("To make it work, one of:", highlight=False)
     for line in answer["what_must_change"]:
         console.print(f"  - {line}", highlight=False)
+
+
+def not_proven(answer: dict) -> str:
+    """Why the search stopped before its bounds proved the first plan, and how far its bounds are from it."""
+    search, request = answer["search"], answer["request"]
+    limit = ("--max-simulations " + str(request["max_simulations"]) if "max-simulations" in search["stopped_by"]
+             else f"--time-limit {request['time_limit_s']:g} s")
+    text = f"stopped at {limit} with {search['open_candidates']:,} layouts whose lower bounds could still beat it"
+    if not answer["plans"] or search["open_bound_days"] is None:
+        return text
+    first = answer["plans"][0]
+    if request["objective"] == "cost":
+        bound, best = search["open_bound_cost_usd"], first["cost_usd"]
+        return (text + f" (best bound ${bound:,.0f}, {1 - bound / best:.1%} under #1's ${best:,.0f}; the ranking may "
+                f"miss a better plan)")
+    bound, best = search["open_bound_days"], first["training_days"]
+    return text + f" (best bound {bound:.1f} days, {1 - bound / best:.1%} under #1's {best:.1f}; the ranking may " \
+        "miss a better plan)"

@@ -70,13 +70,14 @@ def sweep(spec_file: str = typer.Argument(..., metavar="SPEC", help="Sweep spec 
         raise typer.Exit(1) from None
     if as_json:
         print(json.dumps({"output": output, "points": run.points, "kept": run.kept, "computed": run.computed,
-                          "status": run.status, "axes": run.axes}, indent=1))
+                          "refused_unsimulated": run.unsimulated, "status": run.status, "axes": run.axes}, indent=1))
         return
     if quiet:
         return
     status = ", ".join(f"{n} {s}" for s, n in sorted(run.status.items()))
-    console.print(f"{run.points} points ({status}); {run.kept} kept from an earlier run, {run.computed} simulated "
-                  f"→ {output}", highlight=False)
+    refused = f", {run.unsimulated} over HBM by their memory floor (not simulated)" if run.unsimulated else ""
+    console.print(f"{run.points} points ({status}); {run.kept} kept from an earlier run, "
+                  f"{run.computed - run.unsimulated} simulated{refused} → {output}", highlight=False)
     print_best(run.rows, run.axes)
 
 

@@ -40,6 +40,7 @@ from workloads.layers import LayerBuilder, LayerOps
 from workloads.loader import validate
 from workloads.model import _chunks, _transformer_layer, stage_parameters
 from workloads.ops import DTYPE_BYTES, Stream
+from workloads.scenario import state_shards
 
 OVERLAPPING = ("dualpipe", "dualpipev")  # schedules that run a forward and a backward chunk at once
 FUSED_WEIGHT = ("gpipe", "1f1b", "interleaved")  # backward computes weight gradients in place
@@ -56,33 +57,39 @@ class KindPrice:
     dense_params: float
     expert_params: float
     host_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the host's launch time per phase (simulator.host)
+    # Compute seconds per phase on the SMs communication leaves (``Segment.duration_s``): what every compute
+    # segment of an overlapped pair costs (simulator.program runs a pair's compute beside its DeepEP kernels).
+    beside_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __add__(self, other: "KindPrice") -> "KindPrice":
         return KindPrice(tuple(a + b for a, b in zip(self.compute_s, other.compute_s)),
                          tuple(a + b for a, b in zip(self.span_s, other.span_s)),
                          self.activation_bytes + other.activation_bytes, self.dense_params + other.dense_params,
                          self.expert_params + other.expert_params,
-                         tuple(a + b for a, b in zip(self.host_s, other.host_s)))
+                         tuple(a + b for a, b in zip(self.host_s, other.host_s)),
+                         tuple(a + b for a, b in zip(self.beside_s, other.beside_s)))
 
     def times(self, n: int) -> "KindPrice":
         return KindPrice(tuple(n * a for a in self.compute_s), tuple(n * a for a in self.span_s),
                          n * self.activation_bytes, n * self.dense_params, n * self.expert_params,
-                         tuple(n * a for a in self.host_s))
+                         tuple(n * a for a in self.host_s), tuple(n * a for a in self.beside_s))
 
 
 ZERO = KindPrice((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0.0, 0.0, 0.0)
 
 
-def _span(pricer: Pricer, chunk) -> tuple[float, float, float]:
+def _span(pricer: Pricer, chunk) -> tuple[float, float, float, float]:
     """(compute seconds, seconds from the first compute segment's start to the last one's end, the host's
-    seconds to launch its kernels) of a chunk. Compute at its all-SM price (a chunk may run with no
-    communication beside it, simulator.program): still a lower bound."""
+    seconds to launch its kernels, compute seconds beside communication) of a chunk. Compute at its all-SM
+    price (a chunk may run with no communication beside it, simulator.program): still a lower bound; the last,
+    at the reduced-SM price every compute segment of an overlapped pair takes."""
     segments = pricer.component_segments(chunk)
     compute = sum(s.alone_s for s in segments if s.stream is Stream.COMPUTE)
+    beside = sum(s.duration_s for s in segments if s.stream is Stream.COMPUTE)
     idx = [i for i, s in enumerate(segments) if s.stream is Stream.COMPUTE]
     span = sum(s.alone_s for s in segments[idx[0]:idx[-1] + 1]) if idx else 0.0
     host = sum(s.host.launch_s for s in segments if s.host is not None)
-    return compute, span, host
+    return compute, span, host, beside
 
 
 class PriceCache:
@@ -168,7 +175,7 @@ class PriceCache:
             else:
                 dense, expert = stage_parameters(scenario, layers, first=first, last=False)
             return KindPrice(tuple(s[0] for s in spans), tuple(s[1] for s in spans), forward.activation_bytes,
-                             dense, expert, tuple(s[2] for s in spans))
+                             dense, expert, tuple(s[2] for s in spans), tuple(s[3] for s in spans))
 
         embed = LayerOps(-1)
         builder.embedding(embed)
@@ -236,14 +243,14 @@ PHASES = {"F": 0, "B": 1, "W": 2}
 
 def step_s(stages: list[KindPrice], overlapped: bool, chunks: tuple) -> float:
     """A bound on one step: a lone chunk's compute-to-compute span (its W, fused, at compute time); an overlapped
-    pair at least the busier of its two in-order streams."""
+    pair at least the busier of its two in-order streams, its compute at the reduced-SM price it always runs at."""
     if not overlapped:
         total = 0.0
         for i, (stage, phase) in enumerate(chunks):
             p = stages[stage].span_s if (phase != "W" or i == 0) else stages[stage].compute_s
             total += p[PHASES[phase]]
         return total
-    compute = sum(stages[s].compute_s[PHASES[ph]] for s, ph in chunks)
+    compute = sum(stages[s].beside_s[PHASES[ph]] for s, ph in chunks)
     comm = sum(stages[s].span_s[PHASES[ph]] - stages[s].compute_s[PHASES[ph]] for s, ph in chunks)
     return max(compute, comm)
 
@@ -349,8 +356,7 @@ def memory_lower_bound_gb(fig: RankFigures, c: Candidate, factors: tuple[float, 
                           zero_stage: int, quick: bool = False) -> float:
     """Peak memory bound over pipeline ranks (GB) at this ZeRO stage (the sharding of simulator.memory), with the
     activations of the micro-batches the schedule's program must hold at once (:func:`programs`)."""
-    dense_shards = c.dp * c.cp
-    expert_shards = max(1, c.dp * c.cp * c.tp // c.ep)
+    dense_shards, expert_shards = state_shards(c.dp, c.cp, c.tp, c.ep)
     weights, grads, optimizer = factors
     per_full = (weights if zero_stage < 3 else 0.0) + (grads if zero_stage < 2 else 0.0) + \
         (optimizer if zero_stage < 1 else 0.0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from simulator.schedules import get_schedule
+from simulator.schedules import build_schedule
 
 
 @lru_cache(maxsize=4096)
@@ -16,7 +16,7 @@ def rank_shares(schedule: str, pp: int, virtual: int) -> tuple[tuple[tuple[tuple
     """Per rank, (stage, share of the micro-batches it runs that stage for), from the schedule's own placement;
     and per rank, the stages whose parameters it holds."""
     m0 = 4 * pp
-    sched = get_schedule(schedule)(pp, m0, virtual)
+    sched = build_schedule(schedule, pp, m0, virtual)
     shares: list[dict[int, float]] = [dict() for _ in range(pp)]
     for mb in range(m0):
         for stage in range(pp * virtual):
@@ -44,7 +44,7 @@ def programs(schedule: str, pp: int, virtual: int, micro_batches: int) -> Progra
     Held activations: a rank runs its compute in program order, so just after a forward, every forward issued
     before it is done and no backward issued after it has started: the count then is held for real. In an
     overlapped pair the backward is taken to free its micro-batch before the forward adds one (the smaller)."""
-    sched = get_schedule(schedule)(pp, micro_batches, virtual)
+    sched = build_schedule(schedule, pp, micro_batches, virtual)
     steps, held = [], []
     for program in sched.programs():
         counts: dict[tuple, int] = {}

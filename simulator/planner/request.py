@@ -150,7 +150,10 @@ class PlanRequest(BaseModel):
     batch_range: tuple[PositiveInt, PositiveInt]
     objective: Literal["time", "cost"] = "time"
     top: PositiveInt = 5
-    max_simulations: PositiveInt = 16
+    max_simulations: PositiveInt = 10_000
+    # Wall seconds after which no new simulation starts; the answer then says how far its bounds are from proving
+    # the first plan.
+    time_limit_s: PositiveFloat = 20.0
 
     @model_validator(mode="after")
     def _ranges(self):

@@ -6,9 +6,10 @@
    and memory (:mod:`simulator.planner.bounds`). Memory picks the lowest ZeRO stage that could fit.
 3. Branch and bound: candidates run through the executor most promising first (:class:`Ordering`); on the way
    each gets exact bounds from its schedule's program (:mod:`simulator.planner.programs`), and one is skipped
-   when a simulated plan meeting every constraint is already at least as good as its bound: it cannot win. So the winner is the best of the whole space unless
-   ``max_simulations`` stops the search first, which the answer then says; the other ranked plans and the
-   time/cost front are the best of those simulated.
+   when a simulated plan meeting every constraint is already at least as good as its bound: it cannot win. So the
+   winner is the best of the whole space unless ``time_limit_s`` or ``max_simulations`` stops the search first;
+   the answer then says so, with the layouts left open and the best of their exact lower bounds
+   (``Outcome.open_bound``); the other ranked plans and the time/cost front are the best of those simulated.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from simulator.planner.bounds import (PriceCache, days_for, estimate_step_s, mem
                                       step_lower_bound_s)
 from simulator.planner.request import PlanRequest
 from simulator.planner.space import Candidate, Space, enumerate_space
-from simulator.sweep.row import OK
+from simulator.sweep.row import MEMORY_REASON, OK, over_memory
 from simulator.sweep.spec import Point, canonical, point_key
 from topologies.gpus import gpu_spec
 from workloads.errors import ScenarioError
@@ -36,6 +37,7 @@ BOUND_BUDGET = "over budget even at its lower bound"
 BOUND_MEMORY = "does not fit in memory at any ZeRO stage (lower bound)"
 PRUNED = "its lower bound cannot beat the best simulated plan"
 CAPPED = "not simulated: --max-simulations reached"
+TIMED_OUT = "not simulated: --time-limit reached"
 SIM_MEMORY = "simulated: does not fit in memory"
 SIM_DEADLINE = "simulated: misses the deadline"
 SIM_BUDGET = "simulated: over budget"
@@ -48,7 +50,13 @@ class Outcome:
     space: Space
     simulated: list[Candidate] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
-    exact: bool = True  # False when --max-simulations stopped the search before the bounds closed it
+    exact: bool = True  # False when --max-simulations or --time-limit stopped it before the bounds closed it
+    stopped_by: str = ""  # CAPPED or TIMED_OUT when not exact
+    # When not exact: the candidates left that the bounds could not rule out, and the best of their lower bounds
+    # as (days, cost USD): how far the first plan is from proven.
+    open_candidates: int = 0
+    open_bound: tuple[float, float] | None = None
+    open: list[Candidate] = field(default_factory=list)  # those candidates, best bound first
     closest: list[Candidate] = field(default_factory=list)  # when nothing meets every constraint
     wall_s: float = 0.0
     priced_kinds: int = 0
@@ -122,9 +130,8 @@ def apply_bounds(c: Candidate, fig, request: PlanRequest, factors, hbm_gb: float
 def judge(c: Candidate, row: dict, request: PlanRequest) -> None:
     """Read a simulated row into the candidate's verdict."""
     c.row = row
-    if row.get("fits_in_memory") is False:
-        c.verdict = SIM_MEMORY
-        c.reason = f"peak memory {row['max_peak_memory_gb']:.1f} of {row['hbm_gb']:g} GB"
+    if over_memory(row):
+        c.verdict, c.reason = SIM_MEMORY, row["reason"].split(" (")[0].removeprefix(MEMORY_REASON)
         return
     if row["status"] != OK:
         c.verdict, c.reason = "simulated: invalid", row.get("reason", "")
@@ -175,31 +182,40 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
             outcome.wall_s = time.perf_counter() - wall
             return outcome
         good: list[Candidate] = []
+        left: list[Candidate] = []  # not simulated when a limit stopped the search
         runs = Simulations(session, fingerprint, request, outcome)
         order = Ordering(live, request)
         queue = order.initial()
         factors = state_factors(validate(base).training)
         seq = base["parallelism"]["seq_len"]
+
+        def out_by_bounds(c: Candidate) -> str:
+            """Why the candidate cannot win without simulating it ("" if it still may): the best plan so far beats
+            its bound, or its exact bounds (they walk the schedule's program: only for candidates the search
+            reaches) miss a constraint."""
+            if not worth_simulating(c, good, request):
+                return PRUNED
+            verdict = apply_bounds(c, prices.figures(c), request, factors, gpu_spec(c.gpu)["hbm_gb"], seq,
+                                   quick=False, tail=prices.tail_s)
+            return verdict or ("" if worth_simulating(c, good, request) else PRUNED)
+
         while queue or session.in_flight:
             while queue and session.in_flight < session.slots:
                 c = queue.pop(0)
-                if not worth_simulating(c, good, request):
-                    outcome.dropped[PRUNED] += 1
-                    continue
-                # The exact bounds walk the schedule's program: only for candidates the search reaches.
-                verdict = apply_bounds(c, prices.figures(c), request, factors, gpu_spec(c.gpu)["hbm_gb"], seq,
-                                       quick=False, tail=prices.tail_s)
+                verdict = out_by_bounds(c)
                 if verdict:
                     outcome.dropped[verdict] += 1
-                    order.replace_head(c, queue)
+                    if verdict == PRUNED:
+                        order.heads.discard(id(c))
+                    else:
+                        order.replace_head(c, queue)
                     continue
                 order.heads.discard(id(c))
-                if not worth_simulating(c, good, request):
-                    outcome.dropped[PRUNED] += 1
-                    continue
-                if len(outcome.simulated) >= request.max_simulations:
-                    outcome.dropped[CAPPED] += 1 + len(queue)
-                    outcome.exact = False
+                stop = CAPPED if len(outcome.simulated) >= request.max_simulations else \
+                    TIMED_OUT if time.perf_counter() - wall > request.time_limit_s else ""
+                if stop:
+                    outcome.exact, outcome.stopped_by = False, stop
+                    left += [c] + queue
                     queue = []
                     break
                 runs.submit(c)
@@ -219,6 +235,22 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
                     queue = order.learn(c, queue)
                 progress("simulating", len(outcome.simulated) - session.in_flight,
                          min(request.max_simulations, len(outcome.simulated) + len(queue)))
+        if not outcome.exact:  # what is left open: the candidates no simulated plan rules out, and their best bound
+            still = []
+            for c in left:
+                verdict = out_by_bounds(c)
+                if verdict:
+                    outcome.dropped[verdict] += 1
+                else:
+                    still.append(c)
+            outcome.dropped[outcome.stopped_by] += len(still)
+            left = still
+            outcome.open_candidates = len(left)
+            outcome.open = sorted(left, key=lambda c: objective(request, c.lb_days,
+                                                                 request.cost_usd(c.gpus, c.lb_days)))
+            if left:
+                best = outcome.open[0]
+                outcome.open_bound = (best.lb_days, request.cost_usd(best.gpus, best.lb_days))
         if not good:
             fitting = [c for c in outcome.simulated if c.row and c.verdict in (SIM_DEADLINE, SIM_BUDGET)]
             outcome.closest = sorted(fitting, key=lambda c: (c.days, c.cost_usd))[:3]

@@ -19,7 +19,7 @@ import numpy as np
 
 from simulator.network import AnalyticNetwork
 from simulator.network.groups import GroupGeometry
-from simulator.schedules import get_schedule
+from simulator.schedules import scenario_schedule
 from workloads.model import build_stages
 from workloads.ops import DTYPE_BYTES, Comm, Pattern
 from workloads.routing import sample_balanced
@@ -104,7 +104,7 @@ def link_loads(scenario: Scenario) -> LinkLoads:
     """
     network = AnalyticNetwork(scenario)
     par, tr = scenario.parallelism, scenario.training
-    schedule = get_schedule(scenario.schedule)(par.pp, scenario.micro_batches, par.virtual_stages)
+    schedule = scenario_schedule(scenario)
     stages = build_stages(scenario)
     by_traffic: list[dict[str, list[float]]] = [{} for _ in range(par.pp)]
 

@@ -86,13 +86,17 @@ class Schedule(ABC):
         """A full backward. Unless ``splits_backward``, the engine runs W's segments inside the B step."""
         return [Step(micro_batch, stage, Phase.B)]
 
+    def computes_weight(self, step: Step) -> bool:
+        """Whether this step (not its overlap partner) is a B that also computes its W in place."""
+        return step.phase is Phase.B and (step.with_weight or not self.splits_backward)
+
     def chunks(self, step: Step) -> Iterator[tuple[int, int, Phase]]:
         """The (micro_batch, stage, phase) chunks a step runs, its overlap partner and fused W included."""
         for part in (step, step.overlap):
             if part is None:
                 continue
             yield part.micro_batch, part.stage, part.phase
-            if part.phase is Phase.B and (part.with_weight or not self.splits_backward):
+            if self.computes_weight(part):
                 yield part.micro_batch, part.stage, Phase.W
 
     def validate(self, programs: list[list[Step]] | None = None) -> list[list[Step]]:

@@ -10,27 +10,25 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Any
 
+from topologies.base_registry import Registry
 from workloads.errors import ScenarioError
 
-from simulator.processes import die_with_parent, stop_workers
+from simulator.processes import WorkerPool, stop_workers
 from simulator.sweep.row import error_row, run_point
 from simulator.sweep.spec import Point
 
-EXECUTORS: dict[str, type[Executor]] = {}
+EXECUTORS = Registry("--executor {name!r} is unknown; known: {known}", ScenarioError)
 
 
 def register(cls):
-    EXECUTORS[cls.name] = cls
-    return cls
+    return EXECUTORS.add(cls.name, cls)
 
 
 def get_executor(name: str) -> type[Executor]:
-    if name not in EXECUTORS:
-        raise ScenarioError(f"--executor {name!r} is unknown; known: {', '.join(sorted(EXECUTORS))}")
-    return EXECUTORS[name]
+    return EXECUTORS.lookup(name)
 
 
 class Executor(ABC):
@@ -128,7 +126,7 @@ class PoolSession(Session):
 
     def __init__(self, base: dict, profile: str | None, workers: int):
         self.base, self.profile, self.slots = base, profile, workers
-        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),))
+        self.pool = WorkerPool(workers)
         self.pending: set = set()
         for _ in range(workers):  # start the workers (imports, profile) while the caller computes bounds
             self.pending.add(self.pool.submit(_warm, profile))
@@ -223,7 +221,7 @@ class LocalExecutor(Executor):
             for batch in _batches(points, 1):
                 yield from run_batch(base, profile, batch)
             return
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),))
+        pool = WorkerPool(workers)
         finished = False
         try:
             batches = _batches(points, self.batch_size(len(points), workers))

@@ -3,8 +3,9 @@
 A row is a flat dict of plain values (empty cells are left out): the point's key and status, its axis values,
 and every metric of :class:`simulator.simulate.Result`. Per-stage figures are reduced to their maximum over pipeline ranks (the
 rank that bounds the step or the memory), named ``max_<field>``. An invalid point (a layout that does not
-divide, a schedule that cannot run it) is a row with ``status = "invalid"`` and the one-line ``reason``; a layout
-over HBM keeps its metrics too (``fits_in_memory`` false), so a sweep shows by how much it missed.
+divide, a schedule that cannot run it, a layout over HBM) is a row with ``status = "invalid"``, the one-line
+``reason`` (for memory: by how much it missed) and no metrics. Layouts whose memory floor is over HBM are refused
+without simulating them; ``run.check_memory=false`` simulates them and keeps their metrics (``fits_in_memory``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import fields
 from typing import Any
 
 from calibration.profile import Profile
-from simulator.memory import MemoryBreakdown, MemoryLayoutError, check_fits
+from simulator.memory import AT_LEAST, MemoryBreakdown, MemoryLayoutError, check_fits, memory_floor
 from simulator.schedules import ScheduleError
 from simulator.simulate import Result, StageResult, simulate
 from simulator.sweep.spec import Point, apply_value
@@ -23,6 +24,7 @@ from workloads.errors import ScenarioError
 from workloads.loader import validate
 
 OK, INVALID, ERROR = "ok", "invalid", "error"
+MEMORY_REASON = "memory: "  # how check_fits's message begins
 RESULT_METRICS = (
     "scenario", "schedule", "gpus", "step_time_s", "tokens_per_s", "tflops_per_gpu_causal",
     "tflops_per_gpu_noncausal", "mfu_causal", "mfu_noncausal", "gpu_hours_per_trillion_tokens", "training_days",
@@ -40,7 +42,11 @@ VOLATILE_COLUMNS = ("sim_wall_s",)  # differs run to run; everything else is det
 
 
 def run_point(base: dict, point: Point, profile: Profile) -> dict[str, Any]:
-    """Simulate one point; never raises for bad input (the row says why), only for bugs in the simulator."""
+    """Simulate one point; never raises for bad input (the row says why), only for bugs in the simulator.
+
+    With ``run.check_memory`` (the default) a point whose memory floor (:func:`memory_floor`) is over HBM is
+    refused before it is simulated; one that passes the floor but is over HBM once simulated is refused after.
+    Invalid rows carry no metrics, only their reason."""
     row: dict[str, Any] = {"key": point.key, "status": OK}
     row.update({axis: column_value(value) for axis, value in point.overrides.items()})
     wall = time.perf_counter()
@@ -49,16 +55,26 @@ def run_point(base: dict, point: Point, profile: Profile) -> dict[str, Any]:
         for key, value in point.overrides.items():
             apply_value(data, key, value)
         scenario = validate(data)
-        # Simulated even when over HBM, so the row shows by how much; it is then invalid unless the
-        # scenario says run.check_memory=false.
+        if scenario.run.check_memory:
+            check_fits(memory_floor(scenario), scenario.cluster.gpu.hbm_gb, at_least=True)
         result = simulate(scenario, profile, check_memory=False)
+        if scenario.run.check_memory and not result.fits_in_memory:
+            raise MemoryLayoutError(memory_reason(result))
     except (ScenarioError, ScheduleError) as err:
         row.update(status=INVALID, reason=str(err), sim_wall_s=time.perf_counter() - wall)
         return compact(row)
     row.update(result_columns(result))
-    if scenario.run.check_memory and not result.fits_in_memory:
-        row.update(status=INVALID, reason=memory_reason(result))
     return compact(row)
+
+
+def over_memory(row: dict[str, Any]) -> bool:
+    """Whether a row was refused because the layout does not fit in HBM (before or after simulating it)."""
+    return row["status"] == INVALID and row.get("reason", "").startswith(MEMORY_REASON)
+
+
+def refused_unsimulated(row: dict[str, Any]) -> bool:
+    """Whether a row was refused from its memory floor, without simulating it."""
+    return over_memory(row) and AT_LEAST in row["reason"]
 
 
 def memory_reason(result: Result) -> str:

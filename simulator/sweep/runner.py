@@ -10,7 +10,7 @@ from typing import Any
 from workloads.errors import ScenarioError
 
 from simulator.sweep.executors import get_executor
-from simulator.sweep.row import INVALID, METRIC_COLUMNS, OK
+from simulator.sweep.row import INVALID, METRIC_COLUMNS, OK, refused_unsimulated
 from simulator.sweep.spec import Point, SweepSpec, expand
 from simulator.sweep.store import ResultStore, check_output, journal_path
 
@@ -23,6 +23,7 @@ class SweepRun:
     kept: int
     axes: list[str] = field(default_factory=list)
     computed: int = 0
+    unsimulated: int = 0  # of those computed, refused for memory before simulating (their memory floor)
     status: dict[str, int] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -71,6 +72,7 @@ def _run(spec: SweepSpec, base: dict, points: list[Point], store: ResultStore, r
         for row in runner.run(base, spec.profile, todo):
             store.add(row)
             run.computed += 1
+            run.unsimulated += refused_unsimulated(row)
             if on_row:
                 on_row(row)
     finally:
