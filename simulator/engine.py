@@ -30,6 +30,7 @@ from simpy.events import NORMAL
 from simulator.cohorts import GpuLayout, representative_layout
 from simulator.compiler import compile_programs
 from simulator.host import HostPricer, plan_host
+from simulator.ledger import Ledger
 from simulator.pricing import StagePrice
 from simulator.program import ProgramBuilder, TailSpec
 from simulator.runner import Runner, Unit
@@ -48,7 +49,9 @@ class Timeline:
     GPUs behave exactly like it (its equivalence class). ``events`` counts task starts and ends over every
     simulated unit; ``gpu_events`` the same over every GPU they stand for; ``waits`` the times a stream
     blocked on a SimPy event; ``tasks`` the engine tasks run (over every simulated unit) and ``simpy_events``
-    the events SimPy itself scheduled (waits, rendezvous, network transfers).
+    the events SimPy itself scheduled (waits, rendezvous, network transfers). ``ledgers[rank]`` holds each row
+    rank's time as the runner entered it (:class:`~simulator.ledger.Ledger`), kept whether or not ``records``
+    are (``keep_records``).
     """
 
     ranks: int
@@ -63,6 +66,7 @@ class Timeline:
     waits: int = 0
     tasks: int = 0
     simpy_events: int = 0
+    ledgers: dict[int, Ledger] = field(default_factory=dict, repr=False)
 
     def row_ranks(self) -> list[int]:
         """The ranks that have rows: every pipeline rank, or (full fidelity) the recorded GPUs."""
@@ -81,12 +85,14 @@ class PipelineEngine:
     overlapped pair by that many seconds of compute, split between its chunks in proportion to their own times.
     A time-shared ``network`` (:mod:`simulator.network.shared`) moves communication in simulated time;
     ``send_comm`` is the Comm of one pipeline send on it. With a ``host`` (:class:`~simulator.host.HostPricer`)
-    each unit's kernels are issued by its host thread (:mod:`simulator.host`).
+    each unit's kernels are issued by its host thread (:mod:`simulator.host`). Without ``keep_records`` the
+    timeline keeps no records, only each row's ledger (what the step's breakdown needs).
     """
 
     def __init__(self, schedule: Schedule, prices: list[StagePrice], send_s: float, tail: TailSpec,
                  pair_s: float | None = None, compute_slowdown: dict[int, float] | None = None,
-                 layout: GpuLayout | None = None, network=None, send_comm=None, host: HostPricer | None = None):
+                 layout: GpuLayout | None = None, network=None, send_comm=None, host: HostPricer | None = None,
+                 keep_records: bool = True):
         if len(prices) != schedule.stages:
             raise ScheduleError(f"schedule {schedule.name} has {schedule.stages} stages; the model has "
                                 f"{len(prices)}")
@@ -101,6 +107,7 @@ class PipelineEngine:
             raise ScheduleError(f"the GPU layout has {self.layout.pipeline_ranks} pipeline ranks; the schedule "
                                 f"{schedule.pp}")
         self.timeline = Timeline(schedule.pp)
+        self.keep_records = keep_records
 
     def run(self) -> Timeline:
         """Build and compile every pipeline rank's program, run all units to the end, and return the timeline."""
@@ -123,7 +130,8 @@ class PipelineEngine:
                 unit.net_gpus = unit.spec.gpus if full else network.rank_gpus(unit.spec.rank)
         if network is not None:
             network.attach(self.env)
-        runner = Runner(self.env, self.timeline.records, network, self.builder.net_ops,
+        records = self.timeline.records if self.keep_records else None
+        runner = Runner(self.env, records, network, self.builder.net_ops,
                         self.host.model.sync_s if self.host is not None else 0.0)
         for unit in units:
             runner.start(unit, programs[unit.spec.rank])
@@ -152,6 +160,7 @@ class PipelineEngine:
                                 f"({ran}/{total} tasks ran)")
         tl.records.sort(key=_end_s)  # streams run ahead independently; rows in completion order
         tl.makespan_s = max(max(unit.end) for unit in units)
+        tl.ledgers = {row: ledger for unit in units for (_, row), ledger in zip(unit.rows, unit.ledgers)}
         tl.events, tl.gpu_events, tl.waits = 2 * ran, 2 * gpu_ran, runner.waits
         tl.tasks, tl.simpy_events = ran, self.env.scheduled
         tl.units = sum(len(u.spec.gpus) if u.spec.block else 1 for u in units)

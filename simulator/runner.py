@@ -33,6 +33,7 @@ import numpy as np
 import simpy
 
 from simulator.cohorts import UnitSpec
+from simulator.ledger import Ledger
 from simulator.rendezvous import Rendezvous, tail_ends
 from simulator.tasks import RankProgram, Task
 
@@ -51,7 +52,8 @@ class Unit:
     compute, 1 communication, 2 pipeline send/recv. ``slowdown`` (``scale`` for a block's GPUs) multiplies compute durations.
     """
 
-    __slots__ = ("spec", "done", "waiting", "peers", "pos", "end", "slowdown", "scale", "rows", "tail", "net_gpus")
+    __slots__ = ("spec", "done", "waiting", "peers", "pos", "end", "slowdown", "scale", "rows", "ledgers", "tail",
+                 "net_gpus")
 
     def __init__(self, spec: UnitSpec, slots: int, full: bool):
         self.spec = spec
@@ -64,6 +66,9 @@ class Unit:
         self.scale = np.array(spec.slowdowns) if spec.block else None
         # Timeline rows: (index in the unit, rank written in records: the GPU, or the pipeline rank it stands for).
         self.rows = [(j, g if full else spec.rank) for j, g in spec.watch]
+        if not spec.block:
+            del self.rows[1:]  # a shared unit's GPUs all behave alike: one row is recorded
+        self.ledgers = [Ledger() for _ in self.rows]  # each row's time, entered as its tasks finish
         self.tail = np.array(spec.tail_labels, dtype=np.intp) if spec.block else None
         self.net_gpus: tuple[int, ...] = ()  # with a time-shared network: the GPUs whose traffic it starts
 
@@ -88,7 +93,8 @@ class Transfer:
 
 
 class Runner:
-    """Runs every unit's streams as SimPy processes; collects records of the watched GPUs.
+    """Runs every unit's streams as SimPy processes; enters the watched GPUs' tasks in their units' ledgers and,
+    when ``records`` is a list (a timeline is kept), appends their records to it.
 
     ``rendezvous`` holds the open collectives, keyed by (group kind, group key, task position); ``waits``
     counts the times a stream blocked on a SimPy event. With a time-shared ``network``, ``net_ops`` are the
@@ -96,7 +102,7 @@ class Runner:
     synchronisation once the GPU has reached it (tasks with a ``host`` record, :mod:`simulator.host`).
     """
 
-    def __init__(self, env: simpy.Environment, records: list, network=None, net_ops: list | None = None,
+    def __init__(self, env: simpy.Environment, records: list | None, network=None, net_ops: list | None = None,
                  sync_s: float = 0.0):
         self.env = env
         self.sync_s = sync_s
@@ -128,8 +134,10 @@ class Runner:
         rendezvous) cost a SimPy event."""
         env, rendezvous, done, waiting, sync_s = self.env, self.rendezvous, unit.done, unit.waiting, self.sync_s
         peers, groups = unit.peers, unit.spec.groups
-        append = self.records.append if unit.rows else None
+        append = self.records.append if unit.rows and self.records is not None else None
         row = unit.rows[0][1] if unit.rows else -1
+        ledger = unit.ledgers[0] if unit.ledgers else None
+        enters = (ledger.compute, ledger.communicate, ledger.communicate) if ledger is not None else (None,) * 3
         # Per-stream state indexed by the stream's number (0 compute, 1 comm, 2 pp), not a stream object:
         # this loop runs once per task and unit, and a list index is the cheapest read Python has.
         savings = (unit.spec.expert_saving[0] if unit.spec.expert_saving else None, None, None)
@@ -145,7 +153,7 @@ class Runner:
             for si in streams:
                 queue = queues[si]
                 i, n, t = pos[si], len(queue), ends[si]
-                scale, saving, name = scales[si], savings[si], names[si]
+                scale, saving, name, enter = scales[si], savings[si], names[si], enters[si]
                 blocked[si] = None
                 while i < n:
                     task = queue[i]
@@ -217,18 +225,24 @@ class Runner:
                                 break
                             arrived[si] = None
                             end = meeting.end
-                    if append is not None:
-                        append((row, name, t, end, task.label, task.phase, task.micro_batch, task.stage))
+                    if enter is not None:
+                        enter(t, end, task.label, task.phase, task.micro_batch, task.stage)
+                        if append is not None:
+                            append((row, name, t, end, task.label, task.phase, task.micro_batch, task.stage))
                     if host is not None:
                         # The GPU waited for the host to issue the first kernel, and for the last.
                         tail = base + tail_s
-                        if append is not None:
+                        if enter is not None:
                             if t > ready_t:
-                                append((row, HOST, ready_t, t, HOST_BOUND[si], task.phase, task.micro_batch,
-                                        task.stage))
+                                ledger.wait_host(ready_t, t)
+                                if append is not None:
+                                    append((row, HOST, ready_t, t, HOST_BOUND[si], task.phase, task.micro_batch,
+                                            task.stage))
                             if tail > end:
-                                append((row, HOST, end, tail, HOST_BOUND[si], task.phase, task.micro_batch,
-                                        task.stage))
+                                ledger.wait_host(end, tail)
+                                if append is not None:
+                                    append((row, HOST, end, tail, HOST_BOUND[si], task.phase, task.micro_batch,
+                                            task.stage))
                         if tail > end:
                             end = tail
                     slot = task.slot
@@ -330,7 +344,9 @@ class Runner:
         spec = unit.spec
         size = len(spec.gpus)
         width = {kind: w for kind, w in spec.width.items()}
-        append, rows = self.records.append, unit.rows
+        append = self.records.append if self.records is not None else None
+        rows = [(j, row, ledger, ledger.compute if si == 0 else ledger.communicate)
+                for (j, row), ledger in zip(unit.rows, unit.ledgers)]
         name = ("compute", "comm", "pp")[si]
         scale = unit.scale if si == 0 and any(s != 1.0 for s in spec.slowdowns) else None
         savings = None
@@ -401,15 +417,21 @@ class Runner:
                 else:
                     end = np.repeat(t.reshape(-1, w).max(axis=1), w) + duration_s
             label, phase, mb, stage = task.label, task.phase, task.micro_batch, task.stage
-            for j, row in rows:
-                append((row, name, float(t[j]), float(end[j]), label, phase, mb, stage))
+            for j, row, _, enter in rows:
+                enter(float(t[j]), float(end[j]), label, phase, mb, stage)
+                if append is not None:
+                    append((row, name, float(t[j]), float(end[j]), label, phase, mb, stage))
             if host is not None:
                 tail = base + tail_s
-                for j, row in rows:
+                for j, row, ledger, _ in rows:
                     if t[j] > ready_t[j]:
-                        append((row, HOST, float(ready_t[j]), float(t[j]), HOST_BOUND[si], phase, mb, stage))
+                        ledger.wait_host(float(ready_t[j]), float(t[j]))
+                        if append is not None:
+                            append((row, HOST, float(ready_t[j]), float(t[j]), HOST_BOUND[si], phase, mb, stage))
                     if tail[j] > end[j]:
-                        append((row, HOST, float(end[j]), float(tail[j]), HOST_BOUND[si], phase, mb, stage))
+                        ledger.wait_host(float(end[j]), float(tail[j]))
+                        if append is not None:
+                            append((row, HOST, float(end[j]), float(tail[j]), HOST_BOUND[si], phase, mb, stage))
                 end = maximum(end, tail)
             slot = task.slot
             if slot >= 0:

@@ -191,7 +191,8 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
                        "fewer micro-batches", max(1, len(layout.units) // par.pp))
     timeline = PipelineEngine(schedule, prices, send_s, tail, compute_slowdown=None if full else
                               rank_slowdowns(scenario), layout=layout, network=shared,
-                              send_comm=send_comm if shared is not None else None, host=pricer.host).run()
+                              send_comm=send_comm if shared is not None else None, host=pricer.host,
+                              keep_records=keep_timeline).run()
     breakdowns, rows = pipeline_breakdowns(timeline, [p.activation_bytes for p in prices], par.pp)
     step_s = timeline.makespan_s
 
