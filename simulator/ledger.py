@@ -10,14 +10,16 @@ For one rank over the step (makespan M):
                                                    send/recv) not covered by compute or a wait for the host;
   bubble_s = M − all of the above                  time with no stream doing useful work.
 
-The runner (:mod:`simulator.runner`) gives each recorded GPU a :class:`Ledger` and enters every task as it
-finishes; :func:`simulator.metrics.rank_breakdowns` works out the same breakdown from a kept timeline's records
+The runner (:mod:`simulator.runner`) gives each recorded GPU a :class:`Ledger` and enters every task in it as
+it finishes; :func:`simulator.metrics.rank_breakdowns` works out the same breakdown from a kept timeline's records
 (the two agree exactly: sums are added in the order the timeline's records, sorted by end, give them).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from simulator.tasks import COMPUTE
 
 SEND = "send"  # labels of pipeline sends: they hold no activations of their own
 HOLD_PHASES = ("F", "B", "W")  # phases of a micro-batch's chunks, which hold its activations
@@ -38,76 +40,68 @@ class RankBreakdown:
 
 
 class Ledger:
-    """One recorded GPU's time, entered task by task in the order its streams finish them (seconds).
-
-    ``busy[phase]`` sums compute-stream time per phase: a stream runs in order, so its tasks end in queue order,
-    the order a timeline sorted by end gives them. ``covered`` is the union of compute-stream intervals, merged
-    as they come (starts never go back on one stream). ``comm`` and ``host`` keep the communication-stream
-    (collectives and pipeline sends) and host-wait intervals; ``held[(stage, micro_batch)]`` the span a
-    micro-batch's activations are held, with where that micro-batch first ends a task (end, then entry
-    number) so that peaks are added up in the timeline's order.
+    """One recorded GPU's tasks as its streams finish them: ``spans`` (start, end, stream, position) in that
+    order, every stream's (seconds; the task is ``queues[stream][position]`` of the GPU's
+    :class:`~simulator.tasks.RankProgram`), and ``host`` the (start, end) intervals a stream waited for its
+    host thread. The runner appends to both lists directly (a tuple per task is all a task costs it: of plain
+    numbers, so that the garbage collector stops tracking it at once); :meth:`breakdown` works the rank's time
+    out at the end of the step.
     """
 
-    __slots__ = ("busy", "covered", "comm", "host", "held", "entries")
+    __slots__ = ("queues", "spans", "host")
 
-    def __init__(self):
-        self.busy: dict[str, float] = {}
-        self.covered: list[list[float]] = []
-        self.comm: list[tuple[float, float]] = []
+    def __init__(self, queues: tuple[list, ...]):
+        self.queues = queues
+        self.spans: list[tuple[float, float, int, int]] = []
         self.host: list[tuple[float, float]] = []
-        self.held: dict[tuple[int, int], list] = {}
-        self.entries = 0
-
-    def compute(self, start: float, end: float, label: str, phase: str, micro_batch: int, stage: int) -> None:
-        """A compute-stream task ran from ``start`` to ``end``."""
-        busy = self.busy
-        busy[phase] = busy.get(phase, 0.0) + (end - start)
-        covered = self.covered
-        if covered and start <= covered[-1][1]:
-            if end > covered[-1][1]:
-                covered[-1][1] = end
-        else:
-            covered.append([start, end])
-        if phase in HOLD_PHASES:
-            self._hold(start, end, label, phase, micro_batch, stage)
-
-    def communicate(self, start: float, end: float, label: str, phase: str, micro_batch: int, stage: int) -> None:
-        """A communication or pipeline send/recv task ran from ``start`` to ``end``."""
-        self.comm.append((start, end))
-        if phase in HOLD_PHASES:
-            self._hold(start, end, label, phase, micro_batch, stage)
-
-    def wait_host(self, start: float, end: float) -> None:
-        """A stream waited for its host thread from ``start`` to ``end``."""
-        self.host.append((start, end))
-
-    def _hold(self, start: float, end: float, label: str, phase: str, micro_batch: int, stage: int) -> None:
-        # A micro-batch's activations are held from its F until its last backward use (B or W).
-        if label.startswith(SEND):
-            return
-        self.entries += 1
-        span = self.held.get((stage, micro_batch))
-        if span is None:
-            span = self.held[(stage, micro_batch)] = [float("inf"), 0.0, end, self.entries]
-        elif end < span[2]:
-            span[2], span[3] = end, self.entries
-        if phase == "F":
-            if start < span[0]:
-                span[0] = start
-        elif end > span[1]:
-            span[1] = end
 
     def breakdown(self, makespan_s: float, activation_bytes: list[float]) -> RankBreakdown:
         """The rank's breakdown over a step of ``makespan_s``; ``activation_bytes[stage]`` is what one
-        micro-batch's F keeps on that stage."""
-        busy = self.busy
-        covered = [(a, b) for a, b in self.covered]
-        host_bound = uncovered_s(self.host, covered) if self.host else 0.0
-        exposed = uncovered_s(self.comm, merge(covered + self.host) if self.host else covered)
-        comm_s = sum(end - start for start, end in sorted(self.comm, key=_end))  # in the timeline's order
-        # The timeline's order: by the end of the micro-batch's first task, then by entry.
-        held = {key: span for key, span in sorted(self.held.items(), key=_first)}
-        peak_n, peak_bytes = peak_held(held, activation_bytes)
+        micro-batch's F keeps on that stage.
+
+        Every sum is added in the order a timeline's records sorted by end give (what
+        :func:`simulator.metrics.rank_breakdowns` reads): a stream runs in order, so its tasks end in the order
+        it ran them, and only the communication streams' tasks, which interleave, are sorted here.
+        """
+        queues = self.queues
+        busy: dict[str, float] = {}
+        covered: list[list[float]] = []  # compute intervals merged as they come: starts never go back
+        comm: list[tuple[float, float]] = []
+        # (stage, micro_batch) → [F start, last backward end, end of its first task, entry of its first task]
+        held: dict[tuple[int, int], list] = {}
+        for entry, (start, end, stream, position) in enumerate(self.spans):
+            task = queues[stream][position]
+            phase = task.phase
+            if stream == COMPUTE:
+                busy[phase] = busy.get(phase, 0.0) + (end - start)
+                if covered and start <= covered[-1][1]:
+                    if end > covered[-1][1]:
+                        covered[-1][1] = end
+                else:
+                    covered.append([start, end])
+            else:
+                comm.append((start, end))
+            # A micro-batch's activations are held from its F until its last backward use (B or W).
+            if phase in HOLD_PHASES and not task.label.startswith(SEND):
+                span = held.get((task.stage, task.micro_batch))
+                if span is None:
+                    span = held[(task.stage, task.micro_batch)] = [float("inf"), 0.0, end, entry]
+                elif end < span[2]:
+                    span[2], span[3] = end, entry
+                if phase == "F":
+                    if start < span[0]:
+                        span[0] = start
+                elif end > span[1]:
+                    span[1] = end
+        # Into the timeline's order (by end, stable): the sums below add in it, and the merges sort less.
+        comm.sort(key=_end)
+        host = sorted(self.host, key=_end)
+        cover = [(a, b) for a, b in covered]
+        host_bound = uncovered_s(host, cover) if host else 0.0
+        exposed = uncovered_s(comm, merge(cover + host) if host else cover)
+        comm_s = sum(end - start for start, end in comm)
+        # The timeline's order of micro-batches: by the end of each one's first task, then by entry.
+        peak_n, peak_bytes = peak_held(dict(sorted(held.items(), key=_first)), activation_bytes)
         f, b, w, opt = (busy.get(p, 0.0) for p in ("F", "B", "W", "opt"))
         useful = f + b + w + opt + exposed + host_bound
         return RankBreakdown(f, b, w, exposed, max(0.0, makespan_s - useful), opt, comm_s, peak_n, peak_bytes,

@@ -68,7 +68,7 @@ class Unit:
         self.rows = [(j, g if full else spec.rank) for j, g in spec.watch]
         if not spec.block:
             del self.rows[1:]  # a shared unit's GPUs all behave alike: one row is recorded
-        self.ledgers = [Ledger() for _ in self.rows]  # each row's time, entered as its tasks finish
+        self.ledgers: list[Ledger] = []  # each row's time, entered as its tasks finish (made by the runner)
         self.tail = np.array(spec.tail_labels, dtype=np.intp) if spec.block else None
         self.net_gpus: tuple[int, ...] = ()  # with a time-shared network: the GPUs whose traffic it starts
 
@@ -115,6 +115,7 @@ class Runner:
 
     def start(self, unit: Unit, program: RankProgram) -> None:
         """Start a unit: one process for all streams of a scalar unit, one per stream for a block."""
+        unit.ledgers = [Ledger(program.queues) for _ in unit.rows]
         if unit.spec.block:
             for si, queue in enumerate(program.queues):
                 if queue:
@@ -137,7 +138,8 @@ class Runner:
         append = self.records.append if unit.rows and self.records is not None else None
         row = unit.rows[0][1] if unit.rows else -1
         ledger = unit.ledgers[0] if unit.ledgers else None
-        enters = (ledger.compute, ledger.communicate, ledger.communicate) if ledger is not None else (None,) * 3
+        enter = ledger.spans.append if ledger is not None else None
+        wait_host = ledger.host.append if ledger is not None else None
         # Per-stream state indexed by the stream's number (0 compute, 1 comm, 2 pp), not a stream object:
         # this loop runs once per task and unit, and a list index is the cheapest read Python has.
         savings = (unit.spec.expert_saving[0] if unit.spec.expert_saving else None, None, None)
@@ -153,7 +155,7 @@ class Runner:
             for si in streams:
                 queue = queues[si]
                 i, n, t = pos[si], len(queue), ends[si]
-                scale, saving, name, enter = scales[si], savings[si], names[si], enters[si]
+                scale, saving, name = scales[si], savings[si], names[si]
                 blocked[si] = None
                 while i < n:
                     task = queue[i]
@@ -226,7 +228,7 @@ class Runner:
                             arrived[si] = None
                             end = meeting.end
                     if enter is not None:
-                        enter(t, end, task.label, task.phase, task.micro_batch, task.stage)
+                        enter((t, end, si, i))
                         if append is not None:
                             append((row, name, t, end, task.label, task.phase, task.micro_batch, task.stage))
                     if host is not None:
@@ -234,12 +236,12 @@ class Runner:
                         tail = base + tail_s
                         if enter is not None:
                             if t > ready_t:
-                                ledger.wait_host(ready_t, t)
+                                wait_host((ready_t, t))
                                 if append is not None:
                                     append((row, HOST, ready_t, t, HOST_BOUND[si], task.phase, task.micro_batch,
                                             task.stage))
                             if tail > end:
-                                ledger.wait_host(end, tail)
+                                wait_host((end, tail))
                                 if append is not None:
                                     append((row, HOST, end, tail, HOST_BOUND[si], task.phase, task.micro_batch,
                                             task.stage))
@@ -345,8 +347,7 @@ class Runner:
         size = len(spec.gpus)
         width = {kind: w for kind, w in spec.width.items()}
         append = self.records.append if self.records is not None else None
-        rows = [(j, row, ledger, ledger.compute if si == 0 else ledger.communicate)
-                for (j, row), ledger in zip(unit.rows, unit.ledgers)]
+        rows = [(j, row, ledger.spans.append, ledger.host.append) for (j, row), ledger in zip(unit.rows, unit.ledgers)]
         name = ("compute", "comm", "pp")[si]
         scale = unit.scale if si == 0 and any(s != 1.0 for s in spec.slowdowns) else None
         savings = None
@@ -417,19 +418,19 @@ class Runner:
                 else:
                     end = np.repeat(t.reshape(-1, w).max(axis=1), w) + duration_s
             label, phase, mb, stage = task.label, task.phase, task.micro_batch, task.stage
-            for j, row, _, enter in rows:
-                enter(float(t[j]), float(end[j]), label, phase, mb, stage)
+            for j, row, enter, _ in rows:
+                enter((float(t[j]), float(end[j]), si, i))
                 if append is not None:
                     append((row, name, float(t[j]), float(end[j]), label, phase, mb, stage))
             if host is not None:
                 tail = base + tail_s
-                for j, row, ledger, _ in rows:
+                for j, row, _, wait_host in rows:
                     if t[j] > ready_t[j]:
-                        ledger.wait_host(float(ready_t[j]), float(t[j]))
+                        wait_host((float(ready_t[j]), float(t[j])))
                         if append is not None:
                             append((row, HOST, float(ready_t[j]), float(t[j]), HOST_BOUND[si], phase, mb, stage))
                     if tail[j] > end[j]:
-                        ledger.wait_host(float(end[j]), float(tail[j]))
+                        wait_host((float(end[j]), float(tail[j])))
                         if append is not None:
                             append((row, HOST, float(end[j]), float(tail[j]), HOST_BOUND[si], phase, mb, stage))
                 end = maximum(end, tail)
