@@ -30,7 +30,7 @@ from simpy.events import NORMAL
 from simulator.cohorts import GpuLayout, representative_layout
 from simulator.compiler import compile_programs
 from simulator.host import HostPricer, plan_host
-from simulator.ledger import Ledger
+from simulator.ledger import RankBreakdown
 from simulator.pricing import StagePrice
 from simulator.program import ProgramBuilder, TailSpec
 from simulator.runner import Runner, Unit
@@ -49,9 +49,9 @@ class Timeline:
     GPUs behave exactly like it (its equivalence class). ``events`` counts task starts and ends over every
     simulated unit; ``gpu_events`` the same over every GPU they stand for; ``waits`` the times a stream
     blocked on a SimPy event; ``tasks`` the engine tasks run (over every simulated unit) and ``simpy_events``
-    the events SimPy itself scheduled (waits, rendezvous, network transfers). ``ledgers[rank]`` holds each row
-    rank's time as the runner entered it (:class:`~simulator.ledger.Ledger`), kept whether or not ``records``
-    are (``keep_records``).
+    the events SimPy itself scheduled (waits, rendezvous, network transfers). ``breakdowns[rank]`` is each row
+    rank's breakdown (:class:`~simulator.ledger.RankBreakdown`) from what the runner entered in its ledger as
+    tasks finished, made whether or not ``records`` are kept (``keep_records``).
     """
 
     ranks: int
@@ -66,7 +66,7 @@ class Timeline:
     waits: int = 0
     tasks: int = 0
     simpy_events: int = 0
-    ledgers: dict[int, Ledger] = field(default_factory=dict, repr=False)
+    breakdowns: dict[int, RankBreakdown] = field(default_factory=dict, repr=False)
 
     def row_ranks(self) -> list[int]:
         """The ranks that have rows: every pipeline rank, or (full fidelity) the recorded GPUs."""
@@ -98,6 +98,7 @@ class PipelineEngine:
                                 f"{len(prices)}")
         self.schedule = schedule
         self.builder = ProgramBuilder(schedule, prices, send_s, tail, pair_s, network, send_comm, host)
+        self.activation_bytes = [p.activation_bytes for p in prices]
         self.host = host
         self.env = CountingEnvironment()
         self.network = network
@@ -137,6 +138,8 @@ class PipelineEngine:
             runner.start(unit, programs[unit.spec.rank])
         self.env.run()
         self._finish(units, programs, runner)
+        for unit in units:  # a unit is among its own peers: break the cycle, so that the programs go at once
+            unit.peers = []
         return self.timeline
 
     def _finish(self, units: list[Unit], programs: list[RankProgram], runner: Runner) -> None:
@@ -160,7 +163,9 @@ class PipelineEngine:
                                 f"({ran}/{total} tasks ran)")
         tl.records.sort(key=_end_s)  # streams run ahead independently; rows in completion order
         tl.makespan_s = max(max(unit.end) for unit in units)
-        tl.ledgers = {row: ledger for unit in units for (_, row), ledger in zip(unit.rows, unit.ledgers)}
+        # While the programs are still out of the collector's way (_out_of_collector): the breakdowns read them.
+        tl.breakdowns = {row: ledger.breakdown(tl.makespan_s, self.activation_bytes)
+                         for unit in units for (_, row), ledger in zip(unit.rows, unit.ledgers)}
         tl.events, tl.gpu_events, tl.waits = 2 * ran, 2 * gpu_ran, runner.waits
         tl.tasks, tl.simpy_events = ran, self.env.scheduled
         tl.units = sum(len(u.spec.gpus) if u.spec.block else 1 for u in units)

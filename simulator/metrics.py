@@ -53,16 +53,16 @@ def rank_breakdowns(timeline: Timeline, activation_bytes: list[float]) -> list[R
     return result
 
 
-def pipeline_breakdowns(timeline: Timeline, activation_bytes: list[float],
-                        pipeline_ranks: int) -> tuple[list[RankBreakdown], list[int]]:
-    """One breakdown per pipeline rank, from the ledgers the runner kept, and the row rank it comes from.
+def pipeline_breakdowns(timeline: Timeline, pipeline_ranks: int) -> tuple[list[RankBreakdown], list[int]]:
+    """One breakdown per pipeline rank, from those the runner kept (:attr:`Timeline.breakdowns`), and the row
+    rank it comes from.
 
     Representative timelines have one row per pipeline rank. In a full-fidelity timeline a pipeline rank has
     a row per distinct behaviour among its GPUs; its breakdown is that of its busiest GPU (most compute time,
     e.g. a straggler), the lowest GPU index among equals.
     """
     rows = timeline.row_ranks()
-    breakdowns = [timeline.ledgers[row].breakdown(timeline.makespan_s, activation_bytes) for row in rows]
+    breakdowns = [timeline.breakdowns[row] for row in rows]
     if timeline.pipeline_rank is None:
         return breakdowns, rows
     chosen: dict[int, tuple[float, int, RankBreakdown]] = {}

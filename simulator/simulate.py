@@ -193,7 +193,7 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
                               rank_slowdowns(scenario), layout=layout, network=shared,
                               send_comm=send_comm if shared is not None else None, host=pricer.host,
                               keep_records=keep_timeline).run()
-    breakdowns, rows = pipeline_breakdowns(timeline, [p.activation_bytes for p in prices], par.pp)
+    breakdowns, rows = pipeline_breakdowns(timeline, par.pp)
     step_s = timeline.makespan_s
 
     gpu = scenario.cluster.gpu
