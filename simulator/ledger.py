@@ -17,9 +17,9 @@ it finishes; :func:`simulator.metrics.rank_breakdowns` works out the same breakd
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from dataclasses import dataclass
-
-from simulator.tasks import COMPUTE
 
 SEND = "send"  # labels of pipeline sends: they hold no activations of their own
 HOLD_PHASES = ("F", "B", "W")  # phases of a micro-batch's chunks, which hold its activations
@@ -64,28 +64,35 @@ class Ledger:
         it ran them, and only the communication streams' tasks, which interleave, are sorted here.
         """
         queues = self.queues
-        busy: dict[str, float] = {}
-        covered: list[list[float]] = []  # compute intervals merged as they come: starts never go back
+        busy: dict[str, float] = defaultdict(float)
+        # Compute intervals merged as they come (starts never go back on one stream): starts, ends, last end.
+        cover_starts: list[float] = []
+        cover_ends: list[float] = []
+        last = -math.inf
         comm: list[tuple[float, float]] = []
         # (stage, micro_batch) → [F start, last backward end, end of its first task, entry of its first task]
         held: dict[tuple[int, int], list] = {}
+        inf = math.inf
         for entry, (start, end, stream, position) in enumerate(self.spans):
             task = queues[stream][position]
             phase = task.phase
-            if stream == COMPUTE:
-                busy[phase] = busy.get(phase, 0.0) + (end - start)
-                if covered and start <= covered[-1][1]:
-                    if end > covered[-1][1]:
-                        covered[-1][1] = end
+            if stream == 0:  # the compute stream (simulator.tasks.COMPUTE)
+                busy[phase] += end - start
+                if start <= last:
+                    if end > last:
+                        last = cover_ends[-1] = end
                 else:
-                    covered.append([start, end])
+                    cover_starts.append(start)
+                    cover_ends.append(end)
+                    last = end
             else:
                 comm.append((start, end))
             # A micro-batch's activations are held from its F until its last backward use (B or W).
             if phase in HOLD_PHASES and not task.label.startswith(SEND):
-                span = held.get((task.stage, task.micro_batch))
+                key = (task.stage, task.micro_batch)
+                span = held.get(key)
                 if span is None:
-                    span = held[(task.stage, task.micro_batch)] = [float("inf"), 0.0, end, entry]
+                    span = held[key] = [inf, 0.0, end, entry]
                 elif end < span[2]:
                     span[2], span[3] = end, entry
                 if phase == "F":
@@ -96,13 +103,13 @@ class Ledger:
         # Into the timeline's order (by end, stable): the sums below add in it, and the merges sort less.
         comm.sort(key=_end)
         host = sorted(self.host, key=_end)
-        cover = [(a, b) for a, b in covered]
+        cover = list(zip(cover_starts, cover_ends))
         host_bound = uncovered_s(host, cover) if host else 0.0
         exposed = uncovered_s(comm, merge(cover + host) if host else cover)
         comm_s = sum(end - start for start, end in comm)
         # The timeline's order of micro-batches: by the end of each one's first task, then by entry.
         peak_n, peak_bytes = peak_held(dict(sorted(held.items(), key=_first)), activation_bytes)
-        f, b, w, opt = (busy.get(p, 0.0) for p in ("F", "B", "W", "opt"))
+        f, b, w, opt = (busy[p] for p in ("F", "B", "W", "opt"))
         useful = f + b + w + opt + exposed + host_bound
         return RankBreakdown(f, b, w, exposed, max(0.0, makespan_s - useful), opt, comm_s, peak_n, peak_bytes,
                              host_bound)
