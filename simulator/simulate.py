@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
 from calibration.cost_model import CostModel
@@ -14,7 +14,8 @@ from simulator.cohorts import full_layout
 from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.faults import rank_slowdowns, run_goodput
 from simulator.limits import check_pipeline
-from simulator.memory import check_fits, rank_memory
+from simulator.memory import MemoryBreakdown, check_fits, rank_memory
+from simulator.ledger import RankBreakdown
 from simulator.metrics import pipeline_breakdowns
 from simulator.network import AnalyticNetwork, NetworkModel, TimeSharedNetwork
 from simulator.pricing import Pricer, StagePrice, expert_time_ratios, layer_op_classes
@@ -45,6 +46,19 @@ class StageResult:
     activations_gb: float
     gpu: int = -1  # full fidelity: the GPU this pipeline rank's breakdown is of (its busiest)
     host_bound_s: float = 0.0  # the GPU waiting for its host thread to issue kernels (simulator.host)
+
+    @classmethod
+    def of(cls, breakdown: RankBreakdown, memory: MemoryBreakdown, gpu: int = -1) -> "StageResult":
+        """A pipeline rank's result from the runner's breakdown (every time field it shares with this class, by
+        name) and its memory (GB); ``gpu`` as above."""
+        times = {name: getattr(breakdown, name) for name in _BREAKDOWN_FIELDS}
+        return cls(**times, peak_memory_gb=memory.total_gb, weights_gb=memory.weights_gb,
+                   gradients_gb=memory.gradients_gb, optimizer_states_gb=memory.optimizer_gb,
+                   activations_gb=memory.activations_gb, gpu=gpu)
+
+
+# The time fields a StageResult takes from the runner's RankBreakdown as they are.
+_BREAKDOWN_FIELDS = tuple(f.name for f in fields(RankBreakdown) if f.name in {g.name for g in fields(StageResult)})
 
 
 @dataclass
@@ -226,12 +240,7 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
                 for rank, b in enumerate(breakdowns)]
     if scenario.run.check_memory if check_memory is None else check_memory:
         check_fits(memories, gpu.hbm_gb)
-    stage_results = []
-    for b, mem, row in zip(breakdowns, memories, rows):
-        stage_results.append(StageResult(
-            b.forward_s, b.backward_input_s, b.backward_weight_s, b.exposed_comm_s, b.bubble_s,
-            b.optimizer_s, b.comm_s, b.peak_inflight, mem.total_gb, mem.weights_gb, mem.gradients_gb,
-            mem.optimizer_gb, mem.activations_gb, row if full else -1, b.host_bound_s))
+    stage_results = [StageResult.of(b, mem, row if full else -1) for b, mem, row in zip(breakdowns, memories, rows)]
     op_classes = layer_op_classes(pricer, stages)
     counts = parameter_counts(scenario.model)
     days = scenario.training.tokens / tokens_per_s / SECONDS_PER_DAY
