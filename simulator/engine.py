@@ -13,7 +13,8 @@ emerges from the streams and the dependencies.
 - :mod:`simulator.compiler` — signals → the (pipeline rank, slot) pairs the runner reads;
 - :mod:`simulator.cohorts` — which units run: one per pipeline rank (representative fidelity) or every GPU
   (full fidelity), where EP/TP collectives and the DP synchronisation are rendezvous of their members;
-- :mod:`simulator.runner` — runs every unit's streams on SimPy (:mod:`simulator.rendezvous` for collectives).
+- :mod:`simulator.runner` — runs every unit's streams on SimPy (:mod:`simulator.rendezvous` for collectives),
+  entering each recorded GPU's tasks in its ledger (:mod:`simulator.ledger`), from which its breakdown comes.
 
 Each pipeline rank's program is built and compiled once, however many units run it.
 """
