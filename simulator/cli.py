@@ -18,7 +18,39 @@ from workloads.files import check_target
 from workloads.loader import load_scenario
 from workloads.presets import preset_names, preset_text
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Sub-command → the module of simulator.commands that registers it. A command's module is imported when the
+# command runs (each pulls in what it needs: the planner, plotly, networkx), so `moesim simulate` pays for none of
+# them; help, and a name no command has, import them all (tests/test_cli_lazy.py checks this map is complete).
+COMMAND_MODULES = {"calibrate": "calibrate", "collective": "collective", "compare": "compare",
+                   "dashboard": "dashboard", "plan": "plan", "replay": "trace", "report": "report",
+                   "routing": "routing", "schedule": "schedule", "sweep": "sweep", "topology": "topology",
+                   "trace": "trace", "validate": "validate"}
+
+
+class LazyCommands(typer.core.TyperGroup):
+    """The top-level command group: imports a sub-command's module the first time the command is looked up."""
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name not in self.commands:
+            module = COMMAND_MODULES.get(cmd_name)
+            self._register([module] if module else sorted(set(COMMAND_MODULES.values())))
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx) -> list[str]:
+        self._register(sorted(set(COMMAND_MODULES.values())))
+        return super().list_commands(ctx)
+
+    def _register(self, modules: list[str]) -> None:
+        """Import ``modules`` of simulator.commands (they register on ``app``) and take up their commands, in
+        the order every command was registered."""
+        import importlib
+
+        for module in modules:
+            importlib.import_module(f"simulator.commands.{module}")
+        self.commands = typer.main.get_group(app).commands
+
+
+app = typer.Typer(cls=LazyCommands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="moesim: a discrete-event simulator of large mixture-of-experts training clusters.")
 presets_app = typer.Typer(no_args_is_help=True, help="List and show the built-in scenario presets.")
 app.add_typer(presets_app, name="presets")
@@ -59,7 +91,6 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
              op_classes: bool = OP_CLASSES_OPT) -> None:
     """Simulate one training step and report step time, throughput, MFU, per-stage breakdown and memory."""
     from simulator.profile_input import user_profile
-    from simulator.report import result_payload, write_report
     from simulator.export import check_trace_target, write_chrome_trace
     from simulator.simulate import simulate as run_simulation
 
@@ -78,11 +109,14 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
     except INPUT_ERRORS as err:
         fail(str(err))
     if report:
+        from simulator.report import write_report  # plotly: only when a report is asked for
         try:
             write_report(result, report, sc, force=force)
         except OSError as err:
             fail(f"--report {report}: {err.strerror or err}")
     if as_json:
+        if timeline:
+            from simulator.report import result_payload
         print(json.dumps(result_payload(result, sc) if timeline else result.to_dict(), indent=1))
         return
     print_result(result, sc)
@@ -206,19 +240,6 @@ def presets_show(name: str, as_json: bool = JSON_OPT) -> None:
             print(preset_text(name), end="")
     except INPUT_ERRORS as err:
         fail(str(err))
-
-
-def _load_commands() -> None:
-    """Import every module of ``simulator.commands`` so that each registers its sub-commands."""
-    import importlib
-    import pkgutil
-
-    import simulator.commands as package
-    for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
-        importlib.import_module(f"simulator.commands.{module}")
-
-
-_load_commands()
 
 
 def main() -> None:

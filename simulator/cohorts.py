@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
+
 from simulator.network.groups import ProcessGroups
 from workloads.scenario import Scenario
 
@@ -92,33 +94,58 @@ def _group_of(scenario: Scenario):
 
 def equivalence_classes(scenario: Scenario, slowdown: dict[int, float],
                         expert_ratios: list[dict[str, float]] | None = None) -> list[int]:
-    """Class label per global GPU (labels 0 … k−1, numbered in GPU order); ``expert_ratios`` per EP rank."""
+    """Class label per global GPU (labels 0 … k−1, numbered in GPU order); ``expert_ratios`` per EP rank.
+
+    Each round is numpy over the GPUs (131,072 of them in well under a second): a GPU's signature is its
+    class, its pipeline column's classes, and per group kind the set of classes its group meets; GPUs with
+    equal signatures stay together."""
     par = scenario.parallelism
     stage, pp = par.stage_gpus, par.pp
     n = stage * pp
+    rank_of = np.arange(n) // stage
+    slow = np.ones(n)
+    for g, factor in slowdown.items():
+        slow[g] = factor
+    experts = np.zeros(n)
+    if expert_ratios:
+        ratio_class = np.array(_intern([tuple(sorted(r.items())) for r in expert_ratios[:par.ep]]))
+        experts = ratio_class[np.arange(n) % stage % par.ep].astype(float)
+    labels = _intern_rows(np.stack([rank_of.astype(float), slow, experts], axis=1))
+    # Per group kind, each GPU's group on its pipeline rank: (pipeline rank, instance) as one integer.
     group_of = _group_of(scenario)
-    instance = {kind: [fn(l) for l in range(stage)] for kind, fn in group_of.items()}
-    ep = par.ep
-    labels = _intern([(g // stage, slowdown.get(g, 1.0),
-                       tuple(sorted(expert_ratios[g % stage % ep].items())) if expert_ratios else ())
-                      for g in range(n)])
-    classes = len(set(labels))
+    groups = {}
+    for kind in GROUPS:
+        instance = np.array(_intern([group_of[kind](l) for l in range(stage)]))
+        groups[kind] = rank_of * (int(instance.max()) + 1) + np.tile(instance, pp)
+    classes = int(labels.max()) + 1
     while True:
-        columns = [tuple(labels[l + q * stage] for q in range(pp)) for l in range(stage)]
-        meets = {}
-        for kind, inst in instance.items():
-            sets: dict[tuple[int, object], set] = {}
-            for g in range(n):
-                sets.setdefault((g // stage, inst[g % stage]), set()).add(labels[g])
-            meets[kind] = {key: frozenset(s) for key, s in sets.items()}
-        signature = [(labels[g], columns[g % stage],
-                      *(meets[kind][(g // stage, instance[kind][g % stage])] for kind in GROUPS))
-                     for g in range(n)]
-        refined = _intern(signature)
-        count = len(set(refined))
+        columns = np.tile(_intern_rows(labels.reshape(pp, stage).T), pp)  # GPU g's column: local index g % stage
+        meets = [_met_sets(group, labels, classes) for group in groups.values()]
+        refined = _intern_rows(np.stack([labels, columns, *meets], axis=1))
+        count = int(refined.max()) + 1
         if count == classes:
-            return refined
+            return refined.tolist()
         labels, classes = refined, count
+
+
+def _intern_rows(rows: np.ndarray) -> np.ndarray:
+    """An id per row of ``rows``: equal rows get equal ids, numbered in order of first appearance."""
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.empty(len(first), dtype=np.intp)
+    order[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return order[inverse.ravel()]
+
+
+def _met_sets(group: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
+    """Per GPU, an id of the set of classes (``labels``) its group (``group``: a group number per GPU) meets;
+    equal sets get equal ids."""
+    pairs = np.unique(group.astype(np.int64) * classes + labels)  # (group, class) present, sorted
+    owner, present = pairs // classes, pairs % classes
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    set_id = _intern([tuple(s) for s in np.split(present, starts[1:])])
+    of_group = np.zeros(int(group.max()) + 1, dtype=np.intp)
+    of_group[owner[starts]] = set_id
+    return of_group[group]
 
 
 def _intern(values: list) -> list[int]:

@@ -13,7 +13,8 @@ emerges from the streams and the dependencies.
 - :mod:`simulator.compiler` — signals → the (pipeline rank, slot) pairs the runner reads;
 - :mod:`simulator.cohorts` — which units run: one per pipeline rank (representative fidelity) or every GPU
   (full fidelity), where EP/TP collectives and the DP synchronisation are rendezvous of their members;
-- :mod:`simulator.runner` — runs every unit's streams on SimPy (:mod:`simulator.rendezvous` for collectives).
+- :mod:`simulator.runner` — runs every unit's streams on SimPy (:mod:`simulator.rendezvous` for collectives),
+  entering each recorded GPU's tasks in its ledger (:mod:`simulator.ledger`), from which its breakdown comes.
 
 Each pipeline rank's program is built and compiled once, however many units run it.
 """
@@ -30,6 +31,7 @@ from simpy.events import NORMAL
 from simulator.cohorts import GpuLayout, representative_layout
 from simulator.compiler import compile_programs
 from simulator.host import HostPricer, plan_host
+from simulator.ledger import RankBreakdown
 from simulator.pricing import StagePrice
 from simulator.program import ProgramBuilder, TailSpec
 from simulator.runner import Runner, Unit
@@ -48,7 +50,9 @@ class Timeline:
     GPUs behave exactly like it (its equivalence class). ``events`` counts task starts and ends over every
     simulated unit; ``gpu_events`` the same over every GPU they stand for; ``waits`` the times a stream
     blocked on a SimPy event; ``tasks`` the engine tasks run (over every simulated unit) and ``simpy_events``
-    the events SimPy itself scheduled (waits, rendezvous, network transfers).
+    the events SimPy itself scheduled (waits, rendezvous, network transfers). ``breakdowns[rank]`` is each row
+    rank's breakdown (:class:`~simulator.ledger.RankBreakdown`) from what the runner entered in its ledger as
+    tasks finished, made whether or not ``records`` are kept (``keep_records``).
     """
 
     ranks: int
@@ -63,6 +67,7 @@ class Timeline:
     waits: int = 0
     tasks: int = 0
     simpy_events: int = 0
+    breakdowns: dict[int, RankBreakdown] = field(default_factory=dict, repr=False)
 
     def row_ranks(self) -> list[int]:
         """The ranks that have rows: every pipeline rank, or (full fidelity) the recorded GPUs."""
@@ -81,17 +86,20 @@ class PipelineEngine:
     overlapped pair by that many seconds of compute, split between its chunks in proportion to their own times.
     A time-shared ``network`` (:mod:`simulator.network.shared`) moves communication in simulated time;
     ``send_comm`` is the Comm of one pipeline send on it. With a ``host`` (:class:`~simulator.host.HostPricer`)
-    each unit's kernels are issued by its host thread (:mod:`simulator.host`).
+    each unit's kernels are issued by its host thread (:mod:`simulator.host`). Without ``keep_records`` the
+    timeline keeps no records, only each row's ledger (what the step's breakdown needs).
     """
 
     def __init__(self, schedule: Schedule, prices: list[StagePrice], send_s: float, tail: TailSpec,
                  pair_s: float | None = None, compute_slowdown: dict[int, float] | None = None,
-                 layout: GpuLayout | None = None, network=None, send_comm=None, host: HostPricer | None = None):
+                 layout: GpuLayout | None = None, network=None, send_comm=None, host: HostPricer | None = None,
+                 keep_records: bool = True):
         if len(prices) != schedule.stages:
             raise ScheduleError(f"schedule {schedule.name} has {schedule.stages} stages; the model has "
                                 f"{len(prices)}")
         self.schedule = schedule
         self.builder = ProgramBuilder(schedule, prices, send_s, tail, pair_s, network, send_comm, host)
+        self.activation_bytes = [p.activation_bytes for p in prices]
         self.host = host
         self.env = CountingEnvironment()
         self.network = network
@@ -101,6 +109,7 @@ class PipelineEngine:
             raise ScheduleError(f"the GPU layout has {self.layout.pipeline_ranks} pipeline ranks; the schedule "
                                 f"{schedule.pp}")
         self.timeline = Timeline(schedule.pp)
+        self.keep_records = keep_records
 
     def run(self) -> Timeline:
         """Build and compile every pipeline rank's program, run all units to the end, and return the timeline."""
@@ -123,12 +132,15 @@ class PipelineEngine:
                 unit.net_gpus = unit.spec.gpus if full else network.rank_gpus(unit.spec.rank)
         if network is not None:
             network.attach(self.env)
-        runner = Runner(self.env, self.timeline.records, network, self.builder.net_ops,
+        records = self.timeline.records if self.keep_records else None
+        runner = Runner(self.env, records, network, self.builder.net_ops,
                         self.host.model.sync_s if self.host is not None else 0.0)
         for unit in units:
             runner.start(unit, programs[unit.spec.rank])
         self.env.run()
         self._finish(units, programs, runner)
+        for unit in units:  # a unit is among its own peers: break the cycle, so that the programs go at once
+            unit.peers = []
         return self.timeline
 
     def _finish(self, units: list[Unit], programs: list[RankProgram], runner: Runner) -> None:
@@ -152,6 +164,9 @@ class PipelineEngine:
                                 f"({ran}/{total} tasks ran)")
         tl.records.sort(key=_end_s)  # streams run ahead independently; rows in completion order
         tl.makespan_s = max(max(unit.end) for unit in units)
+        # While the programs are still out of the collector's way (_out_of_collector): the breakdowns read them.
+        tl.breakdowns = {row: ledger.breakdown(tl.makespan_s, self.activation_bytes)
+                         for unit in units for (_, row), ledger in zip(unit.rows, unit.ledgers)}
         tl.events, tl.gpu_events, tl.waits = 2 * ran, 2 * gpu_ran, runner.waits
         tl.tasks, tl.simpy_events = ran, self.env.scheduled
         tl.units = sum(len(u.spec.gpus) if u.spec.block else 1 for u in units)

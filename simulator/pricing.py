@@ -204,8 +204,12 @@ class Pricer:
     def chunk_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
         return self.merge_segments(self.component_segments(chunk))
 
+    def at_stage(self, stage: int) -> None:
+        """Price communication from now on on the GPUs of the pipeline rank that runs ``stage``."""
+        self._rank = self.stage_rank(stage) if self.stage_rank else 0
+
     def price_stage(self, stage: StageWork) -> StagePrice:
-        self._rank = self.stage_rank(stage.stage) if self.stage_rank else 0
+        self.at_stage(stage.stage)
         components = {phase: self.component_segments(stage.chunk(phase)) for phase in Phase}
         segments = {phase: self.merge_segments(c) for phase, c in components.items()}
         ops = [op for phase in Phase for op in stage.chunk(phase).ops()]
@@ -256,7 +260,7 @@ def layer_op_classes(pricer: Pricer, stages: list[StageWork]) -> list[dict]:
     if not (moe or layers):
         return []
     stage, layer = (moe or layers)[0]
-    pricer._rank = pricer.stage_rank(stage.stage) if pricer.stage_rank else 0
+    pricer.at_stage(stage.stage)
     rows: dict[str, dict] = {}
     gap = pricer.cost_model.launch_gap_s
     for phase in Phase:

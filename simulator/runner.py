@@ -19,6 +19,10 @@ for every GPU the unit stands for (all members' GPUs at a rendezvous, started by
 resumes when they have arrived. Flows so start in simulated-time order and share links with all traffic then
 in flight. Scalar units only: full fidelity runs shared units (classes) with such a network.
 
+Each kind of task has its own small function: compute (:func:`compute_end`), a collective
+(:meth:`Runner._collective`, a :class:`~simulator.rendezvous.Rendezvous` of its group's units), a network op
+(:meth:`Runner._net_task`) and, between blocks, the step's DP synchronisation (:meth:`Runner._tail_sync`).
+
 Shared and representative units hold one time per slot. Block units hold a numpy vector per signal, one
 element per GPU: each GPU's streams are simulated separately, EP and TP collectives meet inside the block (the
 maximum over each group's elements), and the tail's DP synchronisation meets across the blocks of a rank.
@@ -26,36 +30,37 @@ maximum over each group's elements), and the tail's DP synchronisation meets acr
 
 from __future__ import annotations
 
-import math
-from array import array
-
 import numpy as np
 import simpy
 
 from simulator.cohorts import UnitSpec
-from simulator.rendezvous import Rendezvous, tail_ends
+from simulator.ledger import Ledger
+from simulator.rendezvous import Rendezvous, TailSync
 from simulator.tasks import RankProgram, Task
-
 
 # Timeline records of a stream waiting for its host thread: stream "host", labelled by the stream that waits.
 HOST, HOST_BOUND = "host", ("host-bound", "host-bound (comm)", "host-bound (pp)")
+STREAM_NAMES = ("compute", "comm", "pp")  # by stream number, as timeline records name them
 
 
 class Unit:
     """Run-time state of one unit (:class:`~simulator.cohorts.UnitSpec` ``spec``).
 
-    ``done[slot]`` is the end time (seconds) of the task that gives that slot: a float, NaN until produced, or
-    for a block a numpy vector (one per GPU), None until produced; ``waiting[slot]`` the SimPy event a stream of
-    another unit waits on for it. ``peers[q]`` is the unit holding its pipeline partners on rank ``q``.
-    ``pos[stream]`` and ``end[stream]`` are each stream's next task and its end so far (seconds); stream 0 is
-    compute, 1 communication, 2 pipeline send/recv. ``slowdown`` (``scale`` for a block's GPUs) multiplies compute durations.
+    ``done[slot]`` is the end time (seconds) of the task that gives that slot: a float, or for a block a numpy
+    vector (one per GPU); None until produced. ``waiting[slot]`` is the SimPy event a stream of another unit
+    waits on for it. ``peers[q]`` is the unit holding its pipeline partners on rank ``q``. ``pos[stream]`` and
+    ``end[stream]`` are each stream's next task and its end so far (seconds); stream 0 is compute, 1
+    communication, 2 pipeline send/recv. ``slowdown`` (``scale`` for a block's GPUs) multiplies compute
+    durations. ``rows`` are the recorded GPUs, (index in the unit, rank written in records), and ``ledgers``
+    their :class:`~simulator.ledger.Ledger`.
     """
 
-    __slots__ = ("spec", "done", "waiting", "peers", "pos", "end", "slowdown", "scale", "rows", "tail", "net_gpus")
+    __slots__ = ("spec", "done", "waiting", "peers", "pos", "end", "slowdown", "scale", "rows", "ledgers", "tail",
+                 "net_gpus")
 
     def __init__(self, spec: UnitSpec, slots: int, full: bool):
         self.spec = spec
-        self.done = [None] * slots if spec.block else array("d", [math.nan]) * slots
+        self.done: list = [None] * slots
         self.waiting: dict[int, simpy.Event] = {}
         self.peers: list[Unit] = []
         self.pos = [0, 0, 0]
@@ -64,11 +69,22 @@ class Unit:
         self.scale = np.array(spec.slowdowns) if spec.block else None
         # Timeline rows: (index in the unit, rank written in records: the GPU, or the pipeline rank it stands for).
         self.rows = [(j, g if full else spec.rank) for j, g in spec.watch]
+        if not spec.block:
+            del self.rows[1:]  # a shared unit's GPUs all behave alike: one row is recorded
+        self.ledgers: list[Ledger] = []  # each row's time, entered as its tasks finish (made by the runner)
         self.tail = np.array(spec.tail_labels, dtype=np.intp) if spec.block else None
         self.net_gpus: tuple[int, ...] = ()  # with a time-shared network: the GPUs whose traffic it starts
 
+    def give(self, slot: int, end) -> None:
+        """The task giving ``slot`` ended at ``end``: keep it, and wake a stream of another unit waiting for it."""
+        self.done[slot] = end
+        if self.waiting:
+            event = self.waiting.pop(slot, None)
+            if event is not None:
+                event.succeed()
 
-class Transfer:
+
+class NetOpInFlight:
     """A stream's network op in progress (time-shared network): ``t`` when the op's task started (seconds),
     ``plan`` the network's plan for it, ``meeting`` its rendezvous (None for a unit's own op). It waits first for
     its start (``started`` False: the task's fixed part, a SimPy timeout), then for its flows to arrive;
@@ -87,8 +103,37 @@ class Transfer:
         self.value = event.value if self.started else 0.0
 
 
+def compute_end(task: Task, t: float, scale: float, saving: dict | None) -> float:
+    """When a compute task started at ``t`` ends: its duration times the unit's ``scale`` (a straggler), less
+    what its GPU saves on routed experts (``saving[phase]`` of ``task.expert_s``: skewed routing)."""
+    expert_s = task.expert_s
+    if saving is not None and expert_s:
+        return t + (task.duration_s - expert_s * saving[task.phase]) * scale
+    return t + task.duration_s * scale
+
+
+def block_compute_end(task: Task, t: np.ndarray, scale: np.ndarray | None, savings: dict | None) -> np.ndarray:
+    """:func:`compute_end` for a block's GPUs (vectors: ``t``, ``scale``, ``savings[phase]``)."""
+    duration_s = task.duration_s
+    if savings is not None and task.expert_s:
+        seconds = duration_s - task.expert_s * savings[task.phase]
+        return t + (seconds * scale if scale is not None else seconds)
+    return t + (duration_s * scale if scale is not None else duration_s)
+
+
+def block_collective_end(t: np.ndarray, duration_s: float, width: int) -> np.ndarray:
+    """A collective inside a block, over groups of ``width`` consecutive GPUs: each group ends at its last
+    arrival plus ``duration_s``."""
+    if width == 1:
+        return t + duration_s
+    if width == len(t):
+        return np.full(len(t), t.max() + duration_s)
+    return np.repeat(t.reshape(-1, width).max(axis=1), width) + duration_s
+
+
 class Runner:
-    """Runs every unit's streams as SimPy processes; collects records of the watched GPUs.
+    """Runs every unit's streams as SimPy processes; enters the watched GPUs' tasks in their units' ledgers and,
+    when ``records`` is a list (a timeline is kept), appends their records to it.
 
     ``rendezvous`` holds the open collectives, keyed by (group kind, group key, task position); ``waits``
     counts the times a stream blocked on a SimPy event. With a time-shared ``network``, ``net_ops`` are the
@@ -96,12 +141,12 @@ class Runner:
     synchronisation once the GPU has reached it (tasks with a ``host`` record, :mod:`simulator.host`).
     """
 
-    def __init__(self, env: simpy.Environment, records: list, network=None, net_ops: list | None = None,
+    def __init__(self, env: simpy.Environment, records: list | None, network=None, net_ops: list | None = None,
                  sync_s: float = 0.0):
         self.env = env
         self.sync_s = sync_s
         self.records = records
-        self.rendezvous: dict[tuple, Rendezvous] = {}
+        self.rendezvous: dict[tuple, Rendezvous | TailSync] = {}
         self.waits = 0
         self.network = network
         self.net_ops = net_ops or []
@@ -109,6 +154,7 @@ class Runner:
 
     def start(self, unit: Unit, program: RankProgram) -> None:
         """Start a unit: one process for all streams of a scalar unit, one per stream for a block."""
+        unit.ledgers = [Ledger(program.queues) for _ in unit.rows]
         if unit.spec.block:
             for si, queue in enumerate(program.queues):
                 if queue:
@@ -122,19 +168,35 @@ class Runner:
             event = source.waiting[slot] = self.env.event()
         return event
 
+    def _meeting(self, kind, members: int, factory=Rendezvous):
+        """The open rendezvous keyed ``kind`` (group kind, group key, task position) of ``members`` members,
+        made by the first to get there; the last to arrive takes it off (:meth:`_arrived_last`)."""
+        meeting = self.rendezvous.get(kind)
+        if meeting is None:
+            meeting = self.rendezvous[kind] = factory(members)
+        return meeting
+
+    def _arrived_last(self, kind, meeting, member, t) -> bool:
+        """``member`` arrives at ``meeting`` with ``t``; True (and the meeting is no longer open) if it was the
+        last."""
+        if meeting.arrive(member, t):
+            del self.rendezvous[kind]
+            return True
+        return False
+
     def unit_streams(self, unit: Unit, queues: tuple[list[Task], ...]):
         """All streams of a scalar unit in one process: each runs as far as its inputs allow; an input from
         another stream of the unit is picked up on the next pass, so only inputs from other units (and
         rendezvous) cost a SimPy event."""
-        env, rendezvous, done, waiting, sync_s = self.env, self.rendezvous, unit.done, unit.waiting, self.sync_s
-        peers, groups = unit.peers, unit.spec.groups
-        append = self.records.append if unit.rows else None
+        env, peers = self.env, unit.peers
+        records = self.records if unit.rows else None
         row = unit.rows[0][1] if unit.rows else -1
+        ledger = unit.ledgers[0] if unit.ledgers else None
+        enter = ledger.spans.append if ledger is not None else None
         # Per-stream state indexed by the stream's number (0 compute, 1 comm, 2 pp), not a stream object:
         # this loop runs once per task and unit, and a list index is the cheapest read Python has.
         savings = (unit.spec.expert_saving[0] if unit.spec.expert_saving else None, None, None)
         scales = (unit.slowdown, 1.0, 1.0)
-        names = ("compute", "comm", "pp")
         pos, ends = unit.pos, unit.end
         arrived: list = [None, None, None]  # a rendezvous this stream has joined and waits to end
         blocked: list = [None, None, None]  # the event this stream waits on
@@ -145,7 +207,7 @@ class Runner:
             for si in streams:
                 queue = queues[si]
                 i, n, t = pos[si], len(queue), ends[si]
-                scale, saving, name = scales[si], savings[si], names[si]
+                scale, saving = scales[si], savings[si]
                 blocked[si] = None
                 while i < n:
                     task = queue[i]
@@ -153,7 +215,7 @@ class Runner:
                     for p_rank, p_slot in task.inputs:
                         source = peers[p_rank]
                         ready = source.done[p_slot]
-                        if ready != ready:  # NaN: not computed yet
+                        if ready is None:  # not produced yet
                             if source is not unit:
                                 blocked[si] = self._wait(source, p_slot)
                             ready_all = False
@@ -164,85 +226,35 @@ class Runner:
                         break
                     host = task.host
                     if host is not None:  # the host thread must have issued the task (simulator.host)
-                        base_slot, first_s, tail_s, sync = host
-                        if sync is None:
-                            base = done[base_slot] if base_slot >= 0 else 0.0
-                        else:
-                            base = done[sync[0]] if sync[0] >= 0 else 0.0
-                            if base == base:  # the host waits for the GPU to reach the sync, then syncs
-                                base = (base + sync[1] if base + sync[1] > t else t) + sync_s
-                                done[sync[2]] = base
-                                if waiting:
-                                    event = waiting.pop(sync[2], None)
-                                    if event is not None:
-                                        event.succeed()
-                        if base != base:
+                        issued = self._host_issue(unit, host, t)
+                        if issued is None:
                             break  # a release another stream of this unit gives: picked up on the next pass
                         ready_t = t
-                        if base + first_s > t:
-                            t = base + first_s
-                    group = task.group
+                        base, t = issued
                     if task.net is not None:
                         event, t, end = self._net_task(unit, si, task, i, t, arrived, transfers)
                         if event is not None:
                             blocked[si] = event
-                            if host is not None:
-                                t = ready_t  # the host's part is worked out again when it resumes
-                            break
-                    elif group is None:
-                        expert_s = task.expert_s
-                        if saving is not None and expert_s:
-                            end = t + (task.duration_s - expert_s * saving[task.phase]) * scale
-                        else:
-                            end = t + task.duration_s * scale
+                    elif task.group is None:
+                        end = compute_end(task, t, scale, saving)
                     else:
-                        key, members = groups[group]
-                        if members == 1:
-                            end = t + task.duration_s
-                        else:
-                            meeting = arrived[si]
-                            if meeting is None:
-                                rkey = (group, key, i)
-                                meeting = rendezvous.get(rkey)
-                                if meeting is None:
-                                    meeting = rendezvous[rkey] = Rendezvous(members, t)
-                                if meeting.arrive(t):
-                                    del rendezvous[rkey]
-                                    meeting.close(meeting.t + task.duration_s)
-                            if meeting.missing > 0:
-                                arrived[si] = meeting
-                                blocked[si] = meeting.wait(env)
-                                if host is not None:
-                                    t = ready_t  # the host's part is worked out again when it resumes
-                                break
-                            arrived[si] = None
-                            end = meeting.end
-                    if append is not None:
-                        append((row, name, t, end, task.label, task.phase, task.micro_batch, task.stage))
+                        end = self._collective(unit, si, task, i, t, arrived, blocked)
+                    if end is None:  # waiting: the host's part is worked out again when it resumes
+                        if host is not None:
+                            t = ready_t
+                        break
+                    if enter is not None:
+                        enter((t, end, si, i))
+                        if records is not None:
+                            records.append((row, STREAM_NAMES[si], t, end, task.label, task.phase,
+                                            task.micro_batch, task.stage))
                     if host is not None:
-                        # The GPU waited for the host to issue the first kernel, and for the last.
-                        tail = base + tail_s
-                        if append is not None:
-                            if t > ready_t:
-                                append((row, HOST, ready_t, t, HOST_BOUND[si], task.phase, task.micro_batch,
-                                        task.stage))
-                            if tail > end:
-                                append((row, HOST, end, tail, HOST_BOUND[si], task.phase, task.micro_batch,
-                                        task.stage))
-                        if tail > end:
-                            end = tail
-                    slot = task.slot
-                    if slot >= 0:
-                        done[slot] = end
-                        if waiting:
-                            event = waiting.pop(slot, None)
-                            if event is not None:
-                                event.succeed()
+                        end = self._host_bound(ledger, records, row, si, task, ready_t, t, end, base + host[2])
+                    if task.slot >= 0:
+                        unit.give(task.slot, end)
                     t = end
                     i += 1
                     progressed = True
-                # On a block, t may already hold some inputs' ends: a lower bound of the task's start, so
-                # keeping it changes nothing when the task's inputs are checked again.
                 pos[si], ends[si] = i, t
             if all(pos[si] == len(queues[si]) for si in streams):
                 return
@@ -254,9 +266,62 @@ class Runner:
             self.waits += 1
             yield events[0] if len(events) == 1 else env.any_of(events)
 
+    def _host_issue(self, unit: Unit, host: tuple, t: float) -> tuple[float, float] | None:
+        """When the host thread has issued a task whose inputs are ready at ``t``: (the release its host times
+        count from, the task's start), or None while that release is not produced yet. A sync first waits for
+        the GPU to reach it, then gives its own release (:func:`simulator.host.plan_host`)."""
+        base_slot, first_s, _, sync = host
+        done = unit.done
+        if sync is None:
+            base = done[base_slot] if base_slot >= 0 else 0.0
+        else:
+            base = done[sync[0]] if sync[0] >= 0 else 0.0
+            if base is not None:
+                base = (base + sync[1] if base + sync[1] > t else t) + self.sync_s
+                unit.give(sync[2], base)
+        if base is None:
+            return None
+        return base, (base + first_s if base + first_s > t else t)
+
+    @staticmethod
+    def _host_bound(ledger: Ledger | None, records: list | None, row: int, si: int, task: Task, ready_t: float,
+                    t: float, end: float, tail: float) -> float:
+        """A host-issued task's end: no earlier than its last kernel's issue plus one mean kernel (``tail``).
+        Enters the time the GPU waited for the host to issue its first kernel, and its last."""
+        if ledger is not None:
+            if t > ready_t:
+                ledger.host.append((ready_t, t))
+                if records is not None:
+                    records.append((row, HOST, ready_t, t, HOST_BOUND[si], task.phase, task.micro_batch, task.stage))
+            if tail > end:
+                ledger.host.append((end, tail))
+                if records is not None:
+                    records.append((row, HOST, end, tail, HOST_BOUND[si], task.phase, task.micro_batch, task.stage))
+        return tail if tail > end else end
+
+    def _collective(self, unit: Unit, si: int, task: Task, i: int, t: float, arrived: list,
+                    blocked: list) -> float | None:
+        """A collective of stream ``si`` (position ``i``, this member ready at ``t``): its end, or None while
+        members are missing (the stream then waits on ``blocked[si]``)."""
+        key, members = unit.spec.groups[task.group]
+        if members == 1:
+            return t + task.duration_s
+        meeting = arrived[si]
+        if meeting is None:
+            kind = (task.group, key, i)
+            meeting = self._meeting(kind, members)
+            if self._arrived_last(kind, meeting, unit, t):
+                meeting.close(meeting.t + task.duration_s)
+        if meeting.end is None:
+            arrived[si] = meeting
+            blocked[si] = meeting.wait(self.env)
+            return None
+        arrived[si] = None
+        return meeting.end
+
     # A time-shared network: a task with a network op.
     def _net_task(self, unit: Unit, si: int, task: Task, i: int, t: float, arrived: list,
-                  transfers: list) -> tuple[simpy.Event | None, float, float]:
+                  transfers: list) -> tuple[simpy.Event | None, float, float | None]:
         """Advance stream ``si``'s network task ``task`` (position ``i``, inputs ready at ``t``): (the event to
         wait for, t, None) while it runs, (None, its start, its end) once its flows have arrived.
 
@@ -264,22 +329,15 @@ class Runner:
         take its end."""
         transfer = transfers[si]
         if transfer is None:
-            meeting = None
             key, members = unit.spec.groups[task.group] if task.group is not None else (-1, 1)
             if members > 1:
                 meeting = arrived[si]
                 if meeting is None:
-                    rkey = (task.group, key, i)
-                    meeting = self.rendezvous.get(rkey)
-                    if meeting is None:
-                        meeting = self.rendezvous[rkey] = Rendezvous(members, t)
-                    last = meeting.arrive(t)
-                    meeting.units.append(unit)
-                    arrived[si] = meeting
-                    if last:  # the last to arrive starts the op for everyone
-                        del self.rendezvous[rkey]
+                    kind = (task.group, key, i)
+                    meeting = arrived[si] = self._meeting(kind, members)
+                    if self._arrived_last(kind, meeting, unit, t):  # the last to arrive starts the op for all
                         arrived[si] = None
-                        transfer = transfers[si] = self._net_begin(task.net, meeting.t, meeting.units, meeting)
+                        transfer = transfers[si] = self._net_begin(task.net, meeting.t, meeting.arrived, meeting)
                 if transfer is None:
                     if meeting.end is None:
                         return meeting.wait(self.env), t, None
@@ -296,7 +354,7 @@ class Runner:
             transfer.meeting.close(end)
         return None, transfer.t, end
 
-    def _net_begin(self, net: int, t: float, units: list[Unit], meeting: Rendezvous | None) -> Transfer:
+    def _net_begin(self, net: int, t: float, units: list[Unit], meeting: Rendezvous | None) -> NetOpInFlight:
         """Plan the network op ``net`` for ``units``' GPUs, starting at ``t`` plus its fixed part."""
         op = self.net_ops[net]
         key = (net, units[0]) if len(units) == 1 else (net, *units)
@@ -304,7 +362,7 @@ class Runner:
         if plan is None:
             gpus = units[0].net_gpus if len(units) == 1 else tuple(sorted({g for u in units for g in u.net_gpus}))
             plan = self.plans[key] = self.network.plan(op.comms, gpus, op.send_to)
-        transfer = Transfer(t, plan, meeting)
+        transfer = NetOpInFlight(t, plan, meeting)
         begin = t + op.fixed_s
         if begin > self.env.now:
             transfer.event = self.env.timeout(begin - self.env.now)
@@ -313,7 +371,7 @@ class Runner:
             transfer.ready = True
         return transfer
 
-    def _net_step(self, transfer: Transfer) -> simpy.Event | None:
+    def _net_step(self, transfer: NetOpInFlight) -> simpy.Event | None:
         """Advance a network op: the event to wait for, or None once its flows have arrived."""
         if not transfer.ready:
             return transfer.event
@@ -326,12 +384,12 @@ class Runner:
 
     def block_stream(self, unit: Unit, si: int, queue: list[Task]):
         """A block's stream: ``t`` holds each GPU's stream time."""
-        rendezvous, done, waiting, peers = self.rendezvous, unit.done, unit.waiting, unit.peers
-        spec = unit.spec
+        done, peers, spec = unit.done, unit.peers, unit.spec
         size = len(spec.gpus)
-        width = {kind: w for kind, w in spec.width.items()}
-        append, rows = self.records.append, unit.rows
-        name = ("compute", "comm", "pp")[si]
+        width = dict(spec.width)
+        records = self.records
+        rows = [(j, row, ledger) for (j, row), ledger in zip(unit.rows, unit.ledgers)]
+        name = STREAM_NAMES[si]
         scale = unit.scale if si == 0 and any(s != 1.0 for s in spec.slowdowns) else None
         savings = None
         if spec.expert_saving and si == 0:
@@ -341,13 +399,9 @@ class Runner:
         zeros = np.zeros(size)  # a release before the step's first host sync
         for i, task in enumerate(queue):
             for p_rank, p_slot in task.inputs:
-                source = peers[p_rank]
-                ready = source.done[p_slot]
-                if ready is None:
-                    unit.pos[si] = i
-                    self.waits += 1
-                    yield self._wait(source, p_slot)
-                    ready = source.done[p_slot]
+                ready = peers[p_rank].done[p_slot]
+                if ready is None:  # not produced yet
+                    ready = yield from self._block_wait(unit, si, i, peers[p_rank], p_slot)
                 t = maximum(t, ready)
             host = task.host
             if host is not None:  # the host thread must have issued the task (simulator.host)
@@ -357,67 +411,61 @@ class Runner:
                 if source_slot >= 0:
                     base = done[source_slot]
                     if base is None:  # a release the unit's other stream gives
-                        unit.pos[si] = i
-                        self.waits += 1
-                        yield self._wait(unit, source_slot)
-                        base = done[source_slot]
+                        base = yield from self._block_wait(unit, si, i, unit, source_slot)
                 if sync is not None:
                     base = maximum(base + sync[1], t) + self.sync_s
-                    done[sync[2]] = base
-                    if waiting:
-                        event = waiting.pop(sync[2], None)
-                        if event is not None:
-                            event.succeed()
+                    unit.give(sync[2], base)
                 ready_t = t
                 t = maximum(t, base + first_s)
-            group, duration_s = task.group, task.duration_s
+            group = task.group
             if group is None:
-                if savings is not None and task.expert_s:
-                    seconds = duration_s - task.expert_s * savings[task.phase]
-                    end = t + (seconds * scale if scale is not None else seconds)
-                else:
-                    end = t + (duration_s * scale if scale is not None else duration_s)
+                end = block_compute_end(task, t, scale, savings)
             elif group == "tail":
-                key, members = spec.groups["tail"]
-                meeting = rendezvous.get((group, key, i))
-                if meeting is None:
-                    meeting = rendezvous[(group, key, i)] = Rendezvous(members, 0.0)
-                meeting.units.append((unit, t))
-                meeting.missing -= 1
-                if meeting.missing == 0:
-                    del rendezvous[(group, key, i)]
-                    meeting.close(tail_ends(meeting.units, duration_s))
-                else:
-                    unit.pos[si] = i
-                    self.waits += 1
-                    yield meeting.wait(self.env)
-                end = meeting.end[id(unit)]
+                end = yield from self._tail_sync(unit, si, i, task, t)
             else:
-                w = width.get(group, 1)
-                if w == 1:
-                    end = t + duration_s
-                elif w == size:
-                    end = np.full(size, t.max() + duration_s)
-                else:
-                    end = np.repeat(t.reshape(-1, w).max(axis=1), w) + duration_s
+                end = block_collective_end(t, task.duration_s, width.get(group, 1))
             label, phase, mb, stage = task.label, task.phase, task.micro_batch, task.stage
-            for j, row in rows:
-                append((row, name, float(t[j]), float(end[j]), label, phase, mb, stage))
+            for j, row, ledger in rows:
+                ledger.spans.append((float(t[j]), float(end[j]), si, i))
+                if records is not None:
+                    records.append((row, name, float(t[j]), float(end[j]), label, phase, mb, stage))
             if host is not None:
                 tail = base + tail_s
-                for j, row in rows:
+                for j, row, ledger in rows:
                     if t[j] > ready_t[j]:
-                        append((row, HOST, float(ready_t[j]), float(t[j]), HOST_BOUND[si], phase, mb, stage))
+                        ledger.host.append((float(ready_t[j]), float(t[j])))
+                        if records is not None:
+                            records.append((row, HOST, float(ready_t[j]), float(t[j]), HOST_BOUND[si], phase, mb,
+                                            stage))
                     if tail[j] > end[j]:
-                        append((row, HOST, float(end[j]), float(tail[j]), HOST_BOUND[si], phase, mb, stage))
+                        ledger.host.append((float(end[j]), float(tail[j])))
+                        if records is not None:
+                            records.append((row, HOST, float(end[j]), float(tail[j]), HOST_BOUND[si], phase, mb,
+                                            stage))
                 end = maximum(end, tail)
-            slot = task.slot
-            if slot >= 0:
-                done[slot] = end
-                if waiting:
-                    event = waiting.pop(slot, None)
-                    if event is not None:
-                        event.succeed()
+            if task.slot >= 0:
+                unit.give(task.slot, end)
             t = end
         unit.pos[si] = len(queue)
         unit.end[si] = float(t.max()) if size else 0.0
+
+    def _block_wait(self, unit: Unit, si: int, i: int, source: Unit, slot: int):
+        """Wait (a SimPy process step) until ``source`` gives ``slot``; its end times."""
+        unit.pos[si] = i
+        self.waits += 1
+        yield self._wait(source, slot)
+        return source.done[slot]
+
+    def _tail_sync(self, unit: Unit, si: int, i: int, task: Task, t: np.ndarray):
+        """The step's DP synchronisation across the blocks of a rank (a SimPy process step while blocks are
+        missing); this block's GPUs' end times."""
+        key, members = unit.spec.groups["tail"]
+        kind = ("tail", key, i)
+        meeting = self._meeting(kind, members, TailSync)
+        if self._arrived_last(kind, meeting, unit, t):
+            meeting.close(task.duration_s)
+        else:
+            unit.pos[si] = i
+            self.waits += 1
+            yield meeting.wait(self.env)
+        return meeting.end_of(unit)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import time
-from dataclasses import asdict, dataclass, field, replace
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
 from calibration.cost_model import CostModel
@@ -12,7 +14,8 @@ from simulator.cohorts import full_layout
 from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.faults import rank_slowdowns, run_goodput
 from simulator.limits import check_pipeline
-from simulator.memory import check_fits, rank_memory
+from simulator.memory import MemoryBreakdown, check_fits, rank_memory
+from simulator.ledger import RankBreakdown
 from simulator.metrics import pipeline_breakdowns
 from simulator.network import AnalyticNetwork, NetworkModel, TimeSharedNetwork
 from simulator.pricing import Pricer, StagePrice, expert_time_ratios, layer_op_classes
@@ -43,6 +46,19 @@ class StageResult:
     activations_gb: float
     gpu: int = -1  # full fidelity: the GPU this pipeline rank's breakdown is of (its busiest)
     host_bound_s: float = 0.0  # the GPU waiting for its host thread to issue kernels (simulator.host)
+
+    @classmethod
+    def of(cls, breakdown: RankBreakdown, memory: MemoryBreakdown, gpu: int = -1) -> "StageResult":
+        """A pipeline rank's result from the runner's breakdown (every time field it shares with this class, by
+        name) and its memory (GB); ``gpu`` as above."""
+        times = {name: getattr(breakdown, name) for name in _BREAKDOWN_FIELDS}
+        return cls(**times, peak_memory_gb=memory.total_gb, weights_gb=memory.weights_gb,
+                   gradients_gb=memory.gradients_gb, optimizer_states_gb=memory.optimizer_gb,
+                   activations_gb=memory.activations_gb, gpu=gpu)
+
+
+# The time fields a StageResult takes from the runner's RankBreakdown as they are.
+_BREAKDOWN_FIELDS = tuple(f.name for f in fields(RankBreakdown) if f.name in {g.name for g in fields(StageResult)})
 
 
 @dataclass
@@ -145,6 +161,21 @@ def cost_model_for(scenario: Scenario, profile: Profile | list[Profile] | None =
     return CostModel(profile, scenario.cluster.gpu, scenario.training.kernels)
 
 
+@contextmanager
+def _collector_paused():
+    """The cyclic garbage collector off for the block, then as it was. The stages' ops and their prices are tens
+    of thousands of small objects that live for the whole step and hold no cycles: left on, the collector ran a
+    full collection of everything alive while DeepSeek-V3's were built (15-30 ms of a 0.4 CPU s simulate, timed
+    with gc.callbacks), as the engine's programs once did (simulator.engine)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None, keep_timeline: bool = False,
              check_memory: bool | None = None, pricer_factory: Callable[..., Pricer] | None = None,
              full_units: str = "auto") -> Result:
@@ -168,8 +199,9 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
     par = scenario.parallelism
     schedule = scenario_schedule(scenario)
     pricer = (pricer_factory or Pricer)(scenario, cost_model, network, schedule.stage_rank)
-    stages = build_stages(scenario)
-    prices: list[StagePrice] = [pricer.price_stage(s) for s in stages]
+    with _collector_paused():
+        stages = build_stages(scenario)
+        prices: list[StagePrice] = [pricer.price_stage(s) for s in stages]
 
     # A rank holds the parameters of every stage it runs: DualPipe's two directions make that two copies.
     rank_params = [[sum(stages[s].dense_params for s in schedule.rank_stages(rank)),
@@ -191,8 +223,9 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
                        "fewer micro-batches", max(1, len(layout.units) // par.pp))
     timeline = PipelineEngine(schedule, prices, send_s, tail, compute_slowdown=None if full else
                               rank_slowdowns(scenario), layout=layout, network=shared,
-                              send_comm=send_comm if shared is not None else None, host=pricer.host).run()
-    breakdowns, rows = pipeline_breakdowns(timeline, [p.activation_bytes for p in prices], par.pp)
+                              send_comm=send_comm if shared is not None else None, host=pricer.host,
+                              keep_records=keep_timeline).run()
+    breakdowns, rows = pipeline_breakdowns(timeline, par.pp)
     step_s = timeline.makespan_s
 
     gpu = scenario.cluster.gpu
@@ -207,12 +240,7 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
                 for rank, b in enumerate(breakdowns)]
     if scenario.run.check_memory if check_memory is None else check_memory:
         check_fits(memories, gpu.hbm_gb)
-    stage_results = []
-    for b, mem, row in zip(breakdowns, memories, rows):
-        stage_results.append(StageResult(
-            b.forward_s, b.backward_input_s, b.backward_weight_s, b.exposed_comm_s, b.bubble_s,
-            b.optimizer_s, b.comm_s, b.peak_inflight, mem.total_gb, mem.weights_gb, mem.gradients_gb,
-            mem.optimizer_gb, mem.activations_gb, row if full else -1, b.host_bound_s))
+    stage_results = [StageResult.of(b, mem, row if full else -1) for b, mem, row in zip(breakdowns, memories, rows)]
     op_classes = layer_op_classes(pricer, stages)
     counts = parameter_counts(scenario.model)
     days = scenario.training.tokens / tokens_per_s / SECONDS_PER_DAY

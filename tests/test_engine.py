@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from simulator.engine import PipelineEngine, TailSpec, Timeline
@@ -174,3 +175,66 @@ def test_a_pipeline_send_never_queues_behind_an_all_to_all():
     # send together cover 0 → 5 s, compute 0 → 1 s.
     timeline = Timeline(2, records, 5.0)
     assert rank_breakdowns(timeline, [1.0, 1.0])[0].exposed_comm_s == pytest.approx(4.0, abs=1e-12)
+
+
+def test_a_rendezvous_refuses_a_second_arrival_and_a_second_close():
+    """Like SimPy's Event.succeed refusing a second trigger: a member arrives once, a collective closes once."""
+    from simulator.rendezvous import Rendezvous, RendezvousError, TailSync
+
+    a, b = object(), object()
+    meeting = Rendezvous(2)
+    assert meeting.arrive(a, 1.0) is False
+    with pytest.raises(RendezvousError):
+        meeting.arrive(a, 2.0)
+    assert meeting.arrive(b, 3.0) is True and meeting.t == 3.0
+    with pytest.raises(RendezvousError):
+        meeting.arrive(object(), 4.0)  # all members are in
+    meeting.close(5.0)
+    assert meeting.end == 5.0
+    with pytest.raises(RendezvousError):
+        meeting.close(6.0)
+
+    class Block:
+        tail = np.array([0, 0])
+
+    first, second = Block(), Block()
+    sync = TailSync(2)
+    assert sync.arrive(first, np.array([1.0, 2.0])) is False
+    with pytest.raises(RendezvousError):
+        sync.arrive(first, np.array([1.0, 2.0]))
+    assert sync.arrive(second, np.array([4.0, 3.0])) is True
+    sync.close(0.5)
+    assert sync.end_of(first).tolist() == [4.5, 4.5]
+    with pytest.raises(RendezvousError):
+        sync.close(0.5)
+
+
+@pytest.mark.parametrize("preset, overrides", [
+    ("deepseek-v3-h800", []),  # representative, host modelled
+    ("deepseek-v3-h800", ["run.fidelity=full", "faults.stragglers=[{gpu: 5, slowdown: 1.3}]"]),  # classes
+    ("mixtral-8x7b-h100", ["run.fidelity=full", "routing.name=zipf"]),  # blocks
+    ("llama3-70b-h100", ["schedule=dualpipev", "parallelism.virtual_stages=2"]),
+])
+def test_simulate_breakdowns_equal_those_worked_out_from_the_timeline(preset, overrides, monkeypatch):
+    """The runner's ledgers (kept whether or not a timeline is) give exactly the breakdown the timeline's
+    records give, and keeping the timeline changes no number."""
+    import simulator.simulate as sim
+    from workloads.loader import load_scenario
+
+    engines = []
+
+    class Engine(sim.PipelineEngine):
+        def run(self):
+            engines.append(self)
+            return super().run()
+
+    monkeypatch.setattr(sim, "PipelineEngine", Engine)
+    scenario = load_scenario(preset=preset, overrides=overrides)
+    kept = sim.simulate(scenario, keep_timeline=True, check_memory=False)
+    timeline = kept.timeline
+    assert timeline.records
+    from_records = rank_breakdowns(timeline, engines[0].activation_bytes)
+    assert [timeline.breakdowns[row] for row in timeline.row_ranks()] == from_records
+    lean = sim.simulate(scenario, check_memory=False)
+    assert lean.timeline is None
+    assert lean.to_dict() | {"sim_wall_s": 0} == kept.to_dict() | {"sim_wall_s": 0}

@@ -1,0 +1,172 @@
+"""A rank's time, kept as its tasks finish: busy time per phase, exposed communication, host-bound time, bubble,
+peak activations (:class:`RankBreakdown`), without keeping the timeline.
+
+For one rank over the step (makespan M):
+  forward_s, backward_input_s, backward_weight_s  compute-stream time in F, B and W chunks;
+  optimizer_s                                      compute-stream time of the optimizer step;
+  host_bound_s                                     time the compute stream waits for the host thread to issue
+                                                   its kernels (simulator.host), not covered by compute;
+  exposed_comm_s                                   communication-stream time (collectives and pipeline
+                                                   send/recv) not covered by compute or a wait for the host;
+  bubble_s = M − all of the above                  time with no stream doing useful work.
+
+The runner (:mod:`simulator.runner`) gives each recorded GPU a :class:`Ledger` and enters every task in it as
+it finishes; :func:`simulator.metrics.rank_breakdowns` works out the same breakdown from a kept timeline's records
+(the two agree exactly: sums are added in the order the timeline's records, sorted by end, give them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+SEND = "send"  # labels of pipeline sends: they hold no activations of their own
+HOLD_PHASES = ("F", "B", "W")  # phases of a micro-batch's chunks, which hold its activations
+
+
+@dataclass(frozen=True)
+class RankBreakdown:
+    forward_s: float
+    backward_input_s: float
+    backward_weight_s: float
+    exposed_comm_s: float
+    bubble_s: float
+    optimizer_s: float
+    comm_s: float  # all communication-stream time, hidden or not
+    peak_inflight: int  # micro-batch chunks held between their F and their B
+    peak_activation_bytes: float
+    host_bound_s: float = 0.0
+
+
+class Ledger:
+    """One recorded GPU's tasks as its streams finish them: ``spans`` (start, end, stream, position) in that
+    order, every stream's (seconds; the task is ``queues[stream][position]`` of the GPU's
+    :class:`~simulator.tasks.RankProgram`), and ``host`` the (start, end) intervals a stream waited for its
+    host thread. The runner appends to both lists directly (a tuple per task is all a task costs it: of plain
+    numbers, so that the garbage collector stops tracking it at once); :meth:`breakdown` works the rank's time
+    out at the end of the step.
+    """
+
+    __slots__ = ("queues", "spans", "host")
+
+    def __init__(self, queues: tuple[list, ...]):
+        self.queues = queues
+        self.spans: list[tuple[float, float, int, int]] = []
+        self.host: list[tuple[float, float]] = []
+
+    def breakdown(self, makespan_s: float, activation_bytes: list[float]) -> RankBreakdown:
+        """The rank's breakdown over a step of ``makespan_s``; ``activation_bytes[stage]`` is what one
+        micro-batch's F keeps on that stage.
+
+        Every sum is added in the order a timeline's records sorted by end give (what
+        :func:`simulator.metrics.rank_breakdowns` reads): a stream runs in order, so its tasks end in the order
+        it ran them, and only the communication streams' tasks, which interleave, are sorted here.
+        """
+        queues = self.queues
+        busy: dict[str, float] = defaultdict(float)
+        # Compute intervals merged as they come (starts never go back on one stream): starts, ends, last end.
+        cover_starts: list[float] = []
+        cover_ends: list[float] = []
+        last = -math.inf
+        comm: list[tuple[float, float]] = []
+        # (stage, micro_batch) → [F start, last backward end, end of its first task, entry of its first task]
+        held: dict[tuple[int, int], list] = {}
+        inf = math.inf
+        for entry, (start, end, stream, position) in enumerate(self.spans):
+            task = queues[stream][position]
+            phase = task.phase
+            if stream == 0:  # the compute stream (simulator.tasks.COMPUTE)
+                busy[phase] += end - start
+                if start <= last:
+                    if end > last:
+                        last = cover_ends[-1] = end
+                else:
+                    cover_starts.append(start)
+                    cover_ends.append(end)
+                    last = end
+            else:
+                comm.append((start, end))
+            # A micro-batch's activations are held from its F until its last backward use (B or W).
+            if phase in HOLD_PHASES and not task.label.startswith(SEND):
+                key = (task.stage, task.micro_batch)
+                span = held.get(key)
+                if span is None:
+                    span = held[key] = [inf, 0.0, end, entry]
+                elif end < span[2]:
+                    span[2], span[3] = end, entry
+                if phase == "F":
+                    if start < span[0]:
+                        span[0] = start
+                elif end > span[1]:
+                    span[1] = end
+        # Into the timeline's order (by end, stable): the sums below add in it, and the merges sort less.
+        comm.sort(key=_end)
+        host = sorted(self.host, key=_end)
+        cover = list(zip(cover_starts, cover_ends))
+        host_bound = uncovered_s(host, cover) if host else 0.0
+        exposed = uncovered_s(comm, merge(cover + host) if host else cover)
+        comm_s = sum(end - start for start, end in comm)
+        # The timeline's order of micro-batches: by the end of each one's first task, then by entry.
+        peak_n, peak_bytes = peak_held(dict(sorted(held.items(), key=_first)), activation_bytes)
+        f, b, w, opt = (busy[p] for p in ("F", "B", "W", "opt"))
+        useful = f + b + w + opt + exposed + host_bound
+        return RankBreakdown(f, b, w, exposed, max(0.0, makespan_s - useful), opt, comm_s, peak_n, peak_bytes,
+                             host_bound)
+
+
+def _end(interval: tuple[float, float]) -> float:
+    return interval[1]
+
+
+def _first(item: tuple) -> tuple[float, int]:
+    return item[1][2], item[1][3]
+
+
+def merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The union of ``intervals`` as sorted, disjoint (start, end) pairs (touching ones joined)."""
+    merged: list[list[float]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(a, b) for a, b in merged]
+
+
+def uncovered_s(intervals: list[tuple[float, float]], cover: list[tuple[float, float]]) -> float:
+    """Total length of ``intervals`` outside the union of ``cover`` (``cover`` already merged)."""
+    total, j = 0.0, 0
+    for start, end in merge(intervals):
+        while j < len(cover) and cover[j][1] <= start:
+            j += 1
+        cursor, k = start, j
+        while k < len(cover) and cover[k][0] < end:
+            if cover[k][0] > cursor:
+                total += cover[k][0] - cursor
+            cursor = max(cursor, cover[k][1])
+            k += 1
+        if cursor < end:
+            total += end - cursor
+    return total
+
+
+def peak_held(held: dict[tuple[int, int], list], activation_bytes: list[float]) -> tuple[int, float]:
+    """Peak count and bytes of micro-batches between their F start and B end on one rank; ``held`` maps
+    (stage, micro_batch) to its [F start, last backward end, …] span."""
+    events = []
+    for (stage, _), span in held.items():
+        start, end = span[0], span[1]
+        if start == float("inf"):
+            continue
+        events.append((start, 1, activation_bytes[stage]))
+        events.append((end, -1, -activation_bytes[stage]))
+    events.sort(key=lambda e: (e[0], e[1]))  # releases before acquisitions at the same instant
+    count = peak_count = 0
+    held_bytes = peak_bytes = 0.0
+    for _, delta, nbytes in events:
+        count += delta
+        held_bytes += nbytes
+        peak_count = max(peak_count, count)
+        peak_bytes = max(peak_bytes, held_bytes)
+    return peak_count, peak_bytes
