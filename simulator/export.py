@@ -18,7 +18,7 @@ from workloads.files import check_target, write_atomic
 # The CUDA stream numbers of DeepSeek's trace, for familiarity; pipeline send/recv gets one of its own.
 STREAM_TIDS = {"compute": 7, "comm": 27, "pp": 29}
 ANNOTATION_TID_OFFSET = 1000
-HOST = "host"  # host-bound records (simulator.runner): a category of their own, which the importer skips
+HOST = "host"  # host-bound records (simulator.engine.runner): a category of their own, which the importer skips
 HOST_TIDS = {"host-bound": 1, "host-bound (comm)": 2, "host-bound (pp)": 3}
 US_PER_S = 1e6
 

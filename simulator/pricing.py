@@ -2,7 +2,7 @@
 
 Compute ops are priced by the cost model twice: on the SMs left after communication takes its reserved share
 (``training.comm_sms``), for when a communication kernel runs beside them, and on all of the GPU's SMs, for when
-none does (the program builder picks, :mod:`simulator.program`); communication ops by the network model.
+none does (the program builder picks, :mod:`simulator.engine.program`); communication ops by the network model.
 Neighbouring components on the same stream merge into one segment, so the engine schedules few, coarse events.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from calibration.cost_model import CostModel
 from calibration.host import HostModel
-from simulator.host import HostPricer, SegmentHost, active
+from simulator.engine.host import HostPricer, SegmentHost, active
 from simulator.tp_overlap import SPLITS, overlap_pairs, overlapped_s
 from simulator.network.model import NetworkModel
 from workloads.ep_load import scenario_ep_load

@@ -10,12 +10,12 @@ from typing import Callable
 
 from calibration.cost_model import CostModel
 from calibration.profile import Profile, load_profiles
-from simulator.cohorts import full_layout
+from simulator.engine.cohorts import full_layout
 from simulator.engine import PipelineEngine, TailSpec, Timeline
-from simulator.faults import rank_slowdowns, run_goodput
+from simulator.failures.faults import rank_slowdowns, run_goodput
 from simulator.limits import check_pipeline
 from simulator.memory import MemoryBreakdown, check_fits, rank_memory
-from simulator.ledger import RankBreakdown
+from simulator.engine.ledger import RankBreakdown
 from simulator.metrics import pipeline_breakdowns
 from simulator.network import AnalyticNetwork, NetworkModel, TimeSharedNetwork
 from simulator.pricing import Pricer, StagePrice, expert_time_ratios, layer_op_classes
@@ -45,7 +45,7 @@ class StageResult:
     optimizer_states_gb: float
     activations_gb: float
     gpu: int = -1  # full fidelity: the GPU this pipeline rank's breakdown is of (its busiest)
-    host_bound_s: float = 0.0  # the GPU waiting for its host thread to issue kernels (simulator.host)
+    host_bound_s: float = 0.0  # the GPU waiting for its host thread to issue kernels (simulator.engine.host)
 
     @classmethod
     def of(cls, breakdown: RankBreakdown, memory: MemoryBreakdown, gpu: int = -1) -> "StageResult":
@@ -128,7 +128,7 @@ def tail_spec(scenario: Scenario, network: NetworkModel, cost_model: CostModel, 
 
 
 def host_notes(pricer: Pricer, scenario: Scenario) -> list[str]:
-    """What the host model priced with, when it is on (simulator.host)."""
+    """What the host model priced with, when it is on (simulator.engine.host)."""
     host = pricer.host
     if host is None:
         return []
@@ -183,7 +183,7 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
 
     ``representative``: one simulated rank per pipeline rank. ``full``: every GPU, with collectives as
     rendezvous of their members and stragglers on their own GPU. ``full_units`` (see
-    :func:`simulator.cohorts.full_layout`): ``classes`` runs GPUs that provably behave alike once, ``gpus``
+    :func:`simulator.engine.cohorts.full_layout`): ``classes`` runs GPUs that provably behave alike once, ``gpus``
     runs each GPU on its own (same result; for checks and benchmarks), ``auto`` picks the cheaper.
 
     ``pricer_factory(scenario, cost_model, network, stage_rank)`` replaces the :class:`Pricer` that prices each

@@ -139,9 +139,9 @@ def run_programs(programs) -> list[tuple]:
     """Compile and run hand-built rank programs, one representative unit per rank; the timeline records."""
     import simpy
 
-    from simulator.cohorts import representative_layout
-    from simulator.compiler import compile_programs
-    from simulator.runner import Runner, Unit
+    from simulator.engine.cohorts import representative_layout
+    from simulator.engine.compiler import compile_programs
+    from simulator.engine.runner import Runner, Unit
 
     signals = 1 + max(t.done for p in programs for q in p.queues for t in q)
     slots = compile_programs(programs, signals, "hand-built")
@@ -160,7 +160,7 @@ def test_a_pipeline_send_never_queues_behind_an_all_to_all():
     """Rank 0 issues a 5 s all-to-all (another chunk's dispatch, ready at once), then ATTN (1 s) and its 0.5 s
     send to rank 1, whose MLP (1 s) waits for it. On its own stream the send goes at 1 s, not after the
     all-to-all at 5 s: rank 1's MLP runs 1.5 → 2.5 s."""
-    from simulator.tasks import RankProgram, Task
+    from simulator.engine.tasks import RankProgram, Task
 
     rank0, rank1 = RankProgram(), RankProgram()
     rank0.add(Task("DISPATCH", 5.0, "F", 1, 0, [], 0, None, Stream.COMM))
@@ -179,7 +179,7 @@ def test_a_pipeline_send_never_queues_behind_an_all_to_all():
 
 def test_a_rendezvous_refuses_a_second_arrival_and_a_second_close():
     """Like SimPy's Event.succeed refusing a second trigger: a member arrives once, a collective closes once."""
-    from simulator.rendezvous import Rendezvous, RendezvousError, TailSync
+    from simulator.engine.rendezvous import Rendezvous, RendezvousError, TailSync
 
     a, b = object(), object()
     meeting = Rendezvous(2)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from simulator.reliability import expected_goodput
+from simulator.failures.reliability import expected_goodput
 from simulator.simulate import simulate
 from tests.conftest import tiny_dense
 

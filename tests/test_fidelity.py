@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from simulator.cli import app
-from simulator.cohorts import GpuLayout, UnitSpec, equivalence_classes, full_layout
+from simulator.engine.cohorts import GpuLayout, UnitSpec, equivalence_classes, full_layout
 from simulator.engine import PipelineEngine, TailSpec
 from simulator.metrics import rank_breakdowns
 from simulator.pricing import Segment, StagePrice

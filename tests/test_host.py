@@ -1,4 +1,5 @@
-"""The host thread (simulator/host.py): kernels issued in program order at a launch cost, host syncs, CUDA graphs."""
+"""The host thread (simulator/engine/host.py): kernels issued in program order at a launch cost, host syncs,
+CUDA graphs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from calibration.host import HostCosts, HostModel
 from calibration.profile import load_profiles
 from simulator.engine import PipelineEngine, TailSpec
-from simulator.host import HostPricer, SegmentHost
+from simulator.engine.host import HostPricer, SegmentHost
 from simulator.metrics import rank_breakdowns
 from simulator.pricing import Segment, StagePrice
 from simulator.schedules import get_schedule

@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from simulator.compiler import compile_programs
+from simulator.engine.compiler import compile_programs
 from simulator.pricing import Segment, StagePrice
-from simulator.program import ProgramBuilder, TailSpec
+from simulator.engine.program import ProgramBuilder, TailSpec
 from simulator.schedules import ScheduleError, get_schedule
-from simulator.tasks import COMM, COMPUTE, RankProgram, Task
+from simulator.engine.tasks import COMM, COMPUTE, RankProgram, Task
 from tests.test_engine import uniform
 from workloads.ops import Phase, Stream
 

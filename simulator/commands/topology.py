@@ -82,7 +82,7 @@ def describe(kind: str = typer.Argument(..., help=f"One of {', '.join(TOPOLOGIES
         fail(str(err).strip("'\""))
     if draw is not None:
         from simulator.report.page import standalone_html
-        from simulator.topology_view import topology_figure
+        from simulator.report.topology_view import topology_figure
         try:
             fig = topology_figure(g, f"{kind}: {g.graph['nodes']} nodes, radix {spec.radix}")
         except ValueError as err:

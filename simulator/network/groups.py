@@ -5,7 +5,7 @@ Ranks are ordered tp fastest, then cp, then dp, then pp (Megatron's default): GP
 of ``ep`` ranks inside a stage's dp·cp·tp ranks; the expert-data-parallel group (``edp``) strides over them. The
 gradient and parameter synchronisation at the end of a step (DP and expert-DP together) meets over the union of
 the two groups, the ``tail`` group. One :class:`ProcessGroups` serves the engine's rendezvous (via
-:mod:`simulator.cohorts`), the network models' group instances and their geometry alike.
+:mod:`simulator.engine.cohorts`), the network models' group instances and their geometry alike.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 winner wins, and — when nothing meets the constraints — the closest plans and what would have to change.
 
 Days are simulated training days for the token budget; "with failures" adds the expected time lost to
-failures and checkpoint restarts (simulator/faults.py); cost is GPU-hours × the price per GPU-hour (USD).
+failures and checkpoint restarts (simulator/failures/faults.py); cost is GPU-hours × the price per GPU-hour (USD).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Step time bound (seconds), per pipeline rank r:
 - in DualPipe(V), each chunk at least the busier of its compute and its communication (each stream is in order);
 - plus the forwards of the stages before rank r's first chunk (in DualPipe, of the nearer end), and (when
   backward computes its weight gradients in place) the backwards of stages r−1 … 0 that must follow its last;
-- and at least the time its host thread takes to launch all its chunks' kernels (simulator.host).
+- and at least the time its host thread takes to launch all its chunks' kernels (simulator.engine.host).
 The step is at least the largest such sum, plus the tail (gradient sync, optimizer step, parameter sync) that
 follows every rank's last task.
 Memory bound (GB): weights, gradients and optimizer states of the stages a rank holds (sharded by the ZeRO
@@ -56,9 +56,9 @@ class KindPrice:
     activation_bytes: float
     dense_params: float
     expert_params: float
-    host_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the host's launch time per phase (simulator.host)
+    host_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the host's launch time per phase (simulator.engine.host)
     # Compute seconds per phase on the SMs communication leaves (``Segment.duration_s``): what every compute
-    # segment of an overlapped pair costs (simulator.program runs a pair's compute beside its DeepEP kernels).
+    # segment of an overlapped pair costs (simulator.engine.program runs a pair's compute beside its DeepEP kernels).
     beside_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __add__(self, other: "KindPrice") -> "KindPrice":
@@ -81,7 +81,7 @@ ZERO = KindPrice((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0.0, 0.0, 0.0)
 def _span(pricer: Pricer, chunk) -> tuple[float, float, float, float]:
     """(compute seconds, seconds from the first compute segment's start to the last one's end, the host's
     seconds to launch its kernels, compute seconds beside communication) of a chunk. Compute at its all-SM
-    price (a chunk may run with no communication beside it, simulator.program): still a lower bound; the last,
+    price (a chunk may run with no communication beside it, simulator.engine.program): still a lower bound; the last,
     at the reduced-SM price every compute segment of an overlapped pair takes."""
     segments = pricer.component_segments(chunk)
     compute = sum(s.alone_s for s in segments if s.stream is Stream.COMPUTE)
@@ -339,7 +339,7 @@ def step_lower_bound_s(fig: RankFigures, c: Candidate, tail_s: float = 0.0) -> f
     best = 0.0
     for rank, counts in enumerate(steps):
         work = sum(n * step_s(fig.stages, overlapped, chunks) for (overlapped, chunks), n in counts)
-        # The host issues every kernel of the rank, whatever the GPU does meanwhile (simulator.host).
+        # The host issues every kernel of the rank, whatever the GPU does meanwhile (simulator.engine.host).
         host = sum(n * sum(fig.stages[s].host_s[PHASES[ph]] for s, ph in chunks) for (_, chunks), n in counts)
         best = max(best, fig.before_s[rank] + work, host)
     return best + tail_s

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from simulator.ledger import merge as _merge
+from simulator.engine.ledger import merge as _merge
 
 SCRIPT = Path(__file__).with_name("assets") / "moesim.js"
 MAX_BARS = 800  # ops drawn as SVG bars at most; above this the window is drawn as an overview image

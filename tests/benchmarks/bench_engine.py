@@ -57,8 +57,8 @@ def measure(overrides: list[str], units: str) -> dict:
     import simulator.engine as engine
     import simulator.simulate as sim
     from simulator.engine import PipelineEngine
-    from simulator.ledger import Ledger
-    from simulator.program import ProgramBuilder
+    from simulator.engine.ledger import Ledger
+    from simulator.engine.program import ProgramBuilder
     from workloads.loader import load_scenario
 
     parts: dict[str, float] = {}

@@ -3,9 +3,9 @@
 Global ranks are ordered tp fastest, then cp, then dp, then pp, and process groups are those of
 :class:`~simulator.network.groups.ProcessGroups`: GPU ``g`` sits on pipeline rank ``g // S`` at local index
 ``g % S``, with ``S = dp·cp·tp`` GPUs per pipeline rank; by local index ``l``: TP ``l // tp``; EP ``l // ep``
-(contiguous runs of ``ep``); DP ``l % (tp·cp)``; expert-DP ``l % ep``. A pipeline send goes to the GPU with the same local index on the rank
-that runs the next stage. The gradient and parameter synchronisation of the step's tail (DP and expert-DP
-together) meets over the union of the two groups, the "tail" group.
+(contiguous runs of ``ep``); DP ``l % (tp·cp)``; expert-DP ``l % ep``. A pipeline send goes to the GPU with the
+same local index on the rank that runs the next stage. The gradient and parameter synchronisation of the step's
+tail (DP and expert-DP together) meets over the union of the two groups, the "tail" group.
 
 Two GPUs whose programs, slowdowns and inputs are the same produce the same timeline (the engine has no
 randomness and no contention between GPUs), so the engine may simulate one *unit* per class of equivalent
@@ -160,9 +160,10 @@ def full_layout(scenario: Scenario, units: str = "auto",
                 expert_ratios: list[dict[str, float]] | None = None) -> GpuLayout:
     """Every GPU of the scenario, simulated as ``units``: ``classes``, one unit per class of identical GPUs;
     ``gpus``, blocks in which each GPU is simulated on its own; ``auto``, classes while there are at most twice
-    as many as blocks (a balanced scenario, a few stragglers), else blocks (skewed routing, many stragglers). Either way the first GPU of each
-    class is recorded, so all give the same timeline rows. ``expert_ratios`` (per EP rank, per phase letter:
-    routed-expert GEMM time over the busiest GPU's) lets each GPU run its own expert load."""
+    as many as blocks (a balanced scenario, a few stragglers), else blocks (skewed routing, many stragglers).
+    Either way the first GPU of each class is recorded, so all give the same timeline rows. ``expert_ratios``
+    (per EP rank, per phase letter: routed-expert GEMM time over the busiest GPU's) lets each GPU run its own
+    expert load."""
     if units not in UNITS:
         raise ValueError(f"units={units!r}: choose one of {', '.join(UNITS)}")
     par = scenario.parallelism

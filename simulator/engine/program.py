@@ -1,13 +1,14 @@
 """The program builder: a pipeline schedule's steps and their priced segments → each pipeline rank's tasks.
 
-Every step of a rank's program becomes tasks on its streams (:class:`~simulator.tasks.RankProgram`), their
+Every step of a rank's program becomes tasks on its streams (:class:`~simulator.engine.tasks.RankProgram`), their
 dependencies named by signals (ints, one per task completion; a named signal lets a consumer refer to a
 producer built later, on another rank).
 
 Dependencies a step gets: a chunk's segments run in order; F of stage s waits for F of stage s−1 to arrive;
 B of stage s waits for B of stage s+1 to arrive (on the last stage, for its own F); W waits for its B.
 An arrival across ranks is a send on the sender's pipeline stream (its own, as DualPipe and Megatron run P2P:
-never queued behind an expert all-to-all). After its program, each rank synchronises gradients over data parallelism and steps the optimizer (the "tail", :class:`TailSpec`).
+never queued behind an expert all-to-all). After its program, each rank synchronises gradients over data
+parallelism and steps the optimizer (the "tail", :class:`TailSpec`).
 
 An overlapped F&B pair (DualPipe) is issued component by component, in the order of DeepSeek's profiler trace
 for each pair of layers: combine(B), attn(F), mlp(B), dispatch(F), dispatch(B), mlp(W), mlp(F), attn(B),
@@ -31,10 +32,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulator.host import HostPricer, SegmentHost
+from simulator.engine.host import HostPricer, SegmentHost
 from simulator.pricing import Segment, StagePrice
 from simulator.schedules.base import Schedule, ScheduleError, Step
-from simulator.tasks import STREAM_INDEX, NetOp, RankProgram, Task
+from simulator.engine.tasks import STREAM_INDEX, NetOp, RankProgram, Task
 from workloads.ops import OpClass, Phase, Stream
 
 # Position of each (phase, component) inside one layer pair of an overlapped F&B pair, from the order of the
@@ -91,10 +92,10 @@ class ProgramBuilder:
     ``send_s`` is one pipeline send/recv (seconds); ``pair_s``, for synthetic studies only (``moesim schedule
     --fb``), replaces the priced components of every overlapped pair by that many seconds of compute, split
     between its chunks in proportion to their own times. With a time-shared ``network`` communication tasks
-    get a :class:`~simulator.tasks.NetOp` (``send_comm``: the Comm of one pipeline send).
+    get a :class:`~simulator.engine.tasks.NetOp` (``send_comm``: the Comm of one pipeline send).
 
-    With a ``host`` (:class:`~simulator.host.HostPricer`) every task gets its raw host record (kernels, launch
-    seconds, sync) and each program its issue ``order`` (:mod:`simulator.host`): a segment's from its price, a
+    With a ``host`` (:class:`~simulator.engine.host.HostPricer`) every task gets its raw host record (kernels, launch
+    seconds, sync) and each program its issue ``order`` (:mod:`simulator.engine.host`): a segment's from its price, a
     pipeline send and a tail collective one launch each, the optimizer step one launch after a host sync (its
     grad-norm and found-inf read-back: Megatron-LM megatron/core/optimizer/clip_grads.py ``total_norm.item()``,
     optimizer.py ``found_inf_flag.item()``).

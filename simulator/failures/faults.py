@@ -5,12 +5,12 @@ replica: since the straggler's expert-parallel peers wait for it at every dispat
 replica waits for the slowest at the gradient synchronisation, the step runs at the pace of the replica that
 holds it, so the engine stretches the compute kernels of the straggler's whole pipeline rank by the slowdown
 (``rank_slowdowns``). Full fidelity (``run.fidelity: full``) slows exactly that GPU (global index, see
-:mod:`simulator.cohorts`); its peers' waiting then shows in their own timelines through the rendezvous.
+:mod:`simulator.engine.cohorts`); its peers' waiting then shows in their own timelines through the rendezvous.
 """
 
 from __future__ import annotations
 
-from simulator.reliability import Goodput, checkpoint_seconds, expected_goodput
+from simulator.failures.reliability import Goodput, checkpoint_seconds, expected_goodput
 from workloads.model import parameter_counts
 from workloads.ops import DTYPE_BYTES
 from workloads.scenario import Scenario

@@ -5,12 +5,12 @@ For one rank over the step (makespan M):
   forward_s, backward_input_s, backward_weight_s  compute-stream time in F, B and W chunks;
   optimizer_s                                      compute-stream time of the optimizer step;
   host_bound_s                                     time the compute stream waits for the host thread to issue
-                                                   its kernels (simulator.host), not covered by compute;
+                                                   its kernels (simulator.engine.host), not covered by compute;
   exposed_comm_s                                   communication-stream time (collectives and pipeline
                                                    send/recv) not covered by compute or a wait for the host;
   bubble_s = M − all of the above                  time with no stream doing useful work.
 
-The runner (:mod:`simulator.runner`) gives each recorded GPU a :class:`Ledger` and enters every task in it as
+The runner (:mod:`simulator.engine.runner`) gives each recorded GPU a :class:`Ledger` and enters every task in it as
 it finishes; :func:`simulator.metrics.rank_breakdowns` works out the same breakdown from a kept timeline's records
 (the two agree exactly: sums are added in the order the timeline's records, sorted by end, give them).
 """
@@ -42,7 +42,7 @@ class RankBreakdown:
 class Ledger:
     """One recorded GPU's tasks as its streams finish them: ``spans`` (start, end, stream, position) in that
     order, every stream's (seconds; the task is ``queues[stream][position]`` of the GPU's
-    :class:`~simulator.tasks.RankProgram`), and ``host`` the (start, end) intervals a stream waited for its
+    :class:`~simulator.engine.tasks.RankProgram`), and ``host`` the (start, end) intervals a stream waited for its
     host thread. The runner appends to both lists directly (a tuple per task is all a task costs it: of plain
     numbers, so that the garbage collector stops tracking it at once); :meth:`breakdown` works the rank's time
     out at the end of the step.
@@ -76,7 +76,7 @@ class Ledger:
         for entry, (start, end, stream, position) in enumerate(self.spans):
             task = queues[stream][position]
             phase = task.phase
-            if stream == 0:  # the compute stream (simulator.tasks.COMPUTE)
+            if stream == 0:  # the compute stream (simulator.engine.tasks.COMPUTE)
                 busy[phase] += end - start
                 if start <= last:
                     if end > last:

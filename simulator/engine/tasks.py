@@ -2,8 +2,9 @@
 
 A :class:`Task` is one priced segment on one stream (compute, communication, or pipeline send/recv) of one GPU.
 A rank's :class:`RankProgram` holds its streams' queues; each queue runs in order, like a CUDA stream. The program
-builder (:mod:`simulator.program`) names a task's dependencies by *signals* — ints, one per task completion —
-and the compiler (:mod:`simulator.compiler`) turns them into what the runner (:mod:`simulator.runner`) reads:
+builder (:mod:`simulator.engine.program`) names a task's dependencies by *signals* — ints, one per task
+completion — and the compiler (:mod:`simulator.engine.compiler`) turns them into what the runner
+(:mod:`simulator.engine.runner`) reads:
 ``inputs``, the (producer's pipeline rank, slot) pairs it waits for, and ``slot``, where its own completion
 time is kept if a task on another stream waits for it.
 
@@ -41,8 +42,8 @@ class Task:
 
     Set by the compiler: ``inputs``, the (producer's pipeline rank, slot) pairs it waits for beyond its own
     stream's order; ``slot``, where its end time is kept (≥ 0) or −1 when nothing on another stream waits for
-    it. ``host`` is None unless the host is modelled (:mod:`simulator.host`): then the builder's (kernels,
-    launch seconds, sync) and, once planned (:func:`simulator.host.plan_host`), what the runner reads.
+    it. ``host`` is None unless the host is modelled (:mod:`simulator.engine.host`): then the builder's (kernels,
+    launch seconds, sync) and, once planned (:func:`simulator.engine.host.plan_host`), what the runner reads.
     """
 
     __slots__ = ("label", "duration_s", "phase", "micro_batch", "stage", "deps", "done", "group", "stream",
@@ -75,7 +76,7 @@ class Task:
 class RankProgram:
     """A pipeline rank's tasks: ``queues[COMPUTE]``, ``queues[COMM]`` and ``queues[PP]``, each run in order.
 
-    Built once per pipeline rank and run by every unit on that rank (:mod:`simulator.cohorts`). ``order`` holds
+    Built once per pipeline rank and run by every unit on that rank (:mod:`simulator.engine.cohorts`). ``order`` holds
     every task in the order the host issues them (kept only when the host is modelled).
     """
 

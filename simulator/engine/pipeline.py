@@ -6,17 +6,8 @@ like CUDA streams: a task starts when the stream is free and all its dependencie
 stream for its duration (seconds). Overlap between computation and communication is not typed in anywhere; it
 emerges from the streams and the dependencies.
 
-:class:`PipelineEngine` puts the parts together, each in its own module:
-
-- :mod:`simulator.program` — the program builder: schedule steps and priced segments → each pipeline rank's
-  tasks (:mod:`simulator.tasks`), dependencies named by signals;
-- :mod:`simulator.compiler` — signals → the (pipeline rank, slot) pairs the runner reads;
-- :mod:`simulator.cohorts` — which units run: one per pipeline rank (representative fidelity) or every GPU
-  (full fidelity), where EP/TP collectives and the DP synchronisation are rendezvous of their members;
-- :mod:`simulator.runner` — runs every unit's streams on SimPy (:mod:`simulator.rendezvous` for collectives),
-  entering each recorded GPU's tasks in its ledger (:mod:`simulator.ledger`), from which its breakdown comes.
-
-Each pipeline rank's program is built and compiled once, however many units run it.
+:class:`PipelineEngine` puts the parts together (the package's modules, :mod:`simulator.engine`); each
+pipeline rank's program is built and compiled once, however many units run it.
 """
 
 from __future__ import annotations
@@ -28,15 +19,15 @@ from dataclasses import dataclass, field
 import simpy
 from simpy.events import NORMAL
 
-from simulator.cohorts import GpuLayout, representative_layout
-from simulator.compiler import compile_programs
-from simulator.host import HostPricer, plan_host
-from simulator.ledger import RankBreakdown
+from simulator.engine.cohorts import GpuLayout, representative_layout
+from simulator.engine.compiler import compile_programs
+from simulator.engine.host import HostPricer, plan_host
+from simulator.engine.ledger import RankBreakdown
 from simulator.pricing import StagePrice
-from simulator.program import ProgramBuilder, TailSpec
-from simulator.runner import Runner, Unit
+from simulator.engine.program import ProgramBuilder, TailSpec
+from simulator.engine.runner import Runner, Unit
 from simulator.schedules.base import Schedule, ScheduleError
-from simulator.tasks import NetOp, RankProgram
+from simulator.engine.tasks import NetOp, RankProgram
 
 __all__ = ["CountingEnvironment", "NetOp", "PipelineEngine", "TailSpec", "Timeline"]
 
@@ -51,7 +42,7 @@ class Timeline:
     simulated unit; ``gpu_events`` the same over every GPU they stand for; ``waits`` the times a stream
     blocked on a SimPy event; ``tasks`` the engine tasks run (over every simulated unit) and ``simpy_events``
     the events SimPy itself scheduled (waits, rendezvous, network transfers). ``breakdowns[rank]`` is each row
-    rank's breakdown (:class:`~simulator.ledger.RankBreakdown`) from what the runner entered in its ledger as
+    rank's breakdown (:class:`~simulator.engine.ledger.RankBreakdown`) from what the runner entered in its ledger as
     tasks finished, made whether or not ``records`` are kept (``keep_records``).
     """
 
@@ -78,15 +69,15 @@ class PipelineEngine:
     """Runs a pipeline schedule on a GPU layout and returns its timeline.
 
     Without ``layout`` (representative fidelity) one unit per pipeline rank stands for all its GPUs. With a
-    :class:`~simulator.cohorts.GpuLayout` (full fidelity) every GPU is simulated: each unit is one GPU, or a
+    :class:`~simulator.engine.cohorts.GpuLayout` (full fidelity) every GPU is simulated: each unit is one GPU, or a
     class of GPUs that provably behave alike; collectives are rendezvous of their group's units and pipeline
     sends go between the GPUs that hold the stages. ``send_s`` is one pipeline send/recv (seconds).
     ``compute_slowdown`` maps a rank to the factor by which its compute kernels are slower (stragglers).
     ``pair_s``, for synthetic studies only (``moesim schedule --fb``), replaces the priced components of every
     overlapped pair by that many seconds of compute, split between its chunks in proportion to their own times.
     A time-shared ``network`` (:mod:`simulator.network.shared`) moves communication in simulated time;
-    ``send_comm`` is the Comm of one pipeline send on it. With a ``host`` (:class:`~simulator.host.HostPricer`)
-    each unit's kernels are issued by its host thread (:mod:`simulator.host`). Without ``keep_records`` the
+    ``send_comm`` is the Comm of one pipeline send on it. With a ``host`` (:class:`~simulator.engine.host.HostPricer`)
+    each unit's kernels are issued by its host thread (:mod:`simulator.engine.host`). Without ``keep_records`` the
     timeline keeps no records, only each row's ledger (what the step's breakdown needs).
     """
 

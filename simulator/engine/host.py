@@ -14,7 +14,7 @@ that last issue plus one mean kernel (``duration_s / kernels``). GPU-bound, the 
 nothing; host-bound, the segment ends when its last kernel has been issued and run. A sync segment's sync comes
 first: the host waits for the GPU to reach the segment's start (its stream free and its inputs done).
 
-At run time (:mod:`simulator.runner`) a task's host times are offsets from the host's last *release* (the end
+At run time (:mod:`simulator.engine.runner`) a task's host times are offsets from the host's last *release* (the end
 of the last sync it passed, 0 at the start of the step), worked out here once per program
 (:func:`plan_host`): between syncs the host's times are static sums of launch costs, so the runner only adds
 an offset to a release time, kept in a slot of the unit's table of end times.
@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from calibration.host import DEFAULT, HostModel
-from simulator.tasks import RankProgram
+from simulator.engine.tasks import RankProgram
 from workloads.ops import Component, Kind, Op, OpClass
 
 # What each scope of ``training.cuda_graphs`` captures (Megatron-LM's module names; attn is the attention block,

@@ -9,7 +9,7 @@ collective then ends for all of them at the last arrival plus its duration (a re
 spent on waiting, not on every task; a scalar unit's streams share one process, so that waiting for the
 unit's own other stream costs no event at all.
 
-Tasks (:class:`~simulator.tasks.Task`) are read as compiled (:mod:`simulator.compiler`): ``inputs`` are
+Tasks (:class:`~simulator.engine.tasks.Task`) are read as compiled (:mod:`simulator.engine.compiler`): ``inputs`` are
 (producer's pipeline rank, slot) pairs; ``slot`` ≥ 0 where some other stream waits for the task; under skewed
 routing a GPU with fewer expert rows than the busiest spends ``expert_s`` × its saving less on a task.
 
@@ -20,7 +20,7 @@ resumes when they have arrived. Flows so start in simulated-time order and share
 in flight. Scalar units only: full fidelity runs shared units (classes) with such a network.
 
 Each kind of task has its own small function: compute (:func:`compute_end`), a collective
-(:meth:`Runner._collective`, a :class:`~simulator.rendezvous.Rendezvous` of its group's units), a network op
+(:meth:`Runner._collective`, a :class:`~simulator.engine.rendezvous.Rendezvous` of its group's units), a network op
 (:meth:`Runner._net_task`) and, between blocks, the step's DP synchronisation (:meth:`Runner._tail_sync`).
 
 Shared and representative units hold one time per slot. Block units hold a numpy vector per signal, one
@@ -33,10 +33,10 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from simulator.cohorts import UnitSpec
-from simulator.ledger import Ledger
-from simulator.rendezvous import Rendezvous, TailSync
-from simulator.tasks import RankProgram, Task
+from simulator.engine.cohorts import UnitSpec
+from simulator.engine.ledger import Ledger
+from simulator.engine.rendezvous import Rendezvous, TailSync
+from simulator.engine.tasks import RankProgram, Task
 
 # Timeline records of a stream waiting for its host thread: stream "host", labelled by the stream that waits.
 HOST, HOST_BOUND = "host", ("host-bound", "host-bound (comm)", "host-bound (pp)")
@@ -44,7 +44,7 @@ STREAM_NAMES = ("compute", "comm", "pp")  # by stream number, as timeline record
 
 
 class Unit:
-    """Run-time state of one unit (:class:`~simulator.cohorts.UnitSpec` ``spec``).
+    """Run-time state of one unit (:class:`~simulator.engine.cohorts.UnitSpec` ``spec``).
 
     ``done[slot]`` is the end time (seconds) of the task that gives that slot: a float, or for a block a numpy
     vector (one per GPU); None until produced. ``waiting[slot]`` is the SimPy event a stream of another unit
@@ -52,7 +52,7 @@ class Unit:
     ``end[stream]`` are each stream's next task and its end so far (seconds); stream 0 is compute, 1
     communication, 2 pipeline send/recv. ``slowdown`` (``scale`` for a block's GPUs) multiplies compute
     durations. ``rows`` are the recorded GPUs, (index in the unit, rank written in records), and ``ledgers``
-    their :class:`~simulator.ledger.Ledger`.
+    their :class:`~simulator.engine.ledger.Ledger`.
     """
 
     __slots__ = ("spec", "done", "waiting", "peers", "pos", "end", "slowdown", "scale", "rows", "ledgers", "tail",
@@ -137,8 +137,8 @@ class Runner:
 
     ``rendezvous`` holds the open collectives, keyed by (group kind, group key, task position); ``waits``
     counts the times a stream blocked on a SimPy event. With a time-shared ``network``, ``net_ops`` are the
-    :class:`~simulator.tasks.NetOp` that tasks' ``net`` indices refer to. ``sync_s`` is the host's time for one
-    synchronisation once the GPU has reached it (tasks with a ``host`` record, :mod:`simulator.host`).
+    :class:`~simulator.engine.tasks.NetOp` that tasks' ``net`` indices refer to. ``sync_s`` is the host's time for one
+    synchronisation once the GPU has reached it (tasks with a ``host`` record, :mod:`simulator.engine.host`).
     """
 
     def __init__(self, env: simpy.Environment, records: list | None, network=None, net_ops: list | None = None,
@@ -225,7 +225,7 @@ class Runner:
                     if not ready_all:
                         break
                     host = task.host
-                    if host is not None:  # the host thread must have issued the task (simulator.host)
+                    if host is not None:  # the host thread must have issued the task (simulator.engine.host)
                         issued = self._host_issue(unit, host, t)
                         if issued is None:
                             break  # a release another stream of this unit gives: picked up on the next pass
@@ -269,7 +269,7 @@ class Runner:
     def _host_issue(self, unit: Unit, host: tuple, t: float) -> tuple[float, float] | None:
         """When the host thread has issued a task whose inputs are ready at ``t``: (the release its host times
         count from, the task's start), or None while that release is not produced yet. A sync first waits for
-        the GPU to reach it, then gives its own release (:func:`simulator.host.plan_host`)."""
+        the GPU to reach it, then gives its own release (:func:`simulator.engine.host.plan_host`)."""
         base_slot, first_s, _, sync = host
         done = unit.done
         if sync is None:
@@ -404,7 +404,7 @@ class Runner:
                     ready = yield from self._block_wait(unit, si, i, peers[p_rank], p_slot)
                 t = maximum(t, ready)
             host = task.host
-            if host is not None:  # the host thread must have issued the task (simulator.host)
+            if host is not None:  # the host thread must have issued the task (simulator.engine.host)
                 base_slot, first_s, tail_s, sync = host
                 source_slot = base_slot if sync is None else sync[0]
                 base = zeros
