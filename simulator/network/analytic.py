@@ -17,6 +17,7 @@ from workloads.ep_load import scenario_ep_routing
 from workloads.routing import EpTraffic
 from workloads.scenario import Scenario
 
+from simulator.network.fabric import check_fabric
 from simulator.network.groups import GroupGeometry, group_geometry
 
 GB = 1e9
@@ -27,6 +28,7 @@ class AnalyticNetwork:
     """Prices :class:`workloads.ops.Comm` records for one scenario; ``comm_time_s`` is the interface."""
 
     def __init__(self, scenario: Scenario):
+        check_fabric(scenario)  # the fabric must hold the cluster, as the graph models require
         self.scenario = scenario
         net, node = scenario.cluster.network, scenario.cluster.node
         self.nvlink_gbps = scenario.cluster.gpu.nvlink_gbps * net.nvlink_efficiency
@@ -98,7 +100,7 @@ class AnalyticNetwork:
         """DeepSeek-style dispatch or combine of ``comm.tokens`` tokens (combine is dispatch reversed).
         Skewed routing loads some links more than the mean; the busiest InfiniBand and NVLink links set the pace."""
         traffic = self.ep_traffic()
-        token_bytes = comm.hidden * comm.element_bytes
+        token_bytes = comm.token_bytes
         nic_s = comm.tokens * traffic.ib_nodes * traffic.ib_link_factor * token_bytes / (self.ep_nic_gbps * GB)
         nvl_s = comm.tokens * traffic.nvl_copies * traffic.nvl_link_factor * token_bytes / (self.ep_nvlink_gbps * GB)
         latency = self.nvlink_latency_s + (self.nic_latency_s if g.nodes > 1 else 0.0)

@@ -35,6 +35,7 @@ class Step:
     repeat: int = 1  # identical steps in sequence (a ring's p-1 steps)
     latency_factor: float = 1.0  # path latencies on the critical path (a tree's depth)
     name: str = ""
+    fabric_pos: np.ndarray | None = None  # per incidence row, as topologies.routing.Route (for moving it)
 
     @property
     def flows(self) -> int:

@@ -15,6 +15,7 @@ PCIe at its nominal rate. Latencies are per link (topologies/data/topologies.yam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import networkx as nx
 import numpy as np
@@ -92,12 +93,49 @@ class GraphNetwork:
         if not routes:
             empty = np.zeros(0)
             return Step(empty, empty, empty.astype(np.int64), empty.astype(np.int64), empty, phase.repeat,
-                        phase.latency_factor, phase.name)
+                        phase.latency_factor, phase.name, empty.astype(np.int64))
         lengths = np.fromiter((len(r.links) for r in routes), dtype=np.int64, count=len(routes))
         return Step(np.fromiter((t[2] for t in phase.transfers), dtype=float, count=len(routes)),
                     np.fromiter((r.latency_us for r in routes), dtype=float, count=len(routes)) * US,
                     np.repeat(np.arange(len(routes)), lengths), np.concatenate([r.links for r in routes]),
-                    np.concatenate([r.weights for r in routes]), phase.repeat, phase.latency_factor, phase.name)
+                    np.concatenate([r.weights for r in routes]), phase.repeat, phase.latency_factor, phase.name,
+                    np.concatenate([r.fabric_pos for r in routes]))
+
+    # --- symmetry: one group routed, its copies moved -----------------------------------------------------
+    @cached_property
+    def _gpu_server(self) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+        """(GPU name -> number, server of each GPU, in-node index of each GPU)."""
+        data = self.router.g.nodes
+        number = {gpu: i for i, gpu in enumerate(self.gpus)}
+        return (number, np.array([data[g]["node"] for g in self.gpus], dtype=np.int64),
+                np.array([data[g]["index"] for g in self.gpus], dtype=np.int64))
+
+    def shifted(self, program: Program, members: list[str], image: list[str]) -> Program | None:
+        """``program`` of ``members`` as the same collective of ``image`` would be routed, when ``image`` is
+        ``members`` moved by whole servers (same in-node indices, servers routing alike): every transfer
+        keeps its bytes, weights and latency, its links move with it. None where that is not a symmetry."""
+        if len(members) != len(image) or any(s.fabric_pos is None for s in program.steps):
+            return None
+        number, server, index = self._gpu_server
+        a = np.fromiter((number[m] for m in members), dtype=np.int64, count=len(members))
+        b = np.fromiter((number[m] for m in image), dtype=np.int64, count=len(image))
+        delta = server[b] - server[a]
+        if (delta != delta[0]).any() or (index[a] != index[b]).any():
+            return None
+        servers = int(delta[0])
+        if servers == 0:
+            return program if members == image else None
+        signature = self.router.server_signature
+        if any(signature(s) != signature(s + servers) for s in np.unique(server[a]).tolist()):
+            return None
+        steps = []
+        for step in program.steps:
+            links = self.router.shift_links(step.link, step.fabric_pos, servers)
+            if links is None:
+                return None
+            steps.append(Step(step.bytes, step.latency_s, step.flow, links, step.weight, step.repeat,
+                              step.latency_factor, step.name, step.fabric_pos))
+        return Program(program.name, steps, program.capacity_bps)
 
     def program(self, name: str, phases: list[algo.Phase]) -> Program:
         return Program(name, [self.step(p) for p in phases])

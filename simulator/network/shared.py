@@ -39,7 +39,7 @@ def _per_byte(comm: Comm) -> tuple[Comm, float]:
     (EP: tokens × hidden × element bytes; the rest: bytes per rank)."""
     if comm.pattern in (Pattern.EP_DISPATCH, Pattern.EP_COMBINE):
         return (Comm(comm.pattern, comm.group, 1.0, 1, 1, comm.top_k, 1.0),
-                comm.tokens * comm.hidden * comm.element_bytes)
+                comm.tokens * comm.token_bytes)
     return Comm(comm.pattern, comm.group, 1.0), comm.bytes_per_rank
 
 
@@ -102,13 +102,11 @@ class SharedNetwork:
         return steps
 
     def _programs(self, comm: Comm, gpus: tuple[int, ...], send_to: int) -> list[Program]:
-        net, names = self.graph.network, self.graph.network.gpus
         if comm.pattern is Pattern.SEND_RECV:
             if send_to < 0:
                 return []
             shift = (send_to - gpus[0] // self.stage_gpus) * self.stage_gpus
-            members = [names[g] for g in gpus] + [names[g + shift] for g in gpus]
-            return [net.collective("send-recv", members, comm.bytes_per_rank)]
+            return [self.graph.program(comm, [*gpus, *(g + shift for g in gpus)])]
         wanted = set(gpus)
         rank = gpus[0] // self.stage_gpus
         instances = [ranks for ranks in self.graph.instances(comm.group, rank)
@@ -121,16 +119,7 @@ class SharedNetwork:
                              len(instances))
         except ValueError as err:
             raise ScenarioError(f"run.network=flow: {err}") from None
-        out = []
-        for ranks in instances:
-            members = [names[r] for r in ranks]
-            if comm.pattern in (Pattern.EP_DISPATCH, Pattern.EP_COMBINE):
-                routing = self.graph.ep_routing()
-                out.append(net.ep(members, comm.tokens, comm.hidden * comm.element_bytes, routing.traffic,
-                                  comm.pattern is Pattern.EP_COMBINE, routing.gpu_weight, routing.node_weight))
-            else:
-                out.append(net.collective(_ALGORITHM[comm.pattern], members, comm.bytes_per_rank))
-        return out
+        return [self.graph.program(comm, ranks) for ranks in instances]
 
     def _steps(self, programs: list[Program]) -> list[PlanStep]:
         # EP programs' bundles go no faster than DeepEP's kernels (their demand); links are still shared at
