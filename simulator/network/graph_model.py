@@ -1,11 +1,8 @@
 """The graph network model: collectives routed over a cluster graph and priced analytically or as flows.
 
-Both fidelities use the same routes and capacities. Each link's usable capacity is its nominal capacity times
-the efficiency of its class: NVLink × ``nvlink_efficiency`` (DeepSeek-V3 TR §3.2.2: ~160 of 200 GB/s on H800),
-NIC and switch links × ``nic_efficiency`` ("Insights into DeepSeek-V3" §4.3: ~40 of 50 GB/s per 400G NIC);
-EP dispatch/combine move on a GPU's own NVLink and NIC links at no more than DeepEP's kernels reach there
-(``ep_nvlink_efficiency``, ``ep_nic_efficiency``; :mod:`calibration.deepep`);
-PCIe at its nominal rate. Latencies are per link (topologies/data/topologies.yaml, from "Insights" Table 5).
+Both fidelities use the same routes and capacities. Each link moves at its usable rate, EP dispatch/combine at
+their EP rate (:mod:`simulator.network.link_rates`, as the analytic model). Latencies are per link
+(topologies/data/topologies.yaml, from "Insights" Table 5).
 
 - ``analytic``: per step, the busiest link's bytes / capacity plus the slowest path's latency; concurrent
   collectives do not see each other.
@@ -22,6 +19,7 @@ import numpy as np
 
 from simulator.network import collectives as algo
 from simulator.network.flows import GB, US, Program, Step, analytic_step_s, simulate
+from simulator.network.link_rates import LinkRates
 from topologies.graph import LINK_CLASSES
 from topologies.routing import Router
 from workloads.routing import EpTraffic
@@ -56,19 +54,20 @@ class GraphNetwork:
         self.graph = graph
         self.fidelity = fidelity
         self.router = Router(graph)
-        efficiency = {"nvlink": nvlink_efficiency, "pcie": 1.0, "nic": nic_efficiency, "fabric": nic_efficiency}
-        eff = np.array([efficiency[c] for c in self.router.link_class])
-        self.capacity_bps = self.router.capacity_gbps * eff * GB
-        # EP dispatch/combine: a GPU's own NVLink and NIC links move at most what DeepEP's kernels reach on them,
-        # a fraction of the class's nominal rate (its fastest link: a degraded link keeps its own lower limit);
-        # a per-GPU limit, so capping the GPU's links is exact. Switch-to-switch links keep their capacity.
-        self.ep_capacity_bps = None
+        rates = LinkRates(nvlink_efficiency, nic_efficiency, ep_nvlink_efficiency, ep_nic_efficiency)
         classes = self.router.link_class
-        for cls, fraction in (("nvlink", ep_nvlink_efficiency), ("nic", ep_nic_efficiency)):
+        eff = np.array([rates.efficiency(c) for c in classes])
+        self.capacity_bps = self.router.capacity_gbps * eff * GB
+        # EP dispatch/combine: a GPU's own NVLink and NIC links at their EP rate, the kernels' limit being a
+        # fraction of the class's nominal rate (its fastest link: a degraded link keeps its own lower limit).
+        self.ep_capacity_bps = None
+        for cls in ("nvlink", "nic"):
             links = classes == cls
-            if fraction is None or not links.any():
+            kernel_gbps = rates.ep_kernel_gbps(cls, float(self.router.capacity_gbps[links].max())) \
+                if links.any() else None
+            if kernel_gbps is None:
                 continue
-            kernel_bps = fraction * float(self.router.capacity_gbps[links].max()) * GB
+            kernel_bps = kernel_gbps * GB
             if (self.capacity_bps[links] > kernel_bps).any():
                 if self.ep_capacity_bps is None:
                     self.ep_capacity_bps = self.capacity_bps.copy()

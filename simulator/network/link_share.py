@@ -6,9 +6,8 @@ progress together: it has one rate ``u`` relative to its speed alone (1: as fast
 allows; on link ``l`` it then moves ``demand_bps[l]`` bytes/s, so ``demand_bps[l] <= capacity[l]``).
 
 :class:`LinkShare` moves plans in simulated time. Bundles crossing a common link share it max-min fairly in
-``u`` (progressive filling: every ``u`` rises together until a link is full, the bundles through it freeze;
-none exceeds 1). Two bundles that each fill a link alone get half of it each; a bundle that uses a link
-lightly is slowed there by the same factor as the others. Rates are recomputed when a bundle starts or
+``u`` (:func:`~simulator.network.flows.max_min_rates`, the one progressive filling, with ``u`` capped at 1).
+Two bundles that each fill a link alone get half of it each; a bundle that uses a link lightly is slowed there by the same factor as the others. Rates are recomputed when a bundle starts or
 finishes, and only if it shares a link with another; a bundle's arrival is a SimPy timeout, rescheduled when
 its rate changes.
 """
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import simpy
+
+from simulator.network.flows import max_min_rates
 
 
 @dataclass(slots=True)
@@ -195,7 +196,8 @@ class LinkShare:
             ids = np.flatnonzero(over)
             compact = np.zeros(len(over), dtype=np.int64)
             compact[ids] = np.arange(len(ids))
-            u = max_min_levels(flow[rows], compact[link[rows]], demand[rows], len(touching), self.capacity_bps[ids])
+            u = max_min_rates(flow[rows], compact[link[rows]], demand[rows], len(touching), self.capacity_bps[ids],
+                              cap=1.0)
         else:
             u = np.ones(len(touching))
         for flight, rate in zip(touching, u.tolist()):
@@ -207,32 +209,3 @@ class LinkShare:
         flight.since = now
         flight.u = u
         self._schedule(flight)
-
-
-def max_min_levels(flow: np.ndarray, link: np.ndarray, demand: np.ndarray, flows: int,
-                   capacity: np.ndarray) -> np.ndarray:
-    """Max-min fair levels ``u`` ≤ 1 of ``flows`` bundles; bundle ``flow[i]`` uses ``demand[i]·u`` bytes/s of
-    link ``link[i]``, each link holds ``capacity`` bytes/s."""
-    u = np.ones(flows)
-    frozen = np.zeros(flows, dtype=bool)
-    remaining = capacity.copy()
-    while not frozen.all():
-        live = ~frozen[flow]
-        load = np.bincount(link[live], demand[live], minlength=len(capacity))
-        used = load > 0
-        if not used.any():
-            break
-        share = np.full(len(capacity), np.inf)
-        share[used] = np.maximum(remaining[used], 0.0) / load[used]
-        level = float(share.min())
-        if level >= 1.0:
-            break  # every remaining bundle runs at its own speed
-        bottleneck = share <= level * (1 + 1e-12)
-        hit = np.zeros(flows, dtype=bool)
-        hit[flow[live & bottleneck[link]]] = True
-        hit &= ~frozen
-        u[hit] = level
-        frozen |= hit
-        taken = hit[flow]
-        remaining -= np.bincount(link[taken], demand[taken] * level, minlength=len(capacity))
-    return u
