@@ -111,13 +111,33 @@ class Router:
     def nvswitch(self, gpu: str) -> str:
         return f"n{self.node_of(gpu)}.nvs"
 
+    @cached_property
+    def _fabric_adjacency(self) -> tuple[dict[str, list[tuple[str, int]]], dict[str, list[str]]]:
+        """Switch-to-switch links as plain lists (a networkx subgraph view is slow to walk): per switch its
+        (next switch, lanes) in the graph's order, and the switches linking to it."""
+        fabric = set(self._fabric)
+        succ = {u: [(v, d["lanes"]) for v, d in self.g.succ[u].items() if v in fabric] for u in fabric}
+        pred = {v: [u for u in self.g.pred[v] if u in fabric] for v in fabric}
+        return succ, pred
+
     def fabric_ecmp(self, a: str, b: str) -> dict[tuple[str, str], float]:
         """Fraction of a switch-to-switch transfer on each fabric link, ECMP at every hop."""
         key = (a, b)
         if key in self._ecmp:
             return self._ecmp[key]
-        if b not in self._dist:
-            self._dist[b] = nx.single_source_shortest_path_length(self._fabric.reverse(copy=False), b)
+        succ, pred = self._fabric_adjacency
+        if b not in self._dist:  # hops from every switch to b (breadth first over the fabric's reverse)
+            dist = {b: 0}
+            level = [b]
+            while level:
+                nxt_level = []
+                for v in level:
+                    for u in pred[v]:
+                        if u not in dist:
+                            dist[u] = dist[v] + 1
+                            nxt_level.append(u)
+                level = nxt_level
+            self._dist[b] = dist
         dist = self._dist[b]
         share: dict[tuple[str, str], float] = {}
         frontier = {a: 1.0}
@@ -126,8 +146,7 @@ class Router:
             for u, w in frontier.items():
                 if u == b:
                     continue
-                hops = [(v, self.g.edges[u, v]["lanes"]) for v in self._fabric.successors(u)
-                        if dist.get(v, -1) == dist[u] - 1]
+                hops = [(v, lanes) for v, lanes in succ[u] if dist.get(v, -1) == dist[u] - 1]
                 total = sum(lanes for _, lanes in hops)
                 for v, lanes in hops:
                     part = w * lanes / total
@@ -259,12 +278,17 @@ class Router:
             return None
         starts = np.flatnonzero(fabric_pos == -2)  # NIC -> switch; the switch -> NIC link follows
         if len(starts):
-            pairs = np.stack([dst_node[links[starts]], src_node[links[starts + 1]],
-                              dst_node[out[starts]], src_node[out[starts + 1]]], axis=1)
-            keys, inverse = np.unique(pairs, axis=0, return_inverse=True)
+            old_pair = dst_node[links[starts]] * len(dst_node) + src_node[links[starts + 1]]
+            new_pair = dst_node[out[starts]] * len(dst_node) + src_node[out[starts + 1]]
+            _, old_index = np.unique(old_pair, return_inverse=True)
+            new_keys, new_index = np.unique(new_pair, return_inverse=True)
+            first, inverse = np.unique(old_index.reshape(-1) * len(new_keys) + new_index.reshape(-1),
+                                       return_index=True, return_inverse=True)[1:]
             names = self._node_names
             moved_ids = []
-            for a, b, c, d in keys.tolist():
+            for i in starts[first].tolist():
+                a, b = int(dst_node[links[i]]), int(src_node[links[i + 1]])
+                c, d = int(dst_node[out[i]]), int(src_node[out[i + 1]])
                 old_ids, old_w = self._fabric_arrays(names[a], names[b])
                 new_ids, new_w = self._fabric_arrays(names[c], names[d])
                 if len(old_ids) != len(new_ids) or old_w != new_w:
