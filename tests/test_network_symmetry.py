@@ -7,6 +7,7 @@ import pytest
 
 from simulator.network.scenario_network import ScenarioNetwork
 from simulator.network.shared import SharedNetwork
+from workloads.errors import ScenarioError
 from workloads.loader import load_scenario
 from workloads.ops import Comm, Pattern
 
@@ -64,3 +65,41 @@ def test_a_flow_step_is_unchanged_by_routing_once_per_shape():
         for comm in COMMS:
             a, b = net.comm_time_s(comm, rank), direct.comm_time_s(comm, rank)
             assert a == b
+
+
+def test_a_flow_run_that_would_not_fit_is_refused_with_its_numbers_before_the_graph(tmp_path):
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+    from simulator.network.flow_size import check_flow_size, estimate_flow
+
+    # 131,072 GPUs (radix 256) and 10,000 micro-batches per pipeline: far past half an hour of CPU.
+    big = ["cluster.gpus=131072", "parallelism.dp=8192", "parallelism.global_batch=81920000",
+           "cluster.network.switch_radix=256", "run.network=flow"]
+    result = CliRunner().invoke(app, ["simulate", *[x for o in big for x in ("--set", o)]])
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: run.network=flow: 131,072 GPUs and 10,000 micro-batches per pipeline")
+    assert "CPU s" in line and "GB" in line and "run.network=analytic" in line and "parallelism.global_batch" in line
+    # The estimate grows with the GPUs a flow run moves, and its memory limit is enforced the same way.
+    small = load_scenario(preset="deepseek-v3-h800", overrides=["run.network=flow"])
+    assert estimate_flow(small).cpu_s < estimate_flow(load_scenario(preset="deepseek-v3-h800", overrides=[
+        "cluster.gpus=16384", "parallelism.dp=1024", "parallelism.global_batch=122880"])).cpu_s
+    with pytest.raises(ScenarioError, match=r"~0\.2 GB \(limits 1,800 s, 0\.1 GB\)"):
+        check_flow_size(small, max_gb=0.1)
+
+
+def test_the_analytic_network_refuses_the_fabric_the_flow_network_refuses():
+    from simulator.simulate import make_network
+
+    too_big = ["cluster.gpus=131072", "parallelism.dp=8192", "parallelism.global_batch=983040"]  # radix 64
+    messages = []
+    for network in ("analytic", "flow"):
+        sc = load_scenario(preset="deepseek-v3-h800", overrides=[*too_big, f"run.network={network}"])
+        with pytest.raises(ScenarioError) as err:
+            make_network(sc)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] == ("cluster.network: mpft with --radix 64 holds at most 16384 GPUs, asked "
+                                          "--gpus 131072; use a larger --radix, more --planes or another topology")
+    # A radix that holds them: the analytic network accepts the cluster.
+    make_network(load_scenario(preset="deepseek-v3-h800", overrides=[*too_big, "cluster.network.switch_radix=256"]))

@@ -120,12 +120,18 @@ class Router:
         pred = {v: [u for u in self.g.pred[v] if u in fabric] for v in fabric}
         return succ, pred
 
+    @cached_property
+    def _fabric_lanes(self) -> dict[str, dict[str, int]]:
+        """Lanes of each switch-to-switch link, by its two ends."""
+        return {u: dict(hops) for u, hops in self._fabric_adjacency[0].items()}
+
     def fabric_ecmp(self, a: str, b: str) -> dict[tuple[str, str], float]:
         """Fraction of a switch-to-switch transfer on each fabric link, ECMP at every hop."""
         key = (a, b)
         if key in self._ecmp:
             return self._ecmp[key]
         succ, pred = self._fabric_adjacency
+        lanes_to = self._fabric_lanes
         if b not in self._dist:  # hops from every switch to b (breadth first over the fabric's reverse)
             dist = {b: 0}
             level = [b]
@@ -146,7 +152,10 @@ class Router:
             for u, w in frontier.items():
                 if u == b:
                     continue
-                hops = [(v, lanes) for v, lanes in succ[u] if dist.get(v, -1) == dist[u] - 1]
+                if dist[u] == 1:  # one hop from b: b is the only switch closer to it
+                    hops = [(b, lanes_to[u][b])]
+                else:
+                    hops = [(v, lanes) for v, lanes in succ[u] if dist.get(v, -1) == dist[u] - 1]
                 total = sum(lanes for _, lanes in hops)
                 for v, lanes in hops:
                     part = w * lanes / total

@@ -21,6 +21,8 @@ import numpy as np
 import simpy
 
 from simulator.network.collectives import check_flow_state
+from simulator.network.fabric import check_fabric
+from simulator.network.flow_size import check_flow_size
 from simulator.network.flows import Program
 from simulator.network.link_share import LinkShare, Plan, PlanStep, bundle, plan_of
 from simulator.network.scenario_network import _ALGORITHM, ScenarioNetwork
@@ -51,6 +53,8 @@ class SharedNetwork:
     """
 
     def __init__(self, scenario: Scenario):
+        check_fabric(scenario)  # before the graph: a fabric too small, then a run too large, is refused
+        check_flow_size(scenario)
         self.scenario = scenario
         self.graph = ScenarioNetwork(scenario, "analytic")
         self.capacity_bps = self.graph.network.capacity_bps
@@ -155,8 +159,13 @@ def plan_steps(programs: list[Program], capacity_bps: np.ndarray, is_nic: np.nda
             crosses = np.bincount(step.flow, is_nic[step.link], minlength=step.flows) > 0
             for part, mask in ((0, crosses), (1, ~crosses)):
                 rows = mask[step.flow]
-                loads[part] += np.bincount(step.link[rows], step.weight[rows] * step.bytes[step.flow[rows]],
-                                           minlength=links) * step.repeat
+                if not rows.any():
+                    continue
+                # Summed over this program's own links (a bincount over every link of the graph, per program,
+                # grew with the cluster twice over); the same sums, added once per program as before.
+                ids, where = np.unique(step.link[rows], return_inverse=True)
+                loads[part][ids] += np.bincount(where.reshape(-1), step.weight[rows] * step.bytes[step.flow[rows]],
+                                                minlength=len(ids)) * step.repeat
             latency = max(latency, float(step.latency_s.max()) * step.latency_factor * step.repeat)
         if (loads[0] > 0).any() and (loads[1] > 0).any() and ((loads[0] > 0) & (loads[1] > 0)).any():
             loads = [loads[0] + loads[1]]  # the two kinds share links (forwarding): they move as one
