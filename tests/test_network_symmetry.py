@@ -85,7 +85,7 @@ def test_a_flow_run_that_would_not_fit_is_refused_with_its_numbers_before_the_gr
     small = load_scenario(preset="deepseek-v3-h800", overrides=["run.network=flow"])
     assert estimate_flow(small).cpu_s < estimate_flow(load_scenario(preset="deepseek-v3-h800", overrides=[
         "cluster.gpus=16384", "parallelism.dp=1024", "parallelism.global_batch=122880"])).cpu_s
-    with pytest.raises(ScenarioError, match=r"~0\.2 GB \(limits 1,800 s, 0\.1 GB\)"):
+    with pytest.raises(ScenarioError, match=r"~0\.15 GB \(limits 1,800 s, 0\.10 GB\)"):
         check_flow_size(small, max_gb=0.1)
 
 

@@ -21,9 +21,9 @@ from workloads.scenario import Scenario
 FIXED_S = 0.5  # pricing and everything the analytic network also does
 GRAPH_S_PER_GPU = 48e-6  # cluster graph and router: 6.3 s at 131,072 GPUs
 OP_S = 47e-6  # one network op started in the engine, and
-OP_S_PER_STAGE_GPU = 0.19e-6  # per GPU of its pipeline rank (its bundles' links)
-BASE_GB = 0.15  # the interpreter, modules, pricing
-GB_PER_GPU = 10.5e-6  # graph, router tables and plans: RSS 143 MB at 2,048 GPUs, 294 MB at 16,384
+OP_S_PER_STAGE_GPU = 0.22e-6  # per GPU of its pipeline rank (its bundles' links): 66 s at 131,072 GPUs
+BASE_GB = 0.13  # the interpreter, modules, pricing
+GB_PER_GPU = 9.3e-6  # graph, router tables, plans: RSS 143 MB at 2,048 GPUs, 293 at 16,384, 1,335 at 131,072
 
 MAX_FLOW_CPU_S = 1800.0  # past half an hour a study wants the analytic network (or a smaller cluster)
 
@@ -64,7 +64,7 @@ def check_flow_size(scenario: Scenario, max_cpu_s: float = MAX_FLOW_CPU_S, max_g
     if est.cpu_s > max_cpu_s or est.memory_gb > max_gb:
         raise ScenarioError(
             f"run.network=flow: {scenario.cluster.gpus:,} GPUs and {scenario.micro_batches:,} micro-batches per "
-            f"pipeline ({est.ops:,} network ops) would take ~{est.cpu_s:,.0f} CPU s and ~{est.memory_gb:,.1f} GB "
-            f"(limits {max_cpu_s:,.0f} s, {max_gb:,.1f} GB); use run.network=analytic, or fewer cluster.gpus or "
+            f"pipeline ({est.ops:,} network ops) would take ~{est.cpu_s:,.0f} CPU s and ~{est.memory_gb:,.2f} GB "
+            f"(limits {max_cpu_s:,.0f} s, {max_gb:,.2f} GB); use run.network=analytic, or fewer cluster.gpus or "
             "a smaller parallelism.global_batch")
     return est
