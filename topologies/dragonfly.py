@@ -10,7 +10,10 @@ routers of network radix (3q − δ)/2, diameter 2; each router takes p ≈ half
 
 from __future__ import annotations
 
-import networkx as nx
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: building a graph needs networkx, sizing one does not
+    import networkx as nx
 
 from topologies.graph import add_switch, attach, connect
 from topologies.spec import FabricSpec, TopologyError

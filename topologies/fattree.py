@@ -7,7 +7,10 @@ spines, folding parallel cables into one link (``lanes``), so bisection stays wh
 
 from __future__ import annotations
 
-import networkx as nx
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: building a graph needs networkx, sizing one does not
+    import networkx as nx
 
 from topologies.graph import add_switch, attach, connect
 from topologies.spec import FabricSpec, TopologyError, split_ports

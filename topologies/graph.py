@@ -10,7 +10,10 @@ for switch–switch) and ``lanes`` (parallel cables folded into it).
 
 from __future__ import annotations
 
-import networkx as nx
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: building a graph needs networkx, sizing one does not
+    import networkx as nx
 
 from topologies.gpus import gpu_spec
 from topologies.spec import FabricSpec

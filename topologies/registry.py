@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
-import networkx as nx
+from typing import TYPE_CHECKING, Callable
 
 from topologies import dragonfly, fattree
 from topologies.base_registry import Registry
 from topologies.graph import add_servers
 from topologies.spec import FabricSpec, TopologyError, make_spec
+
+if TYPE_CHECKING:  # annotations only: sizing a fabric (check_capacity) needs no networkx
+    import networkx as nx
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,9 @@ def endpoint_capacity(spec: FabricSpec) -> int:
     return nodes * spec.gpus_per_node
 
 
-def build(spec: FabricSpec) -> nx.DiGraph:
-    """The cluster graph of ``spec``: servers, NICs and the fabric. Too many GPUs for the radix fails."""
-    topology = get_topology(spec.kind)
+def check_capacity(spec: FabricSpec) -> int:
+    """The GPUs ``spec`` builds; more than its kind and radix can hold is a TopologyError. Every network model
+    checks a cluster here, the analytic one too (it builds no graph)."""
     largest = endpoint_capacity(spec)
     gpus = spec.gpus or largest
     if largest < spec.gpus_per_node:
@@ -67,6 +68,15 @@ def build(spec: FabricSpec) -> nx.DiGraph:
     if gpus > largest:
         raise TopologyError(f"{spec.kind} with --radix {spec.radix} holds at most {largest} GPUs, asked "
                             f"--gpus {gpus}; use a larger --radix, more --planes or another topology")
+    return gpus
+
+
+def build(spec: FabricSpec) -> nx.DiGraph:
+    """The cluster graph of ``spec``: servers, NICs and the fabric. Too many GPUs for the radix fails."""
+    import networkx as nx
+
+    topology = get_topology(spec.kind)
+    gpus = check_capacity(spec)
     nodes = max(1, gpus // spec.gpus_per_node)
     endpoints = gpus + nodes + nodes * spec.nics_per_node  # GPUs, NVSwitches and NICs, before any fabric switch
     if endpoints > MAX_GRAPH_ENDPOINTS:

@@ -105,6 +105,11 @@ class Comm:
     top_k: int = 0
     element_bytes: float = 0.0
 
+    @property
+    def token_bytes(self) -> float:
+        """EP only: bytes of one token's hidden state as it is sent (hidden × bytes per element, scales incl.)."""
+        return self.hidden * self.element_bytes
+
 
 @dataclass(frozen=True, slots=True)
 class Op:

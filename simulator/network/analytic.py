@@ -1,13 +1,11 @@
 """The analytic network model: a collective's time from the bytes its busiest link class carries.
 
-Per GPU, the scale-up link is NVLink (``nvlink_gbps`` per direction × ``nvlink_efficiency``) and the scale-out
-link is its NIC (``nic_gbps`` × ``nic_efficiency`` / oversubscription). Each collective is priced with the
+Per GPU, the scale-up link is NVLink and the scale-out link is its NIC (/ oversubscription), each at its usable
+rate (:mod:`simulator.network.link_rates`). Each collective is priced with the
 standard algorithm costs (ring for all-reduce, reduce-scatter and all-gather; hierarchical NVLink-then-NIC
 when the group spans nodes) plus per-step latency. EP dispatch and combine follow DeepSeek-V3 (TR §3.2.2):
 one NIC transfer per remote target node to the same-index GPU, then NVLink forwarding; the two hops overlap,
-so the time is the slower of the two plus both latencies. Each hop moves at the lower of the link's usable rate
-and the rate DeepEP's kernels reach on it (``ep_nic_efficiency``, ``ep_nvlink_efficiency``: measured, see
-:mod:`calibration.deepep`); their notify is an op of its own. No cross-traffic between collectives.
+so the time is the slower of the two plus both latencies. Each hop moves at its EP rate (:mod:`simulator.network.link_rates`); their notify is an op of its own. No cross-traffic between collectives.
 """
 
 from __future__ import annotations
@@ -17,7 +15,9 @@ from workloads.ep_load import scenario_ep_routing
 from workloads.routing import EpTraffic
 from workloads.scenario import Scenario
 
+from simulator.network.fabric import check_fabric
 from simulator.network.groups import GroupGeometry, group_geometry
+from simulator.network.link_rates import LinkRates
 
 GB = 1e9
 US = 1e-6
@@ -27,14 +27,17 @@ class AnalyticNetwork:
     """Prices :class:`workloads.ops.Comm` records for one scenario; ``comm_time_s`` is the interface."""
 
     def __init__(self, scenario: Scenario):
+        check_fabric(scenario)  # the fabric must hold the cluster, as the graph models require
         self.scenario = scenario
         net, node = scenario.cluster.network, scenario.cluster.node
-        self.nvlink_gbps = scenario.cluster.gpu.nvlink_gbps * net.nvlink_efficiency
+        rates = LinkRates.of(net)
+        nvlink = scenario.cluster.gpu.nvlink_gbps
+        self.nvlink_gbps = rates.usable_gbps("nvlink", nvlink)
         nics_per_gpu = node.nics_per_node / node.gpus_per_node
-        self.nic_gbps = net.nic_gbytes_per_s * net.nic_efficiency * nics_per_gpu / net.oversubscription
+        self.nic_gbps = rates.usable_gbps("nic", net.nic_gbytes_per_s) * nics_per_gpu / net.oversubscription
         # DeepEP's kernels: the lower of the link's usable rate and what the kernels reach on it.
-        self.ep_nvlink_gbps = min(self.nvlink_gbps, scenario.cluster.gpu.nvlink_gbps * net.ep_nvlink_efficiency)
-        self.ep_nic_gbps = min(self.nic_gbps, net.nic_gbytes_per_s * net.ep_nic_efficiency * nics_per_gpu)
+        self.ep_nvlink_gbps = rates.ep_gbps("nvlink", self.nvlink_gbps, nvlink)
+        self.ep_nic_gbps = min(self.nic_gbps, rates.ep_kernel_gbps("nic", net.nic_gbytes_per_s) * nics_per_gpu)
         self.nvlink_latency_s = net.nvlink_latency_us * US
         self.nic_latency_s = net.nic_latency_us * US
         self._groups: dict[str, GroupGeometry] = {}
@@ -98,7 +101,7 @@ class AnalyticNetwork:
         """DeepSeek-style dispatch or combine of ``comm.tokens`` tokens (combine is dispatch reversed).
         Skewed routing loads some links more than the mean; the busiest InfiniBand and NVLink links set the pace."""
         traffic = self.ep_traffic()
-        token_bytes = comm.hidden * comm.element_bytes
+        token_bytes = comm.token_bytes
         nic_s = comm.tokens * traffic.ib_nodes * traffic.ib_link_factor * token_bytes / (self.ep_nic_gbps * GB)
         nvl_s = comm.tokens * traffic.nvl_copies * traffic.nvl_link_factor * token_bytes / (self.ep_nvlink_gbps * GB)
         latency = self.nvlink_latency_s + (self.nic_latency_s if g.nodes > 1 else 0.0)

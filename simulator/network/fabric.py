@@ -14,13 +14,15 @@ and a change of ``nic_latency_us`` moves every inter-node path by the same amoun
 
 from __future__ import annotations
 
-import networkx as nx
+from typing import TYPE_CHECKING
 
-from topologies.registry import build
-from topologies.routing import fail
+from topologies.registry import build, check_capacity
 from topologies.spec import FabricSpec, TopologyError, make_spec, topology_defaults
 from workloads.errors import ScenarioError
 from workloads.scenario import Scenario
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 NVLINK_HOPS = 2  # GPU → NVSwitch → GPU
 NIC_HOPS = 2  # NIC → leaf, leaf → NIC
@@ -49,6 +51,15 @@ def topology_spec(scenario: Scenario) -> FabricSpec:
         raise ScenarioError(f"cluster.network: {err}") from None
 
 
+def check_fabric(scenario: Scenario) -> None:
+    """Refuse (ScenarioError naming ``cluster.network``) a cluster its fabric cannot hold: the one size check of
+    every network model, analytic included, before any graph is built."""
+    try:
+        check_capacity(topology_spec(scenario))
+    except TopologyError as err:
+        raise ScenarioError(f"cluster.network: {err}") from None
+
+
 def cluster_graph(scenario: Scenario, with_faults: bool = True) -> nx.DiGraph:
     """The scenario's cluster graph, with ``faults.links`` applied unless ``with_faults`` is False."""
     try:
@@ -62,6 +73,8 @@ def cluster_graph(scenario: Scenario, with_faults: bool = True) -> nx.DiGraph:
 
 def apply_link_faults(graph: nx.DiGraph, faults) -> nx.DiGraph:
     """The graph with ``faults.links`` applied: failed cables and switches removed, degraded ones slowed."""
+    from topologies.routing import fail
+
     failed_links = [tuple(f.link) for f in faults if f.link and f.bandwidth_factor == 0]
     failed_switches = [f.switch for f in faults if f.switch and f.bandwidth_factor == 0]
     try:

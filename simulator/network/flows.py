@@ -35,6 +35,7 @@ class Step:
     repeat: int = 1  # identical steps in sequence (a ring's p-1 steps)
     latency_factor: float = 1.0  # path latencies on the critical path (a tree's depth)
     name: str = ""
+    fabric_pos: np.ndarray | None = None  # per incidence row, as topologies.routing.Route (for moving it)
 
     @property
     def flows(self) -> int:
@@ -70,22 +71,27 @@ def analytic_step_s(step: Step, capacity_bps: np.ndarray) -> float:
 
 
 def max_min_rates(flow: np.ndarray, link: np.ndarray, weight: np.ndarray, flows: int,
-                  capacity_bps: np.ndarray) -> np.ndarray:
-    """Max-min fair rates (bytes/s) of ``flows`` flows given their weighted link incidence."""
-    rates = np.zeros(flows)
-    frozen = np.zeros(flows, dtype=bool)
+                  capacity_bps: np.ndarray, cap: float = np.inf) -> np.ndarray:
+    """Max-min fair rates of ``flows`` flows by progressive filling, the one implementation of it: flow
+    ``flow[i]`` puts ``weight[i]`` × its rate on link ``link[i]``, each link holds ``capacity_bps``; all unfrozen
+    rates rise together until a link is full, the flows through it freeze. No rate exceeds ``cap`` (a flow with
+    no link gets it): bytes/s with weights as fractions (:func:`simulate`), or a bundle's speed relative to
+    alone with weights as its bytes/s at speed 1 and ``cap`` 1 (:mod:`simulator.network.link_share`)."""
+    rates = np.full(flows, cap, dtype=float)
+    frozen = np.bincount(flow, minlength=flows) == 0
     remaining = capacity_bps.astype(float).copy()
     links = len(capacity_bps)
-    has_links = np.bincount(flow, minlength=flows) > 0
-    frozen[~has_links] = True
-    rates[~has_links] = np.inf
     while not frozen.all():
         live = ~frozen[flow]
         demand = np.bincount(link[live], weight[live], minlength=links)
         used = demand > 0
+        if not used.any():
+            break  # the flows left load nothing: they run at the cap
         share = np.full(links, np.inf)
         share[used] = np.maximum(remaining[used], 0.0) / demand[used]
-        level = share.min()
+        level = float(share.min())
+        if level >= cap:
+            break  # every flow left runs at the cap
         bottleneck = share <= level * (1 + 1e-12)
         hit = np.zeros(flows, dtype=bool)
         hit[flow[live & bottleneck[link]]] = True

@@ -1,11 +1,8 @@
 """The graph network model: collectives routed over a cluster graph and priced analytically or as flows.
 
-Both fidelities use the same routes and capacities. Each link's usable capacity is its nominal capacity times
-the efficiency of its class: NVLink × ``nvlink_efficiency`` (DeepSeek-V3 TR §3.2.2: ~160 of 200 GB/s on H800),
-NIC and switch links × ``nic_efficiency`` ("Insights into DeepSeek-V3" §4.3: ~40 of 50 GB/s per 400G NIC);
-EP dispatch/combine move on a GPU's own NVLink and NIC links at no more than DeepEP's kernels reach there
-(``ep_nvlink_efficiency``, ``ep_nic_efficiency``; :mod:`calibration.deepep`);
-PCIe at its nominal rate. Latencies are per link (topologies/data/topologies.yaml, from "Insights" Table 5).
+Both fidelities use the same routes and capacities. Each link moves at its usable rate, EP dispatch/combine at
+their EP rate (:mod:`simulator.network.link_rates`, as the analytic model). Latencies are per link
+(topologies/data/topologies.yaml, from "Insights" Table 5).
 
 - ``analytic``: per step, the busiest link's bytes / capacity plus the slowest path's latency; concurrent
   collectives do not see each other.
@@ -15,12 +12,14 @@ PCIe at its nominal rate. Latencies are per link (topologies/data/topologies.yam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import networkx as nx
 import numpy as np
 
 from simulator.network import collectives as algo
 from simulator.network.flows import GB, US, Program, Step, analytic_step_s, simulate
+from simulator.network.link_rates import LinkRates
 from topologies.graph import LINK_CLASSES
 from topologies.routing import Router
 from workloads.routing import EpTraffic
@@ -55,19 +54,20 @@ class GraphNetwork:
         self.graph = graph
         self.fidelity = fidelity
         self.router = Router(graph)
-        efficiency = {"nvlink": nvlink_efficiency, "pcie": 1.0, "nic": nic_efficiency, "fabric": nic_efficiency}
-        eff = np.array([efficiency[c] for c in self.router.link_class])
-        self.capacity_bps = self.router.capacity_gbps * eff * GB
-        # EP dispatch/combine: a GPU's own NVLink and NIC links move at most what DeepEP's kernels reach on them,
-        # a fraction of the class's nominal rate (its fastest link: a degraded link keeps its own lower limit);
-        # a per-GPU limit, so capping the GPU's links is exact. Switch-to-switch links keep their capacity.
-        self.ep_capacity_bps = None
+        rates = LinkRates(nvlink_efficiency, nic_efficiency, ep_nvlink_efficiency, ep_nic_efficiency)
         classes = self.router.link_class
-        for cls, fraction in (("nvlink", ep_nvlink_efficiency), ("nic", ep_nic_efficiency)):
+        eff = np.array([rates.efficiency(c) for c in classes])
+        self.capacity_bps = self.router.capacity_gbps * eff * GB
+        # EP dispatch/combine: a GPU's own NVLink and NIC links at their EP rate, the kernels' limit being a
+        # fraction of the class's nominal rate (its fastest link: a degraded link keeps its own lower limit).
+        self.ep_capacity_bps = None
+        for cls in ("nvlink", "nic"):
             links = classes == cls
-            if fraction is None or not links.any():
+            kernel_gbps = rates.ep_kernel_gbps(cls, float(self.router.capacity_gbps[links].max())) \
+                if links.any() else None
+            if kernel_gbps is None:
                 continue
-            kernel_bps = fraction * float(self.router.capacity_gbps[links].max()) * GB
+            kernel_bps = kernel_gbps * GB
             if (self.capacity_bps[links] > kernel_bps).any():
                 if self.ep_capacity_bps is None:
                     self.ep_capacity_bps = self.capacity_bps.copy()
@@ -92,12 +92,49 @@ class GraphNetwork:
         if not routes:
             empty = np.zeros(0)
             return Step(empty, empty, empty.astype(np.int64), empty.astype(np.int64), empty, phase.repeat,
-                        phase.latency_factor, phase.name)
+                        phase.latency_factor, phase.name, empty.astype(np.int64))
         lengths = np.fromiter((len(r.links) for r in routes), dtype=np.int64, count=len(routes))
         return Step(np.fromiter((t[2] for t in phase.transfers), dtype=float, count=len(routes)),
                     np.fromiter((r.latency_us for r in routes), dtype=float, count=len(routes)) * US,
                     np.repeat(np.arange(len(routes)), lengths), np.concatenate([r.links for r in routes]),
-                    np.concatenate([r.weights for r in routes]), phase.repeat, phase.latency_factor, phase.name)
+                    np.concatenate([r.weights for r in routes]), phase.repeat, phase.latency_factor, phase.name,
+                    np.concatenate([r.fabric_pos for r in routes]))
+
+    # --- symmetry: one group routed, its copies moved -----------------------------------------------------
+    @cached_property
+    def _gpu_server(self) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+        """(GPU name -> number, server of each GPU, in-node index of each GPU)."""
+        data = self.router.g.nodes
+        number = {gpu: i for i, gpu in enumerate(self.gpus)}
+        return (number, np.array([data[g]["node"] for g in self.gpus], dtype=np.int64),
+                np.array([data[g]["index"] for g in self.gpus], dtype=np.int64))
+
+    def shifted(self, program: Program, members: list[str], image: list[str]) -> Program | None:
+        """``program`` of ``members`` as the same collective of ``image`` would be routed, when ``image`` is
+        ``members`` moved by whole servers (same in-node indices, servers routing alike): every transfer
+        keeps its bytes, weights and latency, its links move with it. None where that is not a symmetry."""
+        if len(members) != len(image) or any(s.fabric_pos is None for s in program.steps):
+            return None
+        number, server, index = self._gpu_server
+        a = np.fromiter((number[m] for m in members), dtype=np.int64, count=len(members))
+        b = np.fromiter((number[m] for m in image), dtype=np.int64, count=len(image))
+        delta = server[b] - server[a]
+        if (delta != delta[0]).any() or (index[a] != index[b]).any():
+            return None
+        servers = int(delta[0])
+        if servers == 0:
+            return program if members == image else None
+        signature = self.router.server_signature
+        if any(signature(s) != signature(s + servers) for s in np.unique(server[a]).tolist()):
+            return None
+        steps = []
+        for step in program.steps:
+            links = self.router.shift_links(step.link, step.fabric_pos, servers)
+            if links is None:
+                return None
+            steps.append(Step(step.bytes, step.latency_s, step.flow, links, step.weight, step.repeat,
+                              step.latency_factor, step.name, step.fabric_pos))
+        return Program(program.name, steps, program.capacity_bps)
 
     def program(self, name: str, phases: list[algo.Phase]) -> Program:
         return Program(name, [self.step(p) for p in phases])

@@ -6,9 +6,8 @@ progress together: it has one rate ``u`` relative to its speed alone (1: as fast
 allows; on link ``l`` it then moves ``demand_bps[l]`` bytes/s, so ``demand_bps[l] <= capacity[l]``).
 
 :class:`LinkShare` moves plans in simulated time. Bundles crossing a common link share it max-min fairly in
-``u`` (progressive filling: every ``u`` rises together until a link is full, the bundles through it freeze;
-none exceeds 1). Two bundles that each fill a link alone get half of it each; a bundle that uses a link
-lightly is slowed there by the same factor as the others. Rates are recomputed when a bundle starts or
+``u`` (:func:`~simulator.network.flows.max_min_rates`, the one progressive filling, with ``u`` capped at 1).
+Two bundles that each fill a link alone get half of it each; a bundle that uses a link lightly is slowed there by the same factor as the others. Rates are recomputed when a bundle starts or
 finishes, and only if it shares a link with another; a bundle's arrival is a SimPy timeout, rescheduled when
 its rate changes.
 """
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
+from simulator.network.flows import max_min_rates
+
 
 @dataclass(slots=True)
 class Bundle:
@@ -28,11 +29,10 @@ class Bundle:
     links: np.ndarray  # link ids (unique)
     demand_bps: np.ndarray  # bytes per second on each link at u = 1
     solo_s: float  # transfer time alone
-    mask: int = 0  # the links as a bit set
 
     def scaled(self, factor: float) -> Bundle:
         """The same flows carrying ``factor`` times the bytes (same links and rates, ``factor`` × the time)."""
-        return Bundle(self.links, self.demand_bps, self.solo_s * factor, self.mask)
+        return Bundle(self.links, self.demand_bps, self.solo_s * factor)
 
 
 @dataclass(slots=True)
@@ -76,10 +76,7 @@ def bundle(links, bytes_per_link, capacity_bps: np.ndarray) -> Bundle:
     links = np.asarray(links, dtype=np.int64)
     load = np.asarray(bytes_per_link, dtype=float)
     solo_s = float((load / capacity_bps[links]).max())
-    bits = np.zeros(-(-len(capacity_bps) // 8) * 8, dtype=bool)
-    bits[links] = True
-    mask = int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
-    return Bundle(links, load / solo_s, solo_s, mask)
+    return Bundle(links, load / solo_s, solo_s)
 
 
 def plan_of(steps: list[PlanStep]) -> Plan:
@@ -92,9 +89,8 @@ class LinkShare:
     def __init__(self, env: simpy.Environment, capacity_bps: np.ndarray):
         self.env = env
         self.capacity_bps = np.asarray(capacity_bps, dtype=float)
-        self.mask_bytes = -(-len(self.capacity_bps) // 8)
         self.flights: list[Flight] = []
-        self.busy = 0  # links some flight uses (bit set)
+        self.users = np.zeros(len(self.capacity_bps), dtype=np.int32)  # flights on each link
         self.reshares = 0  # rate recomputations over shared links
         self.started = 0  # plans started
 
@@ -107,8 +103,8 @@ class LinkShare:
         self._begin_step(transfer)
         return transfer.done
 
-    # Which links are in use is kept as Python ints used as bit sets (bit l: link l): testing whether a new
-    # bundle meets anyone is one AND, far cheaper than indexing a count array with its hundreds of links.
+    # Which links are in use is a count of flights per link: a bundle meets another where a count of its links
+    # is above zero (its own links only: a bit set of all the graph's links cost more the larger the cluster).
     def _begin_step(self, transfer: Transfer) -> None:
         steps = transfer.plan.steps
         if transfer.step >= len(steps):  # an op with nothing to move
@@ -121,11 +117,12 @@ class LinkShare:
         transfer.pending = len(bundles)
         now = self.env.now
         crowded = False
+        users = self.users
         for b in bundles:
             flight = Flight(b, transfer, b.solo_s, now)
-            if b.mask & self.busy:
+            if not crowded and users[b.links].any():
                 crowded = True
-            self.busy |= b.mask
+            users[b.links] += 1
             self.flights.append(flight)
             if not crowded:
                 self._schedule(flight)
@@ -151,11 +148,9 @@ class LinkShare:
         if flight.version != version:
             return  # rescheduled since
         self.flights.remove(flight)
-        busy = 0
-        for other in self.flights:
-            busy |= other.bundle.mask
-        self.busy = busy
-        if flight.bundle.mask & busy:
+        users = self.users
+        users[flight.bundle.links] -= 1
+        if users[flight.bundle.links].any():
             self._reshare()
         transfer = flight.transfer
         transfer.pending -= 1
@@ -166,18 +161,11 @@ class LinkShare:
         """Max-min fair ``u`` of every flight on a shared link (progressive filling, capped at 1)."""
         self.reshares += 1
         now = self.env.now
-        seen = shared = 0
-        for flight in self.flights:
-            shared |= seen & flight.bundle.mask
-            seen |= flight.bundle.mask
-        on_shared = None
+        users = self.users
         touching, rows_flight, rows_link, rows_demand = [], [], [], []
         for flight in self.flights:
-            if flight.bundle.mask & shared:
-                if on_shared is None:
-                    raw = np.frombuffer(shared.to_bytes(self.mask_bytes, "little"), dtype=np.uint8)
-                    on_shared = np.unpackbits(raw, bitorder="little").astype(bool)
-                sel = on_shared[flight.bundle.links]
+            sel = users[flight.bundle.links] > 1  # its links that another flight uses too
+            if sel.any():
                 rows_flight.append(np.full(int(sel.sum()), len(touching)))
                 rows_link.append(flight.bundle.links[sel])
                 rows_demand.append(flight.bundle.demand_bps[sel])
@@ -195,7 +183,8 @@ class LinkShare:
             ids = np.flatnonzero(over)
             compact = np.zeros(len(over), dtype=np.int64)
             compact[ids] = np.arange(len(ids))
-            u = max_min_levels(flow[rows], compact[link[rows]], demand[rows], len(touching), self.capacity_bps[ids])
+            u = max_min_rates(flow[rows], compact[link[rows]], demand[rows], len(touching), self.capacity_bps[ids],
+                              cap=1.0)
         else:
             u = np.ones(len(touching))
         for flight, rate in zip(touching, u.tolist()):
@@ -207,32 +196,3 @@ class LinkShare:
         flight.since = now
         flight.u = u
         self._schedule(flight)
-
-
-def max_min_levels(flow: np.ndarray, link: np.ndarray, demand: np.ndarray, flows: int,
-                   capacity: np.ndarray) -> np.ndarray:
-    """Max-min fair levels ``u`` ≤ 1 of ``flows`` bundles; bundle ``flow[i]`` uses ``demand[i]·u`` bytes/s of
-    link ``link[i]``, each link holds ``capacity`` bytes/s."""
-    u = np.ones(flows)
-    frozen = np.zeros(flows, dtype=bool)
-    remaining = capacity.copy()
-    while not frozen.all():
-        live = ~frozen[flow]
-        load = np.bincount(link[live], demand[live], minlength=len(capacity))
-        used = load > 0
-        if not used.any():
-            break
-        share = np.full(len(capacity), np.inf)
-        share[used] = np.maximum(remaining[used], 0.0) / load[used]
-        level = float(share.min())
-        if level >= 1.0:
-            break  # every remaining bundle runs at its own speed
-        bottleneck = share <= level * (1 + 1e-12)
-        hit = np.zeros(flows, dtype=bool)
-        hit[flow[live & bottleneck[link]]] = True
-        hit &= ~frozen
-        u[hit] = level
-        frozen |= hit
-        taken = hit[flow]
-        remaining -= np.bincount(link[taken], demand[taken] * level, minlength=len(capacity))
-    return u

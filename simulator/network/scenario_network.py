@@ -21,6 +21,7 @@ from simulator.network.graph_model import GraphNetwork
 from simulator.network.groups import ProcessGroups
 from topologies.spec import TopologyError
 
+MAX_SHAPES = 4  # routed groups kept per comm to move onto their copies (each try costs a comparison)
 _ALGORITHM = {Pattern.ALL_REDUCE: "all-reduce-hier", Pattern.REDUCE_SCATTER: "reduce-scatter-hier",
               Pattern.ALL_GATHER: "all-gather-hier", Pattern.ALL_TO_ALL: "all-to-all"}
 
@@ -37,6 +38,7 @@ class ScenarioNetwork:
         self.network = GraphNetwork(graph, fidelity, net.nvlink_efficiency, net.nic_efficiency,
                                     net.ep_nvlink_efficiency, net.ep_nic_efficiency)
         self._cache: dict[tuple[Comm, int], float] = {}
+        self._shapes: dict[tuple[Comm, int], list[tuple[list[str], Program]]] = {}
 
     def instances(self, group: str, rank: int = 0) -> list[list[int]]:
         """GPUs of every instance of process group ``group`` inside pipeline rank ``rank`` (order tp, cp, dp)."""
@@ -52,29 +54,38 @@ class ScenarioNetwork:
 
     def programs(self, comm: Comm, rank: int = 0) -> list[Program]:
         """One program per concurrent instance of the comm's group on pipeline rank ``rank``'s GPUs."""
-        gpus = self.network.gpus
         if comm.pattern is Pattern.SEND_RECV:
-            par = self.scenario.parallelism
-            stage = par.dp * par.cp * par.tp
-            if par.pp == 1:
+            stage = self.groups.stage_gpus
+            if self.groups.pp == 1:
                 return []
-            first = min(rank, par.pp - 2) * stage  # the send from this rank to the next (the last one's to it)
-            pairs = [(gpus[first + r], gpus[first + r + stage]) for r in range(stage)]
-            return [self.network.collective("send-recv", [a for a, _ in pairs] + [b for _, b in pairs],
-                                            comm.bytes_per_rank)]
-        out = []
-        for ranks in self.instances(comm.group, rank):
-            if len(ranks) < 2:
-                continue
-            members = [gpus[r] for r in ranks]
-            if comm.pattern in (Pattern.EP_DISPATCH, Pattern.EP_COMBINE):
-                routing = self.ep_routing()  # skewed routing: each transfer carries its target's share
-                out.append(self.network.ep(members, comm.tokens, comm.hidden * comm.element_bytes, routing.traffic,
-                                           comm.pattern is Pattern.EP_COMBINE, routing.gpu_weight,
-                                           routing.node_weight))
-            else:
-                out.append(self.network.collective(_ALGORITHM[comm.pattern], members, comm.bytes_per_rank))
-        return out
+            first = min(rank, self.groups.pp - 2) * stage  # the send from this rank to the next (the last one's to it)
+            return [self.program(comm, list(range(first, first + 2 * stage)))]
+        return [self.program(comm, ranks) for ranks in self.instances(comm.group, rank) if len(ranks) > 1]
+
+    def program(self, comm: Comm, ranks: list[int]) -> Program:
+        """The program of ``comm`` over global GPUs ``ranks`` (a send-recv: senders, then receivers). Routed once
+        per shape: a copy of a group already routed, moved by whole servers, reuses its routes
+        (:meth:`GraphNetwork.shifted`), exactly the routes a direct routing gives."""
+        members = [self.network.gpus[r] for r in ranks]
+        shapes = self._shapes.setdefault((comm, len(ranks)), [])
+        for known, program in shapes:
+            moved = self.network.shifted(program, known, members)
+            if moved is not None:
+                return moved
+        program = self.route(comm, members)
+        if len(shapes) < MAX_SHAPES:
+            shapes.append((members, program))
+        return program
+
+    def route(self, comm: Comm, members: list[str]) -> Program:
+        """The program of ``comm`` over GPUs ``members``, every transfer routed on the graph."""
+        if comm.pattern is Pattern.SEND_RECV:
+            return self.network.collective("send-recv", members, comm.bytes_per_rank)
+        if comm.pattern in (Pattern.EP_DISPATCH, Pattern.EP_COMBINE):
+            routing = self.ep_routing()  # skewed routing: each transfer carries its target's share
+            return self.network.ep(members, comm.tokens, comm.token_bytes, routing.traffic,
+                                   comm.pattern is Pattern.EP_COMBINE, routing.gpu_weight, routing.node_weight)
+        return self.network.collective(_ALGORITHM[comm.pattern], members, comm.bytes_per_rank)
 
     def comm_time_s(self, comm: Comm, rank: int = 0) -> float:
         """Seconds until every instance of the collective on pipeline rank ``rank`` has finished.

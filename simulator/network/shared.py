@@ -21,6 +21,8 @@ import numpy as np
 import simpy
 
 from simulator.network.collectives import check_flow_state
+from simulator.network.fabric import check_fabric
+from simulator.network.flow_size import check_flow_size
 from simulator.network.flows import Program
 from simulator.network.link_share import LinkShare, Plan, PlanStep, bundle, plan_of
 from simulator.network.scenario_network import _ALGORITHM, ScenarioNetwork
@@ -39,7 +41,7 @@ def _per_byte(comm: Comm) -> tuple[Comm, float]:
     (EP: tokens × hidden × element bytes; the rest: bytes per rank)."""
     if comm.pattern in (Pattern.EP_DISPATCH, Pattern.EP_COMBINE):
         return (Comm(comm.pattern, comm.group, 1.0, 1, 1, comm.top_k, 1.0),
-                comm.tokens * comm.hidden * comm.element_bytes)
+                comm.tokens * comm.token_bytes)
     return Comm(comm.pattern, comm.group, 1.0), comm.bytes_per_rank
 
 
@@ -51,6 +53,8 @@ class SharedNetwork:
     """
 
     def __init__(self, scenario: Scenario):
+        check_fabric(scenario)  # before the graph: a fabric too small, then a run too large, is refused
+        check_flow_size(scenario)
         self.scenario = scenario
         self.graph = ScenarioNetwork(scenario, "analytic")
         self.capacity_bps = self.graph.network.capacity_bps
@@ -102,13 +106,11 @@ class SharedNetwork:
         return steps
 
     def _programs(self, comm: Comm, gpus: tuple[int, ...], send_to: int) -> list[Program]:
-        net, names = self.graph.network, self.graph.network.gpus
         if comm.pattern is Pattern.SEND_RECV:
             if send_to < 0:
                 return []
             shift = (send_to - gpus[0] // self.stage_gpus) * self.stage_gpus
-            members = [names[g] for g in gpus] + [names[g + shift] for g in gpus]
-            return [net.collective("send-recv", members, comm.bytes_per_rank)]
+            return [self.graph.program(comm, [*gpus, *(g + shift for g in gpus)])]
         wanted = set(gpus)
         rank = gpus[0] // self.stage_gpus
         instances = [ranks for ranks in self.graph.instances(comm.group, rank)
@@ -121,16 +123,7 @@ class SharedNetwork:
                              len(instances))
         except ValueError as err:
             raise ScenarioError(f"run.network=flow: {err}") from None
-        out = []
-        for ranks in instances:
-            members = [names[r] for r in ranks]
-            if comm.pattern in (Pattern.EP_DISPATCH, Pattern.EP_COMBINE):
-                routing = self.graph.ep_routing()
-                out.append(net.ep(members, comm.tokens, comm.hidden * comm.element_bytes, routing.traffic,
-                                  comm.pattern is Pattern.EP_COMBINE, routing.gpu_weight, routing.node_weight))
-            else:
-                out.append(net.collective(_ALGORITHM[comm.pattern], members, comm.bytes_per_rank))
-        return out
+        return [self.graph.program(comm, ranks) for ranks in instances]
 
     def _steps(self, programs: list[Program]) -> list[PlanStep]:
         # EP programs' bundles go no faster than DeepEP's kernels (their demand); links are still shared at
@@ -166,8 +159,13 @@ def plan_steps(programs: list[Program], capacity_bps: np.ndarray, is_nic: np.nda
             crosses = np.bincount(step.flow, is_nic[step.link], minlength=step.flows) > 0
             for part, mask in ((0, crosses), (1, ~crosses)):
                 rows = mask[step.flow]
-                loads[part] += np.bincount(step.link[rows], step.weight[rows] * step.bytes[step.flow[rows]],
-                                           minlength=links) * step.repeat
+                if not rows.any():
+                    continue
+                # Summed over this program's own links (a bincount over every link of the graph, per program,
+                # grew with the cluster twice over); the same sums, added once per program as before.
+                ids, where = np.unique(step.link[rows], return_inverse=True)
+                loads[part][ids] += np.bincount(where.reshape(-1), step.weight[rows] * step.bytes[step.flow[rows]],
+                                                minlength=len(ids)) * step.repeat
             latency = max(latency, float(step.latency_s.max()) * step.latency_factor * step.repeat)
         if (loads[0] > 0).any() and (loads[1] > 0).any() and ((loads[0] > 0) & (loads[1] > 0)).any():
             loads = [loads[0] + loads[1]]  # the two kinds share links (forwarding): they move as one

@@ -79,7 +79,7 @@ def comm_link_bytes(network: AnalyticNetwork, comm: Comm) -> tuple[float, float]
         return 0.0, 0.0
     if comm.pattern in (Pattern.EP_DISPATCH, Pattern.EP_COMBINE):
         traffic = network.ep_traffic()
-        token_bytes = comm.hidden * comm.element_bytes
+        token_bytes = comm.token_bytes
         return comm.tokens * traffic.nvl_copies * token_bytes, comm.tokens * traffic.ib_nodes * token_bytes
     if comm.pattern is Pattern.ALL_TO_ALL:
         share = nbytes / g.size

@@ -1,6 +1,7 @@
 """The time-shared flow network (run.network=flow) at DeepSeek-V3 scale: time and peak memory of a whole step.
 
 Run: PYTHONPATH=. python tests/benchmarks/bench_flow_network.py [--scaling] [--html /tmp/moesim-flow-scaling.html]
+     PYTHONPATH=. python tests/benchmarks/bench_flow_network.py --sizes 2048 16384 131072
 
 Every case runs in a fresh subprocess (so its peak RSS is its own) and reports wall and CPU seconds of a whole
 `simulate` (graph, routing and planning, pricing, engine, metrics), peak RSS, the engine tasks run and the
@@ -8,6 +9,10 @@ events SimPy scheduled (stream waits, rendezvous, every bundle arrival and rate 
 network and how often rates were recomputed over shared links, the step time and its ratio to the analytic
 network's. Targets (issue 14, on the 2-core development machine): ≤ 10 s representative, ≤ 60 s full fidelity,
 ≤ 4 GB. The machine is shared, so CPU seconds are the figure to compare; wall seconds are printed as measured.
+
+``--sizes`` runs only the cluster sizes given (representative, flow; issue 22's targets: ≤ 2 CPU s at 2,048 GPUs,
+≤ 10 s at 16,384, ≤ 60 s and ≤ 2 GB at 131,072), each beside the analytic network; beyond 16,384 GPUs the fabric's
+switch radix grows to hold them (:func:`sized`).
 
 ``--scaling`` adds the cost as GPUs grow (dp, 120 micro-batches per pipeline) and as micro-batches grow (2048
 GPUs), written as a plotly page.
@@ -79,12 +84,28 @@ def scaled(gpus: int, micro_batches: int = 120) -> list[str]:
             f"parallelism.global_batch={micro_batches * dp}"]
 
 
+def sized(gpus: int) -> list[str]:
+    """The preset on ``gpus`` GPUs (see :func:`scaled`) on a multi-plane fat-tree of the smallest power-of-two
+    radix ≥ 64 that holds them (8 planes of two layers: radix²/2 NICs a plane)."""
+    radix = 64
+    while 8 * radix * radix // 2 < gpus:
+        radix *= 2
+    return [*scaled(gpus), f"cluster.network.switch_radix={radix}"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scaling", action="store_true", help="also how the cost grows with GPUs and micro-batches")
+    parser.add_argument("--sizes", type=int, nargs="*", help="only these cluster sizes (GPUs), flow and analytic")
     parser.add_argument("--html", default="/tmp/moesim-flow-scaling.html", help="where --scaling writes its plot")
     args = parser.parse_args()
     header()
+    if args.sizes:
+        for gpus in args.sizes:
+            analytic = run_case(sized(gpus))
+            print_case("representative (analytic)", analytic, None)
+            print_case("representative (flow)", run_case([*sized(gpus), "run.network=flow"]), analytic["step_s"])
+        return
     straggler = 'faults.stragglers=[{"gpu": 200, "slowdown": 1.3}]'
     cases = {
         "representative": [],
