@@ -70,7 +70,10 @@ def zoom(driver, div_id: str, start_s: float, end_s: float) -> str:
 def bars_match_records(driver, div_id: str, records, start_s: float, end_s: float) -> int:
     """The task bars drawn in the window are exactly the records overlapping it (row, start, end to 1e-9)."""
     drawn = [b for b in driver.execute_script(DRAWN_BARS, div_id) if b[0] not in ("bubble", "exposed")]
-    expected = sorted((f"rank {r} · {s}", a, b) for r, s, a, b, *_ in records if b > a and b > start_s and a < end_s)
+    # Pipeline sends are drawn on their rank's comm row, host-bound waits on its compute row (report/timeline.py).
+    row = {"pp": "comm", "host": "compute"}
+    expected = sorted((f"rank {r} · {row.get(s, s)}", a, b) for r, s, a, b, *_ in records
+                      if b > a and b > start_s and a < end_s)
     got = sorted((row, a, b) for _, row, a, b in drawn)
     assert [g[0] for g in got] == [e[0] for e in expected]
     assert [t for g in got for t in g[1:]] == pytest.approx([t for e in expected for t in e[1:]], abs=1e-9)
@@ -104,7 +107,8 @@ def test_result_report_renders_every_chart(browser, tmp_path):
     data = browser.execute_script("return document.getElementById('figure-0').moesimData.ops.start.length")
     assert rows == data and data > len(result.timeline.records) // 2
     csv_text = browser.execute_script("return moesim.csv(moesim.tableOfFigure(document.getElementById('figure-1')))")
-    assert csv_text.splitlines()[0].startswith("trace,x,y") and len(csv_text.splitlines()) == 1 + 6 * 2
+    # The breakdown's seven parts (forward, B, W, exposed comm, host-bound, bubble, optimizer) for both ranks.
+    assert csv_text.splitlines()[0].startswith("trace,x,y") and len(csv_text.splitlines()) == 1 + 7 * 2
     assert browser.find_element("id", "headline").text.startswith(f"step time {result.step_time_s:.3f} s")
     assert count(browser, "[data-title='Edit in Chart Studio'], [data-title*='Cloud']") == 0
     # The page carries plotly's cartesian partial bundle: exactly the trace types page.py counts on.
