@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -88,6 +89,12 @@ def stop_workers(pool: WorkerPool) -> None:
     for process in processes:
         with contextlib.suppress(OSError, AttributeError):
             process.terminate()
-    for process in processes:
-        with contextlib.suppress(OSError, AttributeError, ValueError, AssertionError):
-            process.join(5)
+    # Wait on each worker's sentinel, not join(): the executor's own thread may reap a worker first, and then
+    # join()/is_alive() in this thread never see it end (waitpid fails with ECHILD and reads as "running").
+    pending = [process.sentinel for process in processes]
+    if pending:
+        with contextlib.suppress(OSError, ValueError):
+            ready = multiprocessing.connection.wait(pending, timeout=5)
+            for process in processes:
+                if process.sentinel not in ready:
+                    process.kill()
