@@ -105,17 +105,29 @@ class Pricer:
         self.ep_load = load
         # Megatron's --tp-comm-overlap: TP collectives pipelined with their GEMMs (simulator.tp_overlap).
         self.tp_comm_overlap = scenario.training.tp_comm_overlap and scenario.parallelism.tp > 1
+        # (id(op), sms, rank of a comm op) → (op, seconds): layers of a kind share their op objects
+        # (workloads.model), so each distinct op is priced once (compute ops once for every stage); the entry
+        # holds its op, so that the id stays that op's while it is cached.
+        self._op_prices: dict[tuple, tuple] = {}
 
     def op_time_s(self, op, sms: int | None = None) -> float:
         """Seconds ``op`` holds its stream: the kernel plus the launch gap before it (the profile's measured
         idle time between kernels queued back to back); compute on ``sms`` SMs (default: those left beside
         communication)."""
+        key = (id(op), sms, self._rank if op.comm is not None else -1)
+        cached = self._op_prices.get(key)
+        if cached is not None:
+            return cached[1]
         gap = self.cost_model.launch_gap_s
         if op.comm is not None:
-            return gap + self.network.comm_time_s(op.comm, self._rank)
-        if op.kind is Kind.GROUPED_GEMM and self.expert_rows_factor != 1.0:
-            op = busiest_gpu_op(op, self.expert_rows_factor)
-        return gap + self.cost_model.op_time_s(op, sms or self.compute_sms)
+            seconds = gap + self.network.comm_time_s(op.comm, self._rank)
+        elif op.kind is Kind.GROUPED_GEMM and self.expert_rows_factor != 1.0:
+            seconds = gap + self.cost_model.op_time_s(busiest_gpu_op(op, self.expert_rows_factor),
+                                                      sms or self.compute_sms)
+        else:
+            seconds = gap + self.cost_model.op_time_s(op, sms or self.compute_sms)
+        self._op_prices[key] = (op, seconds)
+        return seconds
 
     def outside_reason(self, op) -> str | None:
         """Why the cost model priced compute ``op`` (as :meth:`op_time_s` prices it) outside every curve's measured

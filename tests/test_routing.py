@@ -256,3 +256,24 @@ def test_placement_invariants(seed, redundant, nodes):
     assert load.gpu_rows.mean() == pytest.approx(1.0)
     assert np.all((load.gpu_reach >= 0) & (load.gpu_reach <= 1))
     assert load.gemm_factor >= 1.0 and load.stats.nvl_link_factor >= 1.0 and load.stats.ib_link_factor >= 1.0
+
+
+def test_stable_top_k_is_the_stable_sorts_head():
+    """Partial selection gives exactly the first k columns of a stable descending sort, ties (equal scores,
+    masked -inf groups) broken by column as the sort breaks them."""
+    from workloads.routing import stable_top_k
+
+    rng = np.random.default_rng(7)
+    for trial in range(150):
+        rows, cols = int(rng.integers(1, 40)), int(rng.integers(1, 60))
+        k = int(rng.integers(1, cols + 3))
+        if trial % 3 == 0:
+            scores = rng.random((rows, cols))
+        elif trial % 3 == 1:
+            scores = rng.integers(0, 4, (rows, cols)).astype(float)  # many ties
+        else:
+            scores = rng.random((rows, cols))
+            scores[rng.random((rows, cols)) < 0.5] = -np.inf
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        got = stable_top_k(scores, k)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)

@@ -50,6 +50,7 @@ def build_stages(scenario: Scenario) -> list[StageWork]:
     ranges = stage_layer_ranges(scenario)
     last = len(ranges) - 1
     stages = []
+    kinds: dict[bool, LayerOps] = {}  # a dense and an MoE layer, built once: layers of a kind differ only by index
     for index, layers in enumerate(ranges):
         parts: list[LayerOps] = []
         if index == 0:
@@ -57,14 +58,14 @@ def build_stages(scenario: Scenario) -> list[StageWork]:
             builder.embedding(ops)
             parts.append(ops)
         for layer in layers:
-            parts.append(_transformer_layer(builder, model, layer))
+            parts.append(_layer_of_kind(kinds, builder, model, layer))
         if index == last:
             for depth in range(model.mtp_depth):
                 mtp_layer = model.layers + depth
                 ops = LayerOps(mtp_layer)
                 builder.mtp_projection(ops)
                 parts.append(ops)
-                parts.append(_transformer_layer(builder, model, mtp_layer))
+                parts.append(_layer_of_kind(kinds, builder, model, mtp_layer))
                 head = LayerOps(mtp_layer)
                 builder.head(head)
                 parts.append(head)
@@ -82,6 +83,20 @@ def moe_layer(scenario: Scenario, what: str) -> LayerOps:
     if scenario.model.moe is None:
         raise ScenarioError(f"{what}: the trace's layers are MoE layers; the scenario's model has no moe")
     return _transformer_layer(LayerBuilder(scenario), scenario.model, scenario.model.moe.first_dense_layers)
+
+
+def _layer_of_kind(kinds: dict[bool, LayerOps], builder: LayerBuilder, model: Model, layer: int) -> LayerOps:
+    """Transformer layer ``layer``: the first layer of its kind (dense or MoE) built, later ones its components
+    renumbered, sharing its (frozen) ops and so their prices (simulator.pricing caches by op)."""
+    moe = is_moe_layer(model, layer)
+    first = kinds.get(moe)
+    if first is None:
+        first = kinds[moe] = _transformer_layer(builder, model, layer)
+        return first
+    ops = LayerOps(layer, saved_bytes=first.saved_bytes)
+    for mine, theirs in ((ops.forward, first.forward), (ops.backward, first.backward), (ops.weight, first.weight)):
+        mine.extend(Component(c.name, layer, c.phase, list(c.ops)) for c in theirs)
+    return ops
 
 
 def _transformer_layer(builder: LayerBuilder, model: Model, layer: int) -> LayerOps:

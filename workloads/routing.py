@@ -80,7 +80,25 @@ def group_limited_topk(scores: np.ndarray, top_k: int, groups: int, groups_per_t
         mask = np.zeros((tokens, groups), dtype=bool)
         np.put_along_axis(mask, kept, True, axis=1)
         scores = np.where(np.repeat(mask, experts // groups, axis=1), scores, -np.inf)
-    return np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    return stable_top_k(scores, top_k)
+
+
+def stable_top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column ids of the ``k`` largest ``scores`` of each row, largest first and ties by column: the first ``k``
+    columns of ``np.argsort(-scores, axis=1, kind="stable")``, found by partial selection (a full sort of
+    every row cost ~20 ms of the 4,096 × 256 balanced sample)."""
+    if k >= scores.shape[1]:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    negated = -scores
+    picked = np.argpartition(negated, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(negated, picked, axis=1)
+    top = np.take_along_axis(picked, np.lexsort((picked, values), axis=1), axis=1)  # by value, then by column
+    # A row where a score left out ties the k-th picked one: which of the tied columns the selection kept is
+    # arbitrary, so that row is sorted in full.
+    tied = (negated <= values.max(axis=1, keepdims=True)).sum(axis=1) > k
+    if tied.any():
+        top[tied] = np.argsort(negated[tied], axis=1, kind="stable")[:, :k]
+    return top
 
 
 def sample_balanced(experts: int, top_k: int, groups: int, groups_per_token: int, tokens: int,

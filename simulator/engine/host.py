@@ -76,10 +76,20 @@ class HostPricer:
         self.model = model
         self.scopes = frozenset(scopes)
         self.graph_launch_s = model.launch_s.get(DEFAULT, 0.0)  # a graph launch costs one launch
+        # (name, ids of the ops) → (ops, host): layers of a kind share their ops (workloads.model); the entry
+        # holds the ops, so that their ids stay theirs while it is cached.
+        self._components: dict[tuple, tuple] = {}
 
     def component(self, component: Component) -> SegmentHost:
         """Kernels, host launch seconds and sync of ``component``: each captured run of its ops is one graph
         launch; an op outside a graph costs its own launch; a sync inside a graph is gone (static shapes)."""
+        key = (component.name, *map(id, component.ops))
+        cached = self._components.get(key)
+        if cached is None:
+            cached = self._components[key] = (tuple(component.ops), self._component(component))
+        return cached[1]
+
+    def _component(self, component: Component) -> SegmentHost:
         moe_layer = any(op.kind is Kind.GROUPED_GEMM for op in component.ops)
         launch_s, in_graph, sync = 0.0, False, False
         for op in component.ops:

@@ -21,7 +21,8 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-SEND = "send"  # labels of pipeline sends: they hold no activations of their own
+from simulator.engine.tasks import PP
+
 HOLD_PHASES = ("F", "B", "W")  # phases of a micro-batch's chunks, which hold its activations
 
 
@@ -87,8 +88,10 @@ class Ledger:
                     last = end
             else:
                 comm.append((start, end))
+                if stream == PP:  # the pipeline sends (the PP stream runs nothing else): they hold no activations
+                    continue
             # A micro-batch's activations are held from its F until its last backward use (B or W).
-            if phase in HOLD_PHASES and not task.label.startswith(SEND):
+            if phase in HOLD_PHASES:
                 key = (task.stage, task.micro_batch)
                 span = held.get(key)
                 if span is None:
@@ -125,26 +128,36 @@ def _first(item: tuple) -> tuple[float, int]:
 
 def merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The union of ``intervals`` as sorted, disjoint (start, end) pairs (touching ones joined)."""
-    merged: list[list[float]] = []
+    merged: list[tuple[float, float]] = []
+    first = last = None
     for start, end in sorted(intervals):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
+        if last is not None and start <= last:
+            if end > last:
+                last = end
         else:
-            merged.append([start, end])
-    return [(a, b) for a, b in merged]
+            if last is not None:
+                merged.append((first, last))
+            first, last = start, end
+    if last is not None:
+        merged.append((first, last))
+    return merged
 
 
 def uncovered_s(intervals: list[tuple[float, float]], cover: list[tuple[float, float]]) -> float:
     """Total length of ``intervals`` outside the union of ``cover`` (``cover`` already merged)."""
+    cover_starts = [start for start, _ in cover]
+    cover_ends = [end for _, end in cover]
+    n = len(cover)
     total, j = 0.0, 0
     for start, end in merge(intervals):
-        while j < len(cover) and cover[j][1] <= start:
+        while j < n and cover_ends[j] <= start:
             j += 1
         cursor, k = start, j
-        while k < len(cover) and cover[k][0] < end:
-            if cover[k][0] > cursor:
-                total += cover[k][0] - cursor
-            cursor = max(cursor, cover[k][1])
+        while k < n and cover_starts[k] < end:
+            if cover_starts[k] > cursor:
+                total += cover_starts[k] - cursor
+            if cover_ends[k] > cursor:
+                cursor = cover_ends[k]
             k += 1
         if cursor < end:
             total += end - cursor
