@@ -54,7 +54,7 @@ def measure(overrides: list[str], units: str) -> dict:
     """One simulate() of the preset with ``overrides``, timed by part (runs in the child process)."""
     import resource
 
-    import simulator.engine as engine
+    import simulator.engine.pipeline as engine
     import simulator.simulate as sim
     from simulator.engine import PipelineEngine
     from simulator.engine.ledger import Ledger
