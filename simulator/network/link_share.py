@@ -21,6 +21,8 @@ import simpy
 
 from simulator.network.flows import max_min_rates
 
+RATE_MEMO_ENTRIES = 100_000  # solved sets of shapes kept (cleared when full: a bound on memory, not on speed)
+
 
 @dataclass(slots=True)
 class Bundle:
@@ -59,6 +61,7 @@ class Flight:
     since: float
     u: float = 1.0
     version: int = 0
+    shape: int = 0  # which distinct (links, demand_bps) it moves: LinkShare's key for overlaps and rates
 
 
 @dataclass(slots=True, eq=False)
@@ -90,9 +93,16 @@ class LinkShare:
         self.env = env
         self.capacity_bps = np.asarray(capacity_bps, dtype=float)
         self.flights: list[Flight] = []
-        self.users = np.zeros(len(self.capacity_bps), dtype=np.int32)  # flights on each link
         self.reshares = 0  # rate recomputations over shared links
         self.started = 0  # plans started
+        # A pipeline rank's op is one bundle over hundreds of links, and the same few bundles recur every
+        # micro-batch: each distinct (links, demand_bps) is a shape; whether two shapes share a link, and the
+        # rates of every ordered set of shapes in flight, are worked out once and looked up after.
+        self._shape_ids: dict[tuple[int, int], int] = {}
+        self._shapes: list[Bundle] = []  # by shape id (held, so the ids keyed on stay unique)
+        self._near: list[list[int]] = []  # by shape: the shapes sharing a link with it (itself too)
+        self._met: list[int] = []  # by shape: flights in flight whose links meet it
+        self._rates: dict[tuple[int, ...], tuple[list[int], list[int], list[float]]] = {}
 
     # --- moving in simulated time ---------------------------------------------------------------------
     def start(self, plan: Plan) -> simpy.Event:
@@ -103,8 +113,37 @@ class LinkShare:
         self._begin_step(transfer)
         return transfer.done
 
-    # Which links are in use is a count of flights per link: a bundle meets another where a count of its links
-    # is above zero (its own links only: a bit set of all the graph's links cost more the larger the cluster).
+    # Whether a bundle meets another is a count per shape of the flights in flight that share a link with it,
+    # kept as flights start and finish (each shape's few neighbours found once, when it is first seen): a count
+    # of flights per link cost a pass over the bundle's hundreds of links every start and finish.
+    def _shape(self, b: Bundle) -> int:
+        key = (id(b.links), id(b.demand_bps))
+        shape = self._shape_ids.get(key)
+        if shape is None:
+            shape = self._shape_ids[key] = len(self._shapes)
+            self._shapes.append(b)
+            mark = np.zeros(len(self.capacity_bps), dtype=bool)
+            mark[b.links] = True
+            near = [other for other, o in enumerate(self._shapes) if mark[o.links].any()]
+            for other in near[:-1]:
+                self._near[other].append(shape)
+            self._near.append(near)
+            meets = set(near)
+            self._met.append(sum(1 for f in self.flights if f.shape in meets))
+        return shape
+
+    def _add(self, flight: Flight) -> None:
+        self.flights.append(flight)
+        met = self._met
+        for other in self._near[flight.shape]:
+            met[other] += 1
+
+    def _remove(self, flight: Flight) -> None:
+        self.flights.remove(flight)
+        met = self._met
+        for other in self._near[flight.shape]:
+            met[other] -= 1
+
     def _begin_step(self, transfer: Transfer) -> None:
         steps = transfer.plan.steps
         if transfer.step >= len(steps):  # an op with nothing to move
@@ -117,13 +156,11 @@ class LinkShare:
         transfer.pending = len(bundles)
         now = self.env.now
         crowded = False
-        users = self.users
         for b in bundles:
-            flight = Flight(b, transfer, b.solo_s, now)
-            if not crowded and users[b.links].any():
+            flight = Flight(b, transfer, b.solo_s, now, shape=self._shape(b))
+            if not crowded and self._met[flight.shape]:
                 crowded = True
-            users[b.links] += 1
-            self.flights.append(flight)
+            self._add(flight)
             if not crowded:
                 self._schedule(flight)
         if crowded:
@@ -147,10 +184,8 @@ class LinkShare:
     def _finish(self, flight: Flight, version: int) -> None:
         if flight.version != version:
             return  # rescheduled since
-        self.flights.remove(flight)
-        users = self.users
-        users[flight.bundle.links] -= 1
-        if users[flight.bundle.links].any():
+        self._remove(flight)
+        if self._met[flight.shape]:
             self._reshare()
         transfer = flight.transfer
         transfer.pending -= 1
@@ -161,19 +196,45 @@ class LinkShare:
         """Max-min fair ``u`` of every flight on a shared link (progressive filling, capped at 1)."""
         self.reshares += 1
         now = self.env.now
-        users = self.users
-        touching, rows_flight, rows_link, rows_demand = [], [], [], []
-        for flight in self.flights:
-            sel = users[flight.bundle.links] > 1  # its links that another flight uses too
+        flights = self.flights
+        key = tuple(f.shape for f in flights)
+        solved = self._rates.get(key)
+        if solved is None:
+            if len(self._rates) >= RATE_MEMO_ENTRIES:
+                self._rates.clear()
+            solved = self._rates[key] = self._solve(key)
+        alone, touching, rates = solved
+        for i in alone:
+            flight = flights[i]
+            if flight.u != 1.0 or not flight.version:
+                self._rate(flight, 1.0, now)
+        for i, rate in zip(touching, rates):
+            flight = flights[i]
+            if rate != flight.u or not flight.version:  # version 0: just started, not yet scheduled
+                self._rate(flight, rate, now)
+
+    def _solve(self, key: tuple[int, ...]) -> tuple[list[int], list[int], list[float]]:
+        """Rates of flights of shapes ``key`` (in that order): the indices running alone (u = 1), the indices
+        on a shared link and their max-min fair ``u``."""
+        bundles = [self._shapes[s] for s in key]
+        every = np.concatenate([b.links for b in bundles])
+        _, where, count = np.unique(every, return_inverse=True, return_counts=True)
+        shared = count[where] > 1  # per row of ``every``: a link another flight uses too
+        alone, touching, rows_flight, rows_link, rows_demand = [], [], [], [], []
+        start = 0
+        for i, b in enumerate(bundles):
+            end = start + len(b.links)
+            sel = shared[start:end]
+            start = end
             if sel.any():
                 rows_flight.append(np.full(int(sel.sum()), len(touching)))
-                rows_link.append(flight.bundle.links[sel])
-                rows_demand.append(flight.bundle.demand_bps[sel])
-                touching.append(flight)
-            elif flight.u != 1.0 or not flight.version:
-                self._rate(flight, 1.0, now)
+                rows_link.append(b.links[sel])
+                rows_demand.append(b.demand_bps[sel])
+                touching.append(i)
+            else:
+                alone.append(i)
         if not touching:
-            return
+            return alone, touching, []
         flow, link, demand = np.concatenate(rows_flight), np.concatenate(rows_link), np.concatenate(rows_demand)
         # Only a link whose users together ask more than it holds at full speed can bind (u never exceeds 1).
         total = np.bincount(link, demand, minlength=len(self.capacity_bps))
@@ -187,9 +248,7 @@ class LinkShare:
                               cap=1.0)
         else:
             u = np.ones(len(touching))
-        for flight, rate in zip(touching, u.tolist()):
-            if rate != flight.u or not flight.version:  # version 0: just started, not yet scheduled
-                self._rate(flight, rate, now)
+        return alone, touching, u.tolist()
 
     def _rate(self, flight: Flight, u: float, now: float) -> None:
         flight.remaining_s = max(0.0, flight.remaining_s - flight.u * (now - flight.since))
