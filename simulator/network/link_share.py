@@ -217,25 +217,18 @@ class LinkShare:
         """Rates of flights of shapes ``key`` (in that order): the indices running alone (u = 1), the indices
         on a shared link and their max-min fair ``u``."""
         bundles = [self._shapes[s] for s in key]
+        sizes = np.array([len(b.links) for b in bundles])
         every = np.concatenate([b.links for b in bundles])
-        _, where, count = np.unique(every, return_inverse=True, return_counts=True)
-        shared = count[where] > 1  # per row of ``every``: a link another flight uses too
-        alone, touching, rows_flight, rows_link, rows_demand = [], [], [], [], []
-        start = 0
-        for i, b in enumerate(bundles):
-            end = start + len(b.links)
-            sel = shared[start:end]
-            start = end
-            if sel.any():
-                rows_flight.append(np.full(int(sel.sum()), len(touching)))
-                rows_link.append(b.links[sel])
-                rows_demand.append(b.demand_bps[sel])
-                touching.append(i)
-            else:
-                alone.append(i)
+        links = len(self.capacity_bps)
+        shared = np.bincount(every, minlength=links)[every] > 1  # per row: a link another flight uses too
+        owner = np.repeat(np.arange(len(bundles)), sizes)[shared]  # the flight of each shared row
+        meets = np.bincount(owner, minlength=len(bundles)) > 0
+        alone, touching = np.flatnonzero(~meets).tolist(), np.flatnonzero(meets).tolist()
         if not touching:
             return alone, touching, []
-        flow, link, demand = np.concatenate(rows_flight), np.concatenate(rows_link), np.concatenate(rows_demand)
+        rank = np.cumsum(meets) - 1  # each touching flight's index among them
+        flow, link = rank[owner], every[shared]
+        demand = np.concatenate([b.demand_bps for b in bundles])[shared]
         # Only a link whose users together ask more than it holds at full speed can bind (u never exceeds 1).
         total = np.bincount(link, demand, minlength=len(self.capacity_bps))
         over = total > self.capacity_bps * (1 + 1e-12)
