@@ -102,7 +102,7 @@ class LinkShare:
         self._shapes: list[Bundle] = []  # by shape id (held, so the ids keyed on stay unique)
         self._near: list[list[int]] = []  # by shape: the shapes sharing a link with it (itself too)
         self._met: list[int] = []  # by shape: flights in flight whose links meet it
-        self._rates: dict[tuple[int, ...], tuple[list[int], list[int], list[float]]] = {}
+        self._rates: dict[tuple[int, ...], list[float]] = {}
 
     # --- moving in simulated time ---------------------------------------------------------------------
     def start(self, plan: Plan) -> simpy.Event:
@@ -197,37 +197,34 @@ class LinkShare:
         self.reshares += 1
         now = self.env.now
         flights = self.flights
-        key = tuple(f.shape for f in flights)
-        solved = self._rates.get(key)
-        if solved is None:
+        met = self._met
+        # A flight on a shared link is one met by another flight besides itself; the rates of those depend on
+        # nothing else (the links they share are theirs), so they key the solved rates.
+        touching = [f for f in flights if met[f.shape] > 1]
+        for flight in flights:
+            if met[flight.shape] <= 1 and (flight.u != 1.0 or not flight.version):
+                self._rate(flight, 1.0, now)
+        if not touching:
+            return
+        key = tuple(f.shape for f in touching)
+        rates = self._rates.get(key)
+        if rates is None:
             if len(self._rates) >= RATE_MEMO_ENTRIES:
                 self._rates.clear()
-            solved = self._rates[key] = self._solve(key)
-        alone, touching, rates = solved
-        for i in alone:
-            flight = flights[i]
-            if flight.u != 1.0 or not flight.version:
-                self._rate(flight, 1.0, now)
-        for i, rate in zip(touching, rates):
-            flight = flights[i]
+            rates = self._rates[key] = self._solve(key)
+        for flight, rate in zip(touching, rates):
             if rate != flight.u or not flight.version:  # version 0: just started, not yet scheduled
                 self._rate(flight, rate, now)
 
-    def _solve(self, key: tuple[int, ...]) -> tuple[list[int], list[int], list[float]]:
-        """Rates of flights of shapes ``key`` (in that order): the indices running alone (u = 1), the indices
-        on a shared link and their max-min fair ``u``."""
+    def _solve(self, key: tuple[int, ...]) -> list[float]:
+        """Max-min fair ``u`` of flights of shapes ``key`` (in that order), each sharing a link with another."""
         bundles = [self._shapes[s] for s in key]
         sizes = np.array([len(b.links) for b in bundles])
         every = np.concatenate([b.links for b in bundles])
         links = len(self.capacity_bps)
         shared = np.bincount(every, minlength=links)[every] > 1  # per row: a link another flight uses too
         owner = np.repeat(np.arange(len(bundles)), sizes)[shared]  # the flight of each shared row
-        meets = np.bincount(owner, minlength=len(bundles)) > 0
-        alone, touching = np.flatnonzero(~meets).tolist(), np.flatnonzero(meets).tolist()
-        if not touching:
-            return alone, touching, []
-        rank = np.cumsum(meets) - 1  # each touching flight's index among them
-        flow, link = rank[owner], every[shared]
+        flow, link = owner, every[shared]
         demand = np.concatenate([b.demand_bps for b in bundles])[shared]
         # Only a link whose users together ask more than it holds at full speed can bind (u never exceeds 1).
         total = np.bincount(link, demand, minlength=len(self.capacity_bps))
@@ -237,11 +234,11 @@ class LinkShare:
             ids = np.flatnonzero(over)
             compact = np.zeros(len(over), dtype=np.int64)
             compact[ids] = np.arange(len(ids))
-            u = max_min_rates(flow[rows], compact[link[rows]], demand[rows], len(touching), self.capacity_bps[ids],
+            u = max_min_rates(flow[rows], compact[link[rows]], demand[rows], len(key), self.capacity_bps[ids],
                               cap=1.0)
         else:
-            u = np.ones(len(touching))
-        return alone, touching, u.tolist()
+            u = np.ones(len(key))
+        return u.tolist()
 
     def _rate(self, flight: Flight, u: float, now: float) -> None:
         flight.remaining_s = max(0.0, flight.remaining_s - flight.u * (now - flight.since))
