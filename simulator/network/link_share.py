@@ -103,6 +103,7 @@ class LinkShare:
         self._near: list[list[int]] = []  # by shape: the shapes sharing a link with it (itself too)
         self._met: list[int] = []  # by shape: flights in flight whose links meet it
         self._rates: dict[tuple[int, ...], list[float]] = {}
+        self._parts: dict[tuple[int, ...], list[float]] = {}  # the same, per group sharing links
 
     # --- moving in simulated time ---------------------------------------------------------------------
     def start(self, plan: Plan) -> simpy.Event:
@@ -211,10 +212,47 @@ class LinkShare:
         if rates is None:
             if len(self._rates) >= RATE_MEMO_ENTRIES:
                 self._rates.clear()
-            rates = self._rates[key] = self._solve(key)
+            rates = self._rates[key] = self._solve_apart(key)
         for flight, rate in zip(touching, rates):
             if rate != flight.u or not flight.version:  # version 0: just started, not yet scheduled
                 self._rate(flight, rate, now)
+
+    def _solve_apart(self, key: tuple[int, ...]) -> list[float]:
+        """:meth:`_solve` of each group of flights linked by shared links on its own (groups share no link, so
+        progressive filling raises and freezes each alone, with the same sums in the same order), each group's
+        rates kept for the next time it recurs among others."""
+        near = self._near
+        group = list(range(len(key)))
+
+        def root(i: int) -> int:
+            while group[i] != i:
+                group[i] = group[group[i]]
+                i = group[i]
+            return i
+
+        seen: dict[int, int] = {}
+        for i, shape in enumerate(key):
+            for other in near[shape]:
+                j = seen.get(other)
+                if j is not None:
+                    group[root(i)] = root(j)
+            seen.setdefault(shape, i)
+        members: dict[int, list[int]] = {}
+        for i in range(len(key)):
+            members.setdefault(root(i), []).append(i)
+        if len(members) == 1:
+            return self._solve(key)
+        rates = [0.0] * len(key)
+        for idx in members.values():
+            part = tuple(key[i] for i in idx)
+            solved = self._parts.get(part)
+            if solved is None:
+                if len(self._parts) >= RATE_MEMO_ENTRIES:
+                    self._parts.clear()
+                solved = self._parts[part] = self._solve(part)
+            for i, rate in zip(idx, solved):
+                rates[i] = rate
+        return rates
 
     def _solve(self, key: tuple[int, ...]) -> list[float]:
         """Max-min fair ``u`` of flights of shapes ``key`` (in that order), each sharing a link with another."""
