@@ -9,7 +9,9 @@ allows; on link ``l`` it then moves ``demand_bps[l]`` bytes/s, so ``demand_bps[l
 ``u`` (:func:`~simulator.network.flows.max_min_rates`, the one progressive filling, with ``u`` capped at 1).
 Two bundles that each fill a link alone get half of it each; a bundle that uses a link lightly is slowed there by the same factor as the others. Rates are recomputed when a bundle starts or
 finishes, and only if it shares a link with another; a bundle's arrival is a SimPy timeout, rescheduled when
-its rate changes.
+its rate changes. The same bundles recur every micro-batch, so the sharing is worked out per distinct bundle
+(its shape): which shapes share a link is found once, and the rates of each set of shapes sharing links are
+solved once and looked up when it recurs.
 """
 
 from __future__ import annotations
