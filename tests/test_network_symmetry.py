@@ -73,13 +73,13 @@ def test_a_flow_run_that_would_not_fit_is_refused_with_its_numbers_before_the_gr
     from simulator.cli import app
     from simulator.network.flow_size import check_flow_size, estimate_flow
 
-    # 131,072 GPUs (radix 256) and 10,000 micro-batches per pipeline: far past half an hour of CPU.
-    big = ["cluster.gpus=131072", "parallelism.dp=8192", "parallelism.global_batch=81920000",
+    # 131,072 GPUs (radix 256) and 100,000 micro-batches per pipeline: far past half an hour of CPU.
+    big = ["cluster.gpus=131072", "parallelism.dp=8192", "parallelism.global_batch=819200000",
            "cluster.network.switch_radix=256", "run.network=flow"]
     result = CliRunner().invoke(app, ["simulate", *[x for o in big for x in ("--set", o)]])
     assert result.exit_code == 2
     line = result.output.strip().splitlines()[-1]
-    assert line.startswith("error: run.network=flow: 131,072 GPUs and 10,000 micro-batches per pipeline")
+    assert line.startswith("error: run.network=flow: 131,072 GPUs and 100,000 micro-batches per pipeline")
     assert "CPU s" in line and "GB" in line and "run.network=analytic" in line and "parallelism.global_batch" in line
     # The estimate grows with the GPUs a flow run moves, and its memory limit is enforced the same way.
     small = load_scenario(preset="deepseek-v3-h800", overrides=["run.network=flow"])

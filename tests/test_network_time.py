@@ -85,6 +85,17 @@ def test_a_third_flow_arriving_midway_reshares():
     assert ends == [pytest.approx(28.0, rel=1e-12), pytest.approx(28.0, rel=1e-12), pytest.approx(30.0, rel=1e-12)]
 
 
+def test_groups_apart_share_their_own_links_and_a_recurring_group_shares_them_again():
+    # Link 0: two copies of one plan A (100 B, 10 s alone) at half speed end at 20 s. Link 1 at the same time:
+    # B (100 B) and C (300 B) at half speed: B ends at 20 s, C has 200 B left. At 20 s the same plans start
+    # again beside C: A's pair ends at 40 s; B and C share link 1 until B's 100 B arrive at 40 s, C's last
+    # 100 B go alone: 50 s. (Rates are solved per group of flights sharing links and looked up when a group
+    # recurs, here with another group in flight.)
+    a, b, c = _one({0: 100.0}), _one({1: 100.0}), _one({1: 300.0})
+    ends = _run([(0.0, a), (0.0, a), (0.0, b), (0.0, c), (20.0, a), (20.0, a), (20.0, b)])
+    assert ends == [pytest.approx(x, rel=1e-12) for x in (20.0, 20.0, 20.0, 50.0, 40.0, 40.0, 40.0)]
+
+
 def test_flows_on_different_links_do_not_meet_and_latency_comes_after_the_bytes():
     ends = _run([(0.0, _one({0: 100.0}, latency_s=0.5)), (1.0, _one({1: 50.0, 2: 20.0}))])
     assert ends == [pytest.approx(10.5, rel=1e-12), pytest.approx(6.0, rel=1e-12)]

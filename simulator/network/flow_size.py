@@ -20,8 +20,10 @@ from workloads.scenario import Scenario
 # Measured (bench_flow_network --sizes, 2,048 / 16,384 / 131,072 GPUs; see the module docstring).
 FIXED_S = 0.5  # pricing and everything the analytic network also does
 GRAPH_S_PER_GPU = 48e-6  # cluster graph and router: 6.3 s at 131,072 GPUs
-OP_S = 47e-6  # one network op started in the engine, and
-OP_S_PER_STAGE_GPU = 0.22e-6  # per GPU of its pipeline rank (its bundles' links): 66 s at 131,072 GPUs
+# Ops from 31,952 ops at 16,384 and 131,072 GPUs (CPU 3.54 s and 21.7 s whole; 1.51 s at 2,048, where this
+# model says 1.27 s), after link sharing was keyed by bundle shape (rates of a recurring set solved once).
+OP_S = 14e-6  # one network op started in the engine, and
+OP_S_PER_STAGE_GPU = 0.055e-6  # per GPU of its pipeline rank (its bundles' links): 15 s at 131,072 GPUs
 BASE_GB = 0.13  # the interpreter, modules, pricing
 GB_PER_GPU = 9.3e-6  # graph, router tables, plans: RSS 143 MB at 2,048 GPUs, 293 at 16,384, 1,335 at 131,072
 

@@ -9,7 +9,9 @@ allows; on link ``l`` it then moves ``demand_bps[l]`` bytes/s, so ``demand_bps[l
 ``u`` (:func:`~simulator.network.flows.max_min_rates`, the one progressive filling, with ``u`` capped at 1).
 Two bundles that each fill a link alone get half of it each; a bundle that uses a link lightly is slowed there by the same factor as the others. Rates are recomputed when a bundle starts or
 finishes, and only if it shares a link with another; a bundle's arrival is a SimPy timeout, rescheduled when
-its rate changes.
+its rate changes. The same bundles recur every micro-batch, so the sharing is worked out per distinct bundle
+(its shape): which shapes share a link is found once, and the rates of each set of shapes sharing links are
+solved once and looked up when it recurs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 import simpy
 
 from simulator.network.flows import max_min_rates
+
+RATE_MEMO_ENTRIES = 100_000  # solved sets of shapes kept (cleared when full: a bound on memory, not on speed)
 
 
 @dataclass(slots=True)
@@ -59,6 +63,7 @@ class Flight:
     since: float
     u: float = 1.0
     version: int = 0
+    shape: int = 0  # which distinct (links, demand_bps) it moves: LinkShare's key for overlaps and rates
 
 
 @dataclass(slots=True, eq=False)
@@ -90,9 +95,17 @@ class LinkShare:
         self.env = env
         self.capacity_bps = np.asarray(capacity_bps, dtype=float)
         self.flights: list[Flight] = []
-        self.users = np.zeros(len(self.capacity_bps), dtype=np.int32)  # flights on each link
         self.reshares = 0  # rate recomputations over shared links
         self.started = 0  # plans started
+        # A pipeline rank's op is one bundle over hundreds of links, and the same few bundles recur every
+        # micro-batch: each distinct (links, demand_bps) is a shape; whether two shapes share a link, and the
+        # rates of every ordered set of shapes in flight, are worked out once and looked up after.
+        self._shape_ids: dict[tuple[int, int], int] = {}
+        self._shapes: list[Bundle] = []  # by shape id (held, so the ids keyed on stay unique)
+        self._near: list[list[int]] = []  # by shape: the shapes sharing a link with it (itself too)
+        self._met: list[int] = []  # by shape: flights in flight whose links meet it
+        self._rates: dict[tuple[int, ...], list[float]] = {}
+        self._parts: dict[tuple[int, ...], list[float]] = {}  # the same, per group sharing links
 
     # --- moving in simulated time ---------------------------------------------------------------------
     def start(self, plan: Plan) -> simpy.Event:
@@ -103,8 +116,37 @@ class LinkShare:
         self._begin_step(transfer)
         return transfer.done
 
-    # Which links are in use is a count of flights per link: a bundle meets another where a count of its links
-    # is above zero (its own links only: a bit set of all the graph's links cost more the larger the cluster).
+    # Whether a bundle meets another is a count per shape of the flights in flight that share a link with it,
+    # kept as flights start and finish (each shape's few neighbours found once, when it is first seen): a count
+    # of flights per link cost a pass over the bundle's hundreds of links every start and finish.
+    def _shape(self, b: Bundle) -> int:
+        key = (id(b.links), id(b.demand_bps))
+        shape = self._shape_ids.get(key)
+        if shape is None:
+            shape = self._shape_ids[key] = len(self._shapes)
+            self._shapes.append(b)
+            mark = np.zeros(len(self.capacity_bps), dtype=bool)
+            mark[b.links] = True
+            near = [other for other, o in enumerate(self._shapes) if mark[o.links].any()]
+            for other in near[:-1]:
+                self._near[other].append(shape)
+            self._near.append(near)
+            meets = set(near)
+            self._met.append(sum(1 for f in self.flights if f.shape in meets))
+        return shape
+
+    def _add(self, flight: Flight) -> None:
+        self.flights.append(flight)
+        met = self._met
+        for other in self._near[flight.shape]:
+            met[other] += 1
+
+    def _remove(self, flight: Flight) -> None:
+        self.flights.remove(flight)
+        met = self._met
+        for other in self._near[flight.shape]:
+            met[other] -= 1
+
     def _begin_step(self, transfer: Transfer) -> None:
         steps = transfer.plan.steps
         if transfer.step >= len(steps):  # an op with nothing to move
@@ -117,13 +159,11 @@ class LinkShare:
         transfer.pending = len(bundles)
         now = self.env.now
         crowded = False
-        users = self.users
         for b in bundles:
-            flight = Flight(b, transfer, b.solo_s, now)
-            if not crowded and users[b.links].any():
+            flight = Flight(b, transfer, b.solo_s, now, shape=self._shape(b))
+            if not crowded and self._met[flight.shape]:
                 crowded = True
-            users[b.links] += 1
-            self.flights.append(flight)
+            self._add(flight)
             if not crowded:
                 self._schedule(flight)
         if crowded:
@@ -147,10 +187,8 @@ class LinkShare:
     def _finish(self, flight: Flight, version: int) -> None:
         if flight.version != version:
             return  # rescheduled since
-        self.flights.remove(flight)
-        users = self.users
-        users[flight.bundle.links] -= 1
-        if users[flight.bundle.links].any():
+        self._remove(flight)
+        if self._met[flight.shape]:
             self._reshare()
         transfer = flight.transfer
         transfer.pending -= 1
@@ -161,20 +199,73 @@ class LinkShare:
         """Max-min fair ``u`` of every flight on a shared link (progressive filling, capped at 1)."""
         self.reshares += 1
         now = self.env.now
-        users = self.users
-        touching, rows_flight, rows_link, rows_demand = [], [], [], []
-        for flight in self.flights:
-            sel = users[flight.bundle.links] > 1  # its links that another flight uses too
-            if sel.any():
-                rows_flight.append(np.full(int(sel.sum()), len(touching)))
-                rows_link.append(flight.bundle.links[sel])
-                rows_demand.append(flight.bundle.demand_bps[sel])
-                touching.append(flight)
-            elif flight.u != 1.0 or not flight.version:
+        flights = self.flights
+        met = self._met
+        # A flight on a shared link is one met by another flight besides itself; the rates of those depend on
+        # nothing else (the links they share are theirs), so they key the solved rates.
+        touching = [f for f in flights if met[f.shape] > 1]
+        for flight in flights:
+            if met[flight.shape] <= 1 and (flight.u != 1.0 or not flight.version):
                 self._rate(flight, 1.0, now)
         if not touching:
             return
-        flow, link, demand = np.concatenate(rows_flight), np.concatenate(rows_link), np.concatenate(rows_demand)
+        key = tuple(f.shape for f in touching)
+        rates = self._rates.get(key)
+        if rates is None:
+            if len(self._rates) >= RATE_MEMO_ENTRIES:
+                self._rates.clear()
+            rates = self._rates[key] = self._solve_apart(key)
+        for flight, rate in zip(touching, rates):
+            if rate != flight.u or not flight.version:  # version 0: just started, not yet scheduled
+                self._rate(flight, rate, now)
+
+    def _solve_apart(self, key: tuple[int, ...]) -> list[float]:
+        """:meth:`_solve` of each group of flights linked by shared links on its own (groups share no link, so
+        progressive filling raises and freezes each alone, with the same sums in the same order), each group's
+        rates kept for the next time it recurs among others."""
+        near = self._near
+        group = list(range(len(key)))
+
+        def root(i: int) -> int:
+            while group[i] != i:
+                group[i] = group[group[i]]
+                i = group[i]
+            return i
+
+        seen: dict[int, int] = {}
+        for i, shape in enumerate(key):
+            for other in near[shape]:
+                j = seen.get(other)
+                if j is not None:
+                    group[root(i)] = root(j)
+            seen.setdefault(shape, i)
+        members: dict[int, list[int]] = {}
+        for i in range(len(key)):
+            members.setdefault(root(i), []).append(i)
+        if len(members) == 1:
+            return self._solve(key)
+        rates = [0.0] * len(key)
+        for idx in members.values():
+            part = tuple(key[i] for i in idx)
+            solved = self._parts.get(part)
+            if solved is None:
+                if len(self._parts) >= RATE_MEMO_ENTRIES:
+                    self._parts.clear()
+                solved = self._parts[part] = self._solve(part)
+            for i, rate in zip(idx, solved):
+                rates[i] = rate
+        return rates
+
+    def _solve(self, key: tuple[int, ...]) -> list[float]:
+        """Max-min fair ``u`` of flights of shapes ``key`` (in that order), each sharing a link with another."""
+        bundles = [self._shapes[s] for s in key]
+        sizes = np.array([len(b.links) for b in bundles])
+        every = np.concatenate([b.links for b in bundles])
+        links = len(self.capacity_bps)
+        shared = np.bincount(every, minlength=links)[every] > 1  # per row: a link another flight uses too
+        owner = np.repeat(np.arange(len(bundles)), sizes)[shared]  # the flight of each shared row
+        flow, link = owner, every[shared]
+        demand = np.concatenate([b.demand_bps for b in bundles])[shared]
         # Only a link whose users together ask more than it holds at full speed can bind (u never exceeds 1).
         total = np.bincount(link, demand, minlength=len(self.capacity_bps))
         over = total > self.capacity_bps * (1 + 1e-12)
@@ -183,13 +274,11 @@ class LinkShare:
             ids = np.flatnonzero(over)
             compact = np.zeros(len(over), dtype=np.int64)
             compact[ids] = np.arange(len(ids))
-            u = max_min_rates(flow[rows], compact[link[rows]], demand[rows], len(touching), self.capacity_bps[ids],
+            u = max_min_rates(flow[rows], compact[link[rows]], demand[rows], len(key), self.capacity_bps[ids],
                               cap=1.0)
         else:
-            u = np.ones(len(touching))
-        for flight, rate in zip(touching, u.tolist()):
-            if rate != flight.u or not flight.version:  # version 0: just started, not yet scheduled
-                self._rate(flight, rate, now)
+            u = np.ones(len(key))
+        return u.tolist()
 
     def _rate(self, flight: Flight, u: float, now: float) -> None:
         flight.remaining_s = max(0.0, flight.remaining_s - flight.u * (now - flight.since))
