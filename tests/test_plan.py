@@ -158,6 +158,17 @@ def test_dualpipe_bounds_never_exceed_the_simulation(preset, gpu, gpus, batch, p
     assert checked["dualpipe"] >= 8 and checked["dualpipev"] >= 8, checked
 
 
+def test_gpu_counts_the_fabric_cannot_hold_are_set_aside():
+    """A GPU count above what the fabric's radix holds is set aside with the fabric's reason (every network model
+    refuses it), not an error that stops the whole search."""
+    base = tiny_moe(**{"cluster.network.switch_radix": 4})  # an MPFT of radix 4 holds 64 GPUs
+    request = request_for(base, gpu_counts=[8, 256], tp=[1], pp=[1, 2], recompute=["none"], zero_stages=[1],
+                          batch_range=(8, 512))
+    outcome = search(base, request, LocalExecutor(workers=1))
+    assert outcome.exact and outcome.dropped["invalid: cluster.network: mpft with --radix 4 holds at most 64 GPUs"] > 0
+    assert outcome.simulated and {c.gpus for c in outcome.simulated} == {8}
+
+
 @pytest.fixture(scope="module")
 def exhaustive():
     base = tiny_moe()
