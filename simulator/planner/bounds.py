@@ -63,6 +63,11 @@ class KindPrice:
     # Compute seconds per phase on the SMs communication leaves (``Segment.duration_s``): what every compute
     # segment of an overlapped pair costs (simulator.engine.program runs a pair's compute beside its DeepEP kernels).
     beside_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # Seconds of the segments before a chunk's first compute segment and after its last, per phase (its chain
+    # runs them after its input arrives and before its output leaves). A stage chains its layers, so its own are
+    # those of its first and last layer: a sum of kinds keeps the smallest of each (a lower bound); inf: none yet.
+    lead_s: tuple[float, float, float] = (math.inf, math.inf, math.inf)
+    trail_s: tuple[float, float, float] = (math.inf, math.inf, math.inf)
 
     def __add__(self, other: "KindPrice") -> "KindPrice":
         return KindPrice(tuple(a + b for a, b in zip(self.compute_s, other.compute_s)),
@@ -70,18 +75,20 @@ class KindPrice:
                          self.activation_bytes + other.activation_bytes, self.dense_params + other.dense_params,
                          self.expert_params + other.expert_params,
                          tuple(a + b for a, b in zip(self.host_s, other.host_s)),
-                         tuple(a + b for a, b in zip(self.beside_s, other.beside_s)))
+                         tuple(a + b for a, b in zip(self.beside_s, other.beside_s)),
+                         tuple(map(min, self.lead_s, other.lead_s)), tuple(map(min, self.trail_s, other.trail_s)))
 
     def times(self, n: int) -> "KindPrice":
         return KindPrice(tuple(n * a for a in self.compute_s), tuple(n * a for a in self.span_s),
                          n * self.activation_bytes, n * self.dense_params, n * self.expert_params,
-                         tuple(n * a for a in self.host_s), tuple(n * a for a in self.beside_s))
+                         tuple(n * a for a in self.host_s), tuple(n * a for a in self.beside_s), self.lead_s,
+                         self.trail_s)
 
 
 ZERO = KindPrice((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0.0, 0.0, 0.0)
 
 
-def _span(pricer: Pricer, chunk) -> tuple[float, float, float, float]:
+def _span(pricer: Pricer, chunk) -> tuple[float, float, float, float, float, float]:
     """(compute seconds, seconds from the first compute segment's start to the last one's end, the host's
     seconds to launch its kernels, compute seconds beside communication) of a chunk. Compute at its all-SM
     price (a chunk may run with no communication beside it, simulator.engine.program): still a lower bound; the last,
@@ -92,7 +99,9 @@ def _span(pricer: Pricer, chunk) -> tuple[float, float, float, float]:
     idx = [i for i, s in enumerate(segments) if s.stream is Stream.COMPUTE]
     span = sum(s.alone_s for s in segments[idx[0]:idx[-1] + 1]) if idx else 0.0
     host = sum(s.host.launch_s for s in segments if s.host is not None)
-    return compute, span, host, beside
+    lead = sum(s.alone_s for s in segments[:idx[0]]) if idx else 0.0
+    trail = sum(s.alone_s for s in segments[idx[-1] + 1:]) if idx else 0.0
+    return compute, span, host, beside, lead, trail
 
 
 class PriceCache:
@@ -191,7 +200,8 @@ class PriceCache:
             else:
                 dense, expert = stage_parameters(scenario, layers, first=first, last=False)
             return KindPrice(tuple(s[0] for s in spans), tuple(s[1] for s in spans), forward.activation_bytes,
-                             dense, expert, tuple(s[2] for s in spans), tuple(s[3] for s in spans))
+                             dense, expert, tuple(s[2] for s in spans), tuple(s[3] for s in spans),
+                             tuple(s[4] for s in spans), tuple(s[5] for s in spans))
 
         embed = LayerOps(-1)
         builder.embedding(embed)
@@ -376,29 +386,45 @@ def chain_lower_bound_s(fig: RankFigures, c: Candidate) -> float:
     stages = fig.stages
     done = [0.0] * (3 * c.micro_batches * c.pp * c.virtual_stages)
     free = [0.0] * c.pp  # when each rank's compute stream is free, at the earliest
+
+    def first_compute(stage: int, phase: int, waits: int, source: tuple[int, int]) -> float:
+        """When a chunk's first compute segment may start, at the earliest, but for its rank's stream: after its
+        input (an arrival from another stage after that chunk's trailing segments) and its own leading ones."""
+        if waits < 0:
+            return 0.0
+        ready = done[waits]
+        if source[0] >= 0:
+            trail = stages[source[0]].trail_s[source[1]]
+            ready += trail if math.isfinite(trail) else 0.0
+        lead = stages[stage].lead_s[phase]
+        return ready + (lead if math.isfinite(lead) else 0.0)
+
     for rank, overlapped, chunks in chain(c.schedule, c.pp, c.virtual_stages, c.micro_batches):
         start = free[rank]
         if overlapped:
             end = start
-            ready_b = None  # when the pair's B may start, if the pair has one
-            for stage, phase, own, waits in chunks:
+            ready_b = None  # when the pair's B may start its compute, if the pair has one
+            for stage, phase, own, waits, source in chunks:
                 price = stages[stage]
                 end += price.beside_s[phase]
-                ready = done[waits] if waits >= 0 else 0.0
                 if phase == 2:  # its W: after its B's input, all of the B's and the W's compute
+                    ready = done[waits] if waits >= 0 else 0.0
                     done[own] = max(start, ready) + price.beside_s[2] if ready_b is None else \
                         max(start, ready_b) + price.beside_s[1] + price.beside_s[2]
                     continue
+                ready = first_compute(stage, phase, waits, source)
                 if phase == 1:
                     ready_b = ready
                 # A chunk's segments run in order: from its first compute to its last takes its span, the
                 # compute at the reduced-SM price.
                 done[own] = max(start, ready) + price.span_s[phase] - price.compute_s[phase] + price.beside_s[phase]
-            free[rank] = max(end, max(done[own] for _, _, own, _ in chunks))
+            free[rank] = max(end, max(done[own] for _, _, own, _, _ in chunks))
         else:
-            for i, (stage, phase, own, waits) in enumerate(chunks):  # a chunk and its fused W, in series
-                price = stages[stage].compute_s if phase == 2 and i else stages[stage].span_s
-                start = max(start, done[waits] if waits >= 0 else 0.0) + price[phase]
+            for i, (stage, phase, own, waits, source) in enumerate(chunks):  # a chunk and its fused W, in series
+                if phase == 2 and i:
+                    start = max(start, done[waits]) + stages[stage].compute_s[2]
+                else:
+                    start = max(start, first_compute(stage, phase, waits, source)) + stages[stage].span_s[phase]
                 done[own] = start
             free[rank] = start
     return max(free)

@@ -83,8 +83,9 @@ def chain(schedule: str, pp: int, virtual: int, micro_batches: int) -> tuple[tup
     """Every step of every rank in an order that puts each chunk after the chunk it waits for (the engine's data
     dependencies: F of stage s after F of stage s−1; B of stage s after B of stage s+1, on the last stage after
     its own F; W after its B), each as (rank, overlapped, chunks) with chunks (stage, phase index 0/1/2 for
-    F/B/W, the chunk's id, the id of the chunk it waits for or −1) in the order the step runs them. Ids number
-    the (micro-batch, stage, phase) chunks from 0."""
+    F/B/W, the chunk's id, the id of the chunk it waits for or −1, (stage, phase index) of the chunk whose output
+    arrives from another stage as its input or (−1, −1)) in the order the step runs them. Ids number the
+    (micro-batch, stage, phase) chunks from 0."""
     sched = build_schedule(schedule, pp, micro_batches, virtual)
     last = sched.stages - 1
     ids: dict[tuple[int, int, str], int] = {}
@@ -98,6 +99,14 @@ def chain(schedule: str, pp: int, virtual: int, micro_batches: int) -> tuple[tup
         if phase == "B":
             return (mb, stage + 1, "B") if stage < last else (mb, stage, "F")
         return mb, stage, "B"
+
+    def arrives_from(mb: int, stage: int, phase: str) -> tuple[int, int]:
+        """(stage, phase index) of the chunk whose output arrives as this one's input, or (−1, −1)."""
+        if phase == "F" and stage > 0:
+            return stage - 1, 0
+        if phase == "B" and stage < last:
+            return stage + 1, 1
+        return -1, -1
 
     programs_ = sched.programs()
     steps = [[(step.overlap is not None, [(mb, stage, phase.value) for mb, stage, phase in sched.chunks(step)])
@@ -115,7 +124,8 @@ def chain(schedule: str, pp: int, virtual: int, micro_batches: int) -> tuple[tup
                     break
                 out.append((rank, overlapped, tuple(
                     (stage, "FBW".index(phase), ident((mb, stage, phase)),
-                     -1 if waits_for(mb, stage, phase) is None else ident(waits_for(mb, stage, phase)))
+                     -1 if waits_for(mb, stage, phase) is None else ident(waits_for(mb, stage, phase)),
+                     arrives_from(mb, stage, phase))
                     for mb, stage, phase in chunks)))
                 done.update(own)
                 at[rank] += 1
