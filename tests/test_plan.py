@@ -132,6 +132,43 @@ def test_bounds_never_exceed_the_simulation():
     assert set(checked) == {"gpipe", "1f1b", "zb-h1", "interleaved", "dualpipe", "dualpipev"}
 
 
+@pytest.mark.parametrize("preset,gpu,gpus,batch,pp,ep", [
+    ("deepseek-v3-h800", "h800", [2048], 7680, [4, 8, 16], [8, 64, 256]),
+    ("deepseek-v2-lite-h800", "h800", [64, 128], 512, [2, 4, 8], [8, 16, 64]),
+])
+def test_dualpipe_bounds_never_exceed_the_simulation(preset, gpu, gpus, batch, pp, ep):
+    """The dependency walk's bound (pipeline fill and drain, each chunk's span on the path) on a grid of DualPipe
+    and DualPipeV layouts of a full-size and a small MoE: never above the simulated step."""
+    base = preset_data(preset)
+    request = PlanRequest(tokens=1e12, gpus_kinds=[gpu], gpu_counts=gpus, batch_range=(batch, batch), tp=[1, 2],
+                          pp=pp, cp=[1], micro_batch_sizes=[1, 2], schedules=[("dualpipe", 1), ("dualpipev", 2)],
+                          recompute=["none", "selective"], zero_stages=[2])
+    prices = PriceCache(base, None)
+    checked = Counter()
+    for c in enumerate_space(base, request).candidates:
+        if c.ep not in ep:
+            continue
+        c.zero_stage = 2
+        fig = prices.figures(c)
+        row = run_point(base, Point("x", c.overrides()), None)
+        if "step_time_s" not in row:  # refused for memory
+            continue
+        assert step_lower_bound_s(fig, c, prices.tail_s(c, fig)) <= row["step_time_s"] * (1 + 1e-9), c.summary()
+        checked[c.schedule] += 1
+    assert checked["dualpipe"] >= 8 and checked["dualpipev"] >= 8, checked
+
+
+def test_gpu_counts_the_fabric_cannot_hold_are_set_aside():
+    """A GPU count above what the fabric's radix holds is set aside with the fabric's reason (every network model
+    refuses it), not an error that stops the whole search."""
+    base = tiny_moe(**{"cluster.network.switch_radix": 4})  # an MPFT of radix 4 holds 64 GPUs
+    request = request_for(base, gpu_counts=[8, 256], tp=[1], pp=[1, 2], recompute=["none"], zero_stages=[1],
+                          batch_range=(8, 512))
+    outcome = search(base, request, LocalExecutor(workers=1))
+    assert outcome.exact and outcome.dropped["invalid: cluster.network: mpft with --radix 4 holds at most 64 GPUs"] > 0
+    assert outcome.simulated and {c.gpus for c in outcome.simulated} == {8}
+
+
 @pytest.fixture(scope="module")
 def exhaustive():
     base = tiny_moe()

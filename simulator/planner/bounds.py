@@ -14,6 +14,9 @@ Step time bound (seconds), per pipeline rank r:
 - plus the forwards of the stages before rank r's first chunk (in DualPipe, of the nearer end), and (when
   backward computes its weight gradients in place) the backwards of stages r−1 … 0 that must follow its last;
 - and at least the time its host thread takes to launch all its chunks' kernels (simulator.engine.host).
+- Also the walk of the schedule's data dependencies (:func:`chain_lower_bound_s`): each rank's compute stream in
+  program order, each chunk's segments in order, each chunk after the chunk it waits for — the pipeline's
+  fill and drain as the schedule's own programs make them, and each chunk's communication on that path.
 The step is at least the largest such sum, plus the tail (gradient sync, optimizer step, parameter sync) that
 follows every rank's last task.
 Memory bound (GB): weights, gradients and optimizer states of the stages a rank holds (sharded by the ZeRO
@@ -33,7 +36,7 @@ from simulator.network import AnalyticNetwork
 from simulator.planner.request import RECOMPUTE
 from simulator.planner.space import Candidate
 from simulator.pricing import Pricer
-from simulator.planner.programs import programs, rank_shares
+from simulator.planner.programs import chain, programs, rank_shares
 from simulator.simulate import SECONDS_PER_DAY, cost_model_for
 from simulator.sweep.spec import apply_value
 from workloads.layers import LayerBuilder, LayerOps
@@ -60,6 +63,11 @@ class KindPrice:
     # Compute seconds per phase on the SMs communication leaves (``Segment.duration_s``): what every compute
     # segment of an overlapped pair costs (simulator.engine.program runs a pair's compute beside its DeepEP kernels).
     beside_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # Seconds of the segments before a chunk's first compute segment and after its last, per phase (its chain
+    # runs them after its input arrives and before its output leaves). A stage chains its layers, so its own are
+    # those of its first and last layer: a sum of kinds keeps the smallest of each (a lower bound); inf: none yet.
+    lead_s: tuple[float, float, float] = (math.inf, math.inf, math.inf)
+    trail_s: tuple[float, float, float] = (math.inf, math.inf, math.inf)
 
     def __add__(self, other: "KindPrice") -> "KindPrice":
         return KindPrice(tuple(a + b for a, b in zip(self.compute_s, other.compute_s)),
@@ -67,18 +75,20 @@ class KindPrice:
                          self.activation_bytes + other.activation_bytes, self.dense_params + other.dense_params,
                          self.expert_params + other.expert_params,
                          tuple(a + b for a, b in zip(self.host_s, other.host_s)),
-                         tuple(a + b for a, b in zip(self.beside_s, other.beside_s)))
+                         tuple(a + b for a, b in zip(self.beside_s, other.beside_s)),
+                         tuple(map(min, self.lead_s, other.lead_s)), tuple(map(min, self.trail_s, other.trail_s)))
 
     def times(self, n: int) -> "KindPrice":
         return KindPrice(tuple(n * a for a in self.compute_s), tuple(n * a for a in self.span_s),
                          n * self.activation_bytes, n * self.dense_params, n * self.expert_params,
-                         tuple(n * a for a in self.host_s), tuple(n * a for a in self.beside_s))
+                         tuple(n * a for a in self.host_s), tuple(n * a for a in self.beside_s), self.lead_s,
+                         self.trail_s)
 
 
 ZERO = KindPrice((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0.0, 0.0, 0.0)
 
 
-def _span(pricer: Pricer, chunk) -> tuple[float, float, float, float]:
+def _span(pricer: Pricer, chunk) -> tuple[float, float, float, float, float, float]:
     """(compute seconds, seconds from the first compute segment's start to the last one's end, the host's
     seconds to launch its kernels, compute seconds beside communication) of a chunk. Compute at its all-SM
     price (a chunk may run with no communication beside it, simulator.engine.program): still a lower bound; the last,
@@ -89,7 +99,9 @@ def _span(pricer: Pricer, chunk) -> tuple[float, float, float, float]:
     idx = [i for i, s in enumerate(segments) if s.stream is Stream.COMPUTE]
     span = sum(s.alone_s for s in segments[idx[0]:idx[-1] + 1]) if idx else 0.0
     host = sum(s.host.launch_s for s in segments if s.host is not None)
-    return compute, span, host, beside
+    lead = sum(s.alone_s for s in segments[:idx[0]]) if idx else 0.0
+    trail = sum(s.alone_s for s in segments[idx[-1] + 1:]) if idx else 0.0
+    return compute, span, host, beside, lead, trail
 
 
 class PriceCache:
@@ -148,6 +160,19 @@ class PriceCache:
                  for rank, (dense, expert) in enumerate(zip(fig.dense, fig.expert))]
         return max(t.grad_sync_s + t.optimizer_s + t.param_sync_s for t in tails)
 
+    def fabric_refusal(self, c: Candidate) -> str:
+        """Why the scenario's fabric cannot hold the candidate's GPUs ("" if it can): the check every network
+        model makes before simulating (:func:`simulator.network.fabric.check_fabric`)."""
+        from simulator.network.fabric import check_fabric
+        from workloads.errors import ScenarioError
+
+        probe = self.probes[(c.gpu, c.tp, c.cp, c.ep, c.micro_batch_size, c.recompute)]
+        try:
+            check_fabric(probe.model_copy(update={"cluster": probe.cluster.model_copy(update={"gpus": c.gpus})}))
+        except ScenarioError as err:
+            return f"invalid: {str(err).split(', asked')[0]}"  # one reason for every GPU count it refuses
+        return ""
+
     def get(self, c: Candidate) -> dict[str, KindPrice]:
         """Kind → price; raises ScenarioError when the layout is invalid for a reason the probe shows."""
         key = (c.gpu, c.tp, c.cp, c.ep, c.micro_batch_size, c.recompute)
@@ -175,7 +200,8 @@ class PriceCache:
             else:
                 dense, expert = stage_parameters(scenario, layers, first=first, last=False)
             return KindPrice(tuple(s[0] for s in spans), tuple(s[1] for s in spans), forward.activation_bytes,
-                             dense, expert, tuple(s[2] for s in spans), tuple(s[3] for s in spans))
+                             dense, expert, tuple(s[2] for s in spans), tuple(s[3] for s in spans),
+                             tuple(s[4] for s in spans), tuple(s[5] for s in spans))
 
         embed = LayerOps(-1)
         builder.embedding(embed)
@@ -332,9 +358,10 @@ def quick_in_flight(c: Candidate, rank: int) -> int:
     return 1
 
 
-def step_lower_bound_s(fig: RankFigures, c: Candidate, tail_s: float = 0.0) -> float:
+def step_lower_bound_s(fig: RankFigures, c: Candidate, tail_s: float = 0.0, with_chain: bool = True) -> float:
     """The step-time bound of the module docstring, in seconds; ``tail_s`` the step's tail, which follows every
-    rank's last task (see :meth:`PriceCache.tail_s`)."""
+    rank's last task (see :meth:`PriceCache.tail_s`). ``with_chain`` adds the dependency walk of
+    :func:`chain_lower_bound_s` (tighter on pipeline bubbles, a few milliseconds more)."""
     steps = programs(c.schedule, c.pp, c.virtual_stages, c.micro_batches).steps
     best = 0.0
     for rank, counts in enumerate(steps):
@@ -342,7 +369,65 @@ def step_lower_bound_s(fig: RankFigures, c: Candidate, tail_s: float = 0.0) -> f
         # The host issues every kernel of the rank, whatever the GPU does meanwhile (simulator.engine.host).
         host = sum(n * sum(fig.stages[s].host_s[PHASES[ph]] for s, ph in chunks) for (_, chunks), n in counts)
         best = max(best, fig.before_s[rank] + work, host)
-    return best + tail_s
+    return (max(best, chain_lower_bound_s(fig, c)) if with_chain else best) + tail_s
+
+
+def chain_lower_bound_s(fig: RankFigures, c: Candidate) -> float:
+    """A bound on the step before its tail (seconds) from the data dependencies (:func:`~simulator.planner.programs.chain`):
+    every rank's compute stream runs its steps' compute in program order; a chunk's segments run in order, so
+    from its first compute segment to its last takes at least its span (compute and the communication between);
+    no compute of a chunk starts before the chunk it waits for has finished its compute. So a chunk's last
+    compute ends no earlier than max(its rank's compute so far, its input's) plus its span — compute at the
+    all-SM price alone, at the reduced-SM price in an overlapped pair, whose compute segments all run beside
+    DeepEP kernels (a lone B's fused W follows its span at compute time, as :func:`step_s` takes it) — and a
+    pair's compute ends no earlier than the rank's compute so far plus all of the pair's compute. This sees
+    the pipeline's fill and drain (its bubble) as the schedule's own programs make it, and the communication
+    on the dependency path; communication that only delays a rank's own stream it takes as free."""
+    stages = fig.stages
+    done = [0.0] * (3 * c.micro_batches * c.pp * c.virtual_stages)
+    free = [0.0] * c.pp  # when each rank's compute stream is free, at the earliest
+
+    def first_compute(stage: int, phase: int, waits: int, source: tuple[int, int]) -> float:
+        """When a chunk's first compute segment may start, at the earliest, but for its rank's stream: after its
+        input (an arrival from another stage after that chunk's trailing segments) and its own leading ones."""
+        if waits < 0:
+            return 0.0
+        ready = done[waits]
+        if source[0] >= 0:
+            trail = stages[source[0]].trail_s[source[1]]
+            ready += trail if math.isfinite(trail) else 0.0
+        lead = stages[stage].lead_s[phase]
+        return ready + (lead if math.isfinite(lead) else 0.0)
+
+    for rank, overlapped, chunks in chain(c.schedule, c.pp, c.virtual_stages, c.micro_batches):
+        start = free[rank]
+        if overlapped:
+            end = start
+            ready_b = None  # when the pair's B may start its compute, if the pair has one
+            for stage, phase, own, waits, source in chunks:
+                price = stages[stage]
+                end += price.beside_s[phase]
+                if phase == 2:  # its W: after its B's input, all of the B's and the W's compute
+                    ready = done[waits] if waits >= 0 else 0.0
+                    done[own] = max(start, ready) + price.beside_s[2] if ready_b is None else \
+                        max(start, ready_b) + price.beside_s[1] + price.beside_s[2]
+                    continue
+                ready = first_compute(stage, phase, waits, source)
+                if phase == 1:
+                    ready_b = ready
+                # A chunk's segments run in order: from its first compute to its last takes its span, the
+                # compute at the reduced-SM price.
+                done[own] = max(start, ready) + price.span_s[phase] - price.compute_s[phase] + price.beside_s[phase]
+            free[rank] = max(end, max(done[own] for _, _, own, _, _ in chunks))
+        else:
+            for i, (stage, phase, own, waits, source) in enumerate(chunks):  # a chunk and its fused W, in series
+                if phase == 2 and i:
+                    start = max(start, done[waits]) + stages[stage].compute_s[2]
+                else:
+                    start = max(start, first_compute(stage, phase, waits, source)) + stages[stage].span_s[phase]
+                done[own] = start
+            free[rank] = start
+    return max(free)
 
 
 def state_factors(training) -> tuple[float, float, float]:

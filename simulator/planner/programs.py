@@ -76,3 +76,62 @@ def _maximal(peaks: list[tuple[tuple[int, int], ...]]) -> tuple[tuple[tuple[int,
         if not any(all(o.get(s, 0) >= n for s, n in cand.items()) for o in out):
             out.append(cand)
     return tuple(tuple(sorted(p.items())) for p in out)
+
+
+@lru_cache(maxsize=512)
+def chain(schedule: str, pp: int, virtual: int, micro_batches: int) -> tuple[tuple, ...]:
+    """Every step of every rank in an order that puts each chunk after the chunk it waits for (the engine's data
+    dependencies: F of stage s after F of stage s−1; B of stage s after B of stage s+1, on the last stage after
+    its own F; W after its B), each as (rank, overlapped, chunks) with chunks (stage, phase index 0/1/2 for
+    F/B/W, the chunk's id, the id of the chunk it waits for or −1, (stage, phase index) of the chunk whose output
+    arrives from another stage as its input or (−1, −1)) in the order the step runs them. Ids number the
+    (micro-batch, stage, phase) chunks from 0."""
+    sched = build_schedule(schedule, pp, micro_batches, virtual)
+    last = sched.stages - 1
+    ids: dict[tuple[int, int, str], int] = {}
+
+    def ident(key: tuple[int, int, str]) -> int:
+        return ids.setdefault(key, len(ids))
+
+    def waits_for(mb: int, stage: int, phase: str) -> tuple[int, int, str] | None:
+        if phase == "F":
+            return (mb, stage - 1, "F") if stage > 0 else None
+        if phase == "B":
+            return (mb, stage + 1, "B") if stage < last else (mb, stage, "F")
+        return mb, stage, "B"
+
+    def arrives_from(mb: int, stage: int, phase: str) -> tuple[int, int]:
+        """(stage, phase index) of the chunk whose output arrives as this one's input, or (−1, −1)."""
+        if phase == "F" and stage > 0:
+            return stage - 1, 0
+        if phase == "B" and stage < last:
+            return stage + 1, 1
+        return -1, -1
+
+    programs_ = sched.programs()
+    steps = [[(step.overlap is not None, [(mb, stage, phase.value) for mb, stage, phase in sched.chunks(step)])
+              for step in program] for program in programs_]
+    done: set[tuple[int, int, str]] = set()
+    at = [0] * pp
+    out = []
+    while True:
+        moved = False
+        for rank in range(pp):
+            while at[rank] < len(steps[rank]):
+                overlapped, chunks = steps[rank][at[rank]]
+                own = {ch for ch in chunks}
+                if any(d is not None and d not in done and d not in own for d in (waits_for(*ch) for ch in chunks)):
+                    break
+                out.append((rank, overlapped, tuple(
+                    (stage, "FBW".index(phase), ident((mb, stage, phase)),
+                     -1 if waits_for(mb, stage, phase) is None else ident(waits_for(mb, stage, phase)),
+                     arrives_from(mb, stage, phase))
+                    for mb, stage, phase in chunks)))
+                done.update(own)
+                at[rank] += 1
+                moved = True
+        if not moved:
+            break
+    if any(a < len(s) for a, s in zip(at, steps)):  # pragma: no cover - the schedules validate their programs
+        raise ValueError(f"schedule {schedule}: programs deadlock under the data dependencies")
+    return tuple(out)

@@ -77,6 +77,7 @@ def bound_candidates(base: dict, request: PlanRequest, space: Space, prices: Pri
     factors = state_factors(validate(base).training)
     hbm: dict[str, float] = {}
     peak: dict[tuple, float] = {}
+    fabric: dict[tuple, str] = {}
     live = []
     for c in space.candidates:
         tick()
@@ -94,6 +95,11 @@ def bound_candidates(base: dict, request: PlanRequest, space: Space, prices: Pri
         except ScenarioError as err:
             dropped[f"invalid: {err}"] += 1
             continue
+        if key not in fabric:  # a cluster the fabric cannot hold is refused by every network model
+            fabric[key] = prices.fabric_refusal(c)
+        if fabric[key]:
+            dropped[fabric[key]] += 1
+            continue
         if c.gpu not in hbm:
             hbm[c.gpu] = gpu_spec(c.gpu)["hbm_gb"]
         verdict = apply_bounds(c, fig, request, factors, hbm[c.gpu], seq, quick=True)
@@ -106,9 +112,10 @@ def bound_candidates(base: dict, request: PlanRequest, space: Space, prices: Pri
 
 
 def apply_bounds(c: Candidate, fig, request: PlanRequest, factors, hbm_gb: float, seq: int, quick: bool,
-                 tail=None) -> str:
+                 tail=None, with_chain: bool = False) -> str:
     """Set the candidate's lowest fitting ZeRO stage and its bounds; return why it is out ("" if still in).
-    ``quick`` skips walking the schedule's program (looser bounds, for the first pass over every candidate)."""
+    ``quick`` skips walking the schedule's program (looser bounds, for the first pass over every candidate);
+    ``with_chain`` adds the walk of its data dependencies (the tightest bound, for candidates still in)."""
     for zero in sorted(z for z in request.zero_stages if z >= (0 if quick else c.zero_stage)):
         c.lb_memory_gb = memory_lower_bound_gb(fig, c, factors, zero, quick=quick)
         if c.lb_memory_gb <= hbm_gb:
@@ -117,7 +124,7 @@ def apply_bounds(c: Candidate, fig, request: PlanRequest, factors, hbm_gb: float
     else:
         return BOUND_MEMORY
     step = quick_step_lower_bound_s(fig, c) if quick else \
-        max(c.lb_step_s, step_lower_bound_s(fig, c, tail(c, fig)))
+        max(c.lb_step_s, step_lower_bound_s(fig, c, tail(c, fig), with_chain))
     c.lb_step_s = step
     c.lb_days = days_for(step, c, seq, request.tokens)
     if request.deadline_days is not None and c.lb_days > request.deadline_days:
@@ -195,8 +202,11 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
             reaches) miss a constraint."""
             if not worth_simulating(c, good, request):
                 return PRUNED
-            verdict = apply_bounds(c, prices.figures(c), request, factors, gpu_spec(c.gpu)["hbm_gb"], seq,
-                                   quick=False, tail=prices.tail_s)
+            hbm = gpu_spec(c.gpu)["hbm_gb"]
+            verdict = apply_bounds(c, prices.figures(c), request, factors, hbm, seq, quick=False, tail=prices.tail_s)
+            if not verdict and worth_simulating(c, good, request):  # still in: the tightest bound, walked once
+                verdict = apply_bounds(c, prices.figures(c), request, factors, hbm, seq, quick=False,
+                                       tail=prices.tail_s, with_chain=True)
             return verdict or ("" if worth_simulating(c, good, request) else PRUNED)
 
         while queue or session.in_flight:
