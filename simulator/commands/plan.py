@@ -103,7 +103,7 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
                                                  "with a deadline, else time)."),
          top: int = typer.Option(5, "--top", help="How many plans to show."),
          max_sims: int = typer.Option(10_000, "--max-simulations", help="Most layouts to simulate in full."),
-         time_limit: float = typer.Option(20.0, "--time-limit", help="Seconds after which no new simulation "
+         time_limit: float = typer.Option(30.0, "--time-limit", help="Seconds after which no new simulation "
                                           "starts (the answer then says how far it is from proven)."),
          workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, max=MAX_LOCAL_WORKERS,
                                                help="Parallel simulations (default: cores)."),
