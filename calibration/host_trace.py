@@ -39,6 +39,7 @@ import numpy as np
 from calibration.host import DEFAULT, HostCosts
 from workloads.traces.classify import op_class_name, short_name
 from workloads.traces.kineto import HostEvent, Kernel, KinetoTrace
+from workloads.traces.phases import busy_intervals
 
 BLOCKING_CALLS = frozenset({"cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cudaMemcpy",
                             "cudaMemcpy2D", "cuCtxSynchronize", "cuStreamSynchronize", "cuEventSynchronize",
@@ -117,17 +118,6 @@ def _blocking(call: HostEvent, gpu_by_corr: dict[int, Kernel]) -> bool:
     return call.name in ASYNC_COPIES and target is not None and "dtoh" in target.name.lower().replace(" ", "")
 
 
-def _merged_busy(events: list[HostEvent]) -> list[tuple[float, float]]:
-    """The host timeline's busy stretches (any thread in a CPU op or runtime call), merged, in time order."""
-    busy: list[list[float]] = []
-    for e in sorted(events, key=lambda e: e.start_us):
-        if busy and e.start_us <= busy[-1][1]:
-            busy[-1][1] = max(busy[-1][1], e.end_us)
-        else:
-            busy.append([e.start_us, e.end_us])
-    return [(a, b) for a, b in busy]
-
-
 def host_report(trace: KinetoTrace, comm_streams: set[int], label: str = "") -> HostReport | None:
     """The host side of ``trace`` (None when it has no launch calls linked to GPU activities);
     ``comm_streams``: the streams whose kernels are mostly communication (not counted as compute); ``label``:
@@ -150,7 +140,7 @@ def host_report(trace: KinetoTrace, comm_streams: set[int], label: str = "") -> 
             blocked.append((call.start_us, call.end_us))
     # Waits: idle stretches of the merged host timeline while the host was ahead of the GPU.
     launch_starts = [h.start_us for h in launches]
-    busy = _merged_busy(trace.host_events)
+    busy = busy_intervals(trace.host_events)
     for (_, idle_from), (idle_to, _) in zip(busy, busy[1:]):
         if idle_to - idle_from < WAIT_MIN_US:
             continue

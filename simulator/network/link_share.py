@@ -210,11 +210,7 @@ class LinkShare:
         if not touching:
             return
         key = tuple(f.shape for f in touching)
-        rates = self._rates.get(key)
-        if rates is None:
-            if len(self._rates) >= RATE_MEMO_ENTRIES:
-                self._rates.clear()
-            rates = self._rates[key] = self._solve_apart(key)
+        rates = _remembered(self._rates, key, self._solve_apart)
         for flight, rate in zip(touching, rates):
             if rate != flight.u or not flight.version:  # version 0: just started, not yet scheduled
                 self._rate(flight, rate, now)
@@ -246,12 +242,7 @@ class LinkShare:
             return self._solve(key)
         rates = [0.0] * len(key)
         for idx in members.values():
-            part = tuple(key[i] for i in idx)
-            solved = self._parts.get(part)
-            if solved is None:
-                if len(self._parts) >= RATE_MEMO_ENTRIES:
-                    self._parts.clear()
-                solved = self._parts[part] = self._solve(part)
+            solved = _remembered(self._parts, tuple(key[i] for i in idx), self._solve)
             for i, rate in zip(idx, solved):
                 rates[i] = rate
         return rates
@@ -285,3 +276,14 @@ class LinkShare:
         flight.since = now
         flight.u = u
         self._schedule(flight)
+
+
+def _remembered(memo: dict, key: tuple[int, ...], solve) -> list[float]:
+    """``memo[key]``, solved with ``solve(key)`` and kept the first time; a memo that reaches
+    ``RATE_MEMO_ENTRIES`` is emptied first, so it stays bounded however many shapes a run meets."""
+    value = memo.get(key)
+    if value is None:
+        if len(memo) >= RATE_MEMO_ENTRIES:
+            memo.clear()
+        value = memo[key] = solve(key)
+    return value

@@ -154,8 +154,9 @@ def comm_split(instances: list[PhaseInstance]) -> dict[str, CommSplit]:
     return dict(out)
 
 
-def busy_intervals(kernels: list[Kernel]) -> list[tuple[float, float]]:
-    """The union of the kernels' [start, end) intervals, merged and sorted."""
+def busy_intervals(kernels) -> list[tuple[float, float]]:
+    """The union of the [start, end) intervals of ``kernels`` (or of any events with ``start_us`` and ``end_us``,
+    e.g. the host's CPU ops and runtime calls), merged and sorted."""
     merged: list[list[float]] = []
     for k in sorted(kernels, key=lambda k: k.start_us):
         if merged and k.start_us <= merged[-1][1]:
