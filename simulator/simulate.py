@@ -27,38 +27,35 @@ from workloads.scenario import Scenario
 SECONDS_PER_DAY = 86_400.0
 
 
-@dataclass
-class StageResult:
-    """One pipeline rank's share of the step (seconds) and its peak memory (GB)."""
+@dataclass(frozen=True, kw_only=True)
+class StageResult(RankBreakdown):
+    """One pipeline rank's share of the step: the runner's breakdown of its time (:class:`RankBreakdown`,
+    seconds), extended with its peak memory (GB) and, at full fidelity, ``gpu``: the GPU the breakdown is of (its
+    busiest; −1 otherwise)."""
 
-    forward_s: float
-    backward_input_s: float
-    backward_weight_s: float
-    exposed_comm_s: float
-    bubble_s: float
-    optimizer_s: float
-    comm_s: float
-    peak_inflight: int
     peak_memory_gb: float
     weights_gb: float
     gradients_gb: float
     optimizer_states_gb: float
     activations_gb: float
-    gpu: int = -1  # full fidelity: the GPU this pipeline rank's breakdown is of (its busiest)
-    host_bound_s: float = 0.0  # the GPU waiting for its host thread to issue kernels (simulator.engine.host)
+    gpu: int = -1
 
     @classmethod
     def of(cls, breakdown: RankBreakdown, memory: MemoryBreakdown, gpu: int = -1) -> "StageResult":
-        """A pipeline rank's result from the runner's breakdown (every time field it shares with this class, by
-        name) and its memory (GB); ``gpu`` as above."""
-        times = {name: getattr(breakdown, name) for name in _BREAKDOWN_FIELDS}
-        return cls(**times, peak_memory_gb=memory.total_gb, weights_gb=memory.weights_gb,
+        """A pipeline rank's result: the runner's ``breakdown`` as it is, its ``memory`` and ``gpu`` as above."""
+        return cls(**vars(breakdown), peak_memory_gb=memory.total_gb, weights_gb=memory.weights_gb,
                    gradients_gb=memory.gradients_gb, optimizer_states_gb=memory.optimizer_gb,
                    activations_gb=memory.activations_gb, gpu=gpu)
 
+    def to_dict(self) -> dict:
+        """The fields users' files hold (``--json``'s ``stages``; sweep columns ``max_<name>``), in their order."""
+        return {name: getattr(self, name) for name in STAGE_COLUMNS}
 
-# The time fields a StageResult takes from the runner's RankBreakdown as they are.
-_BREAKDOWN_FIELDS = tuple(f.name for f in fields(RankBreakdown) if f.name in {g.name for g in fields(StageResult)})
+
+# What users' files hold of a StageResult, in the order they have held it: every field but the activations in
+# bytes (they show as activations_gb), the host-bound time last (a column added after the others).
+_LATER = ("host_bound_s",)
+STAGE_COLUMNS = tuple(f.name for f in fields(StageResult) if f.name not in ("peak_activation_bytes", *_LATER)) + _LATER
 
 
 @dataclass
@@ -100,8 +97,9 @@ class Result:
 
     def to_dict(self) -> dict:
         # Without the timeline: asdict would deep-copy its records first (seconds for DeepSeek-V3's 75,184).
-        data = asdict(replace(self, timeline=None))
+        data = asdict(replace(self, timeline=None, stages=[]))
         data.pop("timeline")
+        data["stages"] = [stage.to_dict() for stage in self.stages]
         return data
 
 

@@ -131,6 +131,38 @@ def block_collective_end(t: np.ndarray, duration_s: float, width: int) -> np.nda
     return np.repeat(t.reshape(-1, width).max(axis=1), width) + duration_s
 
 
+def host_issue(unit: Unit, host: tuple, t: float, sync_s: float) -> tuple[float, float] | None:
+    """When the host thread has issued a task whose inputs are ready at ``t``: (the release its host times count
+    from, the task's start), or None while that release is not produced yet. A sync first waits for the GPU to
+    reach it, then gives its own release, ``sync_s`` after (:func:`simulator.engine.host.plan_host`)."""
+    base_slot, first_s, _, sync = host
+    done = unit.done
+    if sync is None:
+        base = done[base_slot] if base_slot >= 0 else 0.0
+    else:
+        base = done[sync[0]] if sync[0] >= 0 else 0.0
+        if base is not None:
+            base = (base + sync[1] if base + sync[1] > t else t) + sync_s
+            unit.give(sync[2], base)
+    if base is None:
+        return None
+    return base, (base + first_s if base + first_s > t else t)
+
+
+def host_bound(ledger: Ledger, records: list | None, row: int, si: int, task: Task, ready_t: float, t: float,
+               end: float, tail: float) -> None:
+    """Enter the time a host-issued task's GPU waited for the host to issue its first kernel (``ready_t`` to its
+    start ``t``), and its last (its ``end`` to its last issue plus one mean kernel, ``tail``)."""
+    if t > ready_t:
+        ledger.host.append((ready_t, t))
+        if records is not None:
+            records.append((row, HOST, ready_t, t, HOST_BOUND[si], task.phase, task.micro_batch, task.stage))
+    if tail > end:
+        ledger.host.append((end, tail))
+        if records is not None:
+            records.append((row, HOST, end, tail, HOST_BOUND[si], task.phase, task.micro_batch, task.stage))
+
+
 class Runner:
     """Runs every unit's streams as SimPy processes; enters the watched GPUs' tasks in their units' ledgers and,
     when ``records`` is a list (a timeline is kept), appends their records to it.
@@ -198,6 +230,7 @@ class Runner:
         savings = (unit.spec.expert_saving[0] if unit.spec.expert_saving else None, None, None)
         scales = (unit.slowdown, 1.0, 1.0)
         pos, ends = unit.pos, unit.end
+        done, waiting, sync_s = unit.done, unit.waiting, self.sync_s
         arrived: list = [None, None, None]  # a rendezvous this stream has joined and waits to end
         blocked: list = [None, None, None]  # the event this stream waits on
         transfers: list = [None, None, None]  # a network op this stream runs (time-shared network)
@@ -226,7 +259,7 @@ class Runner:
                         break
                     host = task.host
                     if host is not None:  # the host thread must have issued the task (simulator.engine.host)
-                        issued = self._host_issue(unit, host, t)
+                        issued = host_issue(unit, host, t, sync_s)
                         if issued is None:
                             break  # a release another stream of this unit gives: picked up on the next pass
                         ready_t = t
@@ -249,9 +282,18 @@ class Runner:
                             records.append((row, STREAM_NAMES[si], t, end, task.label, task.phase,
                                             task.micro_batch, task.stage))
                     if host is not None:
-                        end = self._host_bound(ledger, records, row, si, task, ready_t, t, end, base + host[2])
-                    if task.slot >= 0:
-                        unit.give(task.slot, end)
+                        tail = base + host[2]
+                        if ledger is not None and (t > ready_t or tail > end):
+                            host_bound(ledger, records, row, si, task, ready_t, t, end, tail)
+                        if tail > end:
+                            end = tail
+                    slot = task.slot
+                    if slot >= 0:  # Unit.give, inlined
+                        done[slot] = end
+                        if waiting:
+                            event = waiting.pop(slot, None)
+                            if event is not None:
+                                event.succeed()
                     t = end
                     i += 1
                     progressed = True
@@ -265,39 +307,6 @@ class Runner:
                 return  # the streams wait for each other: a deadlock, reported by the engine
             self.waits += 1
             yield events[0] if len(events) == 1 else env.any_of(events)
-
-    def _host_issue(self, unit: Unit, host: tuple, t: float) -> tuple[float, float] | None:
-        """When the host thread has issued a task whose inputs are ready at ``t``: (the release its host times
-        count from, the task's start), or None while that release is not produced yet. A sync first waits for
-        the GPU to reach it, then gives its own release (:func:`simulator.engine.host.plan_host`)."""
-        base_slot, first_s, _, sync = host
-        done = unit.done
-        if sync is None:
-            base = done[base_slot] if base_slot >= 0 else 0.0
-        else:
-            base = done[sync[0]] if sync[0] >= 0 else 0.0
-            if base is not None:
-                base = (base + sync[1] if base + sync[1] > t else t) + self.sync_s
-                unit.give(sync[2], base)
-        if base is None:
-            return None
-        return base, (base + first_s if base + first_s > t else t)
-
-    @staticmethod
-    def _host_bound(ledger: Ledger | None, records: list | None, row: int, si: int, task: Task, ready_t: float,
-                    t: float, end: float, tail: float) -> float:
-        """A host-issued task's end: no earlier than its last kernel's issue plus one mean kernel (``tail``).
-        Enters the time the GPU waited for the host to issue its first kernel, and its last."""
-        if ledger is not None:
-            if t > ready_t:
-                ledger.host.append((ready_t, t))
-                if records is not None:
-                    records.append((row, HOST, ready_t, t, HOST_BOUND[si], task.phase, task.micro_batch, task.stage))
-            if tail > end:
-                ledger.host.append((end, tail))
-                if records is not None:
-                    records.append((row, HOST, end, tail, HOST_BOUND[si], task.phase, task.micro_batch, task.stage))
-        return tail if tail > end else end
 
     def _collective(self, unit: Unit, si: int, task: Task, i: int, t: float, arrived: list,
                     blocked: list) -> float | None:

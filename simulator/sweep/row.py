@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import fields
 from typing import Any
 
 from calibration.profile import Profile
 from simulator.memory import AT_LEAST, MemoryBreakdown, MemoryLayoutError, check_fits, memory_floor
 from simulator.schedules import ScheduleError
-from simulator.simulate import Result, StageResult, simulate
+from simulator.simulate import STAGE_COLUMNS, Result, simulate
 from simulator.sweep.spec import Point, apply_value
 from workloads.errors import ScenarioError
 from workloads.loader import validate
@@ -31,10 +30,9 @@ RESULT_METRICS = (
     "training_days_with_failures",
     "micro_batches", "tokens_per_step", "hbm_gb", "fits_in_memory",
 )
-STAGE_METRICS = tuple(f.name for f in fields(StageResult))
 # Every column a finished point has, in the order files list them (axis columns go between key and metrics).
 METRIC_COLUMNS = (
-    RESULT_METRICS + ("pipeline_ranks",) + tuple(f"max_{name}" for name in STAGE_METRICS)
+    RESULT_METRICS + ("pipeline_ranks",) + tuple(f"max_{name}" for name in STAGE_COLUMNS)
     + ("gpu_hours", "parameters_total", "parameters_activated", "parameters_mtp", "cost_model_notes", "events",
        "sim_wall_s")
 )
@@ -102,7 +100,7 @@ def compact(row: dict[str, Any]) -> dict[str, Any]:
 def result_columns(result: Result) -> dict[str, Any]:
     out = {name: getattr(result, name) for name in RESULT_METRICS}
     out["pipeline_ranks"] = len(result.stages)
-    for name in STAGE_METRICS:
+    for name in STAGE_COLUMNS:
         out[f"max_{name}"] = max(getattr(s, name) for s in result.stages)
     out["gpu_hours"] = result.gpus * result.training_days * 24.0
     out["parameters_total"] = result.parameters["total"]
