@@ -74,6 +74,8 @@ class Ledger:
         # (stage, micro_batch) → [F start, last backward end, end of its first task, entry of its first task]
         held: dict[tuple[int, int], list] = {}
         inf = math.inf
+        comm_append, held_get = comm.append, held.get
+        chunk = span = None  # the last (stage, micro_batch) looked up and its span: a chunk's tasks come in runs
         for entry, (start, end, stream, position) in enumerate(self.spans):
             task = queues[stream][position]
             phase = task.phase
@@ -87,16 +89,17 @@ class Ledger:
                     cover_ends.append(end)
                     last = end
             else:
-                comm.append((start, end))
+                comm_append((start, end))
                 if stream == PP:  # the pipeline sends (the PP stream runs nothing else): they hold no activations
                     continue
             # A micro-batch's activations are held from its F until its last backward use (B or W).
             if phase in HOLD_PHASES:
-                key = (task.stage, task.micro_batch)
-                span = held.get(key)
-                if span is None:
-                    span = held[key] = [inf, 0.0, end, entry]
-                elif end < span[2]:
+                if span is None or task.stage != chunk[0] or task.micro_batch != chunk[1]:
+                    chunk = (task.stage, task.micro_batch)
+                    span = held_get(chunk)
+                    if span is None:
+                        span = held[chunk] = [inf, 0.0, end, entry]
+                if end < span[2]:
                     span[2], span[3] = end, entry
                 if phase == "F":
                     if start < span[0]:

@@ -119,7 +119,7 @@ class ProgramBuilder:
         self._net_index: dict[NetOp, int] = {}
         self._named: dict[tuple, int] = {}
         # Caches keyed by what repeats across micro-batches (a step has tens of thousands of tasks).
-        self._plain_cache: dict[int, list[tuple]] = {}
+        self._plain_cache: dict[tuple[int, bool], list[tuple]] = {}
         self._keep_alive: list[tuple] = []
         self._fused: dict[int, tuple[Segment, ...]] = {}
         self._pair_templates: dict[tuple, PairTemplate] = {}
@@ -218,7 +218,7 @@ class ProgramBuilder:
                beside_comm: bool = False) -> list[Task]:
         """Tasks running ``segments`` one after another; the last completes ``done``. Compute segments take
         their price beside communication (``beside_comm``, reduced SMs) or alone (all SMs)."""
-        plain = self._plain(segments)
+        plain = self._plain(segments, beside_comm)
         mb, stage = step.micro_batch, step.stage
         if not plain:  # an empty chunk still completes, once its inputs are there
             task = Task("empty", 0.0, step.phase.value, mb, stage, deps, done, None, Stream.COMPUTE)
@@ -226,31 +226,24 @@ class ProgramBuilder:
             return [task]
         tasks, last, first = [], len(plain) - 1, self.signals
         self.signals += last  # signals of the chain's inner links
-        host = self.host is not None
-        for i, (name, beside_s, phase, group, stream, beside_expert_s, net, alone_s, alone_expert_s, seg_host) in \
-                enumerate(plain):
+        for i, (name, duration_s, phase, group, stream, expert_s, net, host) in enumerate(plain):
             signal = done if i == last else first + i
-            if beside_comm:
-                duration_s, expert_s = beside_s, beside_expert_s
-            else:
-                duration_s, expert_s = alone_s, alone_expert_s
-            task = Task(name, duration_s, phase, mb, stage, deps, signal, group, stream, expert_s, net)
-            if host:
-                task.host = seg_host
-            tasks.append(task)
+            tasks.append(Task(name, duration_s, phase, mb, stage, deps, signal, group, stream, expert_s, net, host))
             deps = [signal]
         return tasks
 
-    def _plain(self, segments: tuple[Segment, ...]) -> list[tuple]:
-        """(name, seconds, phase letter, group, stream, expert seconds, net op, seconds alone, expert seconds
-        alone, raw host record) of each segment, worked out once per segment tuple."""
-        plain = self._plain_cache.get(id(segments))
+    def _plain(self, segments: tuple[Segment, ...], beside_comm: bool) -> list[tuple]:
+        """(name, seconds, phase letter, group, stream, expert seconds, net op, raw host record or None) of each
+        segment, its compute priced beside communication or alone; worked out once per segment tuple."""
+        key = (id(segments), beside_comm)
+        plain = self._plain_cache.get(key)
         if plain is None:
-            plain = [(seg.name, seg.duration_s, seg.phase.value, seg.group or None, seg.stream, seg.expert_s,
-                      self._net(seg.comms, seg.duration_s - seg.comm_s), seg.alone_s,
-                      seg.expert_s if seg.full_s is None else seg.expert_full_s, _raw_host(seg.host))
+            host = self.host is not None
+            plain = [(seg.name, seg.duration_s if beside_comm else seg.alone_s, seg.phase.value, seg.group or None,
+                      seg.stream, seg.expert_s if beside_comm or seg.full_s is None else seg.expert_full_s,
+                      self._net(seg.comms, seg.duration_s - seg.comm_s), _raw_host(seg.host) if host else None)
                      for seg in segments]
-            self._plain_cache[id(segments)] = plain
+            self._plain_cache[key] = plain
             self._keep_alive.append(segments)  # ids stay unique while the tuple lives
         return plain
 

@@ -19,7 +19,7 @@ for every GPU the unit stands for (all members' GPUs at a rendezvous, started by
 resumes when they have arrived. Flows so start in simulated-time order and share links with all traffic then
 in flight. Scalar units only: full fidelity runs shared units (classes) with such a network.
 
-Each kind of task has its own small function: compute (:func:`compute_end`), a collective
+Each kind of task has its own small function: compute (inline in the stream loop: the commonest), a collective
 (:meth:`Runner._collective`, a :class:`~simulator.engine.rendezvous.Rendezvous` of its group's units), a network op
 (:meth:`Runner._net_task`) and, between blocks, the step's DP synchronisation (:meth:`Runner._tail_sync`).
 
@@ -103,17 +103,10 @@ class NetOpInFlight:
         self.value = event.value if self.started else 0.0
 
 
-def compute_end(task: Task, t: float, scale: float, saving: dict | None) -> float:
-    """When a compute task started at ``t`` ends: its duration times the unit's ``scale`` (a straggler), less
-    what its GPU saves on routed experts (``saving[phase]`` of ``task.expert_s``: skewed routing)."""
-    expert_s = task.expert_s
-    if saving is not None and expert_s:
-        return t + (task.duration_s - expert_s * saving[task.phase]) * scale
-    return t + task.duration_s * scale
-
-
 def block_compute_end(task: Task, t: np.ndarray, scale: np.ndarray | None, savings: dict | None) -> np.ndarray:
-    """:func:`compute_end` for a block's GPUs (vectors: ``t``, ``scale``, ``savings[phase]``)."""
+    """When a block's compute task started at ``t`` ends, per GPU: its duration times each GPU's ``scale`` (a
+    straggler), less what each saves on routed experts (``savings[phase]`` of ``task.expert_s``: skewed
+    routing)."""
     duration_s = task.duration_s
     if savings is not None and task.expert_s:
         seconds = duration_s - task.expert_s * savings[task.phase]
@@ -131,22 +124,17 @@ def block_collective_end(t: np.ndarray, duration_s: float, width: int) -> np.nda
     return np.repeat(t.reshape(-1, width).max(axis=1), width) + duration_s
 
 
-def host_issue(unit: Unit, host: tuple, t: float, sync_s: float) -> tuple[float, float] | None:
-    """When the host thread has issued a task whose inputs are ready at ``t``: (the release its host times count
-    from, the task's start), or None while that release is not produced yet. A sync first waits for the GPU to
-    reach it, then gives its own release, ``sync_s`` after (:func:`simulator.engine.host.plan_host`)."""
-    base_slot, first_s, _, sync = host
-    done = unit.done
-    if sync is None:
-        base = done[base_slot] if base_slot >= 0 else 0.0
-    else:
-        base = done[sync[0]] if sync[0] >= 0 else 0.0
-        if base is not None:
-            base = (base + sync[1] if base + sync[1] > t else t) + sync_s
-            unit.give(sync[2], base)
+def sync_release(unit: Unit, sync: tuple, t: float, sync_s: float) -> float | None:
+    """The host release of a sync task (``sync``: the release slot of the previous sync, the host offset at which
+    the host reaches this one, the slot of its own release) whose inputs are ready at ``t``: the host waits for
+    the GPU to reach it, then ``sync_s`` more; None while the previous release is not produced yet
+    (:func:`simulator.engine.host.plan_host`). Gives the release to the unit's other streams."""
+    base = unit.done[sync[0]] if sync[0] >= 0 else 0.0
     if base is None:
         return None
-    return base, (base + first_s if base + first_s > t else t)
+    base = (base + sync[1] if base + sync[1] > t else t) + sync_s
+    unit.give(sync[2], base)
+    return base
 
 
 def host_bound(ledger: Ledger, records: list | None, row: int, si: int, task: Task, ready_t: float, t: float,
@@ -244,32 +232,41 @@ class Runner:
                 blocked[si] = None
                 while i < n:
                     task = queue[i]
-                    ready_all = True
                     for p_rank, p_slot in task.inputs:
-                        source = peers[p_rank]
-                        ready = source.done[p_slot]
+                        ready = peers[p_rank].done[p_slot]
                         if ready is None:  # not produced yet
-                            if source is not unit:
-                                blocked[si] = self._wait(source, p_slot)
-                            ready_all = False
                             break
                         if ready > t:
                             t = ready
-                    if not ready_all:
+                    else:
+                        ready = t
+                    if ready is None:
+                        source = peers[p_rank]
+                        if source is not unit:
+                            blocked[si] = self._wait(source, p_slot)
                         break
                     host = task.host
                     if host is not None:  # the host thread must have issued the task (simulator.engine.host)
-                        issued = host_issue(unit, host, t, sync_s)
-                        if issued is None:
+                        base_slot, first_s, tail_s, sync = host
+                        if sync is None:
+                            base = done[base_slot] if base_slot >= 0 else 0.0
+                        else:
+                            base = sync_release(unit, sync, t, sync_s)
+                        if base is None:
                             break  # a release another stream of this unit gives: picked up on the next pass
                         ready_t = t
-                        base, t = issued
+                        if base + first_s > t:
+                            t = base + first_s
                     if task.net is not None:
                         event, t, end = self._net_task(unit, si, task, i, t, arrived, transfers)
                         if event is not None:
                             blocked[si] = event
-                    elif task.group is None:
-                        end = compute_end(task, t, scale, saving)
+                    elif task.group is None:  # compute: its duration, times the unit's slowdown (a straggler),
+                        expert_s = task.expert_s  # less what its GPU saves on routed experts (skewed routing)
+                        if saving is not None and expert_s:
+                            end = t + (task.duration_s - expert_s * saving[task.phase]) * scale
+                        else:
+                            end = t + task.duration_s * scale
                     else:
                         end = self._collective(unit, si, task, i, t, arrived, blocked)
                     if end is None:  # waiting: the host's part is worked out again when it resumes
@@ -282,7 +279,7 @@ class Runner:
                             records.append((row, STREAM_NAMES[si], t, end, task.label, task.phase,
                                             task.micro_batch, task.stage))
                     if host is not None:
-                        tail = base + host[2]
+                        tail = base + tail_s
                         if ledger is not None and (t > ready_t or tail > end):
                             host_bound(ledger, records, row, si, task, ready_t, t, end, tail)
                         if tail > end:

@@ -50,7 +50,8 @@ class Task:
                  "expert_s", "net", "inputs", "slot", "host")
 
     def __init__(self, label: str, duration_s: float, phase: str, micro_batch: int, stage: int, deps: list[int],
-                 done: int, group: str | None, stream: Stream, expert_s: float = 0.0, net: int | None = None):
+                 done: int, group: str | None, stream: Stream, expert_s: float = 0.0, net: int | None = None,
+                 host: tuple | None = None):
         self.label = label
         self.duration_s = duration_s
         self.phase = phase
@@ -62,7 +63,7 @@ class Task:
         self.stream = stream
         self.expert_s = expert_s
         self.net = net
-        self.host = None
+        self.host = host
 
     def where(self) -> str:
         """The task as an error message names it: ``label phase micro_batch@stage``."""
