@@ -173,15 +173,16 @@ class PipelineEngine:
 # by allocation counts while they are built, and while the runner appends timeline records) traverses all of
 # them again. On the DeepSeek-V3 preset that was about a third of the engine's CPU time (collections timed
 # with gc.callbacks around PipelineEngine.run: 0.21 of 0.65 CPU s, in both fidelities). So the collector
-# pauses while the programs are built and compiled, and what is alive then is frozen out of its generations
-# (gc.freeze) while they run; both are undone at the end. Cyclic garbage made meanwhile is collected at the
-# next collection as usual. What the caller set (the collector off, objects it froze itself) is left as is.
+# pauses while the programs are built, compiled and run, and what is alive once they are built is frozen out of
+# its generations (gc.freeze); both are undone at the end. The run itself makes no cyclic garbage (none found
+# by gc.collect after a DeepSeek-V3 step in either fidelity; the flow network's ~9,000 objects at 2,048 GPUs),
+# yet its young collections, tracking the ledger's tuples, cost ~8 ms a step. What the caller set (the
+# collector off, objects it froze itself) is left as is.
 @contextmanager
 def _out_of_collector():
-    """The cyclic garbage collector off for the block until the caller calls what it yields (``built()``):
-    then everything alive is frozen out of the collector's generations and the collector is back on. At the
-    end, what was frozen is released and the collector is as it was. Freezing comes first: turned back on
-    with the programs still young, the collector would traverse them all at its next allocation."""
+    """The cyclic garbage collector off for the block; once the caller calls what it yields (``built()``),
+    everything alive is frozen out of the collector's generations (what a later collection would otherwise
+    traverse again). At the end, what was frozen is released and the collector is as it was."""
     enabled = gc.isenabled()
     mine = gc.get_freeze_count() == 0  # unfreezing would also release what the caller froze
     gc.disable()
@@ -189,8 +190,6 @@ def _out_of_collector():
     def built() -> None:
         if mine:
             gc.freeze()
-        if enabled:
-            gc.enable()
 
     try:
         yield built

@@ -218,7 +218,7 @@ class Runner:
         savings = (unit.spec.expert_saving[0] if unit.spec.expert_saving else None, None, None)
         scales = (unit.slowdown, 1.0, 1.0)
         pos, ends = unit.pos, unit.end
-        done, waiting, sync_s = unit.done, unit.waiting, self.sync_s
+        done, waiting, sync_s, groups = unit.done, unit.waiting, self.sync_s, unit.spec.groups
         arrived: list = [None, None, None]  # a rendezvous this stream has joined and waits to end
         blocked: list = [None, None, None]  # the event this stream waits on
         transfers: list = [None, None, None]  # a network op this stream runs (time-shared network)
@@ -267,6 +267,8 @@ class Runner:
                             end = t + (task.duration_s - expert_s * saving[task.phase]) * scale
                         else:
                             end = t + task.duration_s * scale
+                    elif groups[task.group][1] == 1:  # a collective no other unit joins
+                        end = t + task.duration_s
                     else:
                         end = self._collective(unit, si, task, i, t, arrived, blocked)
                     if end is None:  # waiting: the host's part is worked out again when it resumes
@@ -295,10 +297,10 @@ class Runner:
                     i += 1
                     progressed = True
                 pos[si], ends[si] = i, t
+            if progressed:
+                continue  # another pass: a stream may now find what it waited for on another of the unit's
             if all(pos[si] == len(queues[si]) for si in streams):
                 return
-            if progressed:
-                continue
             events = [e for e in blocked if e is not None]
             if not events:
                 return  # the streams wait for each other: a deadlock, reported by the engine
@@ -307,11 +309,9 @@ class Runner:
 
     def _collective(self, unit: Unit, si: int, task: Task, i: int, t: float, arrived: list,
                     blocked: list) -> float | None:
-        """A collective of stream ``si`` (position ``i``, this member ready at ``t``): its end, or None while
-        members are missing (the stream then waits on ``blocked[si]``)."""
+        """A collective of stream ``si`` that other units join (position ``i``, this member ready at ``t``): its
+        end, or None while members are missing (the stream then waits on ``blocked[si]``)."""
         key, members = unit.spec.groups[task.group]
-        if members == 1:
-            return t + task.duration_s
         meeting = arrived[si]
         if meeting is None:
             kind = (task.group, key, i)
