@@ -19,37 +19,34 @@ def compile_programs(programs: list[RankProgram], signals: int, schedule: str) -
     """Sets every task's ``inputs`` and ``slot`` (:class:`~simulator.engine.tasks.Task`), in place, and returns how
     many slots each pipeline rank's units keep. ``signals`` is how many signals the programs use; ``schedule``
     names the schedule in the error a dependency on a task no rank runs raises (a deadlock)."""
-    # Where each signal is produced, as one int: (rank · STREAMS + stream) · stride + position in the queue (−1
-    # when nothing produces it); stride exceeds every queue's length, so one comparison finds a dependency on an
-    # earlier task of the same stream.
-    stride = 1 + max((len(queue) for program in programs for queue in program.queues), default=0)
-    rank_stride = NS * stride
-    where, slot_of = [-1] * signals, [-1] * signals
+    # Where each signal is produced: rank · STREAMS + stream (−1 when nothing produces it) and position in the queue.
+    where, position, slot_of = [-1] * signals, [0] * signals, [-1] * signals
     for rank, program in enumerate(programs):
         for si, queue in enumerate(program.queues):
-            code = (NS * rank + si) * stride
-            for i, task in enumerate(queue, code):
-                where[task.done] = i
+            code = NS * rank + si
+            for i, task in enumerate(queue):
+                where[task.done] = code
+                position[task.done] = i
     slots = [0] * len(programs)
     for rank, program in enumerate(programs):
         for si, queue in enumerate(program.queues):
-            code = (NS * rank + si) * stride
-            for i, task in enumerate(queue, code):
-                inputs = []
+            code = NS * rank + si
+            for i, task in enumerate(queue):
+                inputs = ()
                 for dep in task.deps:
-                    p_where = where[dep]
-                    if code <= p_where < i:
+                    p_code = where[dep]
+                    if p_code == code and position[dep] < i:
                         continue  # implied by the stream's order
-                    if p_where < 0:
+                    if p_code < 0:
                         raise ScheduleError(f"schedule {schedule} deadlocked: rank {rank} {task.where()} waits "
                                             "for a chunk no rank runs")
-                    p_rank = p_where // rank_stride
+                    p_rank = p_code // NS
                     slot = slot_of[dep]
                     if slot < 0:
                         slot = slot_of[dep] = slots[p_rank]
                         slots[p_rank] += 1
-                    inputs.append((p_rank, slot))
-                task.inputs = tuple(inputs)
+                    inputs += ((p_rank, slot),)
+                task.inputs = inputs
     for program in programs:
         for queue in program.queues:
             for task in queue:

@@ -19,9 +19,10 @@ for every GPU the unit stands for (all members' GPUs at a rendezvous, started by
 resumes when they have arrived. Flows so start in simulated-time order and share links with all traffic then
 in flight. Scalar units only: full fidelity runs shared units (classes) with such a network.
 
-Each kind of task has its own small function: compute (inline in the stream loop: the commonest), a collective
-(:meth:`Runner._collective`, a :class:`~simulator.engine.rendezvous.Rendezvous` of its group's units), a network op
-(:meth:`Runner._net_task`) and, between blocks, the step's DP synchronisation (:meth:`Runner._tail_sync`).
+Each kind of task but compute (the commonest: inline in the stream loop) has its own small function: a collective
+that other units join (:meth:`Runner._collective`, a :class:`~simulator.engine.rendezvous.Rendezvous` of its group's
+units), a network op (:meth:`Runner._net_task`) and, between blocks, the step's DP synchronisation
+(:meth:`Runner._tail_sync`).
 
 Shared and representative units hold one time per slot. Block units hold a numpy vector per signal, one
 element per GPU: each GPU's streams are simulated separately, EP and TP collectives meet inside the block (the
@@ -298,7 +299,7 @@ class Runner:
                     progressed = True
                 pos[si], ends[si] = i, t
             if progressed:
-                continue  # another pass: a stream may now find what it waited for on another of the unit's
+                continue  # another pass: a stream may find what another of the unit's streams just produced
             if all(pos[si] == len(queues[si]) for si in streams):
                 return
             events = [e for e in blocked if e is not None]
