@@ -116,6 +116,20 @@ def test_core_attn_costs_far_less_than_full_recompute():
     assert stage(LLAMA, "training.recompute.full=true").forward.activation_bytes == full.forward.activation_bytes
 
 
+def test_recompute_layers_recomputes_the_first_layers_of_each_stage():
+    """Megatron's block method: 16 of the stage's 32 layers recomputed fully rerun exactly half of full
+    recomputation's forward FLOPs; those 16 keep only their input, the others all they kept before."""
+    base, full = stage(), stage(LLAMA, "training.recompute.full=true")
+    half = stage(LLAMA, "training.recompute.full=true", "training.recompute.layers=16")
+    assert flops(half, Phase.B) - flops(base, Phase.B) == pytest.approx(
+        (flops(full, Phase.B) - flops(base, Phase.B)) / 2, rel=1e-12)
+    per_layer = lambda st: (st.forward.activation_bytes - T * H * 2) / 32  # the head keeps its bf16 input
+    assert half.forward.activation_bytes - T * H * 2 == pytest.approx(16 * T * H * 2 + 16 * per_layer(base), rel=1e-12)
+    assert [op.recompute for op in ops(half, Phase.B, 15)].count(True) > 0
+    assert [op.recompute for op in ops(half, Phase.B, 16)].count(True) == 0
+    assert per_layer(full) == T * H * 2
+
+
 def test_selective_reruns_every_second_matmul_as_torchtitan_counts_them():
     """TorchTitan's op SAC saves every odd mm of wq, wk, wv, wo, w1, w3, w2 and reruns wk, wo and w3:
     2·t·(h·kv·hd + heads·hd·h + h·FFN) FLOPs of GEMMs per layer, and every norm, RoPE, SwiGLU and cast."""

@@ -58,8 +58,8 @@ def build_stages(scenario: Scenario) -> list[StageWork]:
             ops = LayerOps(-1)
             builder.embedding(ops)
             parts.append(ops)
-        for layer in layers:
-            parts.append(_layer_of_kind(kinds, builder, model, layer))
+        for position, layer in enumerate(layers):
+            parts.append(_layer_of_kind(kinds, builder, model, layer, position))
         if index == last:
             for depth in range(model.mtp_depth):
                 mtp_layer = model.layers + depth
@@ -86,14 +86,16 @@ def moe_layer(scenario: Scenario, what: str) -> LayerOps:
     return _transformer_layer(LayerBuilder(scenario), scenario.model, scenario.model.moe.first_dense_layers)
 
 
-def _layer_of_kind(kinds: dict[tuple, LayerOps], builder: LayerBuilder, model: Model, layer: int) -> LayerOps:
+def _layer_of_kind(kinds: dict[tuple, LayerOps], builder: LayerBuilder, model: Model, layer: int,
+                   position: int | None = None) -> LayerOps:
     """Transformer layer ``layer``: the first layer of its kind (dense or MoE, sliding-window or full attention)
     built, later ones its components renumbered, sharing its (frozen) ops and so their prices (simulator.pricing
-    caches by op)."""
-    moe = (is_moe_layer(model, layer), model.attention.slides(layer, model.layers))
+    caches by op). ``position``: its place in its stage (None: an MTP layer), for ``training.recompute.layers``."""
+    full = _recomputed_fully(builder, position)
+    moe = (is_moe_layer(model, layer), model.attention.slides(layer, model.layers), full)
     first = kinds.get(moe)
     if first is None:
-        first = kinds[moe] = _transformer_layer(builder, model, layer)
+        first = kinds[moe] = _transformer_layer(builder, model, layer, full)
         return first
     ops = LayerOps(layer, saved_bytes=first.saved_bytes)
     for mine, theirs in ((ops.forward, first.forward), (ops.backward, first.backward), (ops.weight, first.weight)):
@@ -101,7 +103,15 @@ def _layer_of_kind(kinds: dict[tuple, LayerOps], builder: LayerBuilder, model: M
     return ops
 
 
-def _transformer_layer(builder: LayerBuilder, model: Model, layer: int) -> LayerOps:
+def _recomputed_fully(builder: LayerBuilder, position: int | None) -> bool:
+    """Full recomputation (the flag or the module) of the layer at ``position`` in its stage: every layer, or the
+    first ``training.recompute.layers`` of each stage (Megatron's --recompute-method block)."""
+    full = builder.recompute.full or "full" in builder.modules
+    count = builder.recompute.layers
+    return full and (count is None or (position is not None and position < count))
+
+
+def _transformer_layer(builder: LayerBuilder, model: Model, layer: int, full: bool | None = None) -> LayerOps:
     ops = LayerOps(layer)
     builder.attention(ops)
     if is_moe_layer(model, layer):
@@ -109,7 +119,7 @@ def _transformer_layer(builder: LayerBuilder, model: Model, layer: int) -> Layer
     else:
         builder.dense_ffn(ops)
     layer_input = builder.tokens // builder.tp * model.hidden * DTYPE_BYTES["bf16"]
-    if builder.recompute.full or "full" in builder.modules:
+    if _recomputed_fully(builder, 0) if full is None else full:
         _recompute_fully(ops, layer_input)
     elif "selective" in builder.modules:
         apply_selective(ops, layer_input)

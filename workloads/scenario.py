@@ -272,6 +272,11 @@ class Recompute(_Strict):
         "layernorm, mla_up_proj, mlp, moe, shared_experts), or TorchTitan's per-op policy (selective: every op but "
         "the saved matmuls and attention), or full (the whole layer); e.g. [core_attn, moe_act]"))
 
+    layers: PositiveInt | None = Field(None, description=(
+        "With full recomputation, only the first N transformer layers of each pipeline stage recompute (Megatron's "
+        "--recompute-method block --recompute-num-layers N); the others keep their activations; e.g. 2. None: every "
+        "layer"))
+
     @field_validator("modules")
     @classmethod
     def _known_modules(cls, value):
@@ -282,6 +287,13 @@ class Recompute(_Strict):
             raise ValueError("selective (TorchTitan's per-op policy) already recomputes every op but the saved "
                              "matmuls and attention; list it alone")
         return value
+
+    @model_validator(mode="after")
+    def _layers_need_full(self):
+        if self.layers is not None and not (self.full or "full" in self.modules):
+            raise ValueError("layers counts the layers recomputed fully; set full: true (or modules: [full]) or "
+                             "remove layers")
+        return self
 
 
 class Precision(_Strict):
