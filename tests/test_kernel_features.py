@@ -259,3 +259,15 @@ def test_bad_inputs_name_the_field_and_the_fix():
              "model.attention.sliding_window_pattern=[full]"], "sliding_window_pattern has 1 entries", "layers = 32")
     with pytest.raises(ScenarioError):
         load_scenario(preset=LLAMA, overrides=["training.fp8_recipe=fp4"])
+
+
+def test_a_checkpointed_module_keeps_the_input_a_discarding_one_freed():
+    """layernorm frees the gate's and the shared expert's copies of pre_mlp_layernorm's output; checkpointing the
+    shared experts on top keeps that output itself (bf16 t·h) and frees the shared down-projection's fp8 input
+    (t · 2048 bytes, DeepSeek-V3's one shared expert of 2048)."""
+    flags = ["training.recompute.norm=false", "training.recompute.mla_up_proj=false", "training.recompute.swiglu=false"]
+    ln = stage("deepseek-v3-h800", *flags, "training.recompute.modules=[layernorm]", index=1)
+    both = stage("deepseek-v3-h800", *flags, "training.recompute.modules=[layernorm,shared_experts]", index=1)
+    per_layer = T_V3 * 7168 * 2 - T_V3 * 2048 * 1
+    assert both.forward.activation_bytes - ln.forward.activation_bytes == pytest.approx(
+        len(ln.layers) * per_layer, rel=1e-12)

@@ -80,7 +80,16 @@ def _drop(ops: LayerOps, names) -> None:
 
 
 def apply_modules(ops: LayerOps, modules: frozenset[str]) -> None:
-    """Megatron-Core's modules (see the module docstring) on one built layer, in place."""
+    """Megatron-Core's modules (see the module docstring) on one built layer, in place: output-discarding ones
+    first, so a checkpointed module whose input they freed keeps it itself."""
+    for module in sorted(modules & DISCARDS.keys()):
+        for producer, consumers in DISCARDS[module].items():
+            present = [c for c in consumers if c in ops.saved]
+            if not present and not any(base(op) == producer for c in ops.forward for op in c.ops):
+                continue
+            _drop(ops, present)
+            casts = tuple(f"{c}.quant_in" for c in present) + tuple(f"{c}.input" for c in present)
+            _append_reruns(ops, lambda op, p=producer, q=casts: base(op) == p or _matches(base(op), q))
     for module in sorted(modules & REGIONS.keys()):
         prefixes, size = REGIONS[module]
         if size not in ops.sizes:
@@ -93,14 +102,6 @@ def apply_modules(ops: LayerOps, modules: frozenset[str]) -> None:
         if module == "shared_experts" and "gate" in ops.saved:
             keep = 0.0  # its input is the gate GEMM's kept input, one tensor
         ops.saved_bytes += keep
-    for module in sorted(modules & DISCARDS.keys()):
-        for producer, consumers in DISCARDS[module].items():
-            present = [c for c in consumers if c in ops.saved]
-            if not present and not any(base(op) == producer for c in ops.forward for op in c.ops):
-                continue
-            _drop(ops, present)
-            casts = tuple(f"{c}.quant_in" for c in present) + tuple(f"{c}.input" for c in present)
-            _append_reruns(ops, lambda op, p=producer, q=casts: base(op) == p or _matches(base(op), q))
 
 
 def apply_selective(ops: LayerOps, layer_input_bytes: float) -> None:
