@@ -257,6 +257,9 @@ def test_bad_inputs_name_the_field_and_the_fix():
             "sliding_window_pattern needs sliding_window")
     refused(["simulate", "-p", LLAMA, "--set", "model.attention.sliding_window=64", "--set",
              "model.attention.sliding_window_pattern=[full]"], "sliding_window_pattern has 1 entries", "layers = 32")
+    refused(["simulate", "--set", "model.attention.qk_norm=true"], "qk_norm is for gqa/mha attention")
+    refused(["simulate", "-p", LLAMA, "--set", "training.recompute.layers=2"], "training.recompute",
+            "set full: true")
     with pytest.raises(ScenarioError):
         load_scenario(preset=LLAMA, overrides=["training.fp8_recipe=fp4"])
 

@@ -11,7 +11,10 @@ runs, class for class as DeepSeek's profiler trace shows them (see :class:`workl
 GEMM quantises its activation input in 1×128 tiles before the forward, its output gradient before the dgrad
 (whose fp8 weight is transposed block-wise first), and both wgrad inputs in transposed 128×1 tiles; MoE layers
 map, permute and un-permute tokens around the grouped GEMMs and DeepEP notifies before each dispatch and
-combine; the router runs its top-k and a string of small kernels.
+combine; the router runs its top-k and a string of small kernels. That is the default FP8 recipe (``blockwise``);
+the per-tensor and MX recipes run their own casts instead (:mod:`workloads.fp8`). Sliding-window layers count
+their causal band (:mod:`workloads.attention`); module and per-op recomputation rework a built layer
+(:mod:`workloads.recompute`).
 """
 
 from __future__ import annotations

@@ -142,6 +142,8 @@ class Attention(_Strict):
                 raise ValueError(f"{name} is required for {self.kind} attention")
         if self.kind == "gqa" and self.heads % self.kv_heads:
             raise ValueError(f"heads={self.heads} must be a multiple of kv_heads={self.kv_heads}")
+        if self.qk_norm and self.kind == "mla":
+            raise ValueError("qk_norm is for gqa/mha attention (MLA normalises its latents already); remove it")
         if self.sliding_window_pattern is not None and self.sliding_window is None:
             raise ValueError("sliding_window_pattern needs sliding_window (tokens); set it or remove the pattern")
         return self
