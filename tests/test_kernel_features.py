@@ -106,7 +106,8 @@ def test_core_attn_costs_far_less_than_full_recompute():
     """full reruns the whole forward (every GEMM, 2·t·h·(q+k+v+o) + 3·t·h·FFN per layer) and keeps only the
     layer input; core_attn reruns the attention kernel alone."""
     base = stage()
-    core, full = stage(LLAMA, "training.recompute.modules=[core_attn]"), stage(LLAMA, "training.recompute.modules=[full]")
+    core = stage(LLAMA, "training.recompute.modules=[core_attn]")
+    full = stage(LLAMA, "training.recompute.modules=[full]")
     layers = lambda st, ph: sum(flops(st, ph, layer=layer) for layer in range(32))  # not the embedding and head
     assert layers(full, Phase.B) - layers(base, Phase.B) == pytest.approx(layers(base, Phase.F), rel=1e-12)
     gemms = 2.0 * T * H * (HEADS * HD + 2 * KV * HD + HEADS * HD + 3 * FFN)
