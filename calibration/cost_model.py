@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from calibration.fit import ClassModel, class_label, class_models, peak_per_s, point_bytes, point_work
 from calibration.profile import Profile, same_design_profiles
 from calibration.shape_model import ceiling_key, class_ceilings, shape_model_s, tile_use
+from workloads.fp8 import PER_TENSOR_LIBRARY
 from workloads.ops import Kind, Op, OpClass, Phase
 
 # The layouts a training op runs as, in order of preference: DeepSeek-V3 training uses DeepGEMM's contiguous
@@ -158,6 +159,9 @@ class CostModel:
             outside = outside or f"{why} ({model.source}, {class_label(model.op, model.layout, model.gemm_pass)})"
         if outside is not None:
             return outside
+        if self.kernels == PER_TENSOR_LIBRARY and op.dtype == "fp8" and self.ceilings.get(
+                ceiling_key(kind, op.dtype, op.gemm_pass, "", self.kernels)) is not None:
+            return f"no per-tensor-scaled fp8 {kind} points; cuBLAS's dense FP8 ceiling"
         if self._stated(kind) is not None:
             return None  # the stated efficiency of this class is a closer measurement than another dtype's curve
         layouts = LAYOUTS.get(op.kind, ())
@@ -253,7 +257,8 @@ class CostModel:
         profile refuses them when loaded); a CPU's peak is an estimate its measurements may beat."""
         if op.kind is Kind.ELEMENTWISE or not op.flops:
             return 0.0
-        ceiling = self.ceilings.get(ceiling_key(op.kind.value, op.dtype, op.gemm_pass, _attention_layout(op, layout)))
+        ceiling = self.ceilings.get(ceiling_key(op.kind.value, op.dtype, op.gemm_pass, _attention_layout(op, layout),
+                                                self.kernels))
         fraction = ceiling.fraction if ceiling is not None else 1.0
         return op.flops / (fraction * self._peak(op.dtype) * sms / self.gpu.sms)
 
@@ -268,7 +273,8 @@ class CostModel:
         """Seconds from the shape model (:mod:`calibration.shape_model`) at the class's full-wave efficiency; the
         note and source say so."""
         label = f"{op.op_class.value} {op.dtype}"
-        ceiling = self.ceilings.get(ceiling_key(op.kind.value, op.dtype, op.gemm_pass, _attention_layout(op, layout)))
+        ceiling = self.ceilings.get(ceiling_key(op.kind.value, op.dtype, op.gemm_pass, _attention_layout(op, layout),
+                                                self.kernels))
         if ceiling is None:  # the curves that exist are of this kind only in another pass: the stated efficiency
             stated = self._stated("attention_bwd" if op.op_class is OpClass.ATTN_BWD and
                                   self._stated("attention_bwd") else op.kind.value)

@@ -31,6 +31,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from workloads.fp8 import PER_TENSOR_LIBRARY
+
 # Block tiles (BLOCK_M, BLOCK_N) the kernel families choose between, the one with the least padded work winning,
 # as their heuristics do (fewest waves, then the fullest last wave). DeepGEMM (deepseek-ai/DeepGEMM,
 # deep_gemm/jit_kernels/gemm.py get_best_configs): BLOCK_M 64 for m ≤ 64 else 128, BLOCK_N from a range up to
@@ -107,13 +109,16 @@ def point_ceiling(kind: str, shape, groups: int, rate_fraction: float, sms: int,
     return Ceiling(rate_fraction, min(1.0, rate_fraction / use), what)
 
 
-def ceiling_key(kind: str, dtype: str, gemm_pass: str, layout: str) -> tuple[str, str, str]:
+def ceiling_key(kind: str, dtype: str, gemm_pass: str, layout: str, library: str = "") -> tuple[str, str, str]:
     """Which ceiling an op or point belongs to: GEMMs by kind and dtype, FP8 weight-gradient GEMMs apart (DeepGEMM
     and the CUTLASS kernels before it run them as kernels of their own, accumulating into an FP32 gradient:
-    reference/h800-wgrad-kernels.csv; BF16 GEMMs of every pass are cuBLAS's one family), attention by dtype and
-    direction."""
+    reference/h800-wgrad-kernels.csv; BF16 GEMMs of every pass are cuBLAS's one family, and so are per-tensor FP8
+    GEMMs, grouped or not, of ``library`` cublas), attention by dtype and direction."""
     if kind == "attention":
         return kind, dtype, "bwd" if layout == "causal_bwd" else "fwd"
+    if library == PER_TENSOR_LIBRARY and dtype == "fp8":
+        # Transformer Engine's GroupedLinear runs one cuBLAS GEMM per expert: the dense per-tensor class's ceiling.
+        return "gemm", dtype, "fprop"
     return kind, dtype, "wgrad" if gemm_pass == "wgrad" and dtype == "fp8" else "fprop"
 
 
@@ -132,7 +137,9 @@ def class_ceilings(profiles, library: str | None) -> dict[tuple[str, str, str], 
         for p in prof.points:
             if p.op == "elementwise" or (library is not None and p.library not in ("", library)):
                 continue
-            if library is not None and p.op != "attention" and p.dtype == "fp8" and p.library != library:
+            # A per-tensor-scaled FP8 point that names no library is a cuBLAS one (as above): it sets cuBLAS's ceiling.
+            if library is not None and p.op != "attention" and p.dtype == "fp8" and p.library != library and not (
+                    library == "cublas" and p.library == ""):
                 continue
             sms = int(p.sms or total)
             shape = p.shape if p.op == "attention" else p.shape[-3:]
@@ -141,7 +148,7 @@ def class_ceilings(profiles, library: str | None) -> dict[tuple[str, str, str], 
             compute_bound = p.flops_executed() / peak >= point_bytes(p) / peak_per_s(prof.peaks, "bytes", p.dtype)
             what = (f"{prof.label}: {p.kernel or p.op} {'×'.join(map(str, p.shape))}"
                     f"{f' ×{p.groups} groups' if p.groups > 1 else ''} at {p.tflops:.0f} TFLOPS on {sms} SMs")
-            found.setdefault(ceiling_key(p.op, p.dtype, p.gemm_pass, p.layout), []).append(
+            found.setdefault(ceiling_key(p.op, p.dtype, p.gemm_pass, p.layout, library or ""), []).append(
                 (fraction, compute_bound, point_ceiling(p.op, shape, p.groups, fraction, sms, what)))
     ceilings = {}
     for key, points in found.items():

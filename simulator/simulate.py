@@ -20,6 +20,7 @@ from simulator.metrics import pipeline_breakdowns
 from simulator.network import AnalyticNetwork, NetworkModel, TimeSharedNetwork
 from simulator.pricing import Pricer, StagePrice, expert_time_ratios, layer_op_classes
 from simulator.schedules import scenario_schedule
+from workloads.fp8 import gemm_library
 from workloads.model import build_stages, parameter_counts
 from workloads.ops import DTYPE_BYTES, Comm, Pattern
 from workloads.scenario import Scenario
@@ -153,10 +154,10 @@ def make_network(scenario: Scenario) -> NetworkModel:
 
 def cost_model_for(scenario: Scenario, profile: Profile | list[Profile] | None = None) -> CostModel:
     """The cost model of a scenario: the given profile(s), else its GPU's default stack, at the GEMM kernel
-    generation the scenario names (``training.kernels``)."""
+    generation the scenario names (``training.kernels``; cuBLAS for a per-tensor or MX ``training.fp8_recipe``)."""
     if profile is None:
         profile = load_profiles(None, scenario.cluster.gpu.name)
-    return CostModel(profile, scenario.cluster.gpu, scenario.training.kernels)
+    return CostModel(profile, scenario.cluster.gpu, gemm_library(scenario.training))
 
 
 @contextmanager

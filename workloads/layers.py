@@ -11,13 +11,18 @@ runs, class for class as DeepSeek's profiler trace shows them (see :class:`workl
 GEMM quantises its activation input in 1×128 tiles before the forward, its output gradient before the dgrad
 (whose fp8 weight is transposed block-wise first), and both wgrad inputs in transposed 128×1 tiles; MoE layers
 map, permute and un-permute tokens around the grouped GEMMs and DeepEP notifies before each dispatch and
-combine; the router runs its top-k and a string of small kernels.
+combine; the router runs its top-k and a string of small kernels. That is the default FP8 recipe (``blockwise``);
+the per-tensor and MX recipes run their own casts instead (:mod:`workloads.fp8`). Sliding-window layers count
+their causal band (:mod:`workloads.attention`); module and per-op recomputation rework a built layer
+(:mod:`workloads.recompute`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from workloads import fp8
+from workloads.attention import causal_pairs, full_pairs
 from workloads.ops import DTYPE_BYTES, Comm, Component, Kind, Op, OpClass, Pattern, Phase
 from workloads.scenario import Scenario
 
@@ -46,6 +51,16 @@ class LayerOps:
     backward: list[Component] = field(default_factory=list)  # in execution order
     weight: list[Component] = field(default_factory=list)
     saved_bytes: float = 0.0
+    # For recomputation (workloads/recompute.py): bytes saved per op name, named tensor sizes (a module's input),
+    # and the matmuls a fused GEMM stands for (its output widths, e.g. qkv = q, k, v).
+    saved: dict[str, float] = field(default_factory=dict)
+    sizes: dict[str, float] = field(default_factory=dict)
+    mm_parts: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def save(self, name: str, nbytes: float) -> None:
+        """Keep ``nbytes`` from F until B for op ``name``."""
+        self.saved_bytes += nbytes
+        self.saved[name] = self.saved.get(name, 0.0) + nbytes
 
     def _component(self, phase: Phase, name: str) -> Component:
         target = {Phase.F: self.forward, Phase.B: self.backward, Phase.W: self.weight}[phase]
@@ -68,6 +83,9 @@ class LayerBuilder:
         self.h = model.hidden
         self.prec = scenario.training.precision
         self.recompute = scenario.training.recompute
+        self.modules = frozenset(self.recompute.modules)
+        self.up_recompute = self.recompute.mla_up_proj or "mla_up_proj" in self.modules
+        self.fp8_recipe = fp8.recipe(scenario.training)
 
     # --- primitives -------------------------------------------------------------------------------------
     def kernel(self, out: LayerOps, component: str, name: str, phase: Phase, op_class: OpClass,
@@ -95,7 +113,11 @@ class LayerBuilder:
         SwiGLU-cast do), the output gradient in 1×128 tiles and the weight's 128×128 blocks transposed before
         the dgrad, and input and output gradient in transposed 128×1 tiles before the wgrad.
         """
-        if dtype == "fp8":
+        if dtype == "fp8" and self.fp8_recipe != "blockwise":
+            for cast in fp8.casts(self.fp8_recipe, groups * m, n, k, groups, input_fp8, recompute):
+                self.kernel(out, component, f"{name}.{cast.name}", cast.phase, cast.op_class, cast.nbytes,
+                            recompute=cast.recompute)
+        elif dtype == "fp8":
             rows = groups * m
             if not input_fp8:
                 self.fp8_quant(out, component, f"{name}.quant_in", Phase.F, rows * k)
@@ -118,9 +140,9 @@ class LayerBuilder:
         if recompute:
             out.add(component, op(Phase.B, (m, n, k), fwd_bytes, rec=True, counted=False))
         else:
-            out.saved_bytes += groups * m * k * b / (self.tp if gathered_input else 1)
+            out.save(name, groups * m * k * b / (self.tp if gathered_input else 1))
         out.add(component, op(Phase.B, (m, k, n), groups * (m * n * b + k * n * b + m * k * BF16)))
-        if dtype == "fp8":
+        if dtype == "fp8" and self.fp8_recipe == "blockwise":
             self.kernel(out, component, f"{name}.quant_t", Phase.W, OpClass.QUANT_T, groups * m * (k + n) * QUANT_BYTES)
         out.add(component, op(Phase.W, (k, n, m), groups * (m * k * b + m * n * b + k * n * FP32)))
 
@@ -132,7 +154,7 @@ class LayerBuilder:
         if recompute:
             self.kernel(out, component, name, Phase.B, op_class, bytes_fwd, flops_fwd, recompute=True)
         else:
-            out.saved_bytes += saves
+            out.save(name, saves)
         out.add(component, Op(f"{name}.B", Kind.ELEMENTWISE, Phase.B, component, "bf16", 2 * flops_fwd,
                               2 * bytes_fwd, kernel=bwd_class or op_class))
 
@@ -157,7 +179,8 @@ class LayerBuilder:
             q_in = att.q_lora_rank or 0
             self.gemm(out, "ATTN", "qkv_a", t, q_in + att.kv_lora_rank + att.qk_rope_head_dim, h, pdt,
                       gathered_input=True)
-            up_recompute = self.recompute.mla_up_proj
+            out.mm_parts["qkv_a"] = (q_in, att.kv_lora_rank + att.qk_rope_head_dim) if q_in else ()
+            up_recompute = self.up_recompute
             if att.q_lora_rank:
                 self.norm(out, "ATTN", "q_norm", att.q_lora_rank)
                 self.gemm(out, "ATTN", "q_b", t, heads * dqk, att.q_lora_rank, pdt, recompute=up_recompute)
@@ -177,9 +200,17 @@ class LayerBuilder:
             kv_heads = (att.kv_heads or att.heads) // tp if att.kind == "gqa" else heads
             kv_heads = max(kv_heads, 1)
             self.gemm(out, "ATTN", "qkv", t, (heads + 2 * kv_heads) * dqk, h, pdt, gathered_input=True)
+            out.mm_parts["qkv"] = (heads * dqk, kv_heads * dqk, kv_heads * dqk)  # wq, wk, wv
+            if att.qk_norm:
+                # Qwen3: RMSNorm over head_dim on each q and k head (modeling_qwen3.py q_norm, k_norm); backward
+                # needs their inputs, the qkv GEMM's output, which nothing else keeps.
+                for name, rows in (("q_norm", t * heads), ("k_norm", t * kv_heads)):
+                    self.elementwise(out, "ATTN", name, rows * dqk * 2 * BF16, recompute=self.recompute.norm,
+                                     flops_fwd=4.0 * rows * dqk, saves=rows * dqk * BF16, op_class=OpClass.NORM,
+                                     bwd_class=OpClass.NORM_BWD)
             self.elementwise(out, "ATTN", "rope", t * (heads + kv_heads) * dqk * BF16 * 2, op_class=OpClass.ROPE)
         self.core_attention(out, heads, kv_heads, dqk, dv)
-        if pdt == "fp8":
+        if pdt == "fp8" and self.fp8_recipe == "blockwise":
             # TR §3.3: the o_proj input is cached in a custom FP8 format for its wgrad and cast back in backward.
             self.kernel(out, "ATTN", "o_proj.cache_fp8", Phase.F, OpClass.QUANT, t * heads * dv * QUANT_BYTES)
             self.kernel(out, "ATTN", "o_proj.cache_fp8", Phase.B, OpClass.DEQUANT, t * heads * dv * QUANT_BYTES)
@@ -189,10 +220,11 @@ class LayerBuilder:
         self.elementwise(out, "ATTN", "residual", t // tp * h * BF16 * 3)
 
     def core_attention(self, out: LayerOps, heads: int, kv_heads: int, dqk: int, dv: int) -> None:
-        par = self.s.parallelism
+        par, att = self.s.parallelism, self.s.model.attention
         s = par.seq_len
-        pairs_causal = s * (s + 1) / 2 / par.cp  # zig-zag context parallelism balances the triangle
-        pairs_full = s * s / par.cp
+        window = att.sliding_window if att.slides(out.layer, self.s.model.layers) else None
+        # zig-zag context parallelism balances the triangle (and the band)
+        pairs_causal, pairs_full = causal_pairs(s, window) / par.cp, full_pairs(s, window) / par.cp
         per_pair = 2.0 * heads * (dqk + dv) * par.micro_batch_size
         f_causal, f_full = per_pair * pairs_causal, per_pair * pairs_full
         t = self.tokens
@@ -201,15 +233,22 @@ class LayerBuilder:
         shape = (par.micro_batch_size, heads, s, dqk, dv)
         out.add("ATTN", Op("core_attn.F", Kind.ATTENTION, Phase.F, "ATTN", dt, f_causal, io, shape,
                            f_causal, f_full))
-        if self.recompute.mla_up_proj and self.s.model.attention.kind == "mla":
-            out.saved_bytes += t * heads * dv * BF16  # output kept; q, k, v rebuilt from latents
+        rebuilt = self.up_recompute and self.s.model.attention.kind == "mla"
+        if rebuilt:
+            out.save("core_attn", t * heads * dv * BF16)  # output kept; q, k, v rebuilt from latents
         else:
-            out.saved_bytes += io
+            out.save("core_attn", io)
+        out.sizes["core_attn_in"] = 0.0 if rebuilt else io - t * heads * dv * BF16  # q, k, v
+        out.sizes["core_attn_out"] = t * heads * dv * BF16  # O
         # FlashAttention backward: dO·O row sums first, then the kernel, then its fp32 dQ accumulator to bf16.
         self.kernel(out, "ATTN", "core_attn.pre", Phase.B, OpClass.ATTN_BWD_PRE,
                     t * heads * (2 * dv * BF16 + FP32))
         out.add("ATTN", Op("core_attn.B", Kind.ATTENTION, Phase.B, "ATTN", dt, 2.5 * f_causal, 2 * io, shape,
                            2 * f_causal, 2 * f_full))
+        if att.sinks:
+            # GPT-OSS sinks: the forward kernel adds each head's sink logit to its softmax denominator (inside the
+            # kernel); backward reduces each head's sink gradient from the log-sum-exp and dO·O row sums.
+            self.kernel(out, "ATTN", "core_attn.sink_grad", Phase.B, OpClass.ADD, t * heads * 2 * FP32)
         self.kernel(out, "ATTN", "core_attn.post", Phase.B, OpClass.ATTN_BWD_POST, t * heads * dqk * (FP32 + BF16))
 
     def tp_comm(self, out: LayerOps, component: str) -> None:
@@ -226,18 +265,21 @@ class LayerBuilder:
         In fp8 the SwiGLU kernel writes the down-projection's fp8 input itself (a fused cast, as in DeepSeek's
         trace), and its own fp8 input is what backward keeps and casts back to recompute it (TR §3.3)."""
         h = self.h
+        deepseek = dtype == "fp8" and self.fp8_recipe == "blockwise"  # the fused SwiGLU-cast of TR §3.3
         self.gemm(out, component, f"{name}.up", m, 2 * inter, h, dtype, groups=groups, gathered_input=gathered_input,
                   input_fp8=input_fp8)
+        out.mm_parts[f"{name}.up"] = (inter, inter)  # w1 and w3
         rows = groups * m
-        swiglu_bytes = rows * inter * (2 * BF16 + element_bytes(dtype))
-        if dtype == "fp8":
+        swiglu_bytes = rows * inter * (2 * BF16 + element_bytes(dtype if deepseek else "bf16"))
+        if deepseek:
             self.kernel(out, component, f"{name}.swiglu_in", Phase.B, OpClass.DEQUANT, rows * 2 * inter * QUANT_BYTES)
         self.elementwise(out, component, f"{name}.swiglu", swiglu_bytes, recompute=self.recompute.swiglu,
                          flops_fwd=4.0 * rows * inter, op_class=OpClass.SWIGLU, bwd_class=OpClass.SWIGLU_BWD)
         self.gemm(out, component, f"{name}.down", m, h, inter, dtype, recompute=False, groups=groups,
-                  input_fp8=dtype == "fp8")
+                  input_fp8=deepseek)
 
     def dense_ffn(self, out: LayerOps) -> None:
+        out.sizes["mlp_in"] = self.tokens // self.tp * self.h * BF16  # the residual stream, sequence-parallel
         self.norm(out, "MLP", "mlp_norm", self.h)
         self.swiglu_mlp(out, "MLP", "ffn", self.tokens, self.s.model.ffn_intermediate // self.tp,
                         self.prec.dense_mlp, gathered_input=True)
@@ -269,6 +311,7 @@ class LayerBuilder:
         """Gate, DISPATCH, routed experts as grouped GEMMs, shared experts, COMBINE (EP over ``ep`` GPUs)."""
         moe, par, h, tr = self.s.model.moe, self.s.parallelism, self.h, self.s.training
         t = self.tokens // self.tp  # with tp > 1 each TP rank routes its sequence-parallel slice
+        out.sizes["moe_in"] = out.sizes["shared_experts_in"] = t * h * BF16  # pre_mlp_layernorm's output
         self.norm(out, "ATTN", "mlp_norm", h)
         self.gemm(out, "ATTN", "gate", t, moe.routed_experts, h, self.prec.gate)
         self.router(out, t, moe.routed_experts, moe.top_k)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 
 from workloads.errors import ScenarioError
 from workloads.layers import LayerBuilder, LayerOps
+from workloads.recompute import apply_modules, apply_selective
 from workloads.ops import DTYPE_BYTES, Chunk, Component, Phase
 from workloads.scenario import Model, Scenario
 
@@ -50,15 +51,15 @@ def build_stages(scenario: Scenario) -> list[StageWork]:
     ranges = stage_layer_ranges(scenario)
     last = len(ranges) - 1
     stages = []
-    kinds: dict[bool, LayerOps] = {}  # a dense and an MoE layer, built once: layers of a kind differ only by index
+    kinds: dict[tuple, LayerOps] = {}  # each kind of layer built once: layers of a kind differ only by index
     for index, layers in enumerate(ranges):
         parts: list[LayerOps] = []
         if index == 0:
             ops = LayerOps(-1)
             builder.embedding(ops)
             parts.append(ops)
-        for layer in layers:
-            parts.append(_layer_of_kind(kinds, builder, model, layer))
+        for position, layer in enumerate(layers):
+            parts.append(_layer_of_kind(kinds, builder, model, layer, position))
         if index == last:
             for depth in range(model.mtp_depth):
                 mtp_layer = model.layers + depth
@@ -85,13 +86,16 @@ def moe_layer(scenario: Scenario, what: str) -> LayerOps:
     return _transformer_layer(LayerBuilder(scenario), scenario.model, scenario.model.moe.first_dense_layers)
 
 
-def _layer_of_kind(kinds: dict[bool, LayerOps], builder: LayerBuilder, model: Model, layer: int) -> LayerOps:
-    """Transformer layer ``layer``: the first layer of its kind (dense or MoE) built, later ones its components
-    renumbered, sharing its (frozen) ops and so their prices (simulator.pricing caches by op)."""
-    moe = is_moe_layer(model, layer)
+def _layer_of_kind(kinds: dict[tuple, LayerOps], builder: LayerBuilder, model: Model, layer: int,
+                   position: int | None = None) -> LayerOps:
+    """Transformer layer ``layer``: the first layer of its kind (dense or MoE, sliding-window or full attention)
+    built, later ones its components renumbered, sharing its (frozen) ops and so their prices (simulator.pricing
+    caches by op). ``position``: its place in its stage (None: an MTP layer), for ``training.recompute.layers``."""
+    full = _recomputed_fully(builder, position)
+    moe = (is_moe_layer(model, layer), model.attention.slides(layer, model.layers), full)
     first = kinds.get(moe)
     if first is None:
-        first = kinds[moe] = _transformer_layer(builder, model, layer)
+        first = kinds[moe] = _transformer_layer(builder, model, layer, full)
         return first
     ops = LayerOps(layer, saved_bytes=first.saved_bytes)
     for mine, theirs in ((ops.forward, first.forward), (ops.backward, first.backward), (ops.weight, first.weight)):
@@ -99,15 +103,28 @@ def _layer_of_kind(kinds: dict[bool, LayerOps], builder: LayerBuilder, model: Mo
     return ops
 
 
-def _transformer_layer(builder: LayerBuilder, model: Model, layer: int) -> LayerOps:
+def _recomputed_fully(builder: LayerBuilder, position: int | None) -> bool:
+    """Full recomputation (the flag or the module) of the layer at ``position`` in its stage: every layer, or the
+    first ``training.recompute.layers`` of each stage (Megatron's --recompute-method block)."""
+    full = builder.recompute.full or "full" in builder.modules
+    count = builder.recompute.layers
+    return full and (count is None or (position is not None and position < count))
+
+
+def _transformer_layer(builder: LayerBuilder, model: Model, layer: int, full: bool | None = None) -> LayerOps:
     ops = LayerOps(layer)
     builder.attention(ops)
     if is_moe_layer(model, layer):
         builder.moe(ops)
     else:
         builder.dense_ffn(ops)
-    if builder.recompute.full:
-        _recompute_fully(ops, builder.tokens // builder.tp * model.hidden * DTYPE_BYTES["bf16"])
+    layer_input = builder.tokens // builder.tp * model.hidden * DTYPE_BYTES["bf16"]
+    if _recomputed_fully(builder, 0) if full is None else full:
+        _recompute_fully(ops, layer_input)
+    elif "selective" in builder.modules:
+        apply_selective(ops, layer_input)
+    elif builder.modules:
+        apply_modules(ops, builder.modules)
     return ops
 
 
@@ -175,7 +192,8 @@ def attention_params(model: Model) -> float:
         kv += att.kv_lora_rank * att.heads * (att.qk_nope_head_dim + att.v_head_dim)
         return q + kv + att.heads * att.v_head_dim * h + h  # + o_proj + attention norm
     kv_heads = att.kv_heads if att.kind == "gqa" else att.heads
-    return h * (att.heads + 2 * kv_heads) * att.head_dim + att.heads * att.head_dim * h + h
+    extra = (2 * att.head_dim if att.qk_norm else 0) + (att.heads if att.sinks else 0)  # q/k norms, sink logits
+    return h * (att.heads + 2 * kv_heads) * att.head_dim + att.heads * att.head_dim * h + h + extra
 
 
 def ffn_params(hidden: int, inter: int) -> float:

@@ -76,6 +76,10 @@ class OpClass(str, Enum):
     QUANT = "fp8.quant"  # bf16 → fp8 in 1×128 tiles (per token), before an FP8 GEMM's activation input
     QUANT_T = "fp8.quant_t"  # bf16 → fp8 in 128×1 tiles, transposed: a wgrad GEMM's token-major inputs
     WEIGHT_T = "fp8.weight_t"  # an fp8 weight's 128×128 blocks transposed for the dgrad GEMM
+    AMAX = "fp8.amax"  # per-tensor scaling: a bf16 tensor's absolute maximum, and the scale from it
+    CAST_T = "fp8.cast_transpose"  # per-tensor scaling: bf16 → fp8, row-wise and transposed in one kernel
+    MX_QUANT = "fp8.mx_quant"  # MXFP8: bf16 → fp8 in 1×32 blocks with E8M0 scales, along rows and columns
+    TRANSPOSE = "fp8.transpose"  # an fp8 tensor transposed for the wgrad GEMM
     DEQUANT = "fp8.dequant"  # fp8 → bf16 (received tokens and cached activations cast back)
     PERMUTE = "moe.permute"  # received tokens expanded into expert-contiguous rows
     UNPERMUTE = "moe.unpermute"  # expert outputs reduced back to tokens (weighted by the gate)

@@ -117,6 +117,18 @@ class Attention(_Strict):
     qk_nope_head_dim: PositiveInt | None = None
     qk_rope_head_dim: PositiveInt | None = None
     v_head_dim: PositiveInt | None = None
+    # Attention variants (workloads/attention.py prices them).
+    sliding_window: PositiveInt | None = Field(None, description=(
+        "Keys a query attends to in a sliding-window layer, itself included (tokens); e.g. 128 (GPT-OSS), 4096 "
+        "(Mistral 7B v0.1). None: every layer attends to the whole causal prefix"))
+    sliding_window_pattern: PositiveInt | list[Literal["sliding", "full"]] | None = Field(None, description=(
+        "Which layers use the window: an integer N makes every N-th layer full and the others sliding (Gemma 3's "
+        "sliding_window_pattern: layer i slides unless (i+1) % N == 0; 2 is GPT-OSS's alternation, sliding first), "
+        "or one entry per layer, 'sliding' or 'full' (Hugging Face layer_types); e.g. 2. None: every layer slides"))
+    sinks: bool = Field(False, description=(
+        "Attention sinks: one learned logit per head added to each softmax's denominator (GPT-OSS); e.g. true"))
+    qk_norm: bool = Field(False, description=(
+        "RMSNorm over head_dim on every query and key head before RoPE (Qwen3's q_norm and k_norm); e.g. true"))
 
     @model_validator(mode="after")
     def _fields_for_kind(self):
@@ -130,7 +142,23 @@ class Attention(_Strict):
                 raise ValueError(f"{name} is required for {self.kind} attention")
         if self.kind == "gqa" and self.heads % self.kv_heads:
             raise ValueError(f"heads={self.heads} must be a multiple of kv_heads={self.kv_heads}")
+        if self.qk_norm and self.kind == "mla":
+            raise ValueError("qk_norm is for gqa/mha attention (MLA normalises its latents already); remove it")
+        if self.sliding_window_pattern is not None and self.sliding_window is None:
+            raise ValueError("sliding_window_pattern needs sliding_window (tokens); set it or remove the pattern")
         return self
+
+    def slides(self, layer: int, layers: int) -> bool:
+        """Whether transformer layer ``layer`` of ``layers`` attends within :attr:`sliding_window` (MTP layers,
+        index ≥ layers, attend fully)."""
+        pattern = self.sliding_window_pattern
+        if self.sliding_window is None or layer >= layers:
+            return False
+        if pattern is None:
+            return True
+        if isinstance(pattern, int):
+            return (layer + 1) % pattern != 0
+        return pattern[layer] == "sliding"
 
 
 class MoE(_Strict):
@@ -174,6 +202,10 @@ class Model(_Strict):
     def _dense_layers(self):
         if self.moe and self.moe.first_dense_layers > self.layers:
             raise ValueError(f"moe.first_dense_layers={self.moe.first_dense_layers} exceeds layers={self.layers}")
+        pattern = self.attention.sliding_window_pattern
+        if isinstance(pattern, list) and len(pattern) != self.layers:
+            raise ValueError(f"attention.sliding_window_pattern has {len(pattern)} entries; layers = {self.layers} "
+                             "(one 'sliding' or 'full' per layer, or an integer N: every N-th layer full)")
         return self
 
 
@@ -220,13 +252,50 @@ def state_shards(dp: int, cp: int, tp: int, ep: int) -> tuple[int, int]:
     return dp * cp, max(1, dp * cp * tp // ep)
 
 
+# Hopper GPUs (sm_90): FP8 tensor cores with per-tensor scales only, no MXFP8 block scaling (NVIDIA Blackwell
+# architecture technical brief: MXFP8/MXFP6/MXFP4 are new in its fifth-generation tensor cores).
+HOPPER_NAMES = ("H100", "H800", "H200", "H20", "GH200")
+# Megatron-Core's --recompute-modules (megatron/core/transformer/transformer_config.py, recompute_modules), plus
+# TorchTitan's per-op policy (selective) and the whole layer (full); workloads/recompute.py prices each.
+RECOMPUTE_MODULES = ("core_attn", "moe_act", "layernorm", "mla_up_proj", "mlp", "moe", "shared_experts",
+                     "selective", "full")
+
+
 class Recompute(_Strict):
-    """What backward recomputes instead of storing (DeepSeek-V3 TR §3.4)."""
+    """What backward recomputes instead of storing (DeepSeek-V3 TR §3.4). The booleans are DeepSeek's own
+    policy; ``modules`` names Megatron-Core's modules and TorchTitan's policies (workloads/recompute.py)."""
 
     norm: bool = False
     mla_up_proj: bool = False
     swiglu: bool = False
     full: bool = False
+    modules: list[str] = Field([], description=(
+        "Modules recomputed in backward instead of stored: Megatron-Core's --recompute-modules (core_attn, moe_act, "
+        "layernorm, mla_up_proj, mlp, moe, shared_experts), or TorchTitan's per-op policy (selective: every op but "
+        "the saved matmuls and attention), or full (the whole layer); e.g. [core_attn, moe_act]"))
+
+    layers: PositiveInt | None = Field(None, description=(
+        "With full recomputation, only the first N transformer layers of each pipeline stage recompute (Megatron's "
+        "--recompute-method block --recompute-num-layers N); the others keep their activations; e.g. 2. None: every "
+        "layer"))
+
+    @field_validator("modules")
+    @classmethod
+    def _known_modules(cls, value):
+        for name in value:
+            if name not in RECOMPUTE_MODULES:
+                raise ValueError(f"unknown recompute module {name!r}; choose from {', '.join(RECOMPUTE_MODULES)}")
+        if "selective" in value and set(value) - {"selective"}:
+            raise ValueError("selective (TorchTitan's per-op policy) already recomputes every op but the saved "
+                             "matmuls and attention; list it alone")
+        return value
+
+    @model_validator(mode="after")
+    def _layers_need_full(self):
+        if self.layers is not None and not (self.full or "full" in self.modules):
+            raise ValueError("layers counts the layers recomputed fully; set full: true (or modules: [full]) or "
+                             "remove layers")
+        return self
 
 
 class Precision(_Strict):
@@ -265,6 +334,12 @@ class Training(_Strict):
     # tokens_per_expert to the host (megatron/core/transformer/moe/token_dispatcher.py). False: a worst-case token
     # count sizes the buffers and the host does not wait.
     dispatch_host_sync: bool = True
+    fp8_recipe: Literal["blockwise", "delayed", "tensorwise", "mxfp8"] | None = Field(None, description=(
+        "How FP8 GEMM operands are scaled (workloads/fp8.py): blockwise (DeepSeek-V3's 1x128 activation and "
+        "128x128 weight tiles, DeepGEMM), delayed (per tensor, scale from the amax history: Transformer Engine's "
+        "DelayedScaling), tensorwise (per tensor, current amax: TE's Float8CurrentScaling, torchao's tensorwise), "
+        "mxfp8 (1x32 blocks with E8M0 scales, Blackwell only); e.g. tensorwise. None: blockwise where a precision "
+        "field is fp8"))
     # Megatron-LM's --tp-comm-overlap (Transformer Engine userbuffers): each tensor-parallel collective split into
     # chunks pipelined with the chunks of its row-parallel GEMM on fewer SMs (simulator/tp_overlap.py).
     tp_comm_overlap: bool = False
@@ -435,6 +510,13 @@ class Scenario(_Strict):
                                  f"{cluster.gpus}-GPU cluster (0 … {cluster.gpus - 1})")
         if self.training.comm_sms >= cluster.gpu.sms:
             raise ValueError(f"training.comm_sms={self.training.comm_sms} leaves no SMs of {cluster.gpu.sms}")
+        recipe, prec = self.training.fp8_recipe, self.training.precision
+        if recipe is not None and "fp8" not in (prec.attention_proj, prec.dense_mlp, prec.expert, prec.gate, prec.head):
+            raise ValueError(f"training.fp8_recipe={recipe} but no training.precision GEMM field is fp8; set one "
+                             "(e.g. training.precision.dense_mlp=fp8) or remove fp8_recipe")
+        if recipe == "mxfp8" and cluster.gpu.name.upper().startswith(HOPPER_NAMES):
+            raise ValueError(f"training.fp8_recipe=mxfp8 needs Blackwell tensor cores (MXFP8's 1x32 block scales); "
+                             f"cluster.gpu {cluster.gpu.name} is Hopper: use blockwise or tensorwise")
         return self
 
     # Derived quantities used across layers.

@@ -207,10 +207,17 @@ class PriceCache:
         builder.embedding(embed)
         out["embed"] = priced([embed], True, False, [])
         first_moe = model.moe.first_dense_layers if model.moe is not None else model.layers
+
+        def cheapest(start: int, end: int) -> int:
+            """A layer of the kind to price it by: one with sliding-window attention if any (a lower bound)."""
+            return next((i for i in range(start, end) if model.attention.slides(i, model.layers)), start)
+
         if first_moe > 0:
-            out["dense"] = priced([_transformer_layer(builder, model, 0)], False, False, [0])
+            dense = cheapest(0, first_moe)
+            out["dense"] = priced([_transformer_layer(builder, model, dense)], False, False, [dense])
         if first_moe < model.layers:
-            out["moe"] = priced([_transformer_layer(builder, model, first_moe)], False, False, [first_moe])
+            moe = cheapest(first_moe, model.layers)
+            out["moe"] = priced([_transformer_layer(builder, model, moe)], False, False, [moe])
         parts = []
         for depth in range(model.mtp_depth):
             layer = model.layers + depth
