@@ -102,6 +102,9 @@ class Pricer:
         load = scenario_ep_load(scenario) if scenario.model.moe is not None else None
         # The busiest GPU's expert rows relative to the mean: its grouped GEMMs set the MoE layer's pace.
         self.expert_rows_factor = load.gemm_factor if load is not None else 1.0
+        if load is not None and scenario.training.capacity_factor is not None:
+            # Dropped picks cap each expert's rows (workloads.dispatchers): the busiest GPU's kept rows set the pace.
+            self.expert_rows_factor = load.capped(scenario.training.capacity_factor)[1]
         self.ep_load = load
         # Megatron's --tp-comm-overlap: TP collectives pipelined with their GEMMs (simulator.tp_overlap).
         self.tp_comm_overlap = scenario.training.tp_comm_overlap and scenario.parallelism.tp > 1
@@ -163,7 +166,9 @@ class Pricer:
             alone = self.full_sms != self.compute_sms and component.stream is Stream.COMPUTE
             full = self.component_time_s(component, self.full_sms) if alone else None
             label = f"{component.name}{component.layer}" if component.layer >= 0 else component.name
-            group = next((op.comm.group for op in component.ops if op.comm is not None), "")
+            groups = [op.comm.group for op in component.ops if op.comm is not None]
+            # EP holds the expert-TP peers' rows too: a component with both meets over EP.
+            group = "ep" if "ep" in groups else (groups[0] if groups else "")
             expert = expert_full = 0.0
             if self.expert_rows_factor != 1.0:
                 experts = [op for op in component.ops if op.kind is Kind.GROUPED_GEMM]

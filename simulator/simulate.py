@@ -137,6 +137,23 @@ def host_notes(pricer: Pricer, scenario: Scenario) -> list[str]:
     return [f"host: kernel launch and sync costs from {source}; CUDA graphs: {graphs}"]
 
 
+def parallel_notes(scenario: Scenario) -> list[str]:
+    """What the MoE dispatcher, expert parallel groups and token dropping did (only when set off their defaults)."""
+    from workloads.dispatchers import kept_fraction
+
+    tr, par, notes = scenario.training, scenario.parallelism, []
+    if scenario.model.moe is None:
+        return notes
+    if tr.dispatcher != "deepep" or par.expert_tp > 1:
+        notes.append(f"moe: dispatcher {tr.dispatcher}; expert groups: ep {par.ep} × expert_tp {par.expert_tp} × "
+                     f"expert_dp {par.expert_dp_size}")
+    if tr.capacity_factor is not None:
+        dropped = 1.0 - kept_fraction(scenario)
+        notes.append(f"moe: capacity factor {tr.capacity_factor:g} drops {dropped:.2%} of routed tokens "
+                     f"(routing {scenario.routing.name})")
+    return notes
+
+
 def make_network(scenario: Scenario) -> NetworkModel:
     """The network model ``run.network`` names: closed-form ``analytic``, or ``flow``, links on the cluster
     graph shared in simulated time by all concurrent traffic (:mod:`simulator.network.shared`).
@@ -257,7 +274,7 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
         stages=stage_results,
         parameters={"total": counts.total, "activated": counts.activated, "mtp": counts.mtp},
         reliability=goodput.to_dict(),
-        cost_model_notes=cost_model.notes() + host_notes(pricer, scenario),
+        cost_model_notes=cost_model.notes() + host_notes(pricer, scenario) + parallel_notes(scenario),
         sim_wall_s=time.perf_counter() - wall, events=timeline.events,
         timeline=timeline if keep_timeline else None, fidelity=scenario.run.fidelity,
         simulated_units=timeline.units, tasks=timeline.tasks, simpy_events=timeline.simpy_events,

@@ -219,7 +219,7 @@ def parameter_counts(model: Model) -> ParameterCounts:
 
 
 def stage_parameters(scenario: Scenario, layers: list[int], first: bool, last: bool) -> tuple[float, float]:
-    """(dense, routed-expert) parameters one GPU of this stage holds: dense sharded by tp, experts by ep."""
+    """(dense, routed-expert) parameters one GPU of this stage holds: dense sharded by tp, experts by ep·expert_tp."""
     model, par = scenario.model, scenario.parallelism
     counts = parameter_counts(model)
     h = model.hidden
@@ -230,7 +230,7 @@ def stage_parameters(scenario: Scenario, layers: list[int], first: bool, last: b
         if is_moe_layer(model, layer):
             routed, other = moe_params(model)
             dense += other
-            expert += routed / par.ep
+            expert += routed / (par.ep * par.expert_tp)  # expert TP splits each expert's intermediate dimension
         else:
             dense += counts.per_layer["dense_ffn"]
         if layer >= model.layers:
