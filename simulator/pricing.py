@@ -16,6 +16,7 @@ from simulator.engine.host import HostPricer, SegmentHost, active
 from simulator.tp_overlap import SPLITS, overlap_pairs, overlapped_s
 from simulator.network.model import NetworkModel
 from workloads.ep_load import scenario_ep_load
+from workloads.fsdp import COMPONENT as FSDP
 from workloads.model import StageWork
 from workloads.ops import Chunk, Component, Kind, Op, Phase, Stream
 from workloads.scenario import Scenario
@@ -47,6 +48,9 @@ class Segment:
     full_s: float | None = None
     expert_full_s: float = 0.0
     host: SegmentHost | None = None  # kernels, host launch seconds and sync (None: the host is not modelled)
+    # How the chain issues it (FSDP's collectives, workloads.fsdp): "prefetch", one unit ahead of the compute that
+    # needs it; "detached", after its unit, with nothing in the chain waiting for it; "" in order.
+    issue: str = ""
 
     @property
     def alone_s(self) -> float:
@@ -177,9 +181,12 @@ class Pricer:
             comms = tuple(op.comm for op in component.ops if op.comm is not None)
             # The network's part only (launch gaps stay fixed time): a time-shared network replaces just this.
             comm_s = sum(self.network.comm_time_s(op.comm, self._rank) for op in component.ops if op.comm is not None)
+            issue = ""
+            if component.name == FSDP:  # a collective of a DP subgroup: no rendezvous of its own (see workloads.fsdp)
+                issue, group = ("detached" if chunk.phase is Phase.W else "prefetch"), ""
             segments.append(Segment(label, component.stream, seconds, chunk.phase, component.name,
                                     component.layer, group, expert, comms, comm_s, full, expert_full,
-                                    self.host.component(component) if self.host is not None else None))
+                                    self.host.component(component) if self.host is not None else None, issue))
         return tuple(segments)
 
     def _overlapped(self, chunk: Chunk, collective: Component, gemm: Op) -> Segment:
@@ -203,7 +210,8 @@ class Pricer:
         segments: list[Segment] = []
         for seg in components:
             # A sync starts a segment: the host waits for the GPU to reach it.
-            if segments and segments[-1].stream is seg.stream and not (seg.host is not None and seg.host.sync):
+            if segments and segments[-1].stream is seg.stream and not (seg.host is not None and seg.host.sync) \
+                    and not seg.issue and not segments[-1].issue:
                 last = segments[-1]
                 segments[-1] = Segment(f"{last.name}+{seg.name}", last.stream, last.duration_s + seg.duration_s,
                                        seg.phase, group=_wider(last.group, seg.group),
@@ -215,7 +223,8 @@ class Pricer:
             else:
                 segments.append(Segment(seg.name, seg.stream, seg.duration_s, seg.phase, group=seg.group,
                                         expert_s=seg.expert_s, comms=seg.comms, comm_s=seg.comm_s,
-                                        full_s=seg.full_s, expert_full_s=seg.expert_full_s, host=seg.host))
+                                        full_s=seg.full_s, expert_full_s=seg.expert_full_s, host=seg.host,
+                                        issue=seg.issue))
         return tuple(segments)
 
     def chunk_segments(self, chunk: Chunk) -> tuple[Segment, ...]:

@@ -115,6 +115,8 @@ def tail_spec(scenario: Scenario, network: NetworkModel, cost_model: CostModel, 
     grad_comms = (Comm(reduce, "dp", dense * grad_b), Comm(reduce, "edp", expert * grad_b))
     param_comms = ((Comm(Pattern.ALL_GATHER, "dp", dense * weight_b), Comm(Pattern.ALL_GATHER, "edp", expert * weight_b))
                    if zero else ())
+    if par.fsdp is not None:  # FSDP gathers and reduces per layer (workloads.fsdp); the tail only steps
+        grad_comms, param_comms, zero = (), (), True
     grad_s = sum(network.comm_time_s(c, rank) for c in grad_comms)
     param_s = sum(network.comm_time_s(c, rank) for c in param_comms)
     # AdamW on this rank's shard: read master, gradient and both moments; write master, moments, weights.

@@ -174,3 +174,56 @@ def test_ep_overlap_pairs_steady_state_chunks_and_hides_ep_communication():
     ep_comm = max(st.comm_s for st in r_base.stages)
     assert 0 < saved <= ep_comm
     assert max(st.exposed_comm_s for st in r_over.stages) < max(st.exposed_comm_s for st in r_base.stages)
+
+
+# --- FSDP / HSDP --------------------------------------------------------------------------------------------------
+TITAN = "llama3.1-8b-torchtitan-h100"
+# Llama 3.1 8B, one layer: q, k, v (32 + 2·8 heads of 128) and o projections, SwiGLU of 14336, two RMSNorms.
+LLAMA_LAYER = 4096 * 48 * 128 + 4096 * 4096 + 4096 + 3 * 4096 * 14336 + 4096
+
+
+def fsdp_ops(stage, phase):
+    return [op for c in stage.chunk(phase).components if c.name == "FSDP" for op in c.ops]
+
+
+def test_fsdp_gathers_each_layer_twice_and_reduce_scatters_it_once():
+    s = load_scenario(preset=TITAN, overrides=["parallelism.fsdp={shard: 4, replicate: 2}"])
+    stage = build_stages(s)[0]
+    units = 1 + 32 + 1  # embedding, 32 layers, head
+    gathers_f, gathers_b, weight = (fsdp_ops(stage, p) for p in Phase)
+    assert len(gathers_f) == len(gathers_b) == units
+    layer = gathers_f[1].comm
+    assert layer == layer.__class__(Pattern.ALL_GATHER, "fsdp", LLAMA_LAYER * 2)  # bf16 weights, whole layer
+    scatter, reduce = [op.comm for op in weight if op.name.startswith(("fsdp_scatter", "hsdp"))][2:4]
+    assert scatter == scatter.__class__(Pattern.REDUCE_SCATTER, "fsdp", LLAMA_LAYER * 4)  # fp32 gradients
+    assert reduce == reduce.__class__(Pattern.ALL_REDUCE, "hsdp", LLAMA_LAYER * 4 / 4)  # the shard, over replicas
+    g = ProcessGroups.of(s)
+    assert g.instances("fsdp")[0] == [0, 1, 2, 3] and g.instances("hsdp")[0] == [0, 4]
+
+
+def test_fsdp_memory_is_the_shard_plus_two_gathered_layers():
+    s = load_scenario(preset=TITAN, overrides=["parallelism.fsdp={shard: 8}"])
+    from simulator.memory import state_bytes
+    from workloads.model import parameter_counts
+    total = parameter_counts(s.model).total
+    weights, grads, optimizer = state_bytes(s, total, 0.0)
+    head = 128256 * 4096 + 4096  # the largest unit: the output projection and the final norm
+    assert weights == pytest.approx(total / 8 * 2 + 2 * head * 2, rel=1e-12)
+    assert grads == pytest.approx(total / 8 * 4 + head * 4, rel=1e-12)
+    assert optimizer == pytest.approx(total / 8 * 12, rel=1e-12)
+
+
+def test_fsdp_prefetch_hides_most_gathers_behind_compute():
+    """Each gather is issued one unit ahead, beside the compute of the unit before: the step grows by much less
+    than the FSDP collectives take back to back."""
+    # ZeRO-1 steps the same optimizer shard (1/8) and synchronises gradients and parameters after the last chunk.
+    plain = load_scenario(preset=TITAN, overrides=["parallelism.zero_stage=1", "run.check_memory=false"])
+    fsdp = load_scenario(preset=TITAN, overrides=["parallelism.fsdp={shard: 8}"])
+    net = AnalyticNetwork(fsdp)
+    stage = build_stages(fsdp)[0]
+    serial_s = fsdp.micro_batches * sum(net.comm_time_s(op.comm) for p in Phase for op in fsdp_ops(stage, p))
+    r_plain, r_fsdp = simulate(plain), simulate(fsdp)
+    grad_s = r_plain.stages[0].comm_s  # the plain step's DP sync at the end, which FSDP does per layer
+    added = r_fsdp.step_time_s - (r_plain.step_time_s - grad_s)
+    assert serial_s > 0.1 * r_fsdp.step_time_s  # enough to matter if it were exposed
+    assert 0 < added < 0.5 * serial_s

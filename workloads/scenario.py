@@ -237,10 +237,8 @@ class Parallelism(_Strict):
 
     @property
     def expert_shards(self) -> int:
-        """Ways a routed expert's ZeRO-sharded state is split (:func:`state_shards`); with ``fsdp``, its expert-DP
-        group less the replicas."""
-        if self.fsdp is not None:
-            return max(1, self.expert_dp_size // self.fsdp.replicate)
+        """Ways a routed expert's ZeRO-sharded state is split (:func:`state_shards`); with ``fsdp`` too: experts are
+        FSDP-sharded over their whole expert-DP group."""
         return state_shards(self.dp, self.cp, self.tp, self.ep, self.expert_tp)[1]
 
 
@@ -479,6 +477,10 @@ class Scenario(_Strict):
         if par.fsdp is not None and par.fsdp.shard * par.fsdp.replicate != par.dp:
             raise ValueError(f"parallelism.fsdp: shard·replicate = {par.fsdp.shard}·{par.fsdp.replicate} = "
                              f"{par.fsdp.shard * par.fsdp.replicate} but parallelism.dp = {par.dp}; make them equal")
+        if par.fsdp is not None and (self.schedule in ("dualpipe", "dualpipev") or self.training.ep_overlap):
+            raise ValueError("parallelism.fsdp: FSDP's per-layer prefetch is modelled on chunks run one at a time, "
+                             "not on overlapped F&B pairs; use schedule 1f1b, interleaved, zb-h1 or gpipe "
+                             "(ep_overlap: false), or remove fsdp")
         if self.training.ep_overlap and self.schedule != "interleaved":
             raise ValueError(f"training.ep_overlap overlaps EP communication across micro-batches of interleaved "
                              f"1F1B; set schedule: interleaved (not {self.schedule}) or ep_overlap: false")
