@@ -108,6 +108,12 @@ def test_expert_groups_are_folded_tp_fastest():
     assert g.instances("ep")[0] == [0, 2, 4, 6]  # EP members expert_tp apart
     assert g.size_stride("edp") == (2, 8)
     assert g.instances("edp")[0] == [0, 8]
+    folded = ProcessGroups(tp=2, cp=1, dp=8, ep=4, pp=1, gpus_per_node=8, etp=2, fsdp_shard=4)
+    for kind in ("tp", "dp", "ep", "etp", "edp", "fsdp", "hsdp"):  # every instance: its size, evenly strided
+        size, stride = folded.size_stride(kind)
+        for members in folded.instances(kind):
+            assert len(members) == size and all(b - a == stride for a, b in zip(members, members[1:])), kind
+    assert folded.instances("fsdp")[0] == [0, 2, 4, 6] and folded.instances("hsdp")[0] == [0, 8]
 
 
 @pytest.mark.parametrize("override, message", [
@@ -227,3 +233,18 @@ def test_fsdp_prefetch_hides_most_gathers_behind_compute():
     added = r_fsdp.step_time_s - (r_plain.step_time_s - grad_s)
     assert serial_s > 0.1 * r_fsdp.step_time_s  # enough to matter if it were exposed
     assert 0 < added < 0.5 * serial_s
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "parallelism.expert_tp=3"], "parallelism.expert_tp=3 must divide model.moe.expert_intermediate=2048; "
+                                           "pick a divisor of it"),
+    (["-p", TITAN, "--set", "parallelism.fsdp.shard=3"], "parallelism.fsdp: shard·replicate = 3·1 = 3 but "
+                                                         "parallelism.dp = 8; make them equal"),
+    (["--set", "training.dispatcher=nccl"], "training.dispatcher"),
+])
+def test_cli_refuses_bad_parallel_fields_in_one_line(runner, args, message):
+    from simulator.cli import app
+    result = runner.invoke(app, ["simulate", *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output

@@ -30,6 +30,7 @@ sent and the expert rows shrink by the kept fraction of the routing model's pick
 from __future__ import annotations
 
 from workloads.ep_load import scenario_ep_load
+from workloads.layers import BF16, FP32, INDEX_BYTES, QUANT_BYTES, element_bytes
 from workloads.ops import Comm, OpClass, Pattern, Phase
 
 
@@ -43,8 +44,6 @@ def kept_fraction(scenario) -> float:
 
 def build_moe_block(b, out, t: int) -> None:
     """The MoE block of LayerBuilder ``b`` after its router, for ``t`` tokens routed by this GPU."""
-    from workloads.layers import BF16, FP32, INDEX_BYTES, QUANT_BYTES, element_bytes
-
     s = b.s
     moe, par, tr, h = s.model.moe, s.parallelism, s.training, b.h
     kind, etp, ep, k, experts = tr.dispatcher, par.expert_tp, par.ep, moe.top_k, moe.routed_experts

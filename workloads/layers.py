@@ -331,7 +331,7 @@ class LayerBuilder:
 
     def moe_dispatch(self, out: LayerOps, t: int) -> None:
         """The MoE block after the router under :mod:`workloads.dispatchers` (any dispatcher, expert TP, capacity)."""
-        from workloads.dispatchers import build_moe_block
+        from workloads.dispatchers import build_moe_block  # it builds on this module's primitives
 
         build_moe_block(self, out, t)
 

@@ -208,9 +208,9 @@ class Parallelism(_Strict):
     expert_dp: PositiveInt | None = Field(None, description="Data parallelism of the routed experts (GPUs): "
                                                             "dp·cp·tp / (ep·expert_tp); derived when unset, "
                                                             "checked when set, e.g. 16")
-    fsdp: Fsdp | None = Field(None, description="FSDP2/HSDP sharding of the data-parallel group (shard × "
-                                                "replicate = dp), e.g. {shard: 8, replicate: 2}; unset: ZeRO by "
-                                                "zero_stage")
+    fsdp: Fsdp | None = Field(None, description="FSDP2/HSDP sharding of the data-parallel group (GPUs; shard × "
+                                                "replicate = dp), e.g. {shard: 8, replicate: 2}; set, it replaces "
+                                                "zero_stage; unset: ZeRO by zero_stage")
 
     @property
     def expert_dp_size(self) -> int:

@@ -17,7 +17,7 @@ from functools import cached_property
 
 from workloads.scenario import Scenario
 
-KINDS = ("tp", "cp", "dp", "ep", "etp", "edp", "pp", "fsdp", "hsdp")
+KINDS = ("tp", "cp", "dp", "ep", "etp", "edp", "fsdp", "hsdp", "pp")
 
 
 @dataclass(frozen=True)

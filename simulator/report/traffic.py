@@ -130,7 +130,7 @@ def link_loads(scenario: Scenario) -> LinkLoads:
                     scenario.micro_batches)
     zero = par.zero_stage >= 1
     reduce = Pattern.REDUCE_SCATTER if zero else Pattern.ALL_REDUCE
-    for rank, (dense, expert) in enumerate(rank_params):
+    for rank, (dense, expert) in enumerate(rank_params if par.fsdp is None else ()):  # FSDP's are chunk ops
         for group, params in (("dp", dense), ("edp", expert)):
             grads = Comm(reduce, group, params * DTYPE_BYTES[tr.grad_dtype])
             add(rank, "gradient sync", *comm_link_bytes(network, grads), 1)
