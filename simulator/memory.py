@@ -5,8 +5,10 @@ Bytes per parameter follow the scenario's training recipe: working weights in ``
 ``optimizer_moment_dtype``. ZeRO-1 shards master weights and moments over the data-parallel group, ZeRO-2
 gradients too, ZeRO-3 the weights as well. Dense parameters shard over dp·cp; routed experts over the
 expert-data-parallel group (dp·cp·tp / (ep·expert_tp)). With ``parallelism.fsdp`` all three are sharded (dense
-over the shard group), plus two units' weights and one unit's gradients unsharded at once. Activations are the peak of bytes held from F until B, as the
-engine measured it. Under DualPipe a rank holds two stages, so all of these count both (two parameter copies).
+over the shard group), plus two units' weights and one unit's gradients unsharded at once; with pipeline
+parallelism weights and gradients stay gathered for the whole step (only the optimizer states sharded).
+Activations are the peak of bytes held from F until B, as the engine measured it. Under DualPipe a rank holds
+two stages, so all of these count both (two parameter copies).
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ def state_bytes(scenario: Scenario, dense_params: float, expert_params: float) -
     tr, par = scenario.training, scenario.parallelism
     dense_shards, expert_shards = par.dense_shards, par.expert_shards
 
-    zero_stage = 3 if par.fsdp is not None else par.zero_stage  # FSDP shards weights, gradients and states
+    zero_stage = par.zero_stage
+    if par.fsdp is not None:  # FSDP shards weights, gradients and states; with PP they stay gathered for the step
+        zero_stage = 3 if par.pp == 1 else 1
 
     def sharded(bytes_per_param: float, from_stage: int) -> float:
         if zero_stage >= from_stage:
@@ -48,7 +52,7 @@ def state_bytes(scenario: Scenario, dense_params: float, expert_params: float) -
     grads = sharded(DTYPE_BYTES[tr.grad_dtype], 2)
     opt_per_param = 2 * DTYPE_BYTES[tr.optimizer_moment_dtype] + (DTYPE_BYTES["fp32"] if tr.master_weights else 0)
     optimizer = sharded(opt_per_param, 1)
-    if par.fsdp is not None:
+    if par.fsdp is not None and par.pp == 1:
         # Unsharded at once: the unit computing and the one prefetched (weights), the unit reducing (gradients).
         from workloads.model import largest_unit_parameters
 

@@ -115,8 +115,9 @@ def tail_spec(scenario: Scenario, network: NetworkModel, cost_model: CostModel, 
     grad_comms = (Comm(reduce, "dp", dense * grad_b), Comm(reduce, "edp", expert * grad_b))
     param_comms = ((Comm(Pattern.ALL_GATHER, "dp", dense * weight_b), Comm(Pattern.ALL_GATHER, "edp", expert * weight_b))
                    if zero else ())
-    if par.fsdp is not None:  # FSDP gathers and reduces per layer (workloads.fsdp); the tail only steps
-        grad_comms, param_comms, zero = (), (), True
+    if par.fsdp is not None:
+        grad_comms, param_comms = fsdp_tail_comms(scenario, dense, expert)
+        zero = True
     grad_s = sum(network.comm_time_s(c, rank) for c in grad_comms)
     param_s = sum(network.comm_time_s(c, rank) for c in param_comms)
     # AdamW on this rank's shard: read master, gradient and both moments; write master, moments, weights.
@@ -127,6 +128,23 @@ def tail_spec(scenario: Scenario, network: NetworkModel, cost_model: CostModel, 
     optimizer_bytes = shard * (2 * states + grad_b + weight_b)
     optimizer_s = optimizer_bytes / (cost_model.memory_efficiency() * scenario.cluster.gpu.hbm_tbps * 1e12)
     return TailSpec(grad_s, optimizer_s, param_s, grad_comms, param_comms)
+
+
+def fsdp_tail_comms(scenario: Scenario, dense: float, expert: float) -> tuple[tuple, tuple]:
+    """FSDP's collectives in a rank's tail (gradients, parameters) for these parameters: none without pipeline
+    parallelism (each layer gathers and reduces its own, :mod:`workloads.fsdp`); with it, PyTorch's pipelining keeps
+    the gathered parameters across micro-batches and syncs gradients after the last backward, so the step ends
+    with a reduce-scatter over the shard group (an all-reduce of the shard over the replicas for HSDP, experts
+    over their expert-DP group) and the parameters are gathered again for the next step."""
+    par, tr = scenario.parallelism, scenario.training
+    if par.pp == 1:
+        return (), ()
+    grad_b, weight_b = DTYPE_BYTES[tr.grad_dtype], DTYPE_BYTES[tr.weight_dtype]
+    grads = [Comm(Pattern.REDUCE_SCATTER, "fsdp", dense * grad_b), Comm(Pattern.REDUCE_SCATTER, "edp", expert * grad_b)]
+    if par.fsdp.replicate > 1:
+        grads.append(Comm(Pattern.ALL_REDUCE, "hsdp", dense * grad_b / par.fsdp.shard))
+    params = (Comm(Pattern.ALL_GATHER, "fsdp", dense * weight_b), Comm(Pattern.ALL_GATHER, "edp", expert * weight_b))
+    return tuple(grads), params
 
 
 def host_notes(pricer: Pricer, scenario: Scenario) -> list[str]:

@@ -102,6 +102,21 @@ def test_expert_tp_keeps_expert_flops_per_gpu_and_halves_expert_weights():
     assert two.parallelism.expert_dp_size == 128 // (64 * 2) == 1
 
 
+def test_expert_gradients_sync_over_the_expert_dp_group():
+    """Mixtral on 8 GPUs a stage: EP 4 leaves 2 expert replicas to reduce over; EP 4 × ETP 2 leaves none."""
+    from simulator.simulate import cost_model_for, tail_spec
+    for extra, edp in (([], 2), (["parallelism.expert_tp=2"], 1)):
+        s = load_scenario(preset="mixtral-8x7b-h100", overrides=["parallelism.ep=4", *extra])
+        net = AnalyticNetwork(s)
+        assert s.parallelism.expert_dp_size == net.group("edp").size == edp
+        expert = build_stages(s)[1].expert_params
+        tail = tail_spec(s, net, cost_model_for(s), 0.0, expert)
+        # ZeRO-1: a ring reduce-scatter of the fp32 expert gradients over edp GPUs of one node.
+        ring_s = (edp - 1) / edp * expert * 4 / (net.nvlink_gbps * 1e9) + (edp - 1) * net.nvlink_latency_s
+        dense_s = 7 * net.nvlink_latency_s  # the dense reduce-scatter over dp 8 of no bytes: its ring's latency
+        assert tail.grad_sync_s == pytest.approx(ring_s + dense_s, rel=1e-12)
+
+
 def test_expert_groups_are_folded_tp_fastest():
     g = ProcessGroups(tp=1, cp=1, dp=16, ep=4, pp=1, gpus_per_node=8, etp=2)
     assert g.instances("etp")[0] == [0, 1]
@@ -248,3 +263,19 @@ def test_cli_refuses_bad_parallel_fields_in_one_line(runner, args, message):
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_fsdp_with_pipeline_parallelism_syncs_once_per_step():
+    """With PP the gathered parameters stay for the step and gradients sync after the last backward: shard = dp
+    moves what ZeRO-1 moves (a reduce-scatter and an all-gather over dp) and holds what it holds; HSDP 1 × 2 holds
+    every optimizer state and all-reduces the gradients over the two replicas instead."""
+    from simulator.simulate import fsdp_tail_comms
+    zero1 = simulate(load_scenario(preset="llama3-70b-h100", overrides=["parallelism.zero_stage=1"]))
+    fsdp = simulate(load_scenario(preset="llama3-70b-h100", overrides=["parallelism.fsdp={shard: 2}"]))
+    assert fsdp.step_time_s == zero1.step_time_s
+    assert [s.peak_memory_gb for s in fsdp.stages] == [s.peak_memory_gb for s in zero1.stages]
+    hsdp = load_scenario(preset="llama3-70b-h100", overrides=["parallelism.fsdp={shard: 1, replicate: 2}"])
+    assert not any(c.name == "FSDP" for st in build_stages(hsdp) for p in Phase for c in st.chunk(p).components)
+    grads, params = fsdp_tail_comms(hsdp, 1e9, 0.0)
+    assert grads[-1] == grads[-1].__class__(Pattern.ALL_REDUCE, "hsdp", 1e9 * 4 / 1)
+    assert params[0] == params[0].__class__(Pattern.ALL_GATHER, "fsdp", 1e9 * 2)

@@ -1,4 +1,4 @@
-"""FSDP2 / HSDP per layer (``parallelism.fsdp``), as TorchTitan composes it with TP and PP.
+"""FSDP2 / HSDP per layer (``parallelism.fsdp``), as TorchTitan composes it with TP, without PP.
 
 Each unit of the model (the embedding, a transformer layer, an MTP projection, the head) is one FSDP module: its
 parameters are all-gathered over the shard group before its forward, freed after it (reshard after forward) and
@@ -7,6 +7,9 @@ gradients and, with ``replicate`` > 1 (HSDP), the shard all-reduced over the rep
 FSDP-sharded over their expert-data-parallel group. The collectives are ops of an ``FSDP`` component on the
 communication stream, priced by the network model; the engine issues each gather one unit ahead (FSDP2's
 prefetch) and lets each reduce-scatter run behind the next unit's compute (:mod:`simulator.engine.program`).
+Each micro-batch gathers and reduces again (FSDP2's defaults). With pipeline parallelism PyTorch's pipelining keeps
+the gathered parameters across micro-batches and syncs gradients after the last backward: that is priced in the
+step's tail instead (:func:`simulator.simulate.fsdp_tail_comms`).
 """
 
 from __future__ import annotations

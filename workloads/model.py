@@ -73,7 +73,7 @@ def build_stages(scenario: Scenario) -> list[StageWork]:
             builder.head(ops)
             parts.append(ops)
         dense, expert = stage_parameters(scenario, layers, first=index == 0, last=index == last)
-        if scenario.parallelism.fsdp is not None:
+        if scenario.parallelism.fsdp is not None and scenario.parallelism.pp == 1:  # with PP: once, in the tail
             parts = _fsdp_parts(scenario, parts)
         stages.append(StageWork(index, layers, *_chunks(index, parts), dense, expert))
     return stages

@@ -179,7 +179,10 @@ class Model(_Strict):
 
 class Fsdp(_Strict):
     """FSDP2 / HSDP as TorchTitan composes it with TP and PP (``--parallelism.data_parallel_shard_degree`` and
-    ``data_parallel_replicate_degree``): the data-parallel group is ``shard`` × ``replicate`` GPUs."""
+    ``data_parallel_replicate_degree``): the data-parallel group is ``shard`` × ``replicate`` GPUs. Without
+    pipeline parallelism each layer is gathered and reduced per micro-batch (:mod:`workloads.fsdp`); with it,
+    once per step (PyTorch's pipelining keeps the gathered parameters across micro-batches and syncs gradients
+    after the last backward)."""
 
     shard: PositiveInt = Field(description="GPUs a parameter is sharded over (FSDP group size, GPUs), all-gathered "
                                            "per layer in forward and backward, e.g. 8")
@@ -477,7 +480,8 @@ class Scenario(_Strict):
         if par.fsdp is not None and par.fsdp.shard * par.fsdp.replicate != par.dp:
             raise ValueError(f"parallelism.fsdp: shard·replicate = {par.fsdp.shard}·{par.fsdp.replicate} = "
                              f"{par.fsdp.shard * par.fsdp.replicate} but parallelism.dp = {par.dp}; make them equal")
-        if par.fsdp is not None and (self.schedule in ("dualpipe", "dualpipev") or self.training.ep_overlap):
+        if par.fsdp is not None and par.pp == 1 and (self.schedule in ("dualpipe", "dualpipev")
+                                                      or self.training.ep_overlap):
             raise ValueError("parallelism.fsdp: FSDP's per-layer prefetch is modelled on chunks run one at a time, "
                              "not on overlapped F&B pairs; use schedule 1f1b, interleaved, zb-h1 or gpipe "
                              "(ep_overlap: false), or remove fsdp")

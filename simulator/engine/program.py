@@ -250,7 +250,7 @@ class ProgramBuilder:
         the first task of its unit waits for it; a "detached" reduce-scatter follows its unit and nothing in the
         chain waits for it (the step's tail does). The chain's last in-order task completes ``done``."""
         mb, stage = step.micro_batch, step.stage
-        last = max(i for i, p in enumerate(plain) if p[-1] != "detached")
+        last = max((i for i, p in enumerate(plain) if p[-1] != "detached"), default=len(plain) - 1)
         tasks: list[Task] = []
         unit_start, unit_index, gather = list(deps), 0, None
         for i, (name, beside_s, phase, group, stream, beside_expert_s, net, alone_s, alone_expert_s, seg_host,
@@ -276,7 +276,7 @@ class ProgramBuilder:
 
     def _plain(self, segments: tuple[Segment, ...]) -> list[tuple]:
         """(name, seconds, phase letter, group, stream, expert seconds, net op, seconds alone, expert seconds
-        alone, raw host record) of each segment, worked out once per segment tuple."""
+        alone, raw host record, issue) of each segment, worked out once per segment tuple."""
         plain = self._plain_cache.get(id(segments))
         if plain is None:
             plain = [(seg.name, seg.duration_s, seg.phase.value, seg.group or None, seg.stream, seg.expert_s,

@@ -50,7 +50,7 @@ class Interleaved1F1B(Schedule):
         programs = []
         for rank in range(pp):
             warmup = min((pp - rank - 1) * 2 + (v - 1) * pp, total)
-            if self.overlap_ep:  # one forward more, so that no pair's B needs its own F (Megatron does the same)
+            if self.overlap_ep:  # one forward more, so that no pair's B needs its own F
                 warmup = min(warmup + 1, total)
 
             def forward(k: int) -> Step:
