@@ -106,9 +106,11 @@ class Pricer:
         load = scenario_ep_load(scenario) if scenario.model.moe is not None else None
         # The busiest GPU's expert rows relative to the mean: its grouped GEMMs set the MoE layer's pace.
         self.expert_rows_factor = load.gemm_factor if load is not None else 1.0
+        self.gpu_rows = load.gpu_rows if load is not None else None  # each EP rank's rows relative to the mean
         if load is not None and scenario.training.capacity_factor is not None:
             # Dropped picks cap each expert's rows (workloads.dispatchers): the busiest GPU's kept rows set the pace.
-            self.expert_rows_factor = load.capped(scenario.training.capacity_factor)[1]
+            self.gpu_rows = load.capped_rows(scenario.training.capacity_factor)[1]
+            self.expert_rows_factor = float(self.gpu_rows.max())
         self.ep_load = load
         # Megatron's --tp-comm-overlap: TP collectives pipelined with their GEMMs (simulator.tp_overlap).
         self.tp_comm_overlap = scenario.training.tp_comm_overlap and scenario.parallelism.tp > 1
@@ -245,7 +247,7 @@ class Pricer:
 
 def expert_time_ratios(pricer: Pricer, stages: list[StageWork]) -> list[dict[str, float]] | None:
     """Per EP rank, per phase letter: its routed-expert grouped GEMM time over the busiest GPU's (None when
-    routing is balanced). Each EP rank processes its own rows (``EpLoad.gpu_rows``); full fidelity runs each
+    routing is balanced). Each EP rank processes its own rows (``Pricer.gpu_rows``); full fidelity runs each
     GPU's expert GEMMs at its own pace and the busiest one's peers wait at the combine."""
     load = pricer.ep_load
     if load is None or pricer.expert_rows_factor == 1.0:
@@ -261,7 +263,7 @@ def expert_time_ratios(pricer: Pricer, stages: list[StageWork]) -> list[dict[str
 
     busiest = {phase: seconds(phase, pricer.expert_rows_factor) for phase in Phase}
     ratios = []
-    for rows in load.gpu_rows:
+    for rows in pricer.gpu_rows:
         ratios.append({phase.value: seconds(phase, float(rows)) / busiest[phase] if busiest[phase] > 0 else 1.0
                        for phase in Phase})
     return ratios
