@@ -4,8 +4,11 @@ Bytes per parameter follow the scenario's training recipe: working weights in ``
 ``grad_dtype``, an fp32 master copy when ``master_weights``, and two AdamW moments in
 ``optimizer_moment_dtype``. ZeRO-1 shards master weights and moments over the data-parallel group, ZeRO-2
 gradients too, ZeRO-3 the weights as well. Dense parameters shard over dp·cp; routed experts over the
-expert-data-parallel group (dp·cp·tp / ep). Activations are the peak of bytes held from F until B, as the
-engine measured it. Under DualPipe a rank holds two stages, so all of these count both (two parameter copies).
+expert-data-parallel group (dp·cp·tp / (ep·expert_tp)). With ``parallelism.fsdp`` all three are sharded (dense
+over the shard group), plus two units' weights and one unit's gradients unsharded at once; with pipeline
+parallelism weights and gradients stay gathered for the whole step (only the optimizer states sharded).
+Activations are the peak of bytes held from F until B, as the engine measured it. Under DualPipe a rank holds
+two stages, so all of these count both (two parameter copies).
 """
 
 from __future__ import annotations
@@ -36,8 +39,12 @@ def state_bytes(scenario: Scenario, dense_params: float, expert_params: float) -
     tr, par = scenario.training, scenario.parallelism
     dense_shards, expert_shards = par.dense_shards, par.expert_shards
 
+    zero_stage = par.zero_stage
+    if par.fsdp is not None:  # FSDP shards weights, gradients and states; with PP they stay gathered for the step
+        zero_stage = 3 if par.pp == 1 else 1
+
     def sharded(bytes_per_param: float, from_stage: int) -> float:
-        if par.zero_stage >= from_stage:
+        if zero_stage >= from_stage:
             return bytes_per_param * (dense_params / dense_shards + expert_params / expert_shards)
         return bytes_per_param * (dense_params + expert_params)
 
@@ -45,6 +52,13 @@ def state_bytes(scenario: Scenario, dense_params: float, expert_params: float) -
     grads = sharded(DTYPE_BYTES[tr.grad_dtype], 2)
     opt_per_param = 2 * DTYPE_BYTES[tr.optimizer_moment_dtype] + (DTYPE_BYTES["fp32"] if tr.master_weights else 0)
     optimizer = sharded(opt_per_param, 1)
+    if par.fsdp is not None and par.pp == 1:
+        # Unsharded at once: the unit computing and the one prefetched (weights), the unit reducing (gradients).
+        from workloads.model import largest_unit_parameters
+
+        unit = largest_unit_parameters(scenario)
+        weights += 2 * unit * DTYPE_BYTES[tr.weight_dtype]
+        grads += unit * DTYPE_BYTES[tr.grad_dtype]
     return weights, grads, optimizer
 
 

@@ -16,6 +16,7 @@ from simulator.engine.host import HostPricer, SegmentHost, active
 from simulator.tp_overlap import SPLITS, overlap_pairs, overlapped_s
 from simulator.network.model import NetworkModel
 from workloads.ep_load import scenario_ep_load
+from workloads.fsdp import COMPONENT as FSDP
 from workloads.model import StageWork
 from workloads.ops import Chunk, Component, Kind, Op, Phase, Stream
 from workloads.scenario import Scenario
@@ -47,6 +48,9 @@ class Segment:
     full_s: float | None = None
     expert_full_s: float = 0.0
     host: SegmentHost | None = None  # kernels, host launch seconds and sync (None: the host is not modelled)
+    # How the chain issues it (FSDP's collectives, workloads.fsdp): "prefetch", one unit ahead of the compute that
+    # needs it; "detached", after its unit, with nothing in the chain waiting for it; "" in order.
+    issue: str = ""
 
     @property
     def alone_s(self) -> float:
@@ -102,6 +106,11 @@ class Pricer:
         load = scenario_ep_load(scenario) if scenario.model.moe is not None else None
         # The busiest GPU's expert rows relative to the mean: its grouped GEMMs set the MoE layer's pace.
         self.expert_rows_factor = load.gemm_factor if load is not None else 1.0
+        self.gpu_rows = load.gpu_rows if load is not None else None  # each EP rank's rows relative to the mean
+        if load is not None and scenario.training.capacity_factor is not None:
+            # Dropped picks cap each expert's rows (workloads.dispatchers): the busiest GPU's kept rows set the pace.
+            self.gpu_rows = load.capped_rows(scenario.training.capacity_factor)[1]
+            self.expert_rows_factor = float(self.gpu_rows.max())
         self.ep_load = load
         # Megatron's --tp-comm-overlap: TP collectives pipelined with their GEMMs (simulator.tp_overlap).
         self.tp_comm_overlap = scenario.training.tp_comm_overlap and scenario.parallelism.tp > 1
@@ -163,7 +172,9 @@ class Pricer:
             alone = self.full_sms != self.compute_sms and component.stream is Stream.COMPUTE
             full = self.component_time_s(component, self.full_sms) if alone else None
             label = f"{component.name}{component.layer}" if component.layer >= 0 else component.name
-            group = next((op.comm.group for op in component.ops if op.comm is not None), "")
+            groups = [op.comm.group for op in component.ops if op.comm is not None]
+            # EP holds the expert-TP peers' rows too: a component with both meets over EP.
+            group = "ep" if "ep" in groups else (groups[0] if groups else "")
             expert = expert_full = 0.0
             if self.expert_rows_factor != 1.0:
                 experts = [op for op in component.ops if op.kind is Kind.GROUPED_GEMM]
@@ -172,9 +183,12 @@ class Pricer:
             comms = tuple(op.comm for op in component.ops if op.comm is not None)
             # The network's part only (launch gaps stay fixed time): a time-shared network replaces just this.
             comm_s = sum(self.network.comm_time_s(op.comm, self._rank) for op in component.ops if op.comm is not None)
+            issue = ""
+            if component.name == FSDP:  # a collective of a DP subgroup: no rendezvous of its own (see workloads.fsdp)
+                issue, group = ("detached" if chunk.phase is Phase.W else "prefetch"), ""
             segments.append(Segment(label, component.stream, seconds, chunk.phase, component.name,
                                     component.layer, group, expert, comms, comm_s, full, expert_full,
-                                    self.host.component(component) if self.host is not None else None))
+                                    self.host.component(component) if self.host is not None else None, issue))
         return tuple(segments)
 
     def _overlapped(self, chunk: Chunk, collective: Component, gemm: Op) -> Segment:
@@ -198,7 +212,8 @@ class Pricer:
         segments: list[Segment] = []
         for seg in components:
             # A sync starts a segment: the host waits for the GPU to reach it.
-            if segments and segments[-1].stream is seg.stream and not (seg.host is not None and seg.host.sync):
+            if segments and segments[-1].stream is seg.stream and not (seg.host is not None and seg.host.sync) \
+                    and not seg.issue and not segments[-1].issue:
                 last = segments[-1]
                 segments[-1] = Segment(f"{last.name}+{seg.name}", last.stream, last.duration_s + seg.duration_s,
                                        seg.phase, group=_wider(last.group, seg.group),
@@ -210,7 +225,8 @@ class Pricer:
             else:
                 segments.append(Segment(seg.name, seg.stream, seg.duration_s, seg.phase, group=seg.group,
                                         expert_s=seg.expert_s, comms=seg.comms, comm_s=seg.comm_s,
-                                        full_s=seg.full_s, expert_full_s=seg.expert_full_s, host=seg.host))
+                                        full_s=seg.full_s, expert_full_s=seg.expert_full_s, host=seg.host,
+                                        issue=seg.issue))
         return tuple(segments)
 
     def chunk_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
@@ -231,7 +247,7 @@ class Pricer:
 
 def expert_time_ratios(pricer: Pricer, stages: list[StageWork]) -> list[dict[str, float]] | None:
     """Per EP rank, per phase letter: its routed-expert grouped GEMM time over the busiest GPU's (None when
-    routing is balanced). Each EP rank processes its own rows (``EpLoad.gpu_rows``); full fidelity runs each
+    routing is balanced). Each EP rank processes its own rows (``Pricer.gpu_rows``); full fidelity runs each
     GPU's expert GEMMs at its own pace and the busiest one's peers wait at the combine."""
     load = pricer.ep_load
     if load is None or pricer.expert_rows_factor == 1.0:
@@ -247,7 +263,7 @@ def expert_time_ratios(pricer: Pricer, stages: list[StageWork]) -> list[dict[str
 
     busiest = {phase: seconds(phase, pricer.expert_rows_factor) for phase in Phase}
     ratios = []
-    for rows in load.gpu_rows:
+    for rows in pricer.gpu_rows:
         ratios.append({phase.value: seconds(phase, float(rows)) / busiest[phase] if busiest[phase] > 0 else 1.0
                        for phase in Phase})
     return ratios

@@ -114,6 +114,9 @@ def tail_spec(scenario: Scenario, network: NetworkModel, cost_model: CostModel, 
     grad_comms = (Comm(reduce, "dp", dense * grad_b), Comm(reduce, "edp", expert * grad_b))
     param_comms = ((Comm(Pattern.ALL_GATHER, "dp", dense * weight_b), Comm(Pattern.ALL_GATHER, "edp", expert * weight_b))
                    if zero else ())
+    if par.fsdp is not None:
+        grad_comms, param_comms = fsdp_tail_comms(scenario, dense, expert)
+        zero = True
     grad_s = sum(network.comm_time_s(c, rank) for c in grad_comms)
     param_s = sum(network.comm_time_s(c, rank) for c in param_comms)
     # AdamW on this rank's shard: read master, gradient and both moments; write master, moments, weights.
@@ -126,6 +129,23 @@ def tail_spec(scenario: Scenario, network: NetworkModel, cost_model: CostModel, 
     return TailSpec(grad_s, optimizer_s, param_s, grad_comms, param_comms)
 
 
+def fsdp_tail_comms(scenario: Scenario, dense: float, expert: float) -> tuple[tuple, tuple]:
+    """FSDP's collectives in a rank's tail (gradients, parameters) for these parameters: none without pipeline
+    parallelism (each layer gathers and reduces its own, :mod:`workloads.fsdp`); with it, PyTorch's pipelining keeps
+    the gathered parameters across micro-batches and syncs gradients after the last backward, so the step ends
+    with a reduce-scatter over the shard group (an all-reduce of the shard over the replicas for HSDP, experts
+    over their expert-DP group) and the parameters are gathered again for the next step."""
+    par, tr = scenario.parallelism, scenario.training
+    if par.pp == 1:
+        return (), ()
+    grad_b, weight_b = DTYPE_BYTES[tr.grad_dtype], DTYPE_BYTES[tr.weight_dtype]
+    grads = [Comm(Pattern.REDUCE_SCATTER, "fsdp", dense * grad_b), Comm(Pattern.REDUCE_SCATTER, "edp", expert * grad_b)]
+    if par.fsdp.replicate > 1:
+        grads.append(Comm(Pattern.ALL_REDUCE, "hsdp", dense * grad_b / par.fsdp.shard))
+    params = (Comm(Pattern.ALL_GATHER, "fsdp", dense * weight_b), Comm(Pattern.ALL_GATHER, "edp", expert * weight_b))
+    return tuple(grads), params
+
+
 def host_notes(pricer: Pricer, scenario: Scenario) -> list[str]:
     """What the host model priced with, when it is on (simulator.engine.host)."""
     host = pricer.host
@@ -134,6 +154,23 @@ def host_notes(pricer: Pricer, scenario: Scenario) -> list[str]:
     graphs = ", ".join(scenario.training.cuda_graphs) or "none"
     source = host.model.source.split(":")[0]  # what measured them, without how
     return [f"host: kernel launch and sync costs from {source}; CUDA graphs: {graphs}"]
+
+
+def parallel_notes(scenario: Scenario) -> list[str]:
+    """What the MoE dispatcher, expert parallel groups and token dropping did (only when set off their defaults)."""
+    from workloads.dispatchers import kept_fraction
+
+    tr, par, notes = scenario.training, scenario.parallelism, []
+    if scenario.model.moe is None:
+        return notes
+    if tr.dispatcher != "deepep" or par.expert_tp > 1:
+        notes.append(f"moe: dispatcher {tr.dispatcher}; expert groups: ep {par.ep} × expert_tp {par.expert_tp} × "
+                     f"expert_dp {par.expert_dp_size}")
+    if tr.capacity_factor is not None:
+        dropped = 1.0 - kept_fraction(scenario)
+        notes.append(f"moe: capacity factor {tr.capacity_factor:g} drops {dropped:.2%} of routed tokens "
+                     f"(routing {scenario.routing.name})")
+    return notes
 
 
 def make_network(scenario: Scenario) -> NetworkModel:
@@ -256,7 +293,7 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
         stages=stage_results,
         parameters={"total": counts.total, "activated": counts.activated, "mtp": counts.mtp},
         reliability=goodput.to_dict(),
-        cost_model_notes=cost_model.notes() + host_notes(pricer, scenario),
+        cost_model_notes=cost_model.notes() + host_notes(pricer, scenario) + parallel_notes(scenario),
         sim_wall_s=time.perf_counter() - wall, events=timeline.events,
         timeline=timeline if keep_timeline else None, fidelity=scenario.run.fidelity,
         simulated_units=timeline.units, tasks=timeline.tasks, simpy_events=timeline.simpy_events,

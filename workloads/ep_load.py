@@ -87,6 +87,24 @@ class EpLoad:
     def busiest_gpu(self) -> int:
         return int(np.argmax(self.gpu_rows))
 
+    def capped(self, capacity_factor: float) -> tuple[float, float]:
+        """Token dropping at ``capacity_factor`` (Megatron's --moe-expert-capacity-factor: an expert takes at most
+        capacity_factor × its balanced share 1/experts of the picks): (fraction of picks kept, the busiest GPU's
+        kept grouped-GEMM rows relative to the mean kept rows). Picks over capacity are dropped before dispatch."""
+        kept, rows = self.capped_rows(capacity_factor)
+        return kept, float(rows.max())
+
+    def capped_rows(self, capacity_factor: float) -> tuple[float, np.ndarray]:
+        """(fraction of picks kept, each GPU's kept grouped-GEMM rows relative to the mean) at ``capacity_factor``
+        (:meth:`capped`)."""
+        experts = len(self.expert_share)
+        kept = np.minimum(self.expert_share, capacity_factor / experts)
+        rows = np.zeros(len(self.gpu_rows))
+        for e, gpus in enumerate(self.placement.copies):
+            for g in gpus:
+                rows[g] += kept[e] / len(gpus)
+        return float(kept.sum()), rows / rows.mean()
+
     def to_dict(self) -> dict:
         return {"routing": self.routing, "gemm_factor": self.gemm_factor, "busiest_gpu": self.busiest_gpu,
                 "ib_link_factor": self.stats.ib_link_factor, "nvl_link_factor": self.stats.nvl_link_factor,

@@ -167,6 +167,19 @@ class LayerBuilder:
     def comm(self, out: LayerOps, component: str, name: str, phase: Phase, comm: Comm, dtype: str) -> None:
         out.add(component, Op(f"{name}.{phase.value}", Kind.COMM, phase, component, dtype, comm=comm))
 
+    def comm_op(self, out: LayerOps, component: str, name: str, phase: Phase, comm: Comm, op_class: OpClass,
+                host_sync: bool) -> None:
+        """A small communication of kernel class ``op_class`` (token counts, routing maps), in fp32; with
+        ``host_sync`` the host waits for it (the counts copied to the host)."""
+        out.add(component, Op(f"{name}.{phase.value}", Kind.COMM, phase, component, "fp32", comm=comm,
+                              kernel=op_class, host_sync=host_sync))
+
+    def kernel_op(self, out: LayerOps, component: str, name: str, phase: Phase, op_class: OpClass, nbytes: float,
+                  host_sync: bool) -> None:
+        """:meth:`kernel`, and with ``host_sync`` the host reads its result back (waits for it)."""
+        out.add(component, Op(f"{name}.{phase.value}", Kind.ELEMENTWISE, phase, component, "bf16", 0.0, nbytes,
+                              kernel=op_class, host_sync=host_sync))
+
     # --- attention ----------------------------------------------------------------------------------------
     def attention(self, out: LayerOps) -> None:
         att, t, h, tp = self.s.model.attention, self.tokens, self.h, self.tp
@@ -308,13 +321,21 @@ class LayerBuilder:
                               host_sync=sync))
 
     def moe(self, out: LayerOps) -> None:
-        """Gate, DISPATCH, routed experts as grouped GEMMs, shared experts, COMBINE (EP over ``ep`` GPUs)."""
+        """Gate, DISPATCH, routed experts as grouped GEMMs, shared experts, COMBINE (EP over ``ep`` GPUs).
+
+        ``training.dispatcher`` picks how tokens travel (:meth:`moe_dispatch`); ``parallelism.expert_tp`` splits
+        each expert's intermediate dimension over that many GPUs, which all-gather their peers' tokens after the
+        dispatch and reduce-scatter the outputs before the combine (Megatron's expert tensor parallelism);
+        ``training.capacity_factor`` drops the picks over an expert's capacity before dispatch."""
         moe, par, h, tr = self.s.model.moe, self.s.parallelism, self.h, self.s.training
         t = self.tokens // self.tp  # with tp > 1 each TP rank routes its sequence-parallel slice
         out.sizes["moe_in"] = out.sizes["shared_experts_in"] = t * h * BF16  # pre_mlp_layernorm's output
         self.norm(out, "ATTN", "mlp_norm", h)
         self.gemm(out, "ATTN", "gate", t, moe.routed_experts, h, self.prec.gate)
         self.router(out, t, moe.routed_experts, moe.top_k)
+        if tr.dispatcher != "deepep" or par.expert_tp > 1 or tr.capacity_factor is not None:
+            self.moe_dispatch(out, t)
+            return
         d_bytes, c_bytes = element_bytes(tr.dispatch_dtype), element_bytes(tr.combine_dtype)
         if tr.dispatch_dtype == "fp8":
             self.kernel(out, "ATTN", "dispatch.quant", Phase.F, OpClass.QUANT, t * h * QUANT_BYTES)
@@ -350,6 +371,12 @@ class LayerBuilder:
             self.kernel(out, "COMBINE", "combine_grad.quant", Phase.B, OpClass.QUANT, t * h * QUANT_BYTES)
         self.ep_notify(out, "COMBINE", Phase.B)
         self.comm(out, "COMBINE", "combine", Phase.B, bwd_dispatch, tr.dispatch_dtype)
+
+    def moe_dispatch(self, out: LayerOps, t: int) -> None:
+        """The MoE block after the router under :mod:`workloads.dispatchers` (any dispatcher, expert TP, capacity)."""
+        from workloads.dispatchers import build_moe_block  # it builds on this module's primitives
+
+        build_moe_block(self, out, t)
 
     # --- pipeline ends ----------------------------------------------------------------------------------
     def embedding(self, out: LayerOps) -> None:

@@ -74,8 +74,69 @@ def build_stages(scenario: Scenario) -> list[StageWork]:
             builder.head(ops)
             parts.append(ops)
         dense, expert = stage_parameters(scenario, layers, first=index == 0, last=index == last)
+        if scenario.parallelism.fsdp is not None and scenario.parallelism.pp == 1:  # with PP: once, in the tail
+            parts = _fsdp_parts(scenario, parts)
         stages.append(StageWork(index, layers, *_chunks(index, parts), dense, expert))
     return stages
+
+
+def unit_parameters(scenario: Scenario, part: LayerOps) -> tuple[float, float]:
+    """(dense, routed-expert) parameters one GPU holds of one unit of ``build_stages``: the embedding (layer −1),
+    a transformer or MTP block, an MTP projection or a head (told apart by their components)."""
+    model, par = scenario.model, scenario.parallelism
+    counts, h = parameter_counts(model), model.hidden
+    names = {c.name for c in part.forward}
+    if "EMBED" in names:
+        return counts.per_layer["embedding"] / par.tp, 0.0
+    if "HEAD" in names:  # an MTP module's head is the main head's (shared): no parameters of its own
+        own = part.layer == model.layers + model.mtp_depth
+        return ((counts.per_layer["head"] + h) / par.tp if own else 0.0), 0.0
+    if not any(n in names for n in ("MLP", "DISPATCH")):  # an MTP projection
+        return (2 * h * h + 2 * h) / par.tp, 0.0
+    dense, expert = counts.per_layer["attention"], 0.0
+    if is_moe_layer(model, part.layer):
+        routed, other = moe_params(model)
+        dense += other
+        expert = routed / (par.ep * par.expert_tp)
+    else:
+        dense += counts.per_layer["dense_ffn"]
+    return dense / par.tp, expert
+
+
+def largest_unit_parameters(scenario: Scenario) -> float:
+    """Parameters per GPU of the largest FSDP unit (what one gather holds unsharded)."""
+    return max(sum(unit_parameters(scenario, part)) for stage in _unit_samples(scenario) for part in stage)
+
+
+def _unit_samples(scenario: Scenario) -> list[list[LayerOps]]:
+    """One unit of each kind (embedding, dense and MoE layer, MTP projection, head), ops built, for their sizes."""
+    builder, model = LayerBuilder(scenario), scenario.model
+    embed, head, proj = LayerOps(-1), LayerOps(model.layers + model.mtp_depth), LayerOps(model.layers)
+    builder.embedding(embed)
+    builder.head(head)
+    builder.mtp_projection(proj)
+    layers = [_transformer_layer(builder, model, 0)]
+    if model.moe is not None and model.moe.first_dense_layers < model.layers:
+        layers.append(_transformer_layer(builder, model, model.moe.first_dense_layers))
+    return [[embed, head, proj] if model.mtp_depth else [embed, head], layers]
+
+
+def _fsdp_parts(scenario: Scenario, parts: list[LayerOps]) -> list[LayerOps]:
+    """Each unit with its FSDP collectives (:mod:`workloads.fsdp`); units of equal size share their ops."""
+    from workloads.fsdp import fsdp_ops, with_fsdp
+
+    shared: dict[tuple[float, float], dict] = {}
+    out = []
+    for part in parts:
+        size = unit_parameters(scenario, part)
+        if not any(size):
+            out.append(part)
+            continue
+        ops = shared.get(size)
+        if ops is None:
+            ops = shared[size] = fsdp_ops(scenario, *size)
+        out.append(with_fsdp(part, ops))
+    return out
 
 
 def moe_layer(scenario: Scenario, what: str) -> LayerOps:
@@ -237,7 +298,7 @@ def parameter_counts(model: Model) -> ParameterCounts:
 
 
 def stage_parameters(scenario: Scenario, layers: list[int], first: bool, last: bool) -> tuple[float, float]:
-    """(dense, routed-expert) parameters one GPU of this stage holds: dense sharded by tp, experts by ep."""
+    """(dense, routed-expert) parameters one GPU of this stage holds: dense sharded by tp, experts by ep·expert_tp."""
     model, par = scenario.model, scenario.parallelism
     counts = parameter_counts(model)
     h = model.hidden
@@ -248,7 +309,7 @@ def stage_parameters(scenario: Scenario, layers: list[int], first: bool, last: b
         if is_moe_layer(model, layer):
             routed, other = moe_params(model)
             dense += other
-            expert += routed / par.ep
+            expert += routed / (par.ep * par.expert_tp)  # expert TP splits each expert's intermediate dimension
         else:
             dense += counts.per_layer["dense_ffn"]
         if layer >= model.layers:

@@ -209,6 +209,19 @@ class Model(_Strict):
         return self
 
 
+class Fsdp(_Strict):
+    """FSDP2 / HSDP as TorchTitan composes it with TP and PP (``--parallelism.data_parallel_shard_degree`` and
+    ``data_parallel_replicate_degree``): the data-parallel group is ``shard`` × ``replicate`` GPUs. Without
+    pipeline parallelism each layer is gathered and reduced per micro-batch (:mod:`workloads.fsdp`); with it,
+    once per step (PyTorch's pipelining keeps the gathered parameters across micro-batches and syncs gradients
+    after the last backward)."""
+
+    shard: PositiveInt = Field(description="GPUs a parameter is sharded over (FSDP group size, GPUs), all-gathered "
+                                           "per layer in forward and backward, e.g. 8")
+    replicate: PositiveInt = Field(1, description="Replicas of each shard (HSDP; GPUs), whose gradients are "
+                                                  "all-reduced per layer; 1 = plain FSDP, e.g. 2")
+
+
 class Parallelism(_Strict):
     """The parallel layout. Rank order, fastest first: tp, cp, dp, pp; EP groups are carved from dp×cp×tp."""
 
@@ -224,6 +237,20 @@ class Parallelism(_Strict):
     seq_len: q.SEQUENCE.field()
     # Transformer layers per pipeline stage (pp × virtual_stages entries); default: an even split.
     stage_layers: list[Annotated[int, Field(ge=0)]] | None = None
+    expert_tp: PositiveInt = Field(1, description="Tensor parallelism of the routed experts (GPUs; Megatron's "
+                                                  "--expert-tensor-parallel-size, parallel folding): each expert's "
+                                                  "intermediate dimension split over this many GPUs, e.g. 2")
+    expert_dp: PositiveInt | None = Field(None, description="Data parallelism of the routed experts (GPUs): "
+                                                            "dp·cp·tp / (ep·expert_tp); derived when unset, "
+                                                            "checked when set, e.g. 16")
+    fsdp: Fsdp | None = Field(None, description="FSDP2/HSDP sharding of the data-parallel group (GPUs; shard × "
+                                                "replicate = dp), e.g. {shard: 8, replicate: 2}; set, it replaces "
+                                                "zero_stage; unset: ZeRO by zero_stage")
+
+    @property
+    def expert_dp_size(self) -> int:
+        """GPUs of one expert-data-parallel group: dp·cp·tp / (ep·expert_tp) (Megatron's expert DP)."""
+        return max(1, self.stage_gpus // (self.ep * self.expert_tp))
 
     @property
     def stage_gpus(self) -> int:
@@ -237,19 +264,24 @@ class Parallelism(_Strict):
 
     @property
     def dense_shards(self) -> int:
-        """Ways a dense parameter's ZeRO-sharded state is split (:func:`state_shards`)."""
-        return state_shards(self.dp, self.cp, self.tp, self.ep)[0]
+        """Ways a dense parameter's ZeRO-sharded state is split (:func:`state_shards`); with ``fsdp``, its shard
+        group (×cp)."""
+        if self.fsdp is not None:
+            return self.fsdp.shard * self.cp
+        return state_shards(self.dp, self.cp, self.tp, self.ep, self.expert_tp)[0]
 
     @property
     def expert_shards(self) -> int:
-        """Ways a routed expert's ZeRO-sharded state is split (:func:`state_shards`)."""
-        return state_shards(self.dp, self.cp, self.tp, self.ep)[1]
+        """Ways a routed expert's ZeRO-sharded state is split (:func:`state_shards`); with ``fsdp`` too: experts are
+        FSDP-sharded over their whole expert-DP group."""
+        return state_shards(self.dp, self.cp, self.tp, self.ep, self.expert_tp)[1]
 
 
-def state_shards(dp: int, cp: int, tp: int, ep: int) -> tuple[int, int]:
+def state_shards(dp: int, cp: int, tp: int, ep: int, expert_tp: int = 1) -> tuple[int, int]:
     """Ways ZeRO splits a parameter's state: (dense: its data-parallel group dp·cp, routed expert: its
-    expert-data-parallel group dp·cp·tp / ep). For layouts that are not a :class:`Parallelism` yet (the planner)."""
-    return dp * cp, max(1, dp * cp * tp // ep)
+    expert-data-parallel group dp·cp·tp / (ep·expert_tp)). For layouts that are not a :class:`Parallelism` yet
+    (the planner)."""
+    return dp * cp, max(1, dp * cp * tp // (ep * expert_tp))
 
 
 # Hopper GPUs (sm_90): FP8 tensor cores with per-tensor scales only, no MXFP8 block scaling (NVIDIA Blackwell
@@ -343,6 +375,17 @@ class Training(_Strict):
     # Megatron-LM's --tp-comm-overlap (Transformer Engine userbuffers): each tensor-parallel collective split into
     # chunks pipelined with the chunks of its row-parallel GEMM on fewer SMs (simulator/tp_overlap.py).
     tp_comm_overlap: bool = False
+    dispatcher: Literal["deepep", "alltoall", "allgather", "hybridep"] = Field(
+        "deepep", description="The MoE token dispatcher (Megatron's --moe-token-dispatcher-type; deepep = "
+                              "--moe-enable-deepep, hybridep = flex with HybridEP): how tokens reach their experts "
+                              "and which kernels and host syncs that takes, e.g. alltoall")
+    ep_overlap: bool = Field(False, description="Megatron's --overlap-moe-expert-parallel-comm: interleaved 1F1B "
+                                                "runs each steady-state forward beside a backward of another "
+                                                "micro-batch so that one's EP all-to-all hides under the other's "
+                                                "compute, e.g. true")
+    capacity_factor: Annotated[float, Field(gt=0, le=1000)] | None = Field(
+        None, description="Megatron's --moe-expert-capacity-factor: an expert takes at most capacity_factor × "
+                          "its balanced share of tokens (tokens) and drops the rest; unset: no dropping, e.g. 1.0")
 
 
 class Straggler(_Strict):
@@ -479,6 +522,7 @@ class Scenario(_Strict):
                 )
             if par.stage_gpus % par.ep:
                 raise ValueError(f"parallelism.ep={par.ep} must divide dp·cp·tp={par.stage_gpus}")
+        self._check_expert_layout()
         heads = model.attention.heads
         if heads % par.tp:
             raise ValueError(f"parallelism.tp={par.tp} must divide model.attention.heads={heads}")
@@ -508,6 +552,17 @@ class Scenario(_Strict):
             if straggler.gpu >= cluster.gpus:
                 raise ValueError(f"faults.stragglers[{i}].gpu={straggler.gpu} is not a GPU of the "
                                  f"{cluster.gpus}-GPU cluster (0 … {cluster.gpus - 1})")
+        if par.fsdp is not None and par.fsdp.shard * par.fsdp.replicate != par.dp:
+            raise ValueError(f"parallelism.fsdp: shard·replicate = {par.fsdp.shard}·{par.fsdp.replicate} = "
+                             f"{par.fsdp.shard * par.fsdp.replicate} but parallelism.dp = {par.dp}; make them equal")
+        if par.fsdp is not None and par.pp == 1 and (self.schedule in ("dualpipe", "dualpipev")
+                                                      or self.training.ep_overlap):
+            raise ValueError("parallelism.fsdp: FSDP's per-layer prefetch is modelled on chunks run one at a time, "
+                             "not on overlapped F&B pairs; use schedule 1f1b, interleaved, zb-h1 or gpipe "
+                             "(ep_overlap: false), or remove fsdp")
+        if self.training.ep_overlap and self.schedule != "interleaved":
+            raise ValueError(f"training.ep_overlap overlaps EP communication across micro-batches of interleaved "
+                             f"1F1B; set schedule: interleaved (not {self.schedule}) or ep_overlap: false")
         if self.training.comm_sms >= cluster.gpu.sms:
             raise ValueError(f"training.comm_sms={self.training.comm_sms} leaves no SMs of {cluster.gpu.sms}")
         recipe, prec = self.training.fp8_recipe, self.training.precision
@@ -518,6 +573,23 @@ class Scenario(_Strict):
             raise ValueError(f"training.fp8_recipe=mxfp8 needs Blackwell tensor cores (MXFP8's 1x32 block scales); "
                              f"cluster.gpu {cluster.gpu.name} is Hopper: use blockwise or tensorwise")
         return self
+
+    def _check_expert_layout(self) -> None:
+        """Expert TP and expert DP (Megatron's parallel folding): ep·expert_tp·expert_dp = dp·cp·tp."""
+        par, moe = self.parallelism, self.model.moe
+        etp = par.expert_tp
+        if etp > 1 and moe is None:
+            raise ValueError("parallelism.expert_tp > 1 needs a model with moe; set expert_tp=1")
+        if moe is not None and moe.expert_intermediate % etp:
+            raise ValueError(f"parallelism.expert_tp={etp} must divide model.moe.expert_intermediate="
+                             f"{moe.expert_intermediate}; pick a divisor of it")
+        if par.stage_gpus % (par.ep * etp):
+            raise ValueError(f"parallelism.expert_tp={etp}: ep·expert_tp = {par.ep * etp} must divide "
+                             f"dp·cp·tp = {par.stage_gpus}; lower expert_tp or ep")
+        if par.expert_dp is not None and par.expert_dp != par.expert_dp_size:
+            raise ValueError(f"parallelism.expert_dp={par.expert_dp} but dp·cp·tp / (ep·expert_tp) = "
+                             f"{par.stage_gpus}/({par.ep}·{etp}) = {par.expert_dp_size}; set expert_dp="
+                             f"{par.expert_dp_size} or leave it unset")
 
     # Derived quantities used across layers.
     @property

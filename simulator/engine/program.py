@@ -224,24 +224,55 @@ class ProgramBuilder:
             task = Task("empty", 0.0, step.phase.value, mb, stage, deps, done, None, Stream.COMPUTE)
             task.host = NO_HOST if self.host is not None else None
             return [task]
+        if any(p[-1] for p in plain):
+            return self._issued_chain(step, plain, deps, done)
         tasks, last, first = [], len(plain) - 1, self.signals
         self.signals += last  # signals of the chain's inner links
-        for i, (name, duration_s, phase, group, stream, expert_s, net, host) in enumerate(plain):
+        for i, (name, duration_s, phase, group, stream, expert_s, net, host, _) in enumerate(plain):
             signal = done if i == last else first + i
             tasks.append(Task(name, duration_s, phase, mb, stage, deps, signal, group, stream, expert_s, net, host))
             deps = [signal]
         return tasks
 
+    def _issued_chain(self, step: Step, plain: list[tuple], deps: list[int], done: int) -> list[Task]:
+        """A chain with FSDP's collectives (``Segment.issue``): a "prefetch" gather is issued when the unit before
+        its own starts (FSDP2 prefetches one unit ahead) and placed ahead of that unit's tasks on its stream, and
+        the first task of its unit waits for it; a "detached" reduce-scatter follows its unit and nothing in the
+        chain waits for it (the step's tail does). The chain's last in-order task completes ``done``."""
+        mb, stage = step.micro_batch, step.stage
+        last = max((i for i, p in enumerate(plain) if p[-1] != "detached"), default=len(plain) - 1)
+        tasks: list[Task] = []
+        unit_start, unit_index, gather = list(deps), 0, None
+        for i, (name, duration_s, phase, group, stream, expert_s, net, seg_host, issue) in enumerate(plain):
+            signal = done if i == last else self.new_signal()
+            if issue == "prefetch":
+                task = Task(name, duration_s, phase, mb, stage, list(unit_start), signal, group, stream, expert_s,
+                            net)
+                tasks.insert(unit_index, task)  # ahead of the unit before it on the stream
+                gather, unit_index = signal, unit_index + 1
+            else:
+                task = Task(name, duration_s, phase, mb, stage, deps + ([gather] if gather is not None else []),
+                            signal, group, stream, expert_s, net)
+                if gather is not None:  # the first task of a unit: the next gather goes when it starts
+                    unit_start, unit_index, gather = task.deps, len(tasks), None
+                tasks.append(task)
+                if issue != "detached":
+                    deps = [signal]
+            if self.host is not None:
+                task.host = seg_host
+        return tasks
+
     def _plain(self, segments: tuple[Segment, ...], beside_comm: bool) -> list[tuple]:
-        """(name, seconds, phase letter, group, stream, expert seconds, net op, raw host record or None) of each
-        segment, its compute priced beside communication or alone; worked out once per segment tuple."""
+        """(name, seconds, phase letter, group, stream, expert seconds, net op, raw host record or None, FSDP issue
+        mode) of each segment, its compute priced beside communication or alone; worked out once per segment tuple."""
         key = (id(segments), beside_comm)
         plain = self._plain_cache.get(key)
         if plain is None:
             host = self.host is not None
             plain = [(seg.name, seg.duration_s if beside_comm else seg.alone_s, seg.phase.value, seg.group or None,
                       seg.stream, seg.expert_s if beside_comm or seg.full_s is None else seg.expert_full_s,
-                      self._net(seg.comms, seg.duration_s - seg.comm_s), _raw_host(seg.host) if host else None)
+                      self._net(seg.comms, seg.duration_s - seg.comm_s), _raw_host(seg.host) if host else None,
+                      seg.issue)
                      for seg in segments]
             self._plain_cache[key] = plain
             self._keep_alive.append(segments)  # ids stay unique while the tuple lives

@@ -2,7 +2,9 @@
 
 Ranks are ordered tp fastest, then cp, then dp, then pp (Megatron's default): GPU ``g`` sits on pipeline rank
 ``g // S`` at local index ``g % S``, with ``S = dp·cp·tp`` GPUs per pipeline rank. EP groups are contiguous runs
-of ``ep`` ranks inside a stage's dp·cp·tp ranks; the expert-data-parallel group (``edp``) strides over them. The
+of ``ep`` ranks inside a stage's dp·cp·tp ranks, ``expert_tp`` apart (expert tensor parallelism, ``etp``, is
+fastest, as in Megatron's expert rank order tp-ep-dp); the expert-data-parallel group (``edp``) strides over
+the ep·expert_tp block. FSDP's shard group (``fsdp``) is a run of the DP group, its replicas (``hsdp``) stride it. The
 gradient and parameter synchronisation at the end of a step (DP and expert-DP together) meets over the union of
 the two groups, the ``tail`` group. One :class:`ProcessGroups` serves the engine's rendezvous (via
 :mod:`simulator.engine.cohorts`), the network models' group instances and their geometry alike.
@@ -15,7 +17,7 @@ from functools import cached_property
 
 from workloads.scenario import Scenario
 
-KINDS = ("tp", "cp", "dp", "ep", "edp", "pp")
+KINDS = ("tp", "cp", "dp", "ep", "etp", "edp", "fsdp", "hsdp", "pp")
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,14 @@ class ProcessGroups:
     ep: int
     pp: int
     gpus_per_node: int
+    etp: int = 1  # expert tensor parallelism
+    fsdp_shard: int = 0  # FSDP shard group size (0: no FSDP, the whole DP group)
 
     @classmethod
     def of(cls, scenario: Scenario) -> ProcessGroups:
         par = scenario.parallelism
-        return cls(par.tp, par.cp, par.dp, par.ep, par.pp, scenario.cluster.node.gpus_per_node)
+        shard = par.fsdp.shard if par.fsdp is not None else 0
+        return cls(par.tp, par.cp, par.dp, par.ep, par.pp, scenario.cluster.node.gpus_per_node, par.expert_tp, shard)
 
     @property
     def stage_gpus(self) -> int:
@@ -57,8 +62,11 @@ class ProcessGroups:
 
     def size_stride(self, kind: str) -> tuple[int, int]:
         """Members of one group of ``kind`` and the rank distance between neighbours."""
+        block, shard = self.ep * self.etp, self.fsdp_shard or self.dp
         table = {"tp": (self.tp, 1), "cp": (self.cp, self.tp), "dp": (self.dp, self.tp * self.cp),
-                 "ep": (self.ep, 1), "edp": (self.stage_gpus // self.ep, self.ep), "pp": (self.pp, self.stage_gpus)}
+                 "ep": (self.ep, self.etp), "etp": (self.etp, 1), "edp": (self.stage_gpus // block, block),
+                 "pp": (self.pp, self.stage_gpus), "fsdp": (shard, self.tp * self.cp),
+                 "hsdp": (self.dp // shard, self.tp * self.cp * shard)}
         if kind not in table:
             raise KeyError(f"unknown process group {kind!r}")
         return table[kind]
@@ -77,9 +85,15 @@ class ProcessGroups:
         if kind == "dp":
             return local % (tp * cp)
         if kind == "ep":
-            return local // self.ep
+            return local // self.ep if self.etp == 1 else (local // (self.ep * self.etp), local % self.etp)
+        if kind == "etp":
+            return local // self.etp
         if kind == "edp":
-            return local % self.ep
+            return local % (self.ep * self.etp)
+        if kind in ("fsdp", "hsdp"):
+            shard = self.fsdp_shard or self.dp
+            data = local // (tp * cp)  # index in the DP group
+            return (local % (tp * cp), data // shard) if kind == "fsdp" else (local % (tp * cp), data % shard)
         if kind == "tail":
             return self._tail[local]
         raise KeyError(f"unknown process group {kind!r}")
@@ -97,7 +111,8 @@ class ProcessGroups:
             return x
 
         for local in range(stage):
-            a, b, c = find(local), find(stage + local % (self.tp * self.cp)), find(2 * stage + local % self.ep)
+            a, b = find(local), find(stage + local % (self.tp * self.cp))
+            c = find(2 * stage + local % (self.ep * self.etp))
             parent[a] = b
             parent[find(c)] = find(b)
         return [find(local) for local in range(stage)]

@@ -20,6 +20,7 @@ import numpy as np
 from simulator.network import AnalyticNetwork
 from simulator.network.groups import GroupGeometry
 from simulator.schedules import scenario_schedule
+from simulator.simulate import fsdp_tail_comms
 from workloads.model import build_stages
 from workloads.ops import DTYPE_BYTES, Comm, Pattern
 from workloads.routing import sample_balanced
@@ -130,7 +131,13 @@ def link_loads(scenario: Scenario) -> LinkLoads:
                     scenario.micro_batches)
     zero = par.zero_stage >= 1
     reduce = Pattern.REDUCE_SCATTER if zero else Pattern.ALL_REDUCE
-    for rank, (dense, expert) in enumerate(rank_params):
+    if par.fsdp is not None:  # per layer they are chunk ops (counted above); with PP, the tail's
+        for rank, (dense, expert) in enumerate(rank_params):
+            grads, params = fsdp_tail_comms(scenario, dense, expert)
+            for name, comms in (("gradient sync", grads), ("parameter all-gather", params)):
+                for comm in comms:
+                    add(rank, name, *comm_link_bytes(network, comm), 1)
+    for rank, (dense, expert) in enumerate(rank_params if par.fsdp is None else ()):
         for group, params in (("dp", dense), ("edp", expert)):
             grads = Comm(reduce, group, params * DTYPE_BYTES[tr.grad_dtype])
             add(rank, "gradient sync", *comm_link_bytes(network, grads), 1)

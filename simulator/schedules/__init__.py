@@ -29,7 +29,10 @@ def scenario_schedule(scenario) -> Schedule:
     par = scenario.parallelism
     check_pipeline(par.pp, scenario.micro_batches, par.virtual_stages,
                    "lower parallelism.global_batch or raise dp·micro_batch_size")
-    return build_schedule(scenario.schedule, par.pp, scenario.micro_batches, par.virtual_stages)
+    schedule = build_schedule(scenario.schedule, par.pp, scenario.micro_batches, par.virtual_stages)
+    if scenario.training.ep_overlap:  # checked by the scenario: the schedule is interleaved
+        schedule.overlap_ep = True
+    return schedule
 
 
 from simulator.schedules import classic, dualpipe, interleaved, zero_bubble  # noqa: E402,F401  (registers them)

@@ -5,9 +5,16 @@ go through in groups of pp: a rank runs forward of group g on its chunk 0, then 
 the reverse chunk order. Warm-up is (pp − rank − 1)·2 + (v − 1)·pp forwards, then one forward / one backward,
 then the cool-down backwards. The bubble shrinks to (p − 1)/v chunk-times of the whole model per rank, at the
 cost of v× more pipeline sends. As in Megatron-LM, the micro-batch count must be a multiple of pp.
+
+With ``overlap_ep`` (``training.ep_overlap``, Megatron-LM's --overlap-moe-expert-parallel-comm) each steady-state
+forward runs beside the backward issued with it, as one overlapped pair (:class:`Step` ``overlap``): one
+micro-batch's expert all-to-all runs while the other computes, as DualPipe pairs them. Warm-up takes one forward
+more, so that the last rank never pairs a backward with its own forward.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from simulator.schedules import register
 from simulator.schedules.base import Schedule, ScheduleError, Step
@@ -18,6 +25,7 @@ from workloads.ops import Phase
 class Interleaved1F1B(Schedule):
     name = "interleaved"
     description = "interleaved 1F1B (Megatron-LM): v virtual stages per rank, bubble ÷ v"
+    overlap_ep = False  # steady-state F and B issued as overlapped pairs (training.ep_overlap)
 
     def check(self) -> None:
         if self.virtual_stages < 2:
@@ -42,6 +50,8 @@ class Interleaved1F1B(Schedule):
         programs = []
         for rank in range(pp):
             warmup = min((pp - rank - 1) * 2 + (v - 1) * pp, total)
+            if self.overlap_ep:  # one forward more, so that no pair's B needs its own F
+                warmup = min(warmup + 1, total)
 
             def forward(k: int) -> Step:
                 mb, chunk = self._chunk(k, True)
@@ -53,6 +63,9 @@ class Interleaved1F1B(Schedule):
 
             steps = [forward(k) for k in range(warmup)]
             for k in range(total - warmup):
+                if self.overlap_ep:
+                    steps.append(replace(forward(k + warmup), overlap=backward(k)[0]))
+                    continue
                 steps.append(forward(k + warmup))
                 steps += backward(k)
             for k in range(total - warmup, total):
