@@ -22,7 +22,7 @@ from workloads.presets import preset_names, preset_text
 # command runs (each pulls in what it needs: the planner, plotly, networkx), so `moesim simulate` pays for none of
 # them; help, and a name no command has, import them all (tests/test_cli_lazy.py checks this map is complete).
 COMMAND_MODULES = {"calibrate": "calibrate", "collective": "collective", "compare": "compare",
-                   "dashboard": "dashboard", "plan": "plan", "replay": "trace", "report": "report",
+                   "dashboard": "dashboard", "import": "import_config", "plan": "plan", "replay": "trace", "report": "report",
                    "routing": "routing", "schedule": "schedule", "sweep": "sweep", "topology": "topology",
                    "trace": "trace", "validate": "validate"}
 
