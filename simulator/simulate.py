@@ -10,6 +10,7 @@ from typing import Callable
 
 from calibration.cost_model import CostModel
 from calibration.profile import Profile, load_profiles
+from simulator.auto_split import resolve_auto
 from simulator.engine.cohorts import full_layout
 from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.failures.faults import rank_slowdowns, run_goodput
@@ -176,6 +177,18 @@ def _collector_paused():
             gc.enable()
 
 
+def _candidate_step_s(scenario: Scenario, profile, pricer_factory) -> float:
+    """The simulated step of a candidate split for ``stage_layers: auto`` (infinite where it does not fit HBM or
+    the schedule cannot run it)."""
+    from simulator.memory import MemoryLayoutError
+    from simulator.schedules import ScheduleError
+
+    try:
+        return simulate(scenario, profile, pricer_factory=pricer_factory).step_time_s
+    except (MemoryLayoutError, ScheduleError):
+        return float("inf")
+
+
 def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None, keep_timeline: bool = False,
              check_memory: bool | None = None, pricer_factory: Callable[..., Pricer] | None = None,
              full_units: str = "auto") -> Result:
@@ -199,6 +212,8 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
     par = scenario.parallelism
     schedule = scenario_schedule(scenario)
     pricer = (pricer_factory or Pricer)(scenario, cost_model, network, schedule.stage_rank)
+    scenario, chosen_split = resolve_auto(scenario, pricer, schedule,
+                                         lambda candidate: _candidate_step_s(candidate, profile, pricer_factory))
     with _collector_paused():
         stages = build_stages(scenario)
         prices: list[StagePrice] = [pricer.price_stage(s) for s in stages]
@@ -257,7 +272,8 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
         stages=stage_results,
         parameters={"total": counts.total, "activated": counts.activated, "mtp": counts.mtp},
         reliability=goodput.to_dict(),
-        cost_model_notes=cost_model.notes() + host_notes(pricer, scenario),
+        cost_model_notes=([chosen_split.note()] if chosen_split else []) + cost_model.notes()
+        + host_notes(pricer, scenario),
         sim_wall_s=time.perf_counter() - wall, events=timeline.events,
         timeline=timeline if keep_timeline else None, fidelity=scenario.run.fidelity,
         simulated_units=timeline.units, tasks=timeline.tasks, simpy_events=timeline.simpy_events,

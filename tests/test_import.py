@@ -197,3 +197,44 @@ def test_import_bad_input_is_one_line(tmp_path):
     script.write_text(command.replace("Et|tt|L", "Et|tL") + "\n")
     refused(["import", "megatron", str(script), "--hf-config", str(DSV3_HF)], "--pipeline-model-parallel-layout",
             "holds 2 decoder layers", "--num-layers = 4")
+
+
+# --- stage_layers: auto -----------------------------------------------------------------------------------
+def test_best_split_is_the_brute_force_minimum_of_the_largest_stage():
+    from itertools import product
+
+    from simulator.auto_split import best_split
+
+    layers = [1.0, 1.0, 1.0, 3.0, 3.0, 3.0, 3.0]  # three dense layers, then four MoE layers
+    first, last, stages = 2.0, 4.0, 3
+    split = best_split(layers, first, last, stages)
+
+    def largest(counts):
+        out, start = [], 0
+        for i, n in enumerate(counts):
+            out.append(sum(layers[start:start + n]) + (first if i == 0 else 0) + (last if i == stages - 1 else 0))
+            start += n
+        return max(out)
+
+    brute = min(largest(c) for c in product(range(len(layers) + 1), repeat=stages) if sum(c) == len(layers))
+    assert sum(split) == len(layers) and largest(split) == brute == 8.0
+
+
+def test_dualpipe_runs_each_stage_on_two_ranks_half_the_time():
+    from simulator.auto_split import stage_shares
+    from simulator.schedules import scenario_schedule
+
+    scenario = load_scenario()  # DualPipe, PP16
+    shares = stage_shares(scenario_schedule(scenario), 16, scenario.micro_batches)
+    assert shares[0] == {0: 0.5, 15: 0.5} and shares[6] == {6: 0.5, 9: 0.5}
+
+
+def test_auto_split_of_the_default_preset_is_no_slower_than_the_hand_split():
+    from simulator.simulate import simulate
+
+    hand = simulate(load_scenario())
+    auto = simulate(load_scenario(overrides=["parallelism.stage_layers=auto"]))
+    note = next(n for n in auto.cost_model_notes if n.startswith("parallelism.stage_layers: auto chose"))
+    assert auto.step_time_s <= hand.step_time_s * (1 + 1e-12), note
+    chosen = eval(note.split("chose ", 1)[1].split(" (")[0])  # the printed list
+    assert sum(chosen) == 61 and len(chosen) == 16
