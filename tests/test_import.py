@@ -238,3 +238,15 @@ def test_auto_split_of_the_default_preset_is_no_slower_than_the_hand_split():
     assert auto.step_time_s <= hand.step_time_s * (1 + 1e-12), note
     chosen = eval(note.split("chose ", 1)[1].split(" (")[0])  # the printed list
     assert sum(chosen) == 61 and len(chosen) == 16
+
+
+def test_a_megatron_bridge_config_takes_the_model_from_its_hf_config():
+    data, text = imported(["megatron", str(DATA / "bridge-llama32_1b_pretrain.yaml"), "--gpus", "8",
+                           "--hf-config", str(DATA / "hf" / "Llama-3.2-1B" / "config.json")])
+    par, model = data["parallelism"], data["model"]
+    assert (par["dp"], par["tp"], par["pp"], par["global_batch"], par["micro_batch_size"], par["seq_len"]) == \
+        (8, 1, 1, 8, 1, 4096)
+    assert (model["layers"], model["hidden"], model["tied_embeddings"]) == (16, 2048, True)
+    assert model["attention"] == {"heads": 32, "kind": "gqa", "kv_heads": 8, "head_dim": 64}
+    assert data["training"]["tokens"] == 100 * 8 * 4096  # train_iters × global_batch_size × seq_length
+    assert "#   --seed 1234: not modelled" in text

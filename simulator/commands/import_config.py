@@ -49,11 +49,12 @@ def import_megatron(args: list[str] = typer.Argument(..., help="The pasted comma
         source, text = _source(args)
         draft = Draft(source)
         unknown: list[str] = []
+        bridge = False
         if source.endswith((".yaml", ".yml")):
             data = yaml.safe_load(text)
             if not isinstance(data, dict):
                 raise ScenarioError(f"{source}: a Megatron YAML config is a mapping (MODEL_ARGS, or model/train …)")
-            flags, unknown = flags_from_config(data)
+            flags, unknown, bridge = flags_from_config(data)
             launched = None
         else:
             launch = parse_launch(text)
@@ -77,10 +78,10 @@ def import_megatron(args: list[str] = typer.Argument(..., help="The pasted comma
             pre = Draft(source)
             apply_hf_config(pre, config, Path(hf_config).name)
             draft.values.update({k: v for k, v in pre.values.items() if k.startswith("model.vocab")})
-            run_import(flags, draft, world, per_node, where)
+            run_import(flags, draft, world, per_node, where, not bridge)
             apply_hf_config(draft, config, Path(hf_config).name)
         else:
-            run_import(flags, draft, world, per_node, where)
+            run_import(flags, draft, world, per_node, where, not bridge)
         for item in unknown:
             draft.leave_out(item, "not expressed: not a Megatron-LM flag moesim reads")
         if "model.name" not in draft.values:

@@ -44,8 +44,13 @@ def apply_hf_config(draft: Draft, config: dict, name: str) -> None:
     put("model.ffn_intermediate", config.get("intermediate_size"), "intermediate_size")
     put("model.tied_embeddings", config.get("tie_word_embeddings", False), "tie_word_embeddings")
     heads = config.get("num_attention_heads")
-    put("model.attention.heads", heads, "num_attention_heads")
-    if "kv_lora_rank" in config:  # MLA (DeepSeek-V2/V3)
+    if "model.attention.kind" in draft.values:  # the flags described the attention: keep theirs whole
+        heads = None
+    else:
+        put("model.attention.heads", heads, "num_attention_heads")
+    if heads is None:
+        pass
+    elif "kv_lora_rank" in config:  # MLA (DeepSeek-V2/V3)
         put("model.attention.kind", "mla", "kv_lora_rank")
         for key, target in (("q_lora_rank", "q_lora_rank"), ("kv_lora_rank", "kv_lora_rank"),
                             ("qk_nope_head_dim", "qk_nope_head_dim"), ("qk_rope_head_dim", "qk_rope_head_dim"),
@@ -58,11 +63,13 @@ def apply_hf_config(draft: Draft, config: dict, name: str) -> None:
             put("model.attention.kv_heads", kv, "num_key_value_heads")
         head_dim = config.get("head_dim") or config["hidden_size"] // heads
         put("model.attention.head_dim", head_dim, "head_dim" if "head_dim" in config else "hidden_size / heads")
-    _moe(put, config)
+    if "model.moe.routed_experts" not in draft.values:
+        _moe(put, config)
     put("model.mtp_depth", config.get("num_nextn_predict_layers") or None, "num_nextn_predict_layers")
 
 
 def _moe(put, config: dict) -> None:
+    """The MoE keys, unless the flags set the experts (then theirs stand whole)."""
     experts = config.get("n_routed_experts") or config.get("num_experts") or config.get("num_local_experts")
     if not experts:
         return

@@ -94,9 +94,11 @@ def _flag_text(name: str, values: list[str]) -> str:
 
 
 def import_megatron(flags: list[tuple[str, list[str]]], draft: Draft, gpus: int | None, gpus_per_node: int,
-                    origin_gpus: str) -> Draft:
+                    origin_gpus: str, command_defaults: bool = True) -> Draft:
     """Fill ``draft`` from Megatron ``flags`` (in command order; a later flag wins, as argparse does).
-    ``gpus``: the world size (from the launcher or --gpus), named by ``origin_gpus``."""
+    ``gpus``: the world size (from the launcher or --gpus), named by ``origin_gpus``. ``command_defaults``:
+    apply Megatron-LM's command-line defaults where a flag is absent (not for a Megatron-Bridge config, whose
+    recipe sets its own: the model's config.json fills those)."""
     check_known(flags)
     seen = {name: values for name, values in flags}
     for name, values in seen.items():
@@ -111,7 +113,8 @@ def import_megatron(flags: list[tuple[str, list[str]]], draft: Draft, gpus: int 
             draft.leave_out(text, "not modelled: no effect on a simulated step")
         else:
             draft.leave_out(text, "not expressed: moesim has no field for it")
-    _model_defaults(seen, draft)
+    if command_defaults:
+        _model_defaults(seen, draft)
     _layout(seen, draft)
     _layout_sizes(seen, draft, gpus, gpus_per_node, origin_gpus)
     return draft
@@ -132,6 +135,8 @@ def _special(name: str, values: list[str], seen: dict, draft: Draft, text: str) 
     if name == "--num-query-groups":
         if "--group-query-attention" in seen:
             draft.set("model.attention.kv_heads", _int(name, values), f"{text} (with --group-query-attention)")
+        else:
+            draft.leave_out(text, "not used: Megatron applies it only with --group-query-attention")
     elif name == "--kv-channels":
         if "--multi-latent-attention" not in seen:
             draft.set("model.attention.head_dim", _int(name, values), text)
@@ -147,11 +152,17 @@ def _special(name: str, values: list[str], seen: dict, draft: Draft, text: str) 
     elif name == "--fp8-recipe":
         draft.planned("training.fp8_recipe", values[0] if values else "", text)
     elif name in ("--recompute-granularity", "--recompute-modules", "--recompute-method", "--recompute-num-layers"):
+        granularity = (seen.get("--recompute-granularity") or [""])[0]
         if name == "--recompute-granularity":
-            _recompute(values[0] if values else "", seen, draft, text)
+            _recompute(granularity, seen, draft, text)
+        elif not granularity or (granularity == "selective" and name != "--recompute-modules") or \
+                (granularity == "full" and name == "--recompute-modules"):
+            draft.leave_out(text, f"not used: Megatron ignores it with --recompute-granularity {granularity or 'unset'}")
     elif name in ("--moe-token-dispatcher-type", "--moe-flex-dispatcher-backend", "--moe-enable-deepep"):
         if name == "--moe-token-dispatcher-type":
             _dispatcher(values[0] if values else "", seen, draft)
+        elif "--moe-token-dispatcher-type" not in seen:
+            draft.leave_out(text, "not used without --moe-token-dispatcher-type (Megatron's default: allgather)")
     elif name == "--moe-expert-capacity-factor":
         draft.planned("training.capacity_factor", float(values[0]), text)
     elif name == "--expert-tensor-parallel-size":
@@ -164,6 +175,8 @@ def _special(name: str, values: list[str], seen: dict, draft: Draft, text: str) 
             stage = {"no_shard": 0, "optim": 1, "optim_grads": 2, "optim_grads_params": 3}.get(strategy, 3)
             draft.set("parallelism.zero_stage", stage,
                       f"--use-megatron-fsdp --data-parallel-sharding-strategy {strategy}")
+        elif "--use-megatron-fsdp" not in seen:
+            draft.leave_out(text, "not used without --use-megatron-fsdp")
     elif name in ("--train-samples", "--train-iters", "--make-vocab-size-divisible-by", "--group-query-attention"):
         pass  # _layout_sizes, pad_vocab and --num-query-groups use them
     elif name in ("--pipeline-model-parallel-layout", "--decoder-first-pipeline-num-layers",
@@ -215,7 +228,8 @@ def _recompute(granularity: str, seen: dict, draft: Draft, text: str) -> None:
     if granularity == "full":
         method = (seen.get("--recompute-method") or ["uniform"])[0]
         count = (seen.get("--recompute-num-layers") or ["1"])[0]
-        draft.set("training.recompute.full", True, text)
+        draft.set("training.recompute.full", True, " ".join(
+            [text] + [_flag_text(n, seen[n]) for n in ("--recompute-method", "--recompute-num-layers") if n in seen]))
         if method != "uniform" or count != "1":
             draft.leave_out(f"--recompute-method {method} --recompute-num-layers {count}",
                             "not expressed: moesim recomputes every layer in full")
@@ -392,10 +406,10 @@ BRIDGE_RENAMES = {"num_moe_experts": "--num-experts", "virtual_pipeline_model_pa
                   "seq_length": "--seq-length"}
 
 
-def flags_from_config(data: dict) -> tuple[list[tuple[str, list[str]]], list[str]]:
+def flags_from_config(data: dict) -> tuple[list[tuple[str, list[str]]], list[str], bool]:
     """Flags from a YAML configuration: Megatron-MoE-ModelZoo's ``MODEL_ARGS: {--flag: value}`` or a Megatron-Bridge
     ConfigContainer (sections ``model``, ``train``, … of field names). Returns (flags, Bridge keys that are no
-    Megatron-LM flag)."""
+    Megatron-LM flag, whether it is a Bridge config)."""
     flags: list[tuple[str, list[str]]] = []
     unknown: list[str] = []
     known = known_flags()
@@ -409,7 +423,7 @@ def flags_from_config(data: dict) -> tuple[list[tuple[str, list[str]]], list[str
     if isinstance(data.get("MODEL_ARGS"), dict):
         for key, value in data["MODEL_ARGS"].items():
             add(str(key), value)
-        return flags, unknown
+        return flags, unknown, False
     for section, fields in data.items():
         if not isinstance(fields, dict):
             continue
@@ -419,4 +433,7 @@ def flags_from_config(data: dict) -> tuple[list[tuple[str, list[str]]], list[str
                 add(name, value)
             elif value not in (None, False, [], {}):
                 unknown.append(f"{section}.{key}: {value!r}")
-    return flags, unknown
+    names = {name for name, _ in flags}
+    if "--num-query-groups" in names and "--group-query-attention" not in names:
+        flags.append(("--group-query-attention", []))  # a Bridge config's num_query_groups is GQA by itself
+    return flags, unknown, True
