@@ -158,6 +158,9 @@ def _special(name: str, values: list[str], seen: dict, draft: Draft, text: str) 
         elif not granularity or (granularity == "selective" and name != "--recompute-modules") or \
                 (granularity == "full" and name == "--recompute-modules"):
             draft.leave_out(text, f"not used: Megatron ignores it with --recompute-granularity {granularity or 'unset'}")
+    elif name in ("--moe-flex-dispatcher-num-sms", "--moe-deepep-num-sms", "--moe-hybridep-num-sms"):
+        if "--moe-token-dispatcher-type" not in seen:
+            draft.leave_out(text, "not used without --moe-token-dispatcher-type flex")
     elif name in ("--moe-token-dispatcher-type", "--moe-flex-dispatcher-backend", "--moe-enable-deepep"):
         if name == "--moe-token-dispatcher-type":
             _dispatcher(values[0] if values else "", seen, draft)
@@ -271,6 +274,13 @@ def _dispatcher(kind: str, seen: dict, draft: Draft) -> None:
         draft.leave_out(text, f"not expressed: dispatcher {kind!r} is none of {', '.join(DISPATCHERS)}")
         return
     draft.planned("training.dispatcher", DISPATCHERS[kind], text)
+    if kind in ("deepep", "hybridep"):  # its kernels hold SMs while they run
+        for flag in ("--moe-flex-dispatcher-num-sms", f"--moe-{kind}-num-sms"):
+            if flag in seen:
+                draft.set("training.comm_sms", int(seen[flag][0]), _flag_text(flag, seen[flag]))
+                return
+        if kind == "deepep":
+            draft.set("training.comm_sms", 20, "Megatron's DeepEP default of 20 SMs (moe_deepep_num_sms)")
 
 
 def _expert_tp(etp: int, seen: dict, draft: Draft, text: str) -> None:
