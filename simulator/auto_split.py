@@ -11,9 +11,10 @@ per micro-batch on average: each stage's cost times the share of micro-batches t
 micro-batches and on rank pp-1-s for the other half). The search starts from the split whose most expensive stage
 is cheapest (dynamic programming, exact where each rank runs one stage) and moves one layer at a time between
 neighbouring stages while that lowers the largest rank load (then the spread of loads): a local optimum. Rank loads
-do not see the order in which the pipeline fills and drains, so the splits that differ from it only in how the
-first and last stages share their layers (up to two layers either way) and whose largest load is within 1% of it
-are simulated too, and the shortest simulated step wins.
+do not see the order in which the pipeline fills and drains, so both ends of the search (the stage-balanced split
+and the local optimum) and the splits that differ from them only in how the first and last stages share their
+layers (up to two layers either way, within 1% of their largest load) are simulated, and the shortest simulated
+step wins.
 """
 
 from __future__ import annotations
@@ -188,8 +189,12 @@ def auto_split(scenario: Scenario, pricer: Pricer, schedule, step_s=None) -> Aut
     stages = par.pp * par.virtual_stages
     layers, first, last = unit_costs_s(scenario, pricer)
     shares = stage_shares(schedule, stages, scenario.micro_batches)
-    split = local_search(best_split(layers, first, last, stages), layers, first, last, shares)
-    candidates = end_variants(split, layers, first, last, shares) if step_s is not None else [split]
+    balanced = best_split(layers, first, last, stages)
+    split = local_search(balanced, layers, first, last, shares)
+    candidates = [split]
+    if step_s is not None:  # both starts of the search and their end-stage variants, each once
+        for start in (split, balanced):
+            candidates += [c for c in end_variants(start, layers, first, last, shares) if c not in candidates]
     if len(candidates) > 1:
         times = [step_s(with_split(scenario, c)) for c in candidates]
         split = candidates[min(range(len(candidates)), key=lambda i: (times[i], i))]
