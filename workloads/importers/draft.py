@@ -75,7 +75,7 @@ class Draft:
         for key in sorted(data, key=lambda k: SECTIONS.index(k) if k in SECTIONS else len(SECTIONS)):
             self._emit(lines, key, data[key], key, 0)
         if self.left_out:
-            lines.append(f"# Not expressed in this scenario ({len(self.left_out)} flags):")
+            lines.append(f"# Not in this scenario ({len(self.left_out)} flags), each with why:")
             lines += [f"#   {flag}: {why}" for flag, why in self.left_out]
         return "\n".join(lines) + "\n"
 
