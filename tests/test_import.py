@@ -249,4 +249,28 @@ def test_a_megatron_bridge_config_takes_the_model_from_its_hf_config():
     assert (model["layers"], model["hidden"], model["tied_embeddings"]) == (16, 2048, True)
     assert model["attention"] == {"heads": 32, "kind": "gqa", "kv_heads": 8, "head_dim": 64}
     assert data["training"]["tokens"] == 100 * 8 * 4096  # train_iters × global_batch_size × seq_length
-    assert "#   --seed 1234: not modelled" in text
+    assert "#   rng.seed: 1234: not modelled" in text and "# train.global_batch_size: 8" in text
+
+
+def test_a_modelzoo_yaml_with_its_shell_variables_left_in_is_refused_by_flag(tmp_path):
+    """Megatron-MoE-ModelZoo's model_configs/benchmarking/DeepSeek-V3.yaml as published: its launch script
+    substitutes ${TP} and the rest before the flags reach Megatron."""
+    refused(["import", "megatron", str(DATA / "modelzoo-DeepSeek-V3.yaml"), "--gpus", "1024"],
+            "--tensor-model-parallel-size ${TP}", "unexpanded shell variable")
+    text = (DATA / "modelzoo-DeepSeek-V3.yaml").read_text()
+    # runtime.conf's DeepSeek-V3 row: TP1 PP16 EP64 CP1 VPP1 MBS1 GBS8192, 4096 tokens, PP_FIRST 4 PP_LAST 1.
+    for name, value in {"TP": 1, "PP": 16, "EP": 64, "CP": 1, "VPP": 1, "MBS": 1, "GBS": 8192,
+                        "SEQ_LEN": 4096}.items():
+        text = text.replace("${" + name + "}", str(value))
+    text = re.sub(r"\$\{[A-Z_]+\}", "x", text)  # paths and names
+    expanded = tmp_path / "dsv3.yaml"
+    expanded.write_text(text)
+    refused(["import", "megatron", str(expanded), "--gpus", "1024", "--hf-config", str(DSV3_HF)],
+            "--num-layers 61", "16 pipeline stages", "--decoder-first-pipeline-num-layers")
+    # 61 % 16 ≠ 0, so sbatch_benchmarking.sh appends the first and last stages' layer counts.
+    expanded.write_text(text + "  --decoder-first-pipeline-num-layers: 4\n  --decoder-last-pipeline-num-layers: 1\n")
+    data, _ = imported(["megatron", str(expanded), "--gpus", "1024", "--hf-config", str(DSV3_HF)])
+    par = data["parallelism"]
+    assert (par["tp"], par["pp"], par["dp"], par["ep"]) == (1, 16, 64, 64)
+    assert par["stage_layers"] == [4] + [4] * 14 + [1]  # (61 - 4 - 1) / 14 = 4 on each middle stage
+    assert data["model"]["moe"]["first_dense_layers"] == 3 and data["model"]["attention"]["kind"] == "mla"

@@ -41,7 +41,7 @@ def import_megatron(args: list[str] = typer.Argument(..., help="The pasted comma
                     force: bool = FORCE_OPT) -> None:
     """A Megatron-LM / Megatron-Core launch (torchrun … pretrain_gpt.py …), args file or Bridge/ModelZoo YAML."""
     from workloads.importers.launch import parse_launch, world_size
-    from workloads.importers.megatron import flags_from_config, import_megatron as run_import
+    from workloads.importers.megatron import flags_from_config, import_megatron as run_import, name_config_keys
 
     try:
         if output:
@@ -49,12 +49,14 @@ def import_megatron(args: list[str] = typer.Argument(..., help="The pasted comma
         source, text = _source(args)
         draft = Draft(source)
         unknown: list[str] = []
-        bridge = False
+        bridge: dict[str, str] = {}
+        is_bridge = False
         if source.endswith((".yaml", ".yml")):
             data = yaml.safe_load(text)
             if not isinstance(data, dict):
                 raise ScenarioError(f"{source}: a Megatron YAML config is a mapping (MODEL_ARGS, or model/train …)")
             flags, unknown, bridge = flags_from_config(data)
+            is_bridge = "MODEL_ARGS" not in data
             launched = None
         else:
             launch = parse_launch(text)
@@ -78,15 +80,19 @@ def import_megatron(args: list[str] = typer.Argument(..., help="The pasted comma
             pre = Draft(source)
             apply_hf_config(pre, config, Path(hf_config).name)
             draft.values.update({k: v for k, v in pre.values.items() if k.startswith("model.vocab")})
-            run_import(flags, draft, world, per_node, where, not bridge)
+            run_import(flags, draft, world, per_node, where, not is_bridge)
             apply_hf_config(draft, config, Path(hf_config).name)
         else:
-            run_import(flags, draft, world, per_node, where, not bridge)
+            run_import(flags, draft, world, per_node, where, not is_bridge)
+        name_config_keys(draft, bridge)
         for item in unknown:
             draft.leave_out(item, "not expressed: not a Megatron-LM flag moesim reads")
         if "model.name" not in draft.values:
             draft.set("model.name", Path(hf_config).resolve().parent.name if hf_config else draft.get("name", "model"),
                       f"the folder of {Path(hf_config).name}" if hf_config else "")
+        if "training.tokens" not in draft.values:
+            draft.set("training.tokens", 1e12, "not in the command (no --train-samples or --train-iters): one "
+                                                "trillion, for the days and cost lines; set the run's budget")
         if "model.vocab" not in draft.values:
             raise ScenarioError("model.vocab: the flags do not give the vocabulary size (Megatron reads it from the "
                                 "tokenizer); pass --hf-config CONFIG.json or add --vocab-size N")

@@ -395,6 +395,11 @@ def _layout_sizes(seen: dict, draft: Draft, gpus: int | None, gpus_per_node: int
         if virtual > 1:
             draft.set("parallelism.virtual_stages", virtual,
                       f"--pipeline-model-parallel-layout: {stages} stages / PP {pp}")
+    layers = draft.get("model.layers")
+    if layout is None and "parallelism.stage_layers" not in draft.values and layers and layers % (pp * virtual):
+        raise ScenarioError(f"--num-layers {layers} does not split evenly over {pp * virtual} pipeline stages; add "
+                            "--decoder-first-pipeline-num-layers / --decoder-last-pipeline-num-layers or "
+                            "--pipeline-model-parallel-layout, as Megatron requires")
     draft.set("schedule", "interleaved" if virtual > 1 else "1f1b",
               "Megatron's interleaved 1F1B (virtual stages)" if virtual > 1 else "Megatron's 1F1B")
     pad_vocab(draft, seen)
@@ -416,34 +421,55 @@ BRIDGE_RENAMES = {"num_moe_experts": "--num-experts", "virtual_pipeline_model_pa
                   "seq_length": "--seq-length"}
 
 
-def flags_from_config(data: dict) -> tuple[list[tuple[str, list[str]]], list[str], bool]:
+def flags_from_config(data: dict) -> tuple[list[tuple[str, list[str]]], list[str], dict[str, str]]:
     """Flags from a YAML configuration: Megatron-MoE-ModelZoo's ``MODEL_ARGS: {--flag: value}`` or a Megatron-Bridge
     ConfigContainer (sections ``model``, ``train``, … of field names). Returns (flags, Bridge keys that are no
-    Megatron-LM flag, whether it is a Bridge config)."""
+    Megatron-LM flag, and for a Bridge config each flag's text → its key as written, for the comments; empty for
+    MODEL_ARGS)."""
     flags: list[tuple[str, list[str]]] = []
     unknown: list[str] = []
+    names: dict[str, str] = {}  # a Bridge key's flag text → the key as the config writes it
     known = known_flags()
 
-    def add(name: str, value) -> None:
+    def add(name: str, value, key: str = "") -> None:
         if value is None or value is False:
             return
         values = [] if value is True else [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        if any("${" in v for v in values):
+            raise ScenarioError(f"{name} {' '.join(values)}: an unexpanded shell variable; substitute its value "
+                                "(the launch script's envsubst does)")
         flags.append((name, values))
+        if key:
+            names[_flag_text(name, values)] = f"{key}: {value}"
 
     if isinstance(data.get("MODEL_ARGS"), dict):
         for key, value in data["MODEL_ARGS"].items():
             add(str(key), value)
-        return flags, unknown, False
+        return flags, unknown, {}
     for section, fields in data.items():
         if not isinstance(fields, dict):
             continue
         for key, value in fields.items():
             name = BRIDGE_RENAMES.get(key, "--" + str(key).replace("_", "-"))
             if name in known:
-                add(name, value)
+                add(name, value, f"{section}.{key}")
             elif value not in (None, False, [], {}):
                 unknown.append(f"{section}.{key}: {value!r}")
-    names = {name for name, _ in flags}
-    if "--num-query-groups" in names and "--group-query-attention" not in names:
+    given = {name for name, _ in flags}
+    if "--num-query-groups" in given and "--group-query-attention" not in given:
         flags.append(("--group-query-attention", []))  # a Bridge config's num_query_groups is GQA by itself
-    return flags, unknown, True
+        names["--group-query-attention"] = "model.num_query_groups (GQA)"
+    return flags, unknown, names
+
+
+def name_config_keys(draft: Draft, keys: dict[str, str]) -> None:
+    """Comments of a Bridge config's import name its keys (``train.global_batch_size: 8``), not the flags they
+    stand for."""
+    def rename(text: str) -> str:
+        for flag_text in sorted(keys, key=len, reverse=True):
+            if flag_text in text:
+                text = text.replace(flag_text, keys[flag_text])
+        return text
+
+    draft.values = {path: (value, rename(origin)) for path, (value, origin) in draft.values.items()}
+    draft.left_out = [(rename(flag), why) for flag, why in draft.left_out]
