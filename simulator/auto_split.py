@@ -1,11 +1,13 @@
-"""``parallelism.stage_layers: auto``: the split of decoder layers over pipeline stages that the cost model says
+"""``parallelism.stage_layers: auto``: the split of layers over pipeline stages that the cost model says
 leaves the slowest pipeline rank fastest. An optimisation over the model's own prices, never a fit to a
 published figure.
 
 Each unit is priced once by the scenario's :class:`~simulator.pricing.Pricer` as the sum of its F, B and W ops
-(seconds per micro-batch; communication included unless the schedule hides it behind compute): a dense and an MoE decoder layer, the embedding, each MTP
-layer with its head, the loss (final norm, head, cross-entropy). The embedding stays on the first stage, the MTP
-layers and the loss on the last (moesim's placement without a ``pipeline_layout``). A rank's load is what it runs
+(seconds per micro-batch; communication included unless the schedule hides it behind compute): a dense and an MoE
+decoder layer, each MTP layer with its projection and head, the embedding (always on the first stage) and the loss
+(final norm, head, cross-entropy; always on the last). Decoder layers and then MTP layers are split in order, so an
+MTP layer may get a stage of its own, as Megatron's layouts give it (the result is then a ``pipeline_layout``).
+A rank's load is what it runs
 per micro-batch on average: each stage's cost times the share of micro-batches the schedule runs it on that rank
 (``schedule.rank_of``: interleaved ranks hold several stages, DualPipe runs stage s on rank s for half the
 micro-batches and on rank pp-1-s for the other half). The search starts from the split whose most expensive stage
@@ -29,9 +31,12 @@ from workloads.scenario import Scenario
 
 @dataclass(frozen=True)
 class AutoSplit:
-    """The chosen split and what the cost model says of it and of the even split (seconds per micro-batch)."""
+    """The chosen split and what the cost model says of it and of the even split (seconds per micro-batch).
+    ``units``: decoder and MTP layers per stage, in model order (the MTP layers after the decoder layers)."""
 
-    stage_layers: list[int]
+    units: list[int]
+    stage_layers: list[int]  # decoder layers per stage
+    layout: str | None  # the split in Megatron's notation, where the model has MTP layers (they move too)
     slowest_rank_s: float
     even_slowest_rank_s: float | None  # None where the layers do not split evenly
     simulated: int = 1  # candidate splits simulated
@@ -39,7 +44,8 @@ class AutoSplit:
     def note(self) -> str:
         even = (f"; the even split's slowest rank {self.even_slowest_rank_s * 1e3:.1f} ms"
                 if self.even_slowest_rank_s is not None else "")
-        return (f"parallelism.stage_layers: auto chose {self.stage_layers} (slowest rank "
+        chosen = f"pipeline_layout {self.layout}" if self.layout else str(self.stage_layers)
+        return (f"parallelism.stage_layers: auto chose {chosen} (slowest rank "
                 f"{self.slowest_rank_s * 1e3:.1f} ms of F+B+W per micro-batch{even}; best simulated step of "
                 f"{self.simulated} candidate splits)")
 
@@ -55,31 +61,55 @@ def _ops_s(pricer: Pricer, ops: LayerOps, with_comm: bool) -> float:
 
 
 def unit_costs_s(scenario: Scenario, pricer: Pricer) -> tuple[list[float], float, float]:
-    """(per decoder layer, first stage's fixed units, last stage's fixed units), seconds of F+B+W per
-    micro-batch; communication counted unless the schedule overlaps it (:data:`OVERLAPPING`)."""
+    """(per decoder layer then per MTP layer with its projection and head, the embedding, the loss), seconds of
+    F+B+W per micro-batch; communication counted unless the schedule overlaps it (:data:`OVERLAPPING`)."""
     builder = LayerBuilder(scenario)
     comm = scenario.schedule not in OVERLAPPING
     model = scenario.model
     kinds: dict[bool, float] = {}
-    layers = []
+    units = []
     for layer in range(model.layers):
         moe = is_moe_layer(model, layer)
         if moe not in kinds:
             kinds[moe] = _ops_s(pricer, _transformer_layer(builder, model, layer), comm)
-        layers.append(kinds[moe])
+        units.append(kinds[moe])
     embedding = LayerOps(-1)
     builder.embedding(embedding)
-    last = 0.0
     for depth in range(model.mtp_depth):
         mtp_layer = model.layers + depth
         entry, head = LayerOps(mtp_layer), LayerOps(mtp_layer)
         builder.mtp_projection(entry)
         builder.head(head)
-        last += _ops_s(pricer, entry, comm) + _ops_s(pricer, _transformer_layer(builder, model, mtp_layer), comm) \
-            + _ops_s(pricer, head, comm)
+        units.append(_ops_s(pricer, entry, comm) + _ops_s(pricer, _transformer_layer(builder, model, mtp_layer), comm)
+                     + _ops_s(pricer, head, comm))
     loss = LayerOps(model.layers + model.mtp_depth)
     builder.head(loss)
-    return layers, _ops_s(pricer, embedding, comm), last + _ops_s(pricer, loss, comm)
+    return units, _ops_s(pricer, embedding, comm), _ops_s(pricer, loss, comm)
+
+
+def layout_of(split: list[int], layers: int) -> str:
+    """``split`` (units per stage: ``layers`` decoder layers, then MTP layers) in Megatron's layout notation,
+    runs of equal stages written ``(…|)*n``."""
+    stages, start = [], 0
+    for i, count in enumerate(split):
+        decoder = max(0, min(count, layers - start))
+        text = ("E" if i == 0 else "") + "t" * decoder + "m" * (count - decoder) + ("L" if i == len(split) - 1 else "")
+        stages.append(text)
+        start += count
+    groups: list[list] = []
+    for text in stages:
+        if groups and groups[-1][0] == text:
+            groups[-1][1] += 1
+        else:
+            groups.append([text, 1])
+    parts = []
+    for i, (text, n) in enumerate(groups):
+        last = i == len(groups) - 1
+        if n == 1:
+            parts.append(text if last else f"{text}|")
+        else:
+            parts.append(f"({text}|)*{n - 1}{text}" if last else f"({text}|)*{n}")
+    return "".join(parts)
 
 
 def _rank_loads(split: list[int], layers: list[float], first: float, last: float,
@@ -185,28 +215,40 @@ def end_variants(split: list[int], layers: list[float], first: float, last: floa
 def auto_split(scenario: Scenario, pricer: Pricer, schedule, step_s=None) -> AutoSplit:
     """The split ``stage_layers: auto`` stands for under ``schedule`` (the scenario's pipeline schedule);
     ``step_s(scenario)``: the simulated step time of a concrete split (None: rank loads alone decide)."""
-    par = scenario.parallelism
+    par, model = scenario.parallelism, scenario.model
     stages = par.pp * par.virtual_stages
-    layers, first, last = unit_costs_s(scenario, pricer)
+    units, first, last = unit_costs_s(scenario, pricer)
     shares = stage_shares(schedule, stages, scenario.micro_batches)
-    balanced = best_split(layers, first, last, stages)
-    split = local_search(balanced, layers, first, last, shares)
+    balanced = best_split(units, first, last, stages)
+    split = local_search(balanced, units, first, last, shares)
     candidates = [split]
     if step_s is not None:  # both starts of the search and their end-stage variants, each once
         for start in (split, balanced):
-            candidates += [c for c in end_variants(start, layers, first, last, shares) if c not in candidates]
+            candidates += [c for c in end_variants(start, units, first, last, shares) if c not in candidates]
     if len(candidates) > 1:
         times = [step_s(with_split(scenario, c)) for c in candidates]
         split = candidates[min(range(len(candidates)), key=lambda i: (times[i], i))]
-    slowest = max(_rank_loads(split, layers, first, last, shares))
+    slowest = max(_rank_loads(split, units, first, last, shares))
     even = None
-    if scenario.model.layers % stages == 0:
-        even = max(_rank_loads([scenario.model.layers // stages] * stages, layers, first, last, shares))
-    return AutoSplit(split, slowest, even, len(candidates))
+    if model.layers % stages == 0:
+        even_split = [model.layers // stages] * stages
+        even_split[-1] += model.mtp_depth
+        even = max(_rank_loads(even_split, units, first, last, shares))
+    decoder, start = [], 0
+    for count in split:
+        decoder.append(max(0, min(count, model.layers - start)))
+        start += count
+    return AutoSplit(split, decoder, layout_of(split, model.layers) if model.mtp_depth else None, slowest, even,
+                     len(candidates))
 
 
 def with_split(scenario: Scenario, split: list[int]) -> Scenario:
-    parallelism = scenario.parallelism.model_copy(update={"stage_layers": list(split)})
+    """``scenario`` split as ``split`` says (units per stage): as ``stage_layers`` without MTP layers, else as a
+    ``pipeline_layout`` (the MTP layers may sit on stages of their own)."""
+    update: dict = {"stage_layers": list(split)}
+    if scenario.model.mtp_depth:
+        update = {"stage_layers": None, "pipeline_layout": layout_of(split, scenario.model.layers)}
+    parallelism = scenario.parallelism.model_copy(update=update)
     return scenario.model_copy(update={"parallelism": parallelism})
 
 
@@ -215,4 +257,4 @@ def resolve_auto(scenario: Scenario, pricer: Pricer, schedule, step_s=None) -> t
     if scenario.parallelism.stage_layers != "auto":
         return scenario, None
     chosen = auto_split(scenario, pricer, schedule, step_s)
-    return with_split(scenario, chosen.stage_layers), chosen
+    return with_split(scenario, chosen.units), chosen

@@ -236,8 +236,20 @@ def test_auto_split_of_the_default_preset_is_no_slower_than_the_hand_split():
     auto = simulate(load_scenario(overrides=["parallelism.stage_layers=auto"]))
     note = next(n for n in auto.cost_model_notes if n.startswith("parallelism.stage_layers: auto chose"))
     assert auto.step_time_s <= hand.step_time_s * (1 + 1e-12), note
-    chosen = eval(note.split("chose ", 1)[1].split(" (")[0])  # the printed list
-    assert sum(chosen) == 61 and len(chosen) == 16
+    layout = parse_layout(note.split("pipeline_layout ", 1)[1].split(" (")[0])
+    assert len(layout) == 16 and sum(u.layers for u in layout) == 61 and sum(u.mtp for u in layout) == 1
+
+
+def test_auto_finds_megatrons_documented_deepseek_v3_layout_on_pp16_vpp2():
+    """Megatron-LM's docs/user-guide/features/pipeline_parallel_layout.md gives Et*3|(tt|)*29,m|L for DeepSeek-V3
+    on PP16 × VPP2; nothing of it is an input to the search."""
+    from simulator.simulate import simulate
+
+    sets = ["schedule=interleaved", "parallelism.virtual_stages=2", "parallelism.global_batch=16384"]
+    auto = simulate(load_scenario(overrides=sets + ["parallelism.stage_layers=auto"]))
+    note = next(n for n in auto.cost_model_notes if n.startswith("parallelism.stage_layers: auto chose"))
+    chosen = note.split("pipeline_layout ", 1)[1].split(" (")[0]
+    assert expand(chosen) == expand("Et*3|(tt|)*29,m|L")
 
 
 def test_a_megatron_bridge_config_takes_the_model_from_its_hf_config():

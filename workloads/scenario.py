@@ -193,7 +193,8 @@ class Parallelism(_Strict):
     # Transformer layers per pipeline stage (pp × virtual_stages entries); default: an even split.
     stage_layers: list[Annotated[int, Field(ge=0)]] | Literal["auto"] | None = Field(
         None, description="Decoder layers per pipeline stage (count per stage, pp × virtual_stages entries), or "
-                          "auto: the split the cost model finds with the slowest stage fastest, e.g. [3, 4, 4, 2]")
+                          "auto: the split (MTP layers included) with the slowest rank fastest by the cost model, "
+                          "chosen when simulating, e.g. [3, 4, 4, 2]")
     pipeline_layout: str | None = Field(
         None, description="Megatron-Core's --pipeline-model-parallel-layout (units per stage: E embedding, "
                           "t decoder layer, m MTP layer, L loss; | between stages), e.g. Et*3|(tt|)*29,m|L")
