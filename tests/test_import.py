@@ -187,6 +187,11 @@ def test_import_bad_input_is_one_line(tmp_path):
     refused(["import", "torchtitan", str(LLAMA8_TOML), "--hf-config",
              str(DATA / "hf" / "Llama-3.1-8B" / "config.json")], "--gpus N")
     refused(["import", "torchtitan", str(LLAMA8_TOML), "--gpus", "8"], "--hf-config")
+    typo = tmp_path / "typo.toml"
+    typo.write_text(LLAMA70_TOML.read_text().replace("tensor_parallel_degree = 8", "tensor_paralel_degree = 8"))
+    refused(["import", "torchtitan", str(typo), "--gpus", "256", "--hf-config",
+             str(DATA / "hf" / "Llama-3.1-70B" / "config.json")], "[parallelism] tensor_paralel_degree",
+            "not a TorchTitan job config key", "did you mean [parallelism] tensor_parallel_degree?")
     command = shlex.join(["torchrun", "--nnodes", "1", "--nproc-per-node", "8", "pretrain_gpt.py",
                           "--pipeline-model-parallel-size", "2", "--num-layers", "4",
                           "--pipeline-model-parallel-layout", "Et|tt|L"])

@@ -10,7 +10,9 @@ run_train.sh). Every key lands in a field, "not modelled" or "not expressed"; no
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+from importlib import resources
 from pathlib import Path
 
 from workloads.errors import ScenarioError
@@ -46,9 +48,28 @@ def flat(job: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def known_keys() -> frozenset[str]:
+    text = resources.files("workloads.importers").joinpath("torchtitan_keys.txt").read_text()
+    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def check_known(keys: dict[str, object]) -> None:
+    """Refuse a key TorchTitan's job config does not have, naming the closest real one."""
+    known = known_keys()
+    for key in keys:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+            section, _, name = key.rpartition(".")
+            fix = f"did you mean [{near[0].rpartition('.')[0]}] {near[0].rpartition('.')[2]}?" if near \
+                else "remove it or check its spelling"
+            raise ScenarioError(f"[{section}] {name}: not a TorchTitan job config key "
+                                f"(torchtitan/config/job_config.py); {fix}")
+
+
 def import_torchtitan(job: dict, draft: Draft, gpus: int | None, gpus_per_node: int) -> Draft:
     """Fill ``draft`` from a parsed job config; ``gpus``: the world size (--gpus)."""
     keys = flat(job)
+    check_known(keys)
     used: set[str] = set()
 
     def take(key: str, default=None):
