@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_fuzz_cli import run_cli
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.test_fuzz_cli import FUZZ, check, run_cli
 from tests.test_robustness import refused
 from workloads.importers.launch import parse_launch, split_words
 from workloads.loader import load_scenario
@@ -291,3 +294,30 @@ def test_a_modelzoo_yaml_with_its_shell_variables_left_in_is_refused_by_flag(tmp
     assert (par["tp"], par["pp"], par["dp"], par["ep"]) == (1, 16, 64, 64)
     assert par["stage_layers"] == [4] + [4] * 14 + [1]  # (61 - 4 - 1) / 14 = 4 on each middle stage
     assert data["model"]["moe"]["first_dense_layers"] == 3 and data["model"]["attention"]["kind"] == "mla"
+
+
+# --- fuzzed: whatever is pasted, one error line or a valid scenario -----------------------------------------
+_WORDS = ["--num-layers", "--hidden-size", "--num-attention-heads", "--seq-length", "--global-batch-size",
+          "--pipeline-model-parallel-size", "--pipeline-model-parallel-layout", "--tensor-model-parallel-size",
+          "--moe-layer-freq", "--num-experts", "--moe-router-topk", "--vocab-size", "--recompute-granularity",
+          "--decoder-first-pipeline-num-layers", "--bogus-flag", "4", "0", "-1", "8", "Et|tt|L", "(t|)*3", "full",
+          "'", "\\", "$X", "[0]*1+[1]*3", "1e9", "x"]
+
+
+@FUZZ
+@given(words=st.lists(st.sampled_from(_WORDS), max_size=12))
+def test_any_pasted_megatron_flags_give_a_scenario_or_one_error_line(words):
+    check(["import", "megatron", "--gpus", "8", "--hf-config", str(DSV3_HF), "--", *words])
+
+
+@FUZZ
+@given(layout=st.text(alphabet="EtmL|()*,0123 ", max_size=24))
+def test_any_layout_string_is_simulated_or_refused_in_one_line(layout):
+    check(["simulate", "-p", "deepseek-v2-lite-h800", "--set", "parallelism.stage_layers=null",
+           "--set", f"parallelism.pipeline_layout={layout}", "--json"])
+
+
+def test_a_layout_that_would_expand_without_bound_is_refused_before_it_does():
+    refused(["simulate", "--set", "parallelism.stage_layers=null",
+             "--set", "parallelism.pipeline_layout=((t*99999999)*99999999)*99999999"],
+            "parallelism.pipeline_layout", "over 100,000", "repeat counts", within_s=5)

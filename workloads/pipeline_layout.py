@@ -28,15 +28,28 @@ class StageUnits:
     loss: bool
 
 
+MAX_UNITS = 100_000  # far above any model's layers and stages; a longer expansion is a typo, not a layout
+
+
+def _unroll(pattern: str, text: str, layout: str) -> str:
+    """``text`` with every match of ``pattern`` (a unit or group, then ``*n``) repeated n times, refused before it
+    grows past :data:`MAX_UNITS` characters."""
+    grown = len(text) + sum(len(m.group(1)) * (int(m.group(2)) - 1) for m in re.finditer(pattern, text))
+    if grown > MAX_UNITS:
+        raise ScenarioError(f"{FIELD} {layout[:60]!r}: expands to {grown:,} units and separators, over "
+                            f"{MAX_UNITS:,}; check its repeat counts")
+    return re.sub(pattern, lambda m: m.group(1) * int(m.group(2)), text)
+
+
 def expand(layout: str) -> str:
     """The layout with every ``(…)*n`` and ``x*n`` unrolled and commas and spaces removed."""
     text = re.sub(r"[,\s]", "", layout)
     for _ in range(100):  # innermost groups first, so nested groups unroll too
-        unrolled = re.sub(r"\(([^()]*)\)\*(\d+)", lambda m: m.group(1) * int(m.group(2)), text)
+        unrolled = _unroll(r"\(([^()]*)\)\*(\d+)", text, layout)
         if unrolled == text:
             break
         text = unrolled
-    return re.sub(r"([EtmL])\*(\d+)", lambda m: m.group(1) * int(m.group(2)), text)
+    return _unroll(r"([EtmL])\*(\d+)", text, layout)
 
 
 def parse_layout(layout: str) -> list[StageUnits]:

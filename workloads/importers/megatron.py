@@ -82,11 +82,19 @@ def check_known(flags: list[tuple[str, list[str]]]) -> None:
             raise ScenarioError(f"{name}: not a Megatron-LM flag (megatron/training/arguments.py); {fix}")
 
 
+# Whole-number flags that may be 0; every other one is a size or a count of at least 1.
+MAY_BE_ZERO = ("--mtp-num-layers", "--decoder-first-pipeline-num-layers", "--decoder-last-pipeline-num-layers")
+
+
 def _int(name: str, values: list[str]) -> int:
     try:
-        return int(values[0])
+        value = int(values[0])
     except (IndexError, ValueError):
         raise ScenarioError(f"{name} {' '.join(values)}: expected one whole number") from None
+    least = 0 if name in MAY_BE_ZERO else 1
+    if value < least:
+        raise ScenarioError(f"{name} {value}: must be at least {least}")
+    return value
 
 
 def _flag_text(name: str, values: list[str]) -> str:
