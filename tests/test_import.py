@@ -321,3 +321,20 @@ def test_a_layout_that_would_expand_without_bound_is_refused_before_it_does():
     refused(["simulate", "--set", "parallelism.stage_layers=null",
              "--set", "parallelism.pipeline_layout=((t*99999999)*99999999)*99999999"],
             "parallelism.pipeline_layout", "over 100,000", "repeat counts", within_s=5)
+
+
+def test_embedding_and_loss_counted_in_the_split_give_the_bridge_405b_presets_stages():
+    """Megatron-Bridge's Llama 3.1 405B H100 recipe (the llama3.1-405b-h100-fp8 preset, written by hand from it)
+    as flags: 126 layers + embedding + loss = 128 = 64 stages of 2."""
+    data, _ = imported(["megatron", "--gpus", "1024", "--", "--num-layers", "126", "--hidden-size", "16384",
+                        "--num-attention-heads", "128", "--group-query-attention", "--num-query-groups", "8",
+                        "--ffn-hidden-size", "53248", "--vocab-size", "128256", "--seq-length", "8192",
+                        "--global-batch-size", "1536", "--micro-batch-size", "1", "--tensor-model-parallel-size", "8",
+                        "--pipeline-model-parallel-size", "8", "--context-parallel-size", "2",
+                        "--num-layers-per-virtual-pipeline-stage", "2", "--account-for-embedding-in-pipeline-split",
+                        "--account-for-loss-in-pipeline-split"])
+    preset = load_scenario(preset="llama3.1-405b-h100-fp8").parallelism
+    par = data["parallelism"]
+    assert (par["dp"], par["tp"], par["pp"], par["cp"], par["virtual_stages"]) == \
+        (preset.dp, preset.tp, preset.pp, preset.cp, preset.virtual_stages)
+    assert par["stage_layers"] == preset.stage_layers and data["schedule"] == "interleaved"

@@ -188,7 +188,8 @@ def _special(name: str, values: list[str], seen: dict, draft: Draft, text: str) 
                       f"--use-megatron-fsdp --data-parallel-sharding-strategy {strategy}")
         elif "--use-megatron-fsdp" not in seen:
             draft.leave_out(text, "not used without --use-megatron-fsdp")
-    elif name in ("--train-samples", "--train-iters", "--make-vocab-size-divisible-by", "--group-query-attention"):
+    elif name in ("--train-samples", "--train-iters", "--make-vocab-size-divisible-by", "--group-query-attention",
+                  "--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split"):
         pass  # _layout_sizes, pad_vocab and --num-query-groups use them
     elif name in ("--pipeline-model-parallel-layout", "--decoder-first-pipeline-num-layers",
                   "--decoder-last-pipeline-num-layers", "--num-layers-per-virtual-pipeline-stage"):
@@ -349,11 +350,30 @@ def _layout(seen: dict, draft: Draft) -> None:
         return
     per_virtual = seen.get("--num-layers-per-virtual-pipeline-stage")
     layers, pp = draft.get("model.layers"), draft.get("parallelism.pp", 1)
+    counted = ("--account-for-embedding-in-pipeline-split" in seen) + ("--account-for-loss-in-pipeline-split" in seen)
     if per_virtual and layers:
-        draft.set("parallelism.virtual_stages", layers // pp // _int("--num-layers-per-virtual-pipeline-stage",
-                                                                   per_virtual),
-                  f"--num-layers-per-virtual-pipeline-stage {per_virtual[0]}: num-layers / pp / it")
+        draft.set("parallelism.virtual_stages", (layers + counted) // pp //
+                  _int("--num-layers-per-virtual-pipeline-stage", per_virtual),
+                  f"--num-layers-per-virtual-pipeline-stage {per_virtual[0]}: num-layers"
+                  f"{' (+ embedding and loss counted)' if counted else ''} / pp / it")
     first, last = seen.get("--decoder-first-pipeline-num-layers"), seen.get("--decoder-last-pipeline-num-layers")
+    embedding = "--account-for-embedding-in-pipeline-split" in seen
+    loss = "--account-for-loss-in-pipeline-split" in seen
+    if (embedding or loss) and layers and not (first or last):
+        # The embedding and/or the loss count as one layer each in an even split (Megatron's
+        # account_for_embedding/loss_in_pipeline_split): the first/last stage holds one decoder layer fewer.
+        stages = pp * draft.get("parallelism.virtual_stages", 1)
+        total = layers + embedding + loss
+        text = " ".join(f for f, on in (("--account-for-embedding-in-pipeline-split", embedding),
+                                        ("--account-for-loss-in-pipeline-split", loss)) if on)
+        if total % stages:
+            raise ScenarioError(f"{text}: --num-layers {layers} plus {embedding + loss} does not split evenly over "
+                                f"{stages} pipeline stages; Megatron requires it to")
+        split = [total // stages] * stages
+        split[0] -= embedding
+        split[-1] -= loss
+        draft.set("parallelism.stage_layers", split, text)
+        return
     if not (first or last) or not layers:
         return
     stages = pp * draft.get("parallelism.virtual_stages", 1)
