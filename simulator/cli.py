@@ -102,6 +102,7 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
             check_trace_target(trace, force)
         prof = user_profile(profile)
         result = run_simulation(sc, prof, keep_timeline=timeline or bool(report) or bool(trace))
+        sc = result.resolved_scenario or sc  # stage_layers: auto, as the simulation split it
         if sc.run.samples > 1:
             result.samples = sample_with_progress(sc, prof, as_json)
         if trace:

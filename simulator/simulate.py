@@ -98,11 +98,14 @@ class Result:
     cost_model_sources: dict[str, str] = field(default_factory=dict)  # op class and dtype → what priced it
     # Ops priced outside every curve's measured range (by the shape model): op, label, shape, why, tflops, sms, note.
     outside_range: list[dict] = field(default_factory=list)
+    # The scenario as simulated where it differs from the one given (stage_layers: auto resolved); not in to_dict.
+    resolved_scenario: Scenario | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         # Without the timeline: asdict would deep-copy its records first (seconds for DeepSeek-V3's 75,184).
-        data = asdict(replace(self, timeline=None))
+        data = asdict(replace(self, timeline=None, resolved_scenario=None))
         data.pop("timeline")
+        data.pop("resolved_scenario")
         return data
 
 
@@ -279,4 +282,5 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
         simulated_units=timeline.units, tasks=timeline.tasks, simpy_events=timeline.simpy_events,
         network=scenario.run.network, op_classes=op_classes,
         cost_model_sources=dict(sorted(cost_model.sources.items())),
-        outside_range=[asdict(o) for o in sorted(cost_model.outside.values(), key=lambda o: o.op)])
+        outside_range=[asdict(o) for o in sorted(cost_model.outside.values(), key=lambda o: o.op)],
+        resolved_scenario=scenario if chosen_split else None)
