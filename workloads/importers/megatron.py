@@ -14,7 +14,7 @@ import re
 from importlib import resources
 
 from workloads.errors import ScenarioError
-from workloads.importers.draft import Draft
+from workloads.importers.draft import Draft, field_exists
 
 # int-valued flags that set one field as they are.
 INT_FIELDS = {
@@ -250,7 +250,7 @@ def _recompute(granularity: str, seen: dict, draft: Draft, text: str) -> None:
     joined = " ".join(modules)
     if granularity != "selective":
         draft.leave_out(text, "not expressed: recompute granularity must be full or selective")
-    elif "training.recompute.modules" in draft.values or _has_modules_field():
+    elif field_exists("training.recompute.modules"):
         draft.set("training.recompute.modules", list(modules), f"{text} --recompute-modules {joined}")
     else:
         rest = []
@@ -263,12 +263,6 @@ def _recompute(granularity: str, seen: dict, draft: Draft, text: str) -> None:
         if rest:
             draft.leave_out(f"--recompute-modules {' '.join(rest)}",
                             "maps to scenario field training.recompute.modules, which this moesim lacks")
-
-
-def _has_modules_field() -> bool:
-    from workloads.importers.draft import field_exists
-
-    return field_exists("training.recompute.modules")
 
 
 def _dispatcher(kind: str, seen: dict, draft: Draft) -> None:
@@ -294,8 +288,6 @@ def _dispatcher(kind: str, seen: dict, draft: Draft) -> None:
 
 def _expert_tp(etp: int, seen: dict, draft: Draft, text: str) -> None:
     """Megatron's expert TP; the expert-data-parallel size follows from it (parallel folding)."""
-    from workloads.importers.draft import field_exists
-
     if field_exists("parallelism.expert_tp"):
         draft.set("parallelism.expert_tp", etp, text)
     elif etp == 1:
@@ -339,14 +331,8 @@ def _layout(seen: dict, draft: Draft) -> None:
     """Pipeline split: the layout string as is, or first/last stage layer counts, or layers per virtual stage."""
     layout = seen.get("--pipeline-model-parallel-layout")
     if layout:
-        from workloads.importers.draft import field_exists
-
         text = " ".join(layout)
-        if field_exists("parallelism.pipeline_layout"):
-            draft.set("parallelism.pipeline_layout", text, f"--pipeline-model-parallel-layout {text}")
-        else:
-            draft.leave_out(f"--pipeline-model-parallel-layout {text}",
-                            "maps to scenario field parallelism.pipeline_layout, which this moesim lacks")
+        draft.set("parallelism.pipeline_layout", text, f"--pipeline-model-parallel-layout {text}")
         return
     per_virtual = seen.get("--num-layers-per-virtual-pipeline-stage")
     layers, pp = draft.get("model.layers"), draft.get("parallelism.pp", 1)
