@@ -22,7 +22,7 @@ from workloads.presets import preset_names, preset_text
 # command runs (each pulls in what it needs: the planner, plotly, networkx), so `moesim simulate` pays for none of
 # them; help, and a name no command has, import them all (tests/test_cli_lazy.py checks this map is complete).
 COMMAND_MODULES = {"calibrate": "calibrate", "collective": "collective", "compare": "compare",
-                   "dashboard": "dashboard", "plan": "plan", "replay": "trace", "report": "report",
+                   "dashboard": "dashboard", "import": "import_config", "plan": "plan", "replay": "trace", "report": "report",
                    "routing": "routing", "schedule": "schedule", "sweep": "sweep", "topology": "topology",
                    "trace": "trace", "validate": "validate"}
 
@@ -102,6 +102,7 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
             check_trace_target(trace, force)
         prof = user_profile(profile)
         result = run_simulation(sc, prof, keep_timeline=timeline or bool(report) or bool(trace))
+        sc = result.resolved_scenario or sc  # stage_layers: auto, as the simulation split it
         if sc.run.samples > 1:
             result.samples = sample_with_progress(sc, prof, as_json)
         if trace:

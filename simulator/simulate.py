@@ -10,6 +10,7 @@ from typing import Callable
 
 from calibration.cost_model import CostModel
 from calibration.profile import Profile, load_profiles
+from simulator.auto_split import resolve_auto
 from simulator.engine.cohorts import full_layout
 from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.failures.faults import rank_slowdowns, run_goodput
@@ -95,11 +96,14 @@ class Result:
     cost_model_sources: dict[str, str] = field(default_factory=dict)  # op class and dtype → what priced it
     # Ops priced outside every curve's measured range (by the shape model): op, label, shape, why, tflops, sms, note.
     outside_range: list[dict] = field(default_factory=list)
+    # The scenario as simulated where it differs from the one given (stage_layers: auto resolved); not in to_dict.
+    resolved_scenario: Scenario | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         # Without the timeline: asdict would deep-copy its records first (seconds for DeepSeek-V3's 75,184).
-        data = asdict(replace(self, timeline=None, stages=[]))
+        data = asdict(replace(self, timeline=None, stages=[], resolved_scenario=None))
         data.pop("timeline")
+        data.pop("resolved_scenario")
         data["stages"] = [stage.to_dict() for stage in self.stages]
         return data
 
@@ -212,6 +216,18 @@ def _collector_paused():
             gc.enable()
 
 
+def _candidate_step_s(scenario: Scenario, profile, pricer_factory) -> float:
+    """The simulated step of a candidate split for ``stage_layers: auto`` (infinite where it does not fit HBM or
+    the schedule cannot run it)."""
+    from simulator.memory import MemoryLayoutError
+    from simulator.schedules import ScheduleError
+
+    try:
+        return simulate(scenario, profile, pricer_factory=pricer_factory).step_time_s
+    except (MemoryLayoutError, ScheduleError):
+        return float("inf")
+
+
 def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None, keep_timeline: bool = False,
              check_memory: bool | None = None, pricer_factory: Callable[..., Pricer] | None = None,
              full_units: str = "auto") -> Result:
@@ -235,6 +251,8 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
     par = scenario.parallelism
     schedule = scenario_schedule(scenario)
     pricer = (pricer_factory or Pricer)(scenario, cost_model, network, schedule.stage_rank)
+    scenario, chosen_split = resolve_auto(scenario, pricer, schedule,
+                                         lambda candidate: _candidate_step_s(candidate, profile, pricer_factory))
     with _collector_paused():
         stages = build_stages(scenario)
         prices: list[StagePrice] = [pricer.price_stage(s) for s in stages]
@@ -293,10 +311,12 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
         stages=stage_results,
         parameters={"total": counts.total, "activated": counts.activated, "mtp": counts.mtp},
         reliability=goodput.to_dict(),
-        cost_model_notes=cost_model.notes() + host_notes(pricer, scenario) + parallel_notes(scenario),
+        cost_model_notes=([chosen_split.note()] if chosen_split else []) + cost_model.notes()
+        + host_notes(pricer, scenario) + parallel_notes(scenario),
         sim_wall_s=time.perf_counter() - wall, events=timeline.events,
         timeline=timeline if keep_timeline else None, fidelity=scenario.run.fidelity,
         simulated_units=timeline.units, tasks=timeline.tasks, simpy_events=timeline.simpy_events,
         network=scenario.run.network, op_classes=op_classes,
         cost_model_sources=dict(sorted(cost_model.sources.items())),
-        outside_range=[asdict(o) for o in sorted(cost_model.outside.values(), key=lambda o: o.op)])
+        outside_range=[asdict(o) for o in sorted(cost_model.outside.values(), key=lambda o: o.op)],
+        resolved_scenario=scenario if chosen_split else None)

@@ -45,35 +45,39 @@ def is_moe_layer(model: Model, layer: int) -> bool:
 
 
 def build_stages(scenario: Scenario) -> list[StageWork]:
-    """Expand the scenario into per-stage F/B/W chunks of one micro-batch on one GPU."""
+    """Expand the scenario into per-stage F/B/W chunks of one micro-batch on one GPU. Each stage holds the units
+    :meth:`Scenario.stage_units` gives it: the embedding, decoder layers, MTP layers, the loss (output head)."""
     builder = LayerBuilder(scenario)
     model = scenario.model
     ranges = stage_layer_ranges(scenario)
-    last = len(ranges) - 1
+    units = scenario.stage_units()
     stages = []
     kinds: dict[tuple, LayerOps] = {}  # each kind of layer built once: layers of a kind differ only by index
+    mtp_next = model.layers  # MTP layers are numbered after the decoder layers, in stage order
     for index, layers in enumerate(ranges):
         parts: list[LayerOps] = []
-        if index == 0:
+        if units[index].embedding:
             ops = LayerOps(-1)
             builder.embedding(ops)
             parts.append(ops)
         for position, layer in enumerate(layers):
             parts.append(_layer_of_kind(kinds, builder, model, layer, position))
-        if index == last:
-            for depth in range(model.mtp_depth):
-                mtp_layer = model.layers + depth
-                ops = LayerOps(mtp_layer)
-                builder.mtp_projection(ops)
-                parts.append(ops)
-                parts.append(_layer_of_kind(kinds, builder, model, mtp_layer))
-                head = LayerOps(mtp_layer)
-                builder.head(head)
-                parts.append(head)
+        mtp_layers = list(range(mtp_next, mtp_next + units[index].mtp))
+        mtp_next += units[index].mtp
+        for mtp_layer in mtp_layers:
+            ops = LayerOps(mtp_layer)
+            builder.mtp_projection(ops)
+            parts.append(ops)
+            parts.append(_layer_of_kind(kinds, builder, model, mtp_layer))
+            head = LayerOps(mtp_layer)
+            builder.head(head)
+            parts.append(head)
+        if units[index].loss:
             ops = LayerOps(model.layers + model.mtp_depth)
             builder.head(ops)
             parts.append(ops)
-        dense, expert = stage_parameters(scenario, layers, first=index == 0, last=index == last)
+        dense, expert = stage_parameters(scenario, layers, first=units[index].embedding, last=units[index].loss,
+                                         mtp_layers=mtp_layers)
         if scenario.parallelism.fsdp is not None and scenario.parallelism.pp == 1:  # with PP: once, in the tail
             parts = _fsdp_parts(scenario, parts)
         stages.append(StageWork(index, layers, *_chunks(index, parts), dense, expert))
@@ -297,13 +301,18 @@ def parameter_counts(model: Model) -> ParameterCounts:
     return ParameterCounts(total, activated, mtp, per_layer)
 
 
-def stage_parameters(scenario: Scenario, layers: list[int], first: bool, last: bool) -> tuple[float, float]:
-    """(dense, routed-expert) parameters one GPU of this stage holds: dense sharded by tp, experts by ep·expert_tp."""
+def stage_parameters(scenario: Scenario, layers: list[int], first: bool, last: bool,
+                     mtp_layers: list[int] | None = None) -> tuple[float, float]:
+    """(dense, routed-expert) parameters one GPU of this stage holds: dense sharded by tp, experts by ep·expert_tp.
+    ``first``: it holds the embedding; ``last``: the output head; ``mtp_layers``: the MTP layers it holds (None:
+    all of them when ``last``, as without a pipeline layout)."""
     model, par = scenario.model, scenario.parallelism
     counts = parameter_counts(model)
     h = model.hidden
     dense = expert = 0.0
-    all_layers = list(layers) + (list(range(model.layers, model.layers + model.mtp_depth)) if last else [])
+    if mtp_layers is None:
+        mtp_layers = list(range(model.layers, model.layers + model.mtp_depth)) if last else []
+    all_layers = list(layers) + list(mtp_layers)
     for layer in all_layers:
         dense += counts.per_layer["attention"]
         if is_moe_layer(model, layer):

@@ -236,7 +236,13 @@ class Parallelism(_Strict):
     global_batch: PositiveInt  # sequences per optimizer step (micro-batches are guarded in simulator.limits)
     seq_len: q.SEQUENCE.field()
     # Transformer layers per pipeline stage (pp × virtual_stages entries); default: an even split.
-    stage_layers: list[Annotated[int, Field(ge=0)]] | None = None
+    stage_layers: list[Annotated[int, Field(ge=0)]] | Literal["auto"] | None = Field(
+        None, description="Decoder layers per pipeline stage (count per stage, pp × virtual_stages entries), or "
+                          "auto: the split (MTP layers included) with the slowest rank fastest by the cost model, "
+                          "chosen when simulating, e.g. [3, 4, 4, 2]")
+    pipeline_layout: str | None = Field(
+        None, description="Megatron-Core's --pipeline-model-parallel-layout (units per stage: E embedding, "
+                          "t decoder layer, m MTP layer, L loss; | between stages), e.g. Et*3|(tt|)*29,m|L")
     expert_tp: PositiveInt = Field(1, description="Tensor parallelism of the routed experts (GPUs; Megatron's "
                                                   "--expert-tensor-parallel-size, parallel folding): each expert's "
                                                   "intermediate dimension split over this many GPUs, e.g. 2")
@@ -534,7 +540,21 @@ class Scenario(_Strict):
                 f"dp·micro_batch_size={par.dp * par.micro_batch_size}"
             )
         stages = par.pp * par.virtual_stages
-        if par.stage_layers is not None:
+        if par.pipeline_layout is not None:
+            from workloads.pipeline_layout import check_layout
+
+            if par.stage_layers is not None:
+                raise ValueError("parallelism.pipeline_layout and parallelism.stage_layers both split the "
+                                 "pipeline; keep one")
+            try:
+                check_layout(par.pipeline_layout, stages, model.layers, model.mtp_depth)
+            except ValueError as err:
+                raise ValueError(str(err)) from None
+        elif par.stage_layers == "auto":
+            if model.layers + 2 < stages:
+                raise ValueError(f"parallelism.stage_layers: auto cannot fill {stages} stages with "
+                                 f"{model.layers} layers; lower pp·virtual_stages")
+        elif par.stage_layers is not None:
             if len(par.stage_layers) != stages:
                 raise ValueError(
                     f"parallelism.stage_layers has {len(par.stage_layers)} entries; pp·virtual_stages = {stages}"
@@ -603,9 +623,24 @@ class Scenario(_Strict):
         return self.parallelism.global_batch * self.parallelism.seq_len
 
     def layers_per_stage(self) -> list[int]:
-        """Transformer layers on each of the pp × virtual_stages stages, in model order."""
+        """Transformer layers on each of the pp × virtual_stages stages, in model order. ``auto`` before the
+        simulator has resolved it (simulator.auto_split): the near-even split, the larger stages first."""
         par = self.parallelism
+        if par.pipeline_layout is not None:
+            return [units.layers for units in self.stage_units()]
+        stages = par.pp * par.virtual_stages
+        if par.stage_layers == "auto":
+            base, extra = divmod(self.model.layers, stages)
+            return [base + (i < extra) for i in range(stages)]
         if par.stage_layers is not None:
             return list(par.stage_layers)
-        stages = par.pp * par.virtual_stages
         return [self.model.layers // stages] * stages
+
+    def stage_units(self):
+        """What each stage holds (:class:`workloads.pipeline_layout.StageUnits`): from ``pipeline_layout``, else
+        the embedding on the first stage and the MTP layers and the loss on the last."""
+        from workloads.pipeline_layout import default_units, parse_layout
+
+        if self.parallelism.pipeline_layout is not None:
+            return parse_layout(self.parallelism.pipeline_layout)
+        return default_units(self.layers_per_stage(), self.model.mtp_depth)
