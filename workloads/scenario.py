@@ -47,16 +47,22 @@ class _Strict(BaseModel):
 
 
 class GpuSpec(_Strict):
-    """One GPU: tensor peaks, HBM and NVLink (per direction)."""
+    """One GPU: dense tensor peaks, HBM and NVLink (per direction); the catalogue (topologies/data/gpus.yaml) cites
+    each number."""
 
     name: str
     sms: PositiveInt
     bf16_tflops: q.TFLOPS.field()
-    fp8_tflops: q.TFLOPS.field()
+    # None: no FP8 tensor cores (A100); an FP8 GEMM on such a GPU is refused (Scenario._check_layout).
+    fp8_tflops: q.TFLOPS.field() | None
     hbm_gb: q.MEMORY_GB.field()
     hbm_tbps: q.TFLOPS.field()
     nvlink_gbps: q.BANDWIDTH_GBYTES_PER_S.field()  # GB/s per direction (the catalogue's name)
-    l2_mb: q.MEMORY_GB.field() = 50.0
+    l2_mb: q.MEMORY_GB.field() | None = 50.0  # None: not published
+    fp4_tflops: q.TFLOPS.field() | None = Field(None, description="Dense FP4 tensor peak (TFLOPS), e.g. 9000 "
+                                                "for a B200; None where the GPU has no FP4 or none is published")
+    tdp_w: q.TFLOPS.field() | None = Field(None, description="Maximum board power (W), the GPU's power under load "
+                                           "for energy where nothing better is published, e.g. 1000 for a B200")
 
 
 class NodeSpec(_Strict):
@@ -97,6 +103,15 @@ class Cluster(_Strict):
     @classmethod
     def _gpu_by_name(cls, value):
         """Accept a catalogue key (``h800``) in place of a full spec."""
+        if isinstance(value, (list, tuple)) or (isinstance(value, str) and "," in value):
+            kinds = [str(k).strip() for k in (value.split(",") if isinstance(value, str) else value)]
+            kinds = [k for k in kinds if k]
+            if len(set(kinds)) > 1:
+                raise ValueError(f"one job runs on one GPU kind, got {', '.join(kinds)}: every pipeline "
+                                 "stage and data-parallel replica waits for its slowest member, and the simulator "
+                                 "prices every rank with one spec; simulate each kind as its own scenario and "
+                                 "`moesim compare` them, or `moesim plan --gpu` several kinds")
+            value = kinds[0] if kinds else value
         if isinstance(value, str):
             try:
                 return gpu_spec(value.lower())
@@ -433,6 +448,11 @@ class Scenario(_Strict):
             if straggler.gpu >= cluster.gpus:
                 raise ValueError(f"faults.stragglers[{i}].gpu={straggler.gpu} is not a GPU of the "
                                  f"{cluster.gpus}-GPU cluster (0 … {cluster.gpus - 1})")
+        if cluster.gpu.fp8_tflops is None:
+            fp8 = [f"training.precision.{k}" for k, v in self.training.precision.model_dump().items() if v == "fp8"]
+            fp8 += [f"training.{k}" for k in ("dispatch_dtype", "combine_dtype") if getattr(self.training, k) == "fp8"]
+            if fp8:
+                raise ValueError(f"{fp8[0]}=fp8 but {cluster.gpu.name} has no FP8 tensor cores; use bf16")
         if self.training.comm_sms >= cluster.gpu.sms:
             raise ValueError(f"training.comm_sms={self.training.comm_sms} leaves no SMs of {cluster.gpu.sms}")
         return self
