@@ -419,6 +419,11 @@ class Scenario(_Strict):
                 )
             if par.stage_gpus % par.ep:
                 raise ValueError(f"parallelism.ep={par.ep} must divide dp·cp·tp={par.stage_gpus}")
+            if par.ep < gpn and gpn % par.ep and cluster.gpus > gpn:
+                raise ValueError(f"parallelism.ep={par.ep} does not divide cluster.node.gpus_per_node={gpn}, so "
+                                 f"EP groups would straddle NVLink domains; use an ep that divides {gpn}, or set "
+                                 "gpus_per_node to a multiple of ep (the GPUs of each domain the job uses, e.g. 64 "
+                                 "of an NVL72 rack's 72)")
         heads = model.attention.heads
         if heads % par.tp:
             raise ValueError(f"parallelism.tp={par.tp} must divide model.attention.heads={heads}")
