@@ -10,6 +10,7 @@ from typing import Callable
 
 from calibration.cost_model import CostModel
 from calibration.profile import Profile, load_profiles
+from simulator.energy import energy_report
 from simulator.engine.cohorts import full_layout
 from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.failures.faults import rank_slowdowns, run_goodput
@@ -97,11 +98,15 @@ class Result:
     cost_model_sources: dict[str, str] = field(default_factory=dict)  # op class and dtype → what priced it
     # Ops priced outside every curve's measured range (by the shape model): op, label, shape, why, tflops, sms, note.
     outside_range: list[dict] = field(default_factory=list)
+    # With the scenario's energy section: kWh and USD per step and per run (simulator/energy.py).
+    energy: dict | None = None
 
     def to_dict(self) -> dict:
         # Without the timeline: asdict would deep-copy its records first (seconds for DeepSeek-V3's 75,184).
         data = asdict(replace(self, timeline=None))
         data.pop("timeline")
+        if data["energy"] is None:  # a scenario without an energy section reads as before it existed
+            data.pop("energy")
         return data
 
 
@@ -263,4 +268,5 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
         simulated_units=timeline.units, tasks=timeline.tasks, simpy_events=timeline.simpy_events,
         network=scenario.run.network, op_classes=op_classes,
         cost_model_sources=dict(sorted(cost_model.sources.items())),
-        outside_range=[asdict(o) for o in sorted(cost_model.outside.values(), key=lambda o: o.op)])
+        outside_range=[asdict(o) for o in sorted(cost_model.outside.values(), key=lambda o: o.op)],
+        energy=energy_report(scenario, step_s, days))

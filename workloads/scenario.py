@@ -368,6 +368,27 @@ class Run(_Strict):
     kernel_time_cv: q.UNIT_INTERVAL.field() = 0.0245
 
 
+class Energy(_Strict):
+    """Power and prices for the energy (kWh) and cost (USD) of a step and of the whole run.
+
+    GPU power defaults to the catalogue's TDP (the maximum board power: an upper bound for a GPU under load, used
+    because no measured training power is published for these GPUs); node and network power are per GPU.
+    """
+
+    gpu_power_w: q.WATTS.field() | None = Field(
+        None, description="Each GPU's power under load (W); None: its catalogue TDP, e.g. 1000 for a B200")
+    node_overhead_w_per_gpu: q.WATTS.field() = Field(
+        0.0, description="Host power per GPU beyond the GPU: CPUs, memory, NICs, NVSwitches, fans (W), e.g. 575 "
+                         "for a DGX H100 (10.2 kW maximum system power less 8 × 700 W GPUs, over 8)")
+    network_w_per_gpu: q.WATTS.field() = Field(
+        0.0, description="Scale-out switches' power per GPU (W), e.g. 30")
+    pue: q.PUE.field() = Field(1.0, description="Facility power usage effectiveness (ratio, ≥ 1), e.g. 1.2")
+    usd_per_gpu_hour: q.USD_PER_HOUR.field() | None = Field(
+        None, description="Price of one GPU-hour (USD per GPU-hour), e.g. 2.0; None: no cost is reported")
+    usd_per_kwh: q.USD_PER_HOUR.field() | None = Field(
+        None, description="Price of electricity (USD per kWh) when not included in the GPU-hour price, e.g. 0.08")
+
+
 class Scenario(_Strict):
     name: str = "custom"
     description: str = ""
@@ -379,6 +400,8 @@ class Scenario(_Strict):
     faults: Faults = Faults()
     routing: Routing = Routing()
     run: Run = Run()
+    # Energy and cost of the run (kWh, USD); None: not reported (simulator/energy.py).
+    energy: Energy | None = None
 
     @model_validator(mode="after")
     def _check_layout(self):
@@ -458,6 +481,9 @@ class Scenario(_Strict):
             fp8 += [f"training.{k}" for k in ("dispatch_dtype", "combine_dtype") if getattr(self.training, k) == "fp8"]
             if fp8:
                 raise ValueError(f"{fp8[0]}=fp8 but {cluster.gpu.name} has no FP8 tensor cores; use bf16")
+        if self.energy is not None and self.energy.gpu_power_w is None and cluster.gpu.tdp_w is None:
+            raise ValueError(f"energy.gpu_power_w: {cluster.gpu.name} has no published power in the GPU catalogue; "
+                             "give its power under load in watts, e.g. energy.gpu_power_w=1100")
         if self.training.comm_sms >= cluster.gpu.sms:
             raise ValueError(f"training.comm_sms={self.training.comm_sms} leaves no SMs of {cluster.gpu.sms}")
         return self
