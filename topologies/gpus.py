@@ -16,7 +16,7 @@ import yaml
 SPEC_FIELDS = ("name", "sms", "bf16_tflops", "fp8_tflops", "fp4_tflops", "hbm_gb", "hbm_tbps", "nvlink_gbps",
                "l2_mb", "tdp_w")
 # What an entry says about the GPU beyond its spec (the reference system's NVLink and NIC), and its provenance.
-FACT_FIELDS = ("nvlink_generation", "nic", "nic_gbytes_per_s")
+FACT_FIELDS = ("nvlink_generation", "nvlink_domain_gpus", "nic", "nic_gbytes_per_s")
 
 
 @cache
