@@ -43,3 +43,13 @@ def test_a_gpu_without_published_power_needs_one():
     with pytest.raises(ScenarioError, match="energy.gpu_power_w: B300-SXM .* has no published power"):
         load_scenario(preset="deepseek-v3-b200", overrides=["cluster.gpu=b300"])
     assert load_scenario(preset="deepseek-v3-b200", overrides=["cluster.gpu=b300", "energy.gpu_power_w=1100"])
+
+
+def test_simulate_prints_energy_and_cost_only_with_a_section(runner):
+    from simulator.cli import app
+
+    small = [a for item in SMALL for a in ("--set", item)]
+    shown = runner.invoke(app, ["simulate", "-p", "deepseek-v3-b200", *small, "--set", "energy.usd_per_gpu_hour=3"])
+    assert shown.exit_code == 0 and "energy (per step | run)" in shown.output and "at 1,000 W per GPU; $" in shown.output
+    hidden = runner.invoke(app, ["simulate", "-p", "deepseek-v3-h800", *small])
+    assert hidden.exit_code == 0 and "energy (per step" not in hidden.output
