@@ -100,6 +100,23 @@ class CostModel:
         self.launch_gap_s = gap.value_us * 1e-6 if gap is not None else 0.0
         self.launch_gap_source = gap.source if gap is not None else ""
         self._cache: dict[tuple, float] = {}
+        # Op class (and dtype) → how a measurement on a GPU of another design (other peaks) was carried to this
+        # one: the same fraction of the tensor peak (compute-bound curves) or of HBM bandwidth (memory-bound ones).
+        self.projected: dict[str, str] = {}
+
+    def _projection(self, label: str, peaks: dict, basis: str, where: str) -> str:
+        """Record and return (as a suffix for the source) how ``label``, measured on a device with ``peaks``, is
+        carried to this GPU; "" when that device has this GPU's peak of the class's basis (tensor peak of its dtype,
+        or HBM bandwidth): the same rate, nothing to project."""
+        dtype = label.split()[-1]
+        mine = {"bf16_tflops": self.gpu.bf16_tflops, "fp8_tflops": self.gpu.fp8_tflops or self.gpu.bf16_tflops,
+                "hbm_tbps": self.gpu.hbm_tbps}
+        ratio = peak_per_s(mine, basis, dtype) / peak_per_s(peaks, basis, dtype)
+        if ratio == 1.0:
+            return ""
+        what = "HBM bandwidth" if basis == "bytes" else f"{dtype.upper()} tensor peak"
+        self.projected.setdefault(label, f"{where}, ×{ratio:.3f} by {what}")
+        return f"; projected ×{ratio:.3f} by {what}"
 
     def _stated(self, name: str):
         return next((p.efficiency[name] for p in self.profiles if name in p.efficiency), None)
@@ -180,7 +197,8 @@ class CostModel:
         if label not in self.sources:
             gemm = model.op in ("gemm", "grouped_gemm")
             what = f"{model.op}/{model.layout} {model.gemm_pass}, {self.kernels}" if gemm else model.layout
-            self.sources[label] = f"{model.source} ({what})"
+            projected = self._projection(label, model.peaks, model.basis, model.source)
+            self.sources[label] = f"{model.source} ({what}){projected}"
 
     def memory_efficiency(self) -> float:
         """Fraction of HBM bandwidth a large streaming kernel reaches (fitted ``add`` curve, else stated, else
@@ -199,7 +217,9 @@ class CostModel:
             self.fallbacks[f"elementwise/{op.op_class.value}"] = (
                 f"elementwise {op.op_class.value}: no measured points; memory roofline at "
                 f"{memory.value:.3f} of HBM ({memory.source})")
-            self.sources.setdefault(label, "memory roofline (stated efficiency)")
+            if label not in self.sources:
+                projected = self._projection(label, self.profile.peaks, "bytes", f"{self.profile.label} stated")
+                self.sources[label] = f"memory roofline (stated efficiency){projected}"
             return memory_s
         name = "attention_bwd" if op.op_class is OpClass.ATTN_BWD and self._stated("attention_bwd") else \
             op.kind.value
@@ -211,7 +231,9 @@ class CostModel:
         what = "attention backward" if name == "attention_bwd" else op.kind.value
         self.fallbacks[f"{name}/{op.dtype}"] = (
             f"{what} in {op.dtype}: no measured points; roofline at {stated.value:.3f} of peak ({stated.source})")
-        self.sources.setdefault(label, f"roofline at {stated.value:.3f} of peak (stated efficiency)")
+        if label not in self.sources:
+            projected = self._projection(label, self.profile.peaks, "flops", f"{self.profile.label} stated")
+            self.sources[label] = f"roofline at {stated.value:.3f} of peak (stated efficiency){projected}"
         peak = self._peak(op.dtype)
         return max(op.flops / (stated.value * peak * sms / self.gpu.sms), memory_s)
 
@@ -289,7 +311,9 @@ class CostModel:
                                 minimum_s)
         seconds = max(seconds, self.fastest_s(op, sms, layout))
         _, tiles = tile_use(op.kind.value, shape, groups, sms)
-        self.sources.setdefault(label, f"shape model (efficiency {efficiency:.3f})")
+        if label not in self.sources:
+            projected = self._projection(label, self.profile.peaks, "flops", f"shape model, {source}")
+            self.sources[label] = f"shape model (efficiency {efficiency:.3f}){projected}"
         if op.name not in self.outside:
             tflops = op.flops / seconds / 1e12
             shape_text = "×".join(map(str, op.shape))
@@ -308,7 +332,17 @@ class CostModel:
             how = self.fallbacks[f"elementwise/{roofline[0]}"].split(": ", 1)[1]
             notes.insert(0, f"elementwise {', '.join(roofline)}: {how}")
         summary = self.outside_summary()
-        return notes + ([summary] if summary else [])
+        return notes + ([summary] if summary else []) + ([self.projected_summary()] if self.projected else [])
+
+    def projected_summary(self) -> str:
+        """One line naming the classes priced from measurements on another GPU design, and by which scaling."""
+        by_scaling: dict[str, list[str]] = {}
+        for label, how in sorted(self.projected.items()):
+            by_scaling.setdefault(how.rsplit(", ", 1)[1], []).append(label)
+        parts = "; ".join(f"{', '.join(labels)} ({scaling})" for scaling, labels in by_scaling.items())
+        count = len(self.projected)
+        return (f"{count} class{'es' if count != 1 else ''} projected, not measured on {self.gpu.name}: {parts}; "
+                f"`moesim calibrate project` shows the scaling class by class")
 
     def outside_summary(self) -> str | None:
         """One line naming the ops priced outside their measured range (by class and dtype), or None."""

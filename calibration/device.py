@@ -56,14 +56,16 @@ def cpu_peaks(torch) -> tuple[dict[str, float], str]:
 
 def gpu_peaks(torch) -> tuple[dict[str, float], str]:
     """Peaks of the current CUDA device from the GPU catalogue (topologies/data/gpus.yaml) by name."""
-    from topologies.gpus import gpu_catalog
+    from topologies.gpus import catalogue_key, gpu_spec
 
     props = torch.cuda.get_device_properties(0)
-    for key, spec in gpu_catalog().items():
-        if key in props.name.lower():
-            peaks = {"bf16_tflops": spec["bf16_tflops"], "fp8_tflops": spec["fp8_tflops"],
-                     "hbm_tbps": spec["hbm_tbps"], "sms": float(props.multi_processor_count)}
-            return peaks, f"GPU catalogue entry {key!r} (topologies/data/gpus.yaml, sources there)"
+    key = catalogue_key(props.name)
+    if key is not None:
+        spec = gpu_spec(key)
+        fp8 = spec["fp8_tflops"] or spec["bf16_tflops"]  # no FP8 tensor cores (A100): FP8 runs no faster than BF16
+        peaks = {"bf16_tflops": spec["bf16_tflops"], "fp8_tflops": fp8,
+                 "hbm_tbps": spec["hbm_tbps"], "sms": float(props.multi_processor_count)}
+        return peaks, f"GPU catalogue entry {key!r} (topologies/data/gpus.yaml, sources there)"
     raise ValueError(f"GPU {props.name!r} is not in topologies/data/gpus.yaml: add its peaks there to calibrate it")
 
 

@@ -76,6 +76,7 @@ class ClassModel:
                  max_overhead_s: float = np.inf, gemm_pass: str = "fprop", source: str = ""):
         self.op, self.dtype, self.layout, self.gemm_pass = op, dtype, layout, gemm_pass
         self.source = source  # the profile the points come from (its label)
+        self.peaks = dict(peaks)  # the measured device's peaks: a GPU with others has this class projected
         self.basis = BASIS[op]
         self.points = points
         total_sms = peaks["sms"]

@@ -206,6 +206,9 @@ DEFAULT_PROFILE = "h800"
 # microbenchmarks), then the H800's published points as fractions of its peaks for classes those lack. An
 # H200 is an H100 with more and faster HBM: the H100's measurements, as fractions of its own peaks.
 DEFAULT_STACKS = {"h800": ("h800-trace", "h800"), "h100": ("h100", "h800"), "h200": ("h100", "h800")}
+# GPUs with no shipped measurements (Blackwell, A100, H20) are priced from the H800's stack, its points carried over
+# as fractions of the H800's peaks (the cost model says which classes, CostModel.projected).
+DEFAULT_STACKS.update({key: ("h800-trace", "h800") for key in ("gb200", "gb300", "b200", "b300", "a100", "h20")})
 
 
 def default_stack(gpu_name: str) -> tuple[str, ...]:

@@ -164,6 +164,10 @@ def print_result(result, scenario) -> None:
         ("peak memory (max over stages)",
          f"{max(s.peak_memory_gb for s in result.stages):.1f} of {result.hbm_gb:g} GB"
          + ("" if result.fits_in_memory else "  [red]DOES NOT FIT[/]")),
+        *([("energy (per step | run)", f"{result.energy['kwh_per_step']:,.1f} kWh | {result.energy['run_mwh']:,.0f} MWh"
+            f" at {result.energy['power_per_gpu_w']:,.0f} W per GPU"
+            + (f"; ${result.energy['run_usd']:,.0f}" if result.energy["run_usd"] is not None else ""))]
+          if result.energy else []),
         ("simulated in", f"{result.sim_wall_s:.2f} s ({result.tasks:,} engine tasks, {result.simpy_events:,} SimPy "
                          f"events; {result.fidelity} fidelity: {result.simulated_units:,} simulated units for "
                          f"{result.gpus:,} GPUs; {result.network} network)"),

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from calibration.cost_model import CostModel
 from simulator.network import AnalyticNetwork
 from simulator.pricing import Pricer
-from topologies.gpus import gpu_catalog
+from topologies.gpus import catalogue_key, gpu_spec
 from workloads.errors import ScenarioError
 from workloads.model import is_moe_layer, moe_layer
 from workloads.ops import Component, Phase
@@ -99,7 +99,7 @@ def reference_scenario(scenario: Scenario, shapes: dict[str, int], device_name: 
     cluster = scenario.cluster
     gpu_key = _catalogue_key(device_name)
     if gpu_key is not None:
-        cluster = cluster.model_copy(update={"gpu": GpuSpec(**gpu_catalog()[gpu_key])})
+        cluster = cluster.model_copy(update={"gpu": GpuSpec(**gpu_spec(gpu_key))})
     else:
         notes.append(f"traced GPU {device_name!r} is not in the catalogue; scaled as if on the scenario's GPU")
     update = {"parallelism": parallelism, "model": scenario.model.model_copy(update={"hidden": shapes["hidden"]}),
@@ -108,11 +108,7 @@ def reference_scenario(scenario: Scenario, shapes: dict[str, int], device_name: 
 
 
 def _catalogue_key(device_name: str) -> str | None:
-    words = device_name.lower().replace("nvidia", "").split()
-    for key in gpu_catalog():
-        if key in words or any(w.startswith(key) for w in words):
-            return key
-    return None
+    return catalogue_key(device_name)
 
 
 def moe_layer_components(scenario: Scenario) -> dict[tuple[str, Phase], Component]:

@@ -11,6 +11,7 @@ from typing import Callable
 from calibration.cost_model import CostModel
 from calibration.profile import Profile, load_profiles
 from simulator.auto_split import resolve_auto
+from simulator.energy import energy_report
 from simulator.engine.cohorts import full_layout
 from simulator.engine import PipelineEngine, TailSpec, Timeline
 from simulator.failures.faults import rank_slowdowns, run_goodput
@@ -98,6 +99,8 @@ class Result:
     outside_range: list[dict] = field(default_factory=list)
     # The scenario as simulated where it differs from the one given (stage_layers: auto resolved); not in to_dict.
     resolved_scenario: Scenario | None = field(default=None, repr=False, compare=False)
+    # With the scenario's energy section: kWh and USD per step and per run (simulator/energy.py).
+    energy: dict | None = None
 
     def to_dict(self) -> dict:
         # Without the timeline: asdict would deep-copy its records first (seconds for DeepSeek-V3's 75,184).
@@ -105,6 +108,8 @@ class Result:
         data.pop("timeline")
         data.pop("resolved_scenario")
         data["stages"] = [stage.to_dict() for stage in self.stages]
+        if data["energy"] is None:  # a scenario without an energy section reads as before it existed
+            data.pop("energy")
         return data
 
 
@@ -319,4 +324,5 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
         network=scenario.run.network, op_classes=op_classes,
         cost_model_sources=dict(sorted(cost_model.sources.items())),
         outside_range=[asdict(o) for o in sorted(cost_model.outside.values(), key=lambda o: o.op)],
-        resolved_scenario=scenario if chosen_split else None)
+        resolved_scenario=scenario if chosen_split else None,
+        energy=energy_report(scenario, step_s, days))

@@ -52,7 +52,10 @@ def test_h100_profile_prices_its_own_points_exactly(h100):
 @pytest.mark.parametrize("gpu, devices", [
     ("h100", ["H100-SXM5", "H800-SXM5"]), ("H100-SXM5", ["H100-SXM5", "H800-SXM5"]),
     ("NVIDIA H100 80GB HBM3", ["H100-SXM5", "H800-SXM5"]), ("h200", ["H100-SXM5", "H800-SXM5"]),
-    ("h800", ["NVIDIA H800", "H800-SXM5"]), ("a100", ["H800-SXM5"])])
+    ("h800", ["NVIDIA H800", "H800-SXM5"]), ("a100", ["NVIDIA H800", "H800-SXM5"]),
+    # No shipped measurements: the H800's whole stack, projected (CostModel.projected says which classes).
+    ("b200", ["NVIDIA H800", "H800-SXM5"]), ("GB200 (Blackwell GPU in GB200 NVL72)", ["NVIDIA H800", "H800-SXM5"]),
+    ("l40s", ["H800-SXM5"])])
 def test_each_gpu_is_priced_by_its_own_profiles_first(gpu, devices):
     assert [p.device for p in load_profiles(None, gpu)] == devices
 

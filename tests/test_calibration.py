@@ -183,7 +183,7 @@ def test_cli_bad_input_is_one_line(runner, tmp_path):
         (["calibrate", "run", "-o", str(existing)], "--force"),
         (["calibrate", "run", "--device", "tpu", "-o", str(tmp_path / "y.json")], "--device tpu"),
         (["calibrate", "show", str(tmp_path / "missing.json")], "profile"),
-        (["calibrate", "project", "h800", "--gpu", "b300", "-o", str(tmp_path / "z.json")], "--gpu b300"),
+        (["calibrate", "project", "h800", "--gpu", "b100", "-o", str(tmp_path / "z.json")], "--gpu b100"),
     ]
     for args, expected in cases:
         result = runner.invoke(app, args)

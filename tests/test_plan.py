@@ -296,7 +296,7 @@ def test_impossible_when_nothing_fits(runner):
 @pytest.mark.parametrize("args,message", [
     (["--tokens", "14.8X"], "--tokens '14.8X'"),
     (["--deadline", "soon"], "--deadline 'soon'"),
-    (["--gpu", "a100"], "--gpu 'a100' is unknown; known: h100, h200, h800"),
+    (["--gpu", "b100"], "--gpu 'b100' is unknown; known: a100, b200, b300, gb200, gb300, h100, h20, h200, h800"),
     (["--model", "gpt-5"], "--model 'gpt-5' is unknown"),
     (["--tp", "1,x"], "--tp '1,x': expected comma-separated whole numbers"),
     (["--budget-usd", "-5"], "'--budget-usd': must be > 0, got -5"),

@@ -14,7 +14,7 @@ import pytest
 from simulator.cli import app
 from simulator.metrics import uncovered_s
 from simulator.report import result_payload, write_report
-from simulator.report.compare import METRICS, headline_rows, metric_values, stage_deltas
+from simulator.report.compare import ENERGY_KEYS, METRICS, headline_rows, metric_values, stage_deltas
 from simulator.report.experts import deviation_pct, expert_figure
 from simulator.report.page import CONFIG
 from simulator.report.timeline import directions, gap_marks, timeline_data, timeline_of
@@ -152,7 +152,9 @@ def test_compare_metrics_and_stage_deltas(small, dualpipe):
     deltas = stage_deltas(a, b)
     assert deltas[1]["bubble_s"] == b["stages"][1]["bubble_s"] - a["stages"][1]["bubble_s"]
     assert stage_deltas(a, {**b, "stages": b["stages"][:1]}) is None
-    assert set(metric_values(a)) == {m.key for m in METRICS}
+    assert set(metric_values(a)) == {m.key for m in METRICS} - set(ENERGY_KEYS)  # no energy section: no run energy
+    energy = {"run_gpu_hours": 10.0, "run_mwh": 2.0, "run_usd": None}  # no price: no cost row
+    assert set(metric_values({**a, "energy": energy})) == {m.key for m in METRICS} - {"run_usd"}
 
 
 def test_cli_compare_presets_with_per_source_overrides(runner, small, dualpipe, tmp_path):

@@ -52,6 +52,8 @@ class FabricSpec(BaseModel):
     switch_latency_us: float = Field(0.45, ge=0)
     nvlink_latency_us: float = Field(1.665, ge=0)
     pcie_latency_us: float = Field(0.0, ge=0)
+    # A rack-scale NVLink domain design (topologies/data/racks.yaml, e.g. nvl72): each node is one domain.
+    rack: str | None = None
     p: PositiveInt | None = None
     a: PositiveInt | None = None
     h: PositiveInt | None = None
@@ -63,6 +65,16 @@ def make_spec(kind: str, **params) -> FabricSpec:
     """A :class:`FabricSpec` of ``kind`` from the data-file defaults and ``params`` (None values ignored)."""
     values = {k: v for k, v in topology_defaults().items()}
     values.update({k: v for k, v in params.items() if v is not None})
+    if params.get("rack") is not None:
+        from topologies.racks import rack_spec
+
+        rack = rack_spec(params["rack"])
+        domain = rack["gpus_per_domain"]
+        values["gpus_per_node"] = params.get("gpus_per_node") or domain
+        values["nics_per_node"] = params.get("nics_per_node") or values["gpus_per_node"] * rack["nics_per_gpu"]
+        if values["gpus_per_node"] > domain:
+            raise TopologyError(f"gpus_per_node={values['gpus_per_node']} exceeds the {domain} GPUs of one "
+                                f"{params['rack']} NVLink domain; use at most {domain}")
     try:
         spec = FabricSpec(kind=kind, **values)
     except ValidationError as err:

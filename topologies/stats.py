@@ -99,4 +99,8 @@ def describe(g: nx.DiGraph, with_bisection: bool = True) -> dict:
     }
     if with_bisection:
         out["bisection_gbps"] = bisection_gbps(g)
+    if spec.rack is not None:  # the NVLink domains' physical parts, from the published rack description
+        from topologies.racks import domain_parts
+
+        out["nvlink_domain"] = {**domain_parts(spec.rack, g.graph["nodes"]), "gpus_used_per_domain": spec.gpus_per_node}
     return out

@@ -156,6 +156,8 @@ DAYS = Rule(gt=0, le=1e12)  # a deadline
 GPU_COUNT = Rule(ge=1, le=1_000_000, integer=True)
 USD = Rule(gt=0, le=1e15)
 USD_PER_HOUR = Rule(gt=0, le=1e6)
+WATTS = Rule(ge=0, le=1e6)  # one GPU's (or its share of a node's or network's) power
+PUE = Rule(ge=1, le=10)  # facility power usage effectiveness
 BYTES = Rule("B", ge=0, le=1e18)
 # Model sizes: far above any published model (DeepSeek-V3: 61 layers, hidden 7168, 256 experts), low enough that
 # building per-layer operations stays instant; a typo such as layers=100000000 is refused, not built.

@@ -47,16 +47,22 @@ class _Strict(BaseModel):
 
 
 class GpuSpec(_Strict):
-    """One GPU: tensor peaks, HBM and NVLink (per direction)."""
+    """One GPU: dense tensor peaks, HBM and NVLink (per direction); the catalogue (topologies/data/gpus.yaml) cites
+    each number."""
 
     name: str
     sms: PositiveInt
     bf16_tflops: q.TFLOPS.field()
-    fp8_tflops: q.TFLOPS.field()
+    # None: no FP8 tensor cores (A100); an FP8 GEMM on such a GPU is refused (Scenario._check_layout).
+    fp8_tflops: q.TFLOPS.field() | None
     hbm_gb: q.MEMORY_GB.field()
     hbm_tbps: q.TFLOPS.field()
     nvlink_gbps: q.BANDWIDTH_GBYTES_PER_S.field()  # GB/s per direction (the catalogue's name)
-    l2_mb: q.MEMORY_GB.field() = 50.0
+    l2_mb: q.MEMORY_GB.field() | None = 50.0  # None: not published
+    fp4_tflops: q.TFLOPS.field() | None = Field(None, description="Dense FP4 tensor peak (TFLOPS), e.g. 9000 "
+                                                "for a B200; None where the GPU has no FP4 or none is published")
+    tdp_w: q.TFLOPS.field() | None = Field(None, description="Maximum board power (W), the GPU's power under load "
+                                           "for energy where nothing better is published, e.g. 1000 for a B200")
 
 
 class NodeSpec(_Strict):
@@ -97,6 +103,15 @@ class Cluster(_Strict):
     @classmethod
     def _gpu_by_name(cls, value):
         """Accept a catalogue key (``h800``) in place of a full spec."""
+        if isinstance(value, (list, tuple)) or (isinstance(value, str) and "," in value):
+            kinds = [str(k).strip() for k in (value.split(",") if isinstance(value, str) else value)]
+            kinds = [k for k in kinds if k]
+            if len(set(kinds)) > 1:
+                raise ValueError(f"one job runs on one GPU kind, got {', '.join(kinds)}: every pipeline "
+                                 "stage and data-parallel replica waits for its slowest member, and the simulator "
+                                 "prices every rank with one spec; simulate each kind as its own scenario and "
+                                 "`moesim compare` them, or `moesim plan --gpu` several kinds")
+            value = kinds[0] if kinds else value
         if isinstance(value, str):
             try:
                 return gpu_spec(value.lower())
@@ -477,6 +492,27 @@ class Run(_Strict):
     kernel_time_cv: q.UNIT_INTERVAL.field() = 0.0245
 
 
+class Energy(_Strict):
+    """Power and prices for the energy (kWh) and cost (USD) of a step and of the whole run.
+
+    GPU power defaults to the catalogue's TDP (the maximum board power: an upper bound for a GPU under load, used
+    because no measured training power is published for these GPUs); node and network power are per GPU.
+    """
+
+    gpu_power_w: q.WATTS.field() | None = Field(
+        None, description="Each GPU's power under load (W); None: its catalogue TDP, e.g. 1000 for a B200")
+    node_overhead_w_per_gpu: q.WATTS.field() = Field(
+        0.0, description="Host power per GPU beyond the GPU: CPUs, memory, NICs, NVSwitches, fans (W), e.g. 575 "
+                         "for a DGX H100 (10.2 kW maximum system power less 8 × 700 W GPUs, over 8)")
+    network_w_per_gpu: q.WATTS.field() = Field(
+        0.0, description="Scale-out switches' power per GPU (W), e.g. 30")
+    pue: q.PUE.field() = Field(1.0, description="Facility power usage effectiveness (ratio, ≥ 1), e.g. 1.2")
+    usd_per_gpu_hour: q.USD_PER_HOUR.field() | None = Field(
+        None, description="Price of one GPU-hour (USD per GPU-hour), e.g. 2.0; None: no cost is reported")
+    usd_per_kwh: q.USD_PER_HOUR.field() | None = Field(
+        None, description="Price of electricity (USD per kWh) when not included in the GPU-hour price, e.g. 0.08")
+
+
 class Scenario(_Strict):
     name: str = "custom"
     description: str = ""
@@ -488,6 +524,8 @@ class Scenario(_Strict):
     faults: Faults = Faults()
     routing: Routing = Routing()
     run: Run = Run()
+    # Energy and cost of the run (kWh, USD); None: not reported (simulator/energy.py).
+    energy: Energy | None = None
 
     @model_validator(mode="after")
     def _check_layout(self):
@@ -528,6 +566,11 @@ class Scenario(_Strict):
                 )
             if par.stage_gpus % par.ep:
                 raise ValueError(f"parallelism.ep={par.ep} must divide dp·cp·tp={par.stage_gpus}")
+            if par.ep < gpn and gpn % par.ep and cluster.gpus > gpn:
+                raise ValueError(f"parallelism.ep={par.ep} does not divide cluster.node.gpus_per_node={gpn}, so "
+                                 f"EP groups would straddle NVLink domains; use an ep that divides {gpn}, or set "
+                                 "gpus_per_node to a multiple of ep (the GPUs of each domain the job uses, e.g. 64 "
+                                 "of an NVL72 rack's 72)")
         self._check_expert_layout()
         heads = model.attention.heads
         if heads % par.tp:
@@ -583,6 +626,14 @@ class Scenario(_Strict):
         if self.training.ep_overlap and self.schedule != "interleaved":
             raise ValueError(f"training.ep_overlap overlaps EP communication across micro-batches of interleaved "
                              f"1F1B; set schedule: interleaved (not {self.schedule}) or ep_overlap: false")
+        if cluster.gpu.fp8_tflops is None:
+            fp8 = [f"training.precision.{k}" for k, v in self.training.precision.model_dump().items() if v == "fp8"]
+            fp8 += [f"training.{k}" for k in ("dispatch_dtype", "combine_dtype") if getattr(self.training, k) == "fp8"]
+            if fp8:
+                raise ValueError(f"{fp8[0]}=fp8 but {cluster.gpu.name} has no FP8 tensor cores; use bf16")
+        if self.energy is not None and self.energy.gpu_power_w is None and cluster.gpu.tdp_w is None:
+            raise ValueError(f"energy.gpu_power_w: {cluster.gpu.name} has no published power in the GPU catalogue; "
+                             "give its power under load in watts, e.g. energy.gpu_power_w=1100")
         if self.training.comm_sms >= cluster.gpu.sms:
             raise ValueError(f"training.comm_sms={self.training.comm_sms} leaves no SMs of {cluster.gpu.sms}")
         recipe, prec = self.training.fp8_recipe, self.training.precision

@@ -260,11 +260,14 @@ def compare(a: str = typer.Argument(..., help="Profile A (name or file)."),
 
 @calibrate_app.command("project")
 def project(profile: str = PROFILE_ARG,
-            gpu: str = typer.Option(..., "--gpu", help="Target GPU from the catalogue (e.g. h100, h200)."),
-            output: Path = typer.Option(..., "-o", "--output", help="Projected profile JSON to write."),
-            force: bool = FORCE_OPT) -> None:
-    """Project a profile onto another GPU by its specifications (tensor peak, HBM bandwidth)."""
-    from calibration.projection import project as project_profile
+            gpu: str = typer.Option(..., "--gpu", help="Target GPU from the catalogue (e.g. h100, b200, gb200)."),
+            output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also write the projected profile "
+                                                  "JSON here."),
+            force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+    """Project a profile onto another GPU by its specifications: class by class, which scaling carries it (tensor
+    peak for compute-bound points, HBM bandwidth for memory-bound ones)."""
+    from calibration.fit import class_label
+    from calibration.projection import project as project_profile, projection_rows
     from topologies.gpus import gpu_spec
 
     prof = _load(profile)
@@ -272,10 +275,35 @@ def project(profile: str = PROFILE_ARG,
         target = gpu_spec(gpu.lower())
     except KeyError as err:
         fail(f"--gpu {gpu}: {err.args[0]}")
-    _writable(output, force)
+    if output is not None:
+        _writable(output, force)
+    rows = projection_rows(prof, target)
     projected = project_profile(prof, target, gpu.lower())
-    projected.save(output)
-    console.print(f"wrote {output}: {projected.device}\n{projected.origin}", highlight=False)
+    if output is not None:
+        projected.save(output)
+    if as_json:
+        print(json.dumps({"from": prof.device, "to": target["name"], "classes": rows,
+                          "written": str(output) if output else None}, indent=1))
+        return
+    table = Table("class", "dtype", "points", "compute-bound", "memory-bound",
+                  title=f"{prof.label} ({prof.device}) projected onto {target['name']}", title_justify="left")
+    for column in table.columns:
+        column.no_wrap = True
+    for r in rows:
+        compute = f"{r['compute_bound']} ×{r['tensor_peak_ratio']:.3f}" if r["compute_bound"] else "-"
+        memory = f"{r['memory_bound']} ×{r['hbm_ratio']:.3f}" if r["memory_bound"] else "-"
+        if r["dropped"]:
+            compute = f"{r['dropped']} dropped (no FP8)"
+        table.add_row(class_label(r["op"], r["layout"], r["pass"], r["library"]), r["dtype"], str(r["points"]),
+                      compute, memory)
+    console.print(table)
+    console.print("points per class and the factor on their rate: compute-bound points by the ratio of tensor peaks "
+                  "(per dtype), memory-bound ones by the ratio of HBM bandwidths (calibration/projection.py)",
+                  highlight=False)
+    console.print("collectives are not projected: they depend on the interconnect, not on these specifications",
+                  highlight=False)
+    if output is not None:
+        console.print(f"wrote {output}: {projected.device}", highlight=False)
 
 
 @calibrate_app.command("from-trace")

@@ -53,7 +53,10 @@ def collective(
     radix: Optional[int] = typer.Option(None, "--radix", min=2, max=4096),
     planes: Optional[int] = typer.Option(None, "--planes", min=1, max=1024),
     oversubscription: Optional[float] = typer.Option(None, "--oversubscription", parser=OVERSUBSCRIPTION.parser()),
-    gpu: Optional[str] = typer.Option(None, "--gpu", help="h800, h100 or h200 (NVLink rate)."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="GPU catalogue key for the NVLink rate, e.g. h800, "
+                                      "b200, gb200."),
+    rack: Optional[str] = typer.Option(None, "--rack", help="Rack-scale NVLink domain (nvl72, nvl36x2): each "
+                                       "node is one domain of its GPUs."),
     nic_efficiency: Optional[float] = typer.Option(
         None, "--nic-efficiency", parser=FRACTION.parser(),
         help=f"Achievable fraction of the NIC rate (0 < x ≤ 1); default {NIC_EFFICIENCY}, for ep-* what DeepEP's "
@@ -101,13 +104,14 @@ def collective(
     if is_ep and gpus is not None and gpus != ep:
         fail(f"--gpus {gpus} differs from --ep {ep}; an EP collective runs over the --ep GPUs")
     size = max(cluster_gpus or members_n, members_n)
-    gpn = topology_defaults()["gpus_per_node"]
     try:
+        spec = spec_from_options(topology, radix, planes, size, oversubscription, gpu, None, None, None, rack=rack)
+        gpn = spec.gpus_per_node
         if name == "all-to-all" or is_ep:  # every member sends to every other: flows grow as members²
             check_size(f"{name} flows over {members_n} GPUs", members_n * (members_n - 1), MAX_FLOWS,
                        "use fewer --gpus" + (" (--ep)" if is_ep else ""))
         check_flow_state(name, members_n, gpn)  # and their state must fit in memory
-        g = build(spec_from_options(topology, radix, planes, size, oversubscription, gpu, None, None, None))
+        g = build(spec)
         g = fail_elements(g, parse_links(fail_link), fail_switch or [])
         net = GraphNetwork(g, fidelity, nvlink_efficiency, nic_efficiency)
         members = net.members(members_n)
@@ -127,7 +131,7 @@ def collective(
             ids = sample_balanced(experts, topk, nodes, min(max_nodes, nodes), SAMPLE_TOKENS, seed)
             per_rank = tokens * topk * hidden * element_bytes(dtype)
             result, extra = ep_collective(net, members, name, ids, experts, tokens, hidden * element_bytes(dtype),
-                                          per_rank)
+                                          per_rank, gpn)
             extra["dtype"] = dtype
         else:
             per_rank = parse_bytes(nbytes)
@@ -164,13 +168,13 @@ def link_efficiencies(is_ep: bool, nic: float | None, nvlink: float | None) -> t
 
 
 def ep_collective(net: GraphNetwork, members: list[str], name: str, expert_ids, experts: int, tokens: int,
-                  token_bytes: float, per_rank: float):
+                  token_bytes: float, per_rank: float, gpus_per_node: int | None = None):
     """Price a DeepEP dispatch or combine of tokens routed to ``expert_ids``: its notify (token counts to every
     peer) then its transfers; and DeepEP's figures for that time (:func:`calibration.deepep.deepep_figures`)."""
     from calibration.deepep import deepep_figures
     from workloads.routing import EpTraffic, ep_counts
 
-    gpn = topology_defaults()["gpus_per_node"]
+    gpn = gpus_per_node or topology_defaults()["gpus_per_node"]
     counts = ep_counts(expert_ids, experts, len(members), gpn)
     traffic = EpTraffic(counts.remote_nodes, counts.nvl_forwards, 1.0)
     notify_s = net.time_s(net.collective("all-to-all", members, experts * NOTIFY_BYTES_PER_EXPERT))

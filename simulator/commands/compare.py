@@ -112,6 +112,22 @@ def print_comparison(names: list[str], summaries: list[dict]) -> None:
         console.print(stages)
 
 
+def source_notes(rep) -> str:
+    """Where a source's EP traffic runs (inside one NVLink domain or across domains) and which compute classes were
+    projected from another GPU's measurements rather than measured on its own."""
+    parts = []
+    if rep.scenario is not None and rep.scenario.model.moe is not None:
+        ep, gpn = rep.scenario.parallelism.ep, rep.scenario.cluster.node.gpus_per_node
+        domains = -(-ep // gpn)
+        parts.append(f"EP{ep} inside one NVLink domain (no NIC bytes)" if domains == 1 else
+                     f"EP{ep} across {domains} NVLink domains of {gpn} (dispatch and combine cross the NICs once "
+                     "per remote domain, then NVLink)")
+    projected = sorted(k for k, v in rep.summary.get("cost_model_sources", {}).items() if "; projected ×" in v)
+    parts.append(f"{len(projected)} compute classes projected, not measured: {', '.join(projected)}" if projected
+                 else "every compute class measured on this GPU design")
+    return "; ".join(parts)
+
+
 @app.command()
 def compare(sources: list[str] = typer.Argument(..., help="Two or more: scenario files, preset names, or saved "
                                                           "results (moesim simulate --json [--timeline])."),
@@ -167,5 +183,7 @@ def compare(sources: list[str] = typer.Argument(..., help="Two or more: scenario
                           "results": summaries}, indent=1))
         return
     print_comparison(names, summaries)
+    for name, rep in zip(names, reports):
+        console.print(f"[bold]{name}[/]: {source_notes(rep)}", highlight=False)
     if report:
         console.print(f"wrote {report}", highlight=False)

@@ -81,8 +81,8 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
          deadline: Optional[str] = typer.Option(None, "--deadline", help="Finish within, e.g. 60d, 8w, 720h."),
          budget_usd: Optional[float] = typer.Option(None, "--budget-usd", parser=q.USD.parser(),
                                                     help="Most to spend on GPU-hours (USD)."),
-         price: float = typer.Option(2.0, "--price-per-gpu-hour", parser=q.USD_PER_HOUR.parser(),
-                                     help="USD per GPU-hour."),
+         price: str = typer.Option("2", "--price-per-gpu-hour", help="USD per GPU-hour: one price, or by GPU "
+                                   "kind, e.g. h800=2,b200=3.5,gb200=4 (kinds not named pay 2)."),
          max_gpus: int = typer.Option(65_536, "--max-gpus", parser=q.GPU_COUNT.parser(),
                                       help="Largest cluster to consider."),
          gpus: Optional[str] = typer.Option(None, "--gpus", help="Only these GPU counts, e.g. 1024,2048."),
@@ -99,8 +99,8 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
                                                  "selective, full (default all)."),
          global_batch: Optional[str] = typer.Option(None, "--global-batch", help="Sequences per step: N fixes it, "
                                                     "LOW..HIGH is a range (default: the published batch and ramp)."),
-         objective: Optional[str] = typer.Option(None, "--objective", help="Rank by time or cost (default: cost "
-                                                 "with a deadline, else time)."),
+         objective: Optional[str] = typer.Option(None, "--objective", help="Rank by time, cost, gpu-hours or "
+                                                 "energy (GPU MWh at TDP; default: cost with a deadline, else time)."),
          top: int = typer.Option(5, "--top", help="How many plans to show."),
          max_sims: int = typer.Option(10_000, "--max-simulations", help="Most layouts to simulate in full."),
          time_limit: float = typer.Option(30.0, "--time-limit", help="Seconds after which no new simulation "
@@ -125,8 +125,8 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
     for value, option in ((top, "--top"), (max_sims, "--max-simulations"), (time_limit, "--time-limit")):
         if value is not None and value <= 0:
             fail(f"{option} {value:g}: must be positive")
-    if objective not in (None, "time", "cost"):
-        fail(f"--objective {objective!r}: choose time or cost")
+    if objective not in (None, "time", "cost", "gpu-hours", "energy"):
+        fail(f"--objective {objective!r}: choose time, cost, gpu-hours or energy")
     try:
         name, base = load_base(model, scenario, set_ or [])
         scenario_gpu = base["cluster"]["gpu"]
@@ -137,6 +137,7 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
         for kind in kinds:
             if kind not in gpu_catalog():
                 fail(f"--gpu {kind!r} is unknown; known: {', '.join(sorted(gpu_catalog()))}")
+        default_price, prices = _prices(price, kinds)
         low, high, batch_source = default_batch_range(base)
         if global_batch is not None:
             (low, high), batch_source = parse_batch(global_batch), "--global-batch"
@@ -144,7 +145,8 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
         deadline_days = parse_days(deadline) if deadline else None
         request = PlanRequest(
             tokens=parse_tokens(tokens), gpus_kinds=kinds, deadline_days=deadline_days, budget_usd=budget_usd,
-            price_per_gpu_hour=price, max_gpus=max_gpus, gpu_counts=parse_ints(gpus, "--gpus"),
+            price_per_gpu_hour=default_price, prices=prices, max_gpus=max_gpus,
+            gpu_counts=parse_ints(gpus, "--gpus"),
             tp=parse_ints(tp, "--tp") or [1, 2, 4, 8], pp=parse_ints(pp, "--pp") or [1, 2, 4, 8, 16],
             cp=parse_ints(cp, "--cp") or ([1, 2] if seq >= 8192 else [1]),
             micro_batch_sizes=parse_ints(mbs, "--micro-batch-sizes") or [1, 2], schedules=_schedules(schedules),
@@ -183,6 +185,27 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
             print(f"wrote {report}")
     if not answer["plans"]:
         raise typer.Exit(1)
+
+
+def _prices(text: str, kinds: list[str]) -> tuple[float, dict[str, float]]:
+    """``2`` → (2, {}); ``h800=2,b200=3.5`` → (2, {h800: 2, b200: 3.5}): the default stays 2 USD per GPU-hour."""
+    from workloads.errors import ScenarioError
+
+    default, prices = 2.0, {}
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        kind, sep, value = item.rpartition("=")
+        try:
+            usd = q.USD_PER_HOUR(value)
+        except ValueError as err:
+            raise ScenarioError(f"--price-per-gpu-hour {item!r}: {err}") from None
+        if not sep:
+            default = usd
+        elif kind.strip().lower() not in kinds:
+            raise ScenarioError(f"--price-per-gpu-hour {item!r}: {kind.strip()} is not one of --gpu "
+                                f"{','.join(kinds)}")
+        else:
+            prices[kind.strip().lower()] = usd
+    return default, prices
 
 
 def _zero(text: Optional[str]) -> list[int]:

@@ -26,13 +26,13 @@ LAYOUT_COLUMNS = ("GPUs", "layout", "schedule", "mbs×n", "batch", "ZeRO/recomp.
 
 def plans_table(title: str, plans: list[dict], numbered: bool = True) -> Table:
     table = Table(title=title, title_justify="left")
-    for col in (("#",) if numbered else ()) + LAYOUT_COLUMNS + ("days", "w/ fail", "GPU-hours", "cost USD", "MFU",
-                                                                 "free GB"):
+    for col in (("#",) if numbered else ()) + LAYOUT_COLUMNS + ("days", "w/ fail", "GPU-hours", "cost USD", "MWh",
+                                                                 "MFU", "free GB"):
         table.add_column(col, justify="right")
     for i, p in enumerate(plans, 1):
         table.add_row(*([str(i)] if numbered else []), *_layout_cells(p["layout"]), f"{p['training_days']:.1f}",
                       f"{p['training_days_with_failures']:.1f}", f"{p['gpu_hours']:,.0f}", f"{p['cost_usd']:,.0f}",
-                      f"{p['mfu_causal']:.1%}", f"{p['memory_headroom_gb']:.1f}")
+                      f"{p['energy_mwh']:,.0f}", f"{p['mfu_causal']:.1%}", f"{p['memory_headroom_gb']:.1f}")
     return table
 
 
@@ -43,8 +43,11 @@ def print_plan(answer: dict, outcome) -> None:
         goal.append(f"within {duration(request['deadline_days'])}")
     if request["budget_usd"] is not None:
         goal.append(f"within ${request['budget_usd']:,.0f}")
+    prices = request.get("prices") or {}
+    price = (", ".join(f"{k.upper()} ${prices.get(k, request['price_per_gpu_hour']):g}" for k in request["gpus_kinds"])
+             + " per GPU-hour") if prices else f"${request['price_per_gpu_hour']:g}/GPU-hour"
     console.print(f"[bold]{answer['model']}[/] on {', '.join(k.upper() for k in request['gpus_kinds'])}: "
-                  f"{' '.join(goal)} at ${request['price_per_gpu_hour']:g}/GPU-hour; global batch from "
+                  f"{' '.join(goal)} at {price}; global batch from "
                   f"{answer['global_batch_from']}; ranked by {request['objective']}", highlight=False)
     for gpus, why_not in search["unusable_gpus"].items():
         console.print(f"[yellow]--gpus {gpus}[/]: {why_not}", highlight=False)

@@ -25,7 +25,7 @@ GPUS = typer.Option(None, "--gpus", min=1, max=1_000_000,
                     help="GPUs (whole nodes); default: the largest the radix allows.")
 OVERSUB = typer.Option(None, "--oversubscription", parser=OVERSUBSCRIPTION.parser(),
                        help="Leaf down:up port ratio (default 1).")
-GPU = typer.Option(None, "--gpu", help="GPU catalogue key for NVLink: h800, h100, h200 (default h800).")
+GPU = typer.Option(None, "--gpu", help="GPU catalogue key for NVLink, e.g. h800, b200, gb200 (default h800).")
 GPN = typer.Option(None, "--gpus-per-node", min=1, max=1024, help="GPUs per node (default 8).")
 NPN = typer.Option(None, "--nics-per-node", min=1, max=1024, help="NICs per node (default 8).")
 NIC = typer.Option(None, "--nic-gbytes-per-s", parser=BANDWIDTH_GBYTES_PER_S.parser(),
@@ -35,15 +35,17 @@ A = typer.Option(None, "--a", min=1, max=4096, help="Dragonfly routers per group
 H = typer.Option(None, "--h", min=1, max=4096, help="Dragonfly global links per router.")
 GROUPS = typer.Option(None, "--groups", min=1, max=100_000, help="Dragonfly groups.")
 Q = typer.Option(None, "--q", min=2, max=4096, help="Slim Fly prime q.")
+RACK = typer.Option(None, "--rack", help="Rack-scale NVLink domain, each node one domain: nvl72 or nvl36x2 "
+                    "(topologies/data/racks.yaml).")
 
 
 def spec_from_options(kind, radix, planes, gpus, oversubscription, gpu, gpus_per_node, nics_per_node,
-                      nic_gbps, p=None, a=None, h=None, groups=None, q=None):
+                      nic_gbps, p=None, a=None, h=None, groups=None, q=None, rack=None):
     if kind not in TOPOLOGIES:
         fail(f"unknown topology {kind!r}; choose one of {', '.join(TOPOLOGIES)}")
     return make_spec(kind, radix=radix, planes=planes, gpus=gpus, oversubscription=oversubscription, gpu=gpu,
                      gpus_per_node=gpus_per_node, nics_per_node=nics_per_node, nic_gbps=nic_gbps,
-                     switch_gbps=nic_gbps, p=p, a=a, h=h, groups=groups, q=q)
+                     switch_gbps=nic_gbps, p=p, a=a, h=h, groups=groups, q=q, rack=rack)
 
 
 @topology_app.command("list")
@@ -65,7 +67,7 @@ def describe(kind: str = typer.Argument(..., help=f"One of {', '.join(TOPOLOGIES
              oversubscription: Optional[float] = OVERSUB, gpu: Optional[str] = GPU,
              gpus_per_node: Optional[int] = GPN, nics_per_node: Optional[int] = NPN,
              nic_gbps: Optional[float] = NIC, p: Optional[int] = P, a: Optional[int] = A, h: Optional[int] = H,
-             groups: Optional[int] = GROUPS, q: Optional[int] = Q,
+             groups: Optional[int] = GROUPS, q: Optional[int] = Q, rack: Optional[str] = RACK,
              as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
              draw: Optional[Path] = typer.Option(None, "--draw", help="Write an interactive plotly HTML picture."),
              force: bool = typer.Option(False, "--force", help="Overwrite the --draw file if it exists.")) -> None:
@@ -76,7 +78,7 @@ def describe(kind: str = typer.Argument(..., help=f"One of {', '.join(TOPOLOGIES
         fail(f"--draw {draw} exists; pass --force to overwrite it")
     try:
         spec = spec_from_options(kind, radix, planes, gpus, oversubscription, gpu, gpus_per_node, nics_per_node,
-                                 nic_gbps, p, a, h, groups, q)
+                                 nic_gbps, p, a, h, groups, q, rack)
         g = build(spec)
     except (TopologyError, KeyError) as err:
         fail(str(err).strip("'\""))
@@ -115,6 +117,18 @@ def describe(kind: str = typer.Argument(..., help=f"One of {', '.join(TOPOLOGIES
         ("diameter", f"{stats['diameter']} switch-to-switch hops"
          + ("" if stats["diameter_exact"] else " (from a sample of sources)")),
     ]
+    domain = stats.get("nvlink_domain")
+    if domain is not None:
+        rows += [
+            ("NVLink domains", f"{domain['nvlink_domains']:,} × {domain['rack']} ({domain['gpus_per_domain']} GPUs "
+                               f"each, {domain['gpus_used_per_domain']} in use, {domain['racks']:,} racks)"),
+            ("compute trays", f"{domain['compute_trays']:,} ({domain['cpus']:,} Grace CPUs)"),
+            ("NVLink Switch trays", f"{domain['nvlink_switch_trays']:,} ({domain['nvlink_switch_chips']:,} "
+                                    "switch chips)"),
+            ("GPU–switch NVLink links", f"{domain['gpu_nvlink_links']:,} ({domain['nvlink_gbps_per_gpu']:g} GB/s "
+                                        "per GPU per direction)"),
+            ("cross-rack NVLink links", f"{domain['cross_rack_nvlink_links']:,}"),
+        ]
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)

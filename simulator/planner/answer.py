@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from simulator.planner.request import PlanRequest
+from simulator.planner.request import PlanRequest, energy_mwh
 from simulator.planner.search import Outcome
 from simulator.planner.space import Candidate
 
@@ -25,8 +25,7 @@ def duration(days: float) -> str:
 def ranked(outcome: Outcome, request: PlanRequest) -> list[Candidate]:
     """Simulated candidates that fit and meet every constraint, best first by the objective."""
     ok = [c for c in outcome.simulated if c.row and not c.verdict]
-    key = (lambda c: (c.days, c.cost_usd)) if request.objective == "time" else (lambda c: (c.cost_usd, c.days))
-    return sorted(ok, key=key)
+    return sorted(ok, key=lambda c: request.rank(c.gpus, c.days, c.gpu))
 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
@@ -66,8 +65,12 @@ def why(c: Candidate, best: list[Candidate], request: PlanRequest) -> list[str]:
         runner = others[0]
         if request.objective == "time":
             out.append(f"{runner.days - c.days:.1f} days faster than the next plan ({runner.summary()})")
-        else:
+        elif request.objective == "cost":
             out.append(f"${runner.cost_usd - c.cost_usd:,.0f} cheaper than the next plan ({runner.summary()})")
+        else:
+            mine, theirs = request.rank(c.gpus, c.days, c.gpu)[0], request.rank(runner.gpus, runner.days, runner.gpu)[0]
+            unit = "GPU-hours" if request.objective == "gpu-hours" else "MWh"
+            out.append(f"{theirs - mine:,.0f} {unit} fewer than the next plan ({runner.summary()})")
     return out
 
 
@@ -104,7 +107,8 @@ def plan_row(c: Candidate) -> dict[str, Any]:
     row = c.row
     return {"layout": c.layout(), "training_days": row["training_days"],
             "training_days_with_failures": row["training_days_with_failures"], "gpu_hours": row["gpu_hours"],
-            "cost_usd": c.cost_usd, "step_time_s": row["step_time_s"], "tokens_per_s": row["tokens_per_s"],
+            "cost_usd": c.cost_usd, "energy_mwh": energy_mwh(c.gpus, row["training_days"], c.gpu),
+            "step_time_s": row["step_time_s"], "tokens_per_s": row["tokens_per_s"],
             "mfu_causal": row["mfu_causal"], "peak_memory_gb": row["max_peak_memory_gb"], "hbm_gb": row["hbm_gb"],
             "memory_headroom_gb": headroom_gb(c), "bubble_s": row["max_bubble_s"],
             "exposed_comm_s": row["max_exposed_comm_s"], "lower_bound_days": c.lb_days,

@@ -141,6 +141,9 @@ class PriceCache:
                            "parallelism.global_batch": dp * c.micro_batch_size, "schedule": "1f1b",
                            "training.recompute": RECOMPUTE[c.recompute]}.items():
             apply_value(data, key, value)
+        if c.gpus_per_node:  # the GPU kind's own node (an NVL72 domain), as Candidate.overrides sets it
+            apply_value(data, "cluster.node.gpus_per_node", c.gpus_per_node)
+            apply_value(data, "cluster.node.nics_per_node", c.nics_per_node)
         data.setdefault("faults", {})
         data["faults"] = {**data["faults"], "stragglers": [], "links": []}
         return validate(data)

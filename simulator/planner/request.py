@@ -78,7 +78,8 @@ def parse_ints(text: str | None, option: str) -> list[int] | None:
 def model_presets() -> dict[str, str]:
     """Names --model accepts → preset: each preset's name, its name without the GPU suffix, its model's name."""
     names: dict[str, str] = {}
-    for preset in preset_names():
+    # The published runs' presets (Hopper GPUs) first, so that a bare model name means the original run.
+    for preset in sorted(preset_names(), key=lambda p: re.search(r"-(h800|h100|h200)(-|$)", p) is None):
         data = preset_data(preset)
         names[preset] = preset
         names.setdefault(re.sub(r"-(h800|h100|h200)$", "", preset), preset)
@@ -148,7 +149,9 @@ class PlanRequest(BaseModel):
     recompute: list[Literal["none", "selective", "full"]] = Field(default_factory=lambda: ["none", "selective",
                                                                                           "full"])
     batch_range: tuple[PositiveInt, PositiveInt]
-    objective: Literal["time", "cost"] = "time"
+    objective: Literal["time", "cost", "gpu-hours", "energy"] = "time"
+    # USD per GPU-hour by GPU kind (--price-per-gpu-hour h800=2,b200=3.5); kinds not named pay price_per_gpu_hour.
+    prices: dict[str, PositiveFloat] = Field(default_factory=dict)
     top: PositiveInt = 5
     max_simulations: PositiveInt = 10_000
     # Wall seconds after which no new simulation starts; the answer then says how far its bounds are from proving
@@ -166,5 +169,23 @@ class PlanRequest(BaseModel):
         return ((self.deadline_days is None or days <= self.deadline_days)
                 and (self.budget_usd is None or cost_usd <= self.budget_usd))
 
-    def cost_usd(self, gpus: int, days: float) -> float:
-        return gpus * days * 24.0 * self.price_per_gpu_hour
+    def cost_usd(self, gpus: int, days: float, gpu: str = "") -> float:
+        return gpus * days * 24.0 * self.prices.get(gpu, self.price_per_gpu_hour)
+
+    def rank(self, gpus: int, days: float, gpu: str) -> tuple[float, float]:
+        """(objective, days): what plans are ranked by, smaller first; ties broken by days."""
+        if self.objective == "time":
+            return days, self.cost_usd(gpus, days, gpu)
+        if self.objective == "cost":
+            return self.cost_usd(gpus, days, gpu), days
+        if self.objective == "gpu-hours":
+            return gpus * days * 24.0, days
+        return energy_mwh(gpus, days, gpu), days
+
+
+def energy_mwh(gpus: int, days: float, gpu: str) -> float:
+    """MWh the GPUs draw over ``days`` at their catalogue TDP (an upper bound under load; node and network power
+    are not counted). A GPU with no published power has none (0)."""
+    from topologies.gpus import gpu_spec
+
+    return gpus * days * 24.0 * float(gpu_spec(gpu).get("tdp_w") or 0.0) / 1e6

@@ -67,7 +67,7 @@ def peak_days(base: dict, request: PlanRequest, gpu: str, gpus: int) -> float:
     spec = gpu_spec(gpu)
     model = validate(base).model
     flops = 6 * parameter_counts(model).activated * request.tokens
-    return flops / (gpus * max(spec["fp8_tflops"], spec["bf16_tflops"]) * 1e12) / seconds_per_day()
+    return flops / (gpus * max(spec["fp8_tflops"] or 0.0, spec["bf16_tflops"]) * 1e12) / seconds_per_day()
 
 
 def bound_candidates(base: dict, request: PlanRequest, space: Space, prices: PriceCache,
@@ -87,7 +87,7 @@ def bound_candidates(base: dict, request: PlanRequest, space: Space, prices: Pri
         if not request.meets(peak[key], 0.0):
             dropped[BOUND_DEADLINE] += 1
             continue
-        if not request.meets(0.0, request.cost_usd(c.gpus, peak[key])):
+        if not request.meets(0.0, request.cost_usd(c.gpus, peak[key], c.gpu)):
             dropped[BOUND_BUDGET] += 1
             continue
         try:
@@ -129,7 +129,7 @@ def apply_bounds(c: Candidate, fig, request: PlanRequest, factors, hbm_gb: float
     c.lb_days = days_for(step, c, seq, request.tokens)
     if request.deadline_days is not None and c.lb_days > request.deadline_days:
         return BOUND_DEADLINE
-    if request.budget_usd is not None and request.cost_usd(c.gpus, c.lb_days) > request.budget_usd:
+    if request.budget_usd is not None and request.cost_usd(c.gpus, c.lb_days, c.gpu) > request.budget_usd:
         return BOUND_BUDGET
     return ""
 
@@ -143,21 +143,22 @@ def judge(c: Candidate, row: dict, request: PlanRequest) -> None:
     if row["status"] != OK:
         c.verdict, c.reason = "simulated: invalid", row.get("reason", "")
         return
-    c.cost_usd = request.cost_usd(c.gpus, c.days)
+    c.cost_usd = request.cost_usd(c.gpus, c.days, c.gpu)
     if request.deadline_days is not None and c.days > request.deadline_days:
         c.verdict, c.reason = SIM_DEADLINE, f"{c.days:.1f} days > {request.deadline_days:g}-day deadline"
     elif request.budget_usd is not None and c.cost_usd > request.budget_usd:
         c.verdict, c.reason = SIM_BUDGET, f"${c.cost_usd:,.0f} > ${request.budget_usd:,.0f} budget"
 
 
-def objective(request: PlanRequest, days: float, cost: float) -> tuple[float, float]:
-    return (days, cost) if request.objective == "time" else (cost, days)
+def objective(request: PlanRequest, c: Candidate, days: float) -> tuple[float, float]:
+    """The request's ranking key of candidate ``c`` at ``days`` (a bound, an estimate or its simulated days)."""
+    return request.rank(c.gpus, days, c.gpu)
 
 
 def worth_simulating(c: Candidate, good: list[Candidate], request: PlanRequest) -> bool:
     """Whether the candidate's bound could still beat the best plan of ``good`` on the objective."""
-    lb = objective(request, c.lb_days, request.cost_usd(c.gpus, c.lb_days))
-    return not any(objective(request, g.days, g.cost_usd) <= lb for g in good)
+    lb = objective(request, c, c.lb_days)
+    return not any(objective(request, g, g.days) <= lb for g in good)
 
 
 def search(base: dict, request: PlanRequest, executor, profile: str | None = None,
@@ -256,11 +257,10 @@ def search(base: dict, request: PlanRequest, executor, profile: str | None = Non
             outcome.dropped[outcome.stopped_by] += len(still)
             left = still
             outcome.open_candidates = len(left)
-            outcome.open = sorted(left, key=lambda c: objective(request, c.lb_days,
-                                                                 request.cost_usd(c.gpus, c.lb_days)))
+            outcome.open = sorted(left, key=lambda c: objective(request, c, c.lb_days))
             if left:
                 best = outcome.open[0]
-                outcome.open_bound = (best.lb_days, request.cost_usd(best.gpus, best.lb_days))
+                outcome.open_bound = (best.lb_days, request.cost_usd(best.gpus, best.lb_days, best.gpu))
         if not good:
             fitting = [c for c in outcome.simulated if c.row and c.verdict in (SIM_DEADLINE, SIM_BUDGET)]
             outcome.closest = sorted(fitting, key=lambda c: (c.days, c.cost_usd))[:3]
@@ -299,7 +299,7 @@ class Ordering:
         else:
             ratio = 1.0
         days = c.estimate_days * ratio
-        return objective(self.request, days, self.request.cost_usd(c.gpus, days))
+        return objective(self.request, c, days)
 
     def initial(self) -> list[Candidate]:
         queue = sorted(self.live, key=self.estimate)

@@ -32,6 +32,9 @@ class Candidate:
     global_batch: int
     stage_layers: list[int] | None
     zero_stage: int = 1
+    # GPUs per node (NVLink domain) when the GPU kind's differs from the base scenario's (0: the base's), and NICs.
+    gpus_per_node: int = 0
+    nics_per_node: int = 0
     lb_step_s: float = 0.0
     lb_days: float = 0.0
     estimate_days: float = 0.0  # for ordering the search only
@@ -56,7 +59,9 @@ class Candidate:
                 "parallelism.ep": self.ep, "parallelism.micro_batch_size": self.micro_batch_size,
                 "parallelism.virtual_stages": self.virtual_stages, "parallelism.zero_stage": self.zero_stage,
                 "parallelism.global_batch": self.global_batch, "parallelism.stage_layers": self.stage_layers,
-                "schedule": self.schedule, "training.recompute": RECOMPUTE[self.recompute]}
+                "schedule": self.schedule, "training.recompute": RECOMPUTE[self.recompute],
+                **({"cluster.node.gpus_per_node": self.gpus_per_node, "cluster.node.nics_per_node": self.nics_per_node}
+                   if self.gpus_per_node else {})}
 
     def layout(self) -> dict[str, Any]:
         return {"gpu": self.gpu, "gpus": self.gpus, "dp": self.dp, "tp": self.tp, "pp": self.pp, "cp": self.cp,
@@ -138,10 +143,51 @@ def micro_batch_count(schedule: str, virtual: int, pp: int, low: int, high: int)
     return None, f"global batch range: no micro-batch count {schedule} accepts (e.g. {reason.split(': ', 1)[-1]})"
 
 
-def enumerate_space(base: dict, request: PlanRequest) -> Space:
-    """Every candidate layout of the request, plus the count of dropped layouts by reason."""
-    model, par = base["model"], base["parallelism"]
+def node_gpus(base: dict, kind: str) -> int:
+    """GPUs per node a plan on GPU ``kind`` uses: the base scenario's, unless ``kind``'s NVLink domain (GPU catalogue)
+    differs from the base GPU's; then the largest power of two of that domain, so that power-of-two layouts (EP
+    groups dividing 2^k experts) fill whole domains: 64 of an NVL72 rack's 72 GPUs (the other 8 are spares, not in
+    the job's GPU-hours)."""
+    from topologies.gpus import gpu_entry, gpu_kinds
+
     per_node = base["cluster"].get("node", {}).get("gpus_per_node", 8)
+    base_gpu = base["cluster"].get("gpu")
+    base_domain = gpu_entry(base_gpu.lower()).get("nvlink_domain_gpus") if isinstance(base_gpu, str) and \
+        base_gpu.lower() in gpu_kinds() else per_node
+    domain = gpu_entry(kind).get("nvlink_domain_gpus") or base_domain
+    return per_node if domain == base_domain else 1 << (int(domain).bit_length() - 1)
+
+
+def enumerate_space(base: dict, request: PlanRequest) -> Space:
+    """Every candidate layout of the request, plus the count of dropped layouts by reason. GPU kinds whose node
+    (:func:`node_gpus`) is the base scenario's share one enumeration; others get their own."""
+    base_node = base["cluster"].get("node", {}).get("gpus_per_node", 8)
+    groups: dict[int, list[str]] = {}
+    for kind in request.gpus_kinds:
+        groups.setdefault(node_gpus(base, kind), []).append(kind)
+    spaces = []
+    for per_node, kinds in groups.items():
+        space = _enumerate(base, request, per_node, kinds)
+        if per_node != base_node:
+            nics = base["cluster"].get("node", {}).get("nics_per_node", 8) * per_node // base_node
+            for c in space.candidates:
+                c.gpus_per_node, c.nics_per_node = per_node, nics
+        spaces.append(space)
+    if len(spaces) == 1:
+        return spaces[0]
+    dropped: Counter = sum((s.dropped for s in spaces), Counter())
+    by_gpus: dict[int, Counter] = {}
+    for s in spaces:
+        for g, counter in s.by_gpus.items():
+            by_gpus.setdefault(g, Counter()).update(counter)
+    # A GPU count is unusable only if no GPU kind can use it.
+    unusable = {g: why for g, why in spaces[0].unusable_gpus.items() if all(g in s.unusable_gpus for s in spaces)}
+    return Space([c for s in spaces for c in s.candidates], dropped, by_gpus, unusable)
+
+
+def _enumerate(base: dict, request: PlanRequest, per_node: int, kinds: list[str]) -> Space:
+    """The candidate layouts on nodes of ``per_node`` GPUs, for each of ``kinds``."""
+    model, par = base["model"], base["parallelism"]
     heads, layers, seq = model["attention"]["heads"], model["layers"], par["seq_len"]
     experts = (model.get("moe") or {}).get("routed_experts")
     low, high = request.batch_range
@@ -195,13 +241,12 @@ def enumerate_space(base: dict, request: PlanRequest) -> Space:
                                 split = stage_split(layers, stages, par.get("stage_layers"))
                                 for recompute in request.recompute:
                                     candidates.append(Candidate(
-                                        request.gpus_kinds[0], gpus, dp, tp, pp, cp, ep, mbs, schedule, virtual,
+                                        kinds[0], gpus, dp, tp, pp, cp, ep, mbs, schedule, virtual,
                                         recompute, m * step, split))
     for g, counter in by_gpus.items():
         if g not in unusable and not any(c.gpus == g for c in candidates):
             top = ", ".join(f"{reason} ({n})" for reason, n in counter.most_common(3))
             unusable[g] = f"no layout can use it: {top or 'no tp·pp·cp of the search divides it'}"
-    kinds = request.gpus_kinds
     if len(kinds) > 1:  # the same layouts on each GPU kind
         candidates = [Candidate(**{**c.__dict__, "gpu": kind, "row": {}}) for kind in kinds for c in candidates]
         dropped = Counter({k: n * len(kinds) for k, n in dropped.items()})

@@ -41,7 +41,12 @@ METRICS = (
     Metric("bubble_share", "bubble share", "{:.1%}", True),
     Metric("exposed_comm_share", "exposed comm share", "{:.1%}", True),
     Metric("gpus", "GPUs", "{:,}", True),
+    # With an energy section (simulator/energy.py): the whole run.
+    Metric("run_gpu_hours", "GPU-hours (run)", "{:,.0f}", True),
+    Metric("run_mwh", "energy (run)", "{:,.0f}", True, " MWh"),
+    Metric("run_usd", "cost (run)", "${:,.0f}", True),
 )
+ENERGY_KEYS = ("run_gpu_hours", "run_mwh", "run_usd")
 STAGE_FIELDS = (("forward_s", "forward"), ("backward_input_s", "bwd input"), ("backward_weight_s", "bwd weight"),
                 ("optimizer_s", "optimizer"), ("exposed_comm_s", "exposed comm"), ("host_bound_s", "host-bound"),
                 ("bubble_s", "bubble"), ("peak_memory_gb", "memory"))
@@ -56,6 +61,8 @@ def metric_values(summary: dict) -> dict[str, float]:
         "bubble_share": sum(s["bubble_s"] for s in stages) / span,
         "exposed_comm_share": sum(s["exposed_comm_s"] for s in stages) / span,
     }
+    energy = summary.get("energy") or {}
+    derived.update({k: energy[k] for k in ENERGY_KEYS if energy.get(k) is not None})
     return {m.key: derived[m.key] if m.key in derived else summary[m.key] for m in METRICS
             if m.key in derived or m.key in summary}
 
