@@ -131,7 +131,8 @@ def _yaml(text: str, source: str, error: type[ScenarioError]) -> Any:
     except _Refused as refused:
         raise error(f"{source}: {refused.args[0]}") from None
     except yaml.YAMLError as err:
-        raise error(f"{source}: malformed YAML: {' '.join(str(err).split())[:200]}") from None
+        where = ' '.join(str(err).replace('in "<unicode string>", ', "").split())
+        raise error(f"{source}: malformed YAML: {where[:200]}") from None
     except RecursionError:  # a constructor recursing through a self-referential alias
         raise error(f"{source}: nested more than {MAX_DEPTH} levels deep; no moesim file needs that") from None
     except (TypeError, ValueError) as err:  # e.g. an unhashable key, a timestamp out of range

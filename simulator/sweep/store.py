@@ -175,8 +175,9 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return []  # an empty file holds nothing to keep
     reader = csv.DictReader(io.StringIO(text, newline=""))
     _check_header(path, reader.fieldnames or [])
-    return [{k: v if k == KEY_COLUMN else parse_cell(v) for k, v in row.items() if v != "" and k is not None}
-            for row in reader]
+    # A row shorter than the header has None cells, a longer one a None column: both are cells not written.
+    return [{k: v if k == KEY_COLUMN else parse_cell(v) for k, v in row.items()
+             if v not in ("", None) and k is not None} for row in reader]
 
 
 def _check_header(path: Path, columns: list[str]) -> None:

@@ -282,7 +282,10 @@ def _distributed(data: dict, ignored: _Ignored) -> tuple[int, int]:
 
 def _number(value, what: str, source: str, limit: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TraceError(f"{source}: {what} must be a finite number of microseconds, got {one_line(repr(value))[:40]}")
+        got = one_line(repr(value))[:40]
+        raise TraceError(f"{source}: {what} must be a finite number of microseconds, got {got}")
+    if limit == MAX_DUR_US and value < 0:
+        raise TraceError(f"{source}: {what} is negative ({value:g} µs)")
     if abs(value) > limit:
         bound = "a day" if limit == MAX_DUR_US else "2^53 µs (285 years)"
         raise TraceError(f"{source}: {what} is {value:g} µs, more than {bound} ({limit:g} µs); fix or drop "
@@ -292,10 +295,7 @@ def _number(value, what: str, source: str, limit: float) -> float:
 
 def _times(ev: dict, index: int, source: str) -> tuple[float, float]:
     ts = _number(ev.get("ts"), f"traceEvents[{index}].ts", source, MAX_TS_US)
-    dur = _number(ev.get("dur", 0), f"traceEvents[{index}].dur", source, MAX_DUR_US)
-    if dur < 0:
-        raise TraceError(f"{source}: traceEvents[{index}].dur is negative ({dur:g} µs)")
-    return ts, dur
+    return ts, _number(ev.get("dur", 0), f"traceEvents[{index}].dur", source, MAX_DUR_US)
 
 
 def _kernel(ev: dict, index: int, source: str, cat: str, ignored: _Ignored) -> Kernel:
