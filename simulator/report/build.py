@@ -14,6 +14,7 @@ from simulator.report.sweep import check_rows, fits, layout_text, parallel_figur
 from simulator.report.timeline import timeline_of
 from simulator.report.traffic import expert_load, link_loads
 from workloads.documents import read_document
+from workloads.errors import ScenarioError
 from workloads.files import check_input, write_atomic
 from workloads.scenario import Scenario
 
@@ -115,7 +116,14 @@ def load_report_source(path: str | Path) -> ResultReport | list[dict]:
     path = Path(path)
     if path.suffix in (".csv", ".parquet"):
         return read_sweep(check_input(path, float("inf"), "report input"))
-    data = read_document(path, "report input", MAX_JSON_BYTES, "json")
+    try:
+        data = read_document(path, "report input", MAX_JSON_BYTES, "json")
+    except ScenarioError as err:  # not JSON at all: say what the report takes
+        prefix = f"{path}: malformed JSON "
+        if not str(err).startswith(prefix):
+            raise
+        raise ScenarioError(f"{path}: not JSON ({str(err).removeprefix(prefix)}); give a result JSON, a sweep .csv "
+                            "or .parquet") from None
     if isinstance(data, list):
         check_rows(data, str(path))
         return data
