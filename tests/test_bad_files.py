@@ -142,6 +142,19 @@ def test_a_bad_kernel_duration_is_refused_by_every_trace_command(tmp_path, dur, 
     assert not profile.exists()
 
 
+def test_a_timeline_no_gpu_could_run_is_refused_by_from_trace(tmp_path):
+    """Every event at one instant: launches no longer fall in their phases, and the attributed kernel times are
+    faster than the GPU's peak. The profile is refused in one line, not an internal error."""
+    def same_instant(trace):
+        for event in trace["traceEvents"]:
+            if "ts" in event:
+                event["ts"] = 5
+    path = trace_with(tmp_path, same_instant)
+    refused(["calibrate", "from-trace", str(path), "-o", str(tmp_path / "p.json")], "impossible profile",
+            "TFLOPS is faster than the", "--traced-as")
+    assert not (tmp_path / "p.json").exists()
+
+
 def _drop(path: str):
     """A change that deletes ``a.b.c`` from the trace."""
     def change(trace):

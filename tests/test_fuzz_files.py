@@ -102,8 +102,22 @@ def _nested(depth: int) -> str:
 
 def malformed_trace(data) -> tuple[bytes, str]:
     """(bytes, suffix) of one malformed trace, drawn from the families in the module docstring."""
-    family = data.draw(st.sampled_from(["event", "event", "event", "meta", "number", "depth", "truncate",
+    family = data.draw(st.sampled_from(["event", "event", "event", "meta", "every", "number", "depth", "truncate",
                                         "encoding", "duplicate", "structure"]), label="family")
+    if family == "every":  # one field of every event of a kind, changed alike: a doctored or foreign timeline
+        trace = json.loads(json.dumps(BASE))
+        cat = data.draw(st.sampled_from(["kernel", "cuda_runtime", "user_annotation", "ac2g", None]), label="cat")
+        field = data.draw(st.sampled_from(["ts", "dur", "pid", "tid", "args.correlation", "args.stream", "id"]),
+                          label="field")
+        change = data.draw(st.sampled_from(["same", "negate", "tiny", "huge", "text"]), label="change")
+        for event in trace["traceEvents"]:
+            node, key = (event.get("args"), field[5:]) if field.startswith("args.") else (event, field)
+            if (cat is None or event.get("cat") == cat) and isinstance(node, dict) and key in node:
+                value = node[key]
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                node[key] = {"same": 5, "negate": -value if number else value, "tiny": value * 1e-6 if number
+                             else value, "huge": value * 1e6 if number else value, "text": str(value)}[change]
+        return json.dumps(trace).encode(), ".json"
     if family in ("event", "meta"):
         trace = json.loads(json.dumps(BASE))
         if family == "event":
