@@ -139,16 +139,18 @@ def load_trace(path: str | Path, max_bytes: int = MAX_TRACE_BYTES) -> KinetoTrac
             raw = path.read_bytes()
     except (OSError, EOFError, zlib.error) as err:
         raise TraceError(f"{path}: cannot read: {one_line(str(err))[:200]}") from None
-    return parse_trace(parse_document(raw, str(path), "json", TraceError), str(path))
+    return parse_trace(parse_document(raw, str(path), "json", TraceError), str(path), checked=True)
 
 
-def parse_trace(data, source: str = "<trace>") -> KinetoTrace:
+def parse_trace(data, source: str = "<trace>", checked: bool = False) -> KinetoTrace:
     """Build a :class:`KinetoTrace` from already-parsed Chrome-trace JSON (a dict or a bare event list).
 
     Required fields of the wrong type (an event's ``ts``, ``dur``, a kernel's stream) are refused; optional ones
     (``args.grid``, ``deviceProperties``, ``numSms``, ``distributedInfo.rank``…) are ignored and named in
-    :attr:`KinetoTrace.warning`."""
-    check_values(data, source, TraceError)
+    :attr:`KinetoTrace.warning`. ``checked``: the document reader has already refused non-finite numbers and
+    deep nesting (:func:`workloads.documents.check_values`)."""
+    if not checked:
+        check_values(data, source, TraceError)
     if isinstance(data, list):
         data = {"traceEvents": data}
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
