@@ -125,6 +125,16 @@ def test_a_json_scenario_that_is_not_a_mapping_is_one_line(tmp_path, text, kind)
     refused(["simulate", str(path)], "a scenario must be a mapping of sections", f"not {kind}")
 
 
+def test_a_profile_with_a_non_finite_peak_is_refused(tmp_path):
+    """pydantic takes NaN for a float; the reader does not (a NaN peak ended in an internal LinAlgError)."""
+    profile = json.loads((Path(__file__).parents[1] / "calibration" / "profiles" / "h100.json").read_text())
+    profile["peaks"]["bf16_tflops"] = float("nan")
+    path = tmp_path / "nan-profile.json"
+    path.write_text(json.dumps(profile))
+    refused(["simulate", "-p", "mixtral-8x7b-h100", "--profile", str(path)],
+            f"--profile {path}: peaks.bf16_tflops is nan, not a finite number")
+
+
 # --- traces ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dur, words", [(float("inf"), ["].dur is inf, not a finite number"]),
                                         (1e300, ["].dur is 1e+300 µs, more than a day"]),
