@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from calibration.builtin import EFFICIENCY, LAUNCH_GAP
 from calibration.host_trace import host_report
@@ -160,8 +161,8 @@ def class_samples(trace: KinetoTrace, scenario: Scenario) -> tuple[list[ClassSam
 def sample_point(sample: ClassSample, source: str, sms: int) -> KernelPoint | None:
     """A profile point for one class sample (None for communication and classes the scenario has no op of);
     ``sms``: the SMs the trace's compute kernels had (those its communication kernels left)."""
-    if sample.op_class in COMM_OP_CLASSES or not sample.ops:
-        return None
+    if sample.op_class in COMM_OP_CLASSES or not sample.ops or sample.trace_us <= 0:
+        return None  # (a class whose kernels took no measurable time gives no rate)
     ops, seconds = sample.ops, sample.trace_us * 1e-6
     flops, nbytes = sum(o.flops for o in ops), sum(o.bytes for o in ops)
     big = max(ops, key=lambda o: o.flops or o.bytes)
@@ -196,17 +197,22 @@ def profile_from_trace(trace: KinetoTrace, scenario: Scenario, peaks: dict[str, 
     # The compute kernels ran on the SMs DeepEP's kernels left (the trace's GEMM grids are 112 blocks: 132 − 20).
     sms = int(peaks["sms"]) - scenario.training.comm_sms
     host = host_report(trace, comm_streams_of(trace), f"{Path(trace.path).name} (sha256 {digest[:12]}…)")
-    points = [p for p in (sample_point(s, source, sms) for s in samples) if p is not None]
-    if not points:
-        raise FromTraceError(f"{trace.path}: no compute kernel matched an op of {scenario.name}'s MoE layer")
-    profile = Profile(
-        device=trace.device_name or "unknown GPU", origin="in-situ", name=f"{trace.device_name} in-situ trace",
-        peaks=peaks, points=points, efficiency={"memory": EFFICIENCY["memory"]},
-        launch_gap=launch_gap(trace) or LAUNCH_GAP, host=host.costs if host else None,
-        class_kernels={cls: sorted(n) for cls, n in sorted(names.items())},
-        provenance={"trace": str(trace.path), "sha256": digest, "device": trace.device_name,
-                    "traced_as": scenario.name, "command": command,
-                    "method": "calibration/from_trace.py: attributed kernel time per op class and layer pair"})
+    try:
+        points = [p for p in (sample_point(s, source, sms) for s in samples) if p is not None]
+        if not points:
+            raise FromTraceError(f"{trace.path}: no compute kernel matched an op of {scenario.name}'s MoE layer")
+        profile = Profile(
+            device=trace.device_name or "unknown GPU", origin="in-situ", name=f"{trace.device_name} in-situ trace",
+            peaks=peaks, points=points, efficiency={"memory": EFFICIENCY["memory"]},
+            launch_gap=launch_gap(trace) or LAUNCH_GAP, host=host.costs if host else None,
+            class_kernels={cls: sorted(n) for cls, n in sorted(names.items())},
+            provenance={"trace": str(trace.path), "sha256": digest, "device": trace.device_name,
+                        "traced_as": scenario.name, "command": command,
+                        "method": "calibration/from_trace.py: attributed kernel time per op class and layer pair"})
+    except ValidationError as err:  # kernel times no GPU reaches: a trace of another model, or a doctored one
+        why = err.errors()[0]["msg"].removeprefix("Value error, ").rsplit("; ", 1)[0]
+        raise FromTraceError(f"{trace.path}: its kernel times make an impossible profile: {why}; check that "
+                             "--traced-as names the model and layout the trace ran") from None
     return profile, samples, unknown
 
 

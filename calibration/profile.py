@@ -154,7 +154,9 @@ class Profile(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> "Profile":
-        return cls.model_validate_json(Path(path).read_text())
+        """A profile JSON file, read by moesim's one document reader (:mod:`workloads.documents`)."""
+        from workloads.documents import read_document
+        return cls.model_validate(read_document(path, "profile file", MAX_PROFILE_FILE_BYTES, "json"))
 
     def device_spec(self) -> "DeviceSpec":
         """The profile's own device as a spec the cost model can price on."""
@@ -200,6 +202,7 @@ class DeviceSpec:
     hbm_tbps: float
 
 
+MAX_PROFILE_FILE_BYTES = 50_000_000  # a profile with every kernel point of a full calibration run is a few MB
 BUILTIN_PROFILES = {"h800": "h800.json", "h800-trace": "h800-trace.json", "h100": "h100.json", "cpu": "cpu.json"}
 DEFAULT_PROFILE = "h800"
 # What prices a GPU when no profile is given, by GPU: its own measurements first (in-situ trace kernels, then

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from workloads.documents import read_document
+from workloads.errors import one_line
+from workloads.traces import MAX_TRACE_BYTES, TraceError
 
 TRACE_PATH = Path("shared/data/deepseek-profile-data/train.json")
 SOURCE = ("deepseek-ai/profile-data commit 4496024, train.json (sha256 d7b7232e…), H800, DeepSeek-V3 "
@@ -50,8 +53,17 @@ def find_trace(repo_root: Path) -> Path | None:
 
 
 def extract(trace_path: Path) -> list[TraceKernel]:
-    """Identify the validation kernels in the trace (see the module docstring for how)."""
-    events = json.loads(Path(trace_path).read_text())["traceEvents"]
+    """Identify the validation kernels in the trace (see the module docstring for how); a file read by moesim's
+    one document reader, and a :class:`TraceError` (one line) where it is not laid out as DeepSeek's."""
+    data = read_document(trace_path, "trace file", MAX_TRACE_BYTES, "json", error=TraceError)
+    try:
+        return _identify(data["traceEvents"])
+    except (KeyError, TypeError, IndexError, AttributeError) as err:
+        raise TraceError(f"{trace_path}: not laid out as DeepSeek's profile-data trace "
+                         f"({type(err).__name__}: {one_line(str(err))[:80]})") from None
+
+
+def _identify(events: list[dict]) -> list[TraceKernel]:
     launches = {e["args"]["correlation"]: e["ts"] for e in events
                 if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
     phases = sorted((e for e in events if e.get("cat") == "user_annotation" and "(" in e["name"]),

@@ -33,6 +33,8 @@ def _one_profile(name_or_path: str, flag: str) -> Profile:
         return load_profile(name_or_path)
     except ValidationError as err:
         raise ScenarioError(f"{flag} {name_or_path}: {format_validation_error(err)}") from None
+    except ScenarioError as err:  # from the document reader, which names the file already
+        raise ScenarioError(f"{flag} {err}") from None
     except (OSError, ValueError, KeyError) as err:
         raise ScenarioError(f"{flag} {name_or_path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") \
             from None

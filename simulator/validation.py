@@ -13,11 +13,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from workloads.documents import parse_document, read_document
 from workloads.errors import ScenarioError
-from workloads.files import check_input
 from workloads.loader import format_validation_error, load_scenario
 
 MAX_RUNS_BYTES = 1_000_000
@@ -82,12 +81,8 @@ def default_runs_text() -> str:
 def load_runs(path: str | Path | None = None) -> list[PublishedRun]:
     """The runs of ``path`` (YAML), by default the bundled table; one-line :class:`ScenarioError` on bad input."""
     where = str(path) if path is not None else "published_runs.yaml"
-    text = default_runs_text() if path is None else check_input(path, MAX_RUNS_BYTES, "runs file").read_text(
-        errors="replace")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ScenarioError(f"{where}: malformed YAML: {' '.join(str(err).split())[:200]}") from None
+    data = (parse_document(default_runs_text(), where, "yaml") if path is None
+            else read_document(path, "runs file", MAX_RUNS_BYTES, "yaml"))
     try:
         runs = PublishedRuns.model_validate(data).runs
     except ValidationError as err:

@@ -45,3 +45,15 @@ def tiny_dense_sets(**overrides) -> list[str]:
 def _yaml(value) -> str:
     import json
     return json.dumps(value) if isinstance(value, (dict, list)) or value is None else str(value)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how many generated inputs the fuzz tests ran (``("fuzz_inputs", [family, n])`` user properties;
+    they travel with the reports from xdist workers)."""
+    totals: dict[str, int] = {}
+    for report in (*terminalreporter.stats.get("passed", ()), *terminalreporter.stats.get("failed", ())):
+        for name, value in getattr(report, "user_properties", ()):
+            if name == "fuzz_inputs" and getattr(report, "when", "call") == "call":
+                totals[value[0]] = totals.get(value[0], 0) + value[1]
+    if totals:
+        terminalreporter.write_line("fuzz inputs run: " + ", ".join(f"{n:,} {family}" for family, n in totals.items()))

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from workloads.errors import ScenarioError
-from workloads.files import check_input
+from workloads.documents import read_document
+from workloads.errors import ScenarioError, one_line
 from workloads.presets import preset_data
 from workloads.scenario import RENAMED, Scenario
 
@@ -28,18 +27,25 @@ def load_scenario(path: str | Path | None = None, preset: str | None = None, ove
 
 
 def read_scenario_file(path: str | Path) -> dict:
-    """Parse a YAML or JSON scenario file into a dict, with one-line errors."""
-    path = check_input(path, MAX_SCENARIO_BYTES, "scenario file")
-    text = path.read_text(errors="replace")
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
-        first = str(err).strip().splitlines()
-        raise ScenarioError(f"{path}: malformed {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                            f"{' '.join(first[:3])}") from None
+    """Parse a YAML or JSON scenario file into a dict, with one-line errors (see :mod:`workloads.documents`)."""
+    data = read_document(path, "scenario file", MAX_SCENARIO_BYTES)
     if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: a scenario must be a mapping of sections (cluster, model, ...)")
+        raise ScenarioError(f"{path}: a scenario must be a mapping of sections (cluster, model, ...), not "
+                            f"{kind_of(data)}")
     return data
+
+
+def kind_of(value: Any) -> str:
+    """What a parsed JSON/YAML value is, in words, for a message: ``a number (3)``, ``a list``, ``empty``."""
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value:g})"
+    if isinstance(value, str):
+        return f"text ({one_line(value)[:30]!r})"
+    return "a list" if isinstance(value, list) else f"a {type(value).__name__}"
 
 
 def parse_value(text: str) -> Any:

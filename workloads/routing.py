@@ -17,7 +17,6 @@ A routing model returns expert ids of shape (layers, tokens, top_k). Registered 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from topologies.base_registry import Registry
+from workloads.documents import read_document
 from workloads.errors import ScenarioError
 from workloads.files import check_input
 
@@ -162,7 +162,7 @@ def load_routing_file(path: str | Path, experts: int, top_k: int) -> np.ndarray:
     path = check_input(path, MAX_ROUTING_FILE_BYTES, "routing.file:", "sample fewer tokens")
     try:
         if path.suffix == ".json":
-            data = json.loads(path.read_text())
+            data = read_document(path, "routing.file:", MAX_ROUTING_FILE_BYTES, "json")
             data = data.get("expert_ids") if isinstance(data, dict) else data
             ids = np.asarray(data)
         elif path.suffix == ".npz":
@@ -174,7 +174,7 @@ def load_routing_file(path: str | Path, experts: int, top_k: int) -> np.ndarray:
             ids = np.load(path, allow_pickle=False)
     except ScenarioError:
         raise
-    except (OSError, ValueError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:
         raise ScenarioError(f"routing.file: cannot read {path}: {str(err).splitlines()[0]}") from None
     if ids.ndim == 2 and top_k == 1:
         ids = ids[:, :, None]

@@ -317,6 +317,7 @@ def from_trace(trace: str = typer.Argument(..., help="A PyTorch-profiler (Kineto
                                         profile_from_trace)
     from calibration.host_trace import host_report
     from simulator.cli import INPUT_ERRORS
+    from workloads.errors import one_line
     from workloads.loader import load_scenario
     from workloads.traces import load_trace
 
@@ -324,6 +325,8 @@ def from_trace(trace: str = typer.Argument(..., help="A PyTorch-profiler (Kineto
     try:
         scenario = (load_scenario(traced_as) if Path(traced_as).is_file() else load_scenario(preset=traced_as))
         loaded = load_trace(trace)
+        if loaded.warning:
+            print(f"warning: {one_line(loaded.warning)}", file=sys.stderr)
         gpu = scenario.cluster.gpu
         peaks = {"bf16_tflops": gpu.bf16_tflops, "fp8_tflops": gpu.fp8_tflops, "hbm_tbps": gpu.hbm_tbps,
                  "sms": float(loaded.sms or gpu.sms)}

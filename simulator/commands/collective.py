@@ -103,7 +103,10 @@ def collective(
     members_n = gpus or (ep if is_ep else 64)
     if is_ep and gpus is not None and gpus != ep:
         fail(f"--gpus {gpus} differs from --ep {ep}; an EP collective runs over the --ep GPUs")
-    size = max(cluster_gpus or members_n, members_n)
+    if cluster_gpus is not None and cluster_gpus < members_n:  # never grow the cluster the user named
+        flag = f"--ep {ep}" if is_ep else f"--gpus {members_n}"
+        fail(f"{flag} is more GPUs than --cluster-gpus {cluster_gpus}; raise --cluster-gpus or lower {flag.split()[0]}")
+    size = cluster_gpus or members_n
     try:
         spec = spec_from_options(topology, radix, planes, size, oversubscription, gpu, None, None, None, rack=rack)
         gpn = spec.gpus_per_node
@@ -236,21 +239,54 @@ def print_deepep(name: str, fidelity: str, rows: list[dict]) -> None:
 
 
 def read_matrix(path: Path, size: int):
-    """A size × size matrix of bytes from a JSON list of rows or a CSV file; one-line errors otherwise."""
+    """A size × size matrix of bytes from a JSON list of rows or a CSV file; one-line errors otherwise (a value
+    that is not a finite number ≥ 0 is named by its row and column)."""
     import numpy as np
 
+    from workloads.documents import decode, parse_document
+    from workloads.errors import ScenarioError
+    from workloads.files import check_input
+
+    where = f"--matrix {path}"
     try:
-        text = path.read_text()
-        rows = json.loads(text) if path.suffix == ".json" else [
-            [float(x) for x in line.split(",")] for line in text.splitlines() if line.strip()]
-        m = np.array(rows, dtype=float)
-    except (OSError, ValueError) as err:
-        fail(f"--matrix {path}: {str(err).splitlines()[0]}")
-    if m.shape != (size, size):
-        fail(f"--matrix {path}: shape {m.shape} but --gpus is {size}; give a {size}x{size} matrix")
-    if (m < 0).any():
-        fail(f"--matrix {path}: bytes must be non-negative")
+        raw = check_input(path, MAX_MATRIX_BYTES, where).read_bytes()
+        if path.suffix == ".json":
+            rows = parse_document(raw, where, "json")
+        else:
+            rows = [line.split(",") for line in decode(raw, where).splitlines() if line.strip()]
+    except ScenarioError as err:
+        fail(str(err))
+    except OSError as err:
+        fail(f"{where}: cannot read: {err.strerror or err}")
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        fail(f"{where}: give a list of rows (JSON [[...], ...] or CSV lines), bytes from member i to member j")
+    if len(rows) != size or any(len(r) != size for r in rows):
+        got = f"{len(rows)} rows of {sorted({len(r) for r in rows})} values" if rows else "no rows"
+        fail(f"{where}: {got} but --gpus is {size}; give a {size}x{size} matrix")
+    m = np.zeros((size, size))
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            m[i, j] = _matrix_bytes(value, where, i, j)
     return m
+
+
+MAX_MATRIX_BYTES = 200_000_000  # 1,000 × 1,000 members of 20-character numbers, with room to spare
+MAX_MATRIX_ENTRY = 1e15  # bytes one GPU sends another in one collective: a PB is far beyond any HBM
+
+
+def _matrix_bytes(value, where: str, i: int, j: int) -> float:
+    """One entry of a traffic matrix: a finite number of bytes in [0, MAX_MATRIX_ENTRY]."""
+    text = value.strip() if isinstance(value, str) else value
+    try:
+        number = float(text) if isinstance(text, str) and not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    if number is None or not 0 <= number <= MAX_MATRIX_ENTRY:  # NaN fails both comparisons
+        fail(f"{where}: row {i} column {j} is {str(value).strip()[:30]!r}; give bytes as a finite number from 0 to "
+             f"{MAX_MATRIX_ENTRY:g}")
+    return number
 
 
 def print_collective(out: dict) -> None:

@@ -43,15 +43,15 @@ def load_source(source: str, overrides: list[str], profile, timeline: bool):
     from simulator.report.build import MAX_JSON_BYTES
     from simulator.report.payload import is_result_dict, report_from_dict, report_from_result
     from simulator.simulate import simulate
+    from workloads.documents import read_document
     from workloads.errors import ScenarioError
-    from workloads.files import check_input
     from workloads.loader import load_scenario
     from workloads.presets import preset_names
 
     path = Path(source)
     suffix = "".join(f" {o}" for o in overrides)
     if path.suffix == ".json" and path.exists():
-        data = json.loads(check_input(path, MAX_JSON_BYTES, "compare source").read_text(errors="replace") or "null")
+        data = read_document(path, "compare source", MAX_JSON_BYTES, "json")
         if is_result_dict(data):
             if overrides:
                 raise ScenarioError(f"{source}: a saved result cannot take --set ({overrides[0]}); give its "

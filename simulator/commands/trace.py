@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from simulator.cli import (FORCE_OPT, INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT,
                            TRACE_OUT_OPT, app, console, fail, print_result)
+from workloads.errors import one_line
 
 trace_app = typer.Typer(no_args_is_help=True, help="Read PyTorch-profiler (Kineto) Chrome traces.")
 app.add_typer(trace_app, name="trace")
@@ -20,6 +22,12 @@ MAX_LAYER_ROWS = 40
 TRACE_ARG = typer.Argument(..., help="A PyTorch-profiler (Kineto) Chrome trace, .json or .json.gz.")
 TRACED_AS_OPT = typer.Option(None, "--traced-as", help="The model/cluster the trace was recorded with: a preset "
                              "name or scenario file (default: the replayed scenario at the traced shapes).")
+
+
+def warn_ignored(trace) -> None:
+    """One stderr line naming the trace's optional fields of the wrong type (ignored), if any."""
+    if trace.warning:
+        print(f"warning: {one_line(trace.warning)}", file=sys.stderr)
 
 
 def _ms(us: float) -> str:
@@ -33,9 +41,11 @@ def summarize_cmd(trace: str = TRACE_ARG, as_json: bool = JSON_OPT) -> None:
     from workloads.traces.summary import summarize
 
     try:
-        summary = summarize(load_trace(trace))
+        loaded = load_trace(trace)
+        summary = summarize(loaded)
     except INPUT_ERRORS as err:
         fail(str(err))
+    warn_ignored(loaded)
     if as_json:
         print(json.dumps(summary, indent=1))
         return
@@ -116,7 +126,9 @@ def replay(trace: str = TRACE_ARG, scenario: Optional[str] = SCENARIO_ARG, prese
             except INPUT_ERRORS as err:
                 fail(f"--traced-as: {err}")
         prof = user_profile(profile)
-        replayed = run_replay(load_trace(trace), sc, prof, keep_timeline=bool(trace_out), traced_as=traced)
+        loaded = load_trace(trace)
+        warn_ignored(loaded)
+        replayed = run_replay(loaded, sc, prof, keep_timeline=bool(trace_out), traced_as=traced)
         if trace_out:
             write_chrome_trace(replayed.result.timeline, trace_out, force, f"{sc.name} (replay)", sc.cluster.gpu)
     except INPUT_ERRORS as err:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from simulator.report.breakdown import exposed_comm_figure, memory_figure, step_breakdown_figure
@@ -14,6 +13,7 @@ from simulator.report.payload import ResultReport, is_result_dict, report_from_d
 from simulator.report.sweep import check_rows, fits, layout_text, parallel_figure, read_sweep, scatter_figure
 from simulator.report.timeline import timeline_of
 from simulator.report.traffic import expert_load, link_loads
+from workloads.documents import read_document
 from workloads.errors import ScenarioError
 from workloads.files import check_input, write_atomic
 from workloads.scenario import Scenario
@@ -116,12 +116,14 @@ def load_report_source(path: str | Path) -> ResultReport | list[dict]:
     path = Path(path)
     if path.suffix in (".csv", ".parquet"):
         return read_sweep(check_input(path, float("inf"), "report input"))
-    path = check_input(path, MAX_JSON_BYTES, "report input")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ScenarioError(f"{path}: not JSON ({str(err).splitlines()[0]}); give a result JSON, a sweep "
-                            ".csv or .parquet") from None
+        data = read_document(path, "report input", MAX_JSON_BYTES, "json")
+    except ScenarioError as err:  # not JSON at all: say what the report takes
+        prefix = f"{path}: malformed JSON "
+        if not str(err).startswith(prefix):
+            raise
+        raise ScenarioError(f"{path}: not JSON ({str(err).removeprefix(prefix)}); give a result JSON, a sweep .csv "
+                            "or .parquet") from None
     if isinstance(data, list):
         check_rows(data, str(path))
         return data

@@ -8,11 +8,13 @@ Parquet. The charts need a step-time column; GPUs and cost columns are used when
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 import plotly.graph_objects as go
 
+from workloads.documents import decode
 from workloads.errors import ScenarioError
 
 STEP = "step_time_s"
@@ -45,8 +47,9 @@ def read_sweep(path: str | Path) -> list[dict]:
         except Exception as err:  # pyarrow raises several unrelated types for a corrupt file
             raise ScenarioError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
     else:
-        with path.open(newline="") as handle:
-            rows = [{k: _number(v) for k, v in row.items() if k is not None} for row in csv.DictReader(handle)]
+        text = decode(path.read_bytes(), str(path), fix="give a sweep results file moesim wrote")
+        rows = [{k: _number(v) for k, v in row.items() if k is not None}
+                for row in csv.DictReader(io.StringIO(text, newline=""))]
     check_rows(rows, str(path))
     return rows
 

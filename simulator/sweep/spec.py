@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from workloads.documents import read_document
 from workloads.errors import ScenarioError
-from workloads.files import check_input
 from workloads.loader import apply_override, format_validation_error, read_scenario_file
 from workloads.presets import preset_data
 from workloads.scenario import Scenario
@@ -130,11 +129,8 @@ def _submodel(annotation) -> type[BaseModel] | None:
 
 def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
     """Read and validate a spec file; return it with its base scenario as a dict. Errors are one line."""
-    path = check_input(path, MAX_SPEC_BYTES, "sweep spec")
-    try:
-        data = yaml.safe_load(path.read_text(errors="replace"))
-    except yaml.YAMLError as err:
-        raise ScenarioError(f"{path}: malformed YAML: {' '.join(str(err).split())[:200]}") from None
+    data = read_document(path, "sweep spec", MAX_SPEC_BYTES, "yaml")
+    path = Path(path)
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: a sweep spec is a mapping with base, grid and/or points")
     spec = parse_spec(data, source=str(path))

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import io
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from workloads.documents import decode, parse_document
 from workloads.errors import ScenarioError
 
 FORMATS = (".parquet", ".csv")
@@ -157,26 +159,57 @@ def _uniform(values: list) -> list:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results file an earlier run left; a file without a ``key`` column (a header-only CSV too)
+    is not one of moesim's and is refused rather than overwritten."""
     if path.suffix == ".parquet":
         pa = _pyarrow()
         try:
-            rows = pa.parquet.read_table(path).to_pylist()
+            table = pa.parquet.read_table(path)
         except pa.ArrowException as err:
             raise ScenarioError(f"{path}: not a readable parquet file ({err}); choose another -o or pass --force") \
                 from None
-        return [{k: v for k, v in row.items() if v is not None} for row in rows]
-    with path.open(newline="") as f:
-        return [{k: v if k == KEY_COLUMN else parse_cell(v) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(f)]
+        _check_header(path, table.column_names)
+        return [{k: v for k, v in row.items() if v is not None} for row in table.to_pylist()]
+    text = decode(path.read_bytes(), f"-o {path}", fix="choose another -o or pass --force")
+    if not text.strip():
+        return []  # an empty file holds nothing to keep
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    _check_header(path, reader.fieldnames or [])
+    # A row shorter than the header has None cells, a longer one a None column: both are cells not written.
+    return [{k: v if k == KEY_COLUMN else parse_cell(v) for k, v in row.items()
+             if v not in ("", None) and k is not None} for row in reader]
+
+
+def _check_header(path: Path, columns: list[str]) -> None:
+    if KEY_COLUMN not in columns:
+        raise ScenarioError(f"-o {path} is not a moesim sweep results file (no {KEY_COLUMN!r} column); choose "
+                            "another -o or pass --force")
+
+
+FIX_JOURNAL = "delete the journal (its points are run again) or pass --force"
 
 
 def read_journal(path: Path) -> list[dict[str, Any]]:
+    """The rows of a journal (one JSON object a line); a line a kill cut short is skipped (its point is run
+    again), a line that is JSON but not a row is refused with its number."""
     rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # the line a kill cut short; its point is simply run again
+    for number, line in enumerate(decode(path.read_bytes(), str(path), fix=FIX_JOURNAL).splitlines(), 1):
+        if not line.strip():
             continue
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:  # cut short by a kill (or run together with the next row): run it again
+            continue
+        except (RecursionError, ValueError):
+            pass  # refused just below, by the one reader, with its reason
+        try:
+            row = parse_document(line, f"{path} line {number}", "json")
+        except ScenarioError as err:
+            raise ScenarioError(f"{str(err).rsplit('; ', 1)[0]}; {FIX_JOURNAL}") from None
+        if not isinstance(row, dict) or not isinstance(row.get(KEY_COLUMN), str):
+            raise ScenarioError(f"{path} line {number}: not a sweep row (a JSON object with a text "
+                                f"{KEY_COLUMN!r}); {FIX_JOURNAL}")
+        rows.append(row)
     return rows
 
 
