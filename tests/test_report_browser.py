@@ -288,7 +288,7 @@ def test_dashboard_charts_keep_their_height_at_any_width(browser, dashboard_url,
     for box in boxes.values():
         assert box["height"] >= 250, box
         assert box["width"] <= box["room"] + 1 and box["drawnWidth"] <= box["room"] + 1, box
-    assert boxes["breakdown"]["height"] == boxes["memory"]["height"] == 420
+    assert boxes["breakdown"]["height"] == boxes["memory"]["height"] == 480
     side_by_side = boxes["memory"]["top"] == boxes["breakdown"]["top"]
     assert side_by_side == (width >= 1000), (boxes["breakdown"], boxes["memory"])
     full_page_screenshot(browser, tmp_path / f"dashboard-{width}.png")

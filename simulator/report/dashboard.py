@@ -44,7 +44,7 @@ GRAPHS = ("breakdown", "memory", "links", "delta")
 BUTTON = {"fontSize": "0.8rem", "marginLeft": "0.4rem", "cursor": "pointer"}
 # Heights (px) of the charts whose figures set none. Dash 4 gives a graph `height: 100%` of its parent, and a
 # flex row of graphs has no height: they were drawn 37 px tall. The others (timeline, links) size to their figure.
-CHART_HEIGHT_PX = {"breakdown": 420, "memory": 420, "delta": 420}
+CHART_HEIGHT_PX = {"breakdown": 480, "memory": 480, "delta": 480}
 MIN_CHART_WIDTH_PX = 320  # below two of these side by side, the breakdown and memory charts stack
 CHART_BOX = {"minWidth": f"{MIN_CHART_WIDTH_PX}px"}
 STALE = {"opacity": 0.35, "filter": "grayscale(1)", "transition": "opacity 0.2s"}  # results of an earlier input
