@@ -230,3 +230,14 @@ def test_a_sweep_with_no_valid_point_exits_1_with_the_counts(tmp_path, tiny):
         assert code == 1
         assert err.splitlines() == [f"error: no valid point: 0 of 2 ok (2 invalid); each row's reason is in {out}"]
     assert out.exists()  # the rows and their reasons are kept
+
+
+def test_a_file_that_appears_during_the_write_is_not_overwritten_without_force(tmp_path):
+    """The check ran before the work; a file created meanwhile at the target is still not clobbered."""
+    target = tmp_path / "out.json"
+    with pytest.raises(ScenarioError, match="the file exists; pass --force"):
+        with files.replacing(target, "-o", clobber=False) as out:
+            out.write(b"mine")
+            target.write_text("theirs")
+    assert target.read_text() == "theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]

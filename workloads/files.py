@@ -105,10 +105,12 @@ def _create_beside(path: Path, suffix: str, mode: int = 0o600) -> tuple[int, Pat
 
 
 @contextmanager
-def replacing(path: str | Path, flag: str = "--output") -> Iterator[BinaryIO]:
+def replacing(path: str | Path, flag: str = "--output", clobber: bool = True) -> Iterator[BinaryIO]:
     """A binary file to fill; on leaving the block it is flushed to disk and renamed over ``path`` (a link at
-    ``path`` is replaced, never followed). On an error nothing at ``path`` changes and the temporary file is
-    removed; an OSError (a full disk, an I/O error) becomes a one-line ScenarioError naming ``flag``.
+    ``path`` is replaced, never followed). With ``clobber=False`` it is linked to ``path`` instead, which fails
+    if anything appeared there since the check (no file is overwritten without ``--force``, even in a race).
+    On an error nothing at ``path`` changes and the temporary file is removed; an OSError (a full disk, an I/O
+    error) becomes a one-line ScenarioError naming ``flag``.
 
     It does not check ``path`` (see :func:`check_target`): a sweep rewrites its own results file through it."""
     path = Path(path)
@@ -127,7 +129,10 @@ def replacing(path: str | Path, flag: str = "--output") -> Iterator[BinaryIO]:
             yield out
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
+        if clobber or not _link(tmp, path):
+            os.replace(tmp, path)
+    except FileExistsError:
+        raise ScenarioError(f"{flag} {path}: the file exists; pass --force to overwrite it") from None
     except OSError as err:
         raise ScenarioError(f"{flag} {path}: cannot write it: {err.strerror or err}") from None
     finally:
@@ -136,11 +141,23 @@ def replacing(path: str | Path, flag: str = "--output") -> Iterator[BinaryIO]:
         tmp.unlink(missing_ok=True)
 
 
+def _link(tmp: Path, path: Path) -> bool:
+    """Give ``tmp`` the name ``path`` unless something is there (FileExistsError); False where the file system
+    has no hard links (FAT, some network mounts), for the caller to rename instead."""
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    except OSError as err:
+        if err.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            return False
+        raise
+    return True
+
+
 def write_atomic(path: str | Path, data: str | bytes, force: bool = False, flag: str = "--output") -> Path:
     """Write ``data`` (text as UTF-8) to ``path`` atomically; refuses an existing file unless ``force`` and
     every other target :func:`check_target` refuses."""
     path = check_target(path, force, flag)
-    with replacing(path, flag) as out:
+    with replacing(path, flag, clobber=force) as out:
         out.write(data.encode("utf-8") if isinstance(data, str) else data)
     return path
 
