@@ -241,3 +241,14 @@ def test_a_file_that_appears_during_the_write_is_not_overwritten_without_force(t
             target.write_text("theirs")
     assert target.read_text() == "theirs"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_a_sweep_on_a_full_disk_is_one_line(tmp_path, tiny, monkeypatch):
+    """ENOSPC mid-sweep (journal and results file alike): one line, no traceback, no temporary file left."""
+    def full(_fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "out.csv"
+    refused(["sweep", str(sweep_spec(tmp_path, tiny)), "-o", str(out), "-w", "1", "-q"], f"-o {out}",
+            "No space left on device")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.csv.") and "lock" not in p.name]

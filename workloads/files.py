@@ -174,13 +174,19 @@ def open_journal(path: Path, what: str, flag: str = "--output") -> TextIO:
     with one name, owned by this user, starting with the mark; anything else is refused in one line."""
     mark = journal_mark(what).encode()
     if not os.path.lexists(path):
-        fd, tmp = _create_beside(path, ".new", 0o666 & ~current_umask())
+        try:
+            fd, tmp = _create_beside(path, ".new", 0o666 & ~current_umask())
+        except OSError as err:
+            raise ScenarioError(f"{flag}: journal {path}: cannot create it: {err.strerror or err}") from None
         try:
             os.write(fd, mark)
             os.fsync(fd)
-            os.link(tmp, path, follow_symlinks=False)
+            if not _link(tmp, path):
+                os.replace(tmp, path)
         except FileExistsError:
             pass  # something appeared at path meanwhile: checked below like any existing file
+        except OSError as err:
+            raise ScenarioError(f"{flag}: journal {path}: cannot write it: {err.strerror or err}") from None
         finally:
             os.close(fd)
             tmp.unlink(missing_ok=True)

@@ -116,9 +116,13 @@ class ResultStore:
     def add(self, row: dict[str, Any]) -> None:
         if self._journal_file is None:
             self._journal_file = open_journal(self.journal, "sweep", "-o")
-        self._journal_file.write(json.dumps(row, default=str) + "\n")
-        self._journal_file.flush()
-        os.fsync(self._journal_file.fileno())
+        try:
+            self._journal_file.write(json.dumps(row, default=str) + "\n")
+            self._journal_file.flush()
+            os.fsync(self._journal_file.fileno())
+        except OSError as err:  # a full disk: the rows so far are in the journal; say so in one line
+            raise ScenarioError(f"-o {self.path}: cannot write the journal {self.journal.name}: "
+                                f"{err.strerror or err}; free space and rerun to resume") from None
         self.rows[row[KEY_COLUMN]] = row
         if time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
