@@ -106,9 +106,11 @@ def main() -> None:
                 driver.find_element("xpath", "//input[@type='radio' and @value='bf16']").click()
                 wait(driver, f"return document.getElementById('step-time').textContent !== {first!r}")
                 wait(driver, "return !!document.getElementById('baseline-table')")
+                wait(driver, "return ['breakdown', 'memory', 'delta', 'links'].every(id => document.querySelector("
+                             "'#' + id + ' .main-svg'))")
                 time.sleep(3)  # the timeline's redraw after the new data
                 driver.execute_script("document.body.id = 'page'")
-                shoot(driver, "page", "dashboard.png", height=1400)
+                shoot(driver, "page", "dashboard.png")  # the whole page: every chart, at its height
             finally:
                 app.terminate()
                 app.wait(timeout=10)

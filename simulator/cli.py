@@ -113,8 +113,8 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
         from simulator.report import write_report  # plotly: only when a report is asked for
         try:
             write_report(result, report, sc, force=force)
-        except OSError as err:
-            fail(f"--report {report}: {err.strerror or err}")
+        except INPUT_ERRORS as err:
+            fail(str(err))
     if as_json:
         if timeline:
             from simulator.report import result_payload
@@ -269,6 +269,10 @@ def main() -> None:
     except INPUT_ERRORS as err:  # raised outside a command's own handling
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         rc = 2
+    except BrokenPipeError:  # `moesim ... | head`: the reader has what it wanted
+        rc = os_error_exit(None)
+    except OSError as err:  # the machine, not moesim: stdout on a full device (> /dev/full)
+        rc = os_error_exit(err)
     except Exception as err:  # a bug, not bad input: one line and EX_SOFTWARE; the traceback on request
         if os.environ.get("MOESIM_TRACEBACK"):
             raise
@@ -276,7 +280,28 @@ def main() -> None:
                                    f"{escape(one_line(f'{type(err).__name__}: {err}'))[:300]}; rerun with "
                                    "MOESIM_TRACEBACK=1 for the traceback", highlight=False, soft_wrap=True)
         rc = 70
+    try:  # what print() buffered meets the device here, not at interpreter exit
+        sys.stdout.flush()
+    except BrokenPipeError:
+        rc = os_error_exit(None)
+    except OSError as err:
+        rc = os_error_exit(err)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def os_error_exit(err: OSError | None) -> int:
+    """One line for an output the system refused (exit 1; none for a closed pipe), and stdout pointed at
+    /dev/null so that Python's own flush at exit cannot print a second message."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    if err is None:
+        return 1
+    where = f" {err.filename}" if err.filename else " (standard output)"
+    Console(stderr=True).print(f"[bold red]error:[/] cannot write{escape(where)}: {escape(err.strerror or str(err))}",
+                               highlight=False, soft_wrap=True)
+    return 1
 
 
 if __name__ == "__main__":

@@ -247,7 +247,51 @@ def test_dashboard_control_changes_step_time(browser, dashboard_url, tmp_path):
     pp.send_keys("3", Keys.ENTER)  # 3 does not divide 16 GPUs: one-line error, charts stay
     wait_for(lambda: "pp=3" in text_of(browser, "error"), what="error line for pp=3")
     assert text_of(browser, "error").startswith("error: pp=3")
+    opacity = "return Number(getComputedStyle(document.getElementById('results')).opacity)"
+    wait_for(lambda: browser.execute_script(opacity) < 0.5, what="the last good results greyed")
     browser.save_screenshot(str(tmp_path / "dashboard-error.png"))
+    pp.send_keys(Keys.CONTROL, "a")
+    pp.send_keys("2", Keys.ENTER)
+    wait_for(lambda: text_of(browser, "error") == "" and browser.execute_script(opacity) == 1,
+             what="results current again after a valid pp")
+    assert console_errors(browser) == []
+
+
+CHART_BOXES = """return ['timeline', 'breakdown', 'memory', 'delta', 'links'].map(id => {
+  const graph = document.getElementById(id), svg = graph.querySelector('.main-svg');
+  const box = graph.getBoundingClientRect(), drawn = svg ? svg.getBoundingClientRect() : {height: 0, width: 0};
+  const column = graph.closest('#results').getBoundingClientRect();
+  return {id: id, top: box.top, bottom: box.bottom, height: box.height, width: box.width, drawn: drawn.height,
+          drawnWidth: drawn.width, room: column.width}; });"""
+
+
+@pytest.mark.parametrize("width", [1400, 720])
+def test_dashboard_charts_keep_their_height_at_any_width(browser, dashboard_url, tmp_path, width):
+    """Every chart's box is as tall as the chart drawn in it (never 37 px: dash 4 sizes a graph by its parent)
+    and no wider than the column; the breakdown and memory charts sit side by side, or stack when narrow."""
+    browser.set_window_size(width, 1000)
+    browser.get(dashboard_url)
+    wait_for(lambda: text_of(browser, "step-time"), what="first simulation")
+    browser.execute_script("document.getElementById('pin').click()")
+    wait_for(lambda: "baseline:" in text_of(browser, "baseline-line"), what="baseline pinned")
+    browser.execute_script("document.querySelector(\"input[type=radio][value=bf16]\").click()")
+    wait_for(lambda: count(browser, "#delta .bars path") > 0, what="the change chart drawn")
+    boxes = {}
+
+    def settled():
+        boxes.update({b["id"]: b for b in browser.execute_script(CHART_BOXES)})
+        return all(b["drawn"] > 0 and abs(b["height"] - b["drawn"]) < 1 for b in boxes.values())
+    try:
+        wait_for(settled, what=f"every chart drawn at {width} px")
+    except Exception:
+        raise AssertionError(boxes) from None
+    for box in boxes.values():
+        assert box["height"] >= 250, box
+        assert box["width"] <= box["room"] + 1 and box["drawnWidth"] <= box["room"] + 1, box
+    assert boxes["breakdown"]["height"] == boxes["memory"]["height"] == 480
+    side_by_side = boxes["memory"]["top"] == boxes["breakdown"]["top"]
+    assert side_by_side == (width >= 1000), (boxes["breakdown"], boxes["memory"])
+    full_page_screenshot(browser, tmp_path / f"dashboard-{width}.png")
     assert console_errors(browser) == []
 
 

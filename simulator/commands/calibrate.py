@@ -41,10 +41,13 @@ def _load(name: str):
 
 
 def _writable(output: Path, force: bool) -> None:
-    if output.exists() and not force:
-        fail(f"-o {output}: the file exists; pass --force to overwrite it")
-    if not output.parent.is_dir():
-        fail(f"-o {output}: directory {str(output.parent)!r} does not exist; create it first")
+    """Refuse, before any work, an -o the profile cannot be written to (workloads.files.check_target's rule)."""
+    from workloads.errors import ScenarioError
+    from workloads.files import check_target
+    try:
+        check_target(output, force, "-o")
+    except ScenarioError as err:
+        fail(str(err))
 
 
 def _split(value: Optional[str]) -> list[str]:
@@ -117,7 +120,7 @@ def run(device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu
             problem = str(err)
     if problem is not None:  # after the progress bar's last line, so the error is the output's last
         fail(problem)
-    profile.save(output)
+    profile.save(output, force=force)
     console.print(f"wrote {output}: {len(profile.points)} kernel points, {len(profile.collectives)} collective "
                   f"points on {profile.device}")
     _fit_table(profile.fit)
@@ -157,7 +160,7 @@ def fit(profile: str = PROFILE_ARG,
         _writable(output, force)
     fits = fit_report(prof)
     if output is not None:
-        prof.model_copy(update={"fit": fits}).save(output)
+        prof.model_copy(update={"fit": fits}).save(output, force=force)
     if as_json:
         print(json.dumps([f.model_dump() for f in fits], indent=1))
         return
@@ -280,7 +283,7 @@ def project(profile: str = PROFILE_ARG,
     rows = projection_rows(prof, target)
     projected = project_profile(prof, target, gpu.lower())
     if output is not None:
-        projected.save(output)
+        projected.save(output, force=force)
     if as_json:
         print(json.dumps({"from": prof.device, "to": target["name"], "classes": rows,
                           "written": str(output) if output else None}, indent=1))

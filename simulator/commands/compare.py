@@ -141,15 +141,17 @@ def compare(sources: list[str] = typer.Argument(..., help="Two or more: scenario
     from calibration.profile import load_profiles
     from simulator.report.compare import compare_page, metric_values, stage_deltas
     from simulator.report.page import render
-    from workloads.files import write_atomic
+    from workloads.files import check_target, write_atomic
 
     if len(sources) < 2:
         fail("compare needs at least two sources (scenario files, presets or saved results)")
     if report:
-        if os.path.exists(report) and not force:
-            fail(f"--report {report} exists; pass --force to overwrite it")
         if Path(report).suffix.lower() not in (".html", ".htm"):
             fail(f"--report {report}: give an .html file name")
+        try:
+            check_target(report, force, "--report")
+        except INPUT_ERRORS as err:
+            fail(str(err))
     per_source = split_overrides(set_ or [], len(sources))
     try:
         prof = load_profiles(profile) if profile else None  # None: each source's GPU picks its profiles
@@ -175,8 +177,8 @@ def compare(sources: list[str] = typer.Argument(..., help="Two or more: scenario
     if report:
         try:
             write_atomic(report, render(compare_page(names, reports)), force=True, flag="--report")
-        except OSError as err:
-            fail(f"--report {report}: {err.strerror or err}")
+        except INPUT_ERRORS as err:
+            fail(str(err))
     if as_json:
         print(json.dumps({"names": names, "metrics": [metric_values(s) for s in summaries],
                           "stage_deltas": [stage_deltas(summaries[0], s) for s in summaries[1:]],

@@ -120,8 +120,12 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
     from simulator.sweep.executors import get_executor
     from topologies.gpus import gpu_catalog
 
-    if report and os.path.exists(report) and not force:
-        fail(f"--report {report} exists; pass --force to overwrite it")
+    if report:
+        from workloads.files import check_target
+        try:
+            check_target(report, force, "--report")
+        except INPUT_ERRORS as err:
+            fail(str(err))
     for value, option in ((top, "--top"), (max_sims, "--max-simulations"), (time_limit, "--time-limit")):
         if value is not None and value <= 0:
             fail(f"{option} {value:g}: must be positive")
@@ -174,8 +178,8 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
         from simulator.report.plan import write_plan_report
         try:
             write_plan_report(answer, report, force=force)
-        except OSError as err:
-            fail(f"--report {report}: {err.strerror or err}")
+        except INPUT_ERRORS as err:
+            fail(str(err))
     if as_json:
         print(json.dumps(answer, indent=1))
     else:

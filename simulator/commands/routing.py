@@ -13,7 +13,7 @@ from rich.table import Table
 
 from simulator.cli import (FORCE_OPT, INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT, app,
                            console, fail)
-from workloads.files import write_atomic
+from workloads.files import check_target, write_atomic
 
 SAVE_OPT = typer.Option(None, "--save", help="Write the sampled expert ids (tokens × layers × top_k) as .npy.")
 TOP_OPT = typer.Option(8, "--top", min=1, max=100_000, help="How many of the busiest GPUs to list.")
@@ -34,8 +34,9 @@ def routing(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRES
         sc = load_scenario(scenario, preset, set_ or [])
         if sc.model.moe is None:
             fail(f"{sc.model.name} is dense: there is no routing to show")
-        if save and Path(save).exists() and not force:
-            fail(f"--save {save}: the file exists; pass --force to overwrite it")
+        if save:
+            save = save if save.endswith(".npy") else save + ".npy"  # the name np.load users expect
+            check_target(save, force, "--save")
         load = scenario_ep_load(sc)
         prof = user_profile(profile)
         step_s = simulate(sc, prof).step_time_s
@@ -48,7 +49,7 @@ def routing(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRES
                                                        r.gate_weights, sc.run.seed))
             buffer = io.BytesIO()
             np.save(buffer, ids.transpose(1, 0, 2))
-            write_atomic(save if save.endswith(".npy") else save + ".npy", buffer.getvalue(), force, "--save")
+            write_atomic(save, buffer.getvalue(), force, "--save")
     except INPUT_ERRORS as err:
         fail(str(err))
     par, moe = sc.parallelism, sc.model.moe

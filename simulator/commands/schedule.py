@@ -16,7 +16,7 @@ from simulator.limits import check_pipeline
 from simulator.metrics import rank_breakdowns
 from simulator.pricing import Segment, StagePrice
 from simulator.schedules import SCHEDULES, get_schedule
-from workloads.files import write_atomic
+from workloads.files import check_target, write_atomic
 from workloads.ops import Phase, Stream
 from workloads.quantities import CHUNK_SECONDS
 
@@ -115,9 +115,9 @@ def schedule(
     """Run one pipeline schedule and report per-rank busy time, bubble and peak in-flight micro-batches."""
     if set_ and preset is None:
         fail("--set needs --preset (it overrides the preset's scenario); use --pp, --microbatches, --f … here")
-    if html is not None and html.exists() and not force:
-        fail(f"--html {html} exists; pass --force to overwrite it")
     try:
+        if html is not None:
+            check_target(html, force, "--html")
         if preset is not None:
             report, timeline = _run_preset(name, preset, set_ or [], pp, microbatches, virtual_stages)
         else:
@@ -131,8 +131,8 @@ def schedule(
         from simulator.report.page import standalone_html
         try:
             write_atomic(html, standalone_html(gantt_figure(timeline, title), title), force, "--html")
-        except OSError as err:
-            fail(f"--html {html}: {err.strerror or err}")
+        except INPUT_ERRORS as err:
+            fail(str(err))
     if as_json:
         print(json.dumps(report, indent=1))
     else:

@@ -7,6 +7,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 from rich.table import Table
@@ -71,14 +73,17 @@ def sweep(spec_file: str = typer.Argument(..., metavar="SPEC", help="Sweep spec 
     if as_json:
         print(json.dumps({"output": output, "points": run.points, "kept": run.kept, "computed": run.computed,
                           "refused_unsimulated": run.unsimulated, "status": run.status, "axes": run.axes}, indent=1))
-        return
-    if quiet:
-        return
-    status = ", ".join(f"{n} {s}" for s, n in sorted(run.status.items()))
-    refused = f", {run.unsimulated} over HBM by their memory floor (not simulated)" if run.unsimulated else ""
-    console.print(f"{run.points} points ({status}); {run.kept} kept from an earlier run, "
-                  f"{run.computed - run.unsimulated} simulated{refused} → {output}", highlight=False)
-    print_best(run.rows, run.axes)
+    elif not quiet:
+        status = ", ".join(f"{n} {s}" for s, n in sorted(run.status.items()))
+        refused = f", {run.unsimulated} over HBM by their memory floor (not simulated)" if run.unsimulated else ""
+        console.print(f"{run.points} points ({status}); {run.kept} kept from an earlier run, "
+                      f"{run.computed - run.unsimulated} simulated{refused} → {output}", highlight=False)
+        print_best(run.rows, run.axes)
+    if run.points and not run.status.get("ok"):  # a sweep that answered nothing did not succeed
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(run.status.items()))
+        Console(stderr=True).print(f"[bold red]error:[/] no valid point: 0 of {run.points} ok ({counts}); each "
+                                   f"row's reason is in {escape(output)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def print_best(rows: list[dict], axes: list[str], top: int = 5) -> None:

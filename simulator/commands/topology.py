@@ -13,7 +13,7 @@ from simulator.cli import app, console, fail
 from topologies.registry import TOPOLOGIES, build
 from topologies.spec import TopologyError, make_spec
 from workloads.errors import ScenarioError
-from workloads.files import write_atomic
+from workloads.files import check_target, write_atomic
 from workloads.quantities import BANDWIDTH_GBYTES_PER_S, OVERSUBSCRIPTION
 
 topology_app = typer.Typer(no_args_is_help=True, help="Build, describe and draw cluster topologies.")
@@ -74,13 +74,13 @@ def describe(kind: str = typer.Argument(..., help=f"One of {', '.join(TOPOLOGIES
     """Endpoints, switches per tier, links, bisection bandwidth and diameter of a topology."""
     from topologies.stats import describe as summarise
 
-    if draw is not None and draw.exists() and not force:
-        fail(f"--draw {draw} exists; pass --force to overwrite it")
     try:
+        if draw is not None:
+            check_target(draw, force, "--draw")
         spec = spec_from_options(kind, radix, planes, gpus, oversubscription, gpu, gpus_per_node, nics_per_node,
                                  nic_gbps, p, a, h, groups, q, rack)
         g = build(spec)
-    except (TopologyError, KeyError) as err:
+    except (TopologyError, KeyError, ScenarioError) as err:
         fail(str(err).strip("'\""))
     if draw is not None:
         from simulator.report.page import standalone_html
@@ -91,8 +91,8 @@ def describe(kind: str = typer.Argument(..., help=f"One of {', '.join(TOPOLOGIES
             fail(str(err))
         try:  # plotly.js inlined: the picture opens offline
             write_atomic(draw, standalone_html(fig, fig.layout.title.text or "moesim topology"), force, "--draw")
-        except (ScenarioError, OSError) as err:
-            fail(f"--draw {draw}: {err}")
+        except ScenarioError as err:
+            fail(str(err))
     if as_json:
         stats = summarise(g)
     else:  # the largest dragonfly takes tens of seconds for bisection and diameter

@@ -6,7 +6,12 @@ timeline (for every preset: the browser draws it at two levels of detail with ``
 static report does), the step-time breakdown, memory against HBM and the link-utilisation heat map. "Pin as
 baseline" keeps the current result: the headline table then shows every change against it, and a chart the
 change per rank and step component. Bad combinations (pp that does not divide the GPUs, ep that does not
-divide the experts, ...) show the one-line error the CLI would print and leave the last good charts in place.
+divide the experts, ...) show the one-line error the CLI would print beside the last good charts, greyed.
+
+Every callback input is checked (:mod:`simulator.report.dashboard_inputs`) as the command line checks its
+options, so a request crafted by hand (a preset that is a path, a bandwidth that is text, a forged baseline) gets
+the same one line in the page, never an HTTP 500. Every chart has a height of its own (a flex row of graphs with
+none draws them 37 px tall with dash 4) and the row wraps below a chart's minimum width.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ from dataclasses import asdict
 from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html, no_update
 
 from simulator.report.breakdown import memory_figure, step_breakdown_figure
+from simulator.report.dashboard_inputs import INTERNAL, checked_baseline, checked_current, checked_knobs, \
+    checked_preset
 from simulator.report.build import headline
 from simulator.report.compare import delta_figure, delta_text, headline_rows, verdict
 from simulator.report.heatmap import heatmap_figure
 from simulator.report.page import CONFIG
 from simulator.report.timeline import SCRIPT, timeline_of
 from simulator.report.traffic import link_loads
-from simulator.report.whatif import Knobs, preset_knobs, what_if
+from simulator.report.whatif import preset_knobs, what_if
 from simulator.schedules import SCHEDULES, ScheduleError
 from workloads.errors import ScenarioError
 from workloads.presets import DEFAULT_PRESET, preset_names
@@ -35,6 +42,12 @@ PANEL = {"width": "270px", "padding": "1rem", "borderRight": "1px solid #ddd", "
 LABEL = {"fontWeight": 600, "marginTop": "0.9rem", "display": "block"}
 GRAPHS = ("breakdown", "memory", "links", "delta")
 BUTTON = {"fontSize": "0.8rem", "marginLeft": "0.4rem", "cursor": "pointer"}
+# Heights (px) of the charts whose figures set none. Dash 4 gives a graph `height: 100%` of its parent, and a
+# flex row of graphs has no height: they were drawn 37 px tall. The others (timeline, links) size to their figure.
+CHART_HEIGHT_PX = {"breakdown": 480, "memory": 480, "delta": 480}
+MIN_CHART_WIDTH_PX = 320  # below two of these side by side, the breakdown and memory charts stack
+CHART_BOX = {"minWidth": f"{MIN_CHART_WIDTH_PX}px"}
+STALE = {"opacity": 0.35, "filter": "grayscale(1)", "transition": "opacity 0.2s"}  # results of an earlier input
 
 
 def _control(label: str, component) -> html.Div:
@@ -55,7 +68,10 @@ def downloads(name: str) -> html.Div:
 
 
 def graph(name: str, **style) -> html.Div:
-    return html.Div([dcc.Graph(id=name, config=CONFIG), downloads(name)], style=style)
+    """A chart and its download buttons in a box (``<name>-box``) at least MIN_CHART_WIDTH_PX wide."""
+    height = CHART_HEIGHT_PX.get(name)
+    return html.Div([dcc.Graph(id=name, config=CONFIG, style={"height": f"{height}px" if height else "auto"}),
+                     downloads(name)], id=f"{name}-box", style={**CHART_BOX, **style})
 
 
 def layout(initial: str) -> html.Div:
@@ -84,14 +100,17 @@ def layout(initial: str) -> html.Div:
     ], style=PANEL)
     charts = html.Div([
         html.Div(id="error", style={"color": "#b00", "fontWeight": 600, "minHeight": "1.4rem"}),
-        html.Div(id="summary"),
-        html.Div(id="headline"),
-        dcc.Store(id="timeline-data"), dcc.Store(id="current"), dcc.Store(id="baseline"),
-        dcc.Loading(dcc.Graph(id="timeline", config=CONFIG), type="dot"),
-        downloads("timeline"),
-        html.Div([graph("breakdown", flex=1), graph("memory", flex=1)], style={"display": "flex"}),
-        graph("delta", display="none"),
-        graph("links"),
+        html.Div(id="results", children=[
+            html.Div(id="summary"),
+            html.Div(id="headline"),
+            dcc.Store(id="timeline-data"), dcc.Store(id="current"), dcc.Store(id="baseline"),
+            dcc.Loading(dcc.Graph(id="timeline", config=CONFIG, style={"height": "auto"}), type="dot"),
+            downloads("timeline"),
+            html.Div([graph("breakdown", flex=1), graph("memory", flex=1)],
+                     style={"display": "flex", "flexWrap": "wrap"}),
+            graph("delta", display="none"),
+            graph("links"),
+        ]),
     ], style={"flex": 1, "padding": "1rem", "minWidth": 0})
     return html.Div([controls, charts], style={"display": "flex", "fontFamily": "system-ui, sans-serif"})
 
@@ -126,6 +145,16 @@ def headline_table(summary: dict, sim_s: float, baseline: dict | None = None) ->
 def create_app(initial: str = DEFAULT_PRESET) -> Dash:
     app = Dash(__name__, title="moesim what-if", assets_folder=str(SCRIPT.parent))
     app.layout = layout(initial)
+
+    @app.server.errorhandler(Exception)
+    def malformed(err):
+        """A request no page of this app sends (its callbacks catch their own errors, see ``update``): one line
+        and 400, not a 500 with a traceback in the server's log."""
+        from werkzeug.exceptions import HTTPException
+        if isinstance(err, HTTPException):
+            return err
+        return (f"error: not a request this page sends ({type(err).__name__}); reload the page\n", 400,
+                {"Content-Type": "text/plain; charset=utf-8"})
     app.clientside_callback(ClientsideFunction("moesim", "timeline"), Output("timeline", "figure"),
                             Input("timeline-data", "data"), Input("timeline", "relayoutData"),
                             State("timeline", "figure"))
@@ -145,47 +174,66 @@ def create_app(initial: str = DEFAULT_PRESET) -> Dash:
         from dash import ctx
         if ctx.triggered_id == "unpin" or current is None:
             return None, ""
+        try:
+            current = checked_current(current)
+        except ScenarioError as err:
+            return None, f"error: {err}"
         return current, f"baseline: {current['line']}"
 
-    @app.callback([Output(k, "value") for k in KNOBS], Input("preset", "value"))
+    @app.callback([Output(k, "value") for k in KNOBS] + [Output("error", "children", allow_duplicate=True)],
+                  Input("preset", "value"), prevent_initial_call="initial_duplicate")
     def reset_knobs(preset):
-        knobs = asdict(preset_knobs(preset))
-        return [knobs[k] for k in KNOBS]
+        try:
+            knobs = asdict(preset_knobs(checked_preset(preset)))
+        except ScenarioError as err:
+            return [no_update] * len(KNOBS) + [f"error: {err}"]
+        return [knobs[k] for k in KNOBS] + [no_update]
 
     @app.callback(
         [Output("error", "children"), Output("summary", "children"), Output("headline", "children"),
          Output("timeline-data", "data"), Output("breakdown", "figure"), Output("memory", "figure"),
          Output("links", "figure"), Output("current", "data"), Output("delta", "figure"),
-         Output("delta", "style")],
+         Output("delta-box", "style"), Output("results", "style"), Output("links", "style")],
         [Input(k, "value") for k in KNOBS] + [Input("baseline", "data")], State("preset", "value"))
     def update(schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps, routing_skew, baseline, preset):
+        """Simulate the knobs; on bad input the error line and the last good results, greyed."""
         if None in (schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps, routing_skew):
-            return ("fill in every control",) + (no_update,) * 9
-        wall = time.perf_counter()
+            return ("fill in every control",) + (no_update,) * 9 + (STALE, no_update)
         try:
-            scenario, result = what_if(Knobs(preset, schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps,
-                                             routing_skew))
+            return simulate_knobs(preset, schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps, routing_skew,
+                                  baseline)
         except (ScenarioError, ScheduleError) as err:
-            return (f"error: {err}",) + (no_update,) * 9
-        sim_s = time.perf_counter() - wall
-        summary = result.to_dict()
-        par = scenario.parallelism
-        line = (f"{scenario.model.name} on {result.gpus} × {scenario.cluster.gpu.name}: schedule {schedule}, "
-                f"dp{par.dp} tp{par.tp} pp{par.pp} ep{par.ep}, {result.micro_batches} micro-batches, "
-                f"dispatch {dispatch_dtype}, NIC {nic_gbps:g} GB/s, routing skew {routing_skew:g}")
-        timeline = timeline_of(result.timeline)
-        figures = [step_breakdown_figure(summary["stages"], result.step_time_s),
-                   memory_figure(summary["stages"], result.hbm_gb),
-                   heatmap_figure(link_loads(scenario).utilisation(result.step_time_s))]
-        delta, delta_style = {}, {"display": "none"}
-        if baseline is not None:
-            delta = delta_figure(baseline["summary"], summary, "the baseline")
-            figures.append(delta)
-            delta_style = {}
-        for fig in figures:
-            fig.update_layout(template="plotly_white", uirevision=preset)
-        current = {"summary": summary, "line": line}
-        return ("", line, headline_table(summary, sim_s, baseline), timeline, *figures[:3], current, delta,
-                delta_style)
+            return (f"error: {err}",) + (no_update,) * 9 + (STALE, no_update)
+        except Exception as err:  # a bug, not bad input: one line in the page, as the CLI's exit 70
+            return (f"{INTERNAL}: {type(err).__name__}: {err}"[:300],) + (no_update,) * 9 + (STALE, no_update)
 
     return app
+
+
+def simulate_knobs(preset, schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps, routing_skew, baseline):
+    """The outputs of the dashboard's update callback for checked inputs (ScenarioError names a bad one)."""
+    knobs = checked_knobs(preset, schedule, pp, ep, micro_batches, dispatch_dtype, nic_gbps, routing_skew)
+    baseline = checked_baseline(baseline)
+    wall = time.perf_counter()
+    scenario, result = what_if(knobs)
+    sim_s = time.perf_counter() - wall
+    summary = result.to_dict()
+    par = scenario.parallelism
+    line = (f"{scenario.model.name} on {result.gpus} × {scenario.cluster.gpu.name}: schedule {knobs.schedule}, "
+            f"dp{par.dp} tp{par.tp} pp{par.pp} ep{par.ep}, {result.micro_batches} micro-batches, dispatch "
+            f"{knobs.dispatch_dtype}, NIC {knobs.nic_gbps:g} GB/s, routing skew {knobs.routing_skew:g}")
+    timeline = timeline_of(result.timeline)
+    figures = [step_breakdown_figure(summary["stages"], result.step_time_s),
+               memory_figure(summary["stages"], result.hbm_gb),
+               heatmap_figure(link_loads(scenario).utilisation(result.step_time_s))]
+    delta, delta_style = {}, {**CHART_BOX, "display": "none"}
+    if baseline is not None:  # the change chart shows only against a pinned baseline
+        delta = delta_figure(baseline["summary"], summary, "the baseline")
+        figures.append(delta)
+        delta_style = CHART_BOX
+    for fig in figures:
+        fig.update_layout(template="plotly_white", uirevision=knobs.preset)
+    current = {"summary": summary, "line": line}
+    links_style = {"height": f"{figures[2].layout.height}px"}  # the heat map's height grows with its rows
+    return ("", line, headline_table(summary, sim_s, baseline), timeline, *figures[:3], current, delta,
+            delta_style, {}, links_style)

@@ -4,34 +4,48 @@ Every finished point is appended to the journal (``<output>.partial.jsonl``, one
 fsynced) the moment it arrives, so a sweep that is killed loses no finished point; the results file is
 rewritten atomically (temporary file, then rename) every few seconds and at the end, after which the journal
 is removed. Resuming reads both: rows of the results file, then rows of the journal (a torn last line from a
-kill is skipped).
+kill is skipped). Journal, lock and temporary files are made by workloads.files: created exclusively, never
+through a symbolic link, and a journal moesim did not create is refused.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import io
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 from workloads.documents import decode, parse_document
 from workloads.errors import ScenarioError
+from workloads.files import check_folder_writable, journal_mark, open_journal, read_own_text, replacing
 
 FORMATS = (".parquet", ".csv")
 KEY_COLUMN = "key"
 
 
 def check_output(path: Path) -> None:
+    """Refuse, before any point runs, a results path moesim cannot write: a wrong suffix, a link or folder or
+    device at it or at its journal, a missing or unwritable folder. (An existing results file is resumed.)"""
     if path.suffix not in FORMATS:
         raise ScenarioError(f"-o {path}: the results file must end in {' or '.join(FORMATS)}")
     if path.suffix == ".parquet":
         _pyarrow()
+    for target in (path, journal_path(path)):
+        if target.is_symlink():
+            raise ScenarioError(f"-o {path}: {target} is a symbolic link; moesim never writes through one; "
+                                "remove the link or choose another -o")
+        if target.exists() and not stat.S_ISREG(target.lstat().st_mode):
+            kind = "a directory" if target.is_dir() else "not a regular file"
+            raise ScenarioError(f"-o {path}: {target} is {kind}; choose another -o")
     if not path.parent.is_dir():
         raise ScenarioError(f"-o {path}: folder {str(path.parent)!r} does not exist; create it first")
+    check_folder_writable(path, "-o")
 
 
 def _pyarrow():
@@ -63,8 +77,17 @@ class ResultStore:
 
     def lock(self) -> None:
         """Hold an exclusive lock on this output for the life of the run: two sweeps must not interleave rows."""
-        lock_path = self.path.with_name(f".{self.path.name}.lock")
-        self._lock_file = lock_path.open("a+")
+        self.lock_path = lock_path = self.path.with_name(f".{self.path.name}.lock")
+        try:  # never through a link: O_NOFOLLOW refuses one at the lock's name, dangling or not
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            why = "is a symbolic link" if err.errno == errno.ELOOP else err.strerror
+            raise ScenarioError(f"-o {self.path}: lock file {lock_path} {why}; remove it or choose another -o") \
+                from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ScenarioError(f"-o {self.path}: lock file {lock_path} is not a regular file; remove it")
+        self._lock_file = os.fdopen(fd, "r+")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -75,14 +98,14 @@ class ResultStore:
 
     def unlock(self) -> None:
         if self._lock_file is not None:
-            Path(self._lock_file.name).unlink(missing_ok=True)
+            self.lock_path.unlink(missing_ok=True)
             self._lock_file.close()
             self._lock_file = None
 
     def load(self) -> dict[str, dict[str, Any]]:
         """Read rows left by an earlier run of this output (results file, then journal); return them by key."""
-        rows = read_rows(self.path) if self.path.exists() else []
-        if self.journal.exists():
+        rows = read_rows(self.path, own=True) if self.path.exists() else []
+        if os.path.lexists(self.journal):
             rows += read_journal(self.journal)
         for row in rows:
             if KEY_COLUMN not in row:
@@ -93,10 +116,14 @@ class ResultStore:
 
     def add(self, row: dict[str, Any]) -> None:
         if self._journal_file is None:
-            self._journal_file = self.journal.open("a")
-        self._journal_file.write(json.dumps(row, default=str) + "\n")
-        self._journal_file.flush()
-        os.fsync(self._journal_file.fileno())
+            self._journal_file = open_journal(self.journal, "sweep", "-o")
+        try:
+            self._journal_file.write(json.dumps(row, default=str) + "\n")
+            self._journal_file.flush()
+            os.fsync(self._journal_file.fileno())
+        except OSError as err:  # a full disk: the rows so far are in the journal; say so in one line
+            raise ScenarioError(f"-o {self.path}: cannot write the journal {self.journal.name}: "
+                                f"{err.strerror or err}; free space and rerun to resume") from None
         self.rows[row[KEY_COLUMN]] = row
         if time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
@@ -120,32 +147,30 @@ class ResultStore:
 
 def write_rows(path: Path, rows: list[dict[str, Any]], columns_first: list[str]) -> None:
     columns = list(dict.fromkeys([*columns_first, *(c for row in rows for c in row)]))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path, "-o") as out:
         if path.suffix == ".parquet":
-            _write_parquet(tmp, rows, columns)
+            _write_parquet(out, rows, columns)
         else:
-            _write_csv(tmp, rows, columns)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+            _write_csv(out, rows, columns)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+def _write_csv(out, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    f = io.TextIOWrapper(out, encoding="utf-8", newline="")
+    writer = csv.DictWriter(f, fieldnames=columns, restval="")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    f.flush()
+    f.detach()  # the caller's file stays open for its fsync and rename
 
 
-def _write_parquet(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+def _write_parquet(out, rows: list[dict[str, Any]], columns: list[str]) -> None:
     pa = _pyarrow()
     arrays = {}
     for column in columns:
         values = [row.get(column) for row in rows]
         arrays[column] = pa.array(_uniform(values))
-    pa.parquet.write_table(pa.table(arrays), path)
+    pa.parquet.write_table(pa.table(arrays), out)
 
 
 def _uniform(values: list) -> list:
@@ -158,16 +183,6 @@ def _uniform(values: list) -> list:
     return [None if v is None else str(v) for v in values]
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a results file an earlier run left; a file without a ``key`` column (a header-only CSV too)
-    is not one of moesim's and is refused rather than overwritten."""
-    if path.suffix == ".parquet":
-        pa = _pyarrow()
-        try:
-            table = pa.parquet.read_table(path)
-        except pa.ArrowException as err:
-            raise ScenarioError(f"{path}: not a readable parquet file ({err}); choose another -o or pass --force") \
-                from None
         _check_header(path, table.column_names)
         return [{k: v for k, v in row.items() if v is not None} for row in table.to_pylist()]
     text = decode(path.read_bytes(), f"-o {path}", fix="choose another -o or pass --force")
@@ -210,6 +225,9 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
             raise ScenarioError(f"{path} line {number}: not a sweep row (a JSON object with a text "
                                 f"{KEY_COLUMN!r}); {FIX_JOURNAL}")
         rows.append(row)
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results file an earlier run left; a file without a ``key`` column (a header-only CSV too)
+    is not one of moesim's and is refused rather than overwritten."""
     return rows
 
 
