@@ -15,10 +15,14 @@ from tests.conftest import tiny_dense
 from tests.test_fuzz_cli import run_cli
 from tests.test_robustness import refused
 from workloads.documents import MAX_DEPTH, parse_document
+from workloads.files import journal_mark
 from workloads.errors import ScenarioError
 
 TRACE = Path(__file__).parent / "data" / "deepseek-train-excerpt.json"
 DEEP = "[" * 200_000 + "]" * 200_000
+
+# A journal moesim created starts with its mark line (workloads/files.py); the cases below are moesim's own.
+MARK = journal_mark("sweep").encode()
 
 
 @pytest.fixture
@@ -273,7 +277,7 @@ def test_resuming_on_a_non_utf8_results_file_or_journal_is_refused_untouched(swe
                              "choose another -o or pass --force")
     out.unlink()
     journal = out.with_name("out.csv.partial.jsonl")
-    _unchanged_after_refusal(args, journal, b'{"key": "a"}\n\xfe\n', "byte 0xfe at offset 13",
+    _unchanged_after_refusal(args, journal, MARK + b'{"key": "a"}\n\xfe\n', f"byte 0xfe at offset {len(MARK) + 13}",
                              "delete the journal")
 
 
@@ -282,12 +286,12 @@ def test_a_journal_line_of_the_wrong_type_is_refused_with_its_number(sweep, line
     spec, out = sweep
     journal = out.with_name("out.csv.partial.jsonl")
     _unchanged_after_refusal(["sweep", str(spec), "-o", str(out), "--workers", "1"], journal,
-                             f'\n{line}\n'.encode(), f"{journal} line 2: not a sweep row")
+                             MARK + f'{line}\n'.encode(), f"{journal} line 2: not a sweep row")
 
 
 def test_a_journal_line_a_kill_cut_short_is_run_again(sweep):
     spec, out = sweep
-    out.with_name("out.csv.partial.jsonl").write_text('{"key": "run.seed=1", "sta')
+    out.with_name("out.csv.partial.jsonl").write_bytes(MARK + b'{"key": "run.seed=1", "sta')
     code, out_text, err = run_cli(["sweep", str(spec), "-o", str(out), "--workers", "1", "--json"])
     assert code == 0, err
     assert len(out.read_text().splitlines()) == 3  # header and both points

@@ -129,13 +129,13 @@ def test_a_sweep_journal_moesim_did_not_create_is_refused(tmp_path, tiny):
 
 
 def test_a_journal_moesim_created_is_appended_to_and_resumed(tmp_path, tiny):
-    """The mark line is written once; rows follow it; lines of the wrong type are skipped (their points rerun)."""
+    """The mark line is written once; rows follow it; a line a kill cut short is skipped (its point reruns)."""
     journal = tmp_path / "j.jsonl"
     for row in ({"key": "a", "x": 1}, {"key": "b", "x": 2}):
         with files.open_journal(journal, "sweep") as f:
             f.write(json.dumps(row) + "\n")
     with open(journal, "a") as f:
-        f.write('[1, 2]\n{"key": 5}\n"text"\n{"key": "c", "x"')
+        f.write('{"key": "c", "x"')
     from simulator.sweep.store import read_journal
     assert journal.read_text().startswith(files.journal_mark("sweep"))
     assert read_journal(journal) == [{"key": "a", "x": 1}, {"key": "b", "x": 2}]
@@ -191,7 +191,7 @@ def test_resuming_refuses_what_moesim_did_not_write(tmp_path, tiny):
     assert header_only.read_text() == "gpus,step_time_s\n"
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes(b"key,status\n\xe9t\xe9,ok\n")
-    refused(["sweep", str(spec), "-o", str(latin1), "-q"], "not UTF-8", "byte 11", "pass --force")
+    refused(["sweep", str(spec), "-o", str(latin1), "-q"], "not UTF-8", "offset 11", "pass --force")
     assert run_cli(["sweep", str(spec), "-o", str(latin1), "-q", "--force"])[0] == 0  # --force replaces it
 
 

@@ -220,7 +220,6 @@ def read_own_text(path: Path, flag: str = "--output", fix: str = "") -> str:
         raise ScenarioError(f"{flag}: {path} {why}; {fix}") from None
     with os.fdopen(fd, "rb") as f:
         data = f.read()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ScenarioError(f"{flag}: {path} is not UTF-8 text (byte {err.start}); {fix}") from None
+    from workloads.documents import decode  # documents imports this module: the one decoder, at call time
+
+    return decode(data, f"{flag} {path}", fix=fix)

@@ -183,10 +183,24 @@ def _uniform(values: list) -> list:
     return [None if v is None else str(v) for v in values]
 
 
+def read_rows(path: Path, own: bool = False) -> list[dict[str, Any]]:
+    """The rows of a results file an earlier run left. A file without a ``key`` column (a header-only CSV too)
+    is not one of moesim's and is refused rather than overwritten; with ``own`` (resuming into it) it must also
+    be UTF-8 and not a link, and an empty file is refused too (``--force`` replaces it)."""
+    if own and path.is_symlink():
+        raise ScenarioError(f"-o {path} is a symbolic link; moesim never writes through one; remove the link or "
+                            "choose another -o")
+    if path.suffix == ".parquet":
+        pa = _pyarrow()
+        try:
+            table = pa.parquet.read_table(path)
+        except pa.ArrowException as err:
+            raise ScenarioError(f"{path}: not a readable parquet file ({err}); choose another -o or pass --force") \
+                from None
         _check_header(path, table.column_names)
         return [{k: v for k, v in row.items() if v is not None} for row in table.to_pylist()]
     text = decode(path.read_bytes(), f"-o {path}", fix="choose another -o or pass --force")
-    if not text.strip():
+    if not text.strip() and not own:
         return []  # an empty file holds nothing to keep
     reader = csv.DictReader(io.StringIO(text, newline=""))
     _check_header(path, reader.fieldnames or [])
@@ -205,11 +219,15 @@ FIX_JOURNAL = "delete the journal (its points are run again) or pass --force"
 
 
 def read_journal(path: Path) -> list[dict[str, Any]]:
-    """The rows of a journal (one JSON object a line); a line a kill cut short is skipped (its point is run
-    again), a line that is JSON but not a row is refused with its number."""
+    """The rows of a journal moesim created (its mark line first, then one JSON object a line); a line a kill cut
+    short is skipped (its point is run again), a line that is JSON but not a row is refused with its number."""
+    text = read_own_text(path, "-o", FIX_JOURNAL)
+    if not text.startswith(journal_mark("sweep")):
+        raise ScenarioError(f"-o: journal {path} was not created by moesim (no journal header); remove it or "
+                            "choose another -o")
     rows = []
-    for number, line in enumerate(decode(path.read_bytes(), str(path), fix=FIX_JOURNAL).splitlines(), 1):
-        if not line.strip():
+    for number, line in enumerate(text.splitlines(), 1):
+        if number == 1 or not line.strip():
             continue
         try:
             json.loads(line)
@@ -225,9 +243,6 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
             raise ScenarioError(f"{path} line {number}: not a sweep row (a JSON object with a text "
                                 f"{KEY_COLUMN!r}); {FIX_JOURNAL}")
         rows.append(row)
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a results file an earlier run left; a file without a ``key`` column (a header-only CSV too)
-    is not one of moesim's and is refused rather than overwritten."""
     return rows
 
 
