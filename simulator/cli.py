@@ -73,7 +73,8 @@ OP_CLASSES_OPT = typer.Option(False, "--op-classes", help="Also print what one t
 TIMELINE_OPT = typer.Option(False, "--timeline", help="With --json: include the timeline and the scenario "
                                                      "(input for moesim report).")
 REPORT_OPT = typer.Option(None, "--report", help="Also write an interactive HTML report to this file.")
-TRACE_OUT_OPT = typer.Option(None, "--trace", help="Write the simulated timeline as Chrome-trace JSON (Perfetto).")
+TRACE_OUT_OPT = typer.Option(None, "--trace", help="Write the simulated timeline as Chrome-trace JSON (Perfetto); "
+                             "to an existing folder: one file per rank (HolisticTraceAnalysis).")
 FORCE_OPT = typer.Option(False, "--force", help="Overwrite an existing --report or --trace file.")
 
 
