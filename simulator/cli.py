@@ -25,7 +25,8 @@ from workloads.presets import preset_names, preset_text
 # them; help, and a name no command has, import them all (tests/test_cli_lazy.py checks this map is complete).
 COMMAND_MODULES = {"calibrate": "calibrate", "collective": "collective", "compare": "compare",
                    "dashboard": "dashboard", "plan": "plan", "replay": "trace", "report": "report",
-                   "routing": "routing", "schedule": "schedule", "sweep": "sweep", "topology": "topology",
+                   "routing": "routing", "schedule": "schedule", "schema": "schema", "sweep": "sweep",
+                   "topology": "topology",
                    "trace": "trace", "validate": "validate"}
 
 
@@ -74,7 +75,7 @@ TIMELINE_OPT = typer.Option(False, "--timeline", help="With --json: include the 
                                                      "(input for moesim report).")
 REPORT_OPT = typer.Option(None, "--report", help="Also write an interactive HTML report to this file.")
 TRACE_OUT_OPT = typer.Option(None, "--trace", help="Write the simulated timeline as Chrome-trace JSON (Perfetto); "
-                             "to an existing folder: one file per rank (HolisticTraceAnalysis).")
+                             "to a folder (ranks/): one file per rank (HolisticTraceAnalysis).")
 FORCE_OPT = typer.Option(False, "--force", help="Overwrite an existing --report or --trace file.")
 
 

@@ -8,8 +8,8 @@ DeepSeek's (``ATTN3+MLP3(F)``) on a per-stream annotation thread of the same pro
 an ``ac2g`` flow. Times are microseconds from the start of the step.
 
 Perfetto shows every rank from the one file. HolisticTraceAnalysis reads a folder with one file per rank (each
-naming its rank in ``distributedInfo``, as each rank's profiler writes it): ``--trace FOLDER`` (an existing
-folder) writes ``rank_<pid>.json`` there, one per process.
+naming its rank in ``distributedInfo``, as each rank's profiler writes it): ``--trace FOLDER/`` (an existing
+folder, or a new one named with a final /) writes ``rank_<pid>.json`` there, one per process.
 """
 
 from __future__ import annotations
@@ -127,10 +127,13 @@ def write_chrome_trace(timeline: Timeline, path: str | Path, force: bool = False
 
 
 def check_trace_target(path: str | Path, force: bool) -> Path:
-    """Refuse to overwrite an existing file without ``force`` or to write into a missing directory; an existing
-    directory is a target for per-rank files (a name ending in / must be one)."""
+    """Refuse to overwrite an existing file without ``force`` or to write into a missing directory; a folder (an
+    existing one, or a new one named with a final /) is a target for per-rank files."""
     if Path(path).is_dir():
         return Path(path)
-    if str(path).endswith("/"):
-        raise ScenarioError(f"--trace {path}: no such folder; create it first (or give a file name)")
+    if str(path).endswith("/"):  # a new folder for per-rank files, in a folder that exists
+        if not Path(path).parent.is_dir():
+            raise ScenarioError(f"--trace {path}: folder {str(Path(path).parent)!r} does not exist; create it first")
+        Path(path).mkdir()
+        return Path(path)
     return check_target(path, force, "--trace")

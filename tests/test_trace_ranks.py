@@ -31,7 +31,7 @@ def test_full_fidelity_names_each_recorded_gpu_and_its_pipeline_rank(tmp_path):
 def test_a_folder_gets_one_file_per_rank_each_naming_its_rank(tmp_path, runner):
     out = runner.invoke(app, ["simulate", "-p", PRESET, "--trace", str(tmp_path)])
     assert out.exit_code == 0, out.output
-    files = sorted(p.name for p in tmp_path.iterdir())
+    files = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
     assert files == ["rank_0.json", "rank_1.json"]
     for rank in (0, 1):
         data = json.loads((tmp_path / f"rank_{rank}.json").read_text())
@@ -40,8 +40,10 @@ def test_a_folder_gets_one_file_per_rank_each_naming_its_rank(tmp_path, runner):
         assert {e["pid"] for e in data["traceEvents"]} == {rank}
     again = runner.invoke(app, ["simulate", "-p", PRESET, "--trace", str(tmp_path)])
     assert again.exit_code == 2 and "--force" in again.output
-    missing = runner.invoke(app, ["simulate", "-p", PRESET, "--trace", str(tmp_path / "nope") + "/"])
-    assert missing.exit_code == 2 and "no such folder" in missing.output
+    new = runner.invoke(app, ["simulate", "-p", PRESET, "--trace", str(tmp_path / "new") + "/"])
+    assert new.exit_code == 0 and sorted(p.name for p in (tmp_path / "new").iterdir()) == files
+    missing = runner.invoke(app, ["simulate", "-p", PRESET, "--trace", str(tmp_path / "nope" / "deeper") + "/"])
+    assert missing.exit_code == 2 and "does not exist; create it first" in missing.output
 
 
 def test_holistic_trace_analysis_reads_each_rank_with_moesims_idle_time(tmp_path, monkeypatch):
