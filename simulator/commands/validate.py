@@ -7,7 +7,6 @@ import json
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from simulator.cli import INPUT_ERRORS, JSON_OPT, PROFILE_OPT, app, console, fail
