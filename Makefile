@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[test,calibration,ray,sweep]'
+	$(BIN)/python -m pip install -q -e '.[test,calibration,ray,sweep,hta]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, ItemProgress, check_verbosity
+from simulator.commands.tables import FittingConsole
 from simulator.schedules import ScheduleError
 from workloads.errors import ScenarioError, one_line
 from workloads.files import check_target
@@ -22,8 +24,9 @@ from workloads.presets import preset_names, preset_text
 # command runs (each pulls in what it needs: the planner, plotly, networkx), so `moesim simulate` pays for none of
 # them; help, and a name no command has, import them all (tests/test_cli_lazy.py checks this map is complete).
 COMMAND_MODULES = {"calibrate": "calibrate", "collective": "collective", "compare": "compare",
-                   "dashboard": "dashboard", "import": "import_config", "plan": "plan", "replay": "trace", "report": "report",
-                   "routing": "routing", "schedule": "schedule", "sweep": "sweep", "topology": "topology",
+                   "dashboard": "dashboard", "import": "import_config", "plan": "plan", "replay": "trace",
+                   "report": "report", "routing": "routing", "schedule": "schedule", "schema": "schema",
+                   "sweep": "sweep", "topology": "topology",
                    "trace": "trace", "validate": "validate"}
 
 
@@ -50,12 +53,12 @@ class LazyCommands(typer.core.TyperGroup):
         self.commands = typer.main.get_group(app).commands
 
 
-app = typer.Typer(cls=LazyCommands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=LazyCommands, add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="moesim: a discrete-event simulator of large mixture-of-experts training clusters.")
 presets_app = typer.Typer(no_args_is_help=True, help="List and show the built-in scenario presets.")
 app.add_typer(presets_app, name="presets")
 
-console = Console()
+console = FittingConsole()  # wide tables drop borders and padding before cutting numbers (80 columns)
 INPUT_ERRORS = (ScenarioError, ScheduleError)
 
 SCENARIO_ARG = typer.Argument(None, help="Scenario file (YAML or JSON). Default: the preset.")
@@ -71,8 +74,33 @@ OP_CLASSES_OPT = typer.Option(False, "--op-classes", help="Also print what one t
 TIMELINE_OPT = typer.Option(False, "--timeline", help="With --json: include the timeline and the scenario "
                                                      "(input for moesim report).")
 REPORT_OPT = typer.Option(None, "--report", help="Also write an interactive HTML report to this file.")
-TRACE_OUT_OPT = typer.Option(None, "--trace", help="Write the simulated timeline as Chrome-trace JSON (Perfetto).")
+TRACE_OUT_OPT = typer.Option(None, "--trace", help="Write the simulated timeline as Chrome-trace JSON (Perfetto); "
+                             "to a folder (ranks/): one file per rank (HolisticTraceAnalysis).")
 FORCE_OPT = typer.Option(False, "--force", help="Overwrite an existing --report or --trace file.")
+
+
+def moesim_version() -> str:
+    """The installed distribution's version (pyproject.toml's when run from a checkout without installing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("moesim")
+    except PackageNotFoundError:  # pragma: no cover - a bare checkout on PYTHONPATH
+        import tomllib
+        from pathlib import Path
+        return tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["version"]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"moesim {moesim_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                      help="Print moesim's version and exit.")) -> None:
+    """moesim: a discrete-event simulator of large mixture-of-experts training clusters."""
 
 
 def fail(message: str) -> None:
@@ -88,12 +116,13 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
              profile: Optional[str] = PROFILE_OPT, timeline: bool = TIMELINE_OPT,
              report: Optional[str] = REPORT_OPT, trace: Optional[str] = TRACE_OUT_OPT,
              force: bool = FORCE_OPT, samples: Optional[int] = SAMPLES_OPT,
-             op_classes: bool = OP_CLASSES_OPT) -> None:
+             op_classes: bool = OP_CLASSES_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT) -> None:
     """Simulate one training step and report step time, throughput, MFU, per-stage breakdown and memory."""
     from simulator.profile_input import user_profile
     from simulator.export import check_trace_target, write_chrome_trace
     from simulator.simulate import simulate as run_simulation
 
+    check_verbosity(quiet, verbose)
     try:
         if report:  # before simulating: a run must not end on a target it cannot write
             check_target(report, force, "--report")
@@ -104,7 +133,7 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
         result = run_simulation(sc, prof, keep_timeline=timeline or bool(report) or bool(trace))
         sc = result.resolved_scenario or sc  # stage_layers: auto, as the simulation split it
         if sc.run.samples > 1:
-            result.samples = sample_with_progress(sc, prof, as_json)
+            result.samples = sample_with_progress(sc, prof, quiet or as_json, verbose)
         if trace:
             write_chrome_trace(result.timeline, trace, force, sc.name, sc.cluster.gpu)
     except INPUT_ERRORS as err:
@@ -123,19 +152,16 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
     print_result(result, sc)
     if op_classes:
         print_op_classes(result)
-    if report:
+    if report and not quiet:
         console.print(f"wrote {report}", highlight=False)
 
 
-def sample_with_progress(scenario, profile, quiet: bool) -> dict:
+def sample_with_progress(scenario, profile, quiet: bool, verbose: bool = False) -> dict:
     """Run the jittered samples behind a progress bar (on stderr, so --json stays clean)."""
-    from rich.progress import Progress
-
     from simulator.uncertainty import sample_step_times
 
-    with Progress(console=Console(stderr=True), transient=True, disable=quiet) as bar:
-        task = bar.add_task(f"{scenario.run.samples} samples", total=scenario.run.samples)
-        stats = sample_step_times(scenario, profile, progress=lambda: bar.advance(task))
+    with ItemProgress("samples", scenario.run.samples, quiet, verbose) as bar:
+        stats = sample_step_times(scenario, profile, progress=bar.advance)
     return stats.to_dict()
 
 

@@ -1,10 +1,15 @@
 """Write a simulated :class:`simulator.engine.Timeline` as Chrome-trace JSON (Perfetto, chrome://tracing).
 
-The layout follows the PyTorch profiler's, so ``moesim trace summarize`` reads it back: one process per
-simulated GPU (``pid`` = pipeline rank), one thread per stream (its ``tid`` is also the kernel's
+The layout follows the PyTorch profiler's, so ``moesim trace summarize`` reads it back: one named process per
+simulated rank (``pid`` = pipeline rank; in full fidelity, one per recorded GPU with ``pid`` = its global index),
+one thread per stream (its ``tid`` is also the kernel's
 ``args.stream``), every record a ``kernel`` event, and every record's phase a ``user_annotation`` named like
 DeepSeek's (``ATTN3+MLP3(F)``) on a per-stream annotation thread of the same process, linked to its kernel by
 an ``ac2g`` flow. Times are microseconds from the start of the step.
+
+Perfetto shows every rank from the one file. HolisticTraceAnalysis reads a folder with one file per rank (each
+naming its rank in ``distributedInfo``, as each rank's profiler writes it): ``--trace FOLDER/`` (an existing
+folder, or a new one named with a final /) writes ``rank_<pid>.json`` there, one per process.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 from pathlib import Path
 
 from simulator.engine import Timeline
+from workloads.errors import ScenarioError
 from workloads.files import check_target, write_atomic
 
 # The CUDA stream numbers of DeepSeek's trace, for familiarity; pipeline send/recv gets one of its own.
@@ -39,10 +45,10 @@ def timeline_events(timeline: Timeline, name: str = "moesim", gpu=None) -> dict:
     ``gpu`` (a scenario's GpuSpec) names the simulated device."""
     events: list[dict] = []
     streams: dict[str, int] = dict(STREAM_TIDS)
-    for rank in range(timeline.ranks):
-        events.append({"name": "process_name", "ph": "M", "pid": rank, "tid": 0,
-                       "args": {"name": f"GPU {rank} (pipeline rank {rank})"}})
-        events.append({"name": "process_labels", "ph": "M", "pid": rank, "tid": 0, "args": {"labels": f"GPU {rank}"}})
+    processes = process_names(timeline)
+    for rank, (process, label) in processes.items():
+        events.append({"name": "process_name", "ph": "M", "pid": rank, "tid": 0, "args": {"name": process}})
+        events.append({"name": "process_labels", "ph": "M", "pid": rank, "tid": 0, "args": {"labels": label}})
         events.append({"name": "process_sort_index", "ph": "M", "pid": rank, "tid": 0, "args": {"sort_index": rank}})
     seen_threads: set[tuple[int, int]] = set()
     for corr, (rank, stream, start_s, end_s, label, phase, mb, stage) in enumerate(timeline.records):
@@ -78,19 +84,56 @@ def timeline_events(timeline: Timeline, name: str = "moesim", gpu=None) -> dict:
                        "bp": "e"})
     return {"schemaVersion": 1, "traceName": name, "displayTimeUnit": "ms",
             "deviceProperties": [{"id": r, "name": gpu.name if gpu else "simulated GPU",
-                                  "numSms": gpu.sms if gpu else 0} for r in range(timeline.ranks)],
-            "distributedInfo": {"backend": "moesim", "rank": 0, "world_size": timeline.ranks},
+                                  "numSms": gpu.sms if gpu else 0} for r in processes],
+            "distributedInfo": {"backend": "moesim", "rank": 0, "world_size": len(processes)},
             "makespan_s": timeline.makespan_s, "traceEvents": events}
+
+
+def process_names(timeline: Timeline) -> dict[int, tuple[str, str]]:
+    """Each process's (name, label) by pid: a pipeline rank, or (full fidelity) a recorded GPU and the pipeline
+    rank it is on, with how many GPUs behave exactly like it."""
+    if timeline.pipeline_rank is None:
+        return {r: (f"pipeline rank {r}", f"rank {r}") for r in range(timeline.ranks)}
+    members = timeline.members or {}
+    return {g: (f"GPU {g} (pipeline rank {p}; {members.get(g, 1)} GPUs alike)", f"GPU {g}")
+            for g, p in sorted(timeline.pipeline_rank.items())}
+
+
+def per_rank(data: dict) -> dict[int, dict]:
+    """Split a trace dict into one trace per process, each naming its own rank (``distributedInfo.rank``)."""
+    by_pid: dict[int, list[dict]] = {}
+    for event in data["traceEvents"]:
+        by_pid.setdefault(event["pid"], []).append(event)
+    return {pid: {**data, "traceEvents": events,
+                  "deviceProperties": [d for d in data["deviceProperties"] if d["id"] == pid],
+                  "distributedInfo": {**data["distributedInfo"], "rank": pid}}
+            for pid, events in sorted(by_pid.items())}
 
 
 def write_chrome_trace(timeline: Timeline, path: str | Path, force: bool = False, name: str = "moesim",
                        gpu=None) -> Path:
-    """Write ``timeline`` to ``path``; an existing file is kept unless ``force``. Returns the path."""
+    """Write ``timeline`` to ``path``; an existing file is kept unless ``force``. Returns the path. An existing
+    folder gets one file per process, ``rank_<pid>.json`` (HolisticTraceAnalysis reads such a folder)."""
     path = check_trace_target(path, force)
     data = timeline_events(timeline, name, gpu)
-    return write_atomic(path, json.dumps(data, separators=(",", ":")), force=True, flag="--trace")
+    if not path.is_dir():
+        return write_atomic(path, json.dumps(data, separators=(",", ":")), force=True, flag="--trace")
+    ranks = per_rank(data)
+    for pid in ranks:  # refuse before writing any: a folder is all rewritten or left as it was
+        check_target(path / f"rank_{pid}.json", force, "--trace")
+    for pid, one in ranks.items():  # spaced as the profiler writes it: HTA finds the rank by '"rank": N'
+        write_atomic(path / f"rank_{pid}.json", json.dumps(one), force=True, flag="--trace")
+    return path
 
 
 def check_trace_target(path: str | Path, force: bool) -> Path:
-    """Refuse to overwrite an existing file without ``force`` or to write into a missing directory."""
+    """Refuse to overwrite an existing file without ``force`` or to write into a missing directory; a folder (an
+    existing one, or a new one named with a final /) is a target for per-rank files."""
+    if Path(path).is_dir():
+        return Path(path)
+    if str(path).endswith("/"):  # a new folder for per-rank files, in a folder that exists
+        if not Path(path).parent.is_dir():
+            raise ScenarioError(f"--trace {path}: folder {str(Path(path).parent)!r} does not exist; create it first")
+        Path(path).mkdir()
+        return Path(path)
     return check_target(path, force, "--trace")

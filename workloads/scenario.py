@@ -50,15 +50,20 @@ class GpuSpec(_Strict):
     """One GPU: dense tensor peaks, HBM and NVLink (per direction); the catalogue (topologies/data/gpus.yaml) cites
     each number."""
 
-    name: str
-    sms: PositiveInt
-    bf16_tflops: q.TFLOPS.field()
+    name: str = Field(description="The GPU's name, as reports print it (text), e.g. H800-SXM5.")
+    sms: PositiveInt = Field(description="Streaming multiprocessors on the GPU (count), e.g. 132 on an H800.")
+    bf16_tflops: q.TFLOPS.field() = Field(description=(
+        "Dense BF16 tensor-core peak (TFLOPS, 1e12 FLOP/s), e.g. 989.4 on an H800."))
     # None: no FP8 tensor cores (A100); an FP8 GEMM on such a GPU is refused (Scenario._check_layout).
-    fp8_tflops: q.TFLOPS.field() | None
-    hbm_gb: q.MEMORY_GB.field()
-    hbm_tbps: q.TFLOPS.field()
-    nvlink_gbps: q.BANDWIDTH_GBYTES_PER_S.field()  # GB/s per direction (the catalogue's name)
-    l2_mb: q.MEMORY_GB.field() | None = 50.0  # None: not published
+    fp8_tflops: q.TFLOPS.field() | None = Field(description=(
+        "Dense FP8 tensor-core peak (TFLOPS, 1e12 FLOP/s), e.g. 1979 on an H800; null where the GPU has no FP8 "
+        "tensor cores (A100)."))
+    hbm_gb: q.MEMORY_GB.field() = Field(description="HBM capacity (GB, 1e9 bytes), e.g. 80.")
+    hbm_tbps: q.TFLOPS.field() = Field(description="HBM bandwidth (TB/s, 1e12 bytes per second), e.g. 3.35 on an H800.")
+    nvlink_gbps: q.BANDWIDTH_GBYTES_PER_S.field() = Field(description=(  # GB/s per direction (the catalogue's name)
+        "NVLink bandwidth per direction (GB/s, gigabytes per second), e.g. 200 on an H800."))
+    l2_mb: q.MEMORY_GB.field() | None = Field(50.0, description=(
+        "L2 cache size (MB, 1e6 bytes), e.g. 50; null where not published."))
     fp4_tflops: q.TFLOPS.field() | None = Field(None, description="Dense FP4 tensor peak (TFLOPS), e.g. 9000 "
                                                 "for a B200; None where the GPU has no FP4 or none is published")
     tdp_w: q.TFLOPS.field() | None = Field(None, description="Maximum board power (W), the GPU's power under load "
@@ -66,38 +71,51 @@ class GpuSpec(_Strict):
 
 
 class NodeSpec(_Strict):
-    gpus_per_node: PositiveInt = 8
-    nics_per_node: PositiveInt = 8
+    gpus_per_node: PositiveInt = Field(8, description="GPUs in one node, joined by NVLink (count), e.g. 8.")
+    nics_per_node: PositiveInt = Field(8, description=(
+        "Scale-out NICs in one node, one per GPU on DeepSeek's nodes (count), e.g. 8."))
 
 
 class NetworkSpec(_Strict):
     """The scale-out network and the achievable fraction of each link's nominal bandwidth."""
 
-    topology: Literal["mpft", "mrft", "ft2", "ft3", "rail", "dragonfly", "slimfly"] = "mpft"
-    planes: PositiveInt = 8
-    switch_radix: PositiveInt = 64
-    nic_gbytes_per_s: q.BANDWIDTH_GBYTES_PER_S.field() = 50.0  # per NIC per direction: 400 Gb/s CX-7 (hardware.md)
+    topology: Literal["mpft", "mrft", "ft2", "ft3", "rail", "dragonfly", "slimfly"] = Field(
+        "mpft", description=(
+        "Scale-out network shape (name): mpft, mrft, ft2, ft3, rail, dragonfly or slimfly, e.g. mpft."))
+    planes: PositiveInt = Field(8, description="Independent network planes of a multi-plane fat-tree (count), e.g. 8.")
+    switch_radix: PositiveInt = Field(64, description="Ports per switch (count), e.g. 64.")
+    # per NIC per direction: 400 Gb/s CX-7 (hardware.md)
+    nic_gbytes_per_s: q.BANDWIDTH_GBYTES_PER_S.field() = Field(50.0, description=(
+        "NIC bandwidth per direction (GB/s, gigabytes not gigabits; also '400Gb/s'), e.g. 50."))
     # "Insights into DeepSeek-V3" §4.3: ~40 GB/s effective of 50 GB/s nominal IB per GPU.
-    nic_efficiency: Fraction = 0.8
+    nic_efficiency: Fraction = Field(0.8, description=(
+        "Achievable fraction of a NIC's nominal bandwidth (0–1), e.g. 0.8."))
     # DeepSeek-V3 TR §3.2.2 / DeepEP README: ~160 GB/s achievable of 200 GB/s NVLink per direction on H800.
-    nvlink_efficiency: Fraction = 0.8
+    nvlink_efficiency: Fraction = Field(0.8, description=(
+        "Achievable fraction of NVLink's nominal bandwidth (0–1), e.g. 0.8."))
     # What DeepEP's dispatch/combine kernels reach per GPU in training (EP traffic moves at the lower of this
     # and the link's usable rate). NIC: its kernels in DeepSeek's profiler trace, beside compute, 30.7 of
     # 50 GB/s; NVLink: DeepEP's intranode benchmark (DeepEP docs/legacy.md), 136.6 of 200 GB/s. Derived by
     # `moesim calibrate deepep` (calibration/deepep.py); a test checks these against the derivation.
-    ep_nic_efficiency: Fraction = 0.613
-    ep_nvlink_efficiency: Fraction = 0.683
+    ep_nic_efficiency: Fraction = Field(0.613, description=(
+        "Fraction of NIC bandwidth that expert-parallel dispatch/combine kernels reach (0–1), e.g. 0.613."))
+    ep_nvlink_efficiency: Fraction = Field(0.683, description=(
+        "Fraction of NVLink bandwidth that expert-parallel dispatch/combine kernels reach (0–1), e.g. 0.683."))
     # "Insights" Table 5, 64-byte message end to end: IB 2.8 µs same leaf, 3.7 µs across leaves; NVLink 3.33 µs.
-    nic_latency_us: q.LATENCY_US.field() = 3.7
-    nvlink_latency_us: q.LATENCY_US.field() = 3.33
-    oversubscription: q.OVERSUBSCRIPTION.field() = 1.0
+    nic_latency_us: q.LATENCY_US.field() = Field(3.7, description=(
+        "End-to-end latency of a small message over the NIC (µs; also '3.7us'), e.g. 3.7."))
+    nvlink_latency_us: q.LATENCY_US.field() = Field(3.33, description=(
+        "End-to-end latency of a small message over NVLink (µs; also '3.33us'), e.g. 3.33."))
+    oversubscription: q.OVERSUBSCRIPTION.field() = Field(1.0, description=(
+        "Downlink to uplink bandwidth ratio of a leaf switch (ratio, 1 = non-blocking), e.g. 2.0."))
 
 
 class Cluster(_Strict):
-    gpus: q.GPU_COUNT.field()
-    gpu: GpuSpec
-    node: NodeSpec = NodeSpec()
-    network: NetworkSpec = NetworkSpec()
+    gpus: q.GPU_COUNT.field() = Field(description="GPUs in the cluster; must equal dp·tp·pp·cp (count), e.g. 2048.")
+    gpu: GpuSpec = Field(description="The GPU: a catalogue name (topologies/data/gpus.yaml) or a full spec, e.g. h800.")
+    node: NodeSpec = Field(NodeSpec(), description="What one node holds: GPUs and NICs.")
+    network: NetworkSpec = Field(NetworkSpec(), description=(
+        "The scale-out network and its achievable bandwidths and latencies."))
 
     @field_validator("gpu", mode="before")
     @classmethod
@@ -123,15 +141,21 @@ class Cluster(_Strict):
 class Attention(_Strict):
     """MLA (DeepSeek) or GQA/MHA attention. For MHA, ``kv_heads`` equals ``heads``."""
 
-    kind: Literal["mla", "gqa", "mha"]
-    heads: PositiveInt
-    kv_heads: PositiveInt | None = None
-    head_dim: PositiveInt | None = None
-    q_lora_rank: PositiveInt | None = None
-    kv_lora_rank: PositiveInt | None = None
-    qk_nope_head_dim: PositiveInt | None = None
-    qk_rope_head_dim: PositiveInt | None = None
-    v_head_dim: PositiveInt | None = None
+    kind: Literal["mla", "gqa", "mha"] = Field(description=(
+        "Attention kind (name): mla (DeepSeek), gqa or mha, e.g. mla."))
+    heads: PositiveInt = Field(description="Query heads (count), e.g. 128.")
+    kv_heads: PositiveInt | None = Field(None, description=(
+        "Key/value heads, for gqa; equals heads for mha (count), e.g. 8."))
+    head_dim: PositiveInt | None = Field(None, description="Width of one head, for gqa and mha (elements), e.g. 128.")
+    q_lora_rank: PositiveInt | None = Field(None, description=(
+        "MLA: rank of the low-rank query projection; empty for none (elements), e.g. 1536."))
+    kv_lora_rank: PositiveInt | None = Field(None, description=(
+        "MLA: rank of the compressed key/value latent (elements), e.g. 512."))
+    qk_nope_head_dim: PositiveInt | None = Field(None, description=(
+        "MLA: per-head query/key width without rotary embedding (elements), e.g. 128."))
+    qk_rope_head_dim: PositiveInt | None = Field(None, description=(
+        "MLA: per-head query/key width with rotary embedding (elements), e.g. 64."))
+    v_head_dim: PositiveInt | None = Field(None, description="MLA: per-head value width (elements), e.g. 128.")
     # Attention variants (workloads/attention.py prices them).
     sliding_window: PositiveInt | None = Field(None, description=(
         "Keys a query attends to in a sliding-window layer, itself included (tokens); e.g. 128 (GPT-OSS), 4096 "
@@ -179,15 +203,22 @@ class Attention(_Strict):
 class MoE(_Strict):
     """Routed + shared experts; ``groups``/``groups_per_token`` give group-limited (node-limited) routing."""
 
-    routed_experts: q.WIDTH.field()
-    shared_experts: Annotated[int, Field(ge=0, le=10_000)] = 0
-    top_k: q.WIDTH.field()
-    expert_intermediate: q.WIDTH.field()
-    shared_intermediate: PositiveInt | None = None
-    first_dense_layers: Annotated[int, Field(ge=0)] = 0
-    groups: PositiveInt = 1
-    groups_per_token: PositiveInt = 1
-    gating: Literal["softmax", "sigmoid"] = "softmax"
+    routed_experts: q.WIDTH.field() = Field(description="Routed experts per MoE layer (count), e.g. 256.")
+    shared_experts: Annotated[int, Field(ge=0, le=10_000)] = Field(0, description=(
+        "Shared experts every token passes through (count), e.g. 1."))
+    top_k: q.WIDTH.field() = Field(description="Routed experts each token picks (count), e.g. 8.")
+    expert_intermediate: q.WIDTH.field() = Field(description=(
+        "Intermediate width of one routed expert's SwiGLU FFN (elements), e.g. 2048."))
+    shared_intermediate: PositiveInt | None = Field(None, description=(
+        "Intermediate width of the shared experts; empty: expert_intermediate × shared_experts (elements), e.g. "
+        "2048."))
+    first_dense_layers: Annotated[int, Field(ge=0)] = Field(0, description=(
+        "Leading layers with a dense FFN instead of experts (count), e.g. 3."))
+    groups: PositiveInt = Field(1, description=(
+        "Expert groups for group-limited routing, e.g. one per node (count), e.g. 8."))
+    groups_per_token: PositiveInt = Field(1, description="Groups a token's experts may come from (count), e.g. 4.")
+    gating: Literal["softmax", "sigmoid"] = Field("softmax", description=(
+        "Gate function over the expert scores (name): softmax or sigmoid, e.g. sigmoid."))
 
     @model_validator(mode="after")
     def _routing(self):
@@ -203,15 +234,18 @@ class MoE(_Strict):
 
 
 class Model(_Strict):
-    name: str
-    layers: q.LAYERS.field()
-    hidden: q.WIDTH.field()
-    vocab: q.WIDTH.field()
-    ffn_intermediate: q.WIDTH.field()  # dense FFN (SwiGLU); in an MoE model, of its dense layers
-    attention: Attention
-    moe: MoE | None = None
-    mtp_depth: Annotated[int, Field(ge=0, le=100)] = 0
-    tied_embeddings: bool = False
+    name: str = Field(description="The model's name, as reports print it (text), e.g. DeepSeek-V3.")
+    layers: q.LAYERS.field() = Field(description="Transformer layers (count), e.g. 61.")
+    hidden: q.WIDTH.field() = Field(description="Hidden size (elements), e.g. 7168.")
+    vocab: q.WIDTH.field() = Field(description="Vocabulary size (tokens), e.g. 129280.")
+    ffn_intermediate: q.WIDTH.field() = Field(description=(  # dense FFN (SwiGLU); in an MoE model, of its dense layers
+        "Intermediate width of a dense SwiGLU FFN; in an MoE model, of its dense layers (elements), e.g. 18432."))
+    attention: Attention = Field(description="The attention block: kind and head shapes.")
+    moe: MoE | None = Field(None, description="The mixture-of-experts block; empty for a dense model.")
+    mtp_depth: Annotated[int, Field(ge=0, le=100)] = Field(0, description=(
+        "Multi-token-prediction modules after the last layer (count), e.g. 1."))
+    tied_embeddings: bool = Field(False, description=(
+        "Whether the output head shares the input embedding's weights (true/false), e.g. false."))
 
     @model_validator(mode="after")
     def _dense_layers(self):
@@ -240,16 +274,22 @@ class Fsdp(_Strict):
 class Parallelism(_Strict):
     """The parallel layout. Rank order, fastest first: tp, cp, dp, pp; EP groups are carved from dp×cp×tp."""
 
-    dp: PositiveInt = 1
-    tp: PositiveInt = 1
-    pp: PositiveInt = 1
-    ep: PositiveInt = 1
-    cp: PositiveInt = 1
-    virtual_stages: PositiveInt = 1
-    zero_stage: Literal[0, 1, 2, 3] = 1
-    micro_batch_size: PositiveInt = 1  # sequences per micro-batch
-    global_batch: PositiveInt  # sequences per optimizer step (micro-batches are guarded in simulator.limits)
-    seq_len: q.SEQUENCE.field()
+    dp: PositiveInt = Field(1, description="Data-parallel degree (count), e.g. 128.")
+    tp: PositiveInt = Field(1, description="Tensor-parallel degree, within a node (count), e.g. 1.")
+    pp: PositiveInt = Field(1, description="Pipeline-parallel degree: pipeline ranks (count), e.g. 16.")
+    ep: PositiveInt = Field(1, description=(
+        "Expert-parallel degree: GPUs an MoE layer's experts are spread over (count), e.g. 64."))
+    cp: PositiveInt = Field(1, description="Context-parallel degree: GPUs a sequence is split over (count), e.g. 1.")
+    virtual_stages: PositiveInt = Field(1, description=(
+        "Model chunks per pipeline rank, for interleaved schedules (count), e.g. 2."))
+    zero_stage: Literal[0, 1, 2, 3] = Field(1, description=(
+        "ZeRO stage: 0 none, 1 optimizer states, 2 and gradients, 3 and weights sharded (0–3), e.g. 1."))
+    micro_batch_size: PositiveInt = Field(1, description=(  # sequences per micro-batch
+        "Sequences per micro-batch (count), e.g. 1."))
+    # sequences per optimizer step (micro-batches are guarded in simulator.limits)
+    global_batch: PositiveInt = Field(description=(
+        "Sequences per optimizer step, over all data-parallel ranks (count), e.g. 15360."))
+    seq_len: q.SEQUENCE.field() = Field(description="Tokens per sequence (tokens), e.g. 4096.")
     # Transformer layers per pipeline stage (pp × virtual_stages entries); default: an even split.
     stage_layers: list[Annotated[int, Field(ge=0)]] | Literal["auto"] | None = Field(
         None, description="Decoder layers per pipeline stage (count per stage, pp × virtual_stages entries), or "
@@ -318,10 +358,15 @@ class Recompute(_Strict):
     """What backward recomputes instead of storing (DeepSeek-V3 TR §3.4). The booleans are DeepSeek's own
     policy; ``modules`` names Megatron-Core's modules and TorchTitan's policies (workloads/recompute.py)."""
 
-    norm: bool = False
-    mla_up_proj: bool = False
-    swiglu: bool = False
-    full: bool = False
+    norm: bool = Field(False, description=(
+        "Recompute RMSNorm outputs in backward instead of storing them (true/false), e.g. true."))
+    mla_up_proj: bool = Field(False, description=(
+        "Recompute MLA up-projections in backward instead of storing them (true/false), e.g. true."))
+    swiglu: bool = Field(False, description=(
+        "Recompute SwiGLU outputs in backward instead of storing them (true/false), e.g. true."))
+    full: bool = Field(False, description=(
+        "Recompute each layer's whole forward in backward, storing only its input (true/false), e.g. false."))
+
     modules: list[str] = Field([], description=(
         "Modules recomputed in backward instead of stored: Megatron-Core's --recompute-modules (core_attn, moe_act, "
         "layernorm, mla_up_proj, mlp, moe, shared_experts), or TorchTitan's per-op policy (selective: every op but "
@@ -354,39 +399,53 @@ class Recompute(_Strict):
 class Precision(_Strict):
     """GEMM precision per class (DeepSeek-V3 TR §3.3 keeps embedding, head, gating and attention in BF16)."""
 
-    attention_proj: Dtype = "bf16"
-    dense_mlp: Dtype = "bf16"
-    expert: Dtype = "bf16"
-    gate: Dtype = "bf16"
-    head: Dtype = "bf16"
-    attention_core: Dtype = "bf16"
+    attention_proj: Dtype = Field("bf16", description=(
+        "Precision of attention projection GEMMs (fp8, bf16 or fp32), e.g. fp8."))
+    dense_mlp: Dtype = Field("bf16", description="Precision of dense FFN GEMMs (fp8, bf16 or fp32), e.g. fp8.")
+    expert: Dtype = Field("bf16", description="Precision of expert GEMMs (fp8, bf16 or fp32), e.g. fp8.")
+    gate: Dtype = Field("bf16", description="Precision of the MoE gate GEMM (fp8, bf16 or fp32), e.g. bf16.")
+    head: Dtype = Field("bf16", description=(
+        "Precision of the output head and embedding GEMMs (fp8, bf16 or fp32), e.g. bf16."))
+    attention_core: Dtype = Field("bf16", description=(
+        "Precision of the attention core, scores and weighted sum (fp8, bf16 or fp32), e.g. bf16."))
 
 
 class Training(_Strict):
-    tokens: q.TOKENS.field()  # token budget of the whole run
-    precision: Precision = Precision()
-    dispatch_dtype: Dtype = "bf16"
-    combine_dtype: Dtype = "bf16"
-    recompute: Recompute = Recompute()
-    comm_sms: Annotated[int, Field(ge=0)] = 0  # SMs reserved for communication kernels
+    tokens: q.TOKENS.field() = Field(description=(  # token budget of the whole run
+        "Token budget of the whole run (tokens), e.g. 14.8e12."))
+    precision: Precision = Field(Precision(), description="GEMM precision per operation class.")
+    dispatch_dtype: Dtype = Field("bf16", description=(
+        "Precision of tokens sent in MoE dispatch (fp8, bf16 or fp32), e.g. fp8."))
+    combine_dtype: Dtype = Field("bf16", description=(
+        "Precision of tokens sent back in MoE combine (fp8, bf16 or fp32), e.g. bf16."))
+    recompute: Recompute = Field(Recompute(), description="What backward recomputes instead of storing.")
+    comm_sms: Annotated[int, Field(ge=0)] = Field(0, description=(  # SMs reserved for communication kernels
+        "SMs reserved for communication kernels; compute runs on the rest while they run (count), e.g. 20."))
     # The FP8 GEMM kernel generation: DeepGEMM (public since 2025-02) or the internal CUTLASS-based kernels
     # that preceded it; a profile's GEMM points of the other generation are not used.
-    kernels: Literal["deepgemm", "cutlass"] = "deepgemm"
-    optimizer_moment_dtype: Dtype = "fp32"
-    master_weights: bool = True  # fp32 master copy beside the working weights
-    weight_dtype: Dtype = "bf16"
-    grad_dtype: Dtype = "fp32"
+    kernels: Literal["deepgemm", "cutlass"] = Field("deepgemm", description=(
+        "FP8 GEMM kernel generation the run used (name): deepgemm or cutlass, e.g. deepgemm."))
+    optimizer_moment_dtype: Dtype = Field("fp32", description=(
+        "Precision of the AdamW moments (fp8, bf16 or fp32), e.g. bf16."))
+    master_weights: bool = Field(True, description=(  # fp32 master copy beside the working weights
+        "Whether an fp32 master copy of the weights is kept beside the working weights (true/false), e.g. true."))
+    weight_dtype: Dtype = Field("bf16", description="Precision of the working weights (fp8, bf16 or fp32), e.g. bf16.")
+    grad_dtype: Dtype = Field("fp32", description=(
+        "Precision of the accumulated gradients (fp8, bf16 or fp32), e.g. fp32."))
     # A what-if: the regions captured in CUDA graphs (CudaGraphScope); each captured run of kernels costs the host
     # one graph launch instead of one launch per kernel, and cannot synchronise with the host (a graph replays
     # static shapes: Megatron's moe scope needs --moe-pad-expert-input-to-capacity, DeepEP a num_worst_tokens).
     # Empty: nothing captured, Megatron's default (--cuda-graph-impl none).
-    cuda_graphs: list[CudaGraphScope] = []
+    cuda_graphs: list[CudaGraphScope] = Field([], description=(
+        "Regions captured in CUDA graphs, as Megatron-LM names them (list of attn, mlp, moe, moe_router, "
+        "moe_preprocess, full_iteration; empty: none), e.g. [attn, moe_router]."))
     # The forward dispatch waits on the host for the token counts it receives before sizing its buffers: DeepEP's
     # normal-mode dispatch polls a host-mapped counter (moe_recv_counter, csrc/deep_ep.cpp intranode_dispatch /
     # internode_dispatch) unless given a cached layout or num_worst_tokens; Megatron's alltoall dispatcher copies
     # tokens_per_expert to the host (megatron/core/transformer/moe/token_dispatcher.py). False: a worst-case token
     # count sizes the buffers and the host does not wait.
-    dispatch_host_sync: bool = True
+    dispatch_host_sync: bool = Field(True, description=(
+        "Whether the forward dispatch waits on the host for the received token counts (true/false), e.g. true."))
     fp8_recipe: Literal["blockwise", "delayed", "tensorwise", "mxfp8"] | None = Field(None, description=(
         "How FP8 GEMM operands are scaled (workloads/fp8.py): blockwise (DeepSeek-V3's 1x128 activation and "
         "128x128 weight tiles, DeepGEMM), delayed (per tensor, scale from the amax history: Transformer Engine's "
@@ -395,7 +454,9 @@ class Training(_Strict):
         "field is fp8"))
     # Megatron-LM's --tp-comm-overlap (Transformer Engine userbuffers): each tensor-parallel collective split into
     # chunks pipelined with the chunks of its row-parallel GEMM on fewer SMs (simulator/tp_overlap.py).
-    tp_comm_overlap: bool = False
+    tp_comm_overlap: bool = Field(False, description=(
+        "Megatron-LM's --tp-comm-overlap: tensor-parallel collectives pipelined with their GEMMs (true/false), "
+        "e.g. false."))
     dispatcher: Literal["deepep", "alltoall", "allgather", "hybridep"] = Field(
         "deepep", description="The MoE token dispatcher (Megatron's --moe-token-dispatcher-type; deepep = "
                               "--moe-enable-deepep, hybridep = flex with HybridEP): how tokens reach their experts "
@@ -412,8 +473,10 @@ class Training(_Strict):
 class Straggler(_Strict):
     """A GPU whose kernels run ``slowdown`` times longer than its peers' (thermal throttling, a bad part)."""
 
-    gpu: Annotated[int, Field(ge=0)]  # global rank
-    slowdown: q.SLOWDOWN.field()
+    gpu: Annotated[int, Field(ge=0)] = Field(description=(  # global rank
+        "Global rank of the slow GPU (index from 0), e.g. 17."))
+    slowdown: q.SLOWDOWN.field() = Field(description=(
+        "How many times longer its kernels run than its peers' (factor ≥ 1), e.g. 1.2."))
 
 
 class Reliability(_Strict):
@@ -421,13 +484,25 @@ class Reliability(_Strict):
 
     # Llama 3 paper (arXiv 2407.21783) §3.3.4: 419 unexpected interruptions in a 54-day snapshot on 16,384 H100
     # GPUs, i.e. 16,384 × 54 × 24 / 419 = 50,680 GPU-hours per interruption, all causes charged per GPU.
-    gpu_mtbf_hours: q.HOURS.field() = 50_680.0
-    node_mtbf_hours: q.HOURS.field() | None = None  # host-level failures, if counted apart from the GPUs
-    checkpoint_interval_min: q.MINUTES.field() | None = None  # None: Young's optimum sqrt(2·C·MTBF)
-    checkpoint_s: q.SECONDS.field() | None = None  # None: checkpoint bytes per node / storage bandwidth
+    gpu_mtbf_hours: q.HOURS.field() = Field(50_680.0, description=(
+        "Mean time between interruptions charged to one GPU, all causes (GPU-hours), e.g. 50680."))
+    # host-level failures, if counted apart from the GPUs
+    node_mtbf_hours: q.HOURS.field() | None = Field(None, description=(
+        "Mean time between host-level failures of one node, if counted apart (node-hours; empty: none), e.g. "
+        "100000."))
+    # None: Young's optimum sqrt(2·C·MTBF)
+    checkpoint_interval_min: q.MINUTES.field() | None = Field(None, description=(
+        "Minutes between checkpoints (minutes; empty: Young's optimum sqrt(2·C·MTBF)), e.g. 30."))
+    # None: checkpoint bytes per node / storage bandwidth
+    checkpoint_s: q.SECONDS.field() | None = Field(None, description=(
+        "Time to write one checkpoint (seconds; also '2min'; empty: checkpoint bytes per node / storage "
+        "bandwidth), e.g. 60."))
     # hardware.md: one more 400 Gb/s Ethernet NIC per DeepSeek node serves storage (50 GB/s).
-    storage_gbytes_per_s_per_node: q.BANDWIDTH_GBYTES_PER_S.field() = 50.0
-    restart_s: q.SECONDS.field() = 0.0  # rescheduling + reloading; not published for these runs, so 0 unless given
+    storage_gbytes_per_s_per_node: q.BANDWIDTH_GBYTES_PER_S.field() = Field(50.0, description=(
+        "Bandwidth from one node to storage (GB/s, gigabytes; also '400Gb/s'), e.g. 50."))
+    # rescheduling + reloading; not published for these runs, so 0 unless given
+    restart_s: q.SECONDS.field() = Field(0.0, description=(
+        "Time to reschedule and reload after a failure (seconds; also '10min'), e.g. 600."))
 
 
 class LinkFault(_Strict):
@@ -437,9 +512,12 @@ class LinkFault(_Strict):
     Names are those ``moesim topology describe`` and ``moesim topology route`` print.
     """
 
-    link: list[str] | None = None
-    switch: str | None = None
-    bandwidth_factor: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    link: list[str] | None = Field(None, description=(
+        "A cable's two ends, as `moesim topology describe` names them (two names), e.g. [n3.nic0, p0.leaf1]."))
+    switch: str | None = Field(None, description=(
+        "A switch, as `moesim topology describe` names it (name), e.g. p0.spine2."))
+    bandwidth_factor: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description=(
+        "Fraction of its bandwidth left: 0 failed, 0.25 degraded to a quarter (0 ≤ x < 1), e.g. 0.25."))
 
     @model_validator(mode="after")
     def _one_target(self):
@@ -451,9 +529,12 @@ class LinkFault(_Strict):
 
 
 class Faults(_Strict):
-    stragglers: list[Straggler] = []
-    links: list[LinkFault] = []
-    reliability: Reliability = Reliability()
+    stragglers: list[Straggler] = Field([], description=(
+        "GPUs whose kernels run slower than their peers' (list), e.g. [{gpu: 17, slowdown: 1.2}]."))
+    links: list[LinkFault] = Field([], description=(
+        "Failed or degraded cables and switches (list), e.g. [{switch: p0.spine2}]."))
+    reliability: Reliability = Field(Reliability(), description=(
+        "Failure rates and checkpoint/restart costs, for the expected goodput of a long run."))
 
 
 class Routing(_Strict):
@@ -464,11 +545,16 @@ class Routing(_Strict):
     matrix; ``redundant_experts`` extra copies of the hottest experts per EP group, placed within their node.
     """
 
-    name: str = "balanced"
-    zipf_alpha: q.ROUTING_SKEW.field() = 1.0
-    file: str | None = None
-    gate_weights: str | None = None
-    redundant_experts: Annotated[int, Field(ge=0)] = 0
+    name: str = Field("balanced", description="Routing model (name): balanced, zipf, gate or file, e.g. zipf.")
+    zipf_alpha: q.ROUTING_SKEW.field() = Field(1.0, description=(
+        "Skew of the zipf model's expert popularity (exponent, 0 = balanced), e.g. 1.0."))
+    file: str | None = Field(None, description=(
+        "For the file model: expert ids, tokens × layers × top_k (.npy, .npz or .json path), e.g. ids.npy."))
+    gate_weights: str | None = Field(None, description=(
+        "For the gate model: its experts × hidden weight matrix (.npy or torch file path; empty: drawn from the "
+        "seed), e.g. gate.npy."))
+    redundant_experts: Annotated[int, Field(ge=0)] = Field(0, description=(
+        "Extra copies of the hottest experts per EP group, placed within their node (count), e.g. 32."))
 
     @model_validator(mode="after")
     def _known(self):
@@ -482,14 +568,20 @@ class Routing(_Strict):
 
 
 class Run(_Strict):
-    seed: int = 0
-    fidelity: Literal["representative", "full"] = "representative"
-    network: Literal["analytic", "flow"] = "analytic"
-    check_memory: bool = True  # refuse a layout whose peak memory on some rank exceeds HBM
-    samples: Annotated[int, Field(ge=1, le=10_000)] = 1  # > 1: repeat with jittered kernels and routing
+    seed: int = Field(0, description="Random seed for routing samples and jitter (integer), e.g. 0.")
+    fidelity: Literal["representative", "full"] = Field("representative", description=(
+        "representative: one process per distinct role; full: every GPU (name), e.g. representative."))
+    network: Literal["analytic", "flow"] = Field("analytic", description=(
+        "Network model (name): analytic (per-link load) or flow (max-min fair flows in time), e.g. analytic."))
+    check_memory: bool = Field(True, description=(  # refuse a layout whose peak memory on some rank exceeds HBM
+        "Refuse a layout whose peak memory on some rank exceeds HBM (true/false), e.g. true."))
+    # > 1: repeat with jittered kernels and routing
+    samples: Annotated[int, Field(ge=1, le=10_000)] = Field(1, description=(
+        "Steps to simulate with jittered kernels and routing, for p50/p95 step time (count), e.g. 100."))
     # Spread of one kernel's time (coefficient of variation) for --samples: the 4 same-shape FlashAttention
     # forward kernels of DeepSeek's profiler trace (profile-data train.json, 4 MoE layers) vary by 2.45%.
-    kernel_time_cv: q.UNIT_INTERVAL.field() = 0.0245
+    kernel_time_cv: q.UNIT_INTERVAL.field() = Field(0.0245, description=(
+        "Spread of one kernel's time for samples (coefficient of variation, 0–1), e.g. 0.0245."))
 
 
 class Energy(_Strict):
@@ -514,18 +606,22 @@ class Energy(_Strict):
 
 
 class Scenario(_Strict):
-    name: str = "custom"
-    description: str = ""
-    cluster: Cluster
-    model: Model
-    parallelism: Parallelism
-    schedule: str = "1f1b"
-    training: Training
-    faults: Faults = Faults()
-    routing: Routing = Routing()
-    run: Run = Run()
-    # Energy and cost of the run (kWh, USD); None: not reported (simulator/energy.py).
-    energy: Energy | None = None
+    name: str = Field("custom", description="The scenario's name (text), e.g. deepseek-v3-h800.")
+    description: str = Field("", description=(
+        "One line on what the scenario is (text), e.g. DeepSeek-V3 pre-training on 2048 H800."))
+    cluster: Cluster = Field(description="The machine: GPU count and kind, nodes and the scale-out network.")
+    model: Model = Field(description="The model: layers, widths, attention and experts.")
+    parallelism: Parallelism = Field(description="The parallel layout: dp, tp, pp, ep, cp, batch and sequence length.")
+    schedule: str = Field("1f1b", description=(
+        "Pipeline schedule (name): gpipe, 1f1b, dualpipe, dualpipev, interleaved or zb-h1, e.g. dualpipe."))
+    training: Training = Field(description=(
+        "Training: token budget, precisions, recomputation, communication SMs, host options."))
+    faults: Faults = Field(Faults(), description=(
+        "Stragglers, failed or degraded links and switches, and failure rates."))
+    routing: Routing = Field(Routing(), description="How tokens choose experts: the routing model and its options.")
+    run: Run = Field(Run(), description="How to simulate: seed, fidelity, network model, memory check, samples.")
+    energy: Energy | None = Field(None, description=(
+        "Power and prices for the energy (kWh) and cost (USD) of the run; null: not reported (simulator/energy.py)."))
 
     @model_validator(mode="after")
     def _check_layout(self):

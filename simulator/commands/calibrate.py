@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +16,7 @@ import typer
 from rich.table import Table
 
 from simulator.cli import JSON_OPT, app, console, fail
+from simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, check_verbosity
 
 calibrate_app = typer.Typer(no_args_is_help=True, help="Measure kernels into profiles; fit, show, compare, "
                                                        "project and validate them.")
@@ -65,13 +67,14 @@ def run(device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu
         threads: Optional[str] = typer.Option(None, "--threads", help="CPU only: torch thread counts, e.g. 1,2 "
                                                                       "(the CPU's SMs; default 1)."),
         output: Path = typer.Option(..., "-o", "--output", help="Profile JSON to write."),
-        force: bool = FORCE_OPT) -> None:
+        force: bool = FORCE_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT) -> None:
     """Benchmark the kernels the presets run on this device and save a fitted profile with provenance."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from calibration.run import OPS
     from workloads.presets import preset_names
 
+    check_verbosity(quiet, verbose)
     if device not in (None, "cpu", "cuda"):
         fail(f"--device {device}: use cuda or cpu")
     op_list, preset_list = _split(ops), _split(presets)
@@ -104,11 +107,16 @@ def run(device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu
         f"moesim calibrate run --device {device}" + (" --quick" if quick else "") + \
         (f" --ops {ops}" if ops else "") + (f" --threads {threads}" if threads else "") + f" -o {output}"
     with Progress(TextColumn("[bold]calibrate[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console, transient=False) as progress:
+                  TextColumn("{task.description}"), console=console, transient=False,
+                  disable=quiet or verbose) as progress:
         task = progress.add_task("starting", total=None)
+        start = time.monotonic()
 
         def report(done: int, total: int, label: str) -> None:
             progress.update(task, completed=done, total=total, description=label)
+            if verbose:
+                print(f"calibrate {done}/{total}: {label} ({time.monotonic() - start:.1f} s)", file=sys.stderr,
+                      flush=True)
 
         problem = None
         try:

@@ -18,6 +18,7 @@ import typer
 from rich.table import Table
 
 from simulator.cli import INPUT_ERRORS, JSON_OPT, PROFILE_OPT, app, console, fail
+from simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, ItemProgress, check_verbosity
 
 INDEXED = re.compile(r"^(\d+):(.+)$")
 
@@ -136,13 +137,15 @@ def compare(sources: list[str] = typer.Argument(..., help="Two or more: scenario
             as_json: bool = JSON_OPT, profile: Optional[str] = PROFILE_OPT,
             report: Optional[str] = typer.Option(None, "--report", "-o", help="Also write the compare page "
                                                  "(HTML) to this file."),
-            force: bool = typer.Option(False, "--force", help="Overwrite an existing --report file.")) -> None:
+            force: bool = typer.Option(False, "--force", help="Overwrite an existing --report file."),
+            quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT) -> None:
     """Compare scenarios or results: headline metrics and per-stage deltas against the first; --report draws them."""
     from calibration.profile import load_profiles
     from simulator.report.compare import compare_page, metric_values, stage_deltas
     from simulator.report.page import render
     from workloads.files import check_target, write_atomic
 
+    check_verbosity(quiet, verbose)
     if len(sources) < 2:
         fail("compare needs at least two sources (scenario files, presets or saved results)")
     if report:
@@ -157,16 +160,12 @@ def compare(sources: list[str] = typer.Argument(..., help="Two or more: scenario
         prof = load_profiles(profile) if profile else None  # None: each source's GPU picks its profiles
     except (OSError, ValueError, KeyError) as err:
         fail(f"--profile {profile}: {err}".splitlines()[0])
-    from rich.console import Console
-    from rich.progress import Progress
-
     loaded = []
     try:
-        with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
-            task = bar.add_task(f"simulating {len(sources)} sources", total=len(sources))
+        with ItemProgress("sources", len(sources), quiet or as_json, verbose) as bar:
             for source, overrides in zip(sources, per_source):
                 loaded.append(load_source(source, overrides, prof, timeline=bool(report)))
-                bar.advance(task)
+                bar.advance(source)
     except INPUT_ERRORS as err:
         fail(str(err))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -187,5 +186,5 @@ def compare(sources: list[str] = typer.Argument(..., help="Two or more: scenario
     print_comparison(names, summaries)
     for name, rep in zip(names, reports):
         console.print(f"[bold]{name}[/]: {source_notes(rep)}", highlight=False)
-    if report:
+    if report and not quiet:
         console.print(f"wrote {report}", highlight=False)

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from simulator.cli import INPUT_ERRORS, SET_OPT, app, console, fail
+from simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, check_verbosity
 from simulator.limits import MAX_LOCAL_WORKERS
 from simulator.processes import Terminated, interrupt_exit_code, sigterm_as_interrupt
 from workloads import quantities as q
@@ -40,11 +41,12 @@ def _schedules(text: Optional[str]):
 
 
 class Progress:
-    """A transient bar on a terminal; otherwise a line on stderr every few seconds (logs, CI, pipes)."""
+    """A transient bar on a terminal; otherwise a line on stderr every few seconds (logs, CI, pipes); every
+    update as a line with ``verbose``; nothing with ``quiet``."""
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
+    def __init__(self, quiet: bool, verbose: bool = False):
+        self.quiet, self.verbose = quiet, verbose
+        self.tty = sys.stderr.isatty() and not verbose
         self.start = time.monotonic()
         self.last = self.start - 60.0  # the first call prints
         self.bar = None
@@ -61,7 +63,7 @@ class Progress:
             self.bar.update(self.task, description=phase, completed=done, total=total)
             return
         now = time.monotonic()
-        if not self.quiet and now - self.last >= 3.0:
+        if not self.quiet and (self.verbose or now - self.last >= 3.0):
             self.last = now
             print(f"plan: {phase} {done}/{total} ({now - self.start:.0f} s)", file=sys.stderr, flush=True)
 
@@ -111,7 +113,8 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
          address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (with --executor ray)."),
          report: Optional[str] = typer.Option(None, "--report", help="Also write the time/cost front as HTML."),
          force: bool = typer.Option(False, "--force", help="Overwrite an existing --report file."),
-         as_json: bool = typer.Option(False, "--json", help="Print everything as JSON.")) -> None:
+         as_json: bool = typer.Option(False, "--json", help="Print everything as JSON."),
+         quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT) -> None:
     """Search GPU counts, kinds and layouts; bound, then simulate the promising few; rank by time or cost."""
     from simulator.planner.answer import plan_json
     from simulator.planner.request import (PlanRequest, default_batch_range, load_base, parse_batch, parse_days,
@@ -160,7 +163,8 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
         executor = get_executor(executor_name)(workers=workers, address=address)
     except INPUT_ERRORS as err:
         fail(str(err))
-    progress = Progress(quiet=as_json and sys.stderr.isatty())
+    check_verbosity(quiet, verbose)
+    progress = Progress(quiet=quiet or (as_json and sys.stderr.isatty()), verbose=verbose)
     try:
         with sigterm_as_interrupt():
             outcome = search(base, request, executor, progress=progress)
@@ -185,7 +189,7 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
     else:
         from simulator.commands.plan_output import print_plan
         print_plan(answer, outcome)
-        if report:
+        if report and not quiet:
             print(f"wrote {report}")
     if not answer["plans"]:
         raise typer.Exit(1)

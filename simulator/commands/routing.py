@@ -11,7 +11,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from simulator.cli import (FORCE_OPT, INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT, app,
+from simulator.cli import (INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT, app,
                            console, fail)
 from workloads.files import check_target, write_atomic
 
@@ -22,7 +22,8 @@ TOP_OPT = typer.Option(8, "--top", min=1, max=100_000, help="How many of the bus
 @app.command()
 def routing(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRESET_OPT,
             set_: Optional[list[str]] = SET_OPT, as_json: bool = JSON_OPT, profile: Optional[str] = PROFILE_OPT,
-            top: int = TOP_OPT, save: Optional[str] = SAVE_OPT, force: bool = FORCE_OPT) -> None:
+            top: int = TOP_OPT, save: Optional[str] = SAVE_OPT,
+            force: bool = typer.Option(False, "--force", help="Overwrite an existing --save file.")) -> None:
     """Show what the scenario's routing does to the EP group: per-GPU expert rows, busiest links, step time."""
     from simulator.profile_input import user_profile
     from simulator.simulate import simulate

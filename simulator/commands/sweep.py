@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from concurrent.futures.process import BrokenProcessPool
 from typing import Optional
 
@@ -14,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from simulator.cli import INPUT_ERRORS, app, console, fail
+from simulator.commands.progress import VERBOSE_OPT, check_verbosity
 from simulator.limits import MAX_LOCAL_WORKERS
 from simulator.processes import Terminated, interrupt_exit_code, sigterm_as_interrupt
 
@@ -28,19 +30,22 @@ def sweep(spec_file: str = typer.Argument(..., metavar="SPEC", help="Sweep spec 
                                                 help="Ray cluster to join (auto, or ray://host:10001)."),
           force: bool = typer.Option(False, "--force", help="Discard the rows already in the output file."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+          verbose: bool = VERBOSE_OPT,
           as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of tables.")) -> None:
     """Run every point of a sweep spec and write one row per point; rerunning resumes where it stopped."""
     from simulator.sweep import load_spec, run_sweep
 
+    check_verbosity(quiet, verbose)
     if address is not None and executor != "ray":
         fail(f"--address {address}: only the ray executor joins a cluster; add --executor ray")
     try:
         spec, base = load_spec(spec_file)
     except INPUT_ERRORS as err:
         fail(str(err))
+    spec_axes = {*(k for p in spec.points for k in p), *spec.grid}  # the swept fields, named in -v lines
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=console, disable=quiet or as_json, transient=False)
+                        console=console, disable=quiet or verbose or as_json, transient=False)
     task = None
     counts = {"kept from an earlier run": 0, "invalid": 0, "error": 0}
 
@@ -56,6 +61,10 @@ def sweep(spec_file: str = typer.Argument(..., metavar="SPEC", help="Sweep spec 
         if row["status"] in counts:
             counts[row["status"]] += 1
         progress.update(task, advance=1, note=note())
+        if verbose:
+            where = " ".join(f"{k.split('.')[-1]}={v}" for k, v in row.items() if k in spec_axes)
+            step = f", step {row['step_time_s']:.3f} s" if row.get("step_time_s") is not None else ""
+            print(f"{spec.name}: {row['status']} {where}{step}", file=sys.stderr, flush=True)
 
     try:
         with sigterm_as_interrupt(), progress:

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from simulator.cli import (FORCE_OPT, INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT,
+from simulator.cli import (INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT,
                            TRACE_OUT_OPT, app, console, fail, print_result)
 from workloads.errors import one_line
 
@@ -106,7 +106,8 @@ def summarize_cmd(trace: str = TRACE_ARG, as_json: bool = JSON_OPT) -> None:
 @app.command()
 def replay(trace: str = TRACE_ARG, scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRESET_OPT,
            set_: Optional[list[str]] = SET_OPT, as_json: bool = JSON_OPT, profile: Optional[str] = PROFILE_OPT,
-           trace_out: Optional[str] = TRACE_OUT_OPT, force: bool = FORCE_OPT,
+           trace_out: Optional[str] = TRACE_OUT_OPT,
+           force: bool = typer.Option(False, "--force", help="Overwrite an existing --trace file."),
            traced_as: Optional[str] = TRACED_AS_OPT) -> None:
     """Simulate a full training step with per-layer MoE costs measured in a profiler trace."""
     from simulator.profile_input import user_profile

@@ -7,10 +7,10 @@ import json
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from simulator.cli import INPUT_ERRORS, JSON_OPT, PROFILE_OPT, app, console, fail
+from simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, ItemProgress, check_verbosity
 
 
 @app.command()
@@ -18,13 +18,13 @@ def validate(runs_file: Optional[str] = typer.Argument(None, help="A YAML table 
                                                                   "workloads/data/published_runs.yaml). Default: "
                                                                   "the bundled table."),
              only: Optional[list[str]] = typer.Option(None, "--only", help="Validate only this run (repeatable)."),
-             profile: Optional[str] = PROFILE_OPT, as_json: bool = JSON_OPT) -> None:
+             profile: Optional[str] = PROFILE_OPT, as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
+             verbose: bool = VERBOSE_OPT) -> None:
     """Compare the presets with published end-to-end runs: simulated vs published, signed error, average and worst."""
-    from rich.progress import Progress
-
     from calibration.profile import load_profiles
     from simulator.validation import load_runs, summary, validate_runs
 
+    check_verbosity(quiet, verbose)
     try:
         runs = load_runs(runs_file)
         if only:
@@ -33,9 +33,8 @@ def validate(runs_file: Optional[str] = typer.Argument(None, help="A YAML table 
                 fail(f"--only {', '.join(unknown)}: no such run; known: {', '.join(r.name for r in runs)}")
             runs = [r for r in runs if r.name in only]
         prof = load_profiles(profile) if profile else None  # None: each run takes its GPU's built-in profiles
-        with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
-            task = bar.add_task(f"simulating {len(runs)} published runs", total=len(runs))
-            comparisons = validate_runs(runs, prof, progress=lambda _: bar.advance(task))
+        with ItemProgress("published runs", len(runs), quiet or as_json, verbose) as bar:
+            comparisons = validate_runs(runs, prof, progress=bar.advance)
     except INPUT_ERRORS as err:
         fail(str(err))
     except (OSError, ValueError, KeyError) as err:  # an unreadable or invalid --profile file

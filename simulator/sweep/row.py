@@ -1,10 +1,12 @@
 """One sweep point: build its scenario, simulate it (representative-rank mode) and flatten the Result into a row.
 
-A row is a flat dict of plain values (empty cells are left out): the point's key and status, its axis values,
-and every metric of :class:`simulator.simulate.Result`. Per-stage figures are reduced to their maximum over pipeline ranks (the
+A row is a flat dict of plain values (empty cells are left out): the point's key and status, its value of every
+axis of the sweep (those it does not set: the base scenario's, as validated, so a derived ``cluster.gpus`` is
+filled too), and every metric of :class:`simulator.simulate.Result`. Per-stage figures are reduced to their maximum over pipeline ranks (the
 rank that bounds the step or the memory), named ``max_<field>``. An invalid point (a layout that does not
 divide, a schedule that cannot run it, a layout over HBM) is a row with ``status = "invalid"``, the one-line
-``reason`` (for memory: by how much it missed) and no metrics. Layouts whose memory floor is over HBM are refused
+``reason`` (for memory: by how much it missed) and no metrics (not even ``sim_wall_s``), so a column's minimum is
+always a layout that ran. Layouts whose memory floor is over HBM are refused
 without simulating them; ``run.check_memory=false`` simulates them and keeps their metrics (``fits_in_memory``).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import fields
 from typing import Any
 
 from calibration.profile import Profile
@@ -37,6 +40,19 @@ METRIC_COLUMNS = (
        "sim_wall_s")
 )
 VOLATILE_COLUMNS = ("sim_wall_s",)  # differs run to run; everything else is deterministic
+# The type of each metric column, so that a file gives a column one type even where every cell is empty
+# (Parquet declares it; CSV readers infer it from the cells that are filled).
+TEXT_COLUMNS = ("key", "status", "reason", "scenario", "schedule", "cost_model_notes")
+INT_COLUMNS = ("gpus", "micro_batches", "tokens_per_step", "pipeline_ranks", "max_peak_inflight", "max_gpu", "events")
+BOOL_COLUMNS = ("fits_in_memory",)
+NO_NOTES = "none"  # cost_model_notes of a run priced without caveats: text, never an empty cell
+
+
+def column_types() -> dict[str, str]:
+    """Every fixed column's type: "text", "int", "bool" or "float" (axis columns take their values' type)."""
+    kinds = {**{c: "int" for c in INT_COLUMNS}, **{c: "bool" for c in BOOL_COLUMNS},
+             **{c: "text" for c in TEXT_COLUMNS}}
+    return {c: kinds.get(c, "float") for c in ("key", "status", "reason", *METRIC_COLUMNS)}
 
 
 def run_point(base: dict, point: Point, profile: Profile) -> dict[str, Any]:
@@ -47,9 +63,9 @@ def run_point(base: dict, point: Point, profile: Profile) -> dict[str, Any]:
     Invalid rows carry no metrics, only their reason."""
     row: dict[str, Any] = {"key": point.key, "status": OK}
     row.update({axis: column_value(value) for axis, value in point.overrides.items()})
-    wall = time.perf_counter()
+    data = copy.deepcopy(base)
+    scenario = None
     try:
-        data = copy.deepcopy(base)
         for key, value in point.overrides.items():
             apply_value(data, key, value)
         scenario = validate(data)
@@ -59,10 +75,25 @@ def run_point(base: dict, point: Point, profile: Profile) -> dict[str, Any]:
         if scenario.run.check_memory and not result.fits_in_memory:
             raise MemoryLayoutError(memory_reason(result))
     except (ScenarioError, ScheduleError) as err:
-        row.update(status=INVALID, reason=str(err), sim_wall_s=time.perf_counter() - wall)
+        row.update(status=INVALID, reason=str(err))
+        row.update(other_axes(point.also, scenario, data))
         return compact(row)
+    row.update(other_axes(point.also, scenario, data))
     row.update(result_columns(result))
     return compact(row)
+
+
+def other_axes(axes: tuple[str, ...], scenario, data: dict) -> dict[str, Any]:
+    """The values of the sweep's axes this point does not set: the validated scenario's where it validated (derived
+    fields included), else the scenario file's as given (a field it leaves to be derived stays empty)."""
+    found = {}
+    source = scenario.model_dump(mode="json") if scenario is not None and axes else data
+    for axis in axes:
+        value = source
+        for part in axis.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        found[axis] = column_value(value)
+    return found
 
 
 def over_memory(row: dict[str, Any]) -> bool:
@@ -106,7 +137,7 @@ def result_columns(result: Result) -> dict[str, Any]:
     out["parameters_total"] = result.parameters["total"]
     out["parameters_activated"] = result.parameters["activated"]
     out["parameters_mtp"] = result.parameters["mtp"]
-    out["cost_model_notes"] = "; ".join(result.cost_model_notes)
+    out["cost_model_notes"] = "; ".join(result.cost_model_notes) or NO_NOTES
     out["events"] = result.events
     out["sim_wall_s"] = result.sim_wall_s
     return out

@@ -10,7 +10,7 @@ from typing import Any
 from workloads.errors import ScenarioError
 
 from simulator.sweep.executors import get_executor
-from simulator.sweep.row import INVALID, METRIC_COLUMNS, OK, refused_unsimulated
+from simulator.sweep.row import INVALID, METRIC_COLUMNS, OK, column_types, refused_unsimulated
 from simulator.sweep.spec import Point, SweepSpec, expand
 from simulator.sweep.store import ResultStore, check_output, journal_path
 
@@ -42,7 +42,7 @@ def run_sweep(spec: SweepSpec, base: dict, output: str | Path, executor: str = "
     runner = get_executor(executor)(workers=workers, address=address)
     points = expand(spec, base)
     columns = ["key", "status", "reason", *_axes(spec), *METRIC_COLUMNS]
-    store = ResultStore(output, columns)
+    store = ResultStore(output, columns, column_types())
     store.lock()
     try:
         return _run(spec, base, points, store, runner, force, on_start, on_row)

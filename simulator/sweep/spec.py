@@ -103,10 +103,12 @@ class SweepSpec(_Strict):
 
 @dataclass(frozen=True)
 class Point:
-    """One scenario of the sweep: its overrides (axis values, in spec order) and a stable key."""
+    """One scenario of the sweep: its overrides (axis values, in spec order) and a stable key; ``also`` names the
+    sweep's other axes, which this point leaves at the base scenario's value (its row shows that value too)."""
 
     key: str
     overrides: dict[str, Any]
+    also: tuple[str, ...] = ()
 
 
 def check_field_path(key: str, where: str) -> None:
@@ -175,11 +177,13 @@ def expand(spec: SweepSpec, base: dict) -> list[Point]:
     """Every point of the sweep, in a stable order: explicit points outer, grid axes inner (last fastest)."""
     fingerprint = canonical({"base": base, "profile": spec.profile})
     axes = list(spec.grid)
+    every_axis = list(dict.fromkeys([*(k for p in spec.points for k in p), *axes]))
     points = []
     for explicit in spec.points or [{}]:
         for combo in itertools.product(*(spec.grid[a] for a in axes)):
             overrides = {**explicit, **dict(zip(axes, combo))}
-            points.append(Point(point_key(fingerprint, overrides), overrides))
+            also = tuple(a for a in every_axis if a not in overrides)
+            points.append(Point(point_key(fingerprint, overrides), overrides, also))
     return points
 
 

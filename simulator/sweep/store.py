@@ -65,8 +65,10 @@ def journal_path(path: Path) -> Path:
 class ResultStore:
     """The rows of one sweep, keyed by point key; ``add`` journals a row, ``flush`` rewrites the results file."""
 
-    def __init__(self, path: Path, columns_first: list[str], flush_every_s: float = 5.0):
+    def __init__(self, path: Path, columns_first: list[str], types: dict[str, str] | None = None,
+                 flush_every_s: float = 5.0):
         self.path = path
+        self.types = types or {}
         self.journal = journal_path(path)
         self.columns_first = columns_first
         self.flush_every_s = flush_every_s
@@ -130,7 +132,7 @@ class ResultStore:
 
     def flush(self) -> None:
         """Rewrite the results file atomically with every row so far (rows in the order they were added)."""
-        write_rows(self.path, list(self.rows.values()), self.columns_first)
+        write_rows(self.path, list(self.rows.values()), self.columns_first, self.types)
         self._last_flush = time.monotonic()
 
     def finish(self) -> None:
@@ -145,11 +147,14 @@ class ResultStore:
             self._journal_file = None
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]], columns_first: list[str]) -> None:
+def write_rows(path: Path, rows: list[dict[str, Any]], columns_first: list[str],
+               types: dict[str, str] | None = None) -> None:
+    """Write ``rows`` (columns_first, then any others in order of appearance); ``types`` gives a column's Parquet
+    type ("text", "int", "float", "bool") even where every cell of it is empty."""
     columns = list(dict.fromkeys([*columns_first, *(c for row in rows for c in row)]))
     with replacing(path, "-o") as out:
         if path.suffix == ".parquet":
-            _write_parquet(out, rows, columns)
+            _write_parquet(out, rows, columns, types or {})
         else:
             _write_csv(out, rows, columns)
 
@@ -164,12 +169,16 @@ def _write_csv(out, rows: list[dict[str, Any]], columns: list[str]) -> None:
     f.detach()  # the caller's file stays open for its fsync and rename
 
 
-def _write_parquet(out, rows: list[dict[str, Any]], columns: list[str]) -> None:
+def _write_parquet(out, rows: list[dict[str, Any]], columns: list[str], types: dict[str, str]) -> None:
     pa = _pyarrow()
+    arrow = {"text": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
     arrays = {}
     for column in columns:
-        values = [row.get(column) for row in rows]
-        arrays[column] = pa.array(_uniform(values))
+        values = _uniform([row.get(column) for row in rows])
+        kind = types.get(column)
+        if kind == "float":
+            values = [None if v is None else float(v) for v in values]
+        arrays[column] = pa.array(values, type=arrow.get(kind))
     pa.parquet.write_table(pa.table(arrays), out)
 
 
