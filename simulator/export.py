@@ -130,6 +130,11 @@ def check_trace_target(path: str | Path, force: bool) -> Path:
     """Refuse to overwrite an existing file without ``force`` or to write into a missing directory; a folder (an
     existing one, or a new one named with a final /) is a target for per-rank files."""
     if Path(path).is_dir():
+        # The rank count is known only after the run; any rank file already there is refused before it starts.
+        written = sorted(p.name for p in Path(path).glob("rank_*.json"))
+        if written and not force:
+            raise ScenarioError(f"--trace {path}: the folder holds {len(written)} rank trace(s) ({written[0]}, ...); "
+                                f"pass --force to overwrite them or name another folder")
         return Path(path)
     if str(path).endswith("/"):  # a new folder for per-rank files, in a folder that exists
         if not Path(path).parent.is_dir():

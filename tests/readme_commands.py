@@ -8,7 +8,9 @@ PATH, with bash (quotes, ``>`` and comments as a shell reads them), at the READM
 together. Files a command writes are there for the commands after it, as for a reader who follows the README.
 
 The output a README block shows is an excerpt: every line it shows must be found in the fresh output, in order
-(``...`` stands for lines left out); a line compares equal when its words and numbers are the same, except
+(``...`` or ``…`` stands for lines left out, and a line that starts with it — ``#   … 66 more lines …`` —
+says what was left out); text after a ``←`` is the README's annotation of a line (``9.114 s  ← 8.687 s
+without``), not output; a line compares equal when its words and numbers are the same, except
 wall-clock figures (``simulated in 0.28 s``, ``10.7 s wall``, a progress line's seconds): those are not pinned
 (this machine and its load are not the README's; on a shared 2-core box a 0.3 s simulation takes 5 s), and a
 figure off by more than a factor of :data:`WALL_CLOCK_FACTOR` is listed as a timing to refresh, without failing.
@@ -128,15 +130,23 @@ BORDER = set("┏┓┗┛┡┩┢┪┣┫┳┻╇╈╋━─│┃┌┐└
 
 
 def _is_elision(line: str) -> bool:
-    """``...`` (lines left out; also a table row of them) or a table border (it carries no number)."""
-    return (set(line.strip()) <= set(".…│┃ ") and "..." in line) or set(line) <= BORDER
+    """``...``/``…`` (lines left out; also a table row of them, or a comment line saying what was left out) or a
+    table border (it carries no number)."""
+    text = line.strip()
+    return ((set(text) <= set(".…│┃ ") and ("..." in text or "…" in text))
+            or text.lstrip("# ").startswith(("…", "... ")) or set(line) <= BORDER)
+
+
+def _shown_output(line: str) -> str:
+    """A README line without its annotation (``← ...``, the README's words beside the output)."""
+    return line.split("←", 1)[0].rstrip()
 
 
 def compare_line(shown: str, fresh: str, numbers: bool = True) -> str | None:
     """None if ``fresh`` prints what ``shown`` shows (wall-clock figures masked; with ``numbers`` false, every
     number), else "differs"."""
-    if not numbers:
-        shown, fresh = NUMBER.sub("#", shown), NUMBER.sub("#", fresh)
+    if not numbers:  # a measured table: a cell may hold a number or, where a fit found none, "–"
+        shown, fresh = (NUMBER.sub("#", line).replace("–", "#") for line in (shown, fresh))
     shown_clock, fresh_clock = _wall_clock(shown), _wall_clock(fresh)
     if len(shown_clock) == len(fresh_clock):
         shown, fresh = _mask(shown, shown_clock), _mask(fresh, fresh_clock)
@@ -166,6 +176,8 @@ def compare(shown: list[str], output: str, timings: list[str] | None = None,
     fresh = [line.rstrip() for line in output.splitlines()]
     drift, at = [], 0
     for index, line in enumerate(shown):
+        note = line[len(_shown_output(line)):]
+        line = _shown_output(line)
         if not line.strip() or _is_elision(line):
             continue
         words, _ = _words(line)
@@ -181,7 +193,7 @@ def compare(shown: list[str], output: str, timings: list[str] | None = None,
             near = next((j for j in range(len(fresh)) if _words(fresh[j])[0] == words), None)
         if near is not None:
             if fixes is not None:
-                fixes[index] = fresh[near]
+                fixes[index] = fresh[near] + note
             drift.append(f"README: {line.strip()}\n      now:    {fresh[near].strip()}")
         else:
             drift.append(f"README: {line.strip()}\n      now:    (no such line)")

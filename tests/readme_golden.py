@@ -31,6 +31,8 @@ FENCE = re.compile(r"^```text\n(\$ (moesim [a-z]+)\b[^\n]*)\n(.*?)^```$", re.M |
 SIMULATE_ROWS = ("step time", "tokens / s", "TFLOPS / GPU (causal | non-causal)",
                  "MFU vs BF16 peak (causal | non-causal)", "GPU-hours per trillion tokens", "days for",
                  "peak memory (max over stages)")
+# A run's first line in validate's borderless table: its name at the margin, then published, moesim and error last.
+VALIDATE_ROW = re.compile(r"^(\S+)\s.*?\s(\S+)\s+(\S+)\s+([+\-−]?\d[\d.,]*%)\s*$")
 
 
 @dataclass
@@ -76,12 +78,15 @@ def headline(command: str, output: str) -> dict[str, str]:
                 found[row] = " ".join(hit[len(row):].split())
         return found
     for line in lines:
-        cells = [c.strip() for c in line.strip().strip("│").split("│")]
-        # run | stack | GPUs | metric | published | moesim | error; a run's first line has its published figure.
-        # A long name is cut ("…"), so a repeated one is keyed by its order.
-        if line.startswith("│") and len(cells) == 7 and cells[4]:
-            key = cells[0] if cells[0] not in found else f"{cells[0]} #{len(found) + 1}"
-            found[key] = " | ".join(cells[4:])
+        key = None
+        if line.startswith("│"):  # a boxed table: run | stack | GPUs | metric | published | moesim | error
+            cells = [c.strip() for c in line.strip().strip("│").split("│")]
+            if len(cells) == 7 and cells[4]:  # a run's first line has its published figure
+                key, numbers = cells[0], cells[4:]
+        elif (m := VALIDATE_ROW.match(line)) and not line.startswith(("run ", "average ")):
+            key, numbers = m.group(1), list(m.group(2, 3, 4))  # a borderless table: the same, by position
+        if key is not None:  # a long name is cut ("…"), so a repeated one is keyed by its order
+            found[key if key not in found else f"{key} #{len(found) + 1}"] = " | ".join(numbers)
         elif line.startswith("average |error|"):
             found["summary"] = line.strip()
     return found

@@ -1,4 +1,4 @@
-"""``moesim import megatron|torchtitan``: real configurations in (tests/data/import, sources in its README), a
+"""``moesim import megatron|torchtitan``: real configurations in (examples/import, sources in its README), a
 scenario out whose every value names its flag and which lists every flag it could not express; pipeline layouts
 in Megatron's notation, priced through the op IR; bad input in one line."""
 
@@ -21,7 +21,7 @@ from workloads.loader import load_scenario
 from workloads.model import build_stages
 from workloads.pipeline_layout import expand, parse_layout
 
-DATA = Path(__file__).parent / "data" / "import"
+DATA = Path(__file__).parents[1] / "examples" / "import"
 DSV3 = DATA / "megatron-deepseek-v3-h100.sh"
 DSV3_HF = DATA / "hf" / "DeepSeek-V3" / "config.json"
 LLAMA8_TOML = DATA / "torchtitan-llama3_8b.toml"
@@ -64,7 +64,8 @@ def test_no_flag_of_the_launch_is_dropped():
     missing = [flag for flag in flags if not any(re.search(f"{flag}[ :]|{flag}$", c) for c in comments)]
     assert missing == []
     left_out = [line for line in text.splitlines() if line.startswith("#   --")]
-    assert any(line.startswith("#   --overlap-moe-expert-parallel-comm:") for line in left_out)
+    assert any(line.startswith("#   --delay-wgrad-compute:") for line in left_out)
+    assert "ep_overlap: true  # --overlap-moe-expert-parallel-comm" in text
     assert any(line.startswith("#   --lr 3.9e-6: not modelled") for line in left_out)
 
 
@@ -103,11 +104,12 @@ def test_torchtitan_llama3_8b_job_takes_shapes_from_its_hf_config():
                            str(DATA / "hf" / "Llama-3.1-8B" / "config.json"), "--gpus", "8"])
     par, model = data["parallelism"], data["model"]
     # data_parallel_shard_degree = -1 over 8 GPUs: FSDP over all 8; local batch 1 → global 8.
-    assert (par["dp"], par["zero_stage"], par["micro_batch_size"], par["global_batch"], par["seq_len"]) == \
-        (8, 3, 1, 8, 8192)
+    assert (par["dp"], par["fsdp"], par["micro_batch_size"], par["global_batch"], par["seq_len"]) == \
+        (8, {"shard": 8, "replicate": 1}, 1, 8, 8192)
     assert (model["layers"], model["hidden"], model["ffn_intermediate"], model["vocab"]) == (32, 4096, 14336, 128256)
     assert model["attention"] == {"heads": 32, "kind": "gqa", "kv_heads": 8, "head_dim": 128}
-    assert "#   [activation_checkpoint] mode = 'selective', selective_ac_option = 'op'" in text
+    assert data["training"]["recompute"] == {"modules": ["selective"]}  # TorchTitan's per-op policy
+    assert "# [activation_checkpoint] mode = 'selective', selective_ac_option = 'op'" in text
     assert "#   [optimizer] lr = 0.0003: not modelled" in text
 
 
@@ -115,7 +117,7 @@ def test_torchtitan_llama3_70b_job_with_tp_and_full_recompute():
     data, _ = imported(["torchtitan", str(LLAMA70_TOML), "--hf-config",
                         str(DATA / "hf" / "Llama-3.1-70B" / "config.json"), "--gpus", "256"])
     par = data["parallelism"]
-    assert (par["dp"], par["tp"], par["global_batch"]) == (32, 8, 8 * 32)
+    assert (par["dp"], par["tp"], par["global_batch"], par["fsdp"]) == (32, 8, 8 * 32, {"shard": 32, "replicate": 1})
     assert data["training"]["recompute"] == {"full": True}
     assert data["model"]["layers"] == 80
 

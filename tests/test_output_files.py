@@ -173,7 +173,9 @@ def test_targets_are_refused_before_the_work_starts(tmp_path, tiny, monkeypatch)
     monkeypatch.setattr(simulator.replay, "replay", no_work)
     monkeypatch.setattr(simulator.sweep.runner, "expand", no_work)
     (tmp_path / "d").mkdir()
-    refused(["simulate", str(tiny), "--trace", str(tmp_path / "d")], "is a directory")
+    refused(["simulate", str(tiny), "--report", str(tmp_path / "d")], "is a directory")
+    (tmp_path / "d" / "rank_0.json").write_text("{}")  # a folder is a per-rank target; its old files are kept
+    refused(["simulate", str(tiny), "--trace", str(tmp_path / "d")], "holds 1 rank trace(s)", "pass --force")
     refused(["simulate", str(tiny), "--report", "/dev/full", "--force"], "not a regular file")
     refused(["replay", str(REPO / "tests/data/deepseek-train-excerpt.json"), "--trace", "/proc/t.json"],
             "cannot create a file in '/proc'")

@@ -250,7 +250,8 @@ def test_fsdp_prefetch_hides_most_gathers_behind_compute():
     """Each gather is issued one unit ahead, beside the compute of the unit before: the step grows by much less
     than the FSDP collectives take back to back."""
     # ZeRO-1 steps the same optimizer shard (1/8) and synchronises gradients and parameters after the last chunk.
-    plain = load_scenario(preset=TITAN, overrides=["parallelism.zero_stage=1", "run.check_memory=false"])
+    plain = load_scenario(preset=TITAN, overrides=["parallelism.fsdp=null", "parallelism.zero_stage=1",
+                                                   "run.check_memory=false"])
     fsdp = load_scenario(preset=TITAN, overrides=["parallelism.fsdp={shard: 8}"])
     net = AnalyticNetwork(fsdp)
     stage = build_stages(fsdp)[0]

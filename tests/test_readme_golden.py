@@ -44,6 +44,16 @@ def test_parsing_reads_what_it_should():
                                                   "llama-…": "430.0 | 547.4 | +27.3%",
                                                   "llama-… #3": "400.0 | 493.7 | +23.4%",
                                                   "summary": "average |error| 26.3%, worst 27.7% (llama)"}
+    plain = ("run                stack        GPUs metric             published  moesim  error\n"
+             "────────────────────────────────────────────────────────────────────────────────\n"
+             "deepseek-v3        HAI-LLM     2,048 GPU-hours / 10¹²     180,000 163,100  -9.4%\n"
+             "                                     tokens                                     \n"
+             "llama3-405b-8k-gpu Meta        8,192 TFLOPS / GPU           430.0   547.1 +27.2%\n"
+             "s                                    (causal)                                   \n"
+             "average |error| 28.0%, worst 78.0% (llama3.1-8b-torchtitan-8gpus); 13 of 17 off\n")
+    assert headline("moesim validate", plain) == {
+        "deepseek-v3": "180,000 | 163,100 | -9.4%", "llama3-405b-8k-gpu": "430.0 | 547.1 | +27.2%",
+        "summary": "average |error| 28.0%, worst 78.0% (llama3.1-8b-torchtitan-8gpus); 13 of 17 off"}
     stages = "┡━━━╇━━┩\n" + "".join(f"│ {i:>3} │ {i}.0 │\n" for i in range(10, 16)) + "└───┴──┘\n"
     short = elide_stages(stages).splitlines()
     assert short[1:3] == ["│  10 │ 10.0 │", "│  11 │ 11.0 │"] and short[3] == "│ ... │      │"

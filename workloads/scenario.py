@@ -464,7 +464,7 @@ class Training(_Strict):
     ep_overlap: bool = Field(False, description="Megatron's --overlap-moe-expert-parallel-comm: interleaved 1F1B "
                                                 "runs each steady-state forward beside a backward of another "
                                                 "micro-batch so that one's EP all-to-all hides under the other's "
-                                                "compute, e.g. true")
+                                                "compute (on/off; needs schedule: interleaved), e.g. true")
     capacity_factor: Annotated[float, Field(gt=0, le=1000)] | None = Field(
         None, description="Megatron's --moe-expert-capacity-factor: an expert takes at most capacity_factor × "
                           "its balanced share of tokens (tokens) and drops the rest; unset: no dropping, e.g. 1.0")

@@ -35,7 +35,8 @@ def _shown(value: Any) -> str:
 def checked_preset(value: Any) -> str:
     """A built-in preset's name (never a path: the dashboard loads presets only)."""
     if not isinstance(value, str) or value not in preset_names():
-        raise ScenarioError(f"preset {_shown(value)}: unknown; choose one of {', '.join(preset_names())}")
+        raise ScenarioError(f"preset {_shown(value)}: unknown; choose one of the {len(preset_names())} "
+                            f"in the preset menu (moesim presets list describes them)")
     return value
 
 

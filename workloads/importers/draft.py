@@ -11,24 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
 
-from workloads.scenario import Scenario
 
 # Section order of a scenario file, as the presets write it.
 SECTIONS = ("name", "description", "cluster", "model", "parallelism", "schedule", "training", "routing", "run")
-
-
-def field_exists(path: str) -> bool:
-    """Whether ``path`` (e.g. ``training.fp8_recipe``) names a field of the Scenario on this branch."""
-    model: type[BaseModel] | None = Scenario
-    for part in path.split("."):
-        if model is None or part not in model.model_fields:
-            return False
-        annotation = model.model_fields[part].annotation
-        model = next((c for c in (getattr(annotation, "__args__", None) or (annotation,))
-                      if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    return True
 
 
 @dataclass
@@ -48,13 +34,6 @@ class Draft:
 
     def leave_out(self, flag: str, why: str) -> None:
         self.left_out.append((flag, why))
-
-    def planned(self, path: str, value: Any, origin: str) -> None:
-        """Set a field another change adds to the scenario; where this branch lacks it, leave the flag out."""
-        if field_exists(path):
-            self.set(path, value, origin)
-        else:
-            self.leave_out(origin, f"maps to scenario field {path}: {value!r}, which this moesim lacks")
 
     def data(self) -> dict:
         """The scenario as a nested dict (what the YAML holds)."""

@@ -14,7 +14,7 @@ import re
 from importlib import resources
 
 from workloads.errors import ScenarioError
-from workloads.importers.draft import Draft, field_exists
+from workloads.importers.draft import Draft
 
 # int-valued flags that set one field as they are.
 INT_FIELDS = {
@@ -63,8 +63,6 @@ NOT_MODELLED = (
 )
 DISPATCHERS = {"alltoall": "alltoall", "allgather": "allgather", "deepep": "deepep", "hybridep": "hybridep"}
 FP8_RECIPES = ("delayed", "tensorwise", "blockwise", "mxfp8")
-# Megatron's --recompute-modules → the existing booleans of training.recompute, where one exists.
-RECOMPUTE_BOOLEANS = {"layernorm": "norm", "mla_up_proj": "mla_up_proj", "moe_act": "swiglu"}
 
 
 def known_flags() -> frozenset[str]:
@@ -158,7 +156,7 @@ def _special(name: str, values: list[str], seen: dict, draft: Draft, text: str) 
     elif name == "--moe-router-score-function":
         draft.set("model.moe.gating", values[0] if values else "softmax", text)
     elif name == "--fp8-recipe":
-        draft.planned("training.fp8_recipe", values[0] if values else "", text)
+        draft.set("training.fp8_recipe", values[0] if values else "", text)
     elif name in ("--recompute-granularity", "--recompute-modules", "--recompute-method", "--recompute-num-layers"):
         granularity = (seen.get("--recompute-granularity") or [""])[0]
         if name == "--recompute-granularity":
@@ -175,7 +173,9 @@ def _special(name: str, values: list[str], seen: dict, draft: Draft, text: str) 
         elif "--moe-token-dispatcher-type" not in seen:
             draft.leave_out(text, "not used without --moe-token-dispatcher-type (Megatron's default: allgather)")
     elif name == "--moe-expert-capacity-factor":
-        draft.planned("training.capacity_factor", float(values[0]), text)
+        draft.set("training.capacity_factor", float(values[0]), text)
+    elif name == "--overlap-moe-expert-parallel-comm":
+        draft.set("training.ep_overlap", True, text)
     elif name == "--expert-tensor-parallel-size":
         _expert_tp(_int(name, values), seen, draft, text)
     elif name == "--tp-comm-overlap":
@@ -242,27 +242,20 @@ def _recompute(granularity: str, seen: dict, draft: Draft, text: str) -> None:
         count = (seen.get("--recompute-num-layers") or ["1"])[0]
         draft.set("training.recompute.full", True, " ".join(
             [text] + [_flag_text(n, seen[n]) for n in ("--recompute-method", "--recompute-num-layers") if n in seen]))
-        if method != "uniform" or count != "1":
-            draft.leave_out(f"--recompute-method {method} --recompute-num-layers {count}",
-                            "not expressed: moesim recomputes every layer in full")
+        if method == "block":  # the first N layers of each stage recompute, the others keep their activations
+            draft.set("training.recompute.layers", int(count), f"--recompute-method block --recompute-num-layers "
+                                                               f"{count}")
+        elif count != "1":
+            draft.leave_out(f"--recompute-method uniform --recompute-num-layers {count}",
+                            f"not expressed: moesim checkpoints each layer's input, not one per {count} layers "
+                            "(every layer recomputes either way)")
         return
     modules = seen.get("--recompute-modules") or ["core_attn"]  # Megatron's default selective module
     joined = " ".join(modules)
     if granularity != "selective":
         draft.leave_out(text, "not expressed: recompute granularity must be full or selective")
-    elif field_exists("training.recompute.modules"):
-        draft.set("training.recompute.modules", list(modules), f"{text} --recompute-modules {joined}")
     else:
-        rest = []
-        for module in modules:
-            if module in RECOMPUTE_BOOLEANS:
-                draft.set(f"training.recompute.{RECOMPUTE_BOOLEANS[module]}", True,
-                          f"{text} --recompute-modules {module}")
-            else:
-                rest.append(module)
-        if rest:
-            draft.leave_out(f"--recompute-modules {' '.join(rest)}",
-                            "maps to scenario field training.recompute.modules, which this moesim lacks")
+        draft.set("training.recompute.modules", list(modules), f"{text} --recompute-modules {joined}")
 
 
 def _dispatcher(kind: str, seen: dict, draft: Draft) -> None:
@@ -276,7 +269,7 @@ def _dispatcher(kind: str, seen: dict, draft: Draft) -> None:
     if kind not in DISPATCHERS:
         draft.leave_out(text, f"not expressed: dispatcher {kind!r} is none of {', '.join(DISPATCHERS)}")
         return
-    draft.planned("training.dispatcher", DISPATCHERS[kind], text)
+    draft.set("training.dispatcher", DISPATCHERS[kind], text)
     if kind in ("deepep", "hybridep"):  # its kernels hold SMs while they run
         for flag in ("--moe-flex-dispatcher-num-sms", f"--moe-{kind}-num-sms"):
             if flag in seen:
@@ -288,13 +281,7 @@ def _dispatcher(kind: str, seen: dict, draft: Draft) -> None:
 
 def _expert_tp(etp: int, seen: dict, draft: Draft, text: str) -> None:
     """Megatron's expert TP; the expert-data-parallel size follows from it (parallel folding)."""
-    if field_exists("parallelism.expert_tp"):
-        draft.set("parallelism.expert_tp", etp, text)
-    elif etp == 1:
-        draft.leave_out(text, "not needed: moesim does not split routed experts by tensor parallelism "
-                              "(expert TP 1), so this is its behaviour already")
-    else:
-        draft.leave_out(text, f"maps to scenario field parallelism.expert_tp: {etp}, which this moesim lacks")
+    draft.set("parallelism.expert_tp", etp, text)
 
 
 def _model_defaults(seen: dict, draft: Draft) -> None:

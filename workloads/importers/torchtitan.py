@@ -128,12 +128,11 @@ def _parallelism(draft: Draft, take, origin, gpus: int | None, gpus_per_node: in
     draft.set("cluster.node.nics_per_node", min(gpus, gpus_per_node), "one NIC per GPU (not in the job)")
     draft.set("parallelism.dp", replicate * shard,
               f"data_parallel_replicate_degree {replicate} × data_parallel_shard_degree {shard}")
-    if shard > 1:
-        draft.set("parallelism.zero_stage", 3, f"{origin('parallelism.data_parallel_shard_degree')}: FSDP2 "
-                                               "fully_shard")
-    if replicate > 1 and shard > 1:
-        draft.planned("parallelism.fsdp", {"replicate": replicate, "shard": shard},
-                      f"[parallelism] data_parallel_replicate_degree = {replicate} (HSDP)")
+    if shard > 1:  # FSDP2's fully_shard over the shard group; with replicas, HSDP
+        draft.set("parallelism.fsdp.shard", shard, f"{origin('parallelism.data_parallel_shard_degree')}: FSDP2 "
+                                                    "fully_shard")
+        draft.set("parallelism.fsdp.replicate", replicate,
+                  f"data_parallel_replicate_degree {replicate}" + (" (HSDP)" if replicate > 1 else ""))
     for key, path, value in (("tensor_parallel_degree", "tp", tp), ("pipeline_parallel_degree", "pp", pp),
                              ("context_parallel_degree", "cp", cp)):
         if value != 1:
@@ -143,7 +142,7 @@ def _parallelism(draft: Draft, take, origin, gpus: int | None, gpus_per_node: in
         draft.set("parallelism.ep", ep, origin("parallelism.expert_parallel_degree"))
     etp = take("parallelism.expert_tensor_parallel_degree", 1)
     if etp != 1 or "parallelism.expert_tensor_parallel_degree" in draft.values:
-        draft.planned("parallelism.expert_tp", etp, origin("parallelism.expert_tensor_parallel_degree"))
+        draft.set("parallelism.expert_tp", etp, origin("parallelism.expert_tensor_parallel_degree"))
     schedule = take("parallelism.pipeline_parallel_schedule", "1F1B")
     if pp > 1:
         if schedule in SCHEDULES:
@@ -191,7 +190,11 @@ def _recompute(draft: Draft, take, origin) -> None:
         draft.set("training.recompute.full", True, origin("activation_checkpoint.mode"))
     elif mode == "selective":
         text = f"[activation_checkpoint] mode = 'selective', selective_ac_option = {option!r}"
-        draft.planned("training.recompute.selective", option, text)
+        if option == "op":
+            draft.set("training.recompute.modules", ["selective"], text)
+        else:  # every N-th layer checkpointed in full
+            draft.leave_out(text, "not expressed: moesim recomputes the first N layers of each stage in full "
+                                  "(training.recompute.layers), not every N-th layer")
     elif mode != "none":
         draft.leave_out(f"[activation_checkpoint] mode = {mode!r}", "not expressed: moesim recomputes by "
                                                                       "module or by layer")
@@ -204,10 +207,10 @@ def _precision(draft: Draft, take, origin, keys: dict) -> None:
         for path in ("attention_proj", "dense_mlp", "expert"):
             draft.set(f"training.precision.{path}", "fp8", "[model] converters = ['float8'] (torchao Float8Linear)")
         recipe = take("quantize.linear.float8.recipe_name") or take("float8.recipe_name") or "tensorwise"
-        draft.planned("training.fp8_recipe", "tensorwise" if recipe == "tensorwise" else recipe,
+        draft.set("training.fp8_recipe", "tensorwise" if recipe == "tensorwise" else recipe,
                       f"torchao float8 recipe {recipe}")
     if "mx" in converters:
-        draft.planned("training.fp8_recipe", "mxfp8", "[model] converters = ['mx']")
+        draft.set("training.fp8_recipe", "mxfp8", "[model] converters = ['mx']")
     compiled = take("compile.enable", False)
     if compiled:
         draft.leave_out("[compile] enable = true", "not expressed: torch.compile's kernel fusion is not modelled")
