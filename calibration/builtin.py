@@ -3,7 +3,7 @@
 Every point comes from a committed reference table (``../shared/reference``): DeepGEMM's FP8 GEMM and
 grouped-GEMM table (forward kernels), DeepGEMM PR #95's weight-gradient table, and DeepGEMM's speedup over the
 internal CUTLASS-based kernels that preceded it, which gives those kernels' rates (DeepGEMM rate / speedup).
-``python -m calibration.builtin ../shared/reference`` rewrites the JSON; a test checks the committed file
+``python -m moesim.calibration.builtin ../shared/reference`` rewrites the JSON; a test checks the committed file
 equals what this builds.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from calibration.profile import (Efficiency, KernelPoint, LaunchGap, Profile, csv_rows,
+from moesim.calibration.profile import (Efficiency, KernelPoint, LaunchGap, Profile, csv_rows,
                                  points_from_deepgemm_csv)
 
 DEEPGEMM = "deepseek-ai/DeepGEMM README at commit a9967bc (2025-04-09), H800 SXM5, all 132 SMs"
@@ -75,7 +75,7 @@ def build_h800(reference: Path) -> Profile:
                    points=points, efficiency=EFFICIENCY, launch_gap=LAUNCH_GAP,
                    provenance={"built_from": "../shared/reference/h800-kernels.csv, h800-kernels-cutlass-speedup.csv,"
                                " h800-wgrad-kernels.csv and hardware.md",
-                               "command": "python -m calibration.builtin ../shared/reference"})
+                               "command": "python -m moesim.calibration.builtin ../shared/reference"})
 
 
 def main(argv: list[str]) -> None:

@@ -1,12 +1,12 @@
 """The cost model: seconds for a compute op on a GPU, from profiles' fitted curves or the roofline.
 
-Ops are priced by their class (:class:`workloads.ops.OpClass`): a GEMM by its pass (forward, input-gradient,
+Ops are priced by their class (:class:`moesim.workloads.ops.OpClass`): a GEMM by its pass (forward, input-gradient,
 weight-gradient) and the kernel generation the scenario names (``training.kernels``: DeepGEMM or the
 CUTLASS-based kernels before it), FlashAttention forward and backward apart, and each small kernel class
 (FP8 casts, permutes, router kernels …) by its own curve. Profiles compose: given several, the first whose
-curve of the class was measured where the op lies (:mod:`calibration.domain`) prices it (in-situ trace
+curve of the class was measured where the op lies (:mod:`moesim.calibration.domain`) prices it (in-situ trace
 measurements before isolated microbenchmarks), and :attr:`CostModel.sources` says which one priced each class.
-A GEMM or attention op outside every curve's domain is priced by the shape model (:mod:`calibration.shape_model`)
+A GEMM or attention op outside every curve's domain is priced by the shape model (:mod:`moesim.calibration.shape_model`)
 and a note says so; no price beats its class's fastest measured point (:meth:`CostModel.fastest_s`). For a class with measured points the time is the
 fitted curve ``launches · overhead + work / (rate × sms_used / sms) (+ bytes / memory rate)`` times a
 correction exact on measured shapes; rates are fractions of the measured device's peak applied to the target
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from calibration.fit import ClassModel, class_label, class_models, peak_per_s, point_bytes, point_work
-from calibration.profile import Profile, same_design_profiles
-from calibration.shape_model import ceiling_key, class_ceilings, shape_model_s, tile_use
-from workloads.fp8 import PER_TENSOR_LIBRARY
-from workloads.ops import Kind, Op, OpClass, Phase
+from moesim.calibration.fit import ClassModel, class_label, class_models, peak_per_s, point_bytes, point_work
+from moesim.calibration.profile import Profile, same_design_profiles
+from moesim.calibration.shape_model import ceiling_key, class_ceilings, shape_model_s, tile_use
+from moesim.workloads.fp8 import PER_TENSOR_LIBRARY
+from moesim.workloads.ops import Kind, Op, OpClass, Phase
 
 # The layouts a training op runs as, in order of preference: DeepSeek-V3 training uses DeepGEMM's contiguous
 # grouped layout (masked is the decoding layout); attention forward and backward are different kernels.
@@ -71,11 +71,11 @@ class OutsideOp:
 
 
 class CostModel:
-    """Prices compute ops for one GPU spec (a :class:`workloads.scenario.GpuSpec`) from one or more profiles.
+    """Prices compute ops for one GPU spec (a :class:`moesim.workloads.scenario.GpuSpec`) from one or more profiles.
 
     ``kernels`` names the GEMM generation (``deepgemm`` or ``cutlass``): GEMM points of other generations are
     ignored. ``references``: more profiles whose points only set the classes' ceilings (default: the shipped
-    profiles of GPUs of the same SM design, :func:`calibration.profile.same_design_profiles`). The last profile is the base: its stated efficiencies price classes no profile measured.
+    profiles of GPUs of the same SM design, :func:`moesim.calibration.profile.same_design_profiles`). The last profile is the base: its stated efficiencies price classes no profile measured.
     """
 
     def __init__(self, profile: Profile | list[Profile], gpu, kernels: str = "deepgemm", references=None):
@@ -274,7 +274,7 @@ class CostModel:
 
     def fastest_s(self, op: Op, sms: int, layout: str | None = None) -> float:
         """The least time any price of ``op`` may take (0 for elementwise ops): its FLOPs at its class's fastest
-        measured rate (the ceiling, :func:`calibration.shape_model.class_ceilings`), else at the peak of the SMs it
+        measured rate (the ceiling, :func:`moesim.calibration.shape_model.class_ceilings`), else at the peak of the SMs it
         runs on. The one clamp every priced rate passes. A GPU profile's points are never above its peak (the
         profile refuses them when loaded); a CPU's peak is an estimate its measurements may beat."""
         if op.kind is Kind.ELEMENTWISE or not op.flops:
@@ -292,7 +292,7 @@ class CostModel:
                                   layout))
 
     def _shape_model_s(self, op: Op, sms: int, layout: str | None, why: str) -> float:
-        """Seconds from the shape model (:mod:`calibration.shape_model`) at the class's full-wave efficiency; the
+        """Seconds from the shape model (:mod:`moesim.calibration.shape_model`) at the class's full-wave efficiency; the
         note and source say so."""
         label = f"{op.op_class.value} {op.dtype}"
         ceiling = self.ceilings.get(ceiling_key(op.kind.value, op.dtype, op.gemm_pass, _attention_layout(op, layout),

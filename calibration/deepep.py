@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from workloads.routing import EpCounts, ep_counts
+from moesim.workloads.routing import EpCounts, ep_counts
 
 TABLE = Path(__file__).parent / "profiles" / "deepep-h800.yaml"
 GB = 1e9
@@ -154,8 +154,8 @@ def isolated_rates(rates: list[LinkRate], table: Table) -> tuple[float, float]:
 def default_overhead_s() -> dict[bool, float]:
     """The fixed part of a measured dispatch/combine as moesim prices it with the default network: the notify
     (a tiny all-to-all: its path latencies) and the transfer's path latencies — NVLink only within a node,
-    NVLink and NIC across nodes ("Insights" Table 5 latencies, workloads.scenario.NetworkSpec)."""
-    from workloads.scenario import NetworkSpec
+    NVLink and NIC across nodes ("Insights" Table 5 latencies, moesim.workloads.scenario.NetworkSpec)."""
+    from moesim.workloads.scenario import NetworkSpec
 
     net = NetworkSpec()
     nvlink_s, nic_s = net.nvlink_latency_us * 1e-6, net.nic_latency_us * 1e-6
@@ -164,8 +164,8 @@ def default_overhead_s() -> dict[bool, float]:
 
 def nominal_gbps(gpu: str = "h800") -> tuple[float, float]:
     """(NIC, NVLink) nominal GB/s per GPU per direction of DeepEP's test machine (H800, one CX7 per GPU)."""
-    from workloads.scenario import GpuSpec, NetworkSpec
-    from topologies.gpus import gpu_spec
+    from moesim.workloads.scenario import GpuSpec, NetworkSpec
+    from moesim.topologies.gpus import gpu_spec
 
     return NetworkSpec().nic_gbytes_per_s, GpuSpec(**gpu_spec(gpu)).nvlink_gbps
 
@@ -210,9 +210,9 @@ def in_situ_nic_rate(kernels: list[tuple[str, float]], tokens: int, hidden: int,
 
 
 def trace_kernels(trace) -> list[tuple[str, float]]:
-    """(op class, seconds) of a :class:`~workloads.traces.kineto.KinetoTrace`'s DeepEP dispatch and combine
+    """(op class, seconds) of a :class:`~moesim.workloads.traces.kineto.KinetoTrace`'s DeepEP dispatch and combine
     kernels (their notify kernels are priced apart)."""
-    from workloads.traces.classify import op_class_name
+    from moesim.workloads.traces.classify import op_class_name
 
     out = []
     for k in trace.kernels:
@@ -225,10 +225,10 @@ def trace_kernels(trace) -> list[tuple[str, float]]:
 def in_situ_for(trace, scenario) -> InSitu:
     """:func:`in_situ_nic_rate` of ``trace`` run as ``scenario`` (its micro-batch tokens, hidden size, dtypes,
     EP traffic of its routing and path latencies)."""
-    from workloads.ep_load import scenario_ep_load
-    from workloads.layers import element_bytes
+    from moesim.workloads.ep_load import scenario_ep_load
+    from moesim.workloads.layers import element_bytes
 
-    from workloads.errors import ScenarioError
+    from moesim.workloads.errors import ScenarioError
 
     moe, par, net = scenario.model.moe, scenario.parallelism, scenario.cluster.network
     per_node = min(par.ep, scenario.cluster.node.gpus_per_node)
@@ -251,9 +251,9 @@ def report(trace: str | Path | None, traced_as: str) -> dict:
     """Every number ``moesim calibrate deepep`` prints: per published row, its time and link rates; the
     isolated efficiencies; the in-situ NIC rate of ``trace`` (None: no trace) run as ``traced_as`` (a preset
     name or scenario file); the scenario defaults."""
-    from workloads.loader import load_scenario
-    from workloads.scenario import NetworkSpec
-    from workloads.traces import load_trace
+    from moesim.workloads.loader import load_scenario
+    from moesim.workloads.scenario import NetworkSpec
+    from moesim.workloads.traces import load_trace
 
     table = load_table()
     rates = link_rates(table, default_overhead_s())

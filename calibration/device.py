@@ -56,7 +56,7 @@ def cpu_peaks(torch) -> tuple[dict[str, float], str]:
 
 def gpu_peaks(torch) -> tuple[dict[str, float], str]:
     """Peaks of the current CUDA device from the GPU catalogue (topologies/data/gpus.yaml) by name."""
-    from topologies.gpus import catalogue_key, gpu_spec
+    from moesim.topologies.gpus import catalogue_key, gpu_spec
 
     props = torch.cuda.get_device_properties(0)
     key = catalogue_key(props.name)

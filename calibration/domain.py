@@ -1,13 +1,13 @@
 """Where a fitted curve was measured: its FLOPs and per-dimension shape ranges, dtype, pass and SMs.
 
-A curve (:class:`calibration.fit.ClassModel`) prices well between its points and nowhere else: the H800 in-situ
+A curve (:class:`moesim.calibration.fit.ClassModel`) prices well between its points and nowhere else: the H800 in-situ
 profile's only BF16 dense GEMMs are the router gate (4096×256×7168), and a curve through them says nothing about
 a 4096×129,280×7168 output head. :class:`MeasuredDomain` records the box its points span, computed from the
 points at load time, and :meth:`MeasuredDomain.outside` says in words why an op lies outside it (``n=129280 >
 7168 measured``), or ``None`` when the op is covered.
 
 A point that is an in-situ class total (``launches`` > 1: several trace kernels summed, see
-:mod:`calibration.from_trace`) records only its largest kernel's shape, not the shapes of the others it summed
+:mod:`moesim.calibration.from_trace`) records only its largest kernel's shape, not the shapes of the others it summed
 (their orientations differ: fprop, dgrad), so it vouches for FLOPs per kernel up to that kernel's and bounds no
 single dimension. A single-kernel point vouches for its shape in every dimension.
 """
@@ -76,7 +76,7 @@ class MeasuredDomain:
 
 
 def measured_domain(op: str, dtype: str, gemm_pass: str, points, work, total_sms: float) -> MeasuredDomain:
-    """The domain of ``points`` (:class:`calibration.profile.KernelPoint`) whose per-point ``work`` (FLOPs, or
+    """The domain of ``points`` (:class:`moesim.calibration.profile.KernelPoint`) whose per-point ``work`` (FLOPs, or
     bytes for elementwise classes: all the point's launches together) is given; ``total_sms`` for points
     that ran on the whole device (``sms`` None)."""
     per_kernel = [w / p.launches for p, w in zip(points, work)]

@@ -2,7 +2,7 @@
 
 For each class of a profile with enough points of different sizes, the points are split at the median FLOPs per
 kernel: a curve fitted on the small shapes prices the large ones, and one fitted on the large prices the small.
-Beside each, the shape model (:mod:`calibration.shape_model`) prices the same held-out points with its efficiency
+Beside each, the shape model (:mod:`moesim.calibration.shape_model`) prices the same held-out points with its efficiency
 taken from the kept points only, so the two ways of pricing outside a measured domain are compared on data. The
 shape model's own error on every measured point (efficiency from the class's fastest point) is reported too.
 Errors are (model − measured) / measured of kernel time.
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calibration.fit import ClassModel, class_label, peak_per_s, point_bytes, point_work, shortest_kernel_s
-from calibration.profile import KernelPoint, Profile
-from calibration.shape_model import Ceiling, class_ceilings, shape_model_s
+from moesim.calibration.fit import ClassModel, class_label, peak_per_s, point_bytes, point_work, shortest_kernel_s
+from moesim.calibration.profile import KernelPoint, Profile
+from moesim.calibration.shape_model import Ceiling, class_ceilings, shape_model_s
 
 MIN_POINTS = 4  # a class needs this many points, at least two on each side of the split, to be checked
 
@@ -39,7 +39,7 @@ def _sms(p: KernelPoint, peaks) -> int:
 
 
 def fastest(points: list[KernelPoint], peaks) -> Ceiling:
-    """The ceiling ``points`` (one class) set, as :func:`calibration.shape_model.class_ceilings` finds it."""
+    """The ceiling ``points`` (one class) set, as :func:`moesim.calibration.shape_model.class_ceilings` finds it."""
     (ceiling,) = class_ceilings([Profile(device="held out", peaks=peaks, points=points)], None).values()
     return ceiling
 

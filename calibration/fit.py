@@ -15,8 +15,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from calibration.domain import measured_domain
-from calibration.profile import ClassFit, KernelPoint, Profile
+from moesim.calibration.domain import measured_domain
+from moesim.calibration.profile import ClassFit, KernelPoint, Profile
 
 NEIGHBOURS = 4
 BASIS = {"gemm": "flops", "grouped_gemm": "flops", "attention": "flops", "elementwise": "bytes"}

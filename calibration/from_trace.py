@@ -20,7 +20,7 @@ from them as from microbenchmarks (DESIGN.md, Calibration), with the trace as pr
    weight-gradient family's.
 
 Communication kernels (DeepEP, NCCL) are priced by the network model, not by profiles: they are reported, not
-fitted. The trace's host side (launch cost per kernel, host syncs) is measured by :mod:`calibration.host_trace`
+fitted. The trace's host side (launch cost per kernel, host syncs) is measured by :mod:`moesim.calibration.host_trace`
 and kept in the profile's ``host`` field.
 """
 
@@ -34,15 +34,15 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from calibration.builtin import EFFICIENCY, LAUNCH_GAP
-from calibration.host_trace import host_report
-from calibration.profile import KernelPoint, LaunchGap, Profile
-from workloads.model import moe_layer
-from workloads.ops import Kind, Op, OpClass
-from workloads.scenario import Scenario
-from workloads.traces.classify import COMM_CLASSES, classify, op_class_name, short_name
-from workloads.traces.kineto import Kernel, KinetoTrace
-from workloads.traces.phases import phase_instances
+from moesim.calibration.builtin import EFFICIENCY, LAUNCH_GAP
+from moesim.calibration.host_trace import host_report
+from moesim.calibration.profile import KernelPoint, LaunchGap, Profile
+from moesim.workloads.model import moe_layer
+from moesim.workloads.ops import Kind, Op, OpClass
+from moesim.workloads.scenario import Scenario
+from moesim.workloads.traces.classify import COMM_CLASSES, classify, op_class_name, short_name
+from moesim.workloads.traces.kineto import Kernel, KinetoTrace
+from moesim.workloads.traces.phases import phase_instances
 
 COMPONENTS = {"attn": "ATTN", "mlp": "MLP", "dispatch": "DISPATCH", "combine": "COMBINE"}
 # The FP8 GEMMs of DeepSeek's traces are the internal CUTLASS-based kernels (cutlass::device_kernel<dpsk::
@@ -255,7 +255,7 @@ class ClassCheck:
 def check_profile(profile: Profile, samples: list[ClassSample], gpu, kernels: str = "cutlass",
                   sms: int | None = None) -> list[ClassCheck]:
     """Per class: trace vs the profile's price of the matching ops (kernel time only), and leave-one-out."""
-    from calibration.cost_model import CostModel
+    from moesim.calibration.cost_model import CostModel
 
     model = CostModel(profile, gpu, kernels)
     layers = sorted({s.layer for s in samples})

@@ -14,7 +14,7 @@ PY=${PYTHON:-python3}
 OUT_DIR=${OUT:-calibration/profiles}
 mkdir -p "$OUT_DIR"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-moesim() { "$PY" -c 'import sys; sys.argv[0] = "moesim"; from simulator.cli import main; main()' "$@"; }
+moesim() { "$PY" -c 'import sys; sys.argv[0] = "moesim"; from moesim.simulator.cli import main; main()' "$@"; }
 
 "$PY" - <<'PY'
 import sys

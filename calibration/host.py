@@ -20,7 +20,7 @@ DEFAULT = "default"  # the launch cost of an op class the trace did not show
 class HostCosts(BaseModel):
     """Host (CPU) costs measured in a trace, in µs of the launching thread's time.
 
-    ``launch_us`` maps an op class (``workloads.ops.OpClass`` value, e.g. ``gemm.fprop``) to the host time one
+    ``launch_us`` maps an op class (``moesim.workloads.ops.OpClass`` value, e.g. ``gemm.fprop``) to the host time one
     kernel of that class takes to issue, and must hold ``default`` for the classes the trace did not show.
     ``sync_us`` is the host time of one synchronisation once the GPU has reached it (the copy and the return).
     """
@@ -42,12 +42,12 @@ class HostModel:
 
     @classmethod
     def from_profiles(cls, profiles) -> "HostModel":
-        """From the first of ``profiles`` (:class:`calibration.profile.Profile`) that carries host costs."""
+        """From the first of ``profiles`` (:class:`moesim.calibration.profile.Profile`) that carries host costs."""
         host = next((p.host for p in profiles if getattr(p, "host", None) is not None), None)
         if host is None:
             return cls({}, 0.0, "")
         return cls({k: v * 1e-6 for k, v in host.launch_us.items()}, host.sync_us * 1e-6, host.source)
 
     def op_launch_s(self, op) -> float:
-        """Host seconds to issue ``op``'s kernel (a :class:`workloads.ops.Op`)."""
+        """Host seconds to issue ``op``'s kernel (a :class:`moesim.workloads.ops.Op`)."""
         return self.launch_s.get(op.op_class.value, self.launch_s.get(DEFAULT, 0.0))

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.host import DEFAULT, HostCosts
-from workloads.traces.classify import op_class_name, short_name
-from workloads.traces.kineto import HostEvent, Kernel, KinetoTrace
-from workloads.traces.phases import busy_intervals
+from moesim.calibration.host import DEFAULT, HostCosts
+from moesim.workloads.traces.classify import op_class_name, short_name
+from moesim.workloads.traces.kineto import HostEvent, Kernel, KinetoTrace
+from moesim.workloads.traces.phases import busy_intervals
 
 BLOCKING_CALLS = frozenset({"cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cudaMemcpy",
                             "cudaMemcpy2D", "cuCtxSynchronize", "cuStreamSynchronize", "cuEventSynchronize",
@@ -101,7 +101,7 @@ class HostReport:
 
 
 def host_classes(kernel: Kernel) -> tuple[str, ...]:
-    """The op classes (``workloads.ops.OpClass`` values) a kernel's launch cost counts for; () if unknown."""
+    """The op classes (``moesim.workloads.ops.OpClass`` values) a kernel's launch cost counts for; () if unknown."""
     cls = op_class_name(kernel.name)
     if cls is None:
         return ()

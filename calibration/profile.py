@@ -4,7 +4,7 @@ A point is one kernel timing: op class (``gemm``, ``grouped_gemm``, ``attention`
 kernel it ran (``fp8_gemm_1d2d``, ``mla_fwd``, ``rmsnorm`` …), dtype, shape, achieved TFLOPS (and memory
 GB/s where known), the SMs (or CPU threads) it ran on, and its source. ``efficiency`` holds the fallback
 fraction of peak for op classes without points, each with the measurement it comes from. ``collectives``
-holds bus bandwidths of communication kernels; ``fit`` the fitted cost curves (see :mod:`calibration.fit`).
+holds bus bandwidths of communication kernels; ``fit`` the fitted cost curves (see :mod:`moesim.calibration.fit`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from calibration.host import HostCosts
-from workloads.files import write_atomic
+from moesim.calibration.host import HostCosts
+from moesim.workloads.files import write_atomic
 
 
 class KernelPoint(BaseModel):
@@ -125,7 +125,7 @@ class Profile(BaseModel):
     fit: list[ClassFit] = []
     provenance: dict[str, str] = {}
     launch_gap: LaunchGap | None = None
-    host: HostCosts | None = None  # CPU launch and sync costs (calibration.host), measured in a trace
+    host: HostCosts | None = None  # CPU launch and sync costs (moesim.calibration.host), measured in a trace
     # In-situ profiles: which trace kernels (short names) fed each op class.
     class_kernels: dict[str, list[str]] = {}
 
@@ -133,7 +133,7 @@ class Profile(BaseModel):
     def _within_physical_limits(self) -> "Profile":
         """Refuse a point faster than the device can run: it is a typo or a wrong unit, and a curve fitted through
         it would price everything near it too fast. A CPU profile's peaks are estimates from the OS-reported
-        clock (calibration.device.cpu_peaks: boost may exceed it), so they bound nothing."""
+        clock (moesim.calibration.device.cpu_peaks: boost may exceed it), so they bound nothing."""
         if self.provenance.get("cuda") == "none":
             return self
         for i, point in enumerate(self.points):
@@ -154,8 +154,8 @@ class Profile(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> "Profile":
-        """A profile JSON file, read by moesim's one document reader (:mod:`workloads.documents`)."""
-        from workloads.documents import read_document
+        """A profile JSON file, read by moesim's one document reader (:mod:`moesim.workloads.documents`)."""
+        from moesim.workloads.documents import read_document
         return cls.model_validate(read_document(path, "profile file", MAX_PROFILE_FILE_BYTES, "json"))
 
     def device_spec(self) -> "DeviceSpec":
@@ -193,7 +193,7 @@ def beyond_peak(point: KernelPoint, peaks: dict[str, float], in_situ: bool = Fal
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """The fields of :class:`workloads.scenario.GpuSpec` that the cost model reads (TFLOPS, TB/s)."""
+    """The fields of :class:`moesim.workloads.scenario.GpuSpec` that the cost model reads (TFLOPS, TB/s)."""
 
     name: str
     sms: int
@@ -223,7 +223,7 @@ def default_stack(gpu_name: str) -> tuple[str, ...]:
 
 def builtin_profile(name: str = DEFAULT_PROFILE) -> Profile:
     """A profile shipped in ``calibration/profiles``."""
-    text = resources.files("calibration").joinpath("profiles", BUILTIN_PROFILES[name]).read_text()
+    text = resources.files("moesim.calibration").joinpath("profiles", BUILTIN_PROFILES[name]).read_text()
     return Profile.model_validate(json.loads(text))
 
 

@@ -9,8 +9,8 @@ The result's ``origin`` and ``device`` say it is a projection.
 
 from __future__ import annotations
 
-from calibration.fit import fit_report, peak_per_s, point_bytes
-from calibration.profile import KernelPoint, Profile
+from moesim.calibration.fit import fit_report, peak_per_s, point_bytes
+from moesim.calibration.profile import KernelPoint, Profile
 
 
 def is_memory_bound(p: KernelPoint, peaks: dict[str, float]) -> bool:

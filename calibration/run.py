@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from calibration.device import cpu_peaks, gpu_peaks, provenance
-from calibration.fit import class_models, fit_report
-from calibration.profile import CollectivePoint, Efficiency, KernelPoint, Profile
-from calibration.sweep import Case, plan, preset_cases
-from calibration.timing import Timer, generator, random_nonzero
+from moesim.calibration.device import cpu_peaks, gpu_peaks, provenance
+from moesim.calibration.fit import class_models, fit_report
+from moesim.calibration.profile import CollectivePoint, Efficiency, KernelPoint, Profile
+from moesim.calibration.sweep import Case, plan, preset_cases
+from moesim.calibration.timing import Timer, generator, random_nonzero
 
 OPS = ("gemm", "grouped_gemm", "attention", "elementwise", "collectives")
 
@@ -66,10 +66,10 @@ def streaming_copy_tbps(torch, timer: Timer, device: str, nbytes: int) -> float:
 
 
 def measure_case(torch, timer, device, case: Case, fp8, fp8_grouped, cache: float):
-    from calibration.bench.attention import attention
-    from calibration.bench.elementwise import elementwise
-    from calibration.bench.gemm import gemm
-    from calibration.bench.grouped_gemm import grouped_gemm
+    from moesim.calibration.bench.attention import attention
+    from moesim.calibration.bench.elementwise import elementwise
+    from moesim.calibration.bench.gemm import gemm
+    from moesim.calibration.bench.grouped_gemm import grouped_gemm
 
     wants_fp8 = case.dtype == "fp8"
     if case.op == "gemm":
@@ -95,8 +95,8 @@ def run_calibration(device: str = "cpu", quick: bool = False, ops: list[str] | N
     """
     import torch
 
-    from calibration.bench.gemm import Fp8Gemm
-    from calibration.bench.grouped_gemm import Fp8GroupedGemm
+    from moesim.calibration.bench.gemm import Fp8Gemm
+    from moesim.calibration.bench.grouped_gemm import Fp8GroupedGemm
 
     ops = list(ops or OPS)
     if device == "cuda" and not torch.cuda.is_available():
@@ -177,7 +177,7 @@ def run_calibration(device: str = "cpu", quick: bool = False, ops: list[str] | N
 
 def measure_collectives(torch, device: str, budget: Budget) -> list[CollectivePoint]:
     """gloo between 2 CPU processes, or NCCL across the visible GPUs (none with fewer than 2)."""
-    from calibration.bench.collectives import bus_gbps, run_collectives
+    from moesim.calibration.bench.collectives import bus_gbps, run_collectives
 
     if device == "cuda":
         world, backend = torch.cuda.device_count(), "nccl"

@@ -1,5 +1,5 @@
 """The shape-aware model: seconds for a GEMM, grouped GEMM or attention kernel from its own shape, for ops outside
-every fitted curve's measured domain (:mod:`calibration.domain`).
+every fitted curve's measured domain (:mod:`moesim.calibration.domain`).
 
 A Hopper GEMM kernel cuts its M×N output into block tiles, one thread block per tile, and runs the tiles in waves
 over the SMs; each tile costs the same whatever part of it is real, so a kernel's time is its *padded* work:
@@ -18,7 +18,7 @@ per 128 query rows of one head of one sequence.
 (:func:`class_ceilings`): the fastest measured point of the op's class (kind, dtype, pass, kernel library) in the
 profiles that price the GPU and in the shipped profiles measured on GPUs of the same SM design (same SMs, same
 tensor peak), with that point's own tile and wave losses divided out. The same point is the class's ceiling: no
-price, curve or shape model, may beat its rate (:meth:`calibration.cost_model.CostModel.op_time_s` clamps).
+price, curve or shape model, may beat its rate (:meth:`moesim.calibration.cost_model.CostModel.op_time_s` clamps).
 
 Choice, stated: an op outside the measured domain is priced by this model alone, not scaled to the nearest curve.
 The nearest curve's local correction encodes what is specific to its shapes (the router gate's K of 256, whose
@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from workloads.fp8 import PER_TENSOR_LIBRARY
+from moesim.workloads.fp8 import PER_TENSOR_LIBRARY
 
 # Block tiles (BLOCK_M, BLOCK_N) the kernel families choose between, the one with the least padded work winning,
 # as their heuristics do (fewest waves, then the fullest last wave). DeepGEMM (deepseek-ai/DeepGEMM,
@@ -123,13 +123,13 @@ def ceiling_key(kind: str, dtype: str, gemm_pass: str, layout: str, library: str
 
 
 def class_ceilings(profiles, library: str | None) -> dict[tuple[str, str, str], Ceiling]:
-    """Per class (:func:`ceiling_key`), the ceiling ``profiles``' (:class:`calibration.profile.Profile`) GEMM
+    """Per class (:func:`ceiling_key`), the ceiling ``profiles``' (:class:`moesim.calibration.profile.Profile`) GEMM
     and attention points of kernel ``library`` set: FP8 GEMMs only of that library (block-scaled FP8 kernels
     differ by generation, and a per-tensor-scaled cuBLAS FP8 GEMM, library "", is none of them), other points
     also when they name no library. The fraction is the fastest point's; the efficiency comes from the fastest
     compute-bound point (FLOPs at the peak outlast bytes at the HBM peak): a bandwidth-bound point's rate says
     how fast its bytes moved, not how fast a wave of tiles computes (the fastest point when none is)."""
-    from calibration.fit import peak_per_s, point_bytes
+    from moesim.calibration.fit import peak_per_s, point_bytes
 
     found: dict[tuple[str, str, str], list[tuple[float, bool, Ceiling]]] = {}
     for prof in profiles:

@@ -1,4 +1,4 @@
-"""The shapes to benchmark, derived from the operations the presets really run (workloads.model.build_stages).
+"""The shapes to benchmark, derived from the operations the presets really run (moesim.workloads.model.build_stages).
 
 Every distinct GEMM, grouped GEMM and attention shape of every preset becomes a case; elementwise cases come
 from the same scenarios' token counts and widths. On a CPU the shapes are scaled down (the largest free
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from workloads.loader import load_scenario
-from workloads.model import build_stages
-from workloads.ops import Kind, Phase
-from workloads.presets import preset_names
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.model import build_stages
+from moesim.workloads.ops import Kind, Phase
+from moesim.workloads.presets import preset_names
 
 OP_CLASSES = ("gemm", "grouped_gemm", "attention", "elementwise")
 SIZE_COMPRESSION = 0.5

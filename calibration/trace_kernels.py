@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from workloads.documents import read_document
-from workloads.errors import one_line
-from workloads.traces import MAX_TRACE_BYTES, TraceError
+from moesim.workloads.documents import read_document
+from moesim.workloads.errors import one_line
+from moesim.workloads.traces import MAX_TRACE_BYTES, TraceError
 
 TRACE_PATH = Path("shared/data/deepseek-profile-data/train.json")
 SOURCE = ("deepseek-ai/profile-data commit 4496024, train.json (sha256 d7b7232e…), H800, DeepSeek-V3 "
@@ -135,4 +135,4 @@ def from_csv(text: str) -> list[TraceKernel]:
 
 
 def committed_excerpt() -> list[TraceKernel]:
-    return from_csv(resources.files("calibration").joinpath("profiles", "h800-trace-kernels.csv").read_text())
+    return from_csv(resources.files("moesim.calibration").joinpath("profiles", "h800-trace-kernels.csv").read_text())

@@ -9,16 +9,17 @@ by construction. Errors are (model − measured) / measured of kernel time.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from calibration.cost_model import CostModel
-from calibration.profile import KernelPoint, Profile, points_from_deepgemm_csv, same_design_profiles
-from calibration.fit import point_bytes
-from calibration.from_trace import TRACE_KERNELS
-from calibration.trace_kernels import committed_excerpt, extract, find_trace
-from workloads.ops import Kind, Op, Phase
+from moesim.calibration.cost_model import CostModel
+from moesim.calibration.profile import KernelPoint, Profile, points_from_deepgemm_csv, same_design_profiles
+from moesim.calibration.fit import point_bytes
+from moesim.calibration.from_trace import TRACE_KERNELS
+from moesim.calibration.trace_kernels import committed_excerpt, extract, find_trace
+from moesim.workloads.ops import Kind, Op, Phase
 
 DEEPGEMM_SOURCE = "DeepGEMM README a9967bc, H800"
 # The trace's compute kernels launch 112-block grids: 132 SMs less the 20 DeepSeek-V3 reserves for
@@ -48,7 +49,7 @@ def _same(a: KernelPoint, op: str, dtype: str, shape, groups: int, layout: str) 
 def _model_for(profiles: list[Profile], gpu, op: str, dtype: str, shape, groups: int, layout: str,
                kernels: str) -> CostModel:
     """A cost model without the reference point itself, at the reference's kernel generation: neither its curves
-    nor its classes' ceilings (:func:`calibration.profile.same_design_profiles`) hold the point."""
+    nor its classes' ceilings (:func:`moesim.calibration.profile.same_design_profiles`) hold the point."""
     def without(profs):
         return [prof.model_copy(update={"points": [p for p in prof.points
                                                    if not _same(p, op, dtype, shape, groups, layout)]})
@@ -68,7 +69,7 @@ def validation_rows(profile: Profile | list[Profile], gpu, repo_root: Path) -> t
     DeepGEMM's table is priced as DeepGEMM kernels, the trace's kernels as the CUTLASS-based generation it ran."""
     profiles = list(profile) if isinstance(profile, (list, tuple)) else [profile]
     rows, notes = [], set()
-    text = resources.files("calibration").joinpath("profiles", "h800-deepgemm.csv").read_text()
+    text = resources.files("moesim.calibration").joinpath("profiles", "h800-deepgemm.csv").read_text()
     for p in points_from_deepgemm_csv(text, DEEPGEMM_SOURCE):
         model = _model_for(profiles, gpu, p.op, p.dtype, p.shape, p.groups, p.layout, "deepgemm")
         op = _op(p.op, p.dtype, p.shape, p.groups, p.layout, p.flops_executed(), point_bytes(p))
@@ -77,7 +78,9 @@ def validation_rows(profile: Profile | list[Profile], gpu, repo_root: Path) -> t
         notes.update([*model.fallbacks.values(), *(o.note for o in model.outside.values())])
     trace = find_trace(repo_root)
     kernels = extract(trace) if trace else committed_excerpt()
-    origin = str(trace) if trace else "calibration/profiles/h800-trace-kernels.csv (committed excerpt)"
+    # Named from the checkout (../shared/...), so the line reads the same wherever the checkout is.
+    origin = os.path.relpath(trace, repo_root) if trace else \
+        "calibration/profiles/h800-trace-kernels.csv (committed excerpt)"
     for k in kernels:
         if k.op == "attention":
             b, h, s, dqk, dv = k.shape
@@ -111,9 +114,9 @@ def summary(rows: list[Row]) -> dict[str, tuple[int, float, float]]:
 def in_situ_checks(repo_root: Path):
     """Per op class of the in-situ profile fitted from DeepSeek's trace: trace vs model and the error of each
     layer pair predicted by a profile fitted without it (None when the trace is not beside the checkout)."""
-    from calibration.from_trace import check_profile, profile_from_trace
-    from workloads.loader import load_scenario
-    from workloads.traces import load_trace
+    from moesim.calibration.from_trace import check_profile, profile_from_trace
+    from moesim.workloads.loader import load_scenario
+    from moesim.workloads.traces import load_trace
 
     trace = find_trace(repo_root)
     if trace is None:

@@ -19,10 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from simulator.report import write_report  # noqa: E402
-from simulator.simulate import simulate  # noqa: E402
+from moesim.simulator.report import write_report  # noqa: E402
+from moesim.simulator.simulate import simulate  # noqa: E402
 from tests.browser import free_port, start_chromium  # noqa: E402
-from workloads.loader import load_scenario  # noqa: E402
+from moesim.workloads.loader import load_scenario  # noqa: E402
 
 OUT = ROOT / "docs" / "img"
 PRESET = "deepseek-v3-h800"
@@ -75,7 +75,7 @@ def main() -> None:
             shoot(driver, "figure-0", "timeline-v3-zoomed.png")
 
             compare = tmp / "compare.html"
-            subprocess.run([sys.executable, "-m", "simulator.cli", "compare", PRESET, PRESET, "--set",
+            subprocess.run([sys.executable, "-m", "moesim.simulator.cli", "compare", PRESET, PRESET, "--set",
                             "2:schedule=1f1b", "-o", str(compare)], check=True, cwd=ROOT, capture_output=True)
             driver.get(compare.as_uri())
             wait(driver, "const g = document.getElementById('figure-2'); return g && g.moesimRenders > 0")
@@ -84,7 +84,7 @@ def main() -> None:
             shoot(driver, "page", "compare-dualpipe-vs-1f1b.png", height=1900)
 
             port = free_port()
-            app = subprocess.Popen([sys.executable, "-m", "simulator.cli", "dashboard", "--port", str(port),
+            app = subprocess.Popen([sys.executable, "-m", "moesim.simulator.cli", "dashboard", "--port", str(port),
                                     "--preset", PRESET], cwd=tmp, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.STDOUT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
             try:

@@ -2,7 +2,7 @@
 leaves the slowest pipeline rank fastest. An optimisation over the model's own prices, never a fit to a
 published figure.
 
-Each unit is priced once by the scenario's :class:`~simulator.pricing.Pricer` as the sum of its F, B and W ops
+Each unit is priced once by the scenario's :class:`~moesim.simulator.pricing.Pricer` as the sum of its F, B and W ops
 (seconds per micro-batch; communication included unless the schedule hides it behind compute): a dense and an MoE
 decoder layer, each MTP layer with its projection and head, the embedding (always on the first stage) and the loss
 (final norm, head, cross-entropy; always on the last). Decoder layers and then MTP layers are split in order, so an
@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulator.pricing import Pricer
-from workloads.layers import LayerBuilder, LayerOps
-from workloads.model import _transformer_layer, is_moe_layer
-from workloads.scenario import Scenario
+from moesim.simulator.pricing import Pricer
+from moesim.workloads.layers import LayerBuilder, LayerOps
+from moesim.workloads.model import _transformer_layer, is_moe_layer
+from moesim.workloads.scenario import Scenario
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, ItemProgress, check_verbosity
-from simulator.commands.tables import FittingConsole
-from simulator.schedules import ScheduleError
-from workloads.errors import ScenarioError, one_line
-from workloads.files import check_target
-from workloads.loader import load_scenario
-from workloads.presets import preset_names, preset_text
+import moesim
+from moesim.simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, ItemProgress, check_verbosity
+from moesim.simulator.commands.tables import FittingConsole
+from moesim.simulator.schedules import ScheduleError
+from moesim.workloads.errors import ScenarioError, one_line
+from moesim.workloads.files import check_target
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.presets import preset_names, preset_text
 
-# Sub-command → the module of simulator.commands that registers it. A command's module is imported when the
+# Sub-command → the module of moesim.simulator.commands that registers it. A command's module is imported when the
 # command runs (each pulls in what it needs: the planner, plotly, networkx), so `moesim simulate` pays for none of
 # them; help, and a name no command has, import them all (tests/test_cli_lazy.py checks this map is complete).
 COMMAND_MODULES = {"calibrate": "calibrate", "collective": "collective", "compare": "compare",
@@ -44,12 +45,12 @@ class LazyCommands(typer.core.TyperGroup):
         return super().list_commands(ctx)
 
     def _register(self, modules: list[str]) -> None:
-        """Import ``modules`` of simulator.commands (they register on ``app``) and take up their commands, in
+        """Import ``modules`` of moesim.simulator.commands (they register on ``app``) and take up their commands, in
         the order every command was registered."""
         import importlib
 
         for module in modules:
-            importlib.import_module(f"simulator.commands.{module}")
+            importlib.import_module(f"moesim.simulator.commands.{module}")
         self.commands = typer.main.get_group(app).commands
 
 
@@ -79,21 +80,9 @@ TRACE_OUT_OPT = typer.Option(None, "--trace", help="Write the simulated timeline
 FORCE_OPT = typer.Option(False, "--force", help="Overwrite an existing --report or --trace file.")
 
 
-def moesim_version() -> str:
-    """The installed distribution's version (pyproject.toml's when run from a checkout without installing)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("moesim")
-    except PackageNotFoundError:  # pragma: no cover - a bare checkout on PYTHONPATH
-        import tomllib
-        from pathlib import Path
-        return tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["version"]
-
-
 def _print_version(value: bool) -> None:
     if value:
-        print(f"moesim {moesim_version()}")
+        print(f"moesim {moesim.version()}")
         raise typer.Exit()
 
 
@@ -118,9 +107,9 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
              force: bool = FORCE_OPT, samples: Optional[int] = SAMPLES_OPT,
              op_classes: bool = OP_CLASSES_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT) -> None:
     """Simulate one training step and report step time, throughput, MFU, per-stage breakdown and memory."""
-    from simulator.profile_input import user_profile
-    from simulator.export import check_trace_target, write_chrome_trace
-    from simulator.simulate import simulate as run_simulation
+    from moesim.simulator.profile_input import user_profile
+    from moesim.simulator.export import check_trace_target, write_chrome_trace
+    from moesim.simulator.simulate import simulate as run_simulation
 
     check_verbosity(quiet, verbose)
     try:
@@ -139,14 +128,14 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
     except INPUT_ERRORS as err:
         fail(str(err))
     if report:
-        from simulator.report import write_report  # plotly: only when a report is asked for
+        from moesim.simulator.report import write_report  # plotly: only when a report is asked for
         try:
             write_report(result, report, sc, force=force)
         except INPUT_ERRORS as err:
             fail(str(err))
     if as_json:
         if timeline:
-            from simulator.report import result_payload
+            from moesim.simulator.report import result_payload
         print(json.dumps(result_payload(result, sc) if timeline else result.to_dict(), indent=1))
         return
     print_result(result, sc)
@@ -158,7 +147,7 @@ def simulate(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRE
 
 def sample_with_progress(scenario, profile, quiet: bool, verbose: bool = False) -> dict:
     """Run the jittered samples behind a progress bar (on stderr, so --json stays clean)."""
-    from simulator.uncertainty import sample_step_times
+    from moesim.simulator.uncertainty import sample_step_times
 
     with ItemProgress("samples", scenario.run.samples, quiet, verbose) as bar:
         stats = sample_step_times(scenario, profile, progress=bar.advance)
@@ -331,7 +320,7 @@ def os_error_exit(err: OSError | None) -> int:
 
 
 if __name__ == "__main__":
-    # Run as `python -m simulator.cli`, this file is `__main__`, while command modules register on the app of
-    # `simulator.cli`; run that one so that every sub-command is there.
-    from simulator.cli import main as _main
+    # Run as `python -m moesim.simulator.cli`, this file is `__main__`, while command modules register on the app of
+    # `moesim.simulator.cli`; run that one so that every sub-command is there.
+    from moesim.simulator.cli import main as _main
     _main()

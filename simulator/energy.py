@@ -8,7 +8,7 @@ budget at the simulated step time, without failures (the days with failures are 
 
 from __future__ import annotations
 
-from workloads.scenario import Scenario
+from moesim.workloads.scenario import Scenario
 
 J_PER_KWH = 3.6e6
 

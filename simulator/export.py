@@ -1,4 +1,4 @@
-"""Write a simulated :class:`simulator.engine.Timeline` as Chrome-trace JSON (Perfetto, chrome://tracing).
+"""Write a simulated :class:`moesim.simulator.engine.Timeline` as Chrome-trace JSON (Perfetto, chrome://tracing).
 
 The layout follows the PyTorch profiler's, so ``moesim trace summarize`` reads it back: one named process per
 simulated rank (``pid`` = pipeline rank; in full fidelity, one per recorded GPU with ``pid`` = its global index),
@@ -17,20 +17,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from simulator.engine import Timeline
-from workloads.errors import ScenarioError
-from workloads.files import check_target, write_atomic
+from moesim.simulator.engine import Timeline
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.files import check_target, write_atomic
 
 # The CUDA stream numbers of DeepSeek's trace, for familiarity; pipeline send/recv gets one of its own.
 STREAM_TIDS = {"compute": 7, "comm": 27, "pp": 29}
 ANNOTATION_TID_OFFSET = 1000
-HOST = "host"  # host-bound records (simulator.engine.runner): a category of their own, which the importer skips
+HOST = "host"  # host-bound records (moesim.simulator.engine.runner): a category of their own, which the importer skips
 HOST_TIDS = {"host-bound": 1, "host-bound (comm)": 2, "host-bound (pp)": 3}
 US_PER_S = 1e6
 
 
 def record_class(stream: str, label: str) -> str:
-    """The kernel class (workloads.traces.classify) a record declares, so the importer need not guess."""
+    """The kernel class (moesim.workloads.traces.classify) a record declares, so the importer need not guess."""
     if stream not in ("comm", "pp"):
         return "other"
     if label.startswith("DISPATCH"):

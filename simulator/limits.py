@@ -3,12 +3,12 @@ building it (a run that cannot finish is worse than a clear no).
 
 Each limit is set so that the largest accepted input runs in about two minutes and within a couple of GB on
 this project's 2-core CI machine; the measurements behind each are in its comment. Graph sizes are guarded in
-:mod:`topologies.registry` (it may not import from here), calibration buffers in :mod:`calibration.bench`.
+:mod:`moesim.topologies.registry` (it may not import from here), calibration buffers in :mod:`moesim.calibration.bench`.
 """
 
 from __future__ import annotations
 
-from workloads.errors import ScenarioError
+from moesim.workloads.errors import ScenarioError
 
 # moesim schedule 1f1b --pp 8 --microbatches 20000: 480,000 chunk tasks in 57 s and 0.55 GB resident (2 cores).
 MAX_ENGINE_TASKS = 1_000_000

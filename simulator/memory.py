@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workloads.errors import ScenarioError
-from workloads.ops import DTYPE_BYTES
-from workloads.scenario import Scenario
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.ops import DTYPE_BYTES
+from moesim.workloads.scenario import Scenario
 
 GB = 1e9
 
@@ -54,7 +54,7 @@ def state_bytes(scenario: Scenario, dense_params: float, expert_params: float) -
     optimizer = sharded(opt_per_param, 1)
     if par.fsdp is not None and par.pp == 1:
         # Unsharded at once: the unit computing and the one prefetched (weights), the unit reducing (gradients).
-        from workloads.model import largest_unit_parameters
+        from moesim.workloads.model import largest_unit_parameters
 
         unit = largest_unit_parameters(scenario)
         weights += 2 * unit * DTYPE_BYTES[tr.weight_dtype]
@@ -90,15 +90,15 @@ def check_fits(per_rank: list[MemoryBreakdown], hbm_gb: float, at_least: bool = 
 
 
 def memory_floor(scenario: Scenario) -> list[MemoryBreakdown]:
-    """Per pipeline rank, a lower bound on the memory :func:`simulator.simulate.simulate` measures, without
+    """Per pipeline rank, a lower bound on the memory :func:`moesim.simulator.simulate.simulate` measures, without
     simulating (GB): its weights, gradients and optimizer states exactly, and the activations of the micro-batches
-    the schedule's program must hold at once (:func:`simulator.planner.programs.programs`: a rank computes in
+    the schedule's program must hold at once (:func:`moesim.simulator.planner.programs.programs`: a rank computes in
     program order, so those are held together whatever the timing; the engine may hold more, never fewer).
 
     Raises as :func:`simulate` does first for a layout the schedule cannot run (:class:`ScheduleError`)."""
-    from simulator.planner.programs import programs
-    from simulator.schedules import scenario_schedule
-    from workloads.model import build_stages
+    from moesim.simulator.planner.programs import programs
+    from moesim.simulator.schedules import scenario_schedule
+    from moesim.workloads.model import build_stages
 
     par = scenario.parallelism
     schedule = scenario_schedule(scenario)

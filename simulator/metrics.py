@@ -1,4 +1,4 @@
-"""Per-rank breakdowns (:class:`~simulator.engine.ledger.RankBreakdown`) of a step: from the ledgers the runner keeps
+"""Per-rank breakdowns (:class:`~moesim.simulator.engine.ledger.RankBreakdown`) of a step: from the ledgers the runner keeps
 as tasks finish, or worked out again from a kept timeline's records (:func:`rank_breakdowns`).
 """
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from simulator.engine import Timeline
-from simulator.engine.ledger import RankBreakdown, merge, peak_held, uncovered_s
+from moesim.simulator.engine import Timeline
+from moesim.simulator.engine.ledger import RankBreakdown, merge, peak_held, uncovered_s
 
 __all__ = ["RankBreakdown", "merge", "pipeline_breakdowns", "rank_breakdowns", "uncovered_s"]
 

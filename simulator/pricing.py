@@ -2,7 +2,7 @@
 
 Compute ops are priced by the cost model twice: on the SMs left after communication takes its reserved share
 (``training.comm_sms``), for when a communication kernel runs beside them, and on all of the GPU's SMs, for when
-none does (the program builder picks, :mod:`simulator.engine.program`); communication ops by the network model.
+none does (the program builder picks, :mod:`moesim.simulator.engine.program`); communication ops by the network model.
 Neighbouring components on the same stream merge into one segment, so the engine schedules few, coarse events.
 """
 
@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from calibration.cost_model import CostModel
-from calibration.host import HostModel
-from simulator.engine.host import HostPricer, SegmentHost, active
-from simulator.tp_overlap import SPLITS, overlap_pairs, overlapped_s
-from simulator.network.model import NetworkModel
-from workloads.ep_load import scenario_ep_load
-from workloads.fsdp import COMPONENT as FSDP
-from workloads.model import StageWork
-from workloads.ops import Chunk, Component, Kind, Op, Phase, Stream
-from workloads.scenario import Scenario
+from moesim.calibration.cost_model import CostModel
+from moesim.calibration.host import HostModel
+from moesim.simulator.engine.host import HostPricer, SegmentHost, active
+from moesim.simulator.tp_overlap import SPLITS, overlap_pairs, overlapped_s
+from moesim.simulator.network.model import NetworkModel
+from moesim.workloads.ep_load import scenario_ep_load
+from moesim.workloads.fsdp import COMPONENT as FSDP
+from moesim.workloads.model import StageWork
+from moesim.workloads.ops import Chunk, Component, Kind, Op, Phase, Stream
+from moesim.workloads.scenario import Scenario
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class Segment:
     full_s: float | None = None
     expert_full_s: float = 0.0
     host: SegmentHost | None = None  # kernels, host launch seconds and sync (None: the host is not modelled)
-    # How the chain issues it (FSDP's collectives, workloads.fsdp): "prefetch", one unit ahead of the compute that
+    # How the chain issues it (FSDP's collectives, moesim.workloads.fsdp): "prefetch", one unit ahead of the compute that
     # needs it; "detached", after its unit, with nothing in the chain waiting for it; "" in order.
     issue: str = ""
 
@@ -108,14 +108,14 @@ class Pricer:
         self.expert_rows_factor = load.gemm_factor if load is not None else 1.0
         self.gpu_rows = load.gpu_rows if load is not None else None  # each EP rank's rows relative to the mean
         if load is not None and scenario.training.capacity_factor is not None:
-            # Dropped picks cap each expert's rows (workloads.dispatchers): the busiest GPU's kept rows set the pace.
+            # Dropped picks cap each expert's rows (moesim.workloads.dispatchers): the busiest GPU's kept rows set the pace.
             self.gpu_rows = load.capped_rows(scenario.training.capacity_factor)[1]
             self.expert_rows_factor = float(self.gpu_rows.max())
         self.ep_load = load
-        # Megatron's --tp-comm-overlap: TP collectives pipelined with their GEMMs (simulator.tp_overlap).
+        # Megatron's --tp-comm-overlap: TP collectives pipelined with their GEMMs (moesim.simulator.tp_overlap).
         self.tp_comm_overlap = scenario.training.tp_comm_overlap and scenario.parallelism.tp > 1
         # (id(op), sms, rank of a comm op) → (op, seconds): layers of a kind share their op objects
-        # (workloads.model), so each distinct op is priced once (compute ops once for every stage); the entry
+        # (moesim.workloads.model), so each distinct op is priced once (compute ops once for every stage); the entry
         # holds its op, so that the id stays that op's while it is cached.
         self._op_prices: dict[tuple, tuple] = {}
 
@@ -154,7 +154,7 @@ class Pricer:
 
     def component_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
         """One segment per non-empty component, in execution order; with ``training.tp_comm_overlap`` a
-        tensor-parallel collective and its GEMM become one overlapped segment (:mod:`simulator.tp_overlap`)."""
+        tensor-parallel collective and its GEMM become one overlapped segment (:mod:`moesim.simulator.tp_overlap`)."""
         segments = []
         pairs = overlap_pairs(chunk) if self.tp_comm_overlap else {}
         partners = {j: gemm for j, gemm in pairs.values()}
@@ -184,7 +184,7 @@ class Pricer:
             # The network's part only (launch gaps stay fixed time): a time-shared network replaces just this.
             comm_s = sum(self.network.comm_time_s(op.comm, self._rank) for op in component.ops if op.comm is not None)
             issue = ""
-            if component.name == FSDP:  # a collective of a DP subgroup: no rendezvous of its own (see workloads.fsdp)
+            if component.name == FSDP:  # a collective of a DP subgroup: no rendezvous of its own (see moesim.workloads.fsdp)
                 issue, group = ("detached" if chunk.phase is Phase.W else "prefetch"), ""
             segments.append(Segment(label, component.stream, seconds, chunk.phase, component.name,
                                     component.layer, group, expert, comms, comm_s, full, expert_full,
@@ -192,7 +192,7 @@ class Pricer:
         return tuple(segments)
 
     def _overlapped(self, chunk: Chunk, collective: Component, gemm: Op) -> Segment:
-        """A tensor-parallel collective pipelined with ``gemm`` (:mod:`simulator.tp_overlap`): one compute-stream
+        """A tensor-parallel collective pipelined with ``gemm`` (:mod:`moesim.simulator.tp_overlap`): one compute-stream
         segment, a rendezvous of the TP group."""
         seconds = overlapped_s(self, gemm, collective.ops, self.compute_sms)
         full = overlapped_s(self, gemm, collective.ops, self.full_sms) if self.full_sms != self.compute_sms else None

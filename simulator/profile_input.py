@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from calibration.profile import BUILTIN_PROFILES, Profile, load_profile
-from workloads.errors import ScenarioError
-from workloads.files import check_input
-from workloads.loader import format_validation_error
+from moesim.calibration.profile import BUILTIN_PROFILES, Profile, load_profile
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.files import check_input
+from moesim.workloads.loader import format_validation_error
 
 MAX_PROFILE_BYTES = 50_000_000  # a profile with every kernel point of a full calibration run is a few MB
 

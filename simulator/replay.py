@@ -2,7 +2,7 @@
 
 A PyTorch-profiler trace of a few MoE layers (DeepSeek's covers one forward and one backward chunk of 4
 layers) gives, per component and phase, the GPU time of one layer: ATTN, MLP (F, B, W), DISPATCH and
-COMBINE (F, B); see :func:`workloads.traces.phases.component_costs_us`. Compute is the wall time of a
+COMBINE (F, B); see :func:`moesim.workloads.traces.phases.component_costs_us`. Compute is the wall time of a
 component's kernels, never the sum of kernels that ran at once on different streams (the weight-gradient GEMMs
 of mlp(W) run on a side stream beside the main compute stream). Communication is taken with the waiting
 for peers removed (transfer and notify time, least over the traced layers); waiting is the engine's to
@@ -20,16 +20,16 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from calibration.cost_model import CostModel
-from simulator.network import AnalyticNetwork
-from simulator.pricing import Pricer
-from topologies.gpus import catalogue_key, gpu_spec
-from workloads.errors import ScenarioError
-from workloads.model import is_moe_layer, moe_layer
-from workloads.ops import Component, Phase
-from workloads.scenario import GpuSpec, Routing, Scenario
-from workloads.traces.kineto import KinetoTrace
-from workloads.traces.phases import component_costs_us, phase_instances
+from moesim.calibration.cost_model import CostModel
+from moesim.simulator.network import AnalyticNetwork
+from moesim.simulator.pricing import Pricer
+from moesim.topologies.gpus import catalogue_key, gpu_spec
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.model import is_moe_layer, moe_layer
+from moesim.workloads.ops import Component, Phase
+from moesim.workloads.scenario import GpuSpec, Routing, Scenario
+from moesim.workloads.traces.kineto import KinetoTrace
+from moesim.workloads.traces.phases import component_costs_us, phase_instances
 
 TRACE_COMPONENTS = {"attn": "ATTN", "mlp": "MLP", "dispatch": "DISPATCH", "combine": "COMBINE"}
 COMM_COMPONENTS = ("DISPATCH", "COMBINE")
@@ -195,7 +195,7 @@ class ReplayResult:
     """A replayed step: the simulation, the traced costs used, where each priced component came from, and
     the same step priced by the cost model alone (for comparison)."""
 
-    result: object  # simulator.simulate.Result
+    result: object  # moesim.simulator.simulate.Result
     costs: TraceCosts
     sources: dict[str, dict[str, int]]
     model_only_step_s: float
@@ -215,7 +215,7 @@ def replay(trace: KinetoTrace, scenario: Scenario, profile=None, keep_timeline: 
            traced_as: Scenario | None = None) -> ReplayResult:
     """Simulate one training step of ``scenario`` with MoE-layer costs from ``trace`` (recorded with the model
     and cluster of ``traced_as``, by default ``scenario``'s own)."""
-    from simulator.simulate import cost_model_for, simulate
+    from moesim.simulator.simulate import cost_model_for, simulate
 
     costs = trace_costs(trace, scenario, cost_model_for(scenario, profile), AnalyticNetwork(scenario), traced_as)
     pricers: list[TracePricer] = []

@@ -8,24 +8,24 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
-from calibration.cost_model import CostModel
-from calibration.profile import Profile, load_profiles
-from simulator.auto_split import resolve_auto
-from simulator.energy import energy_report
-from simulator.engine.cohorts import full_layout
-from simulator.engine import PipelineEngine, TailSpec, Timeline
-from simulator.failures.faults import rank_slowdowns, run_goodput
-from simulator.limits import check_pipeline
-from simulator.memory import MemoryBreakdown, check_fits, rank_memory
-from simulator.engine.ledger import RankBreakdown
-from simulator.metrics import pipeline_breakdowns
-from simulator.network import AnalyticNetwork, NetworkModel, TimeSharedNetwork
-from simulator.pricing import Pricer, StagePrice, expert_time_ratios, layer_op_classes
-from simulator.schedules import scenario_schedule
-from workloads.fp8 import gemm_library
-from workloads.model import build_stages, parameter_counts
-from workloads.ops import DTYPE_BYTES, Comm, Pattern
-from workloads.scenario import Scenario
+from moesim.calibration.cost_model import CostModel
+from moesim.calibration.profile import Profile, load_profiles
+from moesim.simulator.auto_split import resolve_auto
+from moesim.simulator.energy import energy_report
+from moesim.simulator.engine.cohorts import full_layout
+from moesim.simulator.engine import PipelineEngine, TailSpec, Timeline
+from moesim.simulator.failures.faults import rank_slowdowns, run_goodput
+from moesim.simulator.limits import check_pipeline
+from moesim.simulator.memory import MemoryBreakdown, check_fits, rank_memory
+from moesim.simulator.engine.ledger import RankBreakdown
+from moesim.simulator.metrics import pipeline_breakdowns
+from moesim.simulator.network import AnalyticNetwork, NetworkModel, TimeSharedNetwork
+from moesim.simulator.pricing import Pricer, StagePrice, expert_time_ratios, layer_op_classes
+from moesim.simulator.schedules import scenario_schedule
+from moesim.workloads.fp8 import gemm_library
+from moesim.workloads.model import build_stages, parameter_counts
+from moesim.workloads.ops import DTYPE_BYTES, Comm, Pattern
+from moesim.workloads.scenario import Scenario
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -112,6 +112,30 @@ class Result:
             data.pop("energy")
         return data
 
+    def stages_frame(self):
+        """The pipeline ranks as a pandas DataFrame, one row per rank (index ``stage``), the columns of
+        ``--json``'s ``stages`` (seconds; memory in GB)."""
+        return _pandas().DataFrame([stage.to_dict() for stage in self.stages]).rename_axis("stage")
+
+    def timeline_frame(self):
+        """Every kernel, transfer and host wait of the step as a pandas DataFrame (columns
+        :data:`TIMELINE_COLUMNS`, seconds); needs the timeline (``moesim.simulate(..., timeline=True)``)."""
+        if self.timeline is None:
+            raise ValueError("this result kept no timeline; simulate with timeline=True")
+        return _pandas().DataFrame(self.timeline.records, columns=list(TIMELINE_COLUMNS))
+
+
+# A timeline record's fields (moesim.simulator.engine.pipeline.Timeline): at full fidelity ``rank`` is the GPU.
+TIMELINE_COLUMNS = ("rank", "stream", "start_s", "end_s", "label", "phase", "micro_batch", "stage")
+
+
+def _pandas():
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError("results as DataFrames need pandas: pip install 'moesim[pandas]'") from None
+    return pandas
+
 
 def tail_spec(scenario: Scenario, network: NetworkModel, cost_model: CostModel, dense: float,
               expert: float, rank: int = 0) -> TailSpec:
@@ -140,7 +164,7 @@ def tail_spec(scenario: Scenario, network: NetworkModel, cost_model: CostModel, 
 
 def fsdp_tail_comms(scenario: Scenario, dense: float, expert: float) -> tuple[tuple, tuple]:
     """FSDP's collectives in a rank's tail (gradients, parameters) for these parameters: none without pipeline
-    parallelism (each layer gathers and reduces its own, :mod:`workloads.fsdp`); with it, PyTorch's pipelining keeps
+    parallelism (each layer gathers and reduces its own, :mod:`moesim.workloads.fsdp`); with it, PyTorch's pipelining keeps
     the gathered parameters across micro-batches and syncs gradients after the last backward, so the step ends
     with a reduce-scatter over the shard group (an all-reduce of the shard over the replicas for HSDP, experts
     over their expert-DP group) and the parameters are gathered again for the next step."""
@@ -156,7 +180,7 @@ def fsdp_tail_comms(scenario: Scenario, dense: float, expert: float) -> tuple[tu
 
 
 def host_notes(pricer: Pricer, scenario: Scenario) -> list[str]:
-    """What the host model priced with, when it is on (simulator.engine.host)."""
+    """What the host model priced with, when it is on (moesim.simulator.engine.host)."""
     host = pricer.host
     if host is None:
         return []
@@ -167,7 +191,7 @@ def host_notes(pricer: Pricer, scenario: Scenario) -> list[str]:
 
 def parallel_notes(scenario: Scenario) -> list[str]:
     """What the MoE dispatcher, expert parallel groups and token dropping did (only when set off their defaults)."""
-    from workloads.dispatchers import kept_fraction
+    from moesim.workloads.dispatchers import kept_fraction
 
     tr, par, notes = scenario.training, scenario.parallelism, []
     if scenario.model.moe is None:
@@ -184,16 +208,16 @@ def parallel_notes(scenario: Scenario) -> list[str]:
 
 def make_network(scenario: Scenario) -> NetworkModel:
     """The network model ``run.network`` names: closed-form ``analytic``, or ``flow``, links on the cluster
-    graph shared in simulated time by all concurrent traffic (:mod:`simulator.network.shared`).
+    graph shared in simulated time by all concurrent traffic (:mod:`moesim.simulator.network.shared`).
 
     Link or switch faults need routes, so with ``faults.links`` ``analytic`` adds to its closed-form prices the
-    time the faults add on the cluster graph (:mod:`simulator.network.faulted`).
+    time the faults add on the cluster graph (:mod:`moesim.simulator.network.faulted`).
     """
     if scenario.run.network == "flow":
-        from simulator.network.shared import SharedNetwork
+        from moesim.simulator.network.shared import SharedNetwork
         return SharedNetwork(scenario)
     if scenario.faults.links:
-        from simulator.network.faulted import FaultedNetwork
+        from moesim.simulator.network.faulted import FaultedNetwork
         return FaultedNetwork(scenario)
     return AnalyticNetwork(scenario)
 
@@ -211,7 +235,7 @@ def _collector_paused():
     """The cyclic garbage collector off for the block, then as it was. The stages' ops and their prices are tens
     of thousands of small objects that live for the whole step and hold no cycles: left on, the collector ran a
     full collection of everything alive while DeepSeek-V3's were built (15-30 ms of a 0.4 CPU s simulate, timed
-    with gc.callbacks), as the engine's programs once did (simulator.engine)."""
+    with gc.callbacks), as the engine's programs once did (moesim.simulator.engine)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -224,8 +248,8 @@ def _collector_paused():
 def _candidate_step_s(scenario: Scenario, profile, pricer_factory) -> float:
     """The simulated step of a candidate split for ``stage_layers: auto`` (infinite where it does not fit HBM or
     the schedule cannot run it)."""
-    from simulator.memory import MemoryLayoutError
-    from simulator.schedules import ScheduleError
+    from moesim.simulator.memory import MemoryLayoutError
+    from moesim.simulator.schedules import ScheduleError
 
     try:
         return simulate(scenario, profile, pricer_factory=pricer_factory).step_time_s
@@ -240,14 +264,14 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
 
     ``representative``: one simulated rank per pipeline rank. ``full``: every GPU, with collectives as
     rendezvous of their members and stragglers on their own GPU. ``full_units`` (see
-    :func:`simulator.engine.cohorts.full_layout`): ``classes`` runs GPUs that provably behave alike once, ``gpus``
+    :func:`moesim.simulator.engine.cohorts.full_layout`): ``classes`` runs GPUs that provably behave alike once, ``gpus``
     runs each GPU on its own (same result; for checks and benchmarks), ``auto`` picks the cheaper.
 
     ``pricer_factory(scenario, cost_model, network, stage_rank)`` replaces the :class:`Pricer` that prices each
     stage's components (trace replay injects measured per-layer costs this way).
 
-    Raises :class:`~simulator.schedules.ScheduleError` for a layout the schedule cannot run and, when
-    ``check_memory`` (default: the scenario's ``run.check_memory``), :class:`~simulator.memory.MemoryLayoutError`
+    Raises :class:`~moesim.simulator.schedules.ScheduleError` for a layout the schedule cannot run and, when
+    ``check_memory`` (default: the scenario's ``run.check_memory``), :class:`~moesim.simulator.memory.MemoryLayoutError`
     when a rank's peak memory exceeds HBM.
     """
     wall = time.perf_counter()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from workloads.ops import Chunk, Component, Kind, Op, Phase, Stream
+from moesim.workloads.ops import Chunk, Component, Kind, Op, Phase, Stream
 
 SPLITS = 4  # TE initialize_ub add_ub(num_splits=4): chunks of the GEMM and of the collective
 COMM_SMS = 16  # TE initialize_ub add_ub(num_sm=16): SMs the userbuffers communication kernels take

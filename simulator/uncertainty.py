@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.pricing import Pricer
-from workloads.ops import Component, Stream
-from workloads.scenario import Scenario
+from moesim.simulator.pricing import Pricer
+from moesim.workloads.ops import Component, Stream
+from moesim.workloads.scenario import Scenario
 
 
 class JitterPricer(Pricer):
@@ -66,7 +66,7 @@ class StepTimeSamples:
 
 def sample_step_times(scenario: Scenario, profile=None, progress=None) -> StepTimeSamples:
     """Simulate ``run.samples`` jittered copies of the scenario's step; ``progress()`` is called after each."""
-    from simulator.simulate import simulate
+    from moesim.simulator.simulate import simulate
 
     run = scenario.run
     times = []

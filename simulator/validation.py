@@ -15,9 +15,9 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from workloads.documents import parse_document, read_document
-from workloads.errors import ScenarioError
-from workloads.loader import format_validation_error, load_scenario
+from moesim.workloads.documents import parse_document, read_document
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import format_validation_error, load_scenario
 
 MAX_RUNS_BYTES = 1_000_000
 # Result fields a published figure can be compared with: label and display format.
@@ -75,7 +75,7 @@ class PublishedRuns(BaseModel):
 
 
 def default_runs_text() -> str:
-    return resources.files("workloads").joinpath("data", "published_runs.yaml").read_text()
+    return resources.files("moesim.workloads").joinpath("data", "published_runs.yaml").read_text()
 
 
 def load_runs(path: str | Path | None = None) -> list[PublishedRun]:
@@ -121,8 +121,8 @@ class Comparison:
 def compare(run: PublishedRun, profile=None) -> Comparison:
     """Simulate ``run`` (with ``profile``, by default the built-in one of its GPU) and compare its metric. A run
     whose layout moesim finds over HBM is still simulated, and says so."""
-    from simulator.schedules import ScheduleError
-    from simulator.simulate import simulate
+    from moesim.simulator.schedules import ScheduleError
+    from moesim.simulator.simulate import simulate
 
     try:
         scenario = load_scenario(preset=run.preset, overrides=run.set)

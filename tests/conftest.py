@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from workloads.loader import load_scenario
+from moesim.workloads.loader import load_scenario
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def runner() -> CliRunner:
 @pytest.fixture(scope="module")
 def small():
     """(scenario, result with its timeline) of the small report preset, simulated once per test module."""
-    from simulator.simulate import simulate
+    from moesim.simulator.simulate import simulate
     from tests.report_data import SMALL
 
     scenario = load_scenario(preset=SMALL)

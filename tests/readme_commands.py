@@ -214,7 +214,7 @@ class Workspace:
         bin_dir = root / "bin"
         bin_dir.mkdir()
         wrapper = bin_dir / "moesim"
-        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m simulator.cli "$@"\n')
+        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m moesim.simulator.cli "$@"\n')
         wrapper.chmod(0o755)
         self.env = dict(os.environ, COLUMNS=str(WIDTH), TERM="dumb", PYTHONPATH=str(REPO),
                         PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -59,7 +59,7 @@ def run_command(command_line: str) -> str:
     args = shlex.split(command_line.split("#")[0])[1:]
     env = dict(os.environ, COLUMNS=str(WIDTH), PYTHONPATH=str(REPO), TERM="dumb")
     env.pop("FORCE_COLOR", None)
-    done = subprocess.run([sys.executable, "-m", "simulator.cli", *args], cwd=REPO, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "moesim.simulator.cli", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"{command_line}: exit {done.returncode}: {done.stderr.strip()[-500:]}")
@@ -120,7 +120,7 @@ def render(block: Block) -> str:
 
 def update(path: Path = README) -> int:
     """Rewrite the pinned blocks of ``path`` in place (atomically); the number of blocks rewritten."""
-    from workloads.files import write_atomic
+    from moesim.workloads.files import write_atomic
 
     text = path.read_text()
     blocks = pinned_blocks(text)

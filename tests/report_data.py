@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from simulator.report.whatif import even_split
-from simulator.simulate import simulate
-from workloads.loader import load_scenario
+from moesim.simulator.report.whatif import even_split
+from moesim.simulator.simulate import simulate
+from moesim.workloads.loader import load_scenario
 
 SMALL = "deepseek-v2-lite-h800"
 

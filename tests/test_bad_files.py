@@ -14,9 +14,9 @@ import yaml
 from tests.conftest import tiny_dense
 from tests.test_fuzz_cli import run_cli
 from tests.test_robustness import refused
-from workloads.documents import MAX_DEPTH, parse_document
-from workloads.files import journal_mark
-from workloads.errors import ScenarioError
+from moesim.workloads.documents import MAX_DEPTH, parse_document
+from moesim.workloads.files import journal_mark
+from moesim.workloads.errors import ScenarioError
 
 TRACE = Path(__file__).parent / "data" / "deepseek-train-excerpt.json"
 DEEP = "[" * 200_000 + "]" * 200_000

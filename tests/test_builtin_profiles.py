@@ -8,13 +8,13 @@ import json
 import pytest
 import yaml
 
-from calibration.cost_model import CostModel, point_op
-from calibration.profile import builtin_profile, load_profiles
-from simulator.cli import app
-from simulator.simulate import simulate
+from moesim.calibration.cost_model import CostModel, point_op
+from moesim.calibration.profile import builtin_profile, load_profiles
+from moesim.simulator.cli import app
+from moesim.simulator.simulate import simulate
 from tests.conftest import tiny_dense
-from topologies.gpus import gpu_spec
-from workloads.scenario import GpuSpec
+from moesim.topologies.gpus import gpu_spec
+from moesim.workloads.scenario import GpuSpec
 
 
 @pytest.fixture(scope="module")

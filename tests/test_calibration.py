@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from calibration.cost_model import CostModel, point_op
-from calibration.fit import fit_report
-from calibration.profile import Profile, builtin_profile, load_profile
-from calibration.projection import is_memory_bound, project
-from calibration.sweep import preset_cases
-from simulator.cli import app
-from topologies.gpus import gpu_spec
-from workloads.ops import Kind, Op, OpClass, Phase
-from workloads.scenario import GpuSpec
+from moesim.calibration.cost_model import CostModel, point_op
+from moesim.calibration.fit import fit_report
+from moesim.calibration.profile import Profile, builtin_profile, load_profile
+from moesim.calibration.projection import is_memory_bound, project
+from moesim.calibration.sweep import preset_cases
+from moesim.simulator.cli import app
+from moesim.topologies.gpus import gpu_spec
+from moesim.workloads.ops import Kind, Op, OpClass, Phase
+from moesim.workloads.scenario import GpuSpec
 
 TINY = {"gemm": 4e6, "grouped_gemm": 4e6, "attention": 2e6, "elementwise": 2e5}
 
@@ -26,7 +26,7 @@ TINY = {"gemm": 4e6, "grouped_gemm": 4e6, "attention": 2e6, "elementwise": 2e5}
 def measured() -> Profile:
     """A real CPU calibration at tiny sizes: every kernel class, two cases per class."""
     pytest.importorskip("torch")
-    from calibration.run import Budget, run_calibration
+    from moesim.calibration.run import Budget, run_calibration
 
     return run_calibration("cpu", ops=["gemm", "grouped_gemm", "attention", "elementwise"],
                            presets=["deepseek-v2-lite-h800", "deepseek-v3-h800"], command="pytest",
@@ -62,7 +62,7 @@ def test_fit_reproduces_its_points(measured):
 
 def test_fit_curve_follows_overhead_plus_rate():
     # Points made from time = 5 µs + flops / 100 TFLOPS: the curve recovers both and has no error.
-    from calibration.profile import KernelPoint
+    from moesim.calibration.profile import KernelPoint
 
     points = []
     for m in (64, 256, 1024, 4096):
@@ -98,7 +98,7 @@ def test_missing_point_falls_back_to_roofline_with_warning():
 
 
 def test_simulate_shows_fallback_notes_and_takes_cpu_profile():
-    from simulator.simulate import simulate
+    from moesim.simulator.simulate import simulate
     from tests.conftest import tiny_dense
 
     result = simulate(tiny_dense(), load_profile("h800"))
@@ -128,7 +128,7 @@ def test_projection_labels_itself_and_scales_by_specs():
 
 def test_gloo_collectives_in_two_real_processes():
     pytest.importorskip("torch")
-    from calibration.bench.collectives import bus_gbps, run_collectives
+    from moesim.calibration.bench.collectives import bus_gbps, run_collectives
 
     rows = run_collectives("gloo", 2, [4096], patterns=("all_reduce", "all_to_all"), warmup=1, repeats=3)
     assert [(r[0], r[1]) for r in rows] == [("all_reduce", 4096), ("all_to_all", 4096)]
@@ -153,7 +153,7 @@ def test_validate_prints_errors_against_published_kernels(runner):
 
 
 def test_committed_trace_excerpt_matches_the_trace():
-    from calibration.trace_kernels import committed_excerpt, extract, find_trace
+    from moesim.calibration.trace_kernels import committed_excerpt, extract, find_trace
 
     trace = find_trace(Path(__file__).resolve().parents[1])
     if trace is None:
@@ -192,14 +192,14 @@ def test_cli_bad_input_is_one_line(runner, tmp_path):
 
 
 def test_simulate_does_not_import_torch():
-    code = ("import sys, simulator.cli, simulator.simulate, calibration.validate, calibration.projection; "
+    code = ("import sys, moesim.simulator.cli, moesim.simulator.simulate, moesim.calibration.validate, moesim.calibration.projection; "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
 def test_random_inputs_are_never_zero():
     torch = pytest.importorskip("torch")
-    from calibration.timing import buffer_count, random_nonzero
+    from moesim.calibration.timing import buffer_count, random_nonzero
 
     x = random_nonzero(torch, (4096,), torch.bfloat16, "cpu", torch.Generator().manual_seed(0))
     assert bool((x.abs() >= 0.5).all()) and bool((x > 0).any()) and bool((x < 0).any())
@@ -215,7 +215,7 @@ def test_committed_cpu_profile_reproduces_its_points():
 
 
 def test_validate_without_the_trace_reads_the_committed_excerpt(monkeypatch):
-    import calibration.validate as validate
+    import moesim.calibration.validate as validate
 
     monkeypatch.setattr(validate, "find_trace", lambda root: None)
     profile = builtin_profile("h800")
@@ -230,9 +230,9 @@ def test_fp8_paths_checked_against_bf16(monkeypatch):
     # CPU torch runs torch._scaled_mm (not with block scales): enabling the FP8 path here exercises the probe,
     # which must settle on a form that agrees with BF16, and the FP8 GEMM and masked grouped GEMM built on it.
     torch = pytest.importorskip("torch")
-    import calibration.bench.gemm as gemm_bench
-    import calibration.bench.grouped_gemm as grouped_bench
-    from calibration.timing import Timer
+    import moesim.calibration.bench.gemm as gemm_bench
+    import moesim.calibration.bench.grouped_gemm as grouped_bench
+    from moesim.calibration.timing import Timer
 
     monkeypatch.setattr(gemm_bench, "fp8_available", lambda torch, device: True)
     monkeypatch.setattr(grouped_bench, "fp8_available", lambda torch, device: True)

@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simulator.cli import app
-from simulator.commands.tables import fit_width, min_width
+from moesim.simulator.cli import app
+from moesim.simulator.commands.tables import fit_width, min_width
 from tests.test_fuzz_cli import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ def moesim(*args: str, columns: int = 80, **env) -> subprocess.CompletedProcess:
     """``moesim ARGS`` in a subprocess as a user's terminal of ``columns`` would run it (not a TTY)."""
     environ = dict(os.environ, COLUMNS=str(columns), PYTHONPATH=str(REPO), TERM="dumb", **env)
     environ.pop("FORCE_COLOR", None)
-    return subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "moesim.simulator.cli", *args], capture_output=True, text=True,
                           env=environ, timeout=300, cwd=REPO)
 
 

@@ -8,15 +8,15 @@ import pkgutil
 import subprocess
 import sys
 
-import simulator.commands as package
-from simulator.cli import COMMAND_MODULES, app
+import moesim.simulator.commands as package
+from moesim.simulator.cli import COMMAND_MODULES, app
 
 
 def test_every_sub_command_is_in_the_map_of_lazy_modules():
     for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
-        importlib.import_module(f"simulator.commands.{module}")
+        importlib.import_module(f"moesim.simulator.commands.{module}")
     registered = {(c.name or c.callback.__name__, c.callback.__module__.rpartition(".")[2])
-                  for c in app.registered_commands if c.callback.__module__ != "simulator.cli"}
+                  for c in app.registered_commands if c.callback.__module__ != "moesim.simulator.cli"}
     groups = {g.name for g in app.registered_groups} - {"presets"}
     assert {name: module for name, module in registered} == {k: v for k, v in COMMAND_MODULES.items()
                                                              if k not in groups}
@@ -24,13 +24,13 @@ def test_every_sub_command_is_in_the_map_of_lazy_modules():
     for name in groups:  # a group's module is the one that adds it
         group = next(g for g in app.registered_groups if g.name == name)
         command = group.typer_instance.registered_commands[0]
-        assert command.callback.__module__ == f"simulator.commands.{COMMAND_MODULES[name]}"
+        assert command.callback.__module__ == f"moesim.simulator.commands.{COMMAND_MODULES[name]}"
 
 
 def test_simulate_imports_neither_networkx_plotly_nor_the_planner():
-    code = ("import sys; from simulator.cli import main; sys.argv = ['moesim', 'simulate', '--json']\n"
+    code = ("import sys; from moesim.simulator.cli import main; sys.argv = ['moesim', 'simulate', '--json']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('networkx', 'plotly', 'simulator.planner', 'simulator.commands.sweep') "
+            "print(sorted(m for m in ('networkx', 'plotly', 'moesim.simulator.planner', 'moesim.simulator.commands.sweep') "
             "if m in sys.modules), file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -33,7 +33,7 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dashboard")
     port = free_port()
     log = (folder / "dashboard.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "dashboard", "--port", str(port), "--preset",
+    proc = subprocess.Popen([sys.executable, "-m", "moesim.simulator.cli", "dashboard", "--port", str(port), "--preset",
                              SMALL], cwd=folder, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

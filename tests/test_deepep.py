@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration.deepep import deepep_figures, deepep_test_routing, in_situ_nic_rate, isolated_efficiencies, report
-from simulator.network.analytic import AnalyticNetwork
-from workloads.loader import load_scenario
-from workloads.ops import Comm, Pattern
-from workloads.routing import EpCounts, ep_counts
-from workloads.scenario import NetworkSpec
+from moesim.calibration.deepep import deepep_figures, deepep_test_routing, in_situ_nic_rate, isolated_efficiencies, report
+from moesim.simulator.network.analytic import AnalyticNetwork
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.ops import Comm, Pattern
+from moesim.workloads.routing import EpCounts, ep_counts
+from moesim.workloads.scenario import NetworkSpec
 
 TRACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "deepseek-profile-data" / "train.json"
 
@@ -94,7 +94,7 @@ def test_analytic_ep_moves_at_the_lower_of_link_and_kernel():
 def test_in_situ_refusals_are_one_line(runner, tmp_path):
     import json
 
-    from simulator.cli import app
+    from moesim.simulator.cli import app
 
     excerpt = Path(__file__).parent / "data" / "deepseek-train-excerpt.json"
     out = runner.invoke(app, ["calibrate", "deepep", str(excerpt), "--traced-as", "mixtral-8x7b-h100"])

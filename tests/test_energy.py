@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.energy import energy_report
-from simulator.simulate import simulate
-from workloads.errors import ScenarioError
-from workloads.loader import load_scenario
+from moesim.simulator.energy import energy_report
+from moesim.simulator.simulate import simulate
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import load_scenario
 
 SMALL = ["cluster.gpus=16", "parallelism.dp=8", "parallelism.pp=2", "parallelism.ep=8", "parallelism.stage_layers=null",
          "model.layers=4", "model.moe.first_dense_layers=1", "model.mtp_depth=0", "parallelism.global_batch=32",
@@ -46,7 +46,7 @@ def test_a_gpu_without_published_power_needs_one():
 
 
 def test_simulate_prints_energy_and_cost_only_with_a_section(runner):
-    from simulator.cli import app
+    from moesim.simulator.cli import app
 
     small = [a for item in SMALL for a in ("--set", item)]
     shown = runner.invoke(app, ["simulate", "-p", "deepseek-v3-b200", *small, "--set", "energy.usd_per_gpu_hour=3"])

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.engine import PipelineEngine, TailSpec, Timeline
-from simulator.metrics import rank_breakdowns, uncovered_s
-from simulator.pricing import Segment, StagePrice
-from simulator.schedules import ScheduleError, get_schedule
-from simulator.simulate import simulate
-from workloads.ops import Phase, Stream
+from moesim.simulator.engine import PipelineEngine, TailSpec, Timeline
+from moesim.simulator.metrics import rank_breakdowns, uncovered_s
+from moesim.simulator.pricing import Segment, StagePrice
+from moesim.simulator.schedules import ScheduleError, get_schedule
+from moesim.simulator.simulate import simulate
+from moesim.workloads.ops import Phase, Stream
 from tests.conftest import tiny_dense
 
 NO_TAIL = TailSpec(0.0, 0.0, 0.0)
@@ -87,10 +87,10 @@ def test_tiny_scenario_step_time_from_its_chunk_times():
     result = simulate(s, keep_timeline=True)
     assert result.step_time_s > 0 and result.micro_batches == 8
     # Re-derive with the engine's own prices but a hand-computed makespan for stages 1..2 being uniform:
-    from simulator.network import AnalyticNetwork
-    from simulator.simulate import cost_model_for
-    from simulator.pricing import Pricer
-    from workloads.model import build_stages
+    from moesim.simulator.network import AnalyticNetwork
+    from moesim.simulator.simulate import cost_model_for
+    from moesim.simulator.pricing import Pricer
+    from moesim.workloads.model import build_stages
     pricer = Pricer(s, cost_model_for(s), AnalyticNetwork(s))
     prices = [pricer.price_stage(st) for st in build_stages(s)]
     chunk = [sum(p.phase_time_s(ph) for ph in Phase) for p in prices]
@@ -139,9 +139,9 @@ def run_programs(programs) -> list[tuple]:
     """Compile and run hand-built rank programs, one representative unit per rank; the timeline records."""
     import simpy
 
-    from simulator.engine.cohorts import representative_layout
-    from simulator.engine.compiler import compile_programs
-    from simulator.engine.runner import Runner, Unit
+    from moesim.simulator.engine.cohorts import representative_layout
+    from moesim.simulator.engine.compiler import compile_programs
+    from moesim.simulator.engine.runner import Runner, Unit
 
     signals = 1 + max(t.done for p in programs for q in p.queues for t in q)
     slots = compile_programs(programs, signals, "hand-built")
@@ -160,7 +160,7 @@ def test_a_pipeline_send_never_queues_behind_an_all_to_all():
     """Rank 0 issues a 5 s all-to-all (another chunk's dispatch, ready at once), then ATTN (1 s) and its 0.5 s
     send to rank 1, whose MLP (1 s) waits for it. On its own stream the send goes at 1 s, not after the
     all-to-all at 5 s: rank 1's MLP runs 1.5 → 2.5 s."""
-    from simulator.engine.tasks import RankProgram, Task
+    from moesim.simulator.engine.tasks import RankProgram, Task
 
     rank0, rank1 = RankProgram(), RankProgram()
     rank0.add(Task("DISPATCH", 5.0, "F", 1, 0, [], 0, None, Stream.COMM))
@@ -179,7 +179,7 @@ def test_a_pipeline_send_never_queues_behind_an_all_to_all():
 
 def test_a_rendezvous_refuses_a_second_arrival_and_a_second_close():
     """Like SimPy's Event.succeed refusing a second trigger: a member arrives once, a collective closes once."""
-    from simulator.engine.rendezvous import Rendezvous, RendezvousError, TailSync
+    from moesim.simulator.engine.rendezvous import Rendezvous, RendezvousError, TailSync
 
     a, b = object(), object()
     meeting = Rendezvous(2)
@@ -218,8 +218,8 @@ def test_a_rendezvous_refuses_a_second_arrival_and_a_second_close():
 def test_simulate_breakdowns_equal_those_worked_out_from_the_timeline(preset, overrides, monkeypatch):
     """The runner's ledgers (kept whether or not a timeline is) give exactly the breakdown the timeline's
     records give, and keeping the timeline changes no number."""
-    import simulator.simulate as sim
-    from workloads.loader import load_scenario
+    import moesim.simulator.simulate as sim
+    from moesim.workloads.loader import load_scenario
 
     engines = []
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from simulator.failures.reliability import expected_goodput
-from simulator.simulate import simulate
+from moesim.simulator.failures.reliability import expected_goodput
+from moesim.simulator.simulate import simulate
 from tests.conftest import tiny_dense
 
 
@@ -56,7 +56,7 @@ def test_simulate_reports_days_with_failures():
 
 def ep_across_nodes(*extra):
     """DeepSeek-V2-Lite with its 16 GPUs in one EP group over 2 nodes: dispatch and combine cross the NICs."""
-    from workloads.loader import load_scenario
+    from moesim.workloads.loader import load_scenario
     return load_scenario(preset="deepseek-v2-lite-h800", overrides=[
         "parallelism.pp=1", "parallelism.dp=16", "parallelism.ep=16", "parallelism.stage_layers=null",
         "parallelism.micro_batch_size=1", "parallelism.global_batch=32", *extra])
@@ -76,7 +76,7 @@ def test_a_failed_cable_is_routed_around_not_fatal():
 
 
 def test_an_unreachable_group_is_a_clear_error():
-    from workloads.errors import ScenarioError
+    from moesim.workloads.errors import ScenarioError
     leaves = ", ".join(f"{{switch: p{p}.leaf0}}" for p in range(8))
     with pytest.raises(ScenarioError, match=r"faults.links: no route .* cannot communicate"):
         simulate(ep_across_nodes(f"faults.links=[{leaves}]"))
@@ -85,6 +85,6 @@ def test_an_unreachable_group_is_a_clear_error():
 
 
 def test_a_link_fault_needs_exactly_one_target():
-    from workloads.errors import ScenarioError
+    from moesim.workloads.errors import ScenarioError
     with pytest.raises(ScenarioError, match="exactly one of link"):
         ep_across_nodes("faults.links=[{link: [n0.nic0, p0.leaf0], switch: p0.leaf0}]")

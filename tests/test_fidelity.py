@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.cli import app
-from simulator.engine.cohorts import GpuLayout, UnitSpec, equivalence_classes, full_layout
-from simulator.engine import PipelineEngine, TailSpec
-from simulator.metrics import rank_breakdowns
-from simulator.pricing import Segment, StagePrice
-from simulator.schedules import Schedule, ScheduleError, Step, get_schedule
-from simulator.simulate import simulate
+from moesim.simulator.cli import app
+from moesim.simulator.engine.cohorts import GpuLayout, UnitSpec, equivalence_classes, full_layout
+from moesim.simulator.engine import PipelineEngine, TailSpec
+from moesim.simulator.metrics import rank_breakdowns
+from moesim.simulator.pricing import Segment, StagePrice
+from moesim.simulator.schedules import Schedule, ScheduleError, Step, get_schedule
+from moesim.simulator.simulate import simulate
 from tests.conftest import tiny_dense
-from workloads.loader import load_scenario
-from workloads.ops import Phase, Stream
-from workloads.scenario import Straggler
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.ops import Phase, Stream
+from moesim.workloads.scenario import Straggler
 
 NO_TAIL = TailSpec(0.0, 0.0, 0.0)
 

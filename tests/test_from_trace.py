@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from calibration.from_trace import attributed_us, profile_from_trace
-from calibration.profile import builtin_profile
-from calibration.trace_kernels import find_trace
-from simulator.cli import app
-from workloads.loader import load_scenario
-from workloads.traces import load_trace
-from workloads.traces.kineto import Kernel
+from moesim.calibration.from_trace import attributed_us, profile_from_trace
+from moesim.calibration.profile import builtin_profile
+from moesim.calibration.trace_kernels import find_trace
+from moesim.simulator.cli import app
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.traces import load_trace
+from moesim.workloads.traces.kineto import Kernel
 
 EXCERPT = Path(__file__).parent / "data" / "deepseek-train-excerpt.json"
 PEAKS = {"bf16_tflops": 989.4, "fp8_tflops": 1978.9, "hbm_tbps": 3.35, "sms": 132.0}

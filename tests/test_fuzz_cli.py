@@ -23,7 +23,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator.cli import main
+from moesim.simulator.cli import main
 from tests.conftest import tiny_dense
 
 FUZZ = settings(derandomize=True, deadline=20_000, database=None,

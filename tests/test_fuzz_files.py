@@ -20,7 +20,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calibration.profile import Profile
+from moesim.calibration.profile import Profile
 from tests.conftest import tiny_dense
 from tests.test_fuzz_cli import FUZZ, run_cli
 
@@ -289,7 +289,7 @@ def finished(work) -> tuple[bytes, list[dict]]:
     spec.write_text(yaml.safe_dump(SPEC))
     out = work / "finished.csv"
     assert run_cli(["sweep", str(spec), "-o", str(out), "--workers", "1", "--json"])[0] == 0
-    from simulator.sweep.store import read_rows
+    from moesim.simulator.sweep.store import read_rows
     return out.read_bytes(), read_rows(out)
 
 

@@ -6,9 +6,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workloads.errors import ScenarioError
-from workloads.loader import MAX_SCENARIO_BYTES, apply_override, load_scenario, validate
-from workloads.presets import preset_data
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import MAX_SCENARIO_BYTES, apply_override, load_scenario, validate
+from moesim.workloads.presets import preset_data
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
                     st.text(max_size=20))
@@ -82,7 +82,7 @@ def test_oversized_file_is_refused_with_the_limit(tmp_path):
 def test_cli_set_never_tracebacks(item):
     from typer.testing import CliRunner
 
-    from simulator.cli import app
+    from moesim.simulator.cli import app
     result = CliRunner().invoke(app, ["simulate", "--preset", "mixtral-8x7b-h100", "--set", item, "--json"])
     assert result.exit_code in (0, 2), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
@@ -93,7 +93,7 @@ def test_cli_set_never_tracebacks(item):
 def test_write_atomic_refuses_to_overwrite_and_leaves_no_temp_files(tmp_path):
     import pytest
 
-    from workloads.files import write_atomic
+    from moesim.workloads.files import write_atomic
     target = tmp_path / "out.json"
     write_atomic(target, "first")
     with pytest.raises(ScenarioError, match="exists; pass --force"):
@@ -111,7 +111,7 @@ def test_an_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
 
     import pytest
 
-    from workloads import files
+    from moesim.workloads import files
     target = tmp_path / "profile.json"
     target.write_text("old")
 
@@ -135,8 +135,8 @@ events = st.dictionaries(st.sampled_from(["ph", "cat", "name", "ts", "dur", "pid
 @given(data=st.one_of(values, st.fixed_dictionaries({"traceEvents": st.lists(events, max_size=8)})))
 def test_any_trace_is_read_or_refused_in_one_line(data):
     """The Kineto importer and the summary on arbitrary JSON: a summary or a one-line error, nothing else."""
-    from workloads.traces.kineto import parse_trace
-    from workloads.traces.summary import summarize
+    from moesim.workloads.traces.kineto import parse_trace
+    from moesim.workloads.traces.summary import summarize
     try:
         summarize(parse_trace(data, "fuzz.json"))
     except ScenarioError as err:
@@ -146,7 +146,7 @@ def test_any_trace_is_read_or_refused_in_one_line(data):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=200))
 def test_any_trace_file_text_is_read_or_refused_in_one_line(tmp_path, text):
-    from workloads.traces.kineto import load_trace
+    from moesim.workloads.traces.kineto import load_trace
     path = tmp_path / "fuzz.json"
     path.write_text(text)
     try:
@@ -165,7 +165,7 @@ spec_values = st.one_of(values, st.fixed_dictionaries({"preset": st.sampled_from
 @given(data=st.dictionaries(spec_keys, spec_values, max_size=5))
 def test_any_sweep_spec_is_accepted_or_refused_in_one_line(data):
     """A sweep spec is checked as a whole before any point runs: valid, or one line naming the field."""
-    from simulator.sweep.spec import base_data, expand, parse_spec
+    from moesim.simulator.sweep.spec import base_data, expand, parse_spec
     try:
         spec = parse_spec(data)
         expand(spec, base_data(spec))
@@ -176,7 +176,7 @@ def test_any_sweep_spec_is_accepted_or_refused_in_one_line(data):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=200))
 def test_any_sweep_spec_file_is_accepted_or_refused_in_one_line(tmp_path, text):
-    from simulator.sweep.spec import load_spec
+    from moesim.simulator.sweep.spec import load_spec
     path = tmp_path / "spec.yaml"
     path.write_text(text)
     try:

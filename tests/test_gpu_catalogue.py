@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from topologies.gpus import FACT_FIELDS, SPEC_FIELDS, catalogue_key, gpu_entry, gpu_kinds, gpu_spec
-from workloads.scenario import GpuSpec
+from moesim.topologies.gpus import FACT_FIELDS, SPEC_FIELDS, catalogue_key, gpu_entry, gpu_kinds, gpu_spec
+from moesim.workloads.scenario import GpuSpec
 
 TABLE = Path(__file__).parent / "data" / "gpu_catalogue_sources.csv"
 ROWS = list(csv.DictReader(l for l in TABLE.read_text().splitlines() if not l.startswith("#")))

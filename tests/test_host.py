@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from calibration.host import HostCosts, HostModel
-from calibration.profile import load_profiles
-from simulator.engine import PipelineEngine, TailSpec
-from simulator.engine.host import HostPricer, SegmentHost
-from simulator.metrics import rank_breakdowns
-from simulator.pricing import Segment, StagePrice
-from simulator.schedules import get_schedule
-from simulator.simulate import simulate
+from moesim.calibration.host import HostCosts, HostModel
+from moesim.calibration.profile import load_profiles
+from moesim.simulator.engine import PipelineEngine, TailSpec
+from moesim.simulator.engine.host import HostPricer, SegmentHost
+from moesim.simulator.metrics import rank_breakdowns
+from moesim.simulator.pricing import Segment, StagePrice
+from moesim.simulator.schedules import get_schedule
+from moesim.simulator.simulate import simulate
 from tests.conftest import tiny_dense
-from workloads.loader import load_scenario
-from workloads.ops import Phase, Stream
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.ops import Phase, Stream
 
 
 def with_host(gpu: str, launch_us: float, sync_us: float) -> list:
@@ -73,10 +73,10 @@ def test_a_tiny_scenario_with_a_large_launch_cost_takes_its_host_time():
     GPU)."""
     launch, sync = 1e-3, 0.25e-3
     scenario, result = tiny_step(launch * 1e6, sync * 1e6)
-    from simulator.network import AnalyticNetwork
-    from simulator.pricing import Pricer
-    from simulator.simulate import cost_model_for
-    from workloads.model import build_stages
+    from moesim.simulator.network import AnalyticNetwork
+    from moesim.simulator.pricing import Pricer
+    from moesim.simulator.simulate import cost_model_for
+    from moesim.workloads.model import build_stages
 
     (stage,) = build_stages(scenario)
     kernels = sum(len(c.ops) for phase in Phase for c in stage.chunk(phase).components)
@@ -106,7 +106,7 @@ def test_cuda_graphs_remove_the_launch_cost():
 def test_capture_scopes_take_their_modules_kernels():
     """Megatron's module names: attn takes the attention block, moe_router the gate and router kernels, moe the
     dispatch, experts and combine; a captured run of kernels is one graph launch; a sync inside a graph goes."""
-    from workloads.model import build_stages
+    from moesim.workloads.model import build_stages
 
     scenario = load_scenario(preset="deepseek-v2-lite-h800")
     stage = next(s for s in build_stages(scenario) if s.layers and any(

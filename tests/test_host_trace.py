@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from calibration.from_trace import comm_streams_of
-from calibration.host import HostModel
-from calibration.host_trace import host_report
-from calibration.profile import builtin_profile, load_profiles
-from calibration.trace_kernels import find_trace
-from simulator.cli import app
-from workloads.traces import load_trace
-from workloads.traces.kineto import parse_trace
+from moesim.calibration.from_trace import comm_streams_of
+from moesim.calibration.host import HostModel
+from moesim.calibration.host_trace import host_report
+from moesim.calibration.profile import builtin_profile, load_profiles
+from moesim.calibration.trace_kernels import find_trace
+from moesim.simulator.cli import app
+from moesim.workloads.traces import load_trace
+from moesim.workloads.traces.kineto import parse_trace
 
 EXCERPT = Path(__file__).parent / "data" / "deepseek-train-excerpt.json"
 ADD = "void at::native::vectorized_elementwise_kernel<4>(int)"
@@ -86,7 +86,7 @@ def test_host_costs_of_a_hand_made_trace():
 
 
 def test_host_model_prices_ops_from_the_costs():
-    from workloads.ops import Kind, Op, OpClass, Phase
+    from moesim.workloads.ops import Kind, Op, OpClass, Phase
     costs = host_report(trace := parse_trace(hand_trace(), "hand.json"), comm_streams_of(trace)).costs
     model = HostModel.from_profiles([builtin_profile("h800").model_copy(update={"host": costs})])
     quant = Op("q", Kind.ELEMENTWISE, Phase.F, "ATTN", "bf16", kernel=OpClass.QUANT)

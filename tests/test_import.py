@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from tests.test_fuzz_cli import FUZZ, check, run_cli
 from tests.test_robustness import refused
-from workloads.importers.launch import parse_launch, split_words
-from workloads.loader import load_scenario
-from workloads.model import build_stages
-from workloads.pipeline_layout import expand, parse_layout
+from moesim.workloads.importers.launch import parse_launch, split_words
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.model import build_stages
+from moesim.workloads.pipeline_layout import expand, parse_layout
 
 DATA = Path(__file__).parents[1] / "examples" / "import"
 DSV3 = DATA / "megatron-deepseek-v3-h100.sh"
@@ -134,7 +134,7 @@ def test_layout_notation_unrolls_as_megatron_documents_it():
 
 
 def test_a_layout_equal_to_the_hand_split_gives_the_same_step():
-    from simulator.simulate import simulate
+    from moesim.simulator.simulate import simulate
 
     hand = load_scenario(preset="deepseek-v2-lite-h800")
     split = hand.layers_per_stage()
@@ -213,7 +213,7 @@ def test_import_bad_input_is_one_line(tmp_path):
 def test_best_split_is_the_brute_force_minimum_of_the_largest_stage():
     from itertools import product
 
-    from simulator.auto_split import best_split
+    from moesim.simulator.auto_split import best_split
 
     layers = [1.0, 1.0, 1.0, 3.0, 3.0, 3.0, 3.0]  # three dense layers, then four MoE layers
     first, last, stages = 2.0, 4.0, 3
@@ -231,8 +231,8 @@ def test_best_split_is_the_brute_force_minimum_of_the_largest_stage():
 
 
 def test_dualpipe_runs_each_stage_on_two_ranks_half_the_time():
-    from simulator.auto_split import stage_shares
-    from simulator.schedules import scenario_schedule
+    from moesim.simulator.auto_split import stage_shares
+    from moesim.simulator.schedules import scenario_schedule
 
     scenario = load_scenario()  # DualPipe, PP16
     shares = stage_shares(scenario_schedule(scenario), 16, scenario.micro_batches)
@@ -240,7 +240,7 @@ def test_dualpipe_runs_each_stage_on_two_ranks_half_the_time():
 
 
 def test_auto_split_of_the_default_preset_is_no_slower_than_the_hand_split():
-    from simulator.simulate import simulate
+    from moesim.simulator.simulate import simulate
 
     hand = simulate(load_scenario())
     auto = simulate(load_scenario(overrides=["parallelism.stage_layers=auto"]))
@@ -253,7 +253,7 @@ def test_auto_split_of_the_default_preset_is_no_slower_than_the_hand_split():
 def test_auto_finds_megatrons_documented_deepseek_v3_layout_on_pp16_vpp2():
     """Megatron-LM's docs/user-guide/features/pipeline_parallel_layout.md gives Et*3|(tt|)*29,m|L for DeepSeek-V3
     on PP16 × VPP2; nothing of it is an input to the search."""
-    from simulator.simulate import simulate
+    from moesim.simulator.simulate import simulate
 
     sets = ["schedule=interleaved", "parallelism.virtual_stages=2", "parallelism.global_batch=16384"]
     auto = simulate(load_scenario(overrides=sets + ["parallelism.stage_layers=auto"]))

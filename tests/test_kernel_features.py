@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from tests.test_robustness import refused
-from workloads.errors import ScenarioError
-from workloads.loader import load_scenario
-from workloads.model import build_stages, parameter_counts
-from workloads.ops import Kind, OpClass, Phase
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.model import build_stages, parameter_counts
+from moesim.workloads.ops import Kind, OpClass, Phase
 
 LLAMA = "llama3-8b-h100"  # 32 GQA layers (32 heads, 8 KV heads, head_dim 128), hidden 4096, FFN 14336; TP1 PP1 CP2
 T = 8192 // 2  # tokens per rank and micro-batch: seq 8192 over cp 2
@@ -215,8 +215,8 @@ def test_fp8_recipes_cast_kernels_by_bytes():
 
 def stage_with_gpu(gpu: dict, *overrides: str):
     """Stage 0 of the Llama preset on a GPU given by its specification (a Blackwell part is in no catalogue yet)."""
-    from workloads.loader import apply_override, validate
-    from workloads.presets import preset_data
+    from moesim.workloads.loader import apply_override, validate
+    from moesim.workloads.presets import preset_data
 
     data = preset_data(LLAMA)
     data["cluster"]["gpu"] = gpu
@@ -229,7 +229,7 @@ def test_per_tensor_fp8_gemms_are_priced_as_cublas_below_its_measured_rate():
     """tensorwise and delayed GEMMs are cuBLAS per-tensor GEMMs: none runs faster than the fastest one measured on
     H100 (ml-engineering MAMF, torch._scaled_mm 1024×9216×14336 at 1402.6 TFLOPS), grouped ones included; the
     recipes differ in casts only, so delayed is faster than tensorwise by its amax passes."""
-    from simulator.simulate import cost_model_for, simulate
+    from moesim.simulator.simulate import cost_model_for, simulate
 
     for preset in (LLAMA, "qwen3-30b-a3b-h100"):
         scenario = load_scenario(preset=preset, overrides=["training.fp8_recipe=tensorwise"])

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from simulator.schedules import get_schedule
-from simulator.simulate import simulate
-from workloads.loader import load_scenario
+from moesim.simulator.schedules import get_schedule
+from moesim.simulator.simulate import simulate
+from moesim.workloads.loader import load_scenario
 
 
 def test_llama3_preset_runs_the_papers_interleaved_layout():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from calibration.profile import builtin_profile
-from simulator.simulate import simulate
-from workloads.loader import load_scenario
+from moesim.calibration.profile import builtin_profile
+from moesim.simulator.simulate import simulate
+from moesim.workloads.loader import load_scenario
 
 
 def step_s(preset: str, *overrides: str, profile=None) -> float:

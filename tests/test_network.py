@@ -9,16 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calibration.deepep import isolated_efficiencies
-from simulator.cli import app
-from simulator.network.flows import max_min_rates
-from simulator.network.graph_model import GraphNetwork
-from simulator.simulate import make_network, simulate
-from topologies.registry import build_topology
-from topologies.routing import fail
-from workloads.errors import ScenarioError
-from workloads.loader import load_scenario
-from workloads.routing import balanced_ep_traffic
+from moesim.calibration.deepep import isolated_efficiencies
+from moesim.simulator.cli import app
+from moesim.simulator.network.flows import max_min_rates
+from moesim.simulator.network.graph_model import GraphNetwork
+from moesim.simulator.simulate import make_network, simulate
+from moesim.topologies.registry import build_topology
+from moesim.topologies.routing import fail
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.routing import balanced_ep_traffic
 
 NIC_BPS = 50e9 * 0.8  # 400G NIC at the 0.8 efficiency of "Insights" §4.3
 NVL_BPS = 200e9 * 0.8  # H800 NVLink per direction at 0.8 (DeepSeek-V3 TR §3.2.2)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.network.scenario_network import ScenarioNetwork
-from simulator.network.shared import SharedNetwork
-from workloads.errors import ScenarioError
-from workloads.loader import load_scenario
-from workloads.ops import Comm, Pattern
+from moesim.simulator.network.scenario_network import ScenarioNetwork
+from moesim.simulator.network.shared import SharedNetwork
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.ops import Comm, Pattern
 
 # DeepSeek-V3 on 32 nodes (pp 4, dp 64, EP 16 = two nodes): every pipeline rank's groups are copies.
 SMALL = ["cluster.gpus=256", "parallelism.pp=4", "parallelism.dp=64", "parallelism.ep=16",
@@ -70,8 +70,8 @@ def test_a_flow_step_is_unchanged_by_routing_once_per_shape():
 def test_a_flow_run_that_would_not_fit_is_refused_with_its_numbers_before_the_graph(tmp_path):
     from typer.testing import CliRunner
 
-    from simulator.cli import app
-    from simulator.network.flow_size import check_flow_size, estimate_flow
+    from moesim.simulator.cli import app
+    from moesim.simulator.network.flow_size import check_flow_size, estimate_flow
 
     # 131,072 GPUs (radix 256) and 100,000 micro-batches per pipeline: far past half an hour of CPU.
     big = ["cluster.gpus=131072", "parallelism.dp=8192", "parallelism.global_batch=819200000",
@@ -90,7 +90,7 @@ def test_a_flow_run_that_would_not_fit_is_refused_with_its_numbers_before_the_gr
 
 
 def test_the_analytic_network_refuses_the_fabric_the_flow_network_refuses():
-    from simulator.simulate import make_network
+    from moesim.simulator.simulate import make_network
 
     too_big = ["cluster.gpus=131072", "parallelism.dp=8192", "parallelism.global_batch=983040"]  # radix 64
     messages = []

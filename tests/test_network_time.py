@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.simulate import make_network
-from workloads.loader import load_scenario
-from workloads.ops import Comm, Pattern
+from moesim.simulator.simulate import make_network
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.ops import Comm, Pattern
 
 DELTA_US = 10.0
 SEND_BYTES = 4e6
@@ -42,12 +42,12 @@ def test_latency_fields_act_the_same_under_every_network_model(field, comm, step
 import numpy as np  # noqa: E402
 import simpy  # noqa: E402
 
-from simulator.network import collectives as algo  # noqa: E402
-from simulator.network.graph_model import GraphNetwork  # noqa: E402
-from simulator.network.link_share import LinkShare, PlanStep, bundle, plan_of  # noqa: E402
-from simulator.network.shared import plan_steps  # noqa: E402
-from simulator.simulate import simulate  # noqa: E402
-from topologies.registry import build_topology  # noqa: E402
+from moesim.simulator.network import collectives as algo  # noqa: E402
+from moesim.simulator.network.graph_model import GraphNetwork  # noqa: E402
+from moesim.simulator.network.link_share import LinkShare, PlanStep, bundle, plan_of  # noqa: E402
+from moesim.simulator.network.shared import plan_steps  # noqa: E402
+from moesim.simulator.simulate import simulate  # noqa: E402
+from moesim.topologies.registry import build_topology  # noqa: E402
 
 CAP = np.array([10.0, 10.0, 10.0])  # bytes/s per link
 
@@ -156,7 +156,7 @@ def test_flow_agrees_exactly_with_analytic_where_nothing_contends():
 
 
 def test_an_all_to_all_too_large_to_simulate_is_refused_with_its_size():
-    from simulator.network.collectives import check_flow_state
+    from moesim.simulator.network.collectives import check_flow_state
 
     # The collective command refuses this many flows on time first (tests/test_robustness.py); the memory their
     # state needs is the network model's own guard, also under simulate with run.network=flow.
@@ -166,7 +166,7 @@ def test_an_all_to_all_too_large_to_simulate_is_refused_with_its_size():
 
 
 def test_every_network_model_implements_the_protocol():
-    from simulator.network import NetworkModel, TimeSharedNetwork
+    from moesim.simulator.network import NetworkModel, TimeSharedNetwork
 
     sc = load_scenario(preset="deepseek-v2-lite-h800")
     faulty = load_scenario(preset="deepseek-v2-lite-h800",
@@ -179,7 +179,7 @@ def test_every_network_model_implements_the_protocol():
 
 
 def test_process_groups_instances_match_their_geometry():
-    from simulator.network.groups import KINDS, ProcessGroups
+    from moesim.simulator.network.groups import KINDS, ProcessGroups
 
     groups = ProcessGroups(tp=2, cp=2, dp=4, ep=8, pp=2, gpus_per_node=8)
     for kind in KINDS[:-1]:  # pp groups span pipeline ranks

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from simulator.cli import app
-from topologies.registry import build_topology
-from topologies.spec import TopologyError
-from topologies.stats import describe
-from workloads.loader import load_scenario
+from moesim.simulator.cli import app
+from moesim.topologies.registry import build_topology
+from moesim.topologies.spec import TopologyError
+from moesim.topologies.stats import describe
+from moesim.workloads.loader import load_scenario
 
 
 def test_nvl72_counts_follow_the_published_rack_description():
@@ -69,7 +69,7 @@ def test_ep_across_domains_crosses_the_fabric_once_per_remote_domain(runner):
 
 
 def test_ep_straddling_nvlink_domains_is_refused():
-    from workloads.errors import ScenarioError
+    from moesim.workloads.errors import ScenarioError
 
     with pytest.raises(ScenarioError, match="parallelism.ep=64 does not divide cluster.node.gpus_per_node=72"):
         load_scenario(preset="deepseek-v3-h800", overrides=[

@@ -18,8 +18,8 @@ import yaml
 from tests.conftest import tiny_dense
 from tests.test_fuzz_cli import run_cli
 from tests.test_robustness import refused
-from workloads import files
-from workloads.errors import ScenarioError
+from moesim.workloads import files
+from moesim.workloads.errors import ScenarioError
 
 REPO = Path(__file__).parents[1]
 VICTIM_TEXT = "the neighbour's file\n"
@@ -136,7 +136,7 @@ def test_a_journal_moesim_created_is_appended_to_and_resumed(tmp_path, tiny):
             f.write(json.dumps(row) + "\n")
     with open(journal, "a") as f:
         f.write('{"key": "c", "x"')
-    from simulator.sweep.store import read_journal
+    from moesim.simulator.sweep.store import read_journal
     assert journal.read_text().startswith(files.journal_mark("sweep"))
     assert read_journal(journal) == [{"key": "a", "x": 1}, {"key": "b", "x": 2}]
 
@@ -163,15 +163,15 @@ def test_one_rule_for_every_output_path(tmp_path):
 
 def test_targets_are_refused_before_the_work_starts(tmp_path, tiny, monkeypatch):
     """simulate, replay and sweep check --trace/--report/-o before simulating anything."""
-    import simulator.replay
-    import simulator.simulate
-    import simulator.sweep.runner
+    import moesim.simulator.replay
+    import moesim.simulator.simulate
+    import moesim.simulator.sweep.runner
 
     def no_work(*_, **__):
         raise AssertionError("the work started before the output was checked")
-    monkeypatch.setattr(simulator.simulate, "simulate", no_work)
-    monkeypatch.setattr(simulator.replay, "replay", no_work)
-    monkeypatch.setattr(simulator.sweep.runner, "expand", no_work)
+    monkeypatch.setattr(moesim.simulator.simulate, "simulate", no_work)
+    monkeypatch.setattr(moesim.simulator.replay, "replay", no_work)
+    monkeypatch.setattr(moesim.simulator.sweep.runner, "expand", no_work)
     (tmp_path / "d").mkdir()
     refused(["simulate", str(tiny), "--report", str(tmp_path / "d")], "is a directory")
     (tmp_path / "d" / "rank_0.json").write_text("{}")  # a folder is a per-rank target; its old files are kept
@@ -203,7 +203,7 @@ def test_resuming_refuses_what_moesim_did_not_write(tmp_path, tiny):
                                   ["schedule", "1f1b"]])
 def test_stdout_on_a_full_device_is_one_line(args):
     with open("/dev/full", "w") as full:
-        proc = subprocess.run([sys.executable, "-m", "simulator.cli", *args], stdout=full, stderr=subprocess.PIPE,
+        proc = subprocess.run([sys.executable, "-m", "moesim.simulator.cli", *args], stdout=full, stderr=subprocess.PIPE,
                               text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.splitlines() == ["error: cannot write (standard output): No space left on device"]

@@ -6,16 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.network.analytic import AnalyticNetwork
-from simulator.network.groups import ProcessGroups
-from simulator.simulate import simulate
-from workloads.ep_load import EpLoad, ExpertPlacement
-from workloads.errors import ScenarioError
-from workloads.layers import element_bytes
-from workloads.loader import load_scenario
-from workloads.model import build_stages, moe_layer
-from workloads.ops import Kind, OpClass, Pattern, Phase
-from workloads.routing import EpTraffic
+from moesim.simulator.network.analytic import AnalyticNetwork
+from moesim.simulator.network.groups import ProcessGroups
+from moesim.simulator.simulate import simulate
+from moesim.workloads.ep_load import EpLoad, ExpertPlacement
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.layers import element_bytes
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.model import build_stages, moe_layer
+from moesim.workloads.ops import Kind, OpClass, Pattern, Phase
+from moesim.workloads.routing import EpTraffic
 
 # DeepSeek-V3 preset: 4096 tokens per micro-batch on each GPU (tp 1, cp 1), hidden 7168, top-8 of 256 experts,
 # EP 64 over 8 nodes of 8, FP8 dispatch (1 byte + one fp32 scale per 128 channels) and BF16 combine.
@@ -104,7 +104,7 @@ def test_expert_tp_keeps_expert_flops_per_gpu_and_halves_expert_weights():
 
 def test_expert_gradients_sync_over_the_expert_dp_group():
     """Mixtral on 8 GPUs a stage: EP 4 leaves 2 expert replicas to reduce over; EP 4 × ETP 2 leaves none."""
-    from simulator.simulate import cost_model_for, tail_spec
+    from moesim.simulator.simulate import cost_model_for, tail_spec
     for extra, edp in (([], 2), (["parallelism.expert_tp=2"], 1)):
         s = load_scenario(preset="mixtral-8x7b-h100", overrides=["parallelism.ep=4", *extra])
         net = AnalyticNetwork(s)
@@ -165,7 +165,7 @@ def test_capacity_factor_on_balanced_routing_drops_nothing():
 def test_capacity_factor_caps_expert_rows_and_bytes_under_zipf_routing():
     zipf = ["routing.name=zipf", "routing.zipf_alpha=0.5"]
     s = load_scenario(overrides=zipf + ["training.capacity_factor=1.0"])
-    from workloads.dispatchers import kept_fraction
+    from moesim.workloads.dispatchers import kept_fraction
     kept = kept_fraction(s)
     assert 0.5 < kept < 0.99
     capped, free = moe_layer(s, "t"), moe_layer(load_scenario(overrides=zipf), "t")
@@ -192,7 +192,7 @@ def test_capacity_caps_every_gpu_alike_in_both_fidelities():
 def test_ep_overlap_pairs_steady_state_chunks_and_hides_ep_communication():
     base = load_scenario(preset="qwen3-235b-a22b-h100")
     over = load_scenario(preset="qwen3-235b-a22b-h100", overrides=["training.ep_overlap=true"])
-    from simulator.schedules import scenario_schedule
+    from moesim.simulator.schedules import scenario_schedule
     schedule = scenario_schedule(over)
     programs = schedule.validate()
     pp, v, mb = 8, over.parallelism.virtual_stages, over.micro_batches
@@ -236,8 +236,8 @@ def test_fsdp_gathers_each_layer_twice_and_reduce_scatters_it_once():
 
 def test_fsdp_memory_is_the_shard_plus_two_gathered_layers():
     s = load_scenario(preset=TITAN, overrides=["parallelism.fsdp={shard: 8}"])
-    from simulator.memory import state_bytes
-    from workloads.model import parameter_counts
+    from moesim.simulator.memory import state_bytes
+    from moesim.workloads.model import parameter_counts
     total = parameter_counts(s.model).total
     weights, grads, optimizer = state_bytes(s, total, 0.0)
     head = 128256 * 4096 + 4096  # the largest unit: the output projection and the final norm
@@ -271,7 +271,7 @@ def test_fsdp_prefetch_hides_most_gathers_behind_compute():
     (["--set", "training.dispatcher=nccl"], "training.dispatcher"),
 ])
 def test_cli_refuses_bad_parallel_fields_in_one_line(runner, args, message):
-    from simulator.cli import app
+    from moesim.simulator.cli import app
     result = runner.invoke(app, ["simulate", *args])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
@@ -282,7 +282,7 @@ def test_fsdp_with_pipeline_parallelism_syncs_once_per_step():
     """With PP the gathered parameters stay for the step and gradients sync after the last backward: shard = dp
     moves what ZeRO-1 moves (a reduce-scatter and an all-gather over dp) and holds what it holds; HSDP 1 × 2 holds
     every optimizer state and all-reduces the gradients over the two replicas instead."""
-    from simulator.simulate import fsdp_tail_comms
+    from moesim.simulator.simulate import fsdp_tail_comms
     zero1 = simulate(load_scenario(preset="llama3-70b-h100", overrides=["parallelism.zero_stage=1"]))
     fsdp = simulate(load_scenario(preset="llama3-70b-h100", overrides=["parallelism.fsdp={shard: 2}"]))
     assert fsdp.step_time_s == zero1.step_time_s

@@ -14,21 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from simulator.cli import app
-from simulator.planner.answer import pareto_front, ranked
-from simulator.planner.bounds import PriceCache, memory_lower_bound_gb, quick_step_lower_bound_s, state_factors, \
+from moesim.simulator.cli import app
+from moesim.simulator.planner.answer import pareto_front, ranked
+from moesim.simulator.planner.bounds import PriceCache, memory_lower_bound_gb, quick_step_lower_bound_s, state_factors, \
     step_lower_bound_s
-from simulator.planner.request import PlanRequest, parse_batch, parse_days, parse_tokens, resolve_model
-from simulator.planner.search import search
-from simulator.planner.space import enumerate_space, stage_split
-from simulator.sweep.executors import LocalExecutor
-from simulator.sweep.row import run_point
-from simulator.sweep.spec import Point
+from moesim.simulator.planner.request import PlanRequest, parse_batch, parse_days, parse_tokens, resolve_model
+from moesim.simulator.planner.search import search
+from moesim.simulator.planner.space import enumerate_space, stage_split
+from moesim.simulator.sweep.executors import LocalExecutor
+from moesim.simulator.sweep.row import run_point
+from moesim.simulator.sweep.spec import Point
 from tests.conftest import tiny_dense
 from tests.procs import alive, children
-from workloads.errors import ScenarioError
-from workloads.loader import validate
-from workloads.presets import preset_data
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import validate
+from moesim.workloads.presets import preset_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -348,7 +348,7 @@ def test_progress_lines_when_not_a_terminal_and_workers_die_with_the_parent(tmp_
     """A real ``moesim plan`` in a subprocess (stderr a pipe): it prints progress lines; killed with SIGKILL, its
     worker processes go too."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "plan", "--model", "deepseek-v3", "--tokens",
+    proc = subprocess.Popen([sys.executable, "-m", "moesim.simulator.cli", "plan", "--model", "deepseek-v3", "--tokens",
                              "14.8T", "--gpus", "1024", "--pp", "16", "--schedules", "1f1b", "-w", "2"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     workers: set[int] = set()
@@ -371,7 +371,7 @@ def test_ray_executor_finds_the_same_plan():
     """The same search on a real local Ray instance (the executor starts and stops it) finds the same best plan;
     plans both simulated have the same numbers. (Two Ray workers may simulate one more before pruning.)"""
     pytest.importorskip("ray")
-    from simulator.sweep.executors import RayExecutor
+    from moesim.simulator.sweep.executors import RayExecutor
 
     base = tiny_moe()
     request = request_for(base, gpu_counts=[4, 8], tp=[1], pp=[1, 2], recompute=["none"], zero_stages=[1],

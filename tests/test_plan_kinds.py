@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from simulator.cli import app
-from simulator.planner.request import PlanRequest, energy_mwh
-from simulator.planner.space import node_gpus
-from workloads.presets import preset_data
+from moesim.simulator.cli import app
+from moesim.simulator.planner.request import PlanRequest, energy_mwh
+from moesim.simulator.planner.space import node_gpus
+from moesim.workloads.presets import preset_data
 
 
 def test_each_kind_plans_on_its_own_nvlink_domain():

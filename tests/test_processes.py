@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.sweep.store import journal_path
+from moesim.simulator.sweep.store import journal_path
 from tests.procs import alive, children
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG")
@@ -29,7 +29,7 @@ grid:
 
 def start(args: list[str], tmp_path: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "simulator.cli", *args], cwd=tmp_path, env=env,
+    return subprocess.Popen([sys.executable, "-m", "moesim.simulator.cli", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -92,7 +92,7 @@ def test_sigkill_of_a_plan_parent_kills_its_workers(tmp_path):
 
 def test_stop_workers_ends_running_workers_now():
     """A worker busy for a minute is ended at once; the pool names its workers without CPython's internals."""
-    from simulator.processes import WorkerPool, stop_workers
+    from moesim.simulator.processes import WorkerPool, stop_workers
 
     pool = WorkerPool(2)
     busy = [pool.submit(time.sleep, 60) for _ in range(2)]

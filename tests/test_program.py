@@ -6,13 +6,13 @@ from dataclasses import replace
 
 import pytest
 
-from simulator.engine.compiler import compile_programs
-from simulator.pricing import Segment, StagePrice
-from simulator.engine.program import ProgramBuilder, TailSpec
-from simulator.schedules import ScheduleError, get_schedule
-from simulator.engine.tasks import COMM, COMPUTE, RankProgram, Task
+from moesim.simulator.engine.compiler import compile_programs
+from moesim.simulator.pricing import Segment, StagePrice
+from moesim.simulator.engine.program import ProgramBuilder, TailSpec
+from moesim.simulator.schedules import ScheduleError, get_schedule
+from moesim.simulator.engine.tasks import COMM, COMPUTE, RankProgram, Task
 from tests.test_engine import uniform
-from workloads.ops import Phase, Stream
+from moesim.workloads.ops import Phase, Stream
 
 NO_TAIL = TailSpec(0.0, 0.0, 0.0)
 
@@ -143,11 +143,11 @@ def test_compute_beside_communication_runs_on_the_reduced_sms_and_alone_on_all()
 def test_the_pricer_prices_compute_on_both_sm_counts():
     """A segment's ``duration_s`` is its ops on gpu.sms − comm_sms SMs, ``alone_s`` on all of them; a
     communication segment has one price."""
-    from simulator.network import AnalyticNetwork
-    from simulator.pricing import Pricer
-    from simulator.simulate import cost_model_for
-    from workloads.loader import load_scenario
-    from workloads.model import build_stages
+    from moesim.simulator.network import AnalyticNetwork
+    from moesim.simulator.pricing import Pricer
+    from moesim.simulator.simulate import cost_model_for
+    from moesim.workloads.loader import load_scenario
+    from moesim.workloads.model import build_stages
 
     scenario = load_scenario(preset="deepseek-v2-lite-h800")
     sms, reserved = scenario.cluster.gpu.sms, scenario.training.comm_sms

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from calibration.cost_model import CostModel
-from calibration.profile import builtin_profile, load_profiles
-from simulator.cli import app
-from topologies.gpus import gpu_spec
-from workloads.scenario import GpuSpec
+from moesim.calibration.cost_model import CostModel
+from moesim.calibration.profile import builtin_profile, load_profiles
+from moesim.simulator.cli import app
+from moesim.topologies.gpus import gpu_spec
+from moesim.workloads.scenario import GpuSpec
 
 B200, H800 = gpu_spec("b200"), gpu_spec("h800")
 
@@ -35,7 +35,7 @@ def test_a_gpu_without_fp8_drops_fp8_points(runner):
 
 
 def test_cost_model_names_projected_classes_only_for_another_design():
-    from workloads.ops import Kind, Op, Phase
+    from moesim.workloads.ops import Kind, Op, Phase
 
     gemm = Op("x.F", Kind.GEMM, Phase.F, "MLP", "fp8", 2 * 4096 * 7168 * 7168, 4096 * 7168 * 3, (4096, 7168, 7168))
     on_b200 = CostModel(load_profiles(None, "b200"), GpuSpec(**B200), "deepgemm")

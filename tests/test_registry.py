@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.schedules import SCHEDULES, ScheduleError, get_schedule
-from simulator.sweep.executors import EXECUTORS, get_executor
-from topologies.base_registry import Registry
-from topologies.registry import TOPOLOGIES, get_topology
-from topologies.spec import TopologyError
-from workloads.errors import ScenarioError
-from workloads.routing import ROUTING_MODELS, routing_names, sample_routing
+from moesim.simulator.schedules import SCHEDULES, ScheduleError, get_schedule
+from moesim.simulator.sweep.executors import EXECUTORS, get_executor
+from moesim.topologies.base_registry import Registry
+from moesim.topologies.registry import TOPOLOGIES, get_topology
+from moesim.topologies.spec import TopologyError
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.routing import ROUTING_MODELS, routing_names, sample_routing
 
 
 def test_register_and_look_up():

@@ -10,15 +10,15 @@ from html.parser import HTMLParser
 
 import pytest
 
-from simulator.cli import app
-from simulator.network import AnalyticNetwork
-from simulator.report import load_report_source, report_from_dict, result_payload, write_report
-from simulator.report.sweep import pareto_front
-from simulator.report.traffic import comm_link_bytes, expert_load, link_loads
-from simulator.report.whatif import Knobs, even_split, preset_knobs, scenario_for, what_if
-from workloads.errors import ScenarioError
-from workloads.loader import load_scenario
-from workloads.ops import Comm, Pattern
+from moesim.simulator.cli import app
+from moesim.simulator.network import AnalyticNetwork
+from moesim.simulator.report import load_report_source, report_from_dict, result_payload, write_report
+from moesim.simulator.report.sweep import pareto_front
+from moesim.simulator.report.traffic import comm_link_bytes, expert_load, link_loads
+from moesim.simulator.report.whatif import Knobs, even_split, preset_knobs, scenario_for, what_if
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.ops import Comm, Pattern
 from tests.conftest import tiny_dense
 from tests.report_data import SMALL, sweep_rows
 
@@ -120,7 +120,7 @@ def test_pages_carry_the_smallest_plotly_that_draws_them(small, rows, tmp_path):
     """Bars, scatter and heat maps (a result page): the cartesian partial bundle; parallel coordinates: the full."""
     from plotly.offline import get_plotlyjs
 
-    from simulator.report.page import PARTIAL_BUNDLE
+    from moesim.simulator.report.page import PARTIAL_BUNDLE
 
     scenario, result = small
     partial = PARTIAL_BUNDLE.read_text()
@@ -223,7 +223,7 @@ def test_what_if_knobs_change_the_scenario_and_the_step():
     ({"schedule": "nope"}, "unknown schedule"), ({"routing_skew": -1}, "routing skew"),
 ])
 def test_what_if_bad_knobs_name_the_knob(change, message):
-    from simulator.schedules import ScheduleError
+    from moesim.simulator.schedules import ScheduleError
     with pytest.raises((ScenarioError, ScheduleError), match=re.escape(message)):
         what_if(replace(preset_knobs(SMALL), **change))
 

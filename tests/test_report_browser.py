@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from simulator.report import write_report
-from simulator.report.whatif import preset_knobs, what_if
-from simulator.simulate import simulate
-from workloads.loader import load_scenario
+from moesim.simulator.report import write_report
+from moesim.simulator.report.whatif import preset_knobs, what_if
+from moesim.simulator.simulate import simulate
+from moesim.workloads.loader import load_scenario
 from tests.browser import console_errors, free_port, needs_browser, start_chromium
 from tests.report_data import SMALL, sweep_rows
 
@@ -112,7 +112,7 @@ def test_result_report_renders_every_chart(browser, tmp_path):
     assert browser.find_element("id", "headline").text.startswith(f"step time {result.step_time_s:.3f} s")
     assert count(browser, "[data-title='Edit in Chart Studio'], [data-title*='Cloud']") == 0
     # The page carries plotly's cartesian partial bundle: exactly the trace types page.py counts on.
-    from simulator.report.page import PARTIAL_TRACES
+    from moesim.simulator.report.page import PARTIAL_TRACES
     registered = browser.execute_script("return Object.keys(Plotly.PlotSchema.get().traces)")
     assert sorted(registered) == sorted(PARTIAL_TRACES)
     full_page_screenshot(browser, tmp_path / "report.png")
@@ -120,7 +120,7 @@ def test_result_report_renders_every_chart(browser, tmp_path):
 
 
 def test_compare_page_aligns_timelines(browser, tmp_path):
-    from simulator.cli import app
+    from moesim.simulator.cli import app
     from typer.testing import CliRunner
 
     page = tmp_path / "compare.html"
@@ -149,7 +149,7 @@ def test_compare_page_aligns_timelines(browser, tmp_path):
 
 def test_schedule_and_topology_pages_draw(browser, tmp_path):
     """The one-figure pages (``schedule --html``, ``topology describe --draw``) draw with the bundle they carry."""
-    from simulator.cli import app
+    from moesim.simulator.cli import app
     from typer.testing import CliRunner
 
     for args, marks in ((["schedule", "dualpipe", "--pp", "4", "-m", "8", "--html"], ".bars path"),
@@ -179,7 +179,7 @@ def dashboard_url(tmp_path):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     log = (tmp_path / "dashboard.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "dashboard", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "moesim.simulator.cli", "dashboard", "--port", str(port),
                              "--preset", SMALL], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
@@ -311,7 +311,7 @@ def test_sweep_report_keeps_layouts_that_do_not_fit_apart(browser, tmp_path):
 
 def test_plan_report_draws_the_front(browser, tmp_path):
     from typer.testing import CliRunner
-    from simulator.cli import app
+    from moesim.simulator.cli import app
 
     html = tmp_path / "plan.html"
     result = CliRunner().invoke(app, ["plan", "--model", "deepseek-v2-lite", "--tokens", "5.7T", "--gpus",

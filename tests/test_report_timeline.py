@@ -11,17 +11,17 @@ import stat
 import numpy as np
 import pytest
 
-from simulator.cli import app
-from simulator.metrics import uncovered_s
-from simulator.report import result_payload, write_report
-from simulator.report.compare import ENERGY_KEYS, METRICS, headline_rows, metric_values, stage_deltas
-from simulator.report.experts import deviation_pct, expert_figure
-from simulator.report.page import CONFIG
-from simulator.report.timeline import directions, gap_marks, timeline_data, timeline_of
-from simulator.report.traffic import expert_load, link_loads
-from simulator.report.heatmap import heatmap_figure
-from simulator.simulate import simulate
-from workloads.loader import load_scenario
+from moesim.simulator.cli import app
+from moesim.simulator.metrics import uncovered_s
+from moesim.simulator.report import result_payload, write_report
+from moesim.simulator.report.compare import ENERGY_KEYS, METRICS, headline_rows, metric_values, stage_deltas
+from moesim.simulator.report.experts import deviation_pct, expert_figure
+from moesim.simulator.report.page import CONFIG
+from moesim.simulator.report.timeline import directions, gap_marks, timeline_data, timeline_of
+from moesim.simulator.report.traffic import expert_load, link_loads
+from moesim.simulator.report.heatmap import heatmap_figure
+from moesim.simulator.simulate import simulate
+from moesim.workloads.loader import load_scenario
 from tests.conftest import tiny_dense
 from tests.report_data import SMALL
 
@@ -211,7 +211,7 @@ def decoded(page_data: dict) -> dict:
 
 def test_page_carries_timeline_columns_exactly_in_typed_arrays(small):
     """Every op time comes back bit for bit; integer columns take the smallest integer array that holds them."""
-    from simulator.report.page import compact, typed_column
+    from moesim.simulator.report.page import compact, typed_column
 
     data = timeline_of(small[1].timeline)
     page = compact(data)
@@ -223,7 +223,7 @@ def test_page_carries_timeline_columns_exactly_in_typed_arrays(small):
 
 
 def test_page_data_cannot_break_out_of_its_script_element():
-    from simulator.report.page import Page, Section, render
+    from moesim.simulator.report.page import Page, Section, render
 
     records = [(0, "compute", 0.0, 1.0, "</script><!--x", "F", 0, 0), (0, "comm", 0.5, 1.5, "a2a", "F", 0, 0)]
     data = timeline_data(records, 1, 2.0)

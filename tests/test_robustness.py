@@ -14,9 +14,9 @@ import yaml
 
 from tests.conftest import tiny_dense
 from tests.test_fuzz_cli import run_cli
-from workloads.errors import ScenarioError
-from workloads.files import write_atomic
-from workloads.quantities import BANDWIDTH_GBYTES_PER_S, FRACTION
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.files import write_atomic
+from moesim.workloads.quantities import BANDWIDTH_GBYTES_PER_S, FRACTION
 
 
 def refused(args: list[str], *words: str, within_s: float = 20.0) -> str:
@@ -67,7 +67,7 @@ def test_a_65536_gpu_all_to_all_is_refused_before_building_anything():
 
 
 def test_the_calibration_copy_is_sized_from_at_most_96_mb_of_cache(monkeypatch):
-    from calibration import run
+    from moesim.calibration import run
     monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: "491520K")  # a VM reporting its host's 480 MB L3
     assert run.cache_bytes(None, "cpu") == run.MAX_CPU_CACHE_BYTES == 96 << 20
 
@@ -215,7 +215,7 @@ def test_every_command_refuses_a_missing_output_folder(tmp_path, tiny):
 
 def test_a_bug_is_one_line_and_exit_70_not_a_traceback(monkeypatch):
     """The last line of defence: an exception no input check caught (a bug) is still one line, exit 70."""
-    from simulator.commands import schedule
+    from moesim.simulator.commands import schedule
 
     def broken(*_):
         raise ZeroDivisionError("float division by zero")

@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from simulator.cli import app
-from simulator.network import AnalyticNetwork
-from simulator.pricing import Pricer
-from simulator.simulate import simulate
-from workloads.ep_load import ep_load, place_experts, scenario_ep_load
-from workloads.errors import ScenarioError
-from workloads.loader import load_scenario
-from workloads.model import build_stages
-from workloads.ops import Kind, Phase
-from workloads.routing import (RoutingInputs, group_limited_topk, load_routing_file, routing_names,
+from moesim.simulator.cli import app
+from moesim.simulator.network import AnalyticNetwork
+from moesim.simulator.pricing import Pricer
+from moesim.simulator.simulate import simulate
+from moesim.workloads.ep_load import ep_load, place_experts, scenario_ep_load
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.model import build_stages
+from moesim.workloads.ops import Kind, Phase
+from moesim.workloads.routing import (RoutingInputs, group_limited_topk, load_routing_file, routing_names,
                                sample_routing, zipf_popularity)
 
 V3 = RoutingInputs(experts=256, top_k=8, groups=8, groups_per_token=4, gating="sigmoid", hidden=7168)
@@ -56,7 +56,7 @@ def test_group_limited_topk_by_hand():
 
 def test_torch_gate_matches_a_by_hand_gate():
     torch = pytest.importorskip("torch")
-    from workloads.gate import route
+    from moesim.workloads.gate import route
     scores = torch.tensor([[0.0, -3.0, 2.0, 1.0, 1.5, 1.4]])  # 3 groups of 2; sigmoid keeps order
     # Group sums of sigmoid: g0 0.5+0.047, g1 0.881+0.731, g2 0.818+0.802 → keep g1, g2; top-2: experts 2, 4.
     assert route(scores, 2, 3, 2, "sigmoid", torch).tolist() == [[2, 4]]
@@ -150,8 +150,8 @@ def test_skewed_routing_slows_the_step():
     # Both the expert GEMMs (busiest GPU) and the all-to-all (busiest link) get slower.
     def prices(scenario):
         network = AnalyticNetwork(scenario)
-        from calibration.cost_model import CostModel
-        from calibration.profile import load_profile
+        from moesim.calibration.cost_model import CostModel
+        from moesim.calibration.profile import load_profile
         pricer = Pricer(scenario, CostModel(load_profile(None), scenario.cluster.gpu), network)
         stage = build_stages(scenario)[1]
         ops = list(stage.chunk(Phase.F).ops())
@@ -261,7 +261,7 @@ def test_placement_invariants(seed, redundant, nodes):
 def test_stable_top_k_is_the_stable_sorts_head():
     """Partial selection gives exactly the first k columns of a stable descending sort, ties (equal scores,
     masked -inf groups) broken by column as the sort breaks them."""
-    from workloads.routing import stable_top_k
+    from moesim.workloads.routing import stable_top_k
 
     rng = np.random.default_rng(7)
     for trial in range(150):

@@ -10,15 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.network.analytic import AnalyticNetwork
-from simulator.network.faulted import FaultedNetwork
-from simulator.network.scenario_network import ScenarioNetwork
-from simulator.network.shared import SharedNetwork
-from simulator.simulate import make_network, simulate
-from workloads.ep_load import scenario_ep_routing
-from workloads.loader import load_scenario
-from workloads.ops import Comm, Pattern
-from workloads.routing import balanced_ep_traffic
+from moesim.simulator.network.analytic import AnalyticNetwork
+from moesim.simulator.network.faulted import FaultedNetwork
+from moesim.simulator.network.scenario_network import ScenarioNetwork
+from moesim.simulator.network.shared import SharedNetwork
+from moesim.simulator.simulate import make_network, simulate
+from moesim.workloads.ep_load import scenario_ep_routing
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.ops import Comm, Pattern
+from moesim.workloads.routing import balanced_ep_traffic
 
 DEGRADED = "faults.links=[{link: [n0.nic0, p0.leaf0], bandwidth_factor: 0.99}]"
 HALF = "faults.links=[{link: [n0.nic0, p0.leaf0], bandwidth_factor: 0.5}]"

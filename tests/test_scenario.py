@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from simulator.cli import app
-from workloads.errors import ScenarioError
-from workloads.loader import load_scenario
-from workloads.presets import preset_names
+from moesim.simulator.cli import app
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.presets import preset_names
 
 
 def test_every_preset_validates():
@@ -48,7 +48,7 @@ def test_set_overrides_nested_fields_and_parses_numbers():
 def test_json_scenario_file(tmp_path):
     import json
 
-    from workloads.presets import preset_data
+    from moesim.workloads.presets import preset_data
     path = tmp_path / "s.json"
     path.write_text(json.dumps(preset_data("mixtral-8x7b-h100")))
     assert load_scenario(path).model.name == "Mixtral-8x7B"
@@ -93,7 +93,7 @@ def test_missing_section_names_the_field(runner, tmp_path):
 
 def test_console_script_prints_no_traceback(tmp_path):
     """The installed entry point, in a real process: one stderr line, exit code 2."""
-    proc = subprocess.run([sys.executable, "-m", "simulator.cli", "simulate", "--set", "parallelism.ep=3"],
+    proc = subprocess.run([sys.executable, "-m", "moesim.simulator.cli", "simulate", "--set", "parallelism.ep=3"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from tests.test_fuzz_cli import run_cli
-from workloads.presets import preset_names, preset_text
-from workloads.schema import _submodels as section_of
-from workloads.schema import every_field_path, reference_markdown, scenario_json_schema
+from moesim.workloads.presets import preset_names, preset_text
+from moesim.workloads.schema import _submodels as section_of
+from moesim.workloads.schema import every_field_path, reference_markdown, scenario_json_schema
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "scenario-reference.md"
 

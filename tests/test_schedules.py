@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.cli import app
-from simulator.engine import PipelineEngine, TailSpec
-from simulator.memory import MemoryLayoutError
-from simulator.metrics import rank_breakdowns
-from simulator.pricing import Segment, StagePrice
-from simulator.schedules import SCHEDULES, Schedule, ScheduleError, Step, get_schedule
-from simulator.simulate import simulate
+from moesim.simulator.cli import app
+from moesim.simulator.engine import PipelineEngine, TailSpec
+from moesim.simulator.memory import MemoryLayoutError
+from moesim.simulator.metrics import rank_breakdowns
+from moesim.simulator.pricing import Segment, StagePrice
+from moesim.simulator.schedules import SCHEDULES, Schedule, ScheduleError, Step, get_schedule
+from moesim.simulator.simulate import simulate
 from tests.conftest import tiny_dense
-from workloads.ops import Phase, Stream
+from moesim.workloads.ops import Phase, Stream
 
 NO_TAIL = TailSpec(0.0, 0.0, 0.0)
 ALL = ["gpipe", "1f1b", "interleaved", "zb-h1", "dualpipe", "dualpipev"]
@@ -265,7 +265,7 @@ def test_dualpipe_holds_two_parameter_copies_and_memory_is_per_rank():
 
 
 def test_recomputation_lowers_activation_memory_under_dualpipe():
-    from workloads.loader import load_scenario
+    from moesim.workloads.loader import load_scenario
     kept = simulate(load_scenario(preset="deepseek-v2-lite-h800", overrides=["schedule=dualpipe"]))
     recomputed = simulate(load_scenario(preset="deepseek-v2-lite-h800", overrides=[
         "schedule=dualpipe", "training.recompute.mla_up_proj=true"]))
@@ -334,7 +334,7 @@ TINY = {"cluster.gpus": 4, "cluster.gpu": "h100", "model.moe": "null", "model.la
 
 
 def test_deepseek_preset_runs_dualpipe_and_hides_more_communication_than_1f1b():
-    from workloads.loader import load_scenario
+    from moesim.workloads.loader import load_scenario
     dual = simulate(load_scenario(preset="deepseek-v2-lite-h800", overrides=["schedule=dualpipe"]))
     ofob = simulate(load_scenario(preset="deepseek-v2-lite-h800"))
     assert dual.step_time_s < ofob.step_time_s

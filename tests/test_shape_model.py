@@ -13,18 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calibration.cost_model import CostModel
-from calibration.domain import DOMAIN_MARGIN
-from calibration.fit import ClassModel
-from calibration.profile import KernelPoint, Profile, builtin_profile, load_profiles
-from calibration.projection import project
-from calibration.shape_model import ceiling_key, gemm_tiles
-from simulator.cli import app
-from simulator.simulate import simulate
-from topologies.gpus import gpu_spec
-from workloads.loader import load_scenario
-from workloads.ops import Kind, Op, Phase
-from workloads.scenario import GpuSpec
+from moesim.calibration.cost_model import CostModel
+from moesim.calibration.domain import DOMAIN_MARGIN
+from moesim.calibration.fit import ClassModel
+from moesim.calibration.profile import KernelPoint, Profile, builtin_profile, load_profiles
+from moesim.calibration.projection import project
+from moesim.calibration.shape_model import ceiling_key, gemm_tiles
+from moesim.simulator.cli import app
+from moesim.simulator.simulate import simulate
+from moesim.topologies.gpus import gpu_spec
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.ops import Kind, Op, Phase
+from moesim.workloads.scenario import GpuSpec
 
 PEAKS = {"bf16_tflops": 400.0, "fp8_tflops": 800.0, "hbm_tbps": 2.0, "sms": 100.0}
 H800 = GpuSpec(**gpu_spec("h800"))
@@ -156,7 +156,7 @@ def test_calibrate_validate_measures_extrapolation(runner):
 def test_op_classes_lists_every_op_outside_its_measured_range():
     """`simulate --op-classes` prints the whole step's out-of-range ops (the head is outside the layer table)."""
     env = {**os.environ, "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-m", "simulator.cli", "simulate", "--op-classes"], env=env,
+    done = subprocess.run([sys.executable, "-m", "moesim.simulator.cli", "simulate", "--op-classes"], env=env,
                           capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
     rows = [line for line in done.stdout.splitlines() if line.startswith("│ head.")]
     assert [row.split("│")[1].strip() for row in rows] == ["head.B", "head.F", "head.W"]
@@ -166,7 +166,7 @@ def test_op_classes_lists_every_op_outside_its_measured_range():
 def test_calibrate_run_refuses_a_measurement_faster_than_the_peak_in_one_line(runner, monkeypatch, tmp_path):
     """A kernel timed faster than the catalogue's peak (a wrong catalogue entry, a broken timer) ends
     `calibrate run` with the point named in one line, not a pydantic dump; nothing is written."""
-    import calibration.run
+    import moesim.calibration.run
 
     def measured(*args, **kwargs):
         peaks = {"bf16_tflops": 989.4, "fp8_tflops": 1978.9, "hbm_tbps": 3.35, "sms": 132.0}
@@ -174,7 +174,7 @@ def test_calibrate_run_refuses_a_measurement_faster_than_the_peak_in_one_line(ru
                             source="calibrate run")
         return Profile(device="NVIDIA H100 80GB HBM3", origin="measured", peaks=peaks, points=[point])
 
-    monkeypatch.setattr(calibration.run, "run_calibration", measured)
+    monkeypatch.setattr(moesim.calibration.run, "run_calibration", measured)
     target = tmp_path / "gpu.json"
     out = runner.invoke(app, ["calibrate", "run", "--device", "cpu", "-o", str(target)])
     assert out.exit_code == 2 and "Traceback" not in out.output

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from simulator.engine.ledger import RankBreakdown
-from simulator.simulate import simulate
-from simulator.sweep.row import METRIC_COLUMNS, result_columns
+from moesim.simulator.engine.ledger import RankBreakdown
+from moesim.simulator.simulate import simulate
+from moesim.simulator.sweep.row import METRIC_COLUMNS, result_columns
 from tests.conftest import tiny_dense
 
 # What `moesim simulate --json` has printed for each stage, in this order (users' files and scripts read it).

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simulator.cli import app
-from simulator.sweep import expand, load_spec, parse_spec, run_sweep
-from simulator.sweep.row import METRIC_COLUMNS, VOLATILE_COLUMNS
-from simulator.sweep.store import journal_path, read_rows
-from workloads.errors import ScenarioError
+from moesim.simulator.cli import app
+from moesim.simulator.sweep import expand, load_spec, parse_spec, run_sweep
+from moesim.simulator.sweep.row import METRIC_COLUMNS, VOLATILE_COLUMNS
+from moesim.simulator.sweep.store import journal_path, read_rows
+from moesim.workloads.errors import ScenarioError
 from tests.conftest import tiny_dense
 
 LAYOUTS = [{"parallelism.pp": 1, "parallelism.dp": 4}, {"parallelism.pp": 2, "parallelism.dp": 2},
@@ -120,7 +120,7 @@ def test_sweep_rows_valid_and_invalid(spec_dir, suffix):
     ok = [r for r in rows if r["status"] == "ok"]
     assert all(set(METRIC_COLUMNS) <= set(r) for r in ok)
     # A row holds what simulate() reports for that scenario (the sweep adds nothing and loses nothing).
-    from simulator.simulate import simulate
+    from moesim.simulator.simulate import simulate
     first = ok[0]
     direct = simulate(tiny_dense(**{"parallelism.pp": 1, "parallelism.dp": 4, "schedule": "gpipe",
                                     "parallelism.micro_batch_size": 1}))
@@ -158,7 +158,7 @@ def test_resume_after_kill(spec_dir):
     spec_path = write_spec(spec_dir, points=[LAYOUTS[1]], grid={"training.tokens": [1e12 + i for i in range(400)]})
     out = spec_dir / "killed.csv"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", "from simulator.cli import main; main()", "sweep",
+    proc = subprocess.Popen([sys.executable, "-c", "from moesim.simulator.cli import main; main()", "sweep",
                              str(spec_path), "-o", str(out), "--workers", "1", "--quiet"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     journal = journal_path(out)
@@ -199,7 +199,7 @@ def test_foreign_results_need_force(spec_dir, runner):
 
 
 def test_two_sweeps_cannot_write_one_output(spec_dir):
-    from simulator.sweep.store import ResultStore
+    from moesim.simulator.sweep.store import ResultStore
     spec, base = load_spec(write_spec(spec_dir))
     out = spec_dir / "results.csv"
     other = ResultStore(out, [])
@@ -242,7 +242,7 @@ def test_local_and_ray_executors_agree(spec_dir):
         assert ray.is_initialized()  # the executor leaves a Ray instance it did not start running
         # Another process joins the running instance by its address, as `--address auto` joins a cluster.
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-        joined = subprocess.run([sys.executable, "-c", "from simulator.cli import main; main()", "sweep",
+        joined = subprocess.run([sys.executable, "-c", "from moesim.simulator.cli import main; main()", "sweep",
                                  str(spec_dir / "spec.yaml"), "-o", str(spec_dir / "joined.csv"), "--executor", "ray",
                                  "--address", context.address_info["address"], "-q"],
                                 env=env, capture_output=True, text=True, timeout=300)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simulator.sweep import expand, load_spec, run_sweep
-from simulator.sweep.row import METRIC_COLUMNS, NO_NOTES, column_types, result_columns
-from simulator.sweep.store import read_rows
+from moesim.simulator.sweep import expand, load_spec, run_sweep
+from moesim.simulator.sweep.row import METRIC_COLUMNS, NO_NOTES, column_types, result_columns
+from moesim.simulator.sweep.store import read_rows
 from tests.conftest import tiny_dense
 
 # cluster.gpus is set by the last point only: the others take the base scenario's 4.
@@ -67,7 +67,7 @@ def test_an_all_invalid_column_keeps_its_type_in_parquet(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet
 
-    from simulator.sweep.store import write_rows
+    from moesim.simulator.sweep.store import write_rows
 
     rows = [{"key": "a", "status": "invalid", "reason": "memory: too big", "parallelism.pp": 3}]
     write_rows(tmp_path / "x.parquet", rows, ["key", "status", "reason", "parallelism.pp", *METRIC_COLUMNS],

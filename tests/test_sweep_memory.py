@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-import simulator.sweep.row as row_module
-from simulator.memory import memory_floor
-from simulator.simulate import simulate
-from simulator.sweep import parse_spec, run_sweep
-from simulator.sweep.spec import base_data
-from workloads.loader import load_scenario
+import moesim.simulator.sweep.row as row_module
+from moesim.simulator.memory import memory_floor
+from moesim.simulator.simulate import simulate
+from moesim.simulator.sweep import parse_spec, run_sweep
+from moesim.simulator.sweep.spec import base_data
+from moesim.workloads.loader import load_scenario
 
 # DeepSeek-V2-Lite on 16 H800: GPipe holds every micro-batch, so large micro-batches overflow 80 GB.
 SPEC = {"name": "v2-lite memory", "base": {"preset": "deepseek-v2-lite-h800"},
@@ -66,9 +66,9 @@ def test_memory_floor_is_a_lower_bound(preset, sets):
 
 def test_over_memory_after_simulating_is_invalid_without_metrics(monkeypatch):
     """A point the floor lets through but the simulation finds over HBM: refused with simulate's own message."""
-    from simulator.memory import MemoryBreakdown, MemoryLayoutError
-    from simulator.sweep.row import over_memory, run_point
-    from simulator.sweep.spec import Point
+    from moesim.simulator.memory import MemoryBreakdown, MemoryLayoutError
+    from moesim.simulator.sweep.row import over_memory, run_point
+    from moesim.simulator.sweep.spec import Point
 
     monkeypatch.setattr(row_module, "memory_floor", lambda scenario: [MemoryBreakdown(0.0, 0.0, 0.0, 0.0)])
     sets = {"schedule": "gpipe", "parallelism.micro_batch_size": 4, "parallelism.stage_layers": None,

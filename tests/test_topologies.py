@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.cli import app
-from topologies.graph import nodes_of_kind
-from topologies.registry import TOPOLOGIES, build_topology
-from topologies.routing import Router, RoutingError, fail
-from topologies.spec import TopologyError
-from topologies.stats import describe
+from moesim.simulator.cli import app
+from moesim.topologies.graph import nodes_of_kind
+from moesim.topologies.registry import TOPOLOGIES, build_topology
+from moesim.topologies.routing import Router, RoutingError, fail
+from moesim.topologies.spec import TopologyError
+from moesim.topologies.stats import describe
 
 
 def switch_count(g):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.network import AnalyticNetwork
-from simulator.pricing import Pricer
-from simulator.simulate import cost_model_for, simulate
-from simulator.tp_overlap import COMM_SMS, SPLITS, chunked, overlap_pairs, overlapped_s
+from moesim.simulator.network import AnalyticNetwork
+from moesim.simulator.pricing import Pricer
+from moesim.simulator.simulate import cost_model_for, simulate
+from moesim.simulator.tp_overlap import COMM_SMS, SPLITS, chunked, overlap_pairs, overlapped_s
 from tests.conftest import tiny_dense
-from workloads.loader import load_scenario
-from workloads.model import build_stages
-from workloads.ops import Kind, Phase, Stream
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.model import build_stages
+from moesim.workloads.ops import Kind, Phase, Stream
 
 
 class FixedPricer:

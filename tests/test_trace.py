@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulator.cli import app
-from simulator.export import write_chrome_trace
-from simulator.replay import replay
-from simulator.simulate import simulate
-from workloads.errors import ScenarioError
-from workloads.loader import load_scenario
-from workloads.traces import TraceError, load_trace
-from workloads.traces.classify import KernelClass, classify, short_name
-from workloads.traces.kineto import parse_trace
-from workloads.traces.phases import comm_split, phase_instances
-from workloads.traces.summary import summarize
+from moesim.simulator.cli import app
+from moesim.simulator.export import write_chrome_trace
+from moesim.simulator.replay import replay
+from moesim.simulator.simulate import simulate
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.traces import TraceError, load_trace
+from moesim.workloads.traces.classify import KernelClass, classify, short_name
+from moesim.workloads.traces.kineto import parse_trace
+from moesim.workloads.traces.phases import comm_split, phase_instances
+from moesim.workloads.traces.summary import summarize
 from tests.conftest import tiny_dense
 
 REPO = Path(__file__).resolve().parent.parent
@@ -385,7 +385,7 @@ def test_parse_trace_accepts_a_bare_event_list():
 
 
 def _phase(letter):
-    from workloads.ops import Phase
+    from moesim.workloads.ops import Phase
     return Phase(letter)
 
 

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from simulator.cli import app
-from simulator.export import write_chrome_trace
-from simulator.simulate import simulate
-from workloads.loader import load_scenario
+from moesim.simulator.cli import app
+from moesim.simulator.export import write_chrome_trace
+from moesim.simulator.simulate import simulate
+from moesim.workloads.loader import load_scenario
 
 PRESET = "deepseek-v2-lite-h800"  # 2 pipeline ranks of 8 GPUs, host costs from train.json
 

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from simulator.cli import app
-from simulator.simulate import simulate
-from simulator.uncertainty import sample_step_times
+from moesim.simulator.cli import app
+from moesim.simulator.simulate import simulate
+from moesim.simulator.uncertainty import sample_step_times
 from tests.conftest import tiny_dense
 
 
@@ -52,7 +52,7 @@ def test_cli_samples_json_has_quantiles_and_a_histogram(runner):
     (["nonsuch"], "No such command 'nonsuch'"),
 ])
 def test_usage_errors_are_one_line_with_exit_2(args, message):
-    proc = subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "moesim.simulator.cli", *args], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr

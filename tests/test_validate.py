@@ -7,12 +7,12 @@ import json
 import pytest
 import yaml
 
-from simulator.cli import app
-from simulator.simulate import simulate
-from simulator.validation import DERIVED, METRICS, OFF_ABS_ERROR, load_runs, metric_value, off, summary, validate_runs
+from moesim.simulator.cli import app
+from moesim.simulator.simulate import simulate
+from moesim.simulator.validation import DERIVED, METRICS, OFF_ABS_ERROR, load_runs, metric_value, off, summary, validate_runs
 from tests.conftest import tiny_dense, tiny_dense_sets
-from workloads.loader import load_scenario
-from workloads.model import parameter_counts
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.model import parameter_counts
 
 
 def _runs_file(tmp_path, runs, name="runs.yaml"):

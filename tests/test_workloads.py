@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from workloads.loader import load_scenario
-from workloads.model import build_stages, parameter_counts
-from workloads.ops import Kind, OpClass, Pattern, Phase, Stream
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.model import build_stages, parameter_counts
+from moesim.workloads.ops import Kind, OpClass, Pattern, Phase, Stream
 
 
 def test_deepseek_v3_parameter_counts():

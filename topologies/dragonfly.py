@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # annotations only: building a graph needs networkx, sizing one does not
     import networkx as nx
 
-from topologies.graph import add_switch, attach, connect
-from topologies.spec import FabricSpec, TopologyError
+from moesim.topologies.graph import add_switch, attach, connect
+from moesim.topologies.spec import FabricSpec, TopologyError
 
 
 def dragonfly_shape(spec: FabricSpec) -> tuple[int, int, int, int]:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # annotations only: building a graph needs networkx, sizing one does not
     import networkx as nx
 
-from topologies.graph import add_switch, attach, connect
-from topologies.spec import FabricSpec, TopologyError, split_ports
+from moesim.topologies.graph import add_switch, attach, connect
+from moesim.topologies.spec import FabricSpec, TopologyError, split_ports
 
 
 def _ceil_div(a: int, b: int) -> int:

@@ -12,7 +12,7 @@ from importlib import resources
 
 import yaml
 
-# The fields of a scenario's GPU spec (workloads.scenario.GpuSpec); the rest of an entry describes the GPU.
+# The fields of a scenario's GPU spec (moesim.workloads.scenario.GpuSpec); the rest of an entry describes the GPU.
 SPEC_FIELDS = ("name", "sms", "bf16_tflops", "fp8_tflops", "fp4_tflops", "hbm_gb", "hbm_tbps", "nvlink_gbps",
                "l2_mb", "tdp_w")
 # What an entry says about the GPU beyond its spec (the reference system's NVLink and NIC), and its provenance.
@@ -21,7 +21,7 @@ FACT_FIELDS = ("nvlink_generation", "nvlink_domain_gpus", "nic", "nic_gbytes_per
 
 @cache
 def _catalog_text() -> dict[str, dict]:
-    return yaml.safe_load(resources.files("topologies").joinpath("data/gpus.yaml").read_text())
+    return yaml.safe_load(resources.files("moesim.topologies").joinpath("data/gpus.yaml").read_text())
 
 
 def gpu_catalog() -> dict[str, dict]:

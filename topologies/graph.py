@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # annotations only: building a graph needs networkx, sizing one does not
     import networkx as nx
 
-from topologies.gpus import gpu_spec
-from topologies.spec import FabricSpec
+from moesim.topologies.gpus import gpu_spec
+from moesim.topologies.spec import FabricSpec
 
 LINK_CLASSES = ("nvlink", "pcie", "nic", "fabric")
 

@@ -14,12 +14,12 @@ from importlib import resources
 
 import yaml
 
-from topologies.spec import TopologyError
+from moesim.topologies.spec import TopologyError
 
 
 @cache
 def rack_catalog() -> dict[str, dict]:
-    return yaml.safe_load(resources.files("topologies").joinpath("data/racks.yaml").read_text())
+    return yaml.safe_load(resources.files("moesim.topologies").joinpath("data/racks.yaml").read_text())
 
 
 def rack_spec(name: str) -> dict:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from topologies import dragonfly, fattree
-from topologies.base_registry import Registry
-from topologies.graph import add_servers
-from topologies.spec import FabricSpec, TopologyError, make_spec
+from moesim.topologies import dragonfly, fattree
+from moesim.topologies.base_registry import Registry
+from moesim.topologies.graph import add_servers
+from moesim.topologies.spec import FabricSpec, TopologyError, make_spec
 
 if TYPE_CHECKING:  # annotations only: sizing a fabric (check_capacity) needs no networkx
     import networkx as nx

@@ -17,8 +17,8 @@ from functools import cached_property
 import networkx as nx
 import numpy as np
 
-from topologies.graph import nodes_of_kind
-from topologies.spec import TopologyError
+from moesim.topologies.graph import nodes_of_kind
+from moesim.topologies.spec import TopologyError
 
 
 class RoutingError(TopologyError):

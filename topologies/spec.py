@@ -23,7 +23,7 @@ class TopologyError(ValueError):
 @cache
 def topology_defaults() -> dict:
     """The defaults of every builder parameter (``data/topologies.yaml``)."""
-    return yaml.safe_load(resources.files("topologies").joinpath("data/topologies.yaml").read_text())
+    return yaml.safe_load(resources.files("moesim.topologies").joinpath("data/topologies.yaml").read_text())
 
 
 class FabricSpec(BaseModel):
@@ -66,7 +66,7 @@ def make_spec(kind: str, **params) -> FabricSpec:
     values = {k: v for k, v in topology_defaults().items()}
     values.update({k: v for k, v in params.items() if v is not None})
     if params.get("rack") is not None:
-        from topologies.racks import rack_spec
+        from moesim.topologies.racks import rack_spec
 
         rack = rack_spec(params["rack"])
         domain = rack["gpus_per_domain"]

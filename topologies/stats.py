@@ -6,7 +6,7 @@ from collections import Counter
 
 import networkx as nx
 
-from topologies.graph import nodes_of_kind
+from moesim.topologies.graph import nodes_of_kind
 
 DIAMETER_SOURCES = 256  # BFS sources for the diameter; the fabrics here are symmetric enough for a spread sample
 
@@ -100,7 +100,7 @@ def describe(g: nx.DiGraph, with_bisection: bool = True) -> dict:
     if with_bisection:
         out["bisection_gbps"] = bisection_gbps(g)
     if spec.rack is not None:  # the NVLink domains' physical parts, from the published rack description
-        from topologies.racks import domain_parts
+        from moesim.topologies.racks import domain_parts
 
         out["nvlink_domain"] = {**domain_parts(spec.rack, g.graph["nodes"]), "gpus_used_per_domain": spec.gpus_per_node}
     return out

@@ -1,5 +1,5 @@
 """Attention variants: how many query-key pairs a layer's attention kernel computes (causal, or a causal band
-for sliding-window layers). Attention sinks and QK-norm are kernels of their own in :mod:`workloads.layers`.
+for sliding-window layers). Attention sinks and QK-norm are kernels of their own in :mod:`moesim.workloads.layers`.
 
 A query at position i (0-based) of a sequence of s tokens attends to the i+1 keys up to itself (causal), or to the
 last ``window`` of them, itself included, in a sliding-window layer (Mistral 7B's and GPT-OSS's band: keys

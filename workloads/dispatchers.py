@@ -24,14 +24,14 @@ Expert tensor parallelism: after the dispatch the ``expert_tp`` GPUs of an exper
 Capacity: an expert takes at most ``capacity_factor`` × its balanced share of the picks (Megatron's
 ``get_capacity``); the picks over it are dropped before dispatch (``--moe-token-drop-policy probs``), so the bytes
 sent and the expert rows shrink by the kept fraction of the routing model's picks
-(:meth:`workloads.ep_load.EpLoad.capped`).
+(:meth:`moesim.workloads.ep_load.EpLoad.capped`).
 """
 
 from __future__ import annotations
 
-from workloads.ep_load import scenario_ep_load
-from workloads.layers import BF16, FP32, INDEX_BYTES, QUANT_BYTES, element_bytes
-from workloads.ops import Comm, OpClass, Pattern, Phase
+from moesim.workloads.ep_load import scenario_ep_load
+from moesim.workloads.layers import BF16, FP32, INDEX_BYTES, QUANT_BYTES, element_bytes
+from moesim.workloads.ops import Comm, OpClass, Pattern, Phase
 
 
 def kept_fraction(scenario) -> float:

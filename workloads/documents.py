@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from workloads.errors import ScenarioError
-from workloads.files import check_input
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.files import check_input
 
 MAX_DEPTH = 100  # no moesim document nests deeper than ~6 levels; Python's parsers recurse ~1000 levels at most
 MAX_INT = 2**63 - 1  # integers beyond int64 are typos (or attacks), and overflow numpy and float arithmetic

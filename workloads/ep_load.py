@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from workloads.routing import EpTraffic, RoutingInputs, balanced_ep_traffic, sample_routing
+from moesim.workloads.routing import EpTraffic, RoutingInputs, balanced_ep_traffic, sample_routing
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from workloads.errors import ScenarioError
+from moesim.workloads.errors import ScenarioError
 
 # Flags of every file moesim creates: a new file only (an existing file or link at the name fails with EEXIST),
 # never through a link, not inherited by worker processes.
@@ -220,6 +220,6 @@ def read_own_text(path: Path, flag: str = "--output", fix: str = "") -> str:
         raise ScenarioError(f"{flag}: {path} {why}; {fix}") from None
     with os.fdopen(fd, "rb") as f:
         data = f.read()
-    from workloads.documents import decode  # documents imports this module: the one decoder, at call time
+    from moesim.workloads.documents import decode  # documents imports this module: the one decoder, at call time
 
     return decode(data, f"{flag} {path}", fix=fix)

@@ -6,7 +6,7 @@ cast with scales; Hopper's FP8 tensor cores take only K-major operands, so the w
 transposed too. Per recipe (bytes per element: bf16 read 2, fp8 written 1):
 
 - ``blockwise`` (DeepSeek-V3 TR §3.3, DeepGEMM): 1×128 activation tiles and 128×128 weight blocks, each with an
-  fp32 scale; its kernels stay in :meth:`workloads.layers.LayerBuilder.gemm` (unchanged, the default).
+  fp32 scale; its kernels stay in :meth:`moesim.workloads.layers.LayerBuilder.gemm` (unchanged, the default).
 - ``tensorwise`` (per-tensor current scaling: Transformer Engine's ``Float8CurrentScaling``, torchao's
   ``tensorwise``): one scale per tensor from the tensor's own amax, so each tensor is read twice: an amax
   reduction (2 B/element), a scale kernel, then a cast that writes the row-wise and the transposed copy at once
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workloads.ops import DTYPE_BYTES, OpClass, Phase
+from moesim.workloads.ops import DTYPE_BYTES, OpClass, Phase
 
 BF16, FP32, FP8 = DTYPE_BYTES["bf16"], DTYPE_BYTES["fp32"], DTYPE_BYTES["fp8"]
 MX_BLOCK = 32  # OCP Microscaling Formats (MX) v1.0 §5: 32 elements share one 8-bit E8M0 scale

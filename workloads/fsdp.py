@@ -6,16 +6,16 @@ gathered again before its backward; its gradients are reduce-scattered over the 
 gradients and, with ``replicate`` > 1 (HSDP), the shard all-reduced over the replicas. Routed experts are
 FSDP-sharded over their expert-data-parallel group. The collectives are ops of an ``FSDP`` component on the
 communication stream, priced by the network model; the engine issues each gather one unit ahead (FSDP2's
-prefetch) and lets each reduce-scatter run behind the next unit's compute (:mod:`simulator.engine.program`).
+prefetch) and lets each reduce-scatter run behind the next unit's compute (:mod:`moesim.simulator.engine.program`).
 Each micro-batch gathers and reduces again (FSDP2's defaults). With pipeline parallelism PyTorch's pipelining keeps
 the gathered parameters across micro-batches and syncs gradients after the last backward: that is priced in the
-step's tail instead (:func:`simulator.simulate.fsdp_tail_comms`).
+step's tail instead (:func:`moesim.simulator.simulate.fsdp_tail_comms`).
 """
 
 from __future__ import annotations
 
-from workloads.layers import LayerOps
-from workloads.ops import DTYPE_BYTES, Comm, Component, Kind, Op, Pattern, Phase
+from moesim.workloads.layers import LayerOps
+from moesim.workloads.ops import DTYPE_BYTES, Comm, Component, Kind, Op, Pattern, Phase
 
 COMPONENT = "FSDP"
 

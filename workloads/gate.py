@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workloads.errors import ScenarioError
+from moesim.workloads.errors import ScenarioError
 
 BATCH_TOKENS = 4096  # gate in slices so the (tokens, hidden) activations stay small
 

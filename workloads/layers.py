@@ -7,24 +7,24 @@ and W (wgrad: k,n,m). Core attention counts causal pairs s(s+1)/2 per sequence; 
 the forward FLOPs (FlashAttention recomputes the scores) and is counted as 2× for MFU.
 
 The layers are kernel-complete: besides GEMMs and attention they hold the small kernels a real FP8 MoE step
-runs, class for class as DeepSeek's profiler trace shows them (see :class:`workloads.ops.OpClass`): an FP8
+runs, class for class as DeepSeek's profiler trace shows them (see :class:`moesim.workloads.ops.OpClass`): an FP8
 GEMM quantises its activation input in 1×128 tiles before the forward, its output gradient before the dgrad
 (whose fp8 weight is transposed block-wise first), and both wgrad inputs in transposed 128×1 tiles; MoE layers
 map, permute and un-permute tokens around the grouped GEMMs and DeepEP notifies before each dispatch and
 combine; the router runs its top-k and a string of small kernels. That is the default FP8 recipe (``blockwise``);
-the per-tensor and MX recipes run their own casts instead (:mod:`workloads.fp8`). Sliding-window layers count
-their causal band (:mod:`workloads.attention`); module and per-op recomputation rework a built layer
-(:mod:`workloads.recompute`).
+the per-tensor and MX recipes run their own casts instead (:mod:`moesim.workloads.fp8`). Sliding-window layers count
+their causal band (:mod:`moesim.workloads.attention`); module and per-op recomputation rework a built layer
+(:mod:`moesim.workloads.recompute`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workloads import fp8
-from workloads.attention import causal_pairs, full_pairs
-from workloads.ops import DTYPE_BYTES, Comm, Component, Kind, Op, OpClass, Pattern, Phase
-from workloads.scenario import Scenario
+from moesim.workloads import fp8
+from moesim.workloads.attention import causal_pairs, full_pairs
+from moesim.workloads.ops import DTYPE_BYTES, Comm, Component, Kind, Op, OpClass, Pattern, Phase
+from moesim.workloads.scenario import Scenario
 
 BF16 = DTYPE_BYTES["bf16"]
 FP32 = DTYPE_BYTES["fp32"]
@@ -373,8 +373,8 @@ class LayerBuilder:
         self.comm(out, "COMBINE", "combine", Phase.B, bwd_dispatch, tr.dispatch_dtype)
 
     def moe_dispatch(self, out: LayerOps, t: int) -> None:
-        """The MoE block after the router under :mod:`workloads.dispatchers` (any dispatcher, expert TP, capacity)."""
-        from workloads.dispatchers import build_moe_block  # it builds on this module's primitives
+        """The MoE block after the router under :mod:`moesim.workloads.dispatchers` (any dispatcher, expert TP, capacity)."""
+        from moesim.workloads.dispatchers import build_moe_block  # it builds on this module's primitives
 
         build_moe_block(self, out, t)
 

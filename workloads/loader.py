@@ -8,10 +8,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from workloads.documents import read_document
-from workloads.errors import ScenarioError, one_line
-from workloads.presets import preset_data
-from workloads.scenario import RENAMED, Scenario
+from moesim.workloads.documents import read_document
+from moesim.workloads.errors import ScenarioError, one_line
+from moesim.workloads.presets import preset_data
+from moesim.workloads.scenario import RENAMED, Scenario
 
 MAX_SCENARIO_BYTES = 1_000_000  # a scenario is a page of YAML; anything larger is refused, not parsed
 
@@ -27,7 +27,7 @@ def load_scenario(path: str | Path | None = None, preset: str | None = None, ove
 
 
 def read_scenario_file(path: str | Path) -> dict:
-    """Parse a YAML or JSON scenario file into a dict, with one-line errors (see :mod:`workloads.documents`)."""
+    """Parse a YAML or JSON scenario file into a dict, with one-line errors (see :mod:`moesim.workloads.documents`)."""
     data = read_document(path, "scenario file", MAX_SCENARIO_BYTES)
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: a scenario must be a mapping of sections (cluster, model, ...), not "

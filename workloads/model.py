@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from workloads.errors import ScenarioError
-from workloads.layers import LayerBuilder, LayerOps
-from workloads.recompute import apply_modules, apply_selective
-from workloads.ops import DTYPE_BYTES, Chunk, Component, Phase
-from workloads.scenario import Model, Scenario
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.layers import LayerBuilder, LayerOps
+from moesim.workloads.recompute import apply_modules, apply_selective
+from moesim.workloads.ops import DTYPE_BYTES, Chunk, Component, Phase
+from moesim.workloads.scenario import Model, Scenario
 
 
 @dataclass
@@ -126,8 +126,8 @@ def _unit_samples(scenario: Scenario) -> list[list[LayerOps]]:
 
 
 def _fsdp_parts(scenario: Scenario, parts: list[LayerOps]) -> list[LayerOps]:
-    """Each unit with its FSDP collectives (:mod:`workloads.fsdp`); units of equal size share their ops."""
-    from workloads.fsdp import fsdp_ops, with_fsdp
+    """Each unit with its FSDP collectives (:mod:`moesim.workloads.fsdp`); units of equal size share their ops."""
+    from moesim.workloads.fsdp import fsdp_ops, with_fsdp
 
     shared: dict[tuple[float, float], dict] = {}
     out = []
@@ -154,7 +154,7 @@ def moe_layer(scenario: Scenario, what: str) -> LayerOps:
 def _layer_of_kind(kinds: dict[tuple, LayerOps], builder: LayerBuilder, model: Model, layer: int,
                    position: int | None = None) -> LayerOps:
     """Transformer layer ``layer``: the first layer of its kind (dense or MoE, sliding-window or full attention)
-    built, later ones its components renumbered, sharing its (frozen) ops and so their prices (simulator.pricing
+    built, later ones its components renumbered, sharing its (frozen) ops and so their prices (moesim.simulator.pricing
     caches by op). ``position``: its place in its stage (None: an MTP layer), for ``training.recompute.layers``."""
     full = _recomputed_fully(builder, position)
     moe = (is_moe_layer(model, layer), model.attention.slides(layer, model.layers), full)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from workloads.errors import ScenarioError
+from moesim.workloads.errors import ScenarioError
 
 UNITS = {"E": "embedding", "t": "decoder layer", "m": "MTP layer", "L": "loss"}
 FIELD = "parallelism.pipeline_layout"

@@ -6,13 +6,13 @@ from importlib import resources
 
 import yaml
 
-from workloads.errors import ScenarioError
+from moesim.workloads.errors import ScenarioError
 
 DEFAULT_PRESET = "deepseek-v3-h800"
 
 
 def _preset_dir():
-    return resources.files("workloads").joinpath("presets")
+    return resources.files("moesim.workloads").joinpath("presets")
 
 
 def preset_names() -> list[str]:

@@ -19,7 +19,7 @@ not in the list). A fused GEMM of the op IR counts as the matmuls TorchTitan's m
 a SwiGLU ``up``: w1, w3); a skipped matmul reruns as a GEMM of its own width. Communication is not replayed here
 (stated: the dispatch/combine outputs are taken as kept).
 
-``full`` (and the ``full`` flag) keeps only the layer's input and reruns the whole forward (``workloads.model``).
+``full`` (and the ``full`` flag) keeps only the layer's input and reruns the whole forward (``moesim.workloads.model``).
 Rerun ops are B-phase, flagged ``recompute`` and not counted as model FLOPs; they run before the layer's backward.
 """
 
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from workloads.layers import BF16, LayerOps
-from workloads.ops import DTYPE_BYTES, Component, Kind, Op, Phase
+from moesim.workloads.layers import BF16, LayerOps
+from moesim.workloads.ops import DTYPE_BYTES, Component, Kind, Op, Phase
 
 # Normal checkpointing: the op names each module's forward runs (prefixes) and the size (LayerOps.sizes) it keeps.
 REGIONS = {

@@ -8,11 +8,11 @@ A routing model returns expert ids of shape (layers, tokens, top_k). Registered 
   exactly equal (as in DeepSeek's profiling runs, where routing was forced to perfect balance).
 - ``zipf``: expert popularity ∝ 1 / rank^zipf_alpha (ranks shuffled over experts by the seed); each token draws
   its top-k without replacement in proportion (Gumbel top-k), under the same group limit. alpha 0 is balanced.
-- ``gate``: a torch MoE gate (see :mod:`workloads.gate`) with the model's gating (sigmoid or softmax,
+- ``gate``: a torch MoE gate (see :mod:`moesim.workloads.gate`) with the model's gating (sigmoid or softmax,
   group-limited top-k) applied to sampled hidden states.
 - ``file``: expert ids loaded from a file (see :func:`load_routing_file`).
 
-:mod:`workloads.ep_load` turns the ids into per-GPU-pair traffic and per-expert token counts.
+:mod:`moesim.workloads.ep_load` turns the ids into per-GPU-pair traffic and per-expert token counts.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from topologies.base_registry import Registry
-from workloads.documents import read_document
-from workloads.errors import ScenarioError
-from workloads.files import check_input
+from moesim.topologies.base_registry import Registry
+from moesim.workloads.documents import read_document
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.files import check_input
 
 SAMPLE_TOKENS = 4096
 # Tokens sampled per layer for skewed models: 16384 tokens × 8 picks over 256 experts is 512 picks per
@@ -142,7 +142,7 @@ def _zipf(inputs: RoutingInputs, tokens: int) -> np.ndarray:
 
 @register_routing("gate")
 def _gate(inputs: RoutingInputs, tokens: int) -> np.ndarray:
-    from workloads.gate import sample_gate  # torch is an optional extra; import it only when asked
+    from moesim.workloads.gate import sample_gate  # torch is an optional extra; import it only when asked
     return sample_gate(inputs, tokens)[None]
 
 

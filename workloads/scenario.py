@@ -3,7 +3,7 @@
 A scenario is plain, validated data (pydantic v2, strict, no unknown fields). Units are in the field names:
 ``_gb`` gigabytes (1e9 bytes), ``_gbytes_per_s`` gigabytes (not gigabits) per second, ``_tbps`` terabytes per
 second, ``_tflops`` 1e12 FLOP/s, ``_us`` microseconds. Numbers are checked by the shared rules of
-:mod:`workloads.quantities` (finite, in range; bandwidths and latencies also as strings with units, e.g.
+:mod:`moesim.workloads.quantities` (finite, in range; bandwidths and latencies also as strings with units, e.g.
 ``nic_gbytes_per_s: 400Gb/s``). Layout rules that need several sections at once (divisibility, EP against
 the expert count, GPU totals) are checked in :func:`Scenario._check_layout`, so every error names one field.
 """
@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from topologies.gpus import gpu_spec
-from workloads import quantities as q
+from moesim.topologies.gpus import gpu_spec
+from moesim.workloads import quantities as q
 
 Dtype = Literal["fp8", "bf16", "fp32"]
 # What a step captures in CUDA graphs, as Megatron-LM names it: per-layer modules (--cuda-graph-modules attn, mlp,
@@ -261,7 +261,7 @@ class Model(_Strict):
 class Fsdp(_Strict):
     """FSDP2 / HSDP as TorchTitan composes it with TP and PP (``--parallelism.data_parallel_shard_degree`` and
     ``data_parallel_replicate_degree``): the data-parallel group is ``shard`` × ``replicate`` GPUs. Without
-    pipeline parallelism each layer is gathered and reduced per micro-batch (:mod:`workloads.fsdp`); with it,
+    pipeline parallelism each layer is gathered and reduced per micro-batch (:mod:`moesim.workloads.fsdp`); with it,
     once per step (PyTorch's pipelining keeps the gathered parameters across micro-batches and syncs gradients
     after the last backward)."""
 
@@ -286,7 +286,7 @@ class Parallelism(_Strict):
         "ZeRO stage: 0 none, 1 optimizer states, 2 and gradients, 3 and weights sharded (0–3), e.g. 1."))
     micro_batch_size: PositiveInt = Field(1, description=(  # sequences per micro-batch
         "Sequences per micro-batch (count), e.g. 1."))
-    # sequences per optimizer step (micro-batches are guarded in simulator.limits)
+    # sequences per optimizer step (micro-batches are guarded in moesim.simulator.limits)
     global_batch: PositiveInt = Field(description=(
         "Sequences per optimizer step, over all data-parallel ranks (count), e.g. 15360."))
     seq_len: q.SEQUENCE.field() = Field(description="Tokens per sequence (tokens), e.g. 4096.")
@@ -558,7 +558,7 @@ class Routing(_Strict):
 
     @model_validator(mode="after")
     def _known(self):
-        from workloads.routing import routing_names
+        from moesim.workloads.routing import routing_names
 
         if self.name not in routing_names():
             raise ValueError(f"unknown routing model {self.name!r}; known: {', '.join(routing_names())}")
@@ -680,7 +680,7 @@ class Scenario(_Strict):
             )
         stages = par.pp * par.virtual_stages
         if par.pipeline_layout is not None:
-            from workloads.pipeline_layout import check_layout
+            from moesim.workloads.pipeline_layout import check_layout
 
             if par.stage_layers is not None:
                 raise ValueError("parallelism.pipeline_layout and parallelism.stage_layers both split the "
@@ -771,7 +771,7 @@ class Scenario(_Strict):
 
     def layers_per_stage(self) -> list[int]:
         """Transformer layers on each of the pp × virtual_stages stages, in model order. ``auto`` before the
-        simulator has resolved it (simulator.auto_split): the near-even split, the larger stages first."""
+        simulator has resolved it (moesim.simulator.auto_split): the near-even split, the larger stages first."""
         par = self.parallelism
         if par.pipeline_layout is not None:
             return [units.layers for units in self.stage_units()]
@@ -784,9 +784,9 @@ class Scenario(_Strict):
         return [self.model.layers // stages] * stages
 
     def stage_units(self):
-        """What each stage holds (:class:`workloads.pipeline_layout.StageUnits`): from ``pipeline_layout``, else
+        """What each stage holds (:class:`moesim.workloads.pipeline_layout.StageUnits`): from ``pipeline_layout``, else
         the embedding on the first stage and the MTP layers and the loss on the last."""
-        from workloads.pipeline_layout import default_units, parse_layout
+        from moesim.workloads.pipeline_layout import default_units, parse_layout
 
         if self.parallelism.pipeline_layout is not None:
             return parse_layout(self.parallelism.pipeline_layout)

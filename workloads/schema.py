@@ -1,8 +1,8 @@
 """The scenario's JSON Schema (for editors' YAML language server) and its field reference in Markdown, both made
-from the pydantic models of :mod:`workloads.scenario`, so neither can drift from what the loader accepts.
+from the pydantic models of :mod:`moesim.workloads.scenario`, so neither can drift from what the loader accepts.
 
 Pydantic's own schema misses what the models accept through a before-validator: numbers with units (a
-:class:`workloads.quantities.Rule` with a unit takes ``400Gb/s`` or ``3.7us``; every Rule has bounds) and a GPU
+:class:`moesim.workloads.quantities.Rule` with a unit takes ``400Gb/s`` or ``3.7us``; every Rule has bounds) and a GPU
 given by its catalogue name (``gpu: h800``). :func:`scenario_json_schema` adds both.
 """
 
@@ -14,9 +14,9 @@ from typing import Any, get_args
 from pydantic import BaseModel
 from pydantic.functional_validators import BeforeValidator
 
-from topologies.gpus import gpu_catalog
-from workloads.quantities import Rule
-from workloads.scenario import Cluster, Scenario
+from moesim.topologies.gpus import gpu_catalog
+from moesim.workloads.quantities import Rule
+from moesim.workloads.scenario import Cluster, Scenario
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 UNIT_EXAMPLES = {"GB/s": "50GB/s or 400Gb/s", "us": "3.7us or 1ms", "s": "500ms or 2h", "B": "256MB or 64MiB"}

@@ -3,14 +3,14 @@
 MLA (DeepSeek-V3 TR §2.1.1) attends with 192-wide queries and keys (128 no-RoPE + 64 RoPE channels) and
 128-wide values per head; training materialises per-head K and V, so the kernel is causal attention with
 d_qk = 192 and d_v = 128 (FlashAttention-3 in DeepSeek's trace). torch picks its fused kernel for
-``scaled_dot_product_attention``. FLOPs follow workloads.layers: forward 2·heads·(d_qk+d_v) per causal
+``scaled_dot_product_attention``. FLOPs follow moesim.workloads.layers: forward 2·heads·(d_qk+d_v) per causal
 pair; backward executes 2.5× the forward.
 """
 
 from __future__ import annotations
 
-from calibration.bench.gemm import Measured
-from calibration.timing import Timer, buffer_count, generator, random_nonzero
+from moesim.calibration.bench.gemm import Measured
+from moesim.calibration.timing import Timer, buffer_count, generator, random_nonzero
 
 
 def attention(torch, timer: Timer, device: str, batch: int, heads: int, seq: int, dqk: int, dv: int,

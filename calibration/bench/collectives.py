@@ -44,7 +44,7 @@ def _worker(rank: int, world: int, backend: str, port: int, sizes: list[int], pa
     import torch
     import torch.distributed as dist
 
-    from calibration.timing import generator, random_nonzero
+    from moesim.calibration.timing import generator, random_nonzero
 
     torch.set_num_threads(1)
     device = "cpu"

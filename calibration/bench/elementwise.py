@@ -7,8 +7,8 @@ once), so the fitted bandwidth is what the kernel achieves against that minimum.
 
 from __future__ import annotations
 
-from calibration.bench.gemm import TILE, Measured, quantize_tiles
-from calibration.timing import Timer, buffer_count, generator, random_nonzero
+from moesim.calibration.bench.gemm import TILE, Measured, quantize_tiles
+from moesim.calibration.timing import Timer, buffer_count, generator, random_nonzero
 
 KERNELS = ("fp8_cast", "swiglu", "rmsnorm", "rope", "add")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from calibration.timing import Timer, buffer_count, generator, random_nonzero
+from moesim.calibration.timing import Timer, buffer_count, generator, random_nonzero
 
 TILE = 128  # DeepSeek-V3 TR §3.3: 1×128 activation tiles, 128×128 weight blocks
 E4M3_MAX = 448.0  # largest finite float8_e4m3fn value

@@ -10,8 +10,8 @@ label says so); each checked once against a BF16 reference. Otherwise both run i
 
 from __future__ import annotations
 
-from calibration.bench.gemm import E4M3_MAX, TILE, Fp8Gemm, Measured, fp8_available
-from calibration.timing import Timer, buffer_count, generator, random_nonzero
+from moesim.calibration.bench.gemm import E4M3_MAX, TILE, Fp8Gemm, Measured, fp8_available
+from moesim.calibration.timing import Timer, buffer_count, generator, random_nonzero
 
 
 def uneven_counts(torch, groups: int, tokens: int, seed: int) -> list[int]:

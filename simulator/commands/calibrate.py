@@ -15,8 +15,8 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from simulator.cli import JSON_OPT, app, console, fail
-from simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, check_verbosity
+from moesim.simulator.cli import JSON_OPT, app, console, fail
+from moesim.simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, check_verbosity
 
 calibrate_app = typer.Typer(no_args_is_help=True, help="Measure kernels into profiles; fit, show, compare, "
                                                        "project and validate them.")
@@ -28,11 +28,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load(name: str):
-    from calibration.profile import load_profile
+    from moesim.calibration.profile import load_profile
 
     from pydantic import ValidationError
 
-    from workloads.loader import format_validation_error
+    from moesim.workloads.loader import format_validation_error
 
     try:
         return load_profile(name)
@@ -43,9 +43,9 @@ def _load(name: str):
 
 
 def _writable(output: Path, force: bool) -> None:
-    """Refuse, before any work, an -o the profile cannot be written to (workloads.files.check_target's rule)."""
-    from workloads.errors import ScenarioError
-    from workloads.files import check_target
+    """Refuse, before any work, an -o the profile cannot be written to (moesim.workloads.files.check_target's rule)."""
+    from moesim.workloads.errors import ScenarioError
+    from moesim.workloads.files import check_target
     try:
         check_target(output, force, "-o")
     except ScenarioError as err:
@@ -71,8 +71,8 @@ def run(device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu
     """Benchmark the kernels the presets run on this device and save a fitted profile with provenance."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from calibration.run import OPS
-    from workloads.presets import preset_names
+    from moesim.calibration.run import OPS
+    from moesim.workloads.presets import preset_names
 
     check_verbosity(quiet, verbose)
     if device not in (None, "cpu", "cuda"):
@@ -98,10 +98,10 @@ def run(device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         fail(f"--device cuda: this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
-    from calibration.run import run_calibration
+    from moesim.calibration.run import run_calibration
     from pydantic import ValidationError
 
-    from workloads.loader import format_validation_error
+    from moesim.workloads.loader import format_validation_error
 
     command = "moesim " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("moesim", "cli.py")) else \
         f"moesim calibrate run --device {device}" + (" --quick" if quick else "") + \
@@ -122,7 +122,7 @@ def run(device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu
         try:
             profile = run_calibration(device, quick, op_list or None, preset_list or None, thread_list, command,
                                       on_progress=report)
-        except ValidationError as err:  # a measurement faster than the catalogue's peak (calibration.profile)
+        except ValidationError as err:  # a measurement faster than the catalogue's peak (moesim.calibration.profile)
             problem = f"calibrate run: {format_validation_error(err)} (the peaks are topologies/data/gpus.yaml's)"
         except ValueError as err:
             problem = str(err)
@@ -161,7 +161,7 @@ def fit(profile: str = PROFILE_ARG,
         output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the profile with its fit."),
         force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
     """Fit the profile's points into cost curves per op class and print the fit error."""
-    from calibration.fit import fit_report
+    from moesim.calibration.fit import fit_report
 
     prof = _load(profile)
     if output is not None:
@@ -181,7 +181,7 @@ def fit(profile: str = PROFILE_ARG,
 @calibrate_app.command("show")
 def show(profile: str = PROFILE_ARG, as_json: bool = JSON_OPT) -> None:
     """Print a profile: device, peaks, provenance, kernel points, collectives and fit."""
-    from calibration.fit import fit_report
+    from moesim.calibration.fit import fit_report
 
     prof = _load(profile)
     if as_json:
@@ -220,7 +220,7 @@ def show(profile: str = PROFILE_ARG, as_json: bool = JSON_OPT) -> None:
 def compare(a: str = typer.Argument(..., help="Profile A (name or file)."),
             b: str = typer.Argument(..., help="Profile B (name or file)."), as_json: bool = JSON_OPT) -> None:
     """Compare two profiles: peaks, fitted rates per op class, and the points both measured (B / A)."""
-    from calibration.fit import fit_report
+    from moesim.calibration.fit import fit_report
 
     pa, pb = _load(a), _load(b)
     fa = {(f.op, f.dtype): f for f in (pa.fit or fit_report(pa))}
@@ -277,9 +277,9 @@ def project(profile: str = PROFILE_ARG,
             force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
     """Project a profile onto another GPU by its specifications: class by class, which scaling carries it (tensor
     peak for compute-bound points, HBM bandwidth for memory-bound ones)."""
-    from calibration.fit import class_label
-    from calibration.projection import project as project_profile, projection_rows
-    from topologies.gpus import gpu_spec
+    from moesim.calibration.fit import class_label
+    from moesim.calibration.projection import project as project_profile, projection_rows
+    from moesim.topologies.gpus import gpu_spec
 
     prof = _load(profile)
     try:
@@ -324,13 +324,13 @@ def from_trace(trace: str = typer.Argument(..., help="A PyTorch-profiler (Kineto
                                              "trace ran: a preset name or scenario file."),
                force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
     """Fit a profile from a real trace's kernels (in-situ), with per-class and leave-one-out errors."""
-    from calibration.from_trace import (TRACE_KERNELS, FromTraceError, check_profile, comm_streams_of,
+    from moesim.calibration.from_trace import (TRACE_KERNELS, FromTraceError, check_profile, comm_streams_of,
                                         profile_from_trace)
-    from calibration.host_trace import host_report
-    from simulator.cli import INPUT_ERRORS
-    from workloads.errors import one_line
-    from workloads.loader import load_scenario
-    from workloads.traces import load_trace
+    from moesim.calibration.host_trace import host_report
+    from moesim.simulator.cli import INPUT_ERRORS
+    from moesim.workloads.errors import one_line
+    from moesim.workloads.loader import load_scenario
+    from moesim.workloads.traces import load_trace
 
     _writable(output, force)
     try:
@@ -415,11 +415,11 @@ def validate(profile: str = typer.Option("h800", "--profile", help="Profile(s) t
     """The cost model against published H800 kernel measurements (DeepGEMM table, DeepSeek's trace), the
     in-situ profile's classes against the trace, each layer pair held out, and extrapolation across shape ranges
     (each class's large shapes priced from its small ones and back, by its curve and by the shape model)."""
-    from calibration.cost_model import CostModel
-    from calibration.extrapolation import range_checks, shape_model_errors
-    from calibration.validate import in_situ_checks, summary, validation_rows
-    from topologies.gpus import gpu_spec
-    from workloads.scenario import GpuSpec
+    from moesim.calibration.cost_model import CostModel
+    from moesim.calibration.extrapolation import range_checks, shape_model_errors
+    from moesim.calibration.validate import in_situ_checks, summary, validation_rows
+    from moesim.topologies.gpus import gpu_spec
+    from moesim.workloads.scenario import GpuSpec
 
     profiles = [_load(name.strip()) for name in profile.split(",") if name.strip()]
     rows, notes, origin = validation_rows(profiles, GpuSpec(**gpu_spec("h800")), REPO_ROOT)
@@ -503,8 +503,8 @@ def deepep_rates(trace: Optional[Path] = typer.Argument(None, help="A profiler t
                                                "trace ran: a preset name or scenario file."),
                  as_json: bool = JSON_OPT) -> None:
     """Link rates DeepEP's kernels reach: alone (its published table) and in training (a trace's kernels)."""
-    from calibration.deepep import report
-    from simulator.cli import INPUT_ERRORS
+    from moesim.calibration.deepep import report
+    from moesim.simulator.cli import INPUT_ERRORS
 
     if trace is None and DEFAULT_TRACE.is_file():
         trace = DEFAULT_TRACE

@@ -10,28 +10,28 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from simulator.cli import app, console, fail
-from simulator.commands.topology import parse_links, spec_from_options
-from simulator.limits import MAX_FLOWS, check_size
-from simulator.network.collectives import check_flow_state
-from simulator.network.flows import GB
-from simulator.network.graph_model import COLLECTIVES, FIDELITIES, GraphNetwork
-from topologies.registry import build
-from topologies.routing import fail as fail_elements
-from topologies.spec import TopologyError, topology_defaults
-from workloads.quantities import BYTES, FRACTION, OVERSUBSCRIPTION
+from moesim.simulator.cli import app, console, fail
+from moesim.simulator.commands.topology import parse_links, spec_from_options
+from moesim.simulator.limits import MAX_FLOWS, check_size
+from moesim.simulator.network.collectives import check_flow_state
+from moesim.simulator.network.flows import GB
+from moesim.simulator.network.graph_model import COLLECTIVES, FIDELITIES, GraphNetwork
+from moesim.topologies.registry import build
+from moesim.topologies.routing import fail as fail_elements
+from moesim.topologies.spec import TopologyError, topology_defaults
+from moesim.workloads.quantities import BYTES, FRACTION, OVERSUBSCRIPTION
 
 EP_NAMES = ("ep-dispatch", "ep-combine")
-# Efficiencies as in workloads.scenario.NetworkSpec: "Insights into DeepSeek-V3" §4.3 (~40 of 50 GB/s per
+# Efficiencies as in moesim.workloads.scenario.NetworkSpec: "Insights into DeepSeek-V3" §4.3 (~40 of 50 GB/s per
 # 400G NIC) and DeepSeek-V3 TR §3.2.2 / DeepEP README (~160 of 200 GB/s NVLink per direction on H800).
-# EP dispatch/combine alone move at what DeepEP's kernels reach alone (calibration.deepep.isolated_rates).
+# EP dispatch/combine alone move at what DeepEP's kernels reach alone (moesim.calibration.deepep.isolated_rates).
 NIC_EFFICIENCY = 0.8
 NVLINK_EFFICIENCY = 0.8
 NOTIFY_BYTES_PER_EXPERT = 4  # DeepEP's notify: an int32 token count per expert to every peer
 
 
 def parse_bytes(text: str) -> float:
-    """``4096``, ``1e9``, ``256MB``, ``64MiB`` → bytes (the shared size rule of workloads.quantities)."""
+    """``4096``, ``1e9``, ``256MB``, ``64MiB`` → bytes (the shared size rule of moesim.workloads.quantities)."""
     try:
         return BYTES(text)
     except ValueError as err:
@@ -82,8 +82,8 @@ def collective(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Time, algorithm bandwidth and bytes per link class of one collective; EP adds DeepEP's RDMA/NVL GB/s."""
-    from workloads.layers import element_bytes
-    from workloads.routing import SAMPLE_TOKENS, sample_balanced
+    from moesim.workloads.layers import element_bytes
+    from moesim.workloads.routing import SAMPLE_TOKENS, sample_balanced
 
     if name not in COLLECTIVES + EP_NAMES:
         fail(f"unknown collective {name!r}; choose one of {', '.join(COLLECTIVES + EP_NAMES)}")
@@ -161,9 +161,9 @@ def collective(
 
 def link_efficiencies(is_ep: bool, nic: float | None, nvlink: float | None) -> tuple[float, float]:
     """The NIC and NVLink fractions to price with: the user's, else 0.8 / 0.8, or for an EP collective what
-    DeepEP's kernels reach alone (derived from its published table, :mod:`calibration.deepep`)."""
+    DeepEP's kernels reach alone (derived from its published table, :mod:`moesim.calibration.deepep`)."""
     if is_ep and (nic is None or nvlink is None):
-        from calibration.deepep import isolated_efficiencies
+        from moesim.calibration.deepep import isolated_efficiencies
 
         ep_nic, ep_nvlink = isolated_efficiencies()
         return (ep_nic if nic is None else nic), (ep_nvlink if nvlink is None else nvlink)
@@ -173,9 +173,9 @@ def link_efficiencies(is_ep: bool, nic: float | None, nvlink: float | None) -> t
 def ep_collective(net: GraphNetwork, members: list[str], name: str, expert_ids, experts: int, tokens: int,
                   token_bytes: float, per_rank: float, gpus_per_node: int | None = None):
     """Price a DeepEP dispatch or combine of tokens routed to ``expert_ids``: its notify (token counts to every
-    peer) then its transfers; and DeepEP's figures for that time (:func:`calibration.deepep.deepep_figures`)."""
-    from calibration.deepep import deepep_figures
-    from workloads.routing import EpTraffic, ep_counts
+    peer) then its transfers; and DeepEP's figures for that time (:func:`moesim.calibration.deepep.deepep_figures`)."""
+    from moesim.calibration.deepep import deepep_figures
+    from moesim.workloads.routing import EpTraffic, ep_counts
 
     gpn = gpus_per_node or topology_defaults()["gpus_per_node"]
     counts = ep_counts(expert_ids, experts, len(members), gpn)
@@ -196,7 +196,7 @@ def ep_collective(net: GraphNetwork, members: list[str], name: str, expert_ids, 
 def deepep_comparison(name: str, topology: str, fidelity: str, nic: float | None, nvlink: float | None,
                       seed: int) -> list[dict]:
     """Every row of DeepEP's published table priced as its test runs it, beside the published figure."""
-    from calibration.deepep import calibrates, deepep_test_routing, load_table, token_bytes as deepep_token_bytes
+    from moesim.calibration.deepep import calibrates, deepep_test_routing, load_table, token_bytes as deepep_token_bytes
 
     table = load_table()
     kind = "combine" if name == "ep-combine" else "dispatch"
@@ -220,7 +220,7 @@ def deepep_comparison(name: str, topology: str, fidelity: str, nic: float | None
 
 
 def print_deepep(name: str, fidelity: str, rows: list[dict]) -> None:
-    from calibration.deepep import load_table
+    from moesim.calibration.deepep import load_table
 
     t = load_table()
     console.print(f"[bold]{name}[/] as DeepEP's benchmark runs it ({t.tokens} tokens, hidden {t.hidden}, "
@@ -243,9 +243,9 @@ def read_matrix(path: Path, size: int):
     that is not a finite number ≥ 0 is named by its row and column)."""
     import numpy as np
 
-    from workloads.documents import decode, parse_document
-    from workloads.errors import ScenarioError
-    from workloads.files import check_input
+    from moesim.workloads.documents import decode, parse_document
+    from moesim.workloads.errors import ScenarioError
+    from moesim.workloads.files import check_input
 
     where = f"--matrix {path}"
     try:

@@ -17,8 +17,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from simulator.cli import INPUT_ERRORS, JSON_OPT, PROFILE_OPT, app, console, fail
-from simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, ItemProgress, check_verbosity
+from moesim.simulator.cli import INPUT_ERRORS, JSON_OPT, PROFILE_OPT, app, console, fail
+from moesim.simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, ItemProgress, check_verbosity
 
 INDEXED = re.compile(r"^(\d+):(.+)$")
 
@@ -41,13 +41,13 @@ def split_overrides(items: list[str], sources: int) -> list[list[str]]:
 
 def load_source(source: str, overrides: list[str], profile, timeline: bool):
     """(name, ResultReport) of one compare source; raises ScenarioError on bad input."""
-    from simulator.report.build import MAX_JSON_BYTES
-    from simulator.report.payload import is_result_dict, report_from_dict, report_from_result
-    from simulator.simulate import simulate
-    from workloads.documents import read_document
-    from workloads.errors import ScenarioError
-    from workloads.loader import load_scenario
-    from workloads.presets import preset_names
+    from moesim.simulator.report.build import MAX_JSON_BYTES
+    from moesim.simulator.report.payload import is_result_dict, report_from_dict, report_from_result
+    from moesim.simulator.simulate import simulate
+    from moesim.workloads.documents import read_document
+    from moesim.workloads.errors import ScenarioError
+    from moesim.workloads.loader import load_scenario
+    from moesim.workloads.presets import preset_names
 
     path = Path(source)
     suffix = "".join(f" {o}" for o in overrides)
@@ -84,7 +84,7 @@ def signed(value: float, digits: int) -> str:
 
 
 def print_comparison(names: list[str], summaries: list[dict]) -> None:
-    from simulator.report.compare import STAGE_FIELDS, delta_text, headline_rows, stage_deltas, verdict
+    from moesim.simulator.report.compare import STAGE_FIELDS, delta_text, headline_rows, stage_deltas, verdict
 
     table = Table(title="headline metrics (in brackets: change against the first)", title_justify="left")
     table.add_column("metric")
@@ -140,10 +140,10 @@ def compare(sources: list[str] = typer.Argument(..., help="Two or more: scenario
             force: bool = typer.Option(False, "--force", help="Overwrite an existing --report file."),
             quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT) -> None:
     """Compare scenarios or results: headline metrics and per-stage deltas against the first; --report draws them."""
-    from calibration.profile import load_profiles
-    from simulator.report.compare import compare_page, metric_values, stage_deltas
-    from simulator.report.page import render
-    from workloads.files import check_target, write_atomic
+    from moesim.calibration.profile import load_profiles
+    from moesim.simulator.report.compare import compare_page, metric_values, stage_deltas
+    from moesim.simulator.report.page import render
+    from moesim.workloads.files import check_target, write_atomic
 
     check_verbosity(quiet, verbose)
     if len(sources) < 2:

@@ -6,7 +6,7 @@ import socket
 
 import typer
 
-from simulator.cli import app, console, fail
+from moesim.simulator.cli import app, console, fail
 
 
 @app.command()
@@ -15,10 +15,10 @@ def dashboard(port: int = typer.Option(8050, "--port", help="TCP port on 127.0.0
                                          help="Preset shown first (any preset can be picked in the app).")) -> None:
     """Serve a live what-if app: pick preset, schedule, pp, ep, micro-batches, dispatch dtype, NIC bandwidth."""
     try:
-        from simulator.report.dashboard import create_app
+        from moesim.simulator.report.dashboard import create_app
     except ImportError as err:
         fail(f"the dashboard needs Dash ({err.name} is missing): pip install 'moesim[dashboard]'")
-    from workloads.presets import preset_names
+    from moesim.workloads.presets import preset_names
 
     if preset not in preset_names():
         fail(f"--preset {preset!r} unknown; known: {', '.join(preset_names())}")

@@ -13,11 +13,11 @@ from typing import Optional
 import typer
 import yaml
 
-from simulator.cli import INPUT_ERRORS, app, console, fail
-from workloads.errors import ScenarioError
-from workloads.files import check_input, check_target, write_atomic
-from workloads.importers.draft import Draft
-from workloads.importers.hf_config import apply_hf_config, read_hf_config
+from moesim.simulator.cli import INPUT_ERRORS, app, console, fail
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.files import check_input, check_target, write_atomic
+from moesim.workloads.importers.draft import Draft
+from moesim.workloads.importers.hf_config import apply_hf_config, read_hf_config
 
 import_app = typer.Typer(no_args_is_help=True, help="Turn a Megatron-LM command line or a TorchTitan job config "
                                                     "into a scenario YAML, flag by flag.")
@@ -40,8 +40,8 @@ def import_megatron(args: list[str] = typer.Argument(..., help="The pasted comma
                     gpus: Optional[int] = GPUS_OPT, gpus_per_node: int = PER_NODE_OPT,
                     force: bool = FORCE_OPT) -> None:
     """A Megatron-LM / Megatron-Core launch (torchrun … pretrain_gpt.py …), args file or Bridge/ModelZoo YAML."""
-    from workloads.importers.launch import parse_launch, world_size
-    from workloads.importers.megatron import flags_from_config, import_megatron as run_import, name_config_keys
+    from moesim.workloads.importers.launch import parse_launch, world_size
+    from moesim.workloads.importers.megatron import flags_from_config, import_megatron as run_import, name_config_keys
 
     try:
         if output:
@@ -107,7 +107,7 @@ def import_torchtitan(job: str = typer.Argument(..., help="The job's TOML (e.g. 
                       gpus: Optional[int] = GPUS_OPT, gpus_per_node: int = PER_NODE_OPT,
                       force: bool = FORCE_OPT) -> None:
     """A TorchTitan job config; the model's shapes from --hf-config (or hf_assets_path/config.json)."""
-    from workloads.importers.torchtitan import import_torchtitan as run_import, read_job
+    from moesim.workloads.importers.torchtitan import import_torchtitan as run_import, read_job
 
     try:
         if output:
@@ -154,7 +154,7 @@ def _common(draft: Draft, gpu: str, framework: str) -> None:
 
 def _finish(draft: Draft, output: Optional[str], force: bool, command: str) -> None:
     """Validate the scenario, then write or print it."""
-    from workloads.loader import validate
+    from moesim.workloads.loader import validate
 
     draft.set("description", f"imported from {draft.source}", "")
     header = [f"Imported by `{command}`.",

@@ -12,18 +12,18 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from simulator.cli import INPUT_ERRORS, SET_OPT, app, console, fail
-from simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, check_verbosity
-from simulator.limits import MAX_LOCAL_WORKERS
-from simulator.processes import Terminated, interrupt_exit_code, sigterm_as_interrupt
-from workloads import quantities as q
+from moesim.simulator.cli import INPUT_ERRORS, SET_OPT, app, console, fail
+from moesim.simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, check_verbosity
+from moesim.simulator.limits import MAX_LOCAL_WORKERS
+from moesim.simulator.processes import Terminated, interrupt_exit_code, sigterm_as_interrupt
+from moesim.workloads import quantities as q
 
 
 def _schedules(text: Optional[str]):
     """``1f1b,interleaved:4,dualpipev`` → (name, virtual stages) pairs; the default stages per schedule."""
-    from simulator.planner.request import SCHEDULE_VARIANTS
-    from simulator.schedules import get_schedule
-    from workloads.errors import ScenarioError
+    from moesim.simulator.planner.request import SCHEDULE_VARIANTS
+    from moesim.simulator.schedules import get_schedule
+    from moesim.workloads.errors import ScenarioError
 
     if text is None:
         return list(SCHEDULE_VARIANTS)
@@ -116,15 +116,15 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
          as_json: bool = typer.Option(False, "--json", help="Print everything as JSON."),
          quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT) -> None:
     """Search GPU counts, kinds and layouts; bound, then simulate the promising few; rank by time or cost."""
-    from simulator.planner.answer import plan_json
-    from simulator.planner.request import (PlanRequest, default_batch_range, load_base, parse_batch, parse_days,
+    from moesim.simulator.planner.answer import plan_json
+    from moesim.simulator.planner.request import (PlanRequest, default_batch_range, load_base, parse_batch, parse_days,
                                            parse_ints, parse_tokens)
-    from simulator.planner.search import search
-    from simulator.sweep.executors import get_executor
-    from topologies.gpus import gpu_catalog
+    from moesim.simulator.planner.search import search
+    from moesim.simulator.sweep.executors import get_executor
+    from moesim.topologies.gpus import gpu_catalog
 
     if report:
-        from workloads.files import check_target
+        from moesim.workloads.files import check_target
         try:
             check_target(report, force, "--report")
         except INPUT_ERRORS as err:
@@ -179,7 +179,7 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
     progress.stop()
     answer = plan_json(name, request, outcome, f"{batch_source}: {low}..{high} sequences")
     if report:
-        from simulator.report.plan import write_plan_report
+        from moesim.simulator.report.plan import write_plan_report
         try:
             write_plan_report(answer, report, force=force)
         except INPUT_ERRORS as err:
@@ -187,7 +187,7 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
     if as_json:
         print(json.dumps(answer, indent=1))
     else:
-        from simulator.commands.plan_output import print_plan
+        from moesim.simulator.commands.plan_output import print_plan
         print_plan(answer, outcome)
         if report and not quiet:
             print(f"wrote {report}")
@@ -197,7 +197,7 @@ def plan(scenario: Optional[str] = typer.Argument(None, help="Scenario file (YAM
 
 def _prices(text: str, kinds: list[str]) -> tuple[float, dict[str, float]]:
     """``2`` → (2, {}); ``h800=2,b200=3.5`` → (2, {h800: 2, b200: 3.5}): the default stays 2 USD per GPU-hour."""
-    from workloads.errors import ScenarioError
+    from moesim.workloads.errors import ScenarioError
 
     default, prices = 2.0, {}
     for item in (t.strip() for t in text.split(",") if t.strip()):
@@ -217,7 +217,7 @@ def _prices(text: str, kinds: list[str]) -> tuple[float, dict[str, float]]:
 
 
 def _zero(text: Optional[str]) -> list[int]:
-    from workloads.errors import ScenarioError
+    from moesim.workloads.errors import ScenarioError
 
     if text is None:
         return [1, 2]
@@ -231,8 +231,8 @@ def _zero(text: Optional[str]) -> list[int]:
 
 
 def _recompute(text: Optional[str]) -> list[str]:
-    from simulator.planner.request import RECOMPUTE
-    from workloads.errors import ScenarioError
+    from moesim.simulator.planner.request import RECOMPUTE
+    from moesim.workloads.errors import ScenarioError
 
     if text is None:
         return list(RECOMPUTE)

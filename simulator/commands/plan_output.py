@@ -6,8 +6,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from simulator.cli import console as terminal
-from simulator.planner.answer import duration
+from moesim.simulator.cli import console as terminal
+from moesim.simulator.planner.answer import duration
 
 # Piped or logged output is not cut to 80 columns: a plan row is wider than that.
 console = terminal if terminal.is_terminal else Console(width=150)

@@ -16,7 +16,7 @@ VERBOSE_OPT = typer.Option(False, "--verbose", "-v", help="A line on stderr per 
 def check_verbosity(quiet: bool, verbose: bool) -> None:
     """Refuse ``-q`` with ``-v``: one line, exit 2."""
     if quiet and verbose:
-        from simulator.cli import fail
+        from moesim.simulator.cli import fail
         fail("-q and -v: pass one of them (-q: no progress; -v: a line per finished item)")
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from simulator.cli import INPUT_ERRORS, app, console, fail
-from workloads.files import check_target
+from moesim.simulator.cli import INPUT_ERRORS, app, console, fail
+from moesim.workloads.files import check_target
 
 
 @app.command()
@@ -16,7 +16,7 @@ def report(source: str = typer.Argument(..., help="RESULT.json (moesim simulate 
            output: Path = typer.Option(..., "--output", "-o", help="HTML file to write."),
            force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists.")) -> None:
     """Write one offline HTML page of interactive charts: timeline, breakdowns, memory, links, experts, sweeps."""
-    from simulator.report import load_report_source, write_report
+    from moesim.simulator.report import load_report_source, write_report
 
     if output.suffix.lower() not in (".html", ".htm"):
         fail(f"--output {output}: give an .html file name")

@@ -11,9 +11,9 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from simulator.cli import (INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT, app,
+from moesim.simulator.cli import (INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT, app,
                            console, fail)
-from workloads.files import check_target, write_atomic
+from moesim.workloads.files import check_target, write_atomic
 
 SAVE_OPT = typer.Option(None, "--save", help="Write the sampled expert ids (tokens × layers × top_k) as .npy.")
 TOP_OPT = typer.Option(8, "--top", min=1, max=100_000, help="How many of the busiest GPUs to list.")
@@ -25,11 +25,11 @@ def routing(scenario: Optional[str] = SCENARIO_ARG, preset: Optional[str] = PRES
             top: int = TOP_OPT, save: Optional[str] = SAVE_OPT,
             force: bool = typer.Option(False, "--force", help="Overwrite an existing --save file.")) -> None:
     """Show what the scenario's routing does to the EP group: per-GPU expert rows, busiest links, step time."""
-    from simulator.profile_input import user_profile
-    from simulator.simulate import simulate
-    from workloads.ep_load import scenario_ep_load
-    from workloads.loader import load_scenario
-    from workloads.routing import RoutingInputs, sample_routing
+    from moesim.simulator.profile_input import user_profile
+    from moesim.simulator.simulate import simulate
+    from moesim.workloads.ep_load import scenario_ep_load
+    from moesim.workloads.loader import load_scenario
+    from moesim.workloads.routing import RoutingInputs, sample_routing
 
     try:
         sc = load_scenario(scenario, preset, set_ or [])

@@ -10,15 +10,15 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from simulator.cli import INPUT_ERRORS, app, console, fail
-from simulator.engine import PipelineEngine, TailSpec, Timeline
-from simulator.limits import check_pipeline
-from simulator.metrics import rank_breakdowns
-from simulator.pricing import Segment, StagePrice
-from simulator.schedules import SCHEDULES, get_schedule
-from workloads.files import check_target, write_atomic
-from workloads.ops import Phase, Stream
-from workloads.quantities import CHUNK_SECONDS
+from moesim.simulator.cli import INPUT_ERRORS, app, console, fail
+from moesim.simulator.engine import PipelineEngine, TailSpec, Timeline
+from moesim.simulator.limits import check_pipeline
+from moesim.simulator.metrics import rank_breakdowns
+from moesim.simulator.pricing import Segment, StagePrice
+from moesim.simulator.schedules import SCHEDULES, get_schedule
+from moesim.workloads.files import check_target, write_atomic
+from moesim.workloads.ops import Phase, Stream
+from moesim.workloads.quantities import CHUNK_SECONDS
 
 
 CHUNK = CHUNK_SECONDS.parser()
@@ -128,7 +128,7 @@ def schedule(
     if html is not None:
         title = (f"{name}: pp {report['pp']}, {report['micro_batches']} micro-batches — makespan "
                  f"{report['makespan']:.4g} s")
-        from simulator.report.page import standalone_html
+        from moesim.simulator.report.page import standalone_html
         try:
             write_atomic(html, standalone_html(gantt_figure(timeline, title), title), force, "--html")
         except INPUT_ERRORS as err:
@@ -165,8 +165,8 @@ def _run_uniform(name, pp, micro_batches, virtual_stages, f, b, w, fb, p2p):
 
 
 def _run_preset(name, preset, sets, pp, micro_batches, virtual_stages):
-    from simulator.simulate import simulate
-    from workloads.loader import load_scenario
+    from moesim.simulator.simulate import simulate
+    from moesim.workloads.loader import load_scenario
 
     if pp is not None or micro_batches is not None or virtual_stages is not None:
         fail("with --preset the layout comes from the scenario; use --set parallelism.pp=… (or global_batch, "

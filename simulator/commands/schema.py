@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from simulator.cli import INPUT_ERRORS, app, console, fail
+from moesim.simulator.cli import INPUT_ERRORS, app, console, fail
 
 
 @app.command()
@@ -16,8 +16,8 @@ def schema(output: Optional[str] = typer.Option(None, "--output", "-o", help="Wr
                                           "(docs/scenario-reference.md) instead of the JSON Schema."),
            force: bool = typer.Option(False, "--force", help="Overwrite an existing --output file.")) -> None:
     """Print the scenario's JSON Schema (every field with its unit and an example), or write it with -o."""
-    from workloads.files import write_atomic
-    from workloads.schema import reference_markdown, schema_text
+    from moesim.workloads.files import write_atomic
+    from moesim.workloads.schema import reference_markdown, schema_text
 
     text = reference_markdown() if reference else schema_text()
     if output is None:

@@ -14,10 +14,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
     TimeRemainingColumn
 from rich.table import Table
 
-from simulator.cli import INPUT_ERRORS, app, console, fail
-from simulator.commands.progress import VERBOSE_OPT, check_verbosity
-from simulator.limits import MAX_LOCAL_WORKERS
-from simulator.processes import Terminated, interrupt_exit_code, sigterm_as_interrupt
+from moesim.simulator.cli import INPUT_ERRORS, app, console, fail
+from moesim.simulator.commands.progress import VERBOSE_OPT, check_verbosity
+from moesim.simulator.limits import MAX_LOCAL_WORKERS
+from moesim.simulator.processes import Terminated, interrupt_exit_code, sigterm_as_interrupt
 
 
 @app.command()
@@ -33,7 +33,7 @@ def sweep(spec_file: str = typer.Argument(..., metavar="SPEC", help="Sweep spec 
           verbose: bool = VERBOSE_OPT,
           as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of tables.")) -> None:
     """Run every point of a sweep spec and write one row per point; rerunning resumes where it stopped."""
-    from simulator.sweep import load_spec, run_sweep
+    from moesim.simulator.sweep import load_spec, run_sweep
 
     check_verbosity(quiet, verbose)
     if address is not None and executor != "ray":

@@ -9,12 +9,12 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from simulator.cli import app, console, fail
-from topologies.registry import TOPOLOGIES, build
-from topologies.spec import TopologyError, make_spec
-from workloads.errors import ScenarioError
-from workloads.files import check_target, write_atomic
-from workloads.quantities import BANDWIDTH_GBYTES_PER_S, OVERSUBSCRIPTION
+from moesim.simulator.cli import app, console, fail
+from moesim.topologies.registry import TOPOLOGIES, build
+from moesim.topologies.spec import TopologyError, make_spec
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.files import check_target, write_atomic
+from moesim.workloads.quantities import BANDWIDTH_GBYTES_PER_S, OVERSUBSCRIPTION
 
 topology_app = typer.Typer(no_args_is_help=True, help="Build, describe and draw cluster topologies.")
 app.add_typer(topology_app, name="topology")
@@ -72,7 +72,7 @@ def describe(kind: str = typer.Argument(..., help=f"One of {', '.join(TOPOLOGIES
              draw: Optional[Path] = typer.Option(None, "--draw", help="Write an interactive plotly HTML picture."),
              force: bool = typer.Option(False, "--force", help="Overwrite the --draw file if it exists.")) -> None:
     """Endpoints, switches per tier, links, bisection bandwidth and diameter of a topology."""
-    from topologies.stats import describe as summarise
+    from moesim.topologies.stats import describe as summarise
 
     try:
         if draw is not None:
@@ -83,8 +83,8 @@ def describe(kind: str = typer.Argument(..., help=f"One of {', '.join(TOPOLOGIES
     except (TopologyError, KeyError, ScenarioError) as err:
         fail(str(err).strip("'\""))
     if draw is not None:
-        from simulator.report.page import standalone_html
-        from simulator.report.topology_view import topology_figure
+        from moesim.simulator.report.page import standalone_html
+        from moesim.simulator.report.topology_view import topology_figure
         try:
             fig = topology_figure(g, f"{kind}: {g.graph['nodes']} nodes, radix {spec.radix}")
         except ValueError as err:
@@ -146,7 +146,7 @@ def route(kind: str = typer.Argument(..., help=f"One of {', '.join(TOPOLOGIES)}.
           fail_switch: Optional[list[str]] = typer.Option(None, "--fail-switch", help="Switch to remove."),
           as_json: bool = typer.Option(False, "--json")) -> None:
     """The links a transfer from ``--src`` to ``--dst`` loads, with the ECMP fraction on each."""
-    from topologies.routing import Router, fail as fail_elements
+    from moesim.topologies.routing import Router, fail as fail_elements
 
     try:
         g = build(spec_from_options(kind, radix, planes, gpus, oversubscription, None, None, None, None))

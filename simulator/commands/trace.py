@@ -10,9 +10,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from simulator.cli import (INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT,
+from moesim.simulator.cli import (INPUT_ERRORS, JSON_OPT, PRESET_OPT, PROFILE_OPT, SCENARIO_ARG, SET_OPT,
                            TRACE_OUT_OPT, app, console, fail, print_result)
-from workloads.errors import one_line
+from moesim.workloads.errors import one_line
 
 trace_app = typer.Typer(no_args_is_help=True, help="Read PyTorch-profiler (Kineto) Chrome traces.")
 app.add_typer(trace_app, name="trace")
@@ -37,8 +37,8 @@ def _ms(us: float) -> str:
 @trace_app.command("summarize")
 def summarize_cmd(trace: str = TRACE_ARG, as_json: bool = JSON_OPT) -> None:
     """Per phase and stream: kernel counts and durations; kernel classes; compute/communication overlap."""
-    from workloads.traces import load_trace
-    from workloads.traces.summary import summarize
+    from moesim.workloads.traces import load_trace
+    from moesim.workloads.traces.summary import summarize
 
     try:
         loaded = load_trace(trace)
@@ -110,11 +110,11 @@ def replay(trace: str = TRACE_ARG, scenario: Optional[str] = SCENARIO_ARG, prese
            force: bool = typer.Option(False, "--force", help="Overwrite an existing --trace file."),
            traced_as: Optional[str] = TRACED_AS_OPT) -> None:
     """Simulate a full training step with per-layer MoE costs measured in a profiler trace."""
-    from simulator.profile_input import user_profile
-    from simulator.export import check_trace_target, write_chrome_trace
-    from simulator.replay import replay as run_replay
-    from workloads.loader import load_scenario
-    from workloads.traces import load_trace
+    from moesim.simulator.profile_input import user_profile
+    from moesim.simulator.export import check_trace_target, write_chrome_trace
+    from moesim.simulator.replay import replay as run_replay
+    from moesim.workloads.loader import load_scenario
+    from moesim.workloads.traces import load_trace
 
     try:
         sc = load_scenario(scenario, preset, set_ or [])

@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from simulator.cli import INPUT_ERRORS, JSON_OPT, PROFILE_OPT, app, console, fail
-from simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, ItemProgress, check_verbosity
+from moesim.simulator.cli import INPUT_ERRORS, JSON_OPT, PROFILE_OPT, app, console, fail
+from moesim.simulator.commands.progress import QUIET_OPT, VERBOSE_OPT, ItemProgress, check_verbosity
 
 
 @app.command()
@@ -21,8 +21,8 @@ def validate(runs_file: Optional[str] = typer.Argument(None, help="A YAML table 
              profile: Optional[str] = PROFILE_OPT, as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
              verbose: bool = VERBOSE_OPT) -> None:
     """Compare the presets with published end-to-end runs: simulated vs published, signed error, average and worst."""
-    from calibration.profile import load_profiles
-    from simulator.validation import load_runs, summary, validate_runs
+    from moesim.calibration.profile import load_profiles
+    from moesim.simulator.validation import load_runs, summary, validate_runs
 
     check_verbosity(quiet, verbose)
     try:
@@ -48,7 +48,7 @@ def validate(runs_file: Optional[str] = typer.Argument(None, help="A YAML table 
 
 
 def print_comparisons(comparisons, totals: dict, runs_file: Optional[str]) -> None:
-    from simulator.validation import METRICS, OFF_ABS_ERROR, off
+    from moesim.simulator.validation import METRICS, OFF_ABS_ERROR, off
 
     console.print(f"[bold]moesim validate[/]: {totals['runs']} published runs "
                   f"({runs_file or 'workloads/data/published_runs.yaml'}); a report, not a target: nothing is "

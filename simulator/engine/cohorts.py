@@ -1,7 +1,7 @@
 """Which GPUs the engine simulates, and which of them behave identically (full-fidelity layouts).
 
 Global ranks are ordered tp fastest, then cp, then dp, then pp, and process groups are those of
-:class:`~simulator.network.groups.ProcessGroups`: GPU ``g`` sits on pipeline rank ``g // S`` at local index
+:class:`~moesim.simulator.network.groups.ProcessGroups`: GPU ``g`` sits on pipeline rank ``g // S`` at local index
 ``g % S``, with ``S = dp·cp·tp`` GPUs per pipeline rank; by local index ``l``: TP ``l // tp``; EP ``l // ep``
 (contiguous runs of ``ep``); DP ``l % (tp·cp)``; expert-DP ``l % ep``. A pipeline send goes to the GPU with the
 same local index on the rank that runs the next stage. The gradient and parameter synchronisation of the step's
@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from simulator.network.groups import ProcessGroups
-from workloads.scenario import Scenario
+from moesim.simulator.network.groups import ProcessGroups
+from moesim.workloads.scenario import Scenario
 
 GROUPS = ("ep", "tp", "tail")
 

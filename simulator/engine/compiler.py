@@ -1,6 +1,6 @@
 """The compiler: signals between tasks → (pipeline rank, slot) pairs the runner reads.
 
-The program builder (:mod:`simulator.engine.program`) names each dependency by a signal, one per task completion,
+The program builder (:mod:`moesim.simulator.engine.program`) names each dependency by a signal, one per task completion,
 numbered over the whole step. The runner keeps, per unit, one end time per *slot*: only completions that a task
 on another stream (or another rank) waits for get a slot, numbered per producing pipeline rank, so a unit's
 table of end times is as short as it can be. A dependency on an earlier task of the same stream is implied by
@@ -9,14 +9,14 @@ the stream's order and dropped.
 
 from __future__ import annotations
 
-from simulator.schedules.base import ScheduleError
-from simulator.engine.tasks import STREAMS, RankProgram
+from moesim.simulator.schedules.base import ScheduleError
+from moesim.simulator.engine.tasks import STREAMS, RankProgram
 
 NS = len(STREAMS)
 
 
 def compile_programs(programs: list[RankProgram], signals: int, schedule: str) -> list[int]:
-    """Sets every task's ``inputs`` and ``slot`` (:class:`~simulator.engine.tasks.Task`), in place, and returns how
+    """Sets every task's ``inputs`` and ``slot`` (:class:`~moesim.simulator.engine.tasks.Task`), in place, and returns how
     many slots each pipeline rank's units keep. ``signals`` is how many signals the programs use; ``schedule``
     names the schedule in the error a dependency on a task no rank runs raises (a deadlock)."""
     # Where each signal is produced: rank · STREAMS + stream (−1 when nothing produces it) and position in the queue.

@@ -1,7 +1,7 @@
 """The host: each rank's CPU thread issuing its kernels in program order, and where it waits for the GPU.
 
 A framework's host thread issues every kernel of a rank, whatever its stream, in program order; each costs the
-thread its launch time (:class:`calibration.host.HostModel`). A kernel cannot start before it is issued, so a
+thread its launch time (:class:`moesim.calibration.host.HostModel`). A kernel cannot start before it is issued, so a
 step of small kernels is bound by the host. A host synchronisation (an op with ``host_sync``: the forward
 dispatch's token counts, the optimizer's grad-norm read-back) blocks the thread until the GPU has drained to
 that point, then costs it the sync's own time. CUDA graphs (``training.cuda_graphs``) replace the launches of a
@@ -14,7 +14,7 @@ that last issue plus one mean kernel (``duration_s / kernels``). GPU-bound, the 
 nothing; host-bound, the segment ends when its last kernel has been issued and run. A sync segment's sync comes
 first: the host waits for the GPU to reach the segment's start (its stream free and its inputs done).
 
-At run time (:mod:`simulator.engine.runner`) a task's host times are offsets from the host's last *release* (the end
+At run time (:mod:`moesim.simulator.engine.runner`) a task's host times are offsets from the host's last *release* (the end
 of the last sync it passed, 0 at the start of the step), worked out here once per program
 (:func:`plan_host`): between syncs the host's times are static sums of launch costs, so the runner only adds
 an offset to a release time, kept in a slot of the unit's table of end times.
@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from calibration.host import DEFAULT, HostModel
-from simulator.engine.tasks import RankProgram
-from workloads.ops import Component, Kind, Op, OpClass
+from moesim.calibration.host import DEFAULT, HostModel
+from moesim.simulator.engine.tasks import RankProgram
+from moesim.workloads.ops import Component, Kind, Op, OpClass
 
 # What each scope of ``training.cuda_graphs`` captures (Megatron-LM's module names; attn is the attention block,
 # moe_router the gate and its router kernels, moe_preprocess the dispatcher's token→expert index kernels, mlp a
@@ -76,7 +76,7 @@ class HostPricer:
         self.model = model
         self.scopes = frozenset(scopes)
         self.graph_launch_s = model.launch_s.get(DEFAULT, 0.0)  # a graph launch costs one launch
-        # (name, ids of the ops) → (ops, host): layers of a kind share their ops (workloads.model); the entry
+        # (name, ids of the ops) → (ops, host): layers of a kind share their ops (moesim.workloads.model); the entry
         # holds the ops, so that their ids stay theirs while it is cached.
         self._components: dict[tuple, tuple] = {}
 

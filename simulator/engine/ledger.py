@@ -5,13 +5,13 @@ For one rank over the step (makespan M):
   forward_s, backward_input_s, backward_weight_s  compute-stream time in F, B and W chunks;
   optimizer_s                                      compute-stream time of the optimizer step;
   host_bound_s                                     time the compute stream waits for the host thread to issue
-                                                   its kernels (simulator.engine.host), not covered by compute;
+                                                   its kernels (moesim.simulator.engine.host), not covered by compute;
   exposed_comm_s                                   communication-stream time (collectives and pipeline
                                                    send/recv) not covered by compute or a wait for the host;
   bubble_s = M − all of the above                  time with no stream doing useful work.
 
-The runner (:mod:`simulator.engine.runner`) gives each recorded GPU a :class:`Ledger` and enters every task in it as
-it finishes; :func:`simulator.metrics.rank_breakdowns` works out the same breakdown from a kept timeline's records
+The runner (:mod:`moesim.simulator.engine.runner`) gives each recorded GPU a :class:`Ledger` and enters every task in it as
+it finishes; :func:`moesim.simulator.metrics.rank_breakdowns` works out the same breakdown from a kept timeline's records
 (the two agree exactly: sums are added in the order the timeline's records, sorted by end, give them).
 """
 
@@ -21,7 +21,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from simulator.engine.tasks import PP
+from moesim.simulator.engine.tasks import PP
 
 HOLD_PHASES = ("F", "B", "W")  # phases of a micro-batch's chunks, which hold its activations
 
@@ -43,7 +43,7 @@ class RankBreakdown:
 class Ledger:
     """One recorded GPU's tasks as its streams finish them: ``spans`` (start, end, stream, position) in that
     order, every stream's (seconds; the task is ``queues[stream][position]`` of the GPU's
-    :class:`~simulator.engine.tasks.RankProgram`), and ``host`` the (start, end) intervals a stream waited for its
+    :class:`~moesim.simulator.engine.tasks.RankProgram`), and ``host`` the (start, end) intervals a stream waited for its
     host thread. The runner appends to both lists directly (a tuple per task is all a task costs it: of plain
     numbers, so that the garbage collector stops tracking it at once); :meth:`breakdown` works the rank's time
     out at the end of the step.
@@ -61,7 +61,7 @@ class Ledger:
         micro-batch's F keeps on that stage.
 
         Every sum is added in the order a timeline's records sorted by end give (what
-        :func:`simulator.metrics.rank_breakdowns` reads): a stream runs in order, so its tasks end in the order
+        :func:`moesim.simulator.metrics.rank_breakdowns` reads): a stream runs in order, so its tasks end in the order
         it ran them, and only the communication streams' tasks, which interleave, are sorted here.
         """
         queues = self.queues
@@ -79,7 +79,7 @@ class Ledger:
         for entry, (start, end, stream, position) in enumerate(self.spans):
             task = queues[stream][position]
             phase = task.phase
-            if stream == 0:  # the compute stream (simulator.engine.tasks.COMPUTE)
+            if stream == 0:  # the compute stream (moesim.simulator.engine.tasks.COMPUTE)
                 busy[phase] += end - start
                 if start <= last:
                     if end > last:

@@ -6,7 +6,7 @@ like CUDA streams: a task starts when the stream is free and all its dependencie
 stream for its duration (seconds). Overlap between computation and communication is not typed in anywhere; it
 emerges from the streams and the dependencies.
 
-:class:`PipelineEngine` puts the parts together (the package's modules, :mod:`simulator.engine`); each
+:class:`PipelineEngine` puts the parts together (the package's modules, :mod:`moesim.simulator.engine`); each
 pipeline rank's program is built and compiled once, however many units run it.
 """
 
@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 import simpy
 from simpy.events import NORMAL
 
-from simulator.engine.cohorts import GpuLayout, representative_layout
-from simulator.engine.compiler import compile_programs
-from simulator.engine.host import HostPricer, plan_host
-from simulator.engine.ledger import RankBreakdown
-from simulator.pricing import StagePrice
-from simulator.engine.program import ProgramBuilder, TailSpec
-from simulator.engine.runner import Runner, Unit
-from simulator.schedules.base import Schedule, ScheduleError
-from simulator.engine.tasks import NetOp, RankProgram
+from moesim.simulator.engine.cohorts import GpuLayout, representative_layout
+from moesim.simulator.engine.compiler import compile_programs
+from moesim.simulator.engine.host import HostPricer, plan_host
+from moesim.simulator.engine.ledger import RankBreakdown
+from moesim.simulator.pricing import StagePrice
+from moesim.simulator.engine.program import ProgramBuilder, TailSpec
+from moesim.simulator.engine.runner import Runner, Unit
+from moesim.simulator.schedules.base import Schedule, ScheduleError
+from moesim.simulator.engine.tasks import NetOp, RankProgram
 
 __all__ = ["CountingEnvironment", "NetOp", "PipelineEngine", "TailSpec", "Timeline"]
 
@@ -42,7 +42,7 @@ class Timeline:
     simulated unit; ``gpu_events`` the same over every GPU they stand for; ``waits`` the times a stream
     blocked on a SimPy event; ``tasks`` the engine tasks run (over every simulated unit) and ``simpy_events``
     the events SimPy itself scheduled (waits, rendezvous, network transfers). ``breakdowns[rank]`` is each row
-    rank's breakdown (:class:`~simulator.engine.ledger.RankBreakdown`) from what the runner entered in its ledger as
+    rank's breakdown (:class:`~moesim.simulator.engine.ledger.RankBreakdown`) from what the runner entered in its ledger as
     tasks finished, made whether or not ``records`` are kept (``keep_records``).
     """
 
@@ -69,15 +69,15 @@ class PipelineEngine:
     """Runs a pipeline schedule on a GPU layout and returns its timeline.
 
     Without ``layout`` (representative fidelity) one unit per pipeline rank stands for all its GPUs. With a
-    :class:`~simulator.engine.cohorts.GpuLayout` (full fidelity) every GPU is simulated: each unit is one GPU, or a
+    :class:`~moesim.simulator.engine.cohorts.GpuLayout` (full fidelity) every GPU is simulated: each unit is one GPU, or a
     class of GPUs that provably behave alike; collectives are rendezvous of their group's units and pipeline
     sends go between the GPUs that hold the stages. ``send_s`` is one pipeline send/recv (seconds).
     ``compute_slowdown`` maps a rank to the factor by which its compute kernels are slower (stragglers).
     ``pair_s``, for synthetic studies only (``moesim schedule --fb``), replaces the priced components of every
     overlapped pair by that many seconds of compute, split between its chunks in proportion to their own times.
-    A time-shared ``network`` (:mod:`simulator.network.shared`) moves communication in simulated time;
-    ``send_comm`` is the Comm of one pipeline send on it. With a ``host`` (:class:`~simulator.engine.host.HostPricer`)
-    each unit's kernels are issued by its host thread (:mod:`simulator.engine.host`). Without ``keep_records`` the
+    A time-shared ``network`` (:mod:`moesim.simulator.network.shared`) moves communication in simulated time;
+    ``send_comm`` is the Comm of one pipeline send on it. With a ``host`` (:class:`~moesim.simulator.engine.host.HostPricer`)
+    each unit's kernels are issued by its host thread (:mod:`moesim.simulator.engine.host`). Without ``keep_records`` the
     timeline keeps no records, only each row's ledger (what the step's breakdown needs).
     """
 

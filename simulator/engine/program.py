@@ -1,6 +1,6 @@
 """The program builder: a pipeline schedule's steps and their priced segments → each pipeline rank's tasks.
 
-Every step of a rank's program becomes tasks on its streams (:class:`~simulator.engine.tasks.RankProgram`), their
+Every step of a rank's program becomes tasks on its streams (:class:`~moesim.simulator.engine.tasks.RankProgram`), their
 dependencies named by signals (ints, one per task completion; a named signal lets a consumer refer to a
 producer built later, on another rank).
 
@@ -32,11 +32,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulator.engine.host import HostPricer, SegmentHost
-from simulator.pricing import Segment, StagePrice
-from simulator.schedules.base import Schedule, ScheduleError, Step
-from simulator.engine.tasks import STREAM_INDEX, NetOp, RankProgram, Task
-from workloads.ops import OpClass, Phase, Stream
+from moesim.simulator.engine.host import HostPricer, SegmentHost
+from moesim.simulator.pricing import Segment, StagePrice
+from moesim.simulator.schedules.base import Schedule, ScheduleError, Step
+from moesim.simulator.engine.tasks import STREAM_INDEX, NetOp, RankProgram, Task
+from moesim.workloads.ops import OpClass, Phase, Stream
 
 # Position of each (phase, component) inside one layer pair of an overlapped F&B pair, from the order of the
 # CPU annotations in deepseek-ai/profile-data's train.json (../shared/reference/deepseek-v3.md).
@@ -92,10 +92,10 @@ class ProgramBuilder:
     ``send_s`` is one pipeline send/recv (seconds); ``pair_s``, for synthetic studies only (``moesim schedule
     --fb``), replaces the priced components of every overlapped pair by that many seconds of compute, split
     between its chunks in proportion to their own times. With a time-shared ``network`` communication tasks
-    get a :class:`~simulator.engine.tasks.NetOp` (``send_comm``: the Comm of one pipeline send).
+    get a :class:`~moesim.simulator.engine.tasks.NetOp` (``send_comm``: the Comm of one pipeline send).
 
-    With a ``host`` (:class:`~simulator.engine.host.HostPricer`) every task gets its raw host record (kernels, launch
-    seconds, sync) and each program its issue ``order`` (:mod:`simulator.engine.host`): a segment's from its price, a
+    With a ``host`` (:class:`~moesim.simulator.engine.host.HostPricer`) every task gets its raw host record (kernels, launch
+    seconds, sync) and each program its issue ``order`` (:mod:`moesim.simulator.engine.host`): a segment's from its price, a
     pipeline send and a tail collective one launch each, the optimizer step one launch after a host sync (its
     grad-norm and found-inf read-back: Megatron-LM megatron/core/optimizer/clip_grads.py ``total_norm.item()``,
     optimizer.py ``found_inf_flag.item()``).

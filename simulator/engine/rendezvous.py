@@ -1,7 +1,7 @@
 """A collective's rendezvous: the members of a process group meet, and the collective ends for all of them at
 the last arrival plus its duration (seconds).
 
-The runner (:mod:`simulator.engine.runner`) keys an open rendezvous by (group kind, group key, task position in the
+The runner (:mod:`moesim.simulator.engine.runner`) keys an open rendezvous by (group kind, group key, task position in the
 queue): every member runs the same program, so the i-th task of a group's members is the same collective.
 Like SimPy's ``Event.succeed``, which refuses a second trigger, a rendezvous refuses a member arriving twice
 and a second close: either would be a bug in the runner, not a state to carry on from.
@@ -68,7 +68,7 @@ class Rendezvous:
 
 
 class TailSync:
-    """The step's DP synchronisation between blocks (:class:`~simulator.engine.runner.Unit` with ``block``): each
+    """The step's DP synchronisation between blocks (:class:`~moesim.simulator.engine.runner.Unit` with ``block``): each
     member block arrives with its GPUs' times (a vector, seconds); once all ``members`` have, every tail-group
     component (the blocks' ``tail`` labels) ends at its last arrival plus the collective's duration."""
 
@@ -111,7 +111,7 @@ class TailSync:
 def tail_ends(arrivals: list[tuple], duration_s: float) -> dict[int, np.ndarray]:
     """End times of a DP synchronisation over blocks: per tail-group component, its last arrival plus
     ``duration_s``. ``arrivals`` are (unit, its GPUs' arrival times) pairs, each unit's ``tail`` giving its
-    GPUs' tail-group components (:class:`~simulator.engine.runner.Unit`). Returns, per unit id, its GPUs' end times."""
+    GPUs' tail-group components (:class:`~moesim.simulator.engine.runner.Unit`). Returns, per unit id, its GPUs' end times."""
     labels = np.concatenate([unit.tail for unit, _ in arrivals])
     times = np.concatenate([t for _, t in arrivals])
     last = np.full(int(labels.max()) + 1, -np.inf)

@@ -1,5 +1,5 @@
 """The runner: executes compiled rank programs for the units of a GPU layout, on SimPy (see
-:mod:`simulator.engine`).
+:mod:`moesim.simulator.engine`).
 
 A stream runs ahead of SimPy's clock: a task starts at max(its stream's previous end, its inputs' ends) and
 ends its duration later — the same times an event per task would give, because streams are in order and
@@ -9,18 +9,18 @@ collective then ends for all of them at the last arrival plus its duration (a re
 spent on waiting, not on every task; a scalar unit's streams share one process, so that waiting for the
 unit's own other stream costs no event at all.
 
-Tasks (:class:`~simulator.engine.tasks.Task`) are read as compiled (:mod:`simulator.engine.compiler`): ``inputs`` are
+Tasks (:class:`~moesim.simulator.engine.tasks.Task`) are read as compiled (:mod:`moesim.simulator.engine.compiler`): ``inputs`` are
 (producer's pipeline rank, slot) pairs; ``slot`` ≥ 0 where some other stream waits for the task; under skewed
 routing a GPU with fewer expert rows than the busiest spends ``expert_s`` × its saving less on a task.
 
-With a time-shared network (:mod:`simulator.network.shared`) a task with a ``net`` op cannot know its end
+With a time-shared network (:mod:`moesim.simulator.network.shared`) a task with a ``net`` op cannot know its end
 ahead: its stream waits on SimPy's clock until the task starts (its fixed part done), starts the op's flows
 for every GPU the unit stands for (all members' GPUs at a rendezvous, started by the last to arrive), and
 resumes when they have arrived. Flows so start in simulated-time order and share links with all traffic then
 in flight. Scalar units only: full fidelity runs shared units (classes) with such a network.
 
 Each kind of task but compute (the commonest: inline in the stream loop) has its own small function: a collective
-that other units join (:meth:`Runner._collective`, a :class:`~simulator.engine.rendezvous.Rendezvous` of its group's
+that other units join (:meth:`Runner._collective`, a :class:`~moesim.simulator.engine.rendezvous.Rendezvous` of its group's
 units), a network op (:meth:`Runner._net_task`) and, between blocks, the step's DP synchronisation
 (:meth:`Runner._tail_sync`).
 
@@ -34,10 +34,10 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from simulator.engine.cohorts import UnitSpec
-from simulator.engine.ledger import Ledger
-from simulator.engine.rendezvous import Rendezvous, TailSync
-from simulator.engine.tasks import RankProgram, Task
+from moesim.simulator.engine.cohorts import UnitSpec
+from moesim.simulator.engine.ledger import Ledger
+from moesim.simulator.engine.rendezvous import Rendezvous, TailSync
+from moesim.simulator.engine.tasks import RankProgram, Task
 
 # Timeline records of a stream waiting for its host thread: stream "host", labelled by the stream that waits.
 HOST, HOST_BOUND = "host", ("host-bound", "host-bound (comm)", "host-bound (pp)")
@@ -45,7 +45,7 @@ STREAM_NAMES = ("compute", "comm", "pp")  # by stream number, as timeline record
 
 
 class Unit:
-    """Run-time state of one unit (:class:`~simulator.engine.cohorts.UnitSpec` ``spec``).
+    """Run-time state of one unit (:class:`~moesim.simulator.engine.cohorts.UnitSpec` ``spec``).
 
     ``done[slot]`` is the end time (seconds) of the task that gives that slot: a float, or for a block a numpy
     vector (one per GPU); None until produced. ``waiting[slot]`` is the SimPy event a stream of another unit
@@ -53,7 +53,7 @@ class Unit:
     ``end[stream]`` are each stream's next task and its end so far (seconds); stream 0 is compute, 1
     communication, 2 pipeline send/recv. ``slowdown`` (``scale`` for a block's GPUs) multiplies compute
     durations. ``rows`` are the recorded GPUs, (index in the unit, rank written in records), and ``ledgers``
-    their :class:`~simulator.engine.ledger.Ledger`.
+    their :class:`~moesim.simulator.engine.ledger.Ledger`.
     """
 
     __slots__ = ("spec", "done", "waiting", "peers", "pos", "end", "slowdown", "scale", "rows", "ledgers", "tail",
@@ -129,7 +129,7 @@ def sync_release(unit: Unit, sync: tuple, t: float, sync_s: float) -> float | No
     """The host release of a sync task (``sync``: the release slot of the previous sync, the host offset at which
     the host reaches this one, the slot of its own release) whose inputs are ready at ``t``: the host waits for
     the GPU to reach it, then ``sync_s`` more; None while the previous release is not produced yet
-    (:func:`simulator.engine.host.plan_host`). Gives the release to the unit's other streams."""
+    (:func:`moesim.simulator.engine.host.plan_host`). Gives the release to the unit's other streams."""
     base = unit.done[sync[0]] if sync[0] >= 0 else 0.0
     if base is None:
         return None
@@ -158,8 +158,8 @@ class Runner:
 
     ``rendezvous`` holds the open collectives, keyed by (group kind, group key, task position); ``waits``
     counts the times a stream blocked on a SimPy event. With a time-shared ``network``, ``net_ops`` are the
-    :class:`~simulator.engine.tasks.NetOp` that tasks' ``net`` indices refer to. ``sync_s`` is the host's time for one
-    synchronisation once the GPU has reached it (tasks with a ``host`` record, :mod:`simulator.engine.host`).
+    :class:`~moesim.simulator.engine.tasks.NetOp` that tasks' ``net`` indices refer to. ``sync_s`` is the host's time for one
+    synchronisation once the GPU has reached it (tasks with a ``host`` record, :mod:`moesim.simulator.engine.host`).
     """
 
     def __init__(self, env: simpy.Environment, records: list | None, network=None, net_ops: list | None = None,
@@ -247,7 +247,7 @@ class Runner:
                             blocked[si] = self._wait(source, p_slot)
                         break
                     host = task.host
-                    if host is not None:  # the host thread must have issued the task (simulator.engine.host)
+                    if host is not None:  # the host thread must have issued the task (moesim.simulator.engine.host)
                         base_slot, first_s, tail_s, sync = host
                         if sync is None:
                             base = done[base_slot] if base_slot >= 0 else 0.0
@@ -411,7 +411,7 @@ class Runner:
                     ready = yield from self._block_wait(unit, si, i, peers[p_rank], p_slot)
                 t = maximum(t, ready)
             host = task.host
-            if host is not None:  # the host thread must have issued the task (simulator.engine.host)
+            if host is not None:  # the host thread must have issued the task (moesim.simulator.engine.host)
                 base_slot, first_s, tail_s, sync = host
                 source_slot = base_slot if sync is None else sync[0]
                 base = zeros

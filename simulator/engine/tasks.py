@@ -2,9 +2,9 @@
 
 A :class:`Task` is one priced segment on one stream (compute, communication, or pipeline send/recv) of one GPU.
 A rank's :class:`RankProgram` holds its streams' queues; each queue runs in order, like a CUDA stream. The program
-builder (:mod:`simulator.engine.program`) names a task's dependencies by *signals* — ints, one per task
-completion — and the compiler (:mod:`simulator.engine.compiler`) turns them into what the runner
-(:mod:`simulator.engine.runner`) reads:
+builder (:mod:`moesim.simulator.engine.program`) names a task's dependencies by *signals* — ints, one per task
+completion — and the compiler (:mod:`moesim.simulator.engine.compiler`) turns them into what the runner
+(:mod:`moesim.simulator.engine.runner`) reads:
 ``inputs``, the (producer's pipeline rank, slot) pairs it waits for, and ``slot``, where its own completion
 time is kept if a task on another stream waits for it.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workloads.ops import Stream
+from moesim.workloads.ops import Stream
 
 # A dependency as the runner reads it: (producer's pipeline rank, slot in that rank's completion times). A plain
 # pair rather than a named one: the compiler makes one per dependency and the runner unpacks it per task.
@@ -36,14 +36,14 @@ class Task:
     for the step's tail; ``micro_batch`` and ``stage`` the chunk's (−1 for the tail). ``deps`` are the signals
     it waits for and ``done`` the signal its completion gives (builder's view). ``group`` is the process group
     a collective meets over ("ep", "tp", "tail") or None for work no peer waits for; ``stream`` the
-    :class:`~workloads.ops.Stream` it runs on; ``expert_s`` the part of ``duration_s`` spent in routed-expert
+    :class:`~moesim.workloads.ops.Stream` it runs on; ``expert_s`` the part of ``duration_s`` spent in routed-expert
     GEMMs at the busiest GPU's load (skewed routing); ``net``, with a time-shared network, the index of its
     :class:`NetOp` (None: it just lasts ``duration_s``).
 
     Set by the compiler: ``inputs``, the (producer's pipeline rank, slot) pairs it waits for beyond its own
     stream's order; ``slot``, where its end time is kept (≥ 0) or −1 when nothing on another stream waits for
-    it. ``host`` is None unless the host is modelled (:mod:`simulator.engine.host`): then the builder's (kernels,
-    launch seconds, sync) and, once planned (:func:`simulator.engine.host.plan_host`), what the runner reads.
+    it. ``host`` is None unless the host is modelled (:mod:`moesim.simulator.engine.host`): then the builder's (kernels,
+    launch seconds, sync) and, once planned (:func:`moesim.simulator.engine.host.plan_host`), what the runner reads.
     """
 
     __slots__ = ("label", "duration_s", "phase", "micro_batch", "stage", "deps", "done", "group", "stream",
@@ -77,7 +77,7 @@ class Task:
 class RankProgram:
     """A pipeline rank's tasks: ``queues[COMPUTE]``, ``queues[COMM]`` and ``queues[PP]``, each run in order.
 
-    Built once per pipeline rank and run by every unit on that rank (:mod:`simulator.engine.cohorts`). ``order`` holds
+    Built once per pipeline rank and run by every unit on that rank (:mod:`moesim.simulator.engine.cohorts`). ``order`` holds
     every task in the order the host issues them (kept only when the host is modelled).
     """
 

@@ -1,2 +1,2 @@
-"""Faults as part of the model: straggler GPUs and degraded links in a step (:mod:`~simulator.failures.faults`),
-and the expected cost of failures over a long run (:mod:`~simulator.failures.reliability`)."""
+"""Faults as part of the model: straggler GPUs and degraded links in a step (:mod:`~moesim.simulator.failures.faults`),
+and the expected cost of failures over a long run (:mod:`~moesim.simulator.failures.reliability`)."""

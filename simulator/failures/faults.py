@@ -5,15 +5,15 @@ replica: since the straggler's expert-parallel peers wait for it at every dispat
 replica waits for the slowest at the gradient synchronisation, the step runs at the pace of the replica that
 holds it, so the engine stretches the compute kernels of the straggler's whole pipeline rank by the slowdown
 (``rank_slowdowns``). Full fidelity (``run.fidelity: full``) slows exactly that GPU (global index, see
-:mod:`simulator.engine.cohorts`); its peers' waiting then shows in their own timelines through the rendezvous.
+:mod:`moesim.simulator.engine.cohorts`); its peers' waiting then shows in their own timelines through the rendezvous.
 """
 
 from __future__ import annotations
 
-from simulator.failures.reliability import Goodput, checkpoint_seconds, expected_goodput
-from workloads.model import parameter_counts
-from workloads.ops import DTYPE_BYTES
-from workloads.scenario import Scenario
+from moesim.simulator.failures.reliability import Goodput, checkpoint_seconds, expected_goodput
+from moesim.workloads.model import parameter_counts
+from moesim.workloads.ops import DTYPE_BYTES
+from moesim.workloads.scenario import Scenario
 
 
 def pipeline_rank_of(scenario: Scenario, gpu: int) -> int:

@@ -1,30 +1,30 @@
 """The analytic network model: a collective's time from the bytes its busiest link class carries.
 
 Per GPU, the scale-up link is NVLink and the scale-out link is its NIC (/ oversubscription), each at its usable
-rate (:mod:`simulator.network.link_rates`). Each collective is priced with the
+rate (:mod:`moesim.simulator.network.link_rates`). Each collective is priced with the
 standard algorithm costs (ring for all-reduce, reduce-scatter and all-gather; hierarchical NVLink-then-NIC
 when the group spans nodes) plus per-step latency. EP dispatch and combine follow DeepSeek-V3 (TR §3.2.2):
 one NIC transfer per remote target node to the same-index GPU, then NVLink forwarding; the two hops overlap,
-so the time is the slower of the two plus both latencies. Each hop moves at its EP rate (:mod:`simulator.network.link_rates`); their notify is an op of its own. No cross-traffic between collectives.
+so the time is the slower of the two plus both latencies. Each hop moves at its EP rate (:mod:`moesim.simulator.network.link_rates`); their notify is an op of its own. No cross-traffic between collectives.
 """
 
 from __future__ import annotations
 
-from workloads.ops import Comm, Pattern
-from workloads.ep_load import scenario_ep_routing
-from workloads.routing import EpTraffic
-from workloads.scenario import Scenario
+from moesim.workloads.ops import Comm, Pattern
+from moesim.workloads.ep_load import scenario_ep_routing
+from moesim.workloads.routing import EpTraffic
+from moesim.workloads.scenario import Scenario
 
-from simulator.network.fabric import check_fabric
-from simulator.network.groups import GroupGeometry, group_geometry
-from simulator.network.link_rates import LinkRates
+from moesim.simulator.network.fabric import check_fabric
+from moesim.simulator.network.groups import GroupGeometry, group_geometry
+from moesim.simulator.network.link_rates import LinkRates
 
 GB = 1e9
 US = 1e-6
 
 
 class AnalyticNetwork:
-    """Prices :class:`workloads.ops.Comm` records for one scenario; ``comm_time_s`` is the interface."""
+    """Prices :class:`moesim.workloads.ops.Comm` records for one scenario; ``comm_time_s`` is the interface."""
 
     def __init__(self, scenario: Scenario):
         check_fabric(scenario)  # the fabric must hold the cluster, as the graph models require

@@ -1,6 +1,6 @@
 """Collective algorithms as sequences of phases of GPU-to-GPU transfers (before routing).
 
-Members are GPU names in rank order. Bytes are per rank, as in :class:`workloads.ops.Comm`: what each member
+Members are GPU names in rank order. Bytes are per rank, as in :class:`moesim.workloads.ops.Comm`: what each member
 contributes (all-reduce, reduce-scatter, all-gather: the full buffer; all-to-all: all it sends).
 
 - ring reduce-scatter / all-gather: p−1 steps, each member sends bytes/p to the next; all-reduce is both.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from workloads.routing import EpTraffic
+from moesim.workloads.routing import EpTraffic
 
 
 @dataclass

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from topologies.registry import build, check_capacity
-from topologies.spec import FabricSpec, TopologyError, make_spec, topology_defaults
-from workloads.errors import ScenarioError
-from workloads.scenario import Scenario
+from moesim.topologies.registry import build, check_capacity
+from moesim.topologies.spec import FabricSpec, TopologyError, make_spec, topology_defaults
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.scenario import Scenario
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -73,7 +73,7 @@ def cluster_graph(scenario: Scenario, with_faults: bool = True) -> nx.DiGraph:
 
 def apply_link_faults(graph: nx.DiGraph, faults) -> nx.DiGraph:
     """The graph with ``faults.links`` applied: failed cables and switches removed, degraded ones slowed."""
-    from topologies.routing import fail
+    from moesim.topologies.routing import fail
 
     failed_links = [tuple(f.link) for f in faults if f.link and f.bandwidth_factor == 0]
     failed_switches = [f.switch for f in faults if f.switch and f.bandwidth_factor == 0]

@@ -3,7 +3,7 @@
 A failed or degraded cable or switch needs routes, so its cost is measured on the cluster graph: each
 communication op is priced on the graph twice at analytic fidelity (per-link loads, no cross-traffic), with the
 faults and without them, and the difference (the time the faults add) is added to the closed-form price of
-:class:`~simulator.network.analytic.AnalyticNetwork`. The closed form therefore prices the op as it does on a
+:class:`~moesim.simulator.network.analytic.AnalyticNetwork`. The closed form therefore prices the op as it does on a
 healthy cluster (the same routing, link rates and latencies), and the graph prices only what the faults change:
 a fault that leaves an op's routes alone leaves its price alone, and a cable degraded by 1 % can never make a
 step faster than the healthy one (before, the whole op moved to the graph's price, and the graph routed
@@ -12,11 +12,11 @@ balanced tokens whatever the scenario's routing: a skewed step got faster with a
 
 from __future__ import annotations
 
-from workloads.ops import Comm
-from workloads.scenario import Scenario
+from moesim.workloads.ops import Comm
+from moesim.workloads.scenario import Scenario
 
-from simulator.network.analytic import AnalyticNetwork
-from simulator.network.scenario_network import ScenarioNetwork
+from moesim.simulator.network.analytic import AnalyticNetwork
+from moesim.simulator.network.scenario_network import ScenarioNetwork
 
 
 class FaultedNetwork:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from workloads.errors import ScenarioError
-from workloads.scenario import Scenario
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.scenario import Scenario
 
 # Measured (bench_flow_network --sizes, 2,048 / 16,384 / 131,072 GPUs; see the module docstring).
 FIXED_S = 0.5  # pricing and everything the analytic network also does

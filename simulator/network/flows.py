@@ -35,7 +35,7 @@ class Step:
     repeat: int = 1  # identical steps in sequence (a ring's p-1 steps)
     latency_factor: float = 1.0  # path latencies on the critical path (a tree's depth)
     name: str = ""
-    fabric_pos: np.ndarray | None = None  # per incidence row, as topologies.routing.Route (for moving it)
+    fabric_pos: np.ndarray | None = None  # per incidence row, as moesim.topologies.routing.Route (for moving it)
 
     @property
     def flows(self) -> int:
@@ -76,7 +76,7 @@ def max_min_rates(flow: np.ndarray, link: np.ndarray, weight: np.ndarray, flows:
     ``flow[i]`` puts ``weight[i]`` × its rate on link ``link[i]``, each link holds ``capacity_bps``; all unfrozen
     rates rise together until a link is full, the flows through it freeze. No rate exceeds ``cap`` (a flow with
     no link gets it): bytes/s with weights as fractions (:func:`simulate`), or a bundle's speed relative to
-    alone with weights as its bytes/s at speed 1 and ``cap`` 1 (:mod:`simulator.network.link_share`)."""
+    alone with weights as its bytes/s at speed 1 and ``cap`` 1 (:mod:`moesim.simulator.network.link_share`)."""
     rates = np.full(flows, cap, dtype=float)
     frozen = np.bincount(flow, minlength=flows) == 0
     remaining = capacity_bps.astype(float).copy()

@@ -1,12 +1,12 @@
 """The graph network model: collectives routed over a cluster graph and priced analytically or as flows.
 
 Both fidelities use the same routes and capacities. Each link moves at its usable rate, EP dispatch/combine at
-their EP rate (:mod:`simulator.network.link_rates`, as the analytic model). Latencies are per link
+their EP rate (:mod:`moesim.simulator.network.link_rates`, as the analytic model). Latencies are per link
 (topologies/data/topologies.yaml, from "Insights" Table 5).
 
 - ``analytic``: per step, the busiest link's bytes / capacity plus the slowest path's latency; concurrent
   collectives do not see each other.
-- ``flow``: max-min fair fluid sharing (:mod:`simulator.network.flows`); concurrent collectives contend.
+- ``flow``: max-min fair fluid sharing (:mod:`moesim.simulator.network.flows`); concurrent collectives contend.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from functools import cached_property
 import networkx as nx
 import numpy as np
 
-from simulator.network import collectives as algo
-from simulator.network.flows import GB, US, Program, Step, analytic_step_s, simulate
-from simulator.network.link_rates import LinkRates
-from topologies.graph import LINK_CLASSES
-from topologies.routing import Router
-from workloads.routing import EpTraffic
+from moesim.simulator.network import collectives as algo
+from moesim.simulator.network.flows import GB, US, Program, Step, analytic_step_s, simulate
+from moesim.simulator.network.link_rates import LinkRates
+from moesim.topologies.graph import LINK_CLASSES
+from moesim.topologies.routing import Router
+from moesim.workloads.routing import EpTraffic
 
 FIDELITIES = ("analytic", "flow")
 

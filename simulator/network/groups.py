@@ -7,7 +7,7 @@ fastest, as in Megatron's expert rank order tp-ep-dp); the expert-data-parallel 
 the ep·expert_tp block. FSDP's shard group (``fsdp``) is a run of the DP group, its replicas (``hsdp``) stride it. The
 gradient and parameter synchronisation at the end of a step (DP and expert-DP together) meets over the union of
 the two groups, the ``tail`` group. One :class:`ProcessGroups` serves the engine's rendezvous (via
-:mod:`simulator.engine.cohorts`), the network models' group instances and their geometry alike.
+:mod:`moesim.simulator.engine.cohorts`), the network models' group instances and their geometry alike.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from workloads.scenario import Scenario
+from moesim.workloads.scenario import Scenario
 
 KINDS = ("tp", "cp", "dp", "ep", "etp", "edp", "fsdp", "hsdp", "pp")
 

@@ -1,14 +1,14 @@
 """What a link moves, for every network model: its nominal rate × the efficiency of its class, and for expert
 parallelism's dispatch and combine no more than DeepEP's kernels reach on a GPU's own NVLink and NIC links.
 
-Written once here; :class:`~simulator.network.analytic.AnalyticNetwork` applies it per GPU (NVLink, NIC) and
-:class:`~simulator.network.graph_model.GraphNetwork` per link of the cluster graph.
+Written once here; :class:`~moesim.simulator.network.analytic.AnalyticNetwork` applies it per GPU (NVLink, NIC) and
+:class:`~moesim.simulator.network.graph_model.GraphNetwork` per link of the cluster graph.
 
 - usable rate: NVLink × ``nvlink_efficiency`` (DeepSeek-V3 TR §3.2.2: ~160 of 200 GB/s on H800), NIC and
   switch links × ``nic_efficiency`` ("Insights into DeepSeek-V3" §4.3: ~40 of 50 GB/s per 400G NIC), PCIe at
   its nominal rate.
 - EP rate: the lower of the usable rate and ``ep_nvlink_efficiency`` / ``ep_nic_efficiency`` × the class's
-  nominal per-GPU rate (DeepEP's kernels, measured: :mod:`calibration.deepep`). A per-GPU limit, so capping the
+  nominal per-GPU rate (DeepEP's kernels, measured: :mod:`moesim.calibration.deepep`). A per-GPU limit, so capping the
   GPU's links is exact; switch-to-switch links keep their usable rate.
 """
 

@@ -6,7 +6,7 @@ progress together: it has one rate ``u`` relative to its speed alone (1: as fast
 allows; on link ``l`` it then moves ``demand_bps[l]`` bytes/s, so ``demand_bps[l] <= capacity[l]``).
 
 :class:`LinkShare` moves plans in simulated time. Bundles crossing a common link share it max-min fairly in
-``u`` (:func:`~simulator.network.flows.max_min_rates`, the one progressive filling, with ``u`` capped at 1).
+``u`` (:func:`~moesim.simulator.network.flows.max_min_rates`, the one progressive filling, with ``u`` capped at 1).
 Two bundles that each fill a link alone get half of it each; a bundle that uses a link lightly is slowed there by the same factor as the others. Rates are recomputed when a bundle starts or
 finishes, and only if it shares a link with another; a bundle's arrival is a SimPy timeout, rescheduled when
 its rate changes. The same bundles recur every micro-batch, so the sharing is worked out per distinct bundle
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from simulator.network.flows import max_min_rates
+from moesim.simulator.network.flows import max_min_rates
 
 RATE_MEMO_ENTRIES = 100_000  # solved sets of shapes kept (cleared when full: a bound on memory, not on speed)
 

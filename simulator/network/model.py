@@ -1,9 +1,9 @@
 """What every network model is: the protocols the pricer and the engine program against.
 
 - :class:`NetworkModel`: prices a communication op alone on the network (``comm_time_s``). The closed-form
-  :class:`~simulator.network.analytic.AnalyticNetwork`, the graph-priced
-  :class:`~simulator.network.scenario_network.ScenarioNetwork` (analytic or per-op flow fidelity) and the
-  time-shared :class:`~simulator.network.shared.SharedNetwork` all are.
+  :class:`~moesim.simulator.network.analytic.AnalyticNetwork`, the graph-priced
+  :class:`~moesim.simulator.network.scenario_network.ScenarioNetwork` (analytic or per-op flow fidelity) and the
+  time-shared :class:`~moesim.simulator.network.shared.SharedNetwork` all are.
 - :class:`TimeSharedNetwork`: also moves ops in simulated time, sharing links between all traffic in flight;
   the engine starts each op on it when the op starts (``plan`` once per op and GPUs, ``start`` per run).
 """
@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import simpy
 
-from workloads.ops import Comm
+from moesim.workloads.ops import Comm
 
 
 @runtime_checkable

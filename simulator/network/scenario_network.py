@@ -1,7 +1,7 @@
 """A scenario's communication priced on its cluster graph (``run.network: flow``); ``comm_time_s`` as the rest.
 
 The cluster graph is built from ``cluster.network`` (topology, radix, planes, oversubscription, NIC rate) and
-``cluster.gpu`` (NVLink). A :class:`~workloads.ops.Comm` of group ``g`` is priced with every instance of ``g``
+``cluster.gpu`` (NVLink). A :class:`~moesim.workloads.ops.Comm` of group ``g`` is priced with every instance of ``g``
 inside the first pipeline stage running at once (they share NICs, planes and spines), so the flow fidelity
 sees the contention between, e.g., the two EP groups of a DeepSeek-V3 stage. Prices are cached per distinct
 Comm, so representative-mode simulation stays as fast as with the analytic model.
@@ -9,17 +9,17 @@ Comm, so representative-mode simulation stays as fast as with the analytic model
 
 from __future__ import annotations
 
-from workloads.errors import ScenarioError
-from workloads.ops import Comm, Pattern
-from workloads.ep_load import EpRouting, scenario_ep_routing
-from workloads.routing import EpTraffic
-from workloads.scenario import Scenario
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.ops import Comm, Pattern
+from moesim.workloads.ep_load import EpRouting, scenario_ep_routing
+from moesim.workloads.routing import EpTraffic
+from moesim.workloads.scenario import Scenario
 
-from simulator.network.fabric import apply_link_faults, cluster_graph  # noqa: F401 (re-exported)
-from simulator.network.flows import Program
-from simulator.network.graph_model import GraphNetwork
-from simulator.network.groups import ProcessGroups
-from topologies.spec import TopologyError
+from moesim.simulator.network.fabric import apply_link_faults, cluster_graph  # noqa: F401 (re-exported)
+from moesim.simulator.network.flows import Program
+from moesim.simulator.network.graph_model import GraphNetwork
+from moesim.simulator.network.groups import ProcessGroups
+from moesim.topologies.spec import TopologyError
 
 MAX_SHAPES = 4  # routed groups kept per comm to move onto their copies (each try costs a comparison)
 _ALGORITHM = {Pattern.ALL_REDUCE: "all-reduce-hier", Pattern.REDUCE_SCATTER: "reduce-scatter-hier",

@@ -1,8 +1,8 @@
 """Links shared in simulated time (``run.network: flow``): every communication op is a set of fluid flows on the
 cluster graph, started when the engine starts the op, sharing each link with all traffic in flight at that moment
-(the sharing itself: :mod:`simulator.network.link_share`).
+(the sharing itself: :mod:`moesim.simulator.network.link_share`).
 
-An op is planned once per distinct (op, GPUs) as a :class:`~simulator.network.link_share.Plan`: its collective
+An op is planned once per distinct (op, GPUs) as a :class:`~moesim.simulator.network.link_share.Plan`: its collective
 algorithm's steps on the graph's routes (a ring's p−1 repetitions folded into one step of p−1 times the bytes
 and latency), each step one bundle for the flows that cross InfiniBand and one for those that stay on NVLink
 (one bundle if they share links). A bundle merges those flows over every instance of the op's process group
@@ -20,16 +20,16 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from simulator.network.collectives import check_flow_state
-from simulator.network.fabric import check_fabric
-from simulator.network.flow_size import check_flow_size
-from simulator.network.flows import Program
-from simulator.network.link_share import LinkShare, Plan, PlanStep, bundle, plan_of
-from simulator.network.scenario_network import _ALGORITHM, ScenarioNetwork
-from topologies.spec import TopologyError
-from workloads.errors import ScenarioError
-from workloads.ops import Comm, Pattern
-from workloads.scenario import Scenario
+from moesim.simulator.network.collectives import check_flow_state
+from moesim.simulator.network.fabric import check_fabric
+from moesim.simulator.network.flow_size import check_flow_size
+from moesim.simulator.network.flows import Program
+from moesim.simulator.network.link_share import LinkShare, Plan, PlanStep, bundle, plan_of
+from moesim.simulator.network.scenario_network import _ALGORITHM, ScenarioNetwork
+from moesim.topologies.spec import TopologyError
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.ops import Comm, Pattern
+from moesim.workloads.scenario import Scenario
 
 # The collective algorithm each pattern runs on the graph (also its name for the flow-state check).
 _NAME = {**{p: name for p, name in _ALGORITHM.items()}, Pattern.EP_DISPATCH: "ep-dispatch",

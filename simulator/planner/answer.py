@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from simulator.planner.request import PlanRequest, energy_mwh
-from simulator.planner.search import Outcome
-from simulator.planner.space import Candidate
+from moesim.simulator.planner.request import PlanRequest, energy_mwh
+from moesim.simulator.planner.search import Outcome
+from moesim.simulator.planner.space import Candidate
 
 
 def duration(days: float) -> str:

@@ -13,7 +13,7 @@ Step time bound (seconds), per pipeline rank r:
 - in DualPipe(V), each chunk at least the busier of its compute and its communication (each stream is in order);
 - plus the forwards of the stages before rank r's first chunk (in DualPipe, of the nearer end), and (when
   backward computes its weight gradients in place) the backwards of stages r−1 … 0 that must follow its last;
-- and at least the time its host thread takes to launch all its chunks' kernels (simulator.engine.host).
+- and at least the time its host thread takes to launch all its chunks' kernels (moesim.simulator.engine.host).
 - Also the walk of the schedule's data dependencies (:func:`chain_lower_bound_s`): each rank's compute stream in
   program order, each chunk's segments in order, each chunk after the chunk it waits for — the pipeline's
   fill and drain as the schedule's own programs make them, and each chunk's communication on that path.
@@ -29,21 +29,21 @@ import copy
 import math
 from dataclasses import dataclass
 
-from calibration.cost_model import CostModel
-from calibration.profile import Profile
-from simulator.memory import GB
-from simulator.network import AnalyticNetwork
-from simulator.planner.request import RECOMPUTE
-from simulator.planner.space import Candidate
-from simulator.pricing import Pricer
-from simulator.planner.programs import chain, programs, rank_shares
-from simulator.simulate import SECONDS_PER_DAY, cost_model_for
-from simulator.sweep.spec import apply_value
-from workloads.layers import LayerBuilder, LayerOps
-from workloads.loader import validate
-from workloads.model import _chunks, _transformer_layer, stage_parameters
-from workloads.ops import DTYPE_BYTES, Stream
-from workloads.scenario import state_shards
+from moesim.calibration.cost_model import CostModel
+from moesim.calibration.profile import Profile
+from moesim.simulator.memory import GB
+from moesim.simulator.network import AnalyticNetwork
+from moesim.simulator.planner.request import RECOMPUTE
+from moesim.simulator.planner.space import Candidate
+from moesim.simulator.pricing import Pricer
+from moesim.simulator.planner.programs import chain, programs, rank_shares
+from moesim.simulator.simulate import SECONDS_PER_DAY, cost_model_for
+from moesim.simulator.sweep.spec import apply_value
+from moesim.workloads.layers import LayerBuilder, LayerOps
+from moesim.workloads.loader import validate
+from moesim.workloads.model import _chunks, _transformer_layer, stage_parameters
+from moesim.workloads.ops import DTYPE_BYTES, Stream
+from moesim.workloads.scenario import state_shards
 
 OVERLAPPING = ("dualpipe", "dualpipev")  # schedules that run a forward and a backward chunk at once
 FUSED_WEIGHT = ("gpipe", "1f1b", "interleaved")  # backward computes weight gradients in place
@@ -59,9 +59,9 @@ class KindPrice:
     activation_bytes: float
     dense_params: float
     expert_params: float
-    host_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the host's launch time per phase (simulator.engine.host)
+    host_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the host's launch time per phase (moesim.simulator.engine.host)
     # Compute seconds per phase on the SMs communication leaves (``Segment.duration_s``): what every compute
-    # segment of an overlapped pair costs (simulator.engine.program runs a pair's compute beside its DeepEP kernels).
+    # segment of an overlapped pair costs (moesim.simulator.engine.program runs a pair's compute beside its DeepEP kernels).
     beside_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
     # Seconds of the segments before a chunk's first compute segment and after its last, per phase (its chain
     # runs them after its input arrives and before its output leaves). A stage chains its layers, so its own are
@@ -91,7 +91,7 @@ ZERO = KindPrice((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0.0, 0.0, 0.0)
 def _span(pricer: Pricer, chunk) -> tuple[float, float, float, float, float, float]:
     """(compute seconds, seconds from the first compute segment's start to the last one's end, the host's
     seconds to launch its kernels, compute seconds beside communication) of a chunk. Compute at its all-SM
-    price (a chunk may run with no communication beside it, simulator.engine.program): still a lower bound; the last,
+    price (a chunk may run with no communication beside it, moesim.simulator.engine.program): still a lower bound; the last,
     at the reduced-SM price every compute segment of an overlapped pair takes."""
     segments = pricer.component_segments(chunk)
     compute = sum(s.alone_s for s in segments if s.stream is Stream.COMPUTE)
@@ -150,8 +150,8 @@ class PriceCache:
 
     def tail_s(self, c: Candidate, fig: "RankFigures") -> float:
         """Seconds of the step's tail (gradient sync, optimizer, parameter sync) after each rank's last chunk: as
-        the simulator prices it (:func:`simulator.simulate.tail_spec`), the slowest rank's, which every rank runs."""
-        from simulator.simulate import tail_spec
+        the simulator prices it (:func:`moesim.simulator.simulate.tail_spec`), the slowest rank's, which every rank runs."""
+        from moesim.simulator.simulate import tail_spec
 
         probe = self.probes[(c.gpu, c.tp, c.cp, c.ep, c.micro_batch_size, c.recompute)]
         par = probe.parallelism.model_copy(update={"dp": c.dp, "pp": c.pp, "zero_stage": c.zero_stage})
@@ -165,9 +165,9 @@ class PriceCache:
 
     def fabric_refusal(self, c: Candidate) -> str:
         """Why the scenario's fabric cannot hold the candidate's GPUs ("" if it can): the check every network
-        model makes before simulating (:func:`simulator.network.fabric.check_fabric`)."""
-        from simulator.network.fabric import check_fabric
-        from workloads.errors import ScenarioError
+        model makes before simulating (:func:`moesim.simulator.network.fabric.check_fabric`)."""
+        from moesim.simulator.network.fabric import check_fabric
+        from moesim.workloads.errors import ScenarioError
 
         probe = self.probes[(c.gpu, c.tp, c.cp, c.ep, c.micro_batch_size, c.recompute)]
         try:
@@ -376,14 +376,14 @@ def step_lower_bound_s(fig: RankFigures, c: Candidate, tail_s: float = 0.0, with
     best = 0.0
     for rank, counts in enumerate(steps):
         work = sum(n * step_s(fig.stages, overlapped, chunks) for (overlapped, chunks), n in counts)
-        # The host issues every kernel of the rank, whatever the GPU does meanwhile (simulator.engine.host).
+        # The host issues every kernel of the rank, whatever the GPU does meanwhile (moesim.simulator.engine.host).
         host = sum(n * sum(fig.stages[s].host_s[PHASES[ph]] for s, ph in chunks) for (_, chunks), n in counts)
         best = max(best, fig.before_s[rank] + work, host)
     return (max(best, chain_lower_bound_s(fig, c)) if with_chain else best) + tail_s
 
 
 def chain_lower_bound_s(fig: RankFigures, c: Candidate) -> float:
-    """A bound on the step before its tail (seconds) from the data dependencies (:func:`~simulator.planner.programs.chain`):
+    """A bound on the step before its tail (seconds) from the data dependencies (:func:`~moesim.simulator.planner.programs.chain`):
     every rank's compute stream runs its steps' compute in program order; a chunk's segments run in order, so
     from its first compute segment to its last takes at least its span (compute and the communication between);
     no compute of a chunk starts before the chunk it waits for has finished its compute. So a chunk's last
@@ -441,7 +441,7 @@ def chain_lower_bound_s(fig: RankFigures, c: Candidate) -> float:
 
 
 def state_factors(training) -> tuple[float, float, float]:
-    """Bytes per parameter of weights, gradients and optimizer states (as :func:`simulator.memory.state_bytes`)."""
+    """Bytes per parameter of weights, gradients and optimizer states (as :func:`moesim.simulator.memory.state_bytes`)."""
     optimizer = 2 * DTYPE_BYTES[training.optimizer_moment_dtype] + (DTYPE_BYTES["fp32"] if training.master_weights
                                                                      else 0)
     return DTYPE_BYTES[training.weight_dtype], DTYPE_BYTES[training.grad_dtype], optimizer
@@ -449,7 +449,7 @@ def state_factors(training) -> tuple[float, float, float]:
 
 def memory_lower_bound_gb(fig: RankFigures, c: Candidate, factors: tuple[float, float, float],
                           zero_stage: int, quick: bool = False) -> float:
-    """Peak memory bound over pipeline ranks (GB) at this ZeRO stage (the sharding of simulator.memory), with the
+    """Peak memory bound over pipeline ranks (GB) at this ZeRO stage (the sharding of moesim.simulator.memory), with the
     activations of the micro-batches the schedule's program must hold at once (:func:`programs`)."""
     dense_shards, expert_shards = state_shards(c.dp, c.cp, c.tp, c.ep)
     weights, grads, optimizer = factors

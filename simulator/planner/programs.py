@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from simulator.schedules import build_schedule
+from moesim.simulator.schedules import build_schedule
 
 
 @lru_cache(maxsize=4096)

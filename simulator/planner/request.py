@@ -16,9 +16,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from workloads.errors import ScenarioError
-from workloads.loader import apply_override, read_scenario_file
-from workloads.presets import preset_data, preset_names
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import apply_override, read_scenario_file
+from moesim.workloads.presets import preset_data, preset_names
 
 TOKEN_SUFFIXES = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15}
 DAY_UNITS = {"h": 1 / 24, "d": 1.0, "w": 7.0}
@@ -114,7 +114,7 @@ def load_base(model: str | None, scenario_file: str | None, overrides: list[str]
 
 @lru_cache(maxsize=1)
 def batch_ramps() -> dict:
-    return yaml.safe_load(resources.files("simulator.planner").joinpath("batch_ramps.yaml").read_text())
+    return yaml.safe_load(resources.files("moesim.simulator.planner").joinpath("batch_ramps.yaml").read_text())
 
 
 def default_batch_range(data: dict) -> tuple[int, int, str]:
@@ -186,6 +186,6 @@ class PlanRequest(BaseModel):
 def energy_mwh(gpus: int, days: float, gpu: str) -> float:
     """MWh the GPUs draw over ``days`` at their catalogue TDP (an upper bound under load; node and network power
     are not counted). A GPU with no published power has none (0)."""
-    from topologies.gpus import gpu_spec
+    from moesim.topologies.gpus import gpu_spec
 
     return gpus * days * 24.0 * float(gpu_spec(gpu).get("tdp_w") or 0.0) / 1e6

@@ -1,11 +1,11 @@
 """The search: enumerate, bound, then simulate only the candidates the bounds cannot rule out, best first.
 
-1. :func:`~simulator.planner.space.enumerate_space` lists the layouts (and counts those that cannot work).
+1. :func:`~moesim.simulator.planner.space.enumerate_space` lists the layouts (and counts those that cannot work).
 2. A cluster too small to meet the deadline or budget even at the GPU's FP8 peak (6 FLOPs per activated
    parameter per token) is dropped before any pricing; then each layout gets priced lower bounds on step time
-   and memory (:mod:`simulator.planner.bounds`). Memory picks the lowest ZeRO stage that could fit.
+   and memory (:mod:`moesim.simulator.planner.bounds`). Memory picks the lowest ZeRO stage that could fit.
 3. Branch and bound: candidates run through the executor most promising first (:class:`Ordering`); on the way
-   each gets exact bounds from its schedule's program (:mod:`simulator.planner.programs`), and one is skipped
+   each gets exact bounds from its schedule's program (:mod:`moesim.simulator.planner.programs`), and one is skipped
    when a simulated plan meeting every constraint is already at least as good as its bound: it cannot win. So the
    winner is the best of the whole space unless ``time_limit_s`` or ``max_simulations`` stops the search first;
    the answer then says so, with the layouts left open and the best of their exact lower bounds
@@ -19,18 +19,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from calibration.profile import load_profiles
-from simulator.planner.bounds import (PriceCache, days_for, estimate_step_s, memory_lower_bound_gb,
+from moesim.calibration.profile import load_profiles
+from moesim.simulator.planner.bounds import (PriceCache, days_for, estimate_step_s, memory_lower_bound_gb,
                                       quick_step_lower_bound_s, seconds_per_day, state_factors,
                                       step_lower_bound_s)
-from simulator.planner.request import PlanRequest
-from simulator.planner.space import Candidate, Space, enumerate_space
-from simulator.sweep.row import MEMORY_REASON, OK, over_memory
-from simulator.sweep.spec import Point, canonical, point_key
-from topologies.gpus import gpu_spec
-from workloads.errors import ScenarioError
-from workloads.loader import validate
-from workloads.model import parameter_counts
+from moesim.simulator.planner.request import PlanRequest
+from moesim.simulator.planner.space import Candidate, Space, enumerate_space
+from moesim.simulator.sweep.row import MEMORY_REASON, OK, over_memory
+from moesim.simulator.sweep.spec import Point, canonical, point_key
+from moesim.topologies.gpus import gpu_spec
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import validate
+from moesim.workloads.model import parameter_counts
 
 BOUND_DEADLINE = "misses the deadline even at its lower bound"
 BOUND_BUDGET = "over budget even at its lower bound"
@@ -278,7 +278,7 @@ class Ordering:
     """Which candidate to simulate next. First the most promising layout of each pipeline depth, with and without
     DualPipe (at most half the simulation budget), so that no single family's optimistic bound takes every
     simulation; then every candidate
-    by its estimate (:func:`~simulator.planner.bounds.estimate_step_s`) × what the simulations so far showed
+    by its estimate (:func:`~moesim.simulator.planner.bounds.estimate_step_s`) × what the simulations so far showed
     for its family (simulated / estimated days), or the median over all families for one not simulated yet. A
     search heuristic only: pruning uses the bound alone."""
 

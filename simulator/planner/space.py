@@ -9,13 +9,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.planner.request import RECOMPUTE, PlanRequest
-from simulator.schedules import ScheduleError, get_schedule
+from moesim.simulator.planner.request import RECOMPUTE, PlanRequest
+from moesim.simulator.schedules import ScheduleError, get_schedule
 
 
 @dataclass
 class Candidate:
-    """One layout of the search. Bounds (``lb_*``) come from :mod:`simulator.planner.bounds`, the simulated row
+    """One layout of the search. Bounds (``lb_*``) come from :mod:`moesim.simulator.planner.bounds`, the simulated row
     (``row``) from the sweep executor; ``verdict`` says where it stopped ("" while still in the running)."""
 
     gpu: str
@@ -148,7 +148,7 @@ def node_gpus(base: dict, kind: str) -> int:
     differs from the base GPU's; then the largest power of two of that domain, so that power-of-two layouts (EP
     groups dividing 2^k experts) fill whole domains: 64 of an NVL72 rack's 72 GPUs (the other 8 are spares, not in
     the job's GPU-hours)."""
-    from topologies.gpus import gpu_entry, gpu_kinds
+    from moesim.topologies.gpus import gpu_entry, gpu_kinds
 
     per_node = base["cluster"].get("node", {}).get("gpus_per_node", 8)
     base_gpu = base["cluster"].get("gpu")

@@ -1,7 +1,7 @@
 """Per-stage charts from a result's ``stages``: step-time breakdown, exposed comm vs compute, memory vs HBM.
 
 Each function takes the plain ``stages`` list of ``Result.to_dict()`` (dicts with the
-:class:`~simulator.simulate.StageResult` fields; seconds and GB) and returns a plotly figure.
+:class:`~moesim.simulator.simulate.StageResult` fields; seconds and GB) and returns a plotly figure.
 """
 
 from __future__ import annotations

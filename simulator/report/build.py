@@ -1,22 +1,22 @@
-"""From a result or a sweep to a :class:`~simulator.report.page.Page`, and to a file on disk."""
+"""From a result or a sweep to a :class:`~moesim.simulator.report.page.Page`, and to a file on disk."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.report.breakdown import exposed_comm_figure, memory_figure, step_breakdown_figure
-from simulator.report.experts import expert_figure, expert_note
-from simulator.report.heatmap import heatmap_figure
-from simulator.report.page import Page, Section, render
-from simulator.report.samples import samples_figure
-from simulator.report.payload import ResultReport, is_result_dict, report_from_dict, report_from_result
-from simulator.report.sweep import check_rows, fits, layout_text, parallel_figure, read_sweep, scatter_figure
-from simulator.report.timeline import timeline_of
-from simulator.report.traffic import expert_load, link_loads
-from workloads.documents import read_document
-from workloads.errors import ScenarioError
-from workloads.files import check_input, write_atomic
-from workloads.scenario import Scenario
+from moesim.simulator.report.breakdown import exposed_comm_figure, memory_figure, step_breakdown_figure
+from moesim.simulator.report.experts import expert_figure, expert_note
+from moesim.simulator.report.heatmap import heatmap_figure
+from moesim.simulator.report.page import Page, Section, render
+from moesim.simulator.report.samples import samples_figure
+from moesim.simulator.report.payload import ResultReport, is_result_dict, report_from_dict, report_from_result
+from moesim.simulator.report.sweep import check_rows, fits, layout_text, parallel_figure, read_sweep, scatter_figure
+from moesim.simulator.report.timeline import timeline_of
+from moesim.simulator.report.traffic import expert_load, link_loads
+from moesim.workloads.documents import read_document
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.files import check_input, write_atomic
+from moesim.workloads.scenario import Scenario
 
 MAX_JSON_BYTES = 512_000_000  # a full-mode timeline is large, but a result file beyond this is not one
 TIMELINE_NOTE = ("One row per rank and stream. Drag across the chart to zoom into a time window (double-click "

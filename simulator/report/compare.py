@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
-from simulator.report.breakdown import MEMORY_PARTS, STEP_PARTS
-from simulator.report.page import Page, Section
-from simulator.report.payload import ResultReport
-from simulator.report.timeline import timeline_of
-from simulator.report.traffic import link_loads
+from moesim.simulator.report.breakdown import MEMORY_PARTS, STEP_PARTS
+from moesim.simulator.report.page import Page, Section
+from moesim.simulator.report.payload import ResultReport
+from moesim.simulator.report.timeline import timeline_of
+from moesim.simulator.report.traffic import link_loads
 
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#9D755D", "#FF9DA6")
 

@@ -8,7 +8,7 @@ baseline" keeps the current result: the headline table then shows every change a
 change per rank and step component. Bad combinations (pp that does not divide the GPUs, ep that does not
 divide the experts, ...) show the one-line error the CLI would print beside the last good charts, greyed.
 
-Every callback input is checked (:mod:`simulator.report.dashboard_inputs`) as the command line checks its
+Every callback input is checked (:mod:`moesim.simulator.report.dashboard_inputs`) as the command line checks its
 options, so a request crafted by hand (a preset that is a path, a bandwidth that is text, a forged baseline) gets
 the same one line in the page, never an HTTP 500. Every chart has a height of its own (a flex row of graphs with
 none draws them 37 px tall with dash 4) and the row wraps below a chart's minimum width.
@@ -21,19 +21,19 @@ from dataclasses import asdict
 
 from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html, no_update
 
-from simulator.report.breakdown import memory_figure, step_breakdown_figure
-from simulator.report.dashboard_inputs import INTERNAL, checked_baseline, checked_current, checked_knobs, \
+from moesim.simulator.report.breakdown import memory_figure, step_breakdown_figure
+from moesim.simulator.report.dashboard_inputs import INTERNAL, checked_baseline, checked_current, checked_knobs, \
     checked_preset
-from simulator.report.build import headline
-from simulator.report.compare import delta_figure, delta_text, headline_rows, verdict
-from simulator.report.heatmap import heatmap_figure
-from simulator.report.page import CONFIG
-from simulator.report.timeline import SCRIPT, timeline_of
-from simulator.report.traffic import link_loads
-from simulator.report.whatif import preset_knobs, what_if
-from simulator.schedules import SCHEDULES, ScheduleError
-from workloads.errors import ScenarioError
-from workloads.presets import DEFAULT_PRESET, preset_names
+from moesim.simulator.report.build import headline
+from moesim.simulator.report.compare import delta_figure, delta_text, headline_rows, verdict
+from moesim.simulator.report.heatmap import heatmap_figure
+from moesim.simulator.report.page import CONFIG
+from moesim.simulator.report.timeline import SCRIPT, timeline_of
+from moesim.simulator.report.traffic import link_loads
+from moesim.simulator.report.whatif import preset_knobs, what_if
+from moesim.simulator.schedules import SCHEDULES, ScheduleError
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.presets import DEFAULT_PRESET, preset_names
 
 # Per-NIC bandwidths per direction: 100, 200, 400 and 800 Gb/s InfiniBand or Ethernet ports.
 NIC_GBPS_MARKS = (12.5, 25.0, 50.0, 100.0)

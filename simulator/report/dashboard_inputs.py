@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from simulator.report.breakdown import STEP_PARTS
-from simulator.report.compare import METRICS, STAGE_FIELDS
-from simulator.report.whatif import Knobs
-from simulator.schedules import SCHEDULES
-from workloads.errors import ScenarioError
-from workloads.presets import preset_names
+from moesim.simulator.report.breakdown import STEP_PARTS
+from moesim.simulator.report.compare import METRICS, STAGE_FIELDS
+from moesim.simulator.report.whatif import Knobs
+from moesim.simulator.schedules import SCHEDULES
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.presets import preset_names
 
 INTERNAL = "internal error (a bug in moesim, please report it)"
 DISPATCH_DTYPES = ("fp8", "bf16")

@@ -1,11 +1,11 @@
-"""Expert load of an :class:`~simulator.report.traffic.ExpertLoad` as deviation from the mean, busiest first."""
+"""Expert load of an :class:`~moesim.simulator.report.traffic.ExpertLoad` as deviation from the mean, busiest first."""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from simulator.report.traffic import ExpertLoad
+from moesim.simulator.report.traffic import ExpertLoad
 
 
 def deviation_pct(values: list[float]) -> list[float]:

@@ -1,10 +1,10 @@
-"""Link-utilisation heat map of a :class:`~simulator.report.traffic.Grid` (any rows × columns of links)."""
+"""Link-utilisation heat map of a :class:`~moesim.simulator.report.traffic.Grid` (any rows × columns of links)."""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from simulator.report.traffic import Grid
+from moesim.simulator.report.traffic import Grid
 
 
 def heatmap_figure(grid: Grid) -> go.Figure:

@@ -25,7 +25,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from simulator.report.timeline import script
+from moesim.simulator.report.timeline import script
 
 STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 0 auto; max-width: 1280px;
@@ -57,7 +57,7 @@ class Section:
     title: str
     figure: go.Figure | None = None
     note: str = ""  # plain text, escaped on output
-    timeline: dict | None = None  # simulator.report.timeline.timeline_data, drawn by moesim.js
+    timeline: dict | None = None  # moesim.simulator.report.timeline.timeline_data, drawn by moesim.js
     html: str = ""  # trusted markup placed before the figure (a comparison table)
 
 

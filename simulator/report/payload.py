@@ -3,7 +3,7 @@
 ``moesim simulate --json`` prints :meth:`Result.to_dict`. With ``--timeline`` the same object also carries
 ``timeline`` (the engine's records) and ``scenario_spec`` (the validated scenario), which is what the report
 needs to draw the Gantt chart, link loads and expert loads. :class:`ResultReport` is that bundle in memory,
-built from a live :class:`~simulator.simulate.Result` or read back from the JSON.
+built from a live :class:`~moesim.simulator.simulate.Result` or read back from the JSON.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from simulator.engine import Timeline
-from workloads.errors import ScenarioError
-from workloads.scenario import Scenario
+from moesim.simulator.engine import Timeline
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.scenario import Scenario
 
 TIMELINE_FIELDS = ("rank", "stream", "start_s", "end_s", "label", "phase", "micro_batch", "stage")
 RESULT_KEYS = ("step_time_s", "stages", "gpus", "hbm_gb")

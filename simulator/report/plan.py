@@ -8,8 +8,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from simulator.report.page import Page, Section, render
-from workloads.files import write_atomic
+from moesim.simulator.report.page import Page, Section, render
+from moesim.workloads.files import write_atomic
 
 
 def hover(plan: dict) -> str:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from workloads.documents import decode
-from workloads.errors import ScenarioError
+from moesim.workloads.documents import decode
+from moesim.workloads.errors import ScenarioError
 
 STEP = "step_time_s"
 GPUS = "gpus"
@@ -110,7 +110,7 @@ def fits(row: dict) -> bool:
 
 def layout_keys(rows: list[dict]) -> list[str]:
     """The layout knobs of a sweep: its columns that are not metrics (the sweep's axes)."""
-    from simulator.sweep.row import METRIC_COLUMNS
+    from moesim.simulator.sweep.row import METRIC_COLUMNS
     skip = set(METRIC_COLUMNS) | set(METRICS) | NOT_LAYOUT
     keys = [k for k in LAYOUT_HINTS if k in rows[0]]
     for row in rows:

@@ -10,7 +10,7 @@ on chunks wide enough to hold them. The same data feeds the static report and th
 Rows are (rank, stream): one ``compute`` and one ``comm`` row per rank (pipeline sends drawn on the comm row,
 the GPU's waits for its host thread, "host-bound", on the compute row). On compute rows the gaps are marked:
 time the rank's communication stream is busy is *exposed communication*, the rest is *bubble*, exactly as
-:mod:`simulator.metrics` counts them, so the marks on a row add up to its stage's ``exposed_comm_s`` and
+:mod:`moesim.simulator.metrics` counts them, so the marks on a row add up to its stage's ``exposed_comm_s`` and
 ``bubble_s``. When micro-batches travel the pipeline in two directions (DualPipe feeds both ends, DualPipeV
 comes back up its V) forward and backward chunks are coloured by direction: *down* (rank rising with the
 stage) or *up*.
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from simulator.engine.ledger import merge as _merge
+from moesim.simulator.engine.ledger import merge as _merge
 
 SCRIPT = Path(__file__).with_name("assets") / "moesim.js"
 MAX_BARS = 800  # ops drawn as SVG bars at most; above this the window is drawn as an overview image
@@ -202,7 +202,7 @@ def timeline_data(records: list[tuple], ranks: int, makespan_s: float, title: st
 
 
 def timeline_of(timeline, title: str = "", max_bars: int = MAX_BARS) -> dict:
-    """:func:`timeline_data` of an engine :class:`~simulator.engine.Timeline`."""
+    """:func:`timeline_data` of an engine :class:`~moesim.simulator.engine.Timeline`."""
     return timeline_data(timeline.records, timeline.ranks, timeline.makespan_s, title,
                          timeline.pipeline_rank, max_bars)
 

@@ -3,10 +3,10 @@
 The analytic network prices a collective by its busiest link class (NVLink or the GPU's NIC), so the finest
 link view it can give is per class and per pipeline rank: bytes one GPU of that rank sends over NVLink and
 over its NIC in one step, and the utilisation that is (bytes / (effective bandwidth × step time)). The split
-of each collective's bytes follows the same algorithms :mod:`simulator.network.analytic` prices (ring and
+of each collective's bytes follows the same algorithms :mod:`moesim.simulator.network.analytic` prices (ring and
 hierarchical collectives, DeepSeek-style dispatch: one NIC crossing per remote node, then NVLink forwards).
 
-Tokens per expert and per GPU come from the routing sampler in :mod:`workloads.routing` for one micro-batch
+Tokens per expert and per GPU come from the routing sampler in :mod:`moesim.workloads.routing` for one micro-batch
 of one MoE layer across one EP group. Both results are plain :class:`Grid` / :class:`ExpertLoad` data, so a
 graph network model (per link, per plane) or a skewed router can hand the charts richer data later.
 """
@@ -17,14 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.network import AnalyticNetwork
-from simulator.network.groups import GroupGeometry
-from simulator.schedules import scenario_schedule
-from simulator.simulate import fsdp_tail_comms
-from workloads.model import build_stages
-from workloads.ops import DTYPE_BYTES, Comm, Pattern
-from workloads.routing import sample_balanced
-from workloads.scenario import Scenario
+from moesim.simulator.network import AnalyticNetwork
+from moesim.simulator.network.groups import GroupGeometry
+from moesim.simulator.schedules import scenario_schedule
+from moesim.simulator.simulate import fsdp_tail_comms
+from moesim.workloads.model import build_stages
+from moesim.workloads.ops import DTYPE_BYTES, Comm, Pattern
+from moesim.workloads.routing import sample_balanced
+from moesim.workloads.scenario import Scenario
 
 GB = 1e9
 NVLINK, NIC = "NVLink", "NIC"
@@ -101,7 +101,7 @@ def link_loads(scenario: Scenario) -> LinkLoads:
     """Bytes per GPU per step on NVLink and on the NIC, per pipeline rank, by traffic kind.
 
     Counts every communication op of every chunk × micro-batches, the pipeline sends between ranks, and the
-    gradient and parameter synchronisation of the tail (sized as :func:`simulator.simulate.tail_spec` does).
+    gradient and parameter synchronisation of the tail (sized as :func:`moesim.simulator.simulate.tail_spec` does).
     """
     network = AnalyticNetwork(scenario)
     par, tr = scenario.parallelism, scenario.training

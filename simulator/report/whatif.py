@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulator.simulate import Result, simulate
-from workloads.errors import ScenarioError
-from workloads.loader import load_scenario
-from workloads.scenario import Scenario
+from moesim.simulator.simulate import Result, simulate
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.scenario import Scenario
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from simulator.schedules.base import Schedule, ScheduleError, Step
-from topologies.base_registry import Registry
+from moesim.simulator.schedules.base import Schedule, ScheduleError, Step
+from moesim.topologies.base_registry import Registry
 
 SCHEDULES: Registry = Registry("schedule: unknown schedule {name!r}; known: {known}", ScheduleError)
 
@@ -23,8 +23,8 @@ def build_schedule(name: str, pp: int, micro_batches: int, virtual_stages: int =
 
 def scenario_schedule(scenario) -> Schedule:
     """The schedule a scenario runs: its ``schedule`` on its pp, micro-batches and virtual stages, once the
-    step's task count is within :func:`simulator.limits.check_pipeline`'s guard."""
-    from simulator.limits import check_pipeline
+    step's task count is within :func:`moesim.simulator.limits.check_pipeline`'s guard."""
+    from moesim.simulator.limits import check_pipeline
 
     par = scenario.parallelism
     check_pipeline(par.pp, scenario.micro_batches, par.virtual_stages,
@@ -35,7 +35,7 @@ def scenario_schedule(scenario) -> Schedule:
     return schedule
 
 
-from simulator.schedules import classic, dualpipe, interleaved, zero_bubble  # noqa: E402,F401  (registers them)
+from moesim.simulator.schedules import classic, dualpipe, interleaved, zero_bubble  # noqa: E402,F401  (registers them)
 
 __all__ = ["SCHEDULES", "Schedule", "ScheduleError", "Step", "build_schedule", "get_schedule", "register",
            "scenario_schedule"]

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar, Iterator
 
-from workloads.ops import Phase
+from moesim.workloads.ops import Phase
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from simulator.schedules import register
-from simulator.schedules.base import Schedule, Step
-from workloads.ops import Phase
+from moesim.simulator.schedules import register
+from moesim.simulator.schedules.base import Schedule, Step
+from moesim.workloads.ops import Phase
 
 
 @register

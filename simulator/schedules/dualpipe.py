@@ -26,9 +26,9 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections import deque
 
-from simulator.schedules import register
-from simulator.schedules.base import Schedule, ScheduleError, Step
-from workloads.ops import Phase
+from moesim.simulator.schedules import register
+from moesim.simulator.schedules.base import Schedule, ScheduleError, Step
+from moesim.workloads.ops import Phase
 
 
 class _RankProgram:

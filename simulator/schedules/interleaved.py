@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from simulator.schedules import register
-from simulator.schedules.base import Schedule, ScheduleError, Step
-from workloads.ops import Phase
+from moesim.simulator.schedules import register
+from moesim.simulator.schedules.base import Schedule, ScheduleError, Step
+from moesim.workloads.ops import Phase
 
 
 @register

@@ -11,9 +11,9 @@ F = B = W the bubble falls from 1F1B's (p − 1)(F + B + W) to (p − 1)(F + B �
 
 from __future__ import annotations
 
-from simulator.schedules import register
-from simulator.schedules.base import Schedule, Step
-from workloads.ops import Phase
+from moesim.simulator.schedules import register
+from moesim.simulator.schedules.base import Schedule, Step
+from moesim.workloads.ops import Phase
 
 
 @register

@@ -8,17 +8,20 @@ small against a ~0.1 s simulation, while the progress bar still moves smoothly.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, wait
+from pathlib import Path
 from typing import Any
 
-from topologies.base_registry import Registry
-from workloads.errors import ScenarioError
+from moesim.topologies.base_registry import Registry
+from moesim.workloads.errors import ScenarioError
 
-from simulator.processes import WorkerPool, stop_workers
-from simulator.sweep.row import error_row, run_point
-from simulator.sweep.spec import Point
+from moesim.simulator.processes import WorkerPool, stop_workers
+from moesim.simulator.sweep.row import error_row, run_point
+from moesim.simulator.sweep.spec import Point
 
 EXECUTORS = Registry("--executor {name!r} is unknown; known: {known}", ScenarioError)
 
@@ -74,7 +77,7 @@ def _profile(name: str | None):
     if name is None:
         return None
     if name not in _PROFILES:
-        from calibration.profile import load_profiles
+        from moesim.calibration.profile import load_profiles
         _PROFILES[name] = load_profiles(name)
     return _PROFILES[name]
 
@@ -158,12 +161,7 @@ class RaySession(Session):
 
         self.ray = ray
         self.started = not ray.is_initialized()
-        if self.started:
-            runtime_env = {"py_modules": _packages()}
-            if address:
-                ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
-            else:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+        self.staging = _start_ray(ray, address, workers) if self.started else None
         self.slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.remote = ray.remote(num_cpus=1)(run_batch)
         self.base_ref = ray.put(base)
@@ -191,14 +189,36 @@ class RaySession(Session):
             self.ray.cancel(ref)
         if self.started:
             self.ray.shutdown()
+        if self.staging is not None:
+            self.staging.cleanup()
 
 
-def _packages() -> list:
-    import calibration
-    import simulator
-    import topologies
-    import workloads
-    return [calibration, simulator, topologies, workloads]
+def _start_ray(ray, address: str | None, workers: int | None) -> tempfile.TemporaryDirectory:
+    """Start (or join, with ``address``) a Ray instance whose workers get moesim's packages (``py_modules``), so a
+    cluster needs only its dependencies installed; returns the staging folder to clean up after shutdown."""
+    staging = tempfile.TemporaryDirectory(prefix="moesim-ray-")
+    runtime_env = {"py_modules": _packages(Path(staging.name))}
+    if address:
+        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
+    else:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+    return staging
+
+
+def _packages(stage_in: Path) -> list:
+    """What Ray ships to its workers (``py_modules``): the installed ``moesim`` package, or, from a source
+    checkout (whose four folders sit beside ``moesim/``), a copy of it laid out as installed, made in
+    ``stage_in``."""
+    import moesim
+    root = Path(moesim.__file__).parent
+    if all((root / part).is_dir() for part in moesim.SUBPACKAGES):
+        return [moesim]
+    staged = stage_in / "moesim"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(root, staged, ignore=skip)
+    for part in moesim.SUBPACKAGES:
+        shutil.copytree(root.parent / part, staged / part, ignore=skip)
+    return [str(staged)]
 
 
 def _batches(points: list[Point], size: int) -> list[list[Point]]:
@@ -260,14 +280,7 @@ class RayExecutor(Executor):
         import ray
 
         started = not ray.is_initialized()
-        if started:
-            # Ship moesim's own packages to the workers, so a cluster needs only its dependencies installed.
-            runtime_env = {"py_modules": _packages()}
-            if self.address:
-                ray.init(address=self.address, log_to_driver=False, runtime_env=runtime_env)
-            else:
-                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
-                         runtime_env=runtime_env)
+        staging = _start_ray(ray, self.address, self.workers) if started else None
         try:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
             remote = ray.remote(num_cpus=1)(run_batch)
@@ -290,3 +303,4 @@ class RayExecutor(Executor):
         finally:
             if started:
                 ray.shutdown()
+                staging.cleanup()

@@ -2,7 +2,7 @@
 
 A row is a flat dict of plain values (empty cells are left out): the point's key and status, its value of every
 axis of the sweep (those it does not set: the base scenario's, as validated, so a derived ``cluster.gpus`` is
-filled too), and every metric of :class:`simulator.simulate.Result`. Per-stage figures are reduced to their maximum over pipeline ranks (the
+filled too), and every metric of :class:`moesim.simulator.simulate.Result`. Per-stage figures are reduced to their maximum over pipeline ranks (the
 rank that bounds the step or the memory), named ``max_<field>``. An invalid point (a layout that does not
 divide, a schedule that cannot run it, a layout over HBM) is a row with ``status = "invalid"``, the one-line
 ``reason`` (for memory: by how much it missed) and no metrics (not even ``sim_wall_s``), so a column's minimum is
@@ -17,13 +17,13 @@ import time
 from dataclasses import fields
 from typing import Any
 
-from calibration.profile import Profile
-from simulator.memory import AT_LEAST, MemoryBreakdown, MemoryLayoutError, check_fits, memory_floor
-from simulator.schedules import ScheduleError
-from simulator.simulate import STAGE_COLUMNS, Result, simulate
-from simulator.sweep.spec import Point, apply_value
-from workloads.errors import ScenarioError
-from workloads.loader import validate
+from moesim.calibration.profile import Profile
+from moesim.simulator.memory import AT_LEAST, MemoryBreakdown, MemoryLayoutError, check_fits, memory_floor
+from moesim.simulator.schedules import ScheduleError
+from moesim.simulator.simulate import STAGE_COLUMNS, Result, simulate
+from moesim.simulator.sweep.spec import Point, apply_value
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import validate
 
 OK, INVALID, ERROR = "ok", "invalid", "error"
 MEMORY_REASON = "memory: "  # how check_fits's message begins

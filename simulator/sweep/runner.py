@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workloads.errors import ScenarioError
+from moesim.workloads.errors import ScenarioError
 
-from simulator.sweep.executors import get_executor
-from simulator.sweep.row import INVALID, METRIC_COLUMNS, OK, column_types, refused_unsimulated
-from simulator.sweep.spec import Point, SweepSpec, expand
-from simulator.sweep.store import ResultStore, check_output, journal_path
+from moesim.simulator.sweep.executors import get_executor
+from moesim.simulator.sweep.row import INVALID, METRIC_COLUMNS, OK, column_types, refused_unsimulated
+from moesim.simulator.sweep.spec import Point, SweepSpec, expand
+from moesim.simulator.sweep.store import ResultStore, check_output, journal_path
 
 
 @dataclass
@@ -26,6 +26,11 @@ class SweepRun:
     unsimulated: int = 0  # of those computed, refused for memory before simulating (their memory floor)
     status: dict[str, int] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def frame(self):
+        """The rows as a pandas DataFrame, one per point in the spec's order, as the results file holds them."""
+        from moesim.simulator.simulate import _pandas
+        return _pandas().DataFrame(self.rows)
 
 
 def run_sweep(spec: SweepSpec, base: dict, output: str | Path, executor: str = "local", workers: int | None = None,

@@ -28,11 +28,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from workloads.documents import read_document
-from workloads.errors import ScenarioError
-from workloads.loader import apply_override, format_validation_error, read_scenario_file
-from workloads.presets import preset_data
-from workloads.scenario import Scenario
+from moesim.workloads.documents import read_document
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.loader import apply_override, format_validation_error, read_scenario_file
+from moesim.workloads.presets import preset_data
+from moesim.workloads.scenario import Scenario
 
 MAX_POINTS = 1_000_000  # a bigger sweep is almost certainly a typo in an axis
 MAX_SPEC_BYTES = 1_000_000
@@ -144,7 +144,7 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
 
 def check_profile(profile: str | None) -> None:
     """Load the calibration profile once here, so a bad one is one error and not one per point."""
-    from simulator.profile_input import user_profile
+    from moesim.simulator.profile_input import user_profile
     user_profile(profile, "profile")
 
 

@@ -4,7 +4,7 @@ Every finished point is appended to the journal (``<output>.partial.jsonl``, one
 fsynced) the moment it arrives, so a sweep that is killed loses no finished point; the results file is
 rewritten atomically (temporary file, then rename) every few seconds and at the end, after which the journal
 is removed. Resuming reads both: rows of the results file, then rows of the journal (a torn last line from a
-kill is skipped). Journal, lock and temporary files are made by workloads.files: created exclusively, never
+kill is skipped). Journal, lock and temporary files are made by moesim.workloads.files: created exclusively, never
 through a symbolic link, and a journal moesim did not create is refused.
 """
 
@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workloads.documents import decode, parse_document
-from workloads.errors import ScenarioError
-from workloads.files import check_folder_writable, journal_mark, open_journal, read_own_text, replacing
+from moesim.workloads.documents import decode, parse_document
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.files import check_folder_writable, journal_mark, open_journal, read_own_text, replacing
 
 FORMATS = (".parquet", ".csv")
 KEY_COLUMN = "key"

@@ -1,7 +1,7 @@
 """`moesim calibrate run --quick` on this machine's CPU: wall time and peak resident memory of the whole run.
 
 Target (issue 16): within 2 GB and 2 minutes on the 2-core CI machine.
-Run: PYTHONPATH=. python tests/benchmarks/bench_calibrate_quick.py   (prints numbers; asserts nothing)
+Run: python tests/benchmarks/bench_calibrate_quick.py   (prints numbers; asserts nothing)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "quick.json"
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "simulator.cli", "calibrate", "run", "--quick", "--device", "cpu",
+        proc = subprocess.run([sys.executable, "-m", "moesim.simulator.cli", "calibrate", "run", "--quick", "--device", "cpu",
                                "-o", str(out)], capture_output=True, text=True)
         wall = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports KiB

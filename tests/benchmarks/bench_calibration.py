@@ -1,19 +1,19 @@
 """Speed of the calibration layer: fitting profiles and pricing every op of every preset (cold caches).
 
-Run: PYTHONPATH=. python tests/benchmarks/bench_calibration.py   (prints numbers; asserts nothing)
+Run: python tests/benchmarks/bench_calibration.py   (prints numbers; asserts nothing)
 """
 
 from __future__ import annotations
 
 import time
 
-from calibration.cost_model import CostModel
-from calibration.fit import fit_report
-from calibration.profile import builtin_profile
-from workloads.loader import load_scenario
-from workloads.model import build_stages
-from workloads.ops import Kind, Phase
-from workloads.presets import preset_names
+from moesim.calibration.cost_model import CostModel
+from moesim.calibration.fit import fit_report
+from moesim.calibration.profile import builtin_profile
+from moesim.workloads.loader import load_scenario
+from moesim.workloads.model import build_stages
+from moesim.workloads.ops import Kind, Phase
+from moesim.workloads.presets import preset_names
 
 
 def main() -> None:

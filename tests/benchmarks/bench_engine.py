@@ -1,6 +1,6 @@
 """Engine speed on the DeepSeek-V3 preset in both fidelities, against raw SimPy, and how it scales.
 
-Run: PYTHONPATH=. python tests/benchmarks/bench_engine.py [--html /tmp/moesim-engine-scaling.html]
+Run: python tests/benchmarks/bench_engine.py [--html /tmp/moesim-engine-scaling.html]
      [--gpus-max 16384] [--quick] [--cases representative,full/gpus] [--repeat N] [--no-scaling]
 
 Every case runs in a fresh subprocess (so its peak RSS is its own) and reports wall and CPU seconds of a whole
@@ -30,10 +30,13 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import simpy
 
 PRESET = "deepseek-v3-h800"
+
+ROOT = Path(__file__).resolve().parents[2]  # the subprocess imports this file as tests.benchmarks.*
 
 
 def raw_simpy_events_per_s(events: int = 400_000) -> float:
@@ -54,12 +57,12 @@ def measure(overrides: list[str], units: str) -> dict:
     """One simulate() of the preset with ``overrides``, timed by part (runs in the child process)."""
     import resource
 
-    import simulator.engine.pipeline as engine
-    import simulator.simulate as sim
-    from simulator.engine import PipelineEngine
-    from simulator.engine.ledger import Ledger
-    from simulator.engine.program import ProgramBuilder
-    from workloads.loader import load_scenario
+    import moesim.simulator.engine.pipeline as engine
+    import moesim.simulator.simulate as sim
+    from moesim.simulator.engine import PipelineEngine
+    from moesim.simulator.engine.ledger import Ledger
+    from moesim.simulator.engine.program import ProgramBuilder
+    from moesim.workloads.loader import load_scenario
 
     parts: dict[str, float] = {}
 
@@ -99,7 +102,7 @@ def measure(overrides: list[str], units: str) -> dict:
 def run_case(overrides: list[str], units: str = "auto") -> dict:
     code = ("import json, sys; from tests.benchmarks.bench_engine import measure; "
             "print(json.dumps(measure(json.loads(sys.argv[1]), sys.argv[2])))")
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(overrides), units],
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(overrides), units], cwd=ROOT,
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -3,8 +3,8 @@
 Not collected by pytest (pyproject ignores tests/benchmarks). Prints wall time and flows per second for
 routing (building the flows' link incidence) and for the max-min fluid simulation separately.
 
-    PYTHONPATH=. python tests/benchmarks/bench_flow_a2a.py            # 32 EP64 groups at once, then EP2048
-    PYTHONPATH=. python tests/benchmarks/bench_flow_a2a.py --ep 256
+    python tests/benchmarks/bench_flow_a2a.py            # 32 EP64 groups at once, then EP2048
+    python tests/benchmarks/bench_flow_a2a.py --ep 256
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from simulator.network.flows import GB
-from simulator.network.graph_model import GraphNetwork
-from topologies.registry import build_topology
-from workloads.routing import balanced_ep_traffic
+from moesim.simulator.network.flows import GB
+from moesim.simulator.network.graph_model import GraphNetwork
+from moesim.topologies.registry import build_topology
+from moesim.workloads.routing import balanced_ep_traffic
 
 GPUS = 2048
 GPN = 8

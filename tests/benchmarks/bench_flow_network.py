@@ -1,7 +1,7 @@
 """The time-shared flow network (run.network=flow) at DeepSeek-V3 scale: time and peak memory of a whole step.
 
-Run: PYTHONPATH=. python tests/benchmarks/bench_flow_network.py [--scaling] [--html /tmp/moesim-flow-scaling.html]
-     PYTHONPATH=. python tests/benchmarks/bench_flow_network.py --sizes 2048 16384 131072
+Run: python tests/benchmarks/bench_flow_network.py [--scaling] [--html /tmp/moesim-flow-scaling.html]
+     python tests/benchmarks/bench_flow_network.py --sizes 2048 16384 131072
 
 Every case runs in a fresh subprocess (so its peak RSS is its own) and reports wall and CPU seconds of a whole
 `simulate` (graph, routing and planning, pricing, engine, metrics), peak RSS, the engine tasks run and the
@@ -25,17 +25,20 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 PRESET = "deepseek-v3-h800"
+
+ROOT = Path(__file__).resolve().parents[2]  # the subprocess imports this file as tests.benchmarks.*
 
 
 def measure(overrides: list[str]) -> dict:
     """One simulate() of the preset with ``overrides`` (runs in the child process)."""
     import resource
 
-    from simulator.network.shared import SharedNetwork
-    from simulator.simulate import simulate
-    from workloads.loader import load_scenario
+    from moesim.simulator.network.shared import SharedNetwork
+    from moesim.simulator.simulate import simulate
+    from moesim.workloads.loader import load_scenario
 
     counters: dict[str, int] = {}
     attach = SharedNetwork.attach
@@ -60,8 +63,8 @@ def measure(overrides: list[str]) -> dict:
 def run_case(overrides: list[str]) -> dict:
     code = ("import json, sys; from tests.benchmarks.bench_flow_network import measure; "
             "print(json.dumps(measure(json.loads(sys.argv[1]))))")
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(overrides)], check=True, capture_output=True,
-                         text=True)
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(overrides)], cwd=ROOT, check=True,
+                         capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -4,7 +4,7 @@ process, default workers: all cores).
 1. ``moesim plan --model deepseek-v3 --tokens 14.8T --gpu h800 --deadline 60d`` (target ≤ 30 s on 2 cores)
 2. ``moesim plan --model llama3-405b --tokens 15T --gpu h100 --deadline 30d`` (target ≤ 30 s)
 
-Run: ``PYTHONPATH=. python tests/benchmarks/bench_plan.py``. Prints, per question, wall time, CPU time of the
+Run: ``python tests/benchmarks/bench_plan.py``. Prints, per question, wall time, CPU time of the
 process and its workers (the machine may be shared: CPU time is what the search itself cost), the load average,
 how many layouts were searched and simulated, and the winner. Not collected by pytest.
 """
@@ -38,7 +38,7 @@ def main() -> None:
     for title, args in QUESTIONS.items():
         load = os.getloadavg()[0]
         wall, cpu = time.perf_counter(), cpu_s()
-        done = subprocess.run([sys.executable, "-m", "simulator.cli", "plan", *args, "--json"], env=env,
+        done = subprocess.run([sys.executable, "-m", "moesim.simulator.cli", "plan", *args, "--json"], env=env,
                               capture_output=True, text=True, check=False)
         wall, cpu = time.perf_counter() - wall, cpu_s() - cpu
         answer = json.loads(done.stdout)

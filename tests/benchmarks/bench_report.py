@@ -1,6 +1,6 @@
 """Report and dashboard speed: one what-if update (simulate + link loads) and one report write, per preset.
 
-Run: PYTHONPATH=. python tests/benchmarks/bench_report.py   (prints a table; no assertions)
+Run: python tests/benchmarks/bench_report.py   (prints a table; no assertions)
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from simulator.report import write_report
-from simulator.report.traffic import link_loads
-from simulator.report.whatif import preset_knobs, what_if
-from workloads.presets import preset_names
+from moesim.simulator.report import write_report
+from moesim.simulator.report.traffic import link_loads
+from moesim.simulator.report.whatif import preset_knobs, what_if
+from moesim.workloads.presets import preset_names
 
 
 def best_of(fn, repeat: int = 3) -> float:

@@ -1,6 +1,6 @@
 """Speed of the engine per schedule on the DeepSeek-V3 preset (representative mode), against raw SimPy.
 
-Run: PYTHONPATH=. python tests/benchmarks/bench_schedules.py [--repeat 3]
+Run: python tests/benchmarks/bench_schedules.py [--repeat 3]
 Prints, per schedule: best wall and CPU seconds of a whole `simulate` (pricing + engine + metrics), the
 engine's events, and events per CPU second; then raw SimPy's events per second for two processes trading
 timeouts, the floor any SimPy engine pays per event on this machine.
@@ -12,8 +12,8 @@ import argparse
 import time
 
 from bench_engine import raw_simpy_events_per_s  # this folder is on sys.path when run as a script
-from simulator.simulate import simulate
-from workloads.loader import load_scenario
+from moesim.simulator.simulate import simulate
+from moesim.workloads.loader import load_scenario
 
 # DualPipeV and interleaved need 2·pp stages: 61 layers as 32 stages, the embedding's stage and the
 # head's (with MTP) lighter. The split is ours; DeepSeek publishes no DualPipeV layout.

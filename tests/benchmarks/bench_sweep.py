@@ -1,6 +1,6 @@
 """Sweep throughput: 2,000 points (1,000 on each of the two small presets), representative-rank mode.
 
-Run: ``PYTHONPATH=. python tests/benchmarks/bench_sweep.py [--workers N] [--executor local|ray]``.
+Run: ``python tests/benchmarks/bench_sweep.py [--workers N] [--executor local|ray]``.
 Prints points per second for each preset and overall, then the time a rerun takes to resume (nothing left to
 simulate). ``--spec examples/sweeps/v3-layouts.yaml`` times that spec instead (DeepSeek-V3: 108 points, 72 of
 them over HBM), wall and CPU seconds (this process and its workers). Not collected by pytest.
@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from simulator.sweep import parse_spec, run_sweep
-from simulator.sweep.spec import base_data
+from moesim.simulator.sweep import parse_spec, run_sweep
+from moesim.simulator.sweep.spec import base_data
 
 # 5 layouts × 2 schedules × 2 micro-batch sizes × 2 dispatch dtypes × 5 NIC speeds × 5 NVLink efficiencies.
 AXES = {
@@ -74,7 +74,7 @@ def main() -> None:
 
 
 def time_spec(path: str, executor: str, workers: int) -> None:
-    from simulator.sweep import load_spec
+    from moesim.simulator.sweep import load_spec
 
     spec, base = load_spec(path)
     with tempfile.TemporaryDirectory() as tmp:

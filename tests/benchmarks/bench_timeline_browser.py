@@ -1,6 +1,6 @@
 """The DeepSeek-V3 report's timeline in headless Chromium: time to first render and to each zoom.
 
-Run: PYTHONPATH=. python tests/benchmarks/bench_timeline_browser.py [PRESET | PAGE.html]   (prints a table; no
+Run: python tests/benchmarks/bench_timeline_browser.py [PRESET | PAGE.html]   (prints a table; no
 assertions). A PAGE.html written by ``moesim report`` is measured as it is instead of simulating PRESET.
 
 An open is measured from navigation start (the browser begins reading the file) to the timeline being on
@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from simulator.report import write_report  # noqa: E402
-from simulator.simulate import simulate  # noqa: E402
+from moesim.simulator.report import write_report  # noqa: E402
+from moesim.simulator.simulate import simulate  # noqa: E402
 from tests.browser import have_browser, start_chromium  # noqa: E402
-from workloads.loader import load_scenario  # noqa: E402
+from moesim.workloads.loader import load_scenario  # noqa: E402
 
 ZOOM = """const gd = document.getElementById('figure-0'), before = gd.moesimRenders, t0 = performance.now();
 const done = arguments[arguments.length - 1];

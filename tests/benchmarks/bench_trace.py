@@ -1,6 +1,6 @@
 """Speed of trace import, summary, replay and routing sampling (not collected by pytest; prints numbers).
 
-    PYTHONPATH=. python tests/benchmarks/bench_trace.py [TRACE]
+    python tests/benchmarks/bench_trace.py [TRACE]
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from simulator.export import write_chrome_trace  # noqa: E402
-from simulator.replay import replay  # noqa: E402
-from simulator.simulate import simulate  # noqa: E402
-from workloads.ep_load import ep_load  # noqa: E402
-from workloads.loader import load_scenario  # noqa: E402
-from workloads.routing import RoutingInputs, sample_routing  # noqa: E402
-from workloads.traces import load_trace  # noqa: E402
-from workloads.traces.summary import summarize  # noqa: E402
+from moesim.simulator.export import write_chrome_trace  # noqa: E402
+from moesim.simulator.replay import replay  # noqa: E402
+from moesim.simulator.simulate import simulate  # noqa: E402
+from moesim.workloads.ep_load import ep_load  # noqa: E402
+from moesim.workloads.loader import load_scenario  # noqa: E402
+from moesim.workloads.routing import RoutingInputs, sample_routing  # noqa: E402
+from moesim.workloads.traces import load_trace  # noqa: E402
+from moesim.workloads.traces.summary import summarize  # noqa: E402
 
 
 def timed(label: str, fn, *args, **kwargs):

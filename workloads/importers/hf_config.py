@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from workloads.errors import ScenarioError
-from workloads.files import check_input
-from workloads.importers.draft import Draft
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.files import check_input
+from moesim.workloads.importers.draft import Draft
 
 MAX_CONFIG_BYTES = 1_000_000
 

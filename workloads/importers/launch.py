@@ -11,7 +11,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from workloads.errors import ScenarioError
+from moesim.workloads.errors import ScenarioError
 
 LAUNCHERS = ("torchrun", "torch.distributed.run", "torch.distributed.launch")
 

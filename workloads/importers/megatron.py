@@ -13,8 +13,8 @@ import math
 import re
 from importlib import resources
 
-from workloads.errors import ScenarioError
-from workloads.importers.draft import Draft
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.importers.draft import Draft
 
 # int-valued flags that set one field as they are.
 INT_FIELDS = {
@@ -66,7 +66,7 @@ FP8_RECIPES = ("delayed", "tensorwise", "blockwise", "mxfp8")
 
 
 def known_flags() -> frozenset[str]:
-    text = resources.files("workloads.importers").joinpath("megatron_flags.txt").read_text()
+    text = resources.files("moesim.workloads.importers").joinpath("megatron_flags.txt").read_text()
     return frozenset(line for line in text.splitlines() if line.startswith("--"))
 
 
@@ -380,7 +380,7 @@ def _layout_sizes(seen: dict, draft: Draft, gpus: int | None, gpus_per_node: int
     virtual = draft.get("parallelism.virtual_stages", 1)
     layout = draft.get("parallelism.pipeline_layout")
     if layout is not None:
-        from workloads.pipeline_layout import FIELD, check_layout, parse_layout
+        from moesim.workloads.pipeline_layout import FIELD, check_layout, parse_layout
 
         stages = len(parse_layout(layout))
         if stages % pp:

@@ -15,9 +15,9 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from workloads.errors import ScenarioError
-from workloads.files import check_input
-from workloads.importers.draft import Draft
+from moesim.workloads.errors import ScenarioError
+from moesim.workloads.files import check_input
+from moesim.workloads.importers.draft import Draft
 
 MAX_TOML_BYTES = 1_000_000
 # Sections that do not change a simulated step (logging, checkpoints, data, optimiser hyper-parameters).
@@ -49,7 +49,7 @@ def flat(job: dict, prefix: str = "") -> dict[str, object]:
 
 
 def known_keys() -> frozenset[str]:
-    text = resources.files("workloads.importers").joinpath("torchtitan_keys.txt").read_text()
+    text = resources.files("moesim.workloads.importers").joinpath("torchtitan_keys.txt").read_text()
     return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
 
 

@@ -103,7 +103,7 @@ def _without_parameters(name: str) -> str:
     return name
 
 
-# The op class (workloads.ops.OpClass) each kernel of an FP8 MoE step runs as, from its name: what a profile
+# The op class (moesim.workloads.ops.OpClass) each kernel of an FP8 MoE step runs as, from its name: what a profile
 # fitted from a trace prices (calibration/from_trace.py). Patterns as above: "short" is the name without
 # template arguments and parameters, "full" keeps the template (CUTLASS kernels are all cutlass::device_kernel).
 # GEMM kernels are matched as a family; the phase they ran in gives the pass (see gemm_family).

@@ -17,9 +17,9 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workloads.documents import check_values, parse_document
-from workloads.errors import ScenarioError, one_line
-from workloads.files import check_input
+from moesim.workloads.documents import check_values, parse_document
+from moesim.workloads.errors import ScenarioError, one_line
+from moesim.workloads.files import check_input
 
 # DeepSeek's published trace of one DualPipe chunk pair is 3.1 MB; a whole profiled step of a large job is
 # tens of MB. Beyond this the file is refused before parsing (json.load holds it all in memory).
@@ -148,7 +148,7 @@ def parse_trace(data, source: str = "<trace>", checked: bool = False) -> KinetoT
     Required fields of the wrong type (an event's ``ts``, ``dur``, a kernel's stream) are refused; optional ones
     (``args.grid``, ``deviceProperties``, ``numSms``, ``distributedInfo.rank``…) are ignored and named in
     :attr:`KinetoTrace.warning`. ``checked``: the document reader has already refused non-finite numbers and
-    deep nesting (:func:`workloads.documents.check_values`)."""
+    deep nesting (:func:`moesim.workloads.documents.check_values`)."""
     if not checked:
         check_values(data, source, TraceError)
     if isinstance(data, list):

@@ -19,8 +19,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from workloads.traces.classify import COMM_CLASSES, KernelClass, is_notify, kernel_class, short_name
-from workloads.traces.kineto import Kernel, KinetoTrace
+from moesim.workloads.traces.classify import COMM_CLASSES, KernelClass, is_notify, kernel_class, short_name
+from moesim.workloads.traces.kineto import Kernel, KinetoTrace
 
 PHASE_NAME = re.compile(r"^\s*([A-Za-z_][\w.+\-]*)\s*\(\s*([FBW])\s*\)\s*$")
 UNATTRIBUTED = "(none)"

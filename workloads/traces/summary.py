@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from workloads.traces.kineto import KinetoTrace
-from workloads.traces.phases import (UNATTRIBUTED, busy_intervals, comm_split, component_costs_us,
+from moesim.workloads.traces.kineto import KinetoTrace
+from moesim.workloads.traces.phases import (UNATTRIBUTED, busy_intervals, comm_split, component_costs_us,
                                      intersection_us, is_comm, kernel_class_totals, phase_instances)
 
 
