@@ -209,6 +209,25 @@ def test_import_bad_input_is_one_line(tmp_path):
             "holds 2 decoder layers", "--num-layers = 4")
 
 
+
+def test_imported_files_go_through_moesims_one_reader(tmp_path):
+    """Config files read by the importers get the checks every file moesim reads gets (issue 25)."""
+    twice = tmp_path / "config.json"
+    twice.write_text('{"hidden_size": 4096, "hidden_size": 8192}')
+    refused(["import", "torchtitan", str(LLAMA8_TOML), "--gpus", "8", "--hf-config", str(twice)],
+            "duplicate key 'hidden_size'")
+    nan = tmp_path / "job.toml"
+    nan.write_text(LLAMA8_TOML.read_text().replace("lr = 3e-4", "lr = nan"))
+    refused(["import", "torchtitan", str(nan), "--gpus", "8", "--hf-config",
+             str(DATA / "hf" / "Llama-3.1-8B" / "config.json")], "optimizer.lr is nan, not a finite number")
+    yaml_twice = tmp_path / "model.yaml"
+    yaml_twice.write_text("MODEL_ARGS:\n  --num-layers: 4\n  --num-layers: 8\n")
+    refused(["import", "megatron", str(yaml_twice), "--gpus", "8"], "duplicate key '--num-layers' at line 3")
+    latin1 = tmp_path / "run.sh"
+    latin1.write_bytes(b"torchrun pretrain_gpt.py --num-layers 4 # caf\xe9\n")
+    refused(["import", "megatron", str(latin1)], "not UTF-8 text: byte 0xe9 at offset 45")
+
+
 # --- stage_layers: auto -----------------------------------------------------------------------------------
 def test_best_split_is_the_brute_force_minimum_of_the_largest_stage():
     from itertools import product

@@ -14,6 +14,7 @@ import typer
 import yaml
 
 from moesim.simulator.cli import INPUT_ERRORS, app, console, fail
+from moesim.workloads.documents import decode, parse_document
 from moesim.workloads.errors import ScenarioError
 from moesim.workloads.files import check_input, check_target, write_atomic
 from moesim.workloads.importers.draft import Draft
@@ -52,7 +53,7 @@ def import_megatron(args: list[str] = typer.Argument(..., help="The pasted comma
         bridge: dict[str, str] = {}
         is_bridge = False
         if source.endswith((".yaml", ".yml")):
-            data = yaml.safe_load(text)
+            data = parse_document(text, source, "yaml")
             if not isinstance(data, dict):
                 raise ScenarioError(f"{source}: a Megatron YAML config is a mapping (MODEL_ARGS, or model/train …)")
             flags, unknown, bridge = flags_from_config(data)
@@ -127,7 +128,7 @@ def import_torchtitan(job: str = typer.Argument(..., help="The job's TOML (e.g. 
 def _source(args: list[str]) -> tuple[str, str]:
     """(what to name as the source, the text): one existing file is read; otherwise the words are the command."""
     if len(args) == 1 and Path(args[0]).is_file():
-        return args[0], check_input(args[0], MAX_COMMAND_BYTES, "Megatron command file").read_text(errors="replace")
+        return args[0], decode(check_input(args[0], MAX_COMMAND_BYTES, "Megatron command file").read_bytes(), args[0])
     return "the command line", shlex.join(args)
 
 

@@ -7,11 +7,10 @@ kept: the flags describe the model that trained, the config.json fills what they
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from moesim.workloads.documents import read_document
 from moesim.workloads.errors import ScenarioError
-from moesim.workloads.files import check_input
 from moesim.workloads.importers.draft import Draft
 
 MAX_CONFIG_BYTES = 1_000_000
@@ -19,11 +18,7 @@ MAX_CONFIG_BYTES = 1_000_000
 
 def read_hf_config(path: str | Path) -> dict:
     """The parsed config.json, or a one-line ScenarioError."""
-    path = check_input(path, MAX_CONFIG_BYTES, "--hf-config")
-    try:
-        data = json.loads(path.read_text(errors="replace"))
-    except json.JSONDecodeError as err:
-        raise ScenarioError(f"--hf-config {path}: malformed JSON: {err}") from None
+    data = read_document(path, "--hf-config", MAX_CONFIG_BYTES, "json")
     if not isinstance(data, dict) or "hidden_size" not in data:
         raise ScenarioError(f"--hf-config {path}: not a Hugging Face model config (no hidden_size); give the "
                             "model's config.json")

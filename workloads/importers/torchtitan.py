@@ -15,6 +15,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
+from moesim.workloads.documents import check_values, decode
 from moesim.workloads.errors import ScenarioError
 from moesim.workloads.files import check_input
 from moesim.workloads.importers.draft import Draft
@@ -29,11 +30,18 @@ SCHEDULES = {"1F1B": "1f1b", "GPipe": "gpipe", "Interleaved1F1B": "interleaved",
 
 
 def read_job(path: str | Path) -> dict:
+    """The job's TOML as a dict; one line (file, and where) for bad bytes, bad TOML, non-finite numbers or
+    nesting no job needs (the checks of :mod:`moesim.workloads.documents`)."""
     path = check_input(path, MAX_TOML_BYTES, "TorchTitan job config")
+    text = decode(path.read_bytes(), str(path))
     try:
-        return tomllib.loads(path.read_text(errors="replace"))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ScenarioError(f"{path}: malformed TOML: {err}") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: nested too deeply; no TorchTitan job needs that") from None
+    check_values(data, str(path))
+    return data
 
 
 def flat(job: dict, prefix: str = "") -> dict[str, object]:
