@@ -63,6 +63,9 @@ def load(source: str | Path | dict = "deepseek-v3-h800", overrides: list[str] | 
         for item in overrides:
             apply_override(data, item)
         return validate(data)
+    if not isinstance(source, (str, Path)):
+        raise ScenarioError(f"moesim.load: give a preset name, a scenario file's path or a dict of sections, not "
+                            f"{type(source).__name__} {source!r:.60}")
     if isinstance(source, str) and source in preset_names():
         return load_scenario(preset=source, overrides=list(overrides))
     if Path(source).is_file():

@@ -75,6 +75,9 @@ def test_load_takes_a_preset_a_file_or_a_dict_and_refuses_anything_else(tmp_path
     assert data["parallelism"]["micro_batch_size"] == given != 2  # the caller's dict is not edited
     with pytest.raises(moesim.ScenarioError, match="'no-such' is neither a preset .* nor a scenario file"):
         moesim.load("no-such")
+    with pytest.raises(moesim.ScenarioError, match="give a preset name, a scenario file's path or a dict of "
+                                                    "sections, not int 42"):
+        moesim.simulate(42)
     with pytest.raises(moesim.ScenarioError, match="parallelism.ep=512 exceeds"):
         moesim.load("deepseek-v3-h800", ["parallelism.ep=512"])
 
