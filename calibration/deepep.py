@@ -23,8 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from moesim.topologies.bundled import bundled_yaml
 from moesim.workloads.routing import EpCounts, ep_counts
 
 TABLE = Path(__file__).parent / "profiles" / "deepep-h800.yaml"
@@ -65,7 +65,7 @@ class Table:
 
 def load_table(path: str | Path = TABLE) -> Table:
     """DeepEP's published normal-kernel table (``profiles/deepep-h800.yaml``)."""
-    data = yaml.safe_load(Path(path).read_text())
+    data = bundled_yaml(Path(path).read_text())
     test = data["test"]
     rows = tuple(Row(int(r["ep"]), r["figure"], float(r["dispatch_gbps"]), float(r["combine_gbps"]))
                  for r in data["rows"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-import yaml
+from moesim.topologies.bundled import bundled_yaml
 
 # The fields of a scenario's GPU spec (moesim.workloads.scenario.GpuSpec); the rest of an entry describes the GPU.
 SPEC_FIELDS = ("name", "sms", "bf16_tflops", "fp8_tflops", "fp4_tflops", "hbm_gb", "hbm_tbps", "nvlink_gbps",
@@ -21,7 +21,7 @@ FACT_FIELDS = ("nvlink_generation", "nvlink_domain_gpus", "nic", "nic_gbytes_per
 
 @cache
 def _catalog_text() -> dict[str, dict]:
-    return yaml.safe_load(resources.files("moesim.topologies").joinpath("data/gpus.yaml").read_text())
+    return bundled_yaml(resources.files("moesim.topologies").joinpath("data/gpus.yaml").read_text())
 
 
 def gpu_catalog() -> dict[str, dict]:

@@ -12,14 +12,13 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-import yaml
-
+from moesim.topologies.bundled import bundled_yaml
 from moesim.topologies.spec import TopologyError
 
 
 @cache
 def rack_catalog() -> dict[str, dict]:
-    return yaml.safe_load(resources.files("moesim.topologies").joinpath("data/racks.yaml").read_text())
+    return bundled_yaml(resources.files("moesim.topologies").joinpath("data/racks.yaml").read_text())
 
 
 def rack_spec(name: str) -> dict:

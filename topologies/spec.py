@@ -10,8 +10,9 @@ from functools import cache
 from importlib import resources
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+
+from moesim.topologies.bundled import bundled_yaml
 
 Kind = Literal["ft2", "ft3", "mpft", "mrft", "rail", "dragonfly", "slimfly"]
 
@@ -23,7 +24,7 @@ class TopologyError(ValueError):
 @cache
 def topology_defaults() -> dict:
     """The defaults of every builder parameter (``data/topologies.yaml``)."""
-    return yaml.safe_load(resources.files("moesim.topologies").joinpath("data/topologies.yaml").read_text())
+    return bundled_yaml(resources.files("moesim.topologies").joinpath("data/topologies.yaml").read_text())
 
 
 class FabricSpec(BaseModel):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-import yaml
-
+from moesim.topologies.bundled import bundled_yaml
 from moesim.workloads.errors import ScenarioError
 
 DEFAULT_PRESET = "deepseek-v3-h800"
@@ -29,4 +28,4 @@ def preset_text(name: str) -> str:
 
 def preset_data(name: str) -> dict:
     """The preset as a fresh dict (callers may modify it)."""
-    return yaml.safe_load(preset_text(name))
+    return bundled_yaml(preset_text(name))

@@ -13,9 +13,9 @@ from functools import lru_cache
 from importlib import resources
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
+from moesim.topologies.bundled import bundled_yaml
 from moesim.workloads.errors import ScenarioError
 from moesim.workloads.loader import apply_override, read_scenario_file
 from moesim.workloads.presets import preset_data, preset_names
@@ -114,7 +114,7 @@ def load_base(model: str | None, scenario_file: str | None, overrides: list[str]
 
 @lru_cache(maxsize=1)
 def batch_ramps() -> dict:
-    return yaml.safe_load(resources.files("moesim.simulator.planner").joinpath("batch_ramps.yaml").read_text())
+    return bundled_yaml(resources.files("moesim.simulator.planner").joinpath("batch_ramps.yaml").read_text())
 
 
 def default_batch_range(data: dict) -> tuple[int, int, str]:
