@@ -55,14 +55,11 @@ def version() -> str:
 def load(source: str | Path | dict = "deepseek-v3-h800", overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
     """A validated scenario from a built-in preset's name, a YAML/JSON scenario file or a dict of its sections,
     with ``overrides`` applied in order (``"parallelism.pp=8"``, as ``--set`` takes them)."""
-    from moesim.workloads.loader import apply_override, load_scenario, validate
+    from moesim.workloads.loader import load_scenario, scenario_from
     from moesim.workloads.presets import preset_names
 
-    if isinstance(source, dict):
-        data = copy.deepcopy(source)  # overrides edit it in place; the caller's stays as given
-        for item in overrides:
-            apply_override(data, item)
-        return validate(data)
+    if isinstance(source, dict):  # overrides edit the dict in place; the caller's stays as given
+        return scenario_from(copy.deepcopy(source), overrides)
     if not isinstance(source, (str, Path)):
         raise ScenarioError(f"moesim.load: give a preset name, a scenario file's path or a dict of sections, not "
                             f"{type(source).__name__} {source!r:.60}")
@@ -96,14 +93,9 @@ def sweep(spec: str | Path | dict, output: str | Path, executor: str = "local", 
     ``output`` (.csv or .parquet), resuming what an earlier run of the same spec left there unless ``force``.
     Returns the :class:`~moesim.simulator.sweep.runner.SweepRun`: counts, and ``rows``/``frame()``."""
     from moesim.simulator.sweep.runner import run_sweep
-    from moesim.simulator.sweep.spec import base_data, check_profile, load_spec, parse_spec
+    from moesim.simulator.sweep.spec import load_spec, parse_spec, prepared
 
-    if isinstance(spec, dict):
-        parsed = parse_spec(spec)
-        check_profile(parsed.profile)
-        parsed, base = parsed, base_data(parsed)
-    else:
-        parsed, base = load_spec(spec)
+    parsed, base = prepared(parse_spec(spec)) if isinstance(spec, dict) else load_spec(spec)
     return run_sweep(parsed, base, output, executor=executor, workers=workers, force=force)
 
 

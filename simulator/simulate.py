@@ -115,21 +115,22 @@ class Result:
     def stages_frame(self):
         """The pipeline ranks as a pandas DataFrame, one row per rank (index ``stage``), the columns of
         ``--json``'s ``stages`` (seconds; memory in GB)."""
-        return _pandas().DataFrame([stage.to_dict() for stage in self.stages]).rename_axis("stage")
+        return require_pandas().DataFrame([stage.to_dict() for stage in self.stages]).rename_axis("stage")
 
     def timeline_frame(self):
         """Every kernel, transfer and host wait of the step as a pandas DataFrame (columns
         :data:`TIMELINE_COLUMNS`, seconds); needs the timeline (``moesim.simulate(..., timeline=True)``)."""
         if self.timeline is None:
             raise ValueError("this result kept no timeline; simulate with timeline=True")
-        return _pandas().DataFrame(self.timeline.records, columns=list(TIMELINE_COLUMNS))
+        return require_pandas().DataFrame(self.timeline.records, columns=list(TIMELINE_COLUMNS))
 
 
 # A timeline record's fields (moesim.simulator.engine.pipeline.Timeline): at full fidelity ``rank`` is the GPU.
 TIMELINE_COLUMNS = ("rank", "stream", "start_s", "end_s", "label", "phase", "micro_batch", "stage")
 
 
-def _pandas():
+def require_pandas():
+    """The pandas module, or an ImportError naming the extra that installs it."""
     try:
         import pandas
     except ImportError:

@@ -176,8 +176,8 @@ def compare(shown: list[str], output: str, timings: list[str] | None = None,
     fresh = [line.rstrip() for line in output.splitlines()]
     drift, at = [], 0
     for index, line in enumerate(shown):
-        note = line[len(_shown_output(line)):]
-        line = _shown_output(line)
+        output = _shown_output(line)
+        line, note = output, line[len(output):]
         if not line.strip() or _is_elision(line):
             continue
         words, _ = _words(line)

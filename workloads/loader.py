@@ -21,6 +21,11 @@ def load_scenario(path: str | Path | None = None, preset: str | None = None, ove
     if path is not None and preset is not None:
         raise ScenarioError("give a scenario file or --preset, not both")
     data = read_scenario_file(path) if path is not None else preset_data(preset or "deepseek-v3-h800")
+    return scenario_from(data, overrides)
+
+
+def scenario_from(data: dict, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """A validated Scenario from a dict of its sections with ``overrides`` (``FIELD=VALUE``) applied in place."""
     for item in overrides:
         apply_override(data, item)
     return validate(data)

@@ -29,8 +29,8 @@ class SweepRun:
 
     def frame(self):
         """The rows as a pandas DataFrame, one per point in the spec's order, as the results file holds them."""
-        from moesim.simulator.simulate import _pandas
-        return _pandas().DataFrame(self.rows)
+        from moesim.simulator.simulate import require_pandas
+        return require_pandas().DataFrame(self.rows)
 
 
 def run_sweep(spec: SweepSpec, base: dict, output: str | Path, executor: str = "local", workers: int | None = None,

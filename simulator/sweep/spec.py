@@ -135,11 +135,16 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
     path = Path(path)
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: a sweep spec is a mapping with base, grid and/or points")
-    spec = parse_spec(data, source=str(path))
+    return prepared(parse_spec(data, source=str(path)), path.parent)
+
+
+def prepared(spec: SweepSpec, relative_to: Path = Path(".")) -> tuple[SweepSpec, dict]:
+    """``spec`` with a relative profile file read from ``relative_to`` (the spec's folder) and its profile loaded
+    once, and its base scenario as a dict (:func:`base_data`)."""
     if spec.profile is not None and spec.profile.endswith(".json") and not Path(spec.profile).is_absolute():
-        spec = spec.model_copy(update={"profile": str(path.parent / spec.profile)})  # relative to the spec
+        spec = spec.model_copy(update={"profile": str(relative_to / spec.profile)})
     check_profile(spec.profile)
-    return spec, base_data(spec, path.parent)
+    return spec, base_data(spec, relative_to)
 
 
 def check_profile(profile: str | None) -> None:

@@ -177,7 +177,8 @@ def _special(name: str, values: list[str], seen: dict, draft: Draft, text: str) 
     elif name == "--overlap-moe-expert-parallel-comm":
         draft.set("training.ep_overlap", True, text)
     elif name == "--expert-tensor-parallel-size":
-        _expert_tp(_int(name, values), seen, draft, text)
+        # Megatron's expert TP; the expert-data-parallel size follows from it (parallel folding).
+        draft.set("parallelism.expert_tp", _int(name, values), text)
     elif name == "--tp-comm-overlap":
         draft.set("training.tp_comm_overlap", True, text)
     elif name in ("--use-megatron-fsdp", "--data-parallel-sharding-strategy"):
@@ -277,11 +278,6 @@ def _dispatcher(kind: str, seen: dict, draft: Draft) -> None:
                 return
         if kind == "deepep":
             draft.set("training.comm_sms", 20, "Megatron's DeepEP default of 20 SMs (moe_deepep_num_sms)")
-
-
-def _expert_tp(etp: int, seen: dict, draft: Draft, text: str) -> None:
-    """Megatron's expert TP; the expert-data-parallel size follows from it (parallel folding)."""
-    draft.set("parallelism.expert_tp", etp, text)
 
 
 def _model_defaults(seen: dict, draft: Draft) -> None:
