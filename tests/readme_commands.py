@@ -42,6 +42,10 @@ SLOW = ("moesim plan ", "moesim calibrate run ", "moesim sweep examples/sweeps/v
 # Commands whose numbers are measurements of this machine's kernels (wall clock, like a timing): their words are
 # compared, not their numbers.
 MEASURED = ("moesim calibrate run ",)
+# DeepSeek's profiler trace and the reference data sit beside the checkout (../shared), not in it; a command that
+# names it, or reads it when it is there (these prefixes), cannot print what the README shows without it.
+SHARED = REPO.parent / "shared"
+SHARED_READERS = ("moesim calibrate deepep", "moesim calibrate validate")
 # A server runs until stopped: its first lines are compared, then it gets Ctrl+C.
 SERVERS = ("moesim dashboard",)
 # Wall-clock figures: the number in group 1 of each pattern.
@@ -69,6 +73,11 @@ class Command:
         """The terminal width the README printed this output at: WIDTH, or its longest line where wider (a few
         blocks show tables that need more)."""
         return max([WIDTH, *(len(line) for line in self.shown)])
+
+    @property
+    def needs_shared(self) -> bool:
+        """Whether the command reads ../shared (DeepSeek's trace): it names it, or is one that reads it if there."""
+        return "../shared/" in self.command or self.command.startswith(SHARED_READERS)
 
     @property
     def slow(self) -> bool:
@@ -208,9 +217,8 @@ class Workspace:
         self.cwd = root / "work"
         self.cwd.mkdir()
         (self.cwd / "examples").symlink_to(REPO / "examples")
-        shared = REPO.parent / "shared"
-        if shared.exists():
-            (root / "shared").symlink_to(shared)
+        if SHARED.exists():
+            (root / "shared").symlink_to(SHARED)
         bin_dir = root / "bin"
         bin_dir.mkdir()
         wrapper = bin_dir / "moesim"
@@ -272,13 +280,19 @@ class Workspace:
         return out, proc.returncode
 
 
+def runnable(command: Command, include_slow: bool) -> bool:
+    """Whether :func:`run_all` runs ``command``: not a slow one unless ``include_slow``, not one that reads
+    ../shared when it is not beside the checkout."""
+    return (include_slow or not command.slow) and (SHARED.is_dir() or not command.needs_shared)
+
+
 def run_all(commands: list[Command], include_slow: bool, progress=None) -> list[Outcome]:
-    """Run ``commands`` in order in a fresh workspace (slow ones only if ``include_slow``)."""
+    """Run the :func:`runnable` ``commands`` in order in a fresh workspace."""
     with tempfile.TemporaryDirectory(prefix="moesim-readme-") as tmp:
         space = Workspace(Path(tmp))
         outcomes = []
         for command in commands:
-            if command.slow and not include_slow:
+            if not runnable(command, include_slow):
                 continue
             outcome = space.run(command)
             outcomes.append(outcome)
@@ -287,11 +301,13 @@ def run_all(commands: list[Command], include_slow: bool, progress=None) -> list[
         return outcomes
 
 
-def report(outcomes: list[Outcome], skipped: int = 0) -> str:
-    """The count (ran / equal) and, for each command that drifted, where and how."""
+def report(outcomes: list[Outcome], slow: int = 0, no_shared: int = 0) -> str:
+    """The count (ran / equal; ``slow`` and ``no_shared`` commands not run) and, for each command that drifted,
+    where and how."""
     equal = sum(o.equal for o in outcomes)
     lines = [f"README commands: {len(outcomes)} ran, {equal} equal, {len(outcomes) - equal} drifted"
-             + (f", {skipped} slow ones not run (python -m tests.readme_commands runs them)" if skipped else "")]
+             + (f", {slow} slow ones not run (python -m tests.readme_commands runs them)" if slow else "")
+             + (f", {no_shared} not run: they read {SHARED}, which is not there" if no_shared else "")]
     for o in outcomes:
         if not o.equal:
             lines.append(f"README.md:{o.command.line} `{o.command.text}` (exit {o.rc}, {o.seconds:.1f} s):")
@@ -338,7 +354,7 @@ def main() -> int:
               file=sys.stderr, flush=True)
 
     outcomes = run_all(commands, include_slow=not args.fast, progress=progress)
-    print(report(outcomes, skipped=len(commands) - len(outcomes)))
+    print(report(outcomes, no_shared=sum(not runnable(c, True) for c in commands)))
     if args.update:
         print(f"pasted {update_readme(outcomes)} fresh lines into README.md")
     return 0 if all(o.equal for o in outcomes) else 1
