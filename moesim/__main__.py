@@ -1,6 +1,6 @@
 """``python -m moesim``: the command line (``moesim --help``)."""
 
-from moesim.simulator.cli import main
+from moesim.simulator.cli import entry_point
 
 if __name__ == "__main__":
-    main()
+    entry_point()

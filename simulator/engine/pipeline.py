@@ -111,7 +111,9 @@ class PipelineEngine:
             if self.host is not None:
                 plan_host(programs, slots)
             built()
-            return self._execute(programs, slots)
+            timeline = self._execute(programs, slots)
+            del programs  # gone while the collector is off: a young collection would otherwise walk them all
+        return timeline
 
     def _execute(self, programs: list[RankProgram], slots: list[int]) -> Timeline:
         """Run the compiled programs on every unit of the layout (``slots``: end times each rank's units keep)."""
@@ -176,8 +178,10 @@ class PipelineEngine:
 # pauses while the programs are built, compiled and run, and what is alive once they are built is frozen out of
 # its generations (gc.freeze); both are undone at the end. The run itself makes no cyclic garbage (none found
 # by gc.collect after a DeepSeek-V3 step in either fidelity; the flow network's ~9,000 objects at 2,048 GPUs),
-# yet its young collections, tracking the ledger's tuples, cost ~8 ms a step. What the caller set (the
-# collector off, objects it froze itself) is left as is.
+# yet its young collections, tracking the ledger's tuples, cost ~8 ms a step. The programs are freed before the
+# collector is back on (with a caller's own freeze, which this one leaves alone, they would otherwise still be
+# young then: the next collection walked them all, ~40 ms). What the caller set (the collector off, objects it
+# froze itself) is left as is.
 @contextmanager
 def _out_of_collector():
     """The cyclic garbage collector off for the block; once the caller calls what it yields (``built()``),
