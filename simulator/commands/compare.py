@@ -9,7 +9,6 @@ writes a page with the timelines on one time axis and breakdown, memory and netw
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Optional

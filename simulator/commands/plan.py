@@ -4,7 +4,6 @@ a token budget by a deadline and/or within a budget."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Optional

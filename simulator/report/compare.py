@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
-from moesim.simulator.report.breakdown import MEMORY_PARTS, STEP_PARTS
+from moesim.simulator.report.breakdown import STEP_PARTS
 from moesim.simulator.report.page import Page, Section
 from moesim.simulator.report.payload import ResultReport
 from moesim.simulator.report.timeline import timeline_of

@@ -13,8 +13,6 @@ without simulating them; ``run.check_memory=false`` simulates them and keeps the
 from __future__ import annotations
 
 import copy
-import time
-from dataclasses import fields
 from typing import Any
 
 from moesim.calibration.profile import Profile
