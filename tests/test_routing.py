@@ -258,6 +258,37 @@ def test_placement_invariants(seed, redundant, nodes):
     assert load.gemm_factor >= 1.0 and load.stats.nvl_link_factor >= 1.0 and load.stats.ib_link_factor >= 1.0
 
 
+def test_group_limited_topk_is_the_masked_gates_stable_sort():
+    """The gate's definition — experts outside the best groups at -inf, then the first top_k of a stable
+    descending sort — and the picks group_limited_topk makes from the kept groups alone are the same, ties
+    (equal scores, -inf scores, fewer finite candidates than top_k) included."""
+    rng = np.random.default_rng(11)
+    for trial in range(2000):
+        groups, size = int(rng.choice([1, 2, 4, 8])), int(rng.integers(1, 9))
+        experts, per_token = groups * size, int(rng.integers(1, groups + 1))
+        top_k, tokens = int(rng.integers(1, experts + 2)), int(rng.integers(1, 30))
+        kind = trial % 4
+        if kind == 0:
+            scores = rng.random((tokens, experts))
+        elif kind == 1:
+            scores = rng.integers(0, 3, (tokens, experts)).astype(float)  # many ties
+        elif kind == 2:
+            scores = rng.random((tokens, experts))
+            scores[rng.random(scores.shape) < 0.3] = -np.inf
+        else:  # Zipf's form: log popularity plus Gumbel noise
+            scores = np.log(rng.random((tokens, experts))) + rng.gumbel(size=(tokens, experts))
+        masked = scores
+        if groups > 1 and per_token < groups:
+            best_two = np.sort(scores.reshape(tokens, groups, size), axis=2)[:, :, -min(2, size):].sum(axis=2)
+            kept = np.argsort(-best_two, axis=1)[:, :per_token]
+            mask = np.zeros((tokens, groups), dtype=bool)
+            np.put_along_axis(mask, kept, True, axis=1)
+            masked = np.where(np.repeat(mask, size, axis=1), scores, -np.inf)
+        expected = np.argsort(-masked, axis=1, kind="stable")[:, :top_k]
+        got = group_limited_topk(scores, top_k, groups, per_token)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), trial
+
+
 def test_stable_top_k_is_the_stable_sorts_head():
     """Partial selection gives exactly the first k columns of a stable descending sort, ties (equal scores,
     masked -inf groups) broken by column as the sort breaks them."""

@@ -74,12 +74,22 @@ def group_limited_topk(scores: np.ndarray, top_k: int, groups: int, groups_per_t
     a group's score being the sum of its two best scores (DeepSeek-V3's node-limited routing)."""
     tokens, experts = scores.shape
     if groups > 1 and groups_per_token < groups:
-        per_group = scores.reshape(tokens, groups, experts // groups)
-        best_two = np.sort(per_group, axis=2)[:, :, -min(2, experts // groups):].sum(axis=2)
+        size = experts // groups
+        per_group = scores.reshape(tokens, groups, size)
+        best_two = np.sort(per_group, axis=2)[:, :, -min(2, size):].sum(axis=2)
         kept = np.argsort(-best_two, axis=1)[:, :groups_per_token]
+        # The kept groups' experts side by side, in expert order: their top k are the picks, ties still going to
+        # the lower expert id. (Selecting over every expert with the others at -inf, as the gate defines it, is
+        # the same answer where the kept experts hold k finite scores; partial selection over rows half of equal
+        # values cost 23 of the 36 ms of DeepSeek-V3's balanced sample.)
+        kept = np.sort(kept, axis=1)
+        candidates = np.take_along_axis(per_group, kept[:, :, None], axis=1).reshape(tokens, groups_per_token * size)
+        if candidates.shape[1] >= top_k and not np.isneginf(candidates).any():
+            picks = stable_top_k(candidates, top_k)
+            return np.take_along_axis(kept, picks // size, axis=1) * size + picks % size
         mask = np.zeros((tokens, groups), dtype=bool)
         np.put_along_axis(mask, kept, True, axis=1)
-        scores = np.where(np.repeat(mask, experts // groups, axis=1), scores, -np.inf)
+        scores = np.where(np.repeat(mask, size, axis=1), scores, -np.inf)
     return stable_top_k(scores, top_k)
 
 
