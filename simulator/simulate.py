@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
@@ -14,6 +12,7 @@ from moesim.simulator.auto_split import resolve_auto
 from moesim.simulator.energy import energy_report
 from moesim.simulator.engine.cohorts import full_layout
 from moesim.simulator.engine import PipelineEngine, TailSpec, Timeline
+from moesim.simulator.engine.pipeline import collector_paused
 from moesim.simulator.failures.faults import rank_slowdowns, run_goodput
 from moesim.simulator.limits import check_pipeline
 from moesim.simulator.memory import MemoryBreakdown, check_fits, rank_memory
@@ -231,21 +230,6 @@ def cost_model_for(scenario: Scenario, profile: Profile | list[Profile] | None =
     return CostModel(profile, scenario.cluster.gpu, gemm_library(scenario.training))
 
 
-@contextmanager
-def _collector_paused():
-    """The cyclic garbage collector off for the block, then as it was. The stages' ops and their prices are tens
-    of thousands of small objects that live for the whole step and hold no cycles: left on, the collector ran a
-    full collection of everything alive while DeepSeek-V3's were built (15-30 ms of a 0.4 CPU s simulate, timed
-    with gc.callbacks), as the engine's programs once did (moesim.simulator.engine)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _candidate_step_s(scenario: Scenario, profile, pricer_factory) -> float:
     """The simulated step of a candidate split for ``stage_layers: auto`` (infinite where it does not fit HBM or
     the schedule cannot run it)."""
@@ -283,7 +267,9 @@ def simulate(scenario: Scenario, profile: Profile | list[Profile] | None = None,
     pricer = (pricer_factory or Pricer)(scenario, cost_model, network, schedule.stage_rank)
     scenario, chosen_split = resolve_auto(scenario, pricer, schedule,
                                          lambda candidate: _candidate_step_s(candidate, profile, pricer_factory))
-    with _collector_paused():
+    # The stages' ops and prices: tens of thousands of small objects for the whole step, no cycles (a full
+    # collection while DeepSeek-V3's were built cost 15-30 ms of a 0.4 CPU s simulate, timed with gc.callbacks).
+    with collector_paused():
         stages = build_stages(scenario)
         prices: list[StagePrice] = [pricer.price_stage(s) for s in stages]
 

@@ -108,8 +108,8 @@ def test_tiny_scenario_step_time_from_its_chunk_times():
 
 
 def test_the_engine_leaves_the_garbage_collector_as_it_found_it():
-    """The engine pauses the cyclic collector and freezes its programs out of it for the run (speed); after
-    the run the collector is on, off or frozen exactly as the caller left it."""
+    """The engine pauses the cyclic collector for the run (speed); after the run the collector is on, off or
+    frozen exactly as the caller left it."""
     import gc
 
     def run():
@@ -133,6 +133,30 @@ def test_the_engine_leaves_the_garbage_collector_as_it_found_it():
     finally:
         gc.unfreeze()
     del keep
+
+
+def test_the_programs_are_gone_before_the_collector_is_back_on(monkeypatch):
+    """The engine's tasks die inside the run: alive when the collector comes back on, they would all be young,
+    and its next collection would walk every one of them."""
+    import gc
+
+    import moesim.simulator.engine.pipeline as pipeline
+    from moesim.simulator.engine.tasks import Task
+
+    alive_at_enable = []
+
+    class Collector:  # the gc module as the engine sees it, counting the tasks alive when it turns back on
+        isenabled, disable = staticmethod(gc.isenabled), staticmethod(gc.disable)
+
+        @staticmethod
+        def enable():
+            alive_at_enable.append(sum(isinstance(o, Task) for o in gc.get_objects()))
+            gc.enable()
+
+    monkeypatch.setattr(pipeline, "gc", Collector)
+    engine = PipelineEngine(get_schedule("1f1b")(2, 4), uniform(2, 1, 1, 1), 0.0, NO_TAIL)
+    assert engine.run().makespan_s == pytest.approx(15.0)
+    assert alive_at_enable == [0] and gc.isenabled()
 
 
 def run_programs(programs) -> list[tuple]:

@@ -104,15 +104,14 @@ class PipelineEngine:
 
     def run(self) -> Timeline:
         """Build and compile every pipeline rank's program, run all units to the end, and return the timeline."""
-        # The programs live for the whole run: keep the cyclic garbage collector off them (_out_of_collector).
-        with _out_of_collector() as built:
+        # The programs live for the whole run and die with it: the cyclic garbage collector stays off meanwhile.
+        with collector_paused():
             programs = self.builder.build()
             slots = compile_programs(programs, self.builder.signals, self.schedule.name)
             if self.host is not None:
                 plan_host(programs, slots)
-            built()
             timeline = self._execute(programs, slots)
-            del programs  # gone while the collector is off: a young collection would otherwise walk them all
+            del programs  # gone before the collector is back on: its next collection would walk them all
         return timeline
 
     def _execute(self, programs: list[RankProgram], slots: list[int]) -> Timeline:
@@ -157,7 +156,7 @@ class PipelineEngine:
                                 f"({ran}/{total} tasks ran)")
         tl.records.sort(key=_end_s)  # streams run ahead independently; rows in completion order
         tl.makespan_s = max(max(unit.end) for unit in units)
-        # While the programs are still out of the collector's way (_out_of_collector): the breakdowns read them.
+        # While the collector is still paused (collector_paused): the breakdowns read the programs.
         tl.breakdowns = {row: ledger.breakdown(tl.makespan_s, self.activation_bytes)
                          for unit in units for (_, row), ledger in zip(unit.rows, unit.ledgers)}
         tl.events, tl.gpu_events, tl.waits = 2 * ran, 2 * gpu_ran, runner.waits
@@ -171,35 +170,24 @@ class PipelineEngine:
 
 
 # A DeepSeek-V3 step's programs are ~75,000 tasks with their lists and tuples: objects that live for the whole
-# run and hold no reference cycles, yet every full collection of CPython's cyclic garbage collector (triggered
-# by allocation counts while they are built, and while the runner appends timeline records) traverses all of
-# them again. On the DeepSeek-V3 preset that was about a third of the engine's CPU time (collections timed
-# with gc.callbacks around PipelineEngine.run: 0.21 of 0.65 CPU s, in both fidelities). So the collector
-# pauses while the programs are built, compiled and run, and what is alive once they are built is frozen out of
-# its generations (gc.freeze); both are undone at the end. The run itself makes no cyclic garbage (none found
-# by gc.collect after a DeepSeek-V3 step in either fidelity; the flow network's ~9,000 objects at 2,048 GPUs),
-# yet its young collections, tracking the ledger's tuples, cost ~8 ms a step. The programs are freed before the
-# collector is back on (with a caller's own freeze, which this one leaves alone, they would otherwise still be
-# young then: the next collection walked them all, ~40 ms). What the caller set (the collector off, objects it
-# froze itself) is left as is.
+# run and hold no reference cycles, yet every collection of CPython's cyclic garbage collector (triggered by
+# allocation counts while they are built, and while the runner appends its ledger's tuples) traverses the
+# young ones again, and a full one all of them. On the DeepSeek-V3 preset that was about a third of the engine's
+# CPU time (collections timed with gc.callbacks around PipelineEngine.run: 0.21 of 0.65 CPU s, in both
+# fidelities). So the collector pauses while the programs are built, compiled and run, and they are freed before
+# it is back on (alive then, they were still young: the next collection walked them all, ~40 ms). The run makes
+# no cyclic garbage (none found by gc.collect after a DeepSeek-V3 step in either fidelity; the flow network's
+# ~9,000 objects at 2,048 GPUs). Freezing them out of the collector instead (gc.freeze) needs to know whether
+# the caller froze objects of its own, and gc.get_freeze_count walks them all: 4 ms a step under the `moesim`
+# command, which freezes what its imports made.
 @contextmanager
-def _out_of_collector():
-    """The cyclic garbage collector off for the block; once the caller calls what it yields (``built()``),
-    everything alive is frozen out of the collector's generations (what a later collection would otherwise
-    traverse again). At the end, what was frozen is released and the collector is as it was."""
+def collector_paused():
+    """The cyclic garbage collector off for the block, then as it was (the caller may have it off)."""
     enabled = gc.isenabled()
-    mine = gc.get_freeze_count() == 0  # unfreezing would also release what the caller froze
     gc.disable()
-
-    def built() -> None:
-        if mine:
-            gc.freeze()
-
     try:
-        yield built
+        yield
     finally:
-        if mine:
-            gc.unfreeze()
         if enabled:
             gc.enable()
 
