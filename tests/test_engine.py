@@ -167,8 +167,7 @@ def run_programs(programs) -> list[tuple]:
     from moesim.simulator.engine.compiler import compile_programs
     from moesim.simulator.engine.runner import Runner, Unit
 
-    signals = 1 + max(t.done for p in programs for q in p.queues for t in q)
-    slots = compile_programs(programs, signals, "hand-built")
+    slots = compile_programs(programs, "hand-built")
     units = [Unit(spec, slots[spec.rank], False) for spec in representative_layout(len(programs)).units]
     for unit in units:
         unit.peers = [units[u] for u in unit.spec.peers]

@@ -40,20 +40,22 @@ def test_gpipe_on_two_ranks_builds_chunks_sends_and_the_tail():
     send = rank0.pp[0]
     assert (send.stream, send.duration_s, send.group) == (Stream.PP, 0.125, None)
     # A send waits for the end of its chunk (the A2A, the chain's last task); rank 1's F0 waits for the send.
-    assert send.deps == [rank0.comm[0].done]
-    assert rank1.compute[0].deps == [send.done]
+    assert send.inputs == ((0, rank0.comm[0].slot),) and rank0.comm[0].slot >= 0
+    assert rank1.compute[0].inputs == ((0, send.slot),) and send.slot >= 0
+    # The tail waits for the last task of every stream: the compute and pipeline streams' by their slots, its
+    # own stream's by its order.
     tail = rank0.comm[-2]
-    assert tail.group == "tail" and sorted(tail.deps) == sorted([rank0.compute[-2].done, rank0.comm[-3].done,
-                                                                 rank0.pp[-1].done])
-    # Every task's completion is its own signal.
-    dones = [t.done for p in (rank0, rank1) for q in p.queues for t in q]
-    assert len(set(dones)) == len(dones) == builder.signals
+    assert tail.group == "tail" and tail.inputs == ((0, rank0.compute[-2].slot), (0, rank0.pp[-1].slot))
+    # Every wait is a slot of its own: no two tasks of a rank share one.
+    for program in (rank0, rank1):
+        given = [t.slot for q in program.queues for t in q if t.slot >= 0]
+        assert len(set(given)) == len(given)
 
 
 def test_compiler_keeps_only_waits_across_streams_and_numbers_slots_per_rank():
     builder = ProgramBuilder(get_schedule("gpipe")(2, 2), uniform(2, 1.0, 1.5, 0.5, comm=0.25), 0.125, NO_TAIL)
     programs = builder.build()
-    slots = compile_programs(programs, builder.signals, "gpipe")
+    slots = builder.slots
     rank0, rank1 = programs
     # F1's compute follows F0's on the same stream: nothing to wait for beyond the stream's order.
     assert rank0.compute[1].inputs == ()
@@ -73,7 +75,7 @@ def test_a_wait_for_a_task_no_rank_runs_is_a_deadlock_named_by_the_task():
     program = RankProgram()
     program.add(Task("ATTN0", 1.0, "F", 3, 1, [7], 0, None, Stream.COMPUTE))
     with pytest.raises(ScheduleError, match=r"schedule demo deadlocked: rank 0 ATTN0 F3@1 waits for a chunk"):
-        compile_programs([program], 8, "demo")
+        compile_programs([program], "demo")
 
 
 def test_rank_program_sorts_tasks_onto_their_streams():
@@ -82,8 +84,7 @@ def test_rank_program_sorts_tasks_onto_their_streams():
     comm = Task("DISPATCH", 0.5, "F", 0, 0, [0], 1, "ep", Stream.COMM)
     program.add(compute)
     program.add(comm)
-    assert program.queues[COMPUTE] == [compute] and program.queues[COMM] == [comm]
-    assert program.last_done() == [0, 1] and len(program) == 2
+    assert program.queues[COMPUTE] == [compute] and program.queues[COMM] == [comm] and len(program) == 2
 
 
 def one_layer(stages: int) -> list[StagePrice]:
@@ -104,7 +105,8 @@ def test_an_overlapped_pair_is_issued_in_the_order_of_deepseeks_trace():
     mlp(F), attn(B), attn(W), combine(F) — each stream keeps its share; a send follows its chunk's last
     component; W of a component waits for its B."""
     schedule = get_schedule("dualpipe")(4, 8)
-    (rank0, *_) = ProgramBuilder(schedule, one_layer(4), 0.1, NO_TAIL).build()
+    builder = ProgramBuilder(schedule, one_layer(4), 0.1, NO_TAIL)
+    (rank0, *_) = builder.build()
     pair = next(step for step in schedule.programs()[0] if step.overlap is not None)
     assert pair.label() == "F3@0+BW5@3"
     in_pair = {("F", 3, 0), ("B", 5, 3), ("W", 5, 3)}
@@ -115,9 +117,48 @@ def test_an_overlapped_pair_is_issued_in_the_order_of_deepseeks_trace():
     # The sends go on the pipeline stream, never queued behind the pair's all-to-alls.
     sends = [t for t in rank0.pp if (t.phase, t.micro_batch, t.stage) in in_pair]
     assert labels(sends) == ["sendB:B5@3", "sendF:F3@0"]
-    mlp_b, mlp_w, attn_b, attn_w = compute[1], compute[2], compute[4], compute[5]
+    # Before compiling (the builder's own view, dependencies as signals): W of a component waits for its B.
+    step = [t for t in builder.step_tasks(pair) if t.stream is Stream.COMPUTE]
+    assert labels(step) == labels(compute)
+    mlp_b, mlp_w, attn_b, attn_w = step[1], step[2], step[4], step[5]
     assert mlp_w.deps == [mlp_b.done]
     assert attn_w.deps == [mlp_w.done, attn_b.done]
+    # Compiled, those waits are the compute stream's own order: nothing left to wait for across streams.
+    assert compute[2].inputs == compute[5].inputs == ()
+
+
+@pytest.mark.parametrize("name,virtual", [("gpipe", 1), ("1f1b", 1), ("zb-h1", 1), ("dualpipe", 1),
+                                          ("dualpipev", 2), ("interleaved", 2)])
+def test_steps_copied_from_their_kind_wait_for_what_their_rank_compiled_whole_waits_for(name, virtual):
+    """The builder compiles each kind of step once, copies it per micro-batch and links the copies' waits outside
+    their step by role. Every rank's steps compiled as one piece instead (each dependency by its signal) must
+    give every task the same waits, compared as the (rank, stream, position) of the tasks waited for (slots are
+    numbered differently), and the same network op: with a time-shared network a send's op names the rank it goes
+    to, which differs between DualPipe's two directions."""
+    schedule = get_schedule(name)(4, 8, virtual)
+    prices = one_layer(schedule.stages)
+    time_shared = {"network": object(), "send_comm": "one pipeline send"}  # all the builder asks of a network
+    copier = ProgramBuilder(schedule, prices, 0.1, NO_TAIL, **time_shared)
+    copied = copier.build()
+    signals = ProgramBuilder(schedule, prices, 0.1, NO_TAIL, **time_shared)
+    whole = [RankProgram() for _ in range(schedule.pp)]
+    for program, steps in zip(whole, schedule.programs()):
+        for step in steps:
+            for task in signals.step_tasks(step):
+                program.add(task)
+    compile_programs(whole, name)
+
+    def waits(programs: list[RankProgram], net_ops: list) -> list[tuple]:
+        where = {(rank, t.slot): (rank, si, i) for rank, p in enumerate(programs)
+                 for si, q in enumerate(p.queues) for i, t in enumerate(q) if t.slot >= 0}
+        return [(rank, si, labels([t]), [where[i] for i in t.inputs], t.net is not None and net_ops[t.net])
+                for rank, p in enumerate(programs) for si, q in enumerate(p.queues) for t in q
+                if t.phase not in ("dp", "opt")]  # the tail is built on its own
+
+    assert waits(copied, copier.net_ops) == waits(whole, signals.net_ops)
+    assert sum(len(p) for p in copied) == sum(len(p) for p in whole) + 3 * schedule.pp
+    assert any(t.inputs and t.inputs[0][0] != rank for rank, p in enumerate(copied) for q in p.queues for t in q)
+    assert {op.send_to for op in copier.net_ops} == set(range(schedule.pp))  # sends to every rank
 
 
 def test_compute_beside_communication_runs_on_the_reduced_sms_and_alone_on_all():

@@ -5,7 +5,8 @@ One concept per module, in the order a step flows through them:
 - :mod:`~moesim.simulator.engine.program` — the program builder: a schedule's steps and their priced segments → each
   pipeline rank's tasks (:mod:`~moesim.simulator.engine.tasks`: tasks on a GPU's compute, communication and pipeline
   streams), dependencies named by signals; :mod:`~moesim.simulator.engine.host` — each rank's CPU thread issuing them;
-- :mod:`~moesim.simulator.engine.compiler` — signals → the (pipeline rank, slot) pairs the runner reads;
+- :mod:`~moesim.simulator.engine.compiler` — signals → the (pipeline rank, slot) pairs the runner reads, once per
+  kind of step, then linked across steps and ranks;
 - :mod:`~moesim.simulator.engine.cohorts` — which GPUs run: one per pipeline rank (representative fidelity) or every GPU,
   in classes of identical ones (full fidelity);
 - :mod:`~moesim.simulator.engine.runner` — every unit's streams on SimPy, collectives meeting in a

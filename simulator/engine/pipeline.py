@@ -20,7 +20,6 @@ import simpy
 from simpy.events import NORMAL
 
 from moesim.simulator.engine.cohorts import GpuLayout, representative_layout
-from moesim.simulator.engine.compiler import compile_programs
 from moesim.simulator.engine.host import HostPricer, plan_host
 from moesim.simulator.engine.ledger import RankBreakdown
 from moesim.simulator.pricing import StagePrice
@@ -107,7 +106,7 @@ class PipelineEngine:
         # The programs live for the whole run and die with it: the cyclic garbage collector stays off meanwhile.
         with collector_paused():
             programs = self.builder.build()
-            slots = compile_programs(programs, self.builder.signals, self.schedule.name)
+            slots = self.builder.slots
             if self.host is not None:
                 plan_host(programs, slots)
             timeline = self._execute(programs, slots)

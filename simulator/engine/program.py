@@ -2,7 +2,9 @@
 
 Every step of a rank's program becomes tasks on its streams (:class:`~moesim.simulator.engine.tasks.RankProgram`), their
 dependencies named by signals (ints, one per task completion; a named signal lets a consumer refer to a
-producer built later, on another rank).
+producer built later, on another rank). Steps of one kind (same stages, phases and sends) are built and compiled
+once (:mod:`moesim.simulator.engine.compiler`) and copied for each of their micro-batches, so the programs come out
+compiled.
 
 Dependencies a step gets: a chunk's segments run in order; F of stage s waits for F of stage s−1 to arrive;
 B of stage s waits for B of stage s+1 to arrive (on the last stage, for its own F); W waits for its B.
@@ -32,10 +34,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from moesim.simulator.engine.compiler import Linker, StepTemplate, compile_step
 from moesim.simulator.engine.host import HostPricer, SegmentHost
 from moesim.simulator.pricing import Segment, StagePrice
 from moesim.simulator.schedules.base import Schedule, ScheduleError, Step
-from moesim.simulator.engine.tasks import STREAM_INDEX, NetOp, RankProgram, Task
+from moesim.simulator.engine.tasks import COMM, NetOp, RankProgram, Task
 from moesim.workloads.ops import OpClass, Phase, Stream
 
 # Position of each (phase, component) inside one layer pair of an overlapped F&B pair, from the order of the
@@ -100,8 +103,8 @@ class ProgramBuilder:
     grad-norm and found-inf read-back: Megatron-LM megatron/core/optimizer/clip_grads.py ``total_norm.item()``,
     optimizer.py ``found_inf_flag.item()``).
 
-    After :meth:`build`: ``signals`` is how many signals the programs use (0 … signals − 1) and ``net_ops``
-    the network ops tasks refer to by index.
+    After :meth:`build`: ``slots`` is how many slots each rank's units keep, ``net_ops`` the network ops tasks
+    refer to by index.
     """
 
     def __init__(self, schedule: Schedule, prices: list[StagePrice], send_s: float, tail: TailSpec,
@@ -123,44 +126,89 @@ class ProgramBuilder:
         self._keep_alive: list[tuple] = []
         self._fused: dict[int, tuple[Segment, ...]] = {}
         self._pair_templates: dict[tuple, PairTemplate] = {}
+        self._templates: dict[tuple, StepTemplate] = {}
+        self.linker = Linker(schedule.pp)
+        self.slots: list[int] = []
 
     def build(self) -> list[RankProgram]:
-        """One program per pipeline rank: its schedule's steps, then the tail."""
+        """One compiled program per pipeline rank: its schedule's steps, then the tail (``slots``: how many slots
+        each rank's units keep)."""
         steps = self.schedule.programs()
         if len(steps) != self.schedule.pp:
             raise ScheduleError(f"schedule {self.schedule.name} built {len(steps)} programs for "
                                 f"pp={self.schedule.pp}")
+        self.linker = Linker(self.schedule.pp)
         programs = [RankProgram() for _ in range(self.schedule.pp)]
-        for program, rank_steps in zip(programs, steps):
+        for rank, (program, rank_steps) in enumerate(zip(programs, steps)):
             for step in rank_steps:
-                self.add_step(program, step)
-        for program in programs:
-            self.add_tail(program)
+                self.add_step(program, rank, step)
+            self.add_tail(program, rank)
+        self.slots = self.linker.link(self.schedule.name)
         return programs
 
-    def add_step(self, program: RankProgram, step: Step) -> None:
-        """Append a step's tasks (a chunk and its send, or an overlapped pair) to ``program``."""
-        if step.overlap is not None:
-            tasks = self._pair_tasks(step)
-        else:
-            tasks = self._chunk_tasks(step)
-            send = self._send_task(step)
-            if send is not None:
-                tasks.append(send)
-        queues = program.queues  # RankProgram.add inlined: this runs once per task
-        for task in tasks:
-            queues[STREAM_INDEX[task.stream]].append(task)
-        if self.host is not None:
-            program.order.extend(tasks)
+    def add_step(self, program: RankProgram, rank: int, step: Step) -> None:
+        """Append a step's tasks (a chunk and its send, or an overlapped pair), compiled, to ``program``.
 
-    def add_tail(self, program: RankProgram) -> None:
-        """The DP gradient reduce-scatter, the optimizer step and the parameter all-gather, after everything."""
-        tail, new = self.tail, self.new_signal
-        grads = Task("grad_reduce_scatter", tail.grad_sync_s, "dp", -1, -1, program.last_done(), new(), "tail",
-                     Stream.COMM, net=self._net(tail.grad_comms))
-        optimizer = Task("optimizer", tail.optimizer_s, "opt", -1, -1, [grads.done], new(), None, Stream.COMPUTE)
-        params = Task("param_all_gather", tail.param_sync_s, "dp", -1, -1, [optimizer.done], new(), "tail",
-                      Stream.COMM, net=self._net(tail.param_comms))
+        Steps of one kind (:meth:`_kind`) differ only in their micro-batches and the signals they exchange with
+        other steps, so each kind is built once (:meth:`step_tasks`) and compiled into a
+        :class:`~moesim.simulator.engine.compiler.StepTemplate` that every step of the kind copies."""
+        chunks = (step,) if step.overlap is None else (step, step.overlap)
+        key, roles = self._kind(chunks)
+        template = self._templates.get(key)
+        if template is None:
+            first = step.micro_batch
+            template = self._templates[key] = compile_step(
+                self.step_tasks(step), roles, lambda i, task: 0 if task.micro_batch == first else 1)
+        template.add_to(program, rank, tuple(c.micro_batch for c in chunks), roles, self.linker,
+                        self.host is not None)
+
+    def _kind(self, chunks: tuple[Step, ...]) -> tuple[tuple, list[int]]:
+        """What makes steps alike, and the step's roles: per chunk its start dependencies, its completion and, if
+        it sends to another rank, its send's. A kind is the chunks' stages and phases, which chunk computes W,
+        the rank each sends to (a time-shared network's op names it), whether the chunks share a micro-batch (no
+        schedule pairs two chunks of one micro-batch today; a copy gives each task its chunk's micro-batch by
+        that) and which roles are one signal."""
+        roles = []
+        key: list = []
+        for chunk in chunks:
+            roles += self._start_deps(chunk)
+            roles.append(self._done(chunk))
+            target = self._send_target(chunk)
+            if target is not None:
+                roles.append(self._named_signal(("sent", chunk.phase, chunk.micro_batch, chunk.stage)))
+            key += (chunk.stage, chunk.phase, self._fuses_weight(chunk), target)
+        if len(chunks) > 1:
+            key.append(chunks[0].micro_batch == chunks[1].micro_batch)
+        if len(set(roles)) < len(roles):
+            key.append(tuple(roles.index(signal) for signal in roles))
+        return tuple(key), roles
+
+    def step_tasks(self, step: Step) -> list[Task]:
+        """A step's tasks in issue order, their dependencies named by signals."""
+        if step.overlap is not None:
+            return self._pair_tasks(step)
+        tasks = self._chunk_tasks(step)
+        send = self._send_task(step)
+        if send is not None:
+            tasks.append(send)
+        return tasks
+
+    def add_tail(self, program: RankProgram, rank: int) -> None:
+        """The DP gradient reduce-scatter, the optimizer step and the parameter all-gather, after everything,
+        compiled: the reduce-scatter waits for the last task of every stream."""
+        tail, slot_of = self.tail, self.linker.slot_of
+        grads = Task("grad_reduce_scatter", tail.grad_sync_s, "dp", -1, -1, (), -1, "tail", Stream.COMM,
+                     net=self._net(tail.grad_comms))
+        optimizer = Task("optimizer", tail.optimizer_s, "opt", -1, -1, (), -1, None, Stream.COMPUTE)
+        params = Task("param_all_gather", tail.param_sync_s, "dp", -1, -1, (), -1, "tail", Stream.COMM,
+                      net=self._net(tail.param_comms))
+        for task in (grads, optimizer, params):
+            task.slot = -1
+        # The communication stream's own last task is implied by its order.
+        grads.inputs = tuple((rank, slot_of(rank, queue[-1])) for si, queue in enumerate(program.queues)
+                             if queue and si != COMM)
+        optimizer.inputs = ((rank, slot_of(rank, grads)),)
+        params.inputs = ((rank, slot_of(rank, optimizer)),)
         if self.host is not None:
             collective = self.host.launch_s(OpClass.COLLECTIVE)
             grads.host, params.host = (1, collective, False), (1, collective, False)
@@ -292,14 +340,19 @@ class ProgramBuilder:
                 segments = self._fused[step.stage] = price.segments[Phase.B] + price.segments[Phase.W]
         return self._chain(step, segments, self._start_deps(step), self._done(step))
 
-    def _send_task(self, step: Step) -> Task | None:
-        """The pipeline send that follows a chunk, if its consumer sits on another rank."""
+    def _send_target(self, step: Step) -> int | None:
+        """The pipeline rank a chunk's send goes to, or None if its consumer sits on its own rank (or none)."""
         target = step.stage + 1 if step.phase is Phase.F else step.stage - 1
         if step.phase is Phase.W or not 0 <= target < self.schedule.stages:
             return None
         rank_of = self.schedule.rank_of
         to_rank = rank_of(step.micro_batch, target)
-        if to_rank == rank_of(step.micro_batch, step.stage):
+        return None if to_rank == rank_of(step.micro_batch, step.stage) else to_rank
+
+    def _send_task(self, step: Step) -> Task | None:
+        """The pipeline send that follows a chunk, if its consumer sits on another rank."""
+        to_rank = self._send_target(step)
+        if to_rank is None:
             return None
         net = self._net((self.send_comm,), 0.0, to_rank) if self.send_comm is not None else None
         task = Task(f"send{step.phase.value}", self.send_s, step.phase.value, step.micro_batch, step.stage,

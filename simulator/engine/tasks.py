@@ -6,7 +6,8 @@ builder (:mod:`moesim.simulator.engine.program`) names a task's dependencies by 
 completion — and the compiler (:mod:`moesim.simulator.engine.compiler`) turns them into what the runner
 (:mod:`moesim.simulator.engine.runner`) reads:
 ``inputs``, the (producer's pipeline rank, slot) pairs it waits for, and ``slot``, where its own completion
-time is kept if a task on another stream waits for it.
+time is kept if a task on another stream waits for it. The builder does so once per kind of step and copies the
+compiled step for each of its micro-batches.
 
 A DeepSeek-V3 step has about 75,000 tasks, so a task is a class with ``__slots__`` and a plain positional
 ``__init__`` (a dataclass' generated one costs more per task, and nothing here needs its extras).
@@ -34,7 +35,8 @@ class Task:
     ``label`` names it in the timeline (``ATTN3+MLP3``, ``sendF``, ``optimizer``); ``duration_s`` is how long
     it occupies its stream, in seconds; ``phase`` the letter of the chunk's phase ("F", "B", "W") or "dp"/"opt"
     for the step's tail; ``micro_batch`` and ``stage`` the chunk's (−1 for the tail). ``deps`` are the signals
-    it waits for and ``done`` the signal its completion gives (builder's view). ``group`` is the process group
+    it waits for and ``done`` the signal its completion gives (builder's view; a compiled copy keeps neither:
+    ``()`` and −1). ``group`` is the process group
     a collective meets over ("ep", "tp", "tail") or None for work no peer waits for; ``stream`` the
     :class:`~moesim.workloads.ops.Stream` it runs on; ``expert_s`` the part of ``duration_s`` spent in routed-expert
     GEMMs at the busiest GPU's load (skewed routing); ``net``, with a time-shared network, the index of its
@@ -102,10 +104,6 @@ class RankProgram:
     def add(self, task: Task) -> None:
         """Append ``task`` to the queue of its stream."""
         self.queues[STREAM_INDEX[task.stream]].append(task)
-
-    def last_done(self) -> list[int]:
-        """The signals of each non-empty queue's last task (what the step's tail waits for)."""
-        return [queue[-1].done for queue in self.queues if queue]
 
     def __len__(self) -> int:
         return sum(len(queue) for queue in self.queues)
