@@ -10,15 +10,27 @@ from moesim.simulator.engine.compiler import compile_programs
 from moesim.simulator.pricing import Segment, StagePrice
 from moesim.simulator.engine.program import ProgramBuilder, TailSpec
 from moesim.simulator.schedules import ScheduleError, get_schedule
-from moesim.simulator.engine.tasks import COMM, COMPUTE, RankProgram, Task
+from moesim.simulator.engine.tasks import COMM, COMPUTE, PP, RankProgram, Task
 from tests.test_engine import uniform
 from moesim.workloads.ops import Phase, Stream
 
 NO_TAIL = TailSpec(0.0, 0.0, 0.0)
 
 
-def labels(queue: list[Task]) -> list[str]:
-    return [f"{t.label}:{t.phase}{t.micro_batch}@{t.stage}" for t in queue]
+def labels(queue: list[Task], micro_batches: list[int] | None = None) -> list[str]:
+    """``label:phase micro_batch@stage`` of each task; a compiled queue's micro-batches are its program's."""
+    micro_batches = micro_batches or [t.micro_batch for t in queue]
+    return [f"{t.label}:{t.phase}{mb}@{t.stage}" for t, mb in zip(queue, micro_batches)]
+
+
+def stream(program: RankProgram, si: int) -> list[str]:
+    """The labels of a compiled program's stream ``si``."""
+    return labels(program.queues[si], program.micro_batches[si])
+
+
+def positions(program: RankProgram, si: int, chunks: set[tuple[str, int, int]]) -> list[int]:
+    """Positions on stream ``si`` of the tasks of ``chunks``, given as (phase, micro-batch, stage)."""
+    return [i for i, t in enumerate(program.queues[si]) if (t.phase, program.micro_batch(si, i), t.stage) in chunks]
 
 
 def test_gpipe_on_two_ranks_builds_chunks_sends_and_the_tail():
@@ -29,26 +41,29 @@ def test_gpipe_on_two_ranks_builds_chunks_sends_and_the_tail():
     builder = ProgramBuilder(get_schedule("gpipe")(2, 2), uniform(2, 1.0, 1.5, 0.5, comm=0.25), 0.125,
                              TailSpec(0.5, 0.25, 0.125))
     rank0, rank1 = builder.build()
-    assert labels(rank0.compute) == ["F:F0@0", "F:F1@0", "B:B1@0", "W:W1@0", "B:B0@0", "W:W0@0",
-                                     "optimizer:opt-1@-1"]
-    assert labels(rank0.comm) == ["A2A:F0@0", "A2A:F1@0", "grad_reduce_scatter:dp-1@-1",
-                                  "param_all_gather:dp-1@-1"]
-    assert labels(rank0.pp) == ["sendF:F0@0", "sendF:F1@0"]
+    assert stream(rank0, COMPUTE) == ["F:F0@0", "F:F1@0", "B:B1@0", "W:W1@0", "B:B0@0", "W:W0@0",
+                                      "optimizer:opt-1@-1"]
+    assert stream(rank0, COMM) == ["A2A:F0@0", "A2A:F1@0", "grad_reduce_scatter:dp-1@-1",
+                                   "param_all_gather:dp-1@-1"]
+    assert stream(rank0, PP) == ["sendF:F0@0", "sendF:F1@0"]
     # The last stage sends its input gradients back (each after its fused W), no activations on.
-    assert labels(rank1.pp) == ["sendB:B1@1", "sendB:B0@1"]
+    assert stream(rank1, PP) == ["sendB:B1@1", "sendB:B0@1"]
     assert [t.duration_s for t in rank0.compute[:3]] == [1.0, 1.0, 1.5]
     send = rank0.pp[0]
     assert (send.stream, send.duration_s, send.group) == (Stream.PP, 0.125, None)
     # A send waits for the end of its chunk (the A2A, the chain's last task); rank 1's F0 waits for the send.
-    assert send.inputs == ((0, rank0.comm[0].slot),) and rank0.comm[0].slot >= 0
-    assert rank1.compute[0].inputs == ((0, send.slot),) and send.slot >= 0
+    assert rank0.waits(0, PP, 0) == ((0, rank0.slot(COMM, 0)),) and rank0.slot(COMM, 0) >= 0
+    assert rank1.waits(1, COMPUTE, 0) == ((0, rank0.slot(PP, 0)),) and rank0.slot(PP, 0) >= 0
     # The tail waits for the last task of every stream: the compute and pipeline streams' by their slots, its
     # own stream's by its order.
-    tail = rank0.comm[-2]
-    assert tail.group == "tail" and tail.inputs == ((0, rank0.compute[-2].slot), (0, rank0.pp[-1].slot))
-    # Every wait is a slot of its own: no two tasks of a rank share one.
+    tail = len(rank0.comm) - 2
+    assert rank0.comm[tail].group == "tail"
+    assert rank0.waits(0, COMM, tail) == ((0, rank0.slot(COMPUTE, len(rank0.compute) - 2)),
+                                          (0, rank0.slot(PP, len(rank0.pp) - 1)))
+    # Every slot is a task's own: no two tasks of a rank share one.
     for program in (rank0, rank1):
-        given = [t.slot for q in program.queues for t in q if t.slot >= 0]
+        given = [program.slot(si, i) for si, q in enumerate(program.queues) for i in range(len(q))]
+        given = [slot for slot in given if slot >= 0]
         assert len(set(given)) == len(given)
 
 
@@ -58,17 +73,23 @@ def test_compiler_keeps_only_waits_across_streams_and_numbers_slots_per_rank():
     slots = builder.slots
     rank0, rank1 = programs
     # F1's compute follows F0's on the same stream: nothing to wait for beyond the stream's order.
-    assert rank0.compute[1].inputs == ()
-    # F0's A2A on the comm stream waits for F0's compute (rank 0's slot 0): a wait across streams.
-    assert rank0.comm[0].inputs == ((0, rank0.compute[0].slot),)
+    assert rank0.waits(0, COMPUTE, 1) == ()
+    # F0's A2A on the comm stream waits for F0's compute: a wait across streams.
+    assert rank0.waits(0, COMM, 0) == ((0, rank0.slot(COMPUTE, 0)),)
     # Rank 1's F0 waits for rank 0's send.
-    assert rank1.compute[0].inputs == ((0, rank0.pp[0].slot),)
-    # Slots go only to tasks something on another stream waits for, numbered 0 … n−1 per producing rank.
+    assert rank1.waits(1, COMPUTE, 0) == ((0, rank0.slot(PP, 0)),)
+    # Slots are numbered 0 … n−1 per producing rank. They go to every task something on another stream waits
+    # for, and to those another step may wait for (a step's exchanges with other steps and its last task on each
+    # stream: a copy's slots are fixed before the steps that wait for it are built).
+    compute_f0, compute_f1 = rank0.slot(COMPUTE, 0), rank0.slot(COMPUTE, 1)
+    assert compute_f0 >= 0 and compute_f1 >= 0  # F0's waited for by its A2A; F1's the last of its step
     for rank, program in enumerate(programs):
-        used = sorted(t.slot for q in program.queues for t in q if t.slot >= 0)
+        used = sorted(program.slot(si, i) for si, q in enumerate(program.queues) for i in range(len(q)))
+        used = [slot for slot in used if slot >= 0]
         assert used == list(range(slots[rank]))
-        waited = {s for p in programs for q in p.queues for t in q for r, s in t.inputs if r == rank}
-        assert waited == set(used)
+        waited = {s for q, p in enumerate(programs) for si, queue in enumerate(p.queues) for i in range(len(queue))
+                  for r, s in p.waits(q, si, i) if r == rank}
+        assert waited <= set(used)
 
 
 def test_a_wait_for_a_task_no_rank_runs_is_a_deadlock_named_by_the_task():
@@ -110,21 +131,21 @@ def test_an_overlapped_pair_is_issued_in_the_order_of_deepseeks_trace():
     pair = next(step for step in schedule.programs()[0] if step.overlap is not None)
     assert pair.label() == "F3@0+BW5@3"
     in_pair = {("F", 3, 0), ("B", 5, 3), ("W", 5, 3)}
-    compute = [t for t in rank0.compute if (t.phase, t.micro_batch, t.stage) in in_pair]
-    comm = [t for t in rank0.comm if (t.phase, t.micro_batch, t.stage) in in_pair]
-    assert labels(compute) == ["ATTN:F3@0", "MLP:B5@3", "MLP:W5@3", "MLP:F3@0", "ATTN:B5@3", "ATTN:W5@3"]
-    assert labels(comm) == ["COMBINE:B5@3", "DISPATCH:F3@0", "DISPATCH:B5@3", "COMBINE:F3@0"]
+    compute = positions(rank0, COMPUTE, in_pair)
+    assert [stream(rank0, COMPUTE)[i] for i in compute] == ["ATTN:F3@0", "MLP:B5@3", "MLP:W5@3", "MLP:F3@0",
+                                                            "ATTN:B5@3", "ATTN:W5@3"]
+    assert [stream(rank0, COMM)[i] for i in positions(rank0, COMM, in_pair)] == [
+        "COMBINE:B5@3", "DISPATCH:F3@0", "DISPATCH:B5@3", "COMBINE:F3@0"]
     # The sends go on the pipeline stream, never queued behind the pair's all-to-alls.
-    sends = [t for t in rank0.pp if (t.phase, t.micro_batch, t.stage) in in_pair]
-    assert labels(sends) == ["sendB:B5@3", "sendF:F3@0"]
+    assert [stream(rank0, PP)[i] for i in positions(rank0, PP, in_pair)] == ["sendB:B5@3", "sendF:F3@0"]
     # Before compiling (the builder's own view, dependencies as signals): W of a component waits for its B.
     step = [t for t in builder.step_tasks(pair) if t.stream is Stream.COMPUTE]
-    assert labels(step) == labels(compute)
+    assert labels(step) == [stream(rank0, COMPUTE)[i] for i in compute]
     mlp_b, mlp_w, attn_b, attn_w = step[1], step[2], step[4], step[5]
     assert mlp_w.deps == [mlp_b.done]
     assert attn_w.deps == [mlp_w.done, attn_b.done]
     # Compiled, those waits are the compute stream's own order: nothing left to wait for across streams.
-    assert compute[2].inputs == compute[5].inputs == ()
+    assert rank0.waits(0, COMPUTE, compute[2]) == rank0.waits(0, COMPUTE, compute[5]) == ()
 
 
 @pytest.mark.parametrize("name,virtual", [("gpipe", 1), ("1f1b", 1), ("zb-h1", 1), ("dualpipe", 1),
@@ -149,15 +170,17 @@ def test_steps_copied_from_their_kind_wait_for_what_their_rank_compiled_whole_wa
     compile_programs(whole, name)
 
     def waits(programs: list[RankProgram], net_ops: list) -> list[tuple]:
-        where = {(rank, t.slot): (rank, si, i) for rank, p in enumerate(programs)
-                 for si, q in enumerate(p.queues) for i, t in enumerate(q) if t.slot >= 0}
-        return [(rank, si, labels([t]), [where[i] for i in t.inputs], t.net is not None and net_ops[t.net])
-                for rank, p in enumerate(programs) for si, q in enumerate(p.queues) for t in q
+        where = {(rank, p.slot(si, i)): (rank, si, i) for rank, p in enumerate(programs)
+                 for si, q in enumerate(p.queues) for i in range(len(q))}
+        return [(rank, si, stream(p, si)[i], [where[w] for w in p.waits(rank, si, i)],
+                 t.net is not None and net_ops[t.net])
+                for rank, p in enumerate(programs) for si, q in enumerate(p.queues) for i, t in enumerate(q)
                 if t.phase not in ("dp", "opt")]  # the tail is built on its own
 
     assert waits(copied, copier.net_ops) == waits(whole, signals.net_ops)
     assert sum(len(p) for p in copied) == sum(len(p) for p in whole) + 3 * schedule.pp
-    assert any(t.inputs and t.inputs[0][0] != rank for rank, p in enumerate(copied) for q in p.queues for t in q)
+    assert any(w[0] != rank for rank, p in enumerate(copied) for si, q in enumerate(p.queues)
+               for i in range(len(q)) for w in p.waits(rank, si, i))
     assert {op.send_to for op in copier.net_ops} == set(range(schedule.pp))  # sends to every rank
 
 
@@ -174,9 +197,9 @@ def test_compute_beside_communication_runs_on_the_reduced_sms_and_alone_on_all()
     schedule = get_schedule("dualpipe")(4, 8)
     (rank0, *_) = ProgramBuilder(schedule, prices, 0.1, NO_TAIL).build()
     in_pair = {("F", 3, 0), ("B", 5, 3), ("W", 5, 3)}
-    pair = [t for t in rank0.compute if (t.phase, t.micro_batch, t.stage) in in_pair]
+    pair = [rank0.compute[i] for i in positions(rank0, COMPUTE, in_pair)]
     assert [t.duration_s for t in pair] == [1.0] * 6
-    first = [t for t in rank0.compute if (t.phase, t.micro_batch, t.stage) == ("F", 0, 0)]
+    first = [rank0.compute[i] for i in positions(rank0, COMPUTE, {("F", 0, 0)})]
     assert [t.label for t in first] == ["ATTN", "MLP"] and [t.duration_s for t in first] == [0.75, 0.75]
     assert {t.duration_s for t in rank0.comm if t.label in ("DISPATCH", "COMBINE")} == {1.0}
 

@@ -7,17 +7,18 @@ as it can be. A dependency on an earlier task of the same stream is implied by t
 
 A rank's program repeats a few kinds of step (a chunk, an overlapped pair) over its micro-batches, so compiling
 goes in two parts. :func:`compile_step` compiles the tasks of one step of a kind once, into a
-:class:`StepTemplate`: what each task waits for inside the step is worked out there, and its waits outside the step
-are named by the step's *roles* (the signals a step exchanges with the rest of the program: its start dependencies,
-its chunks' completions and sends, in an order the builder gives). :meth:`StepTemplate.add_to` then adds a copy of
-the step per micro-batch at the cost of making its tasks, and :meth:`Linker.link` resolves the waits outside
-steps once every rank's program is in place.
+:class:`StepTemplate`: what each task waits for inside the step is worked out there, as slots relative to the
+copy's first slot, and its waits outside the step are named by the step's *roles* (the signals a step exchanges
+with the rest of the program: its start dependencies, its chunks' completions and sends, in an order the builder
+gives). :meth:`StepTemplate.add_to` then adds a copy of the step per micro-batch, sharing its task objects, and
+:meth:`Linker.link` resolves the waits outside steps once every rank's program is in place.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from moesim.simulator.engine.host import issue_entry
 from moesim.simulator.schedules.base import ScheduleError
 from moesim.simulator.engine.tasks import STREAM_INDEX, STREAMS, RankProgram, Task
 
@@ -27,17 +28,22 @@ INSIDE, OUTSIDE = 0, 1  # a wait for a task of the same step (by its slot there)
 
 @dataclass(frozen=True, slots=True)
 class StepTemplate:
-    """One kind of step, compiled. ``tasks`` are, in issue order, (label, seconds, phase, index of the micro-batch
-    among the instance's, stage, group, stream, expert seconds, net op, raw host record, stream index, position
-    in the step's share of the stream, slot in the step or −1, inputs, waits): when all its waits are inside the
-    step, ``inputs`` are the slots in the step it waits for and ``waits`` None; otherwise ``waits`` are all of
-    them in order, as (INSIDE, slot in the step) or (OUTSIDE, role index). ``slots`` is how many slots one copy
-    of the step uses; ``exports`` (task index, role index) the tasks whose completion is one of the step's
-    roles."""
+    """One kind of step, compiled: its tasks (:class:`~moesim.simulator.engine.tasks.Task`, ``inputs`` and ``slot``
+    relative to a copy's first slot), shared by every copy.
 
-    tasks: tuple[tuple, ...]
+    ``streams`` are (stream index, the step's tasks on it in order, each one's micro-batch as an index into a
+    copy's micro-batches or None when all are the first) for each stream the step uses; ``issued`` the tasks in
+    issue order, as the host plan reads them (:func:`~moesim.simulator.engine.host.issue_entry`); ``slots`` how many slots
+    one copy uses; ``outside`` (stream index, position, waits) for each task with a wait outside the step, its
+    waits in order as (INSIDE, slot in the step) or (OUTSIDE, role index); ``exports`` (stream index, position,
+    slot in the step, role index) for each task whose completion is one of the step's roles.
+    """
+
+    streams: tuple[tuple[int, list[Task], list[int] | None], ...]
+    issued: list[tuple]
     slots: int
-    exports: tuple[tuple[int, int], ...]
+    outside: tuple[tuple[int, int, tuple], ...]
+    exports: tuple[tuple[int, int, int, int], ...]
 
     def add_to(self, program: RankProgram, rank: int, micro_batches: tuple[int, ...], roles: list[int],
                linker: "Linker", in_order: bool) -> None:
@@ -47,52 +53,50 @@ class StepTemplate:
         slots = linker.slots
         base = slots[rank]
         slots[rank] += self.slots
-        queues = program.queues
+        queues, bases, mbs = program.queues, program.bases, program.micro_batches
         starts = [len(queue) for queue in queues]
+        for si, tasks, index in self.streams:
+            queues[si].extend(tasks)
+            bases[si].extend([base] * len(tasks))
+            mbs[si].extend([micro_batches[0]] * len(tasks) if index is None else [micro_batches[m] for m in index])
         pending = linker.pending
-        order = program.order.append if in_order else None
-        for (label, duration_s, phase, mb, stage, group, stream, expert_s, net, host, si, position, slot, inputs,
-             waits) in self.tasks:
-            task = Task(label, duration_s, phase, micro_batches[mb], stage, (), -1, group, stream, expert_s, net,
-                        host)
-            if slot < 0:
-                task.slot = -1
-            else:
-                task.slot = base + slot
-            if waits is not None:
-                pending.append((rank, si, starts[si] + position, task, waits, base, roles))
-            elif inputs.__class__ is int:  # the commonest: one wait inside the step
-                task.inputs = ((rank, base + inputs),)
-            else:
-                task.inputs = tuple([(rank, base + s) for s in inputs])
-            queues[si].append(task)
-            if order is not None:
-                order(task)
+        for si, position, waits in self.outside:
+            pending.append((program, rank, si, starts[si] + position, waits, base, roles))
         producers = linker.producers
-        for index, role in self.exports:
-            entry = self.tasks[index]
-            si = entry[10]
-            position = starts[si] + entry[11]
-            producers[roles[role]] = (rank, si, position, queues[si][position])
+        for si, position, slot, role in self.exports:
+            producers[roles[role]] = (rank, si, starts[si] + position, base + slot)
+        if in_order:
+            program.order.append((self.issued, starts))
 
 
 def compile_step(tasks: list[Task], roles: list[int], micro_batch_index) -> StepTemplate:
     """Compile one step's ``tasks`` (in issue order, dependencies as signals) into a :class:`StepTemplate`.
 
     A dependency produced by one of ``tasks`` is a wait inside the step (dropped where the stream's order implies
-    it); any other must be one of ``roles``, as must a completion other steps wait for. ``micro_batch_index(i,
-    task)`` is the index of the task's micro-batch among an instance's micro-batches."""
+    it); any other must be one of ``roles``, as must a completion other steps wait for. A slot goes to each task
+    waited for across streams inside the step, and to each task another step may wait for: the step's exports
+    and its last task on each stream (the rank's tail waits for those). ``micro_batch_index(i, task)`` is the
+    index of the task's micro-batch among a copy's micro-batches."""
     produced = {task.done: i for i, task in enumerate(tasks)}
     role_index = {}
     for r, signal in enumerate(roles):
         role_index.setdefault(signal, r)
     stream_of = [STREAM_INDEX[task.stream] for task in tasks]
-    position, counts = [], [0] * NS
-    for si in stream_of:
+    position, counts, last = [], [0] * NS, {}
+    for i, si in enumerate(stream_of):
         position.append(counts[si])
         counts[si] += 1
+        last[si] = i
     slot_of = [-1] * len(tasks)
     slots = 0
+
+    def slot(j: int) -> int:
+        nonlocal slots
+        if slot_of[j] < 0:
+            slot_of[j] = slots
+            slots += 1
+        return slot_of[j]
+
     waits = []
     for i, task in enumerate(tasks):
         refs = []
@@ -103,26 +107,33 @@ def compile_step(tasks: list[Task], roles: list[int], micro_batch_index) -> Step
                     raise ValueError(f"{task.where()} waits for signal {dep}, which is neither produced by its "
                                      "step nor one of its roles")
                 refs.append((OUTSIDE, role_index[dep]))
-                continue
-            if stream_of[j] == stream_of[i] and position[j] < position[i]:
-                continue  # implied by the stream's order
-            if slot_of[j] < 0:
-                slot_of[j] = slots
-                slots += 1
-            refs.append((INSIDE, slot_of[j]))
+            elif stream_of[j] != stream_of[i] or position[j] >= position[i]:  # else implied by the stream's order
+                refs.append((INSIDE, slot(j)))
         waits.append(refs)
-    compiled = []
+    exports = []
+    for i, task in enumerate(tasks):
+        if task.done in role_index:
+            exports.append((stream_of[i], position[i], slot(i), role_index[task.done]))
+    for i in last.values():
+        slot(i)
+    compiled, outside = [], []
     for i, (task, refs) in enumerate(zip(tasks, waits)):
-        inside = tuple(slot for kind, slot in refs if kind == INSIDE)
-        if len(inside) < len(refs):
-            inputs, outside = (), tuple(refs)
+        copy = Task(task.label, task.duration_s, task.phase, -1, task.stage, (), -1, task.group, task.stream,
+                    task.expert_s, task.net, task.host)
+        copy.slot = slot_of[i]
+        if all(kind == INSIDE for kind, _ in refs):
+            copy.inputs = tuple(value for _, value in refs)
         else:
-            inputs, outside = inside[0] if len(inside) == 1 else inside, None
-        compiled.append((task.label, task.duration_s, task.phase, micro_batch_index(i, task), task.stage, task.group,
-                         task.stream, task.expert_s, task.net, task.host, stream_of[i], position[i], slot_of[i],
-                         inputs, outside))
-    exports = tuple((i, role_index[task.done]) for i, task in enumerate(tasks) if task.done in role_index)
-    return StepTemplate(tuple(compiled), slots, exports)
+            copy.inputs = None
+            outside.append((stream_of[i], position[i], tuple(refs)))
+        compiled.append(copy)
+    streams = []
+    for si in sorted(last):
+        members = [i for i in range(len(tasks)) if stream_of[i] == si]
+        index = [micro_batch_index(i, tasks[i]) for i in members]
+        streams.append((si, [compiled[i] for i in members], None if not any(index) else index))
+    issued = [issue_entry(stream_of[i], position[i], copy) for i, copy in enumerate(compiled)]
+    return StepTemplate(tuple(streams), issued, slots, tuple(outside), tuple(exports))
 
 
 class Linker:
@@ -131,23 +142,20 @@ class Linker:
 
     def __init__(self, ranks: int):
         self.slots = [0] * ranks
-        self.producers: dict[int, tuple[int, int, int, Task]] = {}  # signal → (rank, stream, position, task)
+        self.producers: dict[int, tuple[int, int, int, int]] = {}  # signal → (rank, stream, position, slot)
         self.pending: list[tuple] = []
 
-    def slot_of(self, rank: int, task: Task) -> int:
-        """The slot of ``task`` (on pipeline rank ``rank``), given one if it has none yet."""
-        slot = task.slot
-        if slot < 0:
-            slot = task.slot = self.slots[rank]
-            self.slots[rank] += 1
-        return slot
+    def new_slot(self, rank: int) -> int:
+        """A slot of pipeline rank ``rank`` outside every step (the tail's)."""
+        self.slots[rank] += 1
+        return self.slots[rank] - 1
 
     def link(self, schedule: str) -> list[int]:
-        """Set the inputs of every task that waits outside its step and let go of the tasks; returns each rank's
-        slot count. ``schedule`` names the schedule in the error a wait for a signal no rank produces raises (a
-        deadlock)."""
-        producers, slot_of = self.producers, self.slot_of
-        for rank, si, position, task, refs, base, roles in self.pending:
+        """Give every task that waits outside its step the (pipeline rank, slot) pairs it waits for, in the
+        program's ``linked``; returns each rank's slot count. ``schedule`` names the schedule in the error a wait
+        for a signal no rank produces raises (a deadlock)."""
+        producers = self.producers
+        for program, rank, si, position, refs, base, roles in self.pending:
             inputs = ()
             for kind, value in refs:
                 if kind == INSIDE:
@@ -155,30 +163,31 @@ class Linker:
                     continue
                 found = producers.get(roles[value])
                 if found is None:
-                    raise ScheduleError(f"schedule {schedule} deadlocked: rank {rank} {task.where()} waits "
-                                        "for a chunk no rank runs")
-                p_rank, p_si, p_position, producer = found
+                    where = program.queues[si][position].where(program.micro_batches[si][position])
+                    raise ScheduleError(f"schedule {schedule} deadlocked: rank {rank} {where} waits for a chunk "
+                                        "no rank runs")
+                p_rank, p_si, p_position, p_slot = found
                 if p_rank == rank and p_si == si and p_position < position:
                     continue  # implied by the stream's order
-                inputs += ((p_rank, slot_of(p_rank, producer)),)
-            task.inputs = inputs
-        self.pending, self.producers = [], {}  # the programs hold the tasks now: they go when the run ends
+                inputs += ((p_rank, p_slot),)
+            program.linked[si][position] = inputs
+        self.pending, self.producers = [], {}
         return self.slots
 
 
 def compile_programs(programs: list[RankProgram], schedule: str) -> list[int]:
-    """Compile hand-built programs (tasks with signals, each task's completion a signal of its own): every rank's
-    tasks are compiled as one step and replaced, in their queues, by their compiled copies (``inputs`` and ``slot``
-    set, :class:`~moesim.simulator.engine.tasks.Task`). Returns how many slots each rank's units keep;
-    ``schedule`` names the schedule in the error a wait for a task no rank runs raises."""
+    """Compile hand-built programs (tasks with signals added by :meth:`RankProgram.add`, each task's completion a
+    signal of its own): every rank's tasks are compiled as one step, in place. Returns how many slots each rank's
+    units keep; ``schedule`` names the schedule in the error a wait for a task no rank runs raises."""
     linker = Linker(len(programs))
     for rank, program in enumerate(programs):
-        # In issue order where the program keeps one (the host is modelled), else stream by stream.
-        tasks = list(program.order) or [task for queue in program.queues for task in queue]
+        tasks = [task for queue in program.queues for task in queue]
         roles = sorted({task.done for task in tasks} | {dep for task in tasks for dep in task.deps})
         template = compile_step(tasks, roles, lambda i, task: i)
-        in_order = bool(program.order)
-        for queue in (*program.queues, program.order):
+        for queue in program.queues:
             queue.clear()
-        template.add_to(program, rank, tuple(task.micro_batch for task in tasks), roles, linker, in_order)
-    return linker.link(schedule)
+        template.add_to(program, rank, tuple(task.micro_batch for task in tasks), roles, linker, True)
+    slots = linker.link(schedule)
+    for program in programs:
+        program.clear_hosts()
+    return slots

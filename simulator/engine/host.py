@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from moesim.calibration.host import DEFAULT, HostModel
-from moesim.simulator.engine.tasks import RankProgram
+from moesim.simulator.engine.tasks import RankProgram, Task
 from moesim.workloads.ops import Component, Kind, Op, OpClass
 
 # What each scope of ``training.cuda_graphs`` captures (Megatron-LM's module names; attn is the attention block,
@@ -114,27 +114,37 @@ def active(model: HostModel) -> bool:
     return model.sync_s > 0 or any(v > 0 for v in model.launch_s.values())
 
 
-def plan_host(programs: list[RankProgram], slots: list[int]) -> None:
-    """Turn each task's raw host record (kernels, launch seconds, sync; set by the program builder in issue
-    order, ``RankProgram.order``) into what the runner reads, in place, and add each sync's release slot to its
-    rank's ``slots``.
+def issue_entry(si: int, position: int, task: Task) -> tuple[int, int, float, float, float, bool]:
+    """A task as :func:`plan_host` reads it, worked out once per task of a step's kind: (stream, position in the
+    copy, launch seconds, its first kernel's issue after the host reaches it, one mean kernel's seconds, sync)."""
+    if task.host is None:  # the host is not modelled
+        return si, position, 0.0, 0.0, 0.0, False
+    kernels, launch_s, sync = task.host
+    n = kernels or 1
+    return si, position, launch_s, launch_s / n, task.duration_s / n, sync
 
-    A task's ``host`` becomes (release slot it counts from, −1 for the step's start; host offset of its first
+
+def plan_host(programs: list[RankProgram], slots: list[int]) -> None:
+    """Turn the tasks' raw host records (kernels, launch seconds, sync; set by the program builder) into what the
+    runner reads, in each program's ``hosts`` at the task's position, going through the copies of steps in issue
+    order (``RankProgram.order``, tasks as :func:`issue_entry` gives them), and add each sync's release slot to
+    its rank's ``slots``.
+
+    A position's host record is (release slot it counts from, −1 for the step's start; host offset of its first
     kernel's issue; host offset of its last issue plus one mean kernel; sync) with sync None or (release slot of
-    the previous sync, host offset at which the host reaches this sync, the slot of this sync's release).
+    the previous sync, host offset at which the host reaches this one, the slot of this sync's release).
     """
     for rank, program in enumerate(programs):
+        hosts = program.hosts
         release, offset = -1, 0.0
-        for task in program.order:  # ~75,000 tasks a DeepSeek-V3 step: kept to plain arithmetic
-            kernels, launch_s, sync = task.host
-            n = kernels or 1
-            if sync:
-                new = slots[rank]
-                slots[rank] += 1
-                task.host = (new, launch_s / n, launch_s + task.duration_s / n, (release, offset, new))
-                release, offset = new, launch_s
-            else:
-                first = offset + launch_s / n
-                offset += launch_s
-                task.host = (release, first, offset + task.duration_s / n, None)
-
+        for issued, starts in program.order:  # ~75,000 tasks a DeepSeek-V3 step: kept to plain arithmetic
+            for si, position, launch_s, first_s, kernel_s, sync in issued:
+                if sync:
+                    new = slots[rank]
+                    slots[rank] += 1
+                    hosts[si][starts[si] + position] = (new, first_s, launch_s + kernel_s, (release, offset, new))
+                    release, offset = new, launch_s
+                else:
+                    first = offset + first_s
+                    offset += launch_s
+                    hosts[si][starts[si] + position] = (release, first, offset + kernel_s, None)

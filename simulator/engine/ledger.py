@@ -21,7 +21,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from moesim.simulator.engine.tasks import PP
+from moesim.simulator.engine.tasks import PP, RankProgram
 
 HOLD_PHASES = ("F", "B", "W")  # phases of a micro-batch's chunks, which hold its activations
 
@@ -42,17 +42,17 @@ class RankBreakdown:
 
 class Ledger:
     """One recorded GPU's tasks as its streams finish them: ``spans`` (start, end, stream, position) in that
-    order, every stream's (seconds; the task is ``queues[stream][position]`` of the GPU's
-    :class:`~moesim.simulator.engine.tasks.RankProgram`), and ``host`` the (start, end) intervals a stream waited for its
-    host thread. The runner appends to both lists directly (a tuple per task is all a task costs it: of plain
+    order, every stream's (seconds; the task is at that position of the GPU's
+    :class:`~moesim.simulator.engine.tasks.RankProgram` ``program``), and ``host`` the (start, end) intervals a stream
+    waited for its host thread. The runner appends to both lists directly (a tuple per task is all a task costs it: of plain
     numbers, so that the garbage collector stops tracking it at once); :meth:`breakdown` works the rank's time
     out at the end of the step.
     """
 
-    __slots__ = ("queues", "spans", "host")
+    __slots__ = ("program", "spans", "host")
 
-    def __init__(self, queues: tuple[list, ...]):
-        self.queues = queues
+    def __init__(self, program: RankProgram):
+        self.program = program
         self.spans: list[tuple[float, float, int, int]] = []
         self.host: list[tuple[float, float]] = []
 
@@ -64,7 +64,7 @@ class Ledger:
         :func:`moesim.simulator.metrics.rank_breakdowns` reads): a stream runs in order, so its tasks end in the order
         it ran them, and only the communication streams' tasks, which interleave, are sorted here.
         """
-        queues = self.queues
+        queues, micro_batches = self.program.queues, self.program.micro_batches
         busy: dict[str, float] = defaultdict(float)
         # Compute intervals merged as they come (starts never go back on one stream): starts, ends, last end.
         cover_starts: list[float] = []
@@ -94,8 +94,9 @@ class Ledger:
                     continue
             # A micro-batch's activations are held from its F until its last backward use (B or W).
             if phase in HOLD_PHASES:
-                if span is None or task.stage != chunk[0] or task.micro_batch != chunk[1]:
-                    chunk = (task.stage, task.micro_batch)
+                micro_batch = micro_batches[stream][position]
+                if span is None or task.stage != chunk[0] or micro_batch != chunk[1]:
+                    chunk = (task.stage, micro_batch)
                     span = held_get(chunk)
                     if span is None:
                         span = held[chunk] = [inf, 0.0, end, entry]

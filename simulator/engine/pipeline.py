@@ -146,12 +146,14 @@ class PipelineEngine:
                 gpu_ran += unit.pos[si] * len(unit.spec.gpus)
                 ran += unit.pos[si] * (len(unit.spec.gpus) - 1 if unit.spec.block else 0)
                 if unit.pos[si] < len(queue) and stuck is None:
-                    stuck = (unit, queue[unit.pos[si]])
+                    stuck = (unit, si, unit.pos[si])
         if stuck is not None:
-            unit, task = stuck
+            unit, si, position = stuck
+            program = programs[unit.spec.rank]
+            task = program.queues[si][position].where(program.micro_batches[si][position])
             where = (f"GPU {unit.spec.gpus[0]} (pipeline rank {unit.spec.rank})" if full
                      else f"rank {unit.spec.rank}")
-            raise ScheduleError(f"schedule {self.schedule.name} deadlocked: {where} stuck at {task.where()} "
+            raise ScheduleError(f"schedule {self.schedule.name} deadlocked: {where} stuck at {task} "
                                 f"({ran}/{total} tasks ran)")
         tl.records.sort(key=_end_s)  # streams run ahead independently; rows in completion order
         tl.makespan_s = max(max(unit.end) for unit in units)

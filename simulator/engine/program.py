@@ -35,10 +35,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from moesim.simulator.engine.compiler import Linker, StepTemplate, compile_step
-from moesim.simulator.engine.host import HostPricer, SegmentHost
+from moesim.simulator.engine.host import HostPricer, SegmentHost, issue_entry
 from moesim.simulator.pricing import Segment, StagePrice
 from moesim.simulator.schedules.base import Schedule, ScheduleError, Step
-from moesim.simulator.engine.tasks import COMM, NetOp, RankProgram, Task
+from moesim.simulator.engine.tasks import COMM, STREAM_INDEX, NetOp, RankProgram, Task
 from moesim.workloads.ops import OpClass, Phase, Stream
 
 # Position of each (phase, component) inside one layer pair of an overlapped F&B pair, from the order of the
@@ -144,6 +144,9 @@ class ProgramBuilder:
                 self.add_step(program, rank, step)
             self.add_tail(program, rank)
         self.slots = self.linker.link(self.schedule.name)
+        for program in programs:
+            program.clear_hosts()  # planned later if the host is modelled
+        self._templates = {}  # their tasks are the programs' now, and go with them
         return programs
 
     def add_step(self, program: RankProgram, rank: int, step: Step) -> None:
@@ -195,27 +198,32 @@ class ProgramBuilder:
 
     def add_tail(self, program: RankProgram, rank: int) -> None:
         """The DP gradient reduce-scatter, the optimizer step and the parameter all-gather, after everything,
-        compiled: the reduce-scatter waits for the last task of every stream."""
-        tail, slot_of = self.tail, self.linker.slot_of
+        compiled (slots outside every step: base 0): the reduce-scatter waits for the last task of every stream."""
+        tail, new_slot = self.tail, self.linker.new_slot
         grads = Task("grad_reduce_scatter", tail.grad_sync_s, "dp", -1, -1, (), -1, "tail", Stream.COMM,
                      net=self._net(tail.grad_comms))
         optimizer = Task("optimizer", tail.optimizer_s, "opt", -1, -1, (), -1, None, Stream.COMPUTE)
         params = Task("param_all_gather", tail.param_sync_s, "dp", -1, -1, (), -1, "tail", Stream.COMM,
                       net=self._net(tail.param_comms))
-        for task in (grads, optimizer, params):
-            task.slot = -1
-        # The communication stream's own last task is implied by its order.
-        grads.inputs = tuple((rank, slot_of(rank, queue[-1])) for si, queue in enumerate(program.queues)
-                             if queue and si != COMM)
-        optimizer.inputs = ((rank, slot_of(rank, grads)),)
-        params.inputs = ((rank, slot_of(rank, optimizer)),)
+        queues, bases = program.queues, program.bases
+        # The communication stream's own last task is implied by its order; every step's last tasks have slots.
+        grads.inputs = tuple(bases[si][-1] + queue[-1].slot for si, queue in enumerate(queues) if queue and si != COMM)
+        grads.slot = new_slot(rank)
+        optimizer.inputs, optimizer.slot = (grads.slot,), new_slot(rank)
+        params.inputs, params.slot = (optimizer.slot,), -1
         if self.host is not None:
             collective = self.host.launch_s(OpClass.COLLECTIVE)
             grads.host, params.host = (1, collective, False), (1, collective, False)
             optimizer.host = (1, self.host.launch_s(OpClass.ADD), True)
+        starts = [len(queue) for queue in queues]
+        issued = []
         for task in (grads, optimizer, params):
-            program.add(task)
-            program.order.append(task)
+            si = STREAM_INDEX[task.stream]
+            issued.append(issue_entry(si, len(queues[si]) - starts[si], task))
+            queues[si].append(task)
+            bases[si].append(0)
+            program.micro_batches[si].append(-1)
+        program.order.append((issued, starts))
 
     # Signals.
     def new_signal(self) -> int:

@@ -138,18 +138,18 @@ def sync_release(unit: Unit, sync: tuple, t: float, sync_s: float) -> float | No
     return base
 
 
-def host_bound(ledger: Ledger, records: list | None, row: int, si: int, task: Task, ready_t: float, t: float,
-               end: float, tail: float) -> None:
+def host_bound(ledger: Ledger, records: list | None, row: int, si: int, task: Task, micro_batch: int,
+               ready_t: float, t: float, end: float, tail: float) -> None:
     """Enter the time a host-issued task's GPU waited for the host to issue its first kernel (``ready_t`` to its
     start ``t``), and its last (its ``end`` to its last issue plus one mean kernel, ``tail``)."""
     if t > ready_t:
         ledger.host.append((ready_t, t))
         if records is not None:
-            records.append((row, HOST, ready_t, t, HOST_BOUND[si], task.phase, task.micro_batch, task.stage))
+            records.append((row, HOST, ready_t, t, HOST_BOUND[si], task.phase, micro_batch, task.stage))
     if tail > end:
         ledger.host.append((end, tail))
         if records is not None:
-            records.append((row, HOST, end, tail, HOST_BOUND[si], task.phase, task.micro_batch, task.stage))
+            records.append((row, HOST, end, tail, HOST_BOUND[si], task.phase, micro_batch, task.stage))
 
 
 class Runner:
@@ -175,13 +175,13 @@ class Runner:
 
     def start(self, unit: Unit, program: RankProgram) -> None:
         """Start a unit: one process for all streams of a scalar unit, one per stream for a block."""
-        unit.ledgers = [Ledger(program.queues) for _ in unit.rows]
+        unit.ledgers = [Ledger(program) for _ in unit.rows]
         if unit.spec.block:
             for si, queue in enumerate(program.queues):
                 if queue:
-                    self.env.process(self.block_stream(unit, si, queue))
+                    self.env.process(self.block_stream(unit, si, program))
         else:
-            self.env.process(self.unit_streams(unit, program.queues))
+            self.env.process(self.unit_streams(unit, program))
 
     def _wait(self, source: Unit, slot: int) -> simpy.Event:
         event = source.waiting.get(slot)
@@ -205,7 +205,7 @@ class Runner:
             return True
         return False
 
-    def unit_streams(self, unit: Unit, queues: tuple[list[Task], ...]):
+    def unit_streams(self, unit: Unit, program: RankProgram):
         """All streams of a scalar unit in one process: each runs as far as its inputs allow; an input from
         another stream of the unit is picked up on the next pass, so only inputs from other units (and
         rendezvous) cost a SimPy event."""
@@ -220,6 +220,8 @@ class Runner:
         scales = (unit.slowdown, 1.0, 1.0)
         pos, ends = unit.pos, unit.end
         done, waiting, sync_s, groups = unit.done, unit.waiting, self.sync_s, unit.spec.groups
+        queues, bases, linked, hosts, micro_batches = (program.queues, program.bases, program.linked, program.hosts,
+                                                       program.micro_batches)
         arrived: list = [None, None, None]  # a rendezvous this stream has joined and waits to end
         blocked: list = [None, None, None]  # the event this stream waits on
         transfers: list = [None, None, None]  # a network op this stream runs (time-shared network)
@@ -227,37 +229,51 @@ class Runner:
         while True:
             progressed = False
             for si in streams:
-                queue = queues[si]
+                queue, stream_bases, stream_linked, stream_hosts = queues[si], bases[si], linked[si], hosts[si]
                 i, n, t = pos[si], len(queue), ends[si]
                 scale, saving = scales[si], savings[si]
                 blocked[si] = None
                 while i < n:
                     task = queue[i]
-                    for p_rank, p_slot in task.inputs:
-                        ready = peers[p_rank].done[p_slot]
-                        if ready is None:  # not produced yet
+                    base = stream_bases[i]
+                    inputs = task.inputs
+                    if inputs is not None:  # waits inside its step: this unit's own slots, from the copy's base
+                        for slot in inputs:
+                            ready = done[base + slot]
+                            if ready is None:  # another stream of the unit gives it: picked up on the next pass
+                                break
+                            if ready > t:
+                                t = ready
+                        else:
+                            ready = t
+                        if ready is None:
                             break
-                        if ready > t:
-                            t = ready
                     else:
-                        ready = t
-                    if ready is None:
-                        source = peers[p_rank]
-                        if source is not unit:
-                            blocked[si] = self._wait(source, p_slot)
-                        break
-                    host = task.host
+                        for p_rank, p_slot in stream_linked[i]:
+                            ready = peers[p_rank].done[p_slot]
+                            if ready is None:  # not produced yet
+                                break
+                            if ready > t:
+                                t = ready
+                        else:
+                            ready = t
+                        if ready is None:
+                            source = peers[p_rank]
+                            if source is not unit:
+                                blocked[si] = self._wait(source, p_slot)
+                            break
+                    host = stream_hosts[i]
                     if host is not None:  # the host thread must have issued the task (moesim.simulator.engine.host)
                         base_slot, first_s, tail_s, sync = host
                         if sync is None:
-                            base = done[base_slot] if base_slot >= 0 else 0.0
+                            release = done[base_slot] if base_slot >= 0 else 0.0
                         else:
-                            base = sync_release(unit, sync, t, sync_s)
-                        if base is None:
+                            release = sync_release(unit, sync, t, sync_s)
+                        if release is None:
                             break  # a release another stream of this unit gives: picked up on the next pass
                         ready_t = t
-                        if base + first_s > t:
-                            t = base + first_s
+                        if release + first_s > t:
+                            t = release + first_s
                     if task.net is not None:
                         event, t, end = self._net_task(unit, si, task, i, t, arrived, transfers)
                         if event is not None:
@@ -280,15 +296,16 @@ class Runner:
                         enter((t, end, si, i))
                         if records is not None:
                             records.append((row, STREAM_NAMES[si], t, end, task.label, task.phase,
-                                            task.micro_batch, task.stage))
+                                            micro_batches[si][i], task.stage))
                     if host is not None:
-                        tail = base + tail_s
+                        tail = release + tail_s
                         if ledger is not None and (t > ready_t or tail > end):
-                            host_bound(ledger, records, row, si, task, ready_t, t, end, tail)
+                            host_bound(ledger, records, row, si, task, micro_batches[si][i], ready_t, t, end, tail)
                         if tail > end:
                             end = tail
                     slot = task.slot
                     if slot >= 0:  # Unit.give, inlined
+                        slot += base
                         done[slot] = end
                         if waiting:
                             event = waiting.pop(slot, None)
@@ -389,9 +406,11 @@ class Runner:
             return transfer.event
         return None
 
-    def block_stream(self, unit: Unit, si: int, queue: list[Task]):
-        """A block's stream: ``t`` holds each GPU's stream time."""
+    def block_stream(self, unit: Unit, si: int, program: RankProgram):
+        """A block's stream ``si``: ``t`` holds each GPU's stream time."""
         done, peers, spec = unit.done, unit.peers, unit.spec
+        queue, bases, linked = program.queues[si], program.bases[si], program.linked[si]
+        hosts, micro_batches = program.hosts[si], program.micro_batches[si]
         size = len(spec.gpus)
         width = dict(spec.width)
         records = self.records
@@ -405,25 +424,28 @@ class Runner:
         t = np.zeros(size)
         zeros = np.zeros(size)  # a release before the step's first host sync
         for i, task in enumerate(queue):
-            for p_rank, p_slot in task.inputs:
+            base = bases[i]
+            # Waits inside its step are this unit's own slots, from the copy's base.
+            inputs = linked[i] if task.inputs is None else [(spec.rank, base + slot) for slot in task.inputs]
+            for p_rank, p_slot in inputs:
                 ready = peers[p_rank].done[p_slot]
                 if ready is None:  # not produced yet
                     ready = yield from self._block_wait(unit, si, i, peers[p_rank], p_slot)
                 t = maximum(t, ready)
-            host = task.host
+            host = hosts[i]
             if host is not None:  # the host thread must have issued the task (moesim.simulator.engine.host)
                 base_slot, first_s, tail_s, sync = host
                 source_slot = base_slot if sync is None else sync[0]
-                base = zeros
+                release = zeros
                 if source_slot >= 0:
-                    base = done[source_slot]
-                    if base is None:  # a release the unit's other stream gives
-                        base = yield from self._block_wait(unit, si, i, unit, source_slot)
+                    release = done[source_slot]
+                    if release is None:  # a release the unit's other stream gives
+                        release = yield from self._block_wait(unit, si, i, unit, source_slot)
                 if sync is not None:
-                    base = maximum(base + sync[1], t) + self.sync_s
-                    unit.give(sync[2], base)
+                    release = maximum(release + sync[1], t) + self.sync_s
+                    unit.give(sync[2], release)
                 ready_t = t
-                t = maximum(t, base + first_s)
+                t = maximum(t, release + first_s)
             group = task.group
             if group is None:
                 end = block_compute_end(task, t, scale, savings)
@@ -431,13 +453,13 @@ class Runner:
                 end = yield from self._tail_sync(unit, si, i, task, t)
             else:
                 end = block_collective_end(t, task.duration_s, width.get(group, 1))
-            label, phase, mb, stage = task.label, task.phase, task.micro_batch, task.stage
+            label, phase, mb, stage = task.label, task.phase, micro_batches[i], task.stage
             for j, row, ledger in rows:
                 ledger.spans.append((float(t[j]), float(end[j]), si, i))
                 if records is not None:
                     records.append((row, name, float(t[j]), float(end[j]), label, phase, mb, stage))
             if host is not None:
-                tail = base + tail_s
+                tail = release + tail_s
                 for j, row, ledger in rows:
                     if t[j] > ready_t[j]:
                         ledger.host.append((float(ready_t[j]), float(t[j])))
@@ -451,7 +473,7 @@ class Runner:
                                             stage))
                 end = maximum(end, tail)
             if task.slot >= 0:
-                unit.give(task.slot, end)
+                unit.give(base + task.slot, end)
             t = end
         unit.pos[si] = len(queue)
         unit.end[si] = float(t.max()) if size else 0.0

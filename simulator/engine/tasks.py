@@ -4,13 +4,14 @@ A :class:`Task` is one priced segment on one stream (compute, communication, or 
 A rank's :class:`RankProgram` holds its streams' queues; each queue runs in order, like a CUDA stream. The program
 builder (:mod:`moesim.simulator.engine.program`) names a task's dependencies by *signals* — ints, one per task
 completion — and the compiler (:mod:`moesim.simulator.engine.compiler`) turns them into what the runner
-(:mod:`moesim.simulator.engine.runner`) reads:
-``inputs``, the (producer's pipeline rank, slot) pairs it waits for, and ``slot``, where its own completion
-time is kept if a task on another stream waits for it. The builder does so once per kind of step and copies the
-compiled step for each of its micro-batches.
+(:mod:`moesim.simulator.engine.runner`) reads: ``inputs``, what it waits for, and ``slot``, where its own completion
+time is kept if a task on another stream waits for it. The builder does so once per kind of step and copies the compiled step for each of its micro-batches: the
+copies share their task objects, and what differs between them (micro-batch, slot base, host times) the program
+keeps per position.
 
-A DeepSeek-V3 step has about 75,000 tasks, so a task is a class with ``__slots__`` and a plain positional
-``__init__`` (a dataclass' generated one costs more per task, and nothing here needs its extras).
+A DeepSeek-V3 step has about 75,000 tasks in a few hundred kinds of step, so a task is a class with ``__slots__``
+and a plain positional ``__init__`` (a dataclass' generated one costs more per task, and nothing here needs its
+extras), and a step's copy costs a few list extensions, not an object per task.
 """
 
 from __future__ import annotations
@@ -35,17 +36,19 @@ class Task:
     ``label`` names it in the timeline (``ATTN3+MLP3``, ``sendF``, ``optimizer``); ``duration_s`` is how long
     it occupies its stream, in seconds; ``phase`` the letter of the chunk's phase ("F", "B", "W") or "dp"/"opt"
     for the step's tail; ``micro_batch`` and ``stage`` the chunk's (−1 for the tail). ``deps`` are the signals
-    it waits for and ``done`` the signal its completion gives (builder's view; a compiled copy keeps neither:
-    ``()`` and −1). ``group`` is the process group
+    it waits for and ``done`` the signal its completion gives (builder's view). ``group`` is the process group
     a collective meets over ("ep", "tp", "tail") or None for work no peer waits for; ``stream`` the
     :class:`~moesim.workloads.ops.Stream` it runs on; ``expert_s`` the part of ``duration_s`` spent in routed-expert
     GEMMs at the busiest GPU's load (skewed routing); ``net``, with a time-shared network, the index of its
-    :class:`NetOp` (None: it just lasts ``duration_s``).
+    :class:`NetOp` (None: it just lasts ``duration_s``); ``host`` None unless the host is modelled
+    (:mod:`moesim.simulator.engine.host`): then the builder's (kernels, launch seconds, sync).
 
-    Set by the compiler: ``inputs``, the (producer's pipeline rank, slot) pairs it waits for beyond its own
-    stream's order; ``slot``, where its end time is kept (≥ 0) or −1 when nothing on another stream waits for
-    it. ``host`` is None unless the host is modelled (:mod:`moesim.simulator.engine.host`): then the builder's (kernels,
-    launch seconds, sync) and, once planned (:func:`moesim.simulator.engine.host.plan_host`), what the runner reads.
+    Compiled (:mod:`moesim.simulator.engine.compiler`), one task object stands for the same task of every copy of
+    its step: the copy's micro-batch, slot base and planned host times are the program's, per position
+    (:class:`RankProgram`); ``micro_batch``, ``deps`` and ``done`` are then −1, () and −1. ``inputs`` are the
+    slots of its own unit it waits for beyond its stream's order, relative to its copy's base, or None when some
+    wait is outside its step (the program's ``linked`` holds them then); ``slot`` is where its end time is kept,
+    relative to the base, or −1 when nothing waits for it.
     """
 
     __slots__ = ("label", "duration_s", "phase", "micro_batch", "stage", "deps", "done", "group", "stream",
@@ -67,9 +70,10 @@ class Task:
         self.net = net
         self.host = host
 
-    def where(self) -> str:
-        """The task as an error message names it: ``label phase micro_batch@stage``."""
-        return f"{self.label} {self.phase}{self.micro_batch}@{self.stage}"
+    def where(self, micro_batch: int | None = None) -> str:
+        """The task as an error message names it: ``label phase micro_batch@stage`` (``micro_batch``: a compiled
+        task's, from its position)."""
+        return f"{self.label} {self.phase}{self.micro_batch if micro_batch is None else micro_batch}@{self.stage}"
 
     def __repr__(self) -> str:
         return (f"Task({self.where()}, {self.stream.value}, {self.duration_s!r} s, deps={self.deps}, "
@@ -79,15 +83,24 @@ class Task:
 class RankProgram:
     """A pipeline rank's tasks: ``queues[COMPUTE]``, ``queues[COMM]`` and ``queues[PP]``, each run in order.
 
-    Built once per pipeline rank and run by every unit on that rank (:mod:`moesim.simulator.engine.cohorts`). ``order`` holds
-    every task in the order the host issues them (kept only when the host is modelled).
+    Built once per pipeline rank and run by every unit on that rank (:mod:`moesim.simulator.engine.cohorts`). Built
+    with signals (:meth:`add`) a queue holds the tasks themselves. Compiled, a queue holds each copy's shared task
+    objects, and per position, stream by stream: ``micro_batches``, ``bases`` (the copy's first slot),
+    ``linked`` (position → the (pipeline rank, slot) pairs a task waiting outside its step waits for) and
+    ``hosts`` (the planned host record, :func:`moesim.simulator.engine.host.plan_host`, or None). ``order`` lists
+    the copies in the order the host issues them, each as (its tasks in issue order, as
+    :func:`moesim.simulator.engine.host.issue_entry` gives them, the copy's first position on each stream).
     """
 
-    __slots__ = ("queues", "order")
+    __slots__ = ("queues", "micro_batches", "bases", "linked", "hosts", "order")
 
     def __init__(self):
         self.queues: tuple[list[Task], list[Task], list[Task]] = ([], [], [])
-        self.order: list[Task] = []
+        self.micro_batches: tuple[list[int], list[int], list[int]] = ([], [], [])
+        self.bases: tuple[list[int], list[int], list[int]] = ([], [], [])
+        self.linked: tuple[dict, dict, dict] = ({}, {}, {})
+        self.hosts: tuple[list, list, list] = ([], [], [])
+        self.order: list[tuple[list, list[int]]] = []
 
     @property
     def compute(self) -> list[Task]:
@@ -102,8 +115,31 @@ class RankProgram:
         return self.queues[PP]
 
     def add(self, task: Task) -> None:
-        """Append ``task`` to the queue of its stream."""
+        """Append ``task`` (with signals, not compiled yet) to the queue of its stream."""
         self.queues[STREAM_INDEX[task.stream]].append(task)
+
+    def clear_hosts(self) -> None:
+        """No host record at any position (the host not modelled, or not planned yet)."""
+        self.hosts = tuple([None] * len(queue) for queue in self.queues)
+
+    def micro_batch(self, si: int, position: int) -> int:
+        """The micro-batch of the task at ``position`` of stream ``si``, compiled or not."""
+        micro_batches = self.micro_batches[si]
+        return micro_batches[position] if micro_batches else self.queues[si][position].micro_batch
+
+    def slot(self, si: int, position: int) -> int:
+        """Compiled: the slot where the task at ``position`` of stream ``si`` keeps its end time, or −1."""
+        task = self.queues[si][position]
+        return task.slot if task.slot < 0 else self.bases[si][position] + task.slot
+
+    def waits(self, rank: int, si: int, position: int) -> tuple[Input, ...]:
+        """Compiled: the (pipeline rank, slot) pairs the task at ``position`` of stream ``si`` waits for beyond its
+        stream's order, as the runner reads them (``rank``: this program's pipeline rank)."""
+        task = self.queues[si][position]
+        if task.inputs is None:
+            return self.linked[si][position]
+        base = self.bases[si][position]
+        return tuple((rank, base + slot) for slot in task.inputs)
 
     def __len__(self) -> int:
         return sum(len(queue) for queue in self.queues)

@@ -4,7 +4,8 @@ Run: python tests/benchmarks/bench_engine.py [--html /tmp/moesim-engine-scaling.
      [--gpus-max 16384] [--quick] [--cases representative,full/gpus] [--repeat N] [--no-scaling]
 
 Every case runs in a fresh subprocess (so its peak RSS is its own) and reports wall and CPU seconds of a whole
-`simulate` (pricing + engine + metrics), the engine's share (building programs, compiling them, executing),
+`simulate` (pricing + engine + metrics), the engine's share (building and compiling programs, planning the
+host, executing),
 simulated events (task starts and ends of the simulated units; with shared units also those of every GPU
 they stand for) and events per CPU second, next to raw SimPy's rate measured in the same run (two processes
 trading timeouts: the floor any SimPy engine pays per event). The machine is shared, so CPU seconds are the
@@ -13,7 +14,7 @@ figure to compare; wall seconds are printed as measured.
 Columns: units are the simulated units (pipeline ranks; classes of identical GPUs; or every GPU); events are
 task starts and ends the engine computed (every GPU's own under full/gpus), GPU events those of every GPU the
 units stand for; events/s is events per CPU second of the engine (building, compiling and executing the
-programs) and "/ SimPy" its ratio to raw SimPy's rate; waits are the SimPy events streams blocked on.
+programs, and planning their host) and "/ SimPy" its ratio to raw SimPy's rate; waits are the SimPy events streams blocked on.
 
 Cases: representative; full (run.fidelity=full: identical GPUs run once while that makes fewer units);
 full/gpus, every GPU simulated on its own (what a scenario whose GPUs all differ costs); representative with
@@ -79,7 +80,7 @@ def measure(overrides: list[str], units: str) -> dict:
     run = timed("engine", PipelineEngine.run)
     PipelineEngine.run = lambda self: timelines.append(run(self)) or timelines[-1]
     ProgramBuilder.build = timed("build", ProgramBuilder.build)
-    engine.compile_programs = timed("compile", engine.compile_programs)
+    engine.plan_host = timed("host", engine.plan_host)
     Ledger.breakdown = timed("metrics", Ledger.breakdown)  # inside the engine's run
     sim.full_layout = timed("layout", sim.full_layout)
     scenario = load_scenario(preset=PRESET, overrides=overrides)
@@ -89,9 +90,9 @@ def measure(overrides: list[str], units: str) -> dict:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     tl = timelines[-1]
     parts["engine"] -= parts.get("metrics", 0.0)
-    execute = parts["engine"] - parts["build"] - parts["compile"]
+    execute = parts["engine"] - parts["build"] - parts.get("host", 0.0)
     return {"wall_s": wall, "cpu_s": cpu, "engine_cpu_s": parts["engine"], "build_s": parts["build"],
-            "compile_s": parts["compile"], "execute_s": execute, "metrics_s": parts.get("metrics", 0.0),
+            "host_s": parts.get("host", 0.0), "execute_s": execute, "metrics_s": parts.get("metrics", 0.0),
             "layout_s": parts.get("layout", 0.0),
             "pricing_s": cpu - parts["engine"] - parts.get("metrics", 0.0) - parts.get("layout", 0.0),
             "events": tl.events, "gpu_events": tl.gpu_events, "waits": tl.waits, "units": tl.units,
@@ -115,7 +116,7 @@ def scaled(gpus: int, micro_batches: int = 120) -> list[str]:
 
 
 def dominant(row: dict) -> str:
-    parts = {"pricing": row["pricing_s"], "program build": row["build_s"], "compile": row["compile_s"],
+    parts = {"pricing": row["pricing_s"], "program build and compile": row["build_s"], "host plan": row["host_s"],
              "execution (streams, rendezvous)": row["execute_s"], "metrics": row["metrics_s"],
              "layout": row["layout_s"]}
     name = max(parts, key=parts.get)
