@@ -18,7 +18,6 @@ it finishes; :func:`moesim.simulator.metrics.rank_breakdowns` works out the same
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 
 from moesim.simulator.engine.tasks import PP, RankProgram
@@ -65,7 +64,7 @@ class Ledger:
         it ran them, and only the communication streams' tasks, which interleave, are sorted here.
         """
         queues, micro_batches = self.program.queues, self.program.micro_batches
-        busy: dict[str, float] = defaultdict(float)
+        f = b = w = opt = 0.0  # compute-stream time in F, B and W chunks and in the optimizer step
         # Compute intervals merged as they come (starts never go back on one stream): starts, ends, last end.
         cover_starts: list[float] = []
         cover_ends: list[float] = []
@@ -80,7 +79,14 @@ class Ledger:
             task = queues[stream][position]
             phase = task.phase
             if stream == 0:  # the compute stream (moesim.simulator.engine.tasks.COMPUTE)
-                busy[phase] += end - start
+                if phase == "F":
+                    f += end - start
+                elif phase == "B":
+                    b += end - start
+                elif phase == "W":
+                    w += end - start
+                elif phase == "opt":
+                    opt += end - start
                 if start <= last:
                     if end > last:
                         last = cover_ends[-1] = end
@@ -116,7 +122,6 @@ class Ledger:
         comm_s = sum(end - start for start, end in comm)
         # The timeline's order of micro-batches: by the end of each one's first task, then by entry.
         peak_n, peak_bytes = peak_held(dict(sorted(held.items(), key=_first)), activation_bytes)
-        f, b, w, opt = (busy[p] for p in ("F", "B", "W", "opt"))
         useful = f + b + w + opt + exposed + host_bound
         return RankBreakdown(f, b, w, exposed, max(0.0, makespan_s - useful), opt, comm_s, peak_n, peak_bytes,
                              host_bound)

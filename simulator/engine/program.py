@@ -156,42 +156,45 @@ class ProgramBuilder:
         other steps, so each kind is built once (:meth:`step_tasks`) and compiled into a
         :class:`~moesim.simulator.engine.compiler.StepTemplate` that every step of the kind copies."""
         chunks = (step,) if step.overlap is None else (step, step.overlap)
-        key, roles = self._kind(chunks)
+        links = [self._links(chunk) for chunk in chunks]
+        key, roles = self._kind(chunks, links)
         template = self._templates.get(key)
         if template is None:
             first = step.micro_batch
             template = self._templates[key] = compile_step(
-                self.step_tasks(step), roles, lambda i, task: 0 if task.micro_batch == first else 1)
+                self.step_tasks(step, links), roles, lambda i, task: 0 if task.micro_batch == first else 1)
         template.add_to(program, rank, tuple(c.micro_batch for c in chunks), roles, self.linker,
                         self.host is not None)
 
-    def _kind(self, chunks: tuple[Step, ...]) -> tuple[tuple, list[int]]:
-        """What makes steps alike, and the step's roles: per chunk its start dependencies, its completion and, if
-        it sends to another rank, its send's. A kind is the chunks' stages and phases, which chunk computes W,
-        the rank each sends to (a time-shared network's op names it), whether the chunks share a micro-batch (no
-        schedule pairs two chunks of one micro-batch today; a copy gives each task its chunk's micro-batch by
-        that) and which roles are one signal."""
+    def _kind(self, chunks: tuple[Step, ...], links: list[tuple]) -> tuple[tuple, list[int]]:
+        """What makes steps alike, and the step's roles: per chunk (its :meth:`_links`) its start dependencies,
+        its completion and, if it sends to another rank, its send's. A kind is the chunks' stages and phases,
+        which chunk computes W, the rank each sends to (a time-shared network's op names it), whether the chunks
+        share a micro-batch (no schedule pairs two chunks of one micro-batch today; a copy gives each task its
+        chunk's micro-batch by that) and which roles are one signal."""
         roles = []
         key: list = []
-        for chunk in chunks:
-            roles += self._start_deps(chunk)
-            roles.append(self._done(chunk))
-            target = self._send_target(chunk)
-            if target is not None:
-                roles.append(self._named_signal(("sent", chunk.phase, chunk.micro_batch, chunk.stage)))
-            key += (chunk.stage, chunk.phase, self._fuses_weight(chunk), target)
+        for chunk, (start, done, sent, to_rank) in zip(chunks, links):
+            roles += start
+            roles.append(done)
+            if sent is not None:
+                roles.append(sent)
+            key += (chunk.stage, chunk.phase, self._fuses_weight(chunk), to_rank)
         if len(chunks) > 1:
             key.append(chunks[0].micro_batch == chunks[1].micro_batch)
         if len(set(roles)) < len(roles):
             key.append(tuple(roles.index(signal) for signal in roles))
         return tuple(key), roles
 
-    def step_tasks(self, step: Step) -> list[Task]:
-        """A step's tasks in issue order, their dependencies named by signals."""
+    def step_tasks(self, step: Step, links: list[tuple] | None = None) -> list[Task]:
+        """A step's tasks in issue order, their dependencies named by signals (``links``: each chunk's
+        :meth:`_links`, worked out here if not given)."""
+        chunks = (step,) if step.overlap is None else (step, step.overlap)
+        links = links or [self._links(chunk) for chunk in chunks]
         if step.overlap is not None:
-            return self._pair_tasks(step)
-        tasks = self._chunk_tasks(step)
-        send = self._send_task(step)
+            return self._pair_tasks(step, links)
+        tasks = self._chunk_tasks(step, links[0])
+        send = self._send_task(step, links[0])
         if send is not None:
             tasks.append(send)
         return tasks
@@ -236,24 +239,30 @@ class ProgramBuilder:
             signal = self._named[key] = self.new_signal()
         return signal
 
-    def _done(self, step: Step) -> int:
-        return self._named_signal(("done", step.phase, step.micro_batch, step.stage))
+    def _links(self, step: Step) -> tuple[list[int], int, int | None, int | None]:
+        """A chunk's signals to and from other steps: (its start dependencies, its completion, its send's or
+        None, the rank its send goes to or None: its consumer sits on its own rank, or it has none).
 
-    def _arrival(self, phase: Phase, micro_batch: int, from_stage: int, to_stage: int) -> int:
-        rank_of = self.schedule.rank_of
-        same_rank = rank_of(micro_batch, from_stage) == rank_of(micro_batch, to_stage)
-        return self._named_signal(("done" if same_rank else "sent", phase, micro_batch, from_stage))
-
-    def _start_deps(self, step: Step) -> list[int]:
-        last = self.schedule.stages - 1
-        mb, s = step.micro_batch, step.stage
-        if step.phase is Phase.F:
-            return [self._arrival(Phase.F, mb, s - 1, s)] if s > 0 else []
-        if step.phase is Phase.B:
-            if s == last:
-                return [self._named_signal(("done", Phase.F, mb, s))]
-            return [self._arrival(Phase.B, mb, s + 1, s)]
-        return [self._named_signal(("done", Phase.B, mb, s))]
+        F of stage s waits for F of stage s−1 to arrive; B of stage s waits for B of stage s+1 to arrive (on the
+        last stage, for its own F); W waits for its B. An arrival from another rank is that chunk's send."""
+        rank_of, named = self.schedule.rank_of, self._named_signal
+        mb, stage, phase = step.micro_batch, step.stage, step.phase
+        own = rank_of(mb, stage)
+        if phase is Phase.F:
+            start = [] if stage == 0 else [
+                named(("done" if rank_of(mb, stage - 1) == own else "sent", Phase.F, mb, stage - 1))]
+            target = stage + 1
+        elif phase is Phase.B:
+            start = [named(("done", Phase.F, mb, stage))] if stage == self.schedule.stages - 1 else [
+                named(("done" if rank_of(mb, stage + 1) == own else "sent", Phase.B, mb, stage + 1))]
+            target = stage - 1
+        else:
+            start, target = [named(("done", Phase.B, mb, stage))], -1
+        to_rank = rank_of(mb, target) if 0 <= target < self.schedule.stages else None
+        if to_rank == own:
+            to_rank = None
+        sent = named(("sent", phase, mb, stage)) if to_rank is not None else None
+        return start, named(("done", phase, mb, stage)), sent, to_rank
 
     def _net(self, comms: tuple, fixed_s: float = 0.0, send_to: int = -1) -> int | None:
         """Index of the network op moving ``comms`` (None without a time-shared network or comms)."""
@@ -337,8 +346,9 @@ class ProgramBuilder:
             self._keep_alive.append(segments)  # ids stay unique while the tuple lives
         return cached
 
-    def _chunk_tasks(self, step: Step) -> list[Task]:
-        """The tasks of one chunk, chained; the last one completes the chunk's "done" signal."""
+    def _chunk_tasks(self, step: Step, links: tuple) -> list[Task]:
+        """The tasks of one chunk, chained; the last one completes the chunk's "done" signal (``links``: its
+        :meth:`_links`)."""
         price = self.prices[step.stage]
         segments = price.segments[step.phase]
         if self._fuses_weight(step):
@@ -346,53 +356,45 @@ class ProgramBuilder:
             segments = self._fused.get(step.stage)
             if segments is None:
                 segments = self._fused[step.stage] = price.segments[Phase.B] + price.segments[Phase.W]
-        return self._chain(step, segments, self._start_deps(step), self._done(step))
+        return self._chain(step, segments, links[0], links[1])
 
-    def _send_target(self, step: Step) -> int | None:
-        """The pipeline rank a chunk's send goes to, or None if its consumer sits on its own rank (or none)."""
-        target = step.stage + 1 if step.phase is Phase.F else step.stage - 1
-        if step.phase is Phase.W or not 0 <= target < self.schedule.stages:
-            return None
-        rank_of = self.schedule.rank_of
-        to_rank = rank_of(step.micro_batch, target)
-        return None if to_rank == rank_of(step.micro_batch, step.stage) else to_rank
-
-    def _send_task(self, step: Step) -> Task | None:
-        """The pipeline send that follows a chunk, if its consumer sits on another rank."""
-        to_rank = self._send_target(step)
+    def _send_task(self, step: Step, links: tuple) -> Task | None:
+        """The pipeline send that follows a chunk, if its consumer sits on another rank (``links``: the chunk's
+        :meth:`_links`)."""
+        _, done, sent, to_rank = links
         if to_rank is None:
             return None
         net = self._net((self.send_comm,), 0.0, to_rank) if self.send_comm is not None else None
-        task = Task(f"send{step.phase.value}", self.send_s, step.phase.value, step.micro_batch, step.stage,
-                    [self._done(step)], self._named_signal(("sent", step.phase, step.micro_batch, step.stage)),
-                    None, Stream.PP, net=net)
+        task = Task(f"send{step.phase.value}", self.send_s, step.phase.value, step.micro_batch, step.stage, [done],
+                    sent, None, Stream.PP, net=net)
         if self.host is not None:
             task.host = (1, self.host.launch_s(OpClass.COLLECTIVE), False)
         return task
 
     # Overlapped pairs.
-    def _pair_tasks(self, step: Step) -> list[Task]:
-        """An overlapped pair's tasks (both chunks, the backward's W if fused, their sends) in issue order.
+    def _pair_tasks(self, step: Step, links: list[tuple]) -> list[Task]:
+        """An overlapped pair's tasks (both chunks, the backward's W if fused, their sends) in issue order
+        (``links``: each chunk's :meth:`_links`).
 
         The order depends only on the two chunks' stages and phases, on which of them computes W and on which
         sends cross ranks, so it is worked out once per such pair (:meth:`_pair_template`) and reused.
         """
         chunks = [step, step.overlap]
         if self.pair_s is not None:
-            return self._synthetic_pair(chunks)
+            return self._synthetic_pair(chunks, links)
         weight = next((i for i, c in enumerate(chunks) if self._fuses_weight(c)), None)
-        sends = [self._send_task(c) for c in chunks]
+        sends = [self._send_task(c, c_links) for c, c_links in zip(chunks, links)]
         key = (chunks[0].stage, chunks[0].phase, chunks[1].stage, chunks[1].phase, weight,
                sends[0] is not None, sends[1] is not None)
         template = self._pair_templates.get(key)
         if template is None:
             template = self._pair_templates[key] = self._pair_template(chunks, weight, sends)
-        parts = [self._chain(c, self._components(c.stage, c.phase), self._start_deps(c), self._done(c), True)
-                 for c in chunks]
+        parts = [self._chain(c, self._components(c.stage, c.phase), start, done, True)
+                 for c, (start, done, _, _) in zip(chunks, links)]
         if weight is not None:
             w = chunks[weight]
             w_tasks = self._chain(Step(w.micro_batch, w.stage, Phase.W), self._components(w.stage, Phase.W),
-                                  [self._done(w)], self.new_signal(), True)
+                                  [links[weight][1]], self.new_signal(), True)
             for task, (chained, (part, index)) in zip(w_tasks, template.w_deps):
                 task.deps = ([task.deps[0]] if chained else []) + [parts[part][index].done]
             parts.append(w_tasks)
@@ -453,18 +455,21 @@ class ProgramBuilder:
         price = self.prices[stage]
         return price.components[phase] if price.components is not None else price.segments[phase]
 
-    def _synthetic_pair(self, chunks: list[Step]) -> list[Task]:
-        """``pair_s`` seconds of compute for the whole pair, in chunk order F, B, W; then the sends."""
-        parts = [(c, c.phase) for c in chunks] + [(c, Phase.W) for c in chunks if self._fuses_weight(c)]
-        times = [self.prices[c.stage].phase_time_s(phase) for c, phase in parts]
+    def _synthetic_pair(self, chunks: list[Step], links: list[tuple]) -> list[Task]:
+        """``pair_s`` seconds of compute for the whole pair, in chunk order F, B, W; then the sends (``links``:
+        each chunk's :meth:`_links`)."""
+        parts = [(i, c.phase) for i, c in enumerate(chunks)] + [(i, Phase.W) for i, c in enumerate(chunks)
+                                                                 if self._fuses_weight(c)]
+        times = [self.prices[chunks[i].stage].phase_time_s(phase) for i, phase in parts]
         scale = self.pair_s / sum(times) if sum(times) > 0 else 0.0
-        deps = [d for c in chunks for d in self._start_deps(c)]
+        deps = [d for start, _, _, _ in links for d in start]
         tasks = []
-        for (chunk, phase), seconds in zip(parts, times):
-            done = self._done(chunk) if phase is chunk.phase else self.new_signal()
+        for (i, phase), seconds in zip(parts, times):
+            chunk = chunks[i]
+            done = links[i][1] if phase is chunk.phase else self.new_signal()
             tasks.append(Task(phase.value, seconds * scale, phase.value, chunk.micro_batch, chunk.stage, deps, done,
                               None, Stream.COMPUTE))
             tasks[-1].host = NO_HOST if self.host is not None else None
             deps = [done]
-        sends = [self._send_task(c) for c in chunks]
+        sends = [self._send_task(c, c_links) for c, c_links in zip(chunks, links)]
         return tasks + [s for s in sends if s is not None]
