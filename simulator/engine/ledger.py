@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from operator import itemgetter
 
 from moesim.simulator.engine.tasks import PP, RankProgram
 
 HOLD_PHASES = ("F", "B", "W")  # phases of a micro-batch's chunks, which hold its activations
+END = itemgetter(1)  # an interval's end: the key the timeline's order sorts by
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ class Ledger:
         comm_append, held_get = comm.append, held.get
         chunk = span = None  # the last (stage, micro_batch) looked up and its span: a chunk's tasks come in runs
         for entry, (start, end, stream, position) in enumerate(self.spans):
+            if stream == PP:  # the pipeline sends (the PP stream runs nothing else): they hold no activations
+                comm_append((start, end))
+                continue
             task = queues[stream][position]
             phase = task.phase
             if stream == 0:  # the compute stream (moesim.simulator.engine.tasks.COMPUTE)
@@ -96,8 +101,6 @@ class Ledger:
                     last = end
             else:
                 comm_append((start, end))
-                if stream == PP:  # the pipeline sends (the PP stream runs nothing else): they hold no activations
-                    continue
             # A micro-batch's activations are held from its F until its last backward use (B or W).
             if phase in HOLD_PHASES:
                 micro_batch = micro_batches[stream][position]
@@ -114,21 +117,17 @@ class Ledger:
                 elif end > span[1]:
                     span[1] = end
         # Into the timeline's order (by end, stable): the sums below add in it, and the merges sort less.
-        comm.sort(key=_end)
-        host = sorted(self.host, key=_end)
+        comm.sort(key=END)
+        host = sorted(self.host, key=END)
         cover = list(zip(cover_starts, cover_ends))
         host_bound = uncovered_s(host, cover) if host else 0.0
         exposed = uncovered_s(comm, merge(cover + host) if host else cover)
-        comm_s = sum(end - start for start, end in comm)
+        comm_s = sum([end - start for start, end in comm])
         # The timeline's order of micro-batches: by the end of each one's first task, then by entry.
         peak_n, peak_bytes = peak_held(dict(sorted(held.items(), key=_first)), activation_bytes)
         useful = f + b + w + opt + exposed + host_bound
         return RankBreakdown(f, b, w, exposed, max(0.0, makespan_s - useful), opt, comm_s, peak_n, peak_bytes,
                              host_bound)
-
-
-def _end(interval: tuple[float, float]) -> float:
-    return interval[1]
 
 
 def _first(item: tuple) -> tuple[float, int]:

@@ -279,9 +279,8 @@ class Runner:
                         if event is not None:
                             blocked[si] = event
                     elif task.group is None:  # compute: its duration, times the unit's slowdown (a straggler),
-                        expert_s = task.expert_s  # less what its GPU saves on routed experts (skewed routing)
-                        if saving is not None and expert_s:
-                            end = t + (task.duration_s - expert_s * saving[task.phase]) * scale
+                        if saving is not None and task.expert_s:  # less what its GPU saves on routed experts
+                            end = t + (task.duration_s - task.expert_s * saving[task.phase]) * scale
                         else:
                             end = t + task.duration_s * scale
                     elif groups[task.group][1] == 1:  # a collective no other unit joins
