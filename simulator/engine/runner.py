@@ -424,13 +424,18 @@ class Runner:
         zeros = np.zeros(size)  # a release before the step's first host sync
         for i, task in enumerate(queue):
             base = bases[i]
-            # Waits inside its step are this unit's own slots, from the copy's base.
-            inputs = linked[i] if task.inputs is None else [(spec.rank, base + slot) for slot in task.inputs]
-            for p_rank, p_slot in inputs:
-                ready = peers[p_rank].done[p_slot]
-                if ready is None:  # not produced yet
-                    ready = yield from self._block_wait(unit, si, i, peers[p_rank], p_slot)
-                t = maximum(t, ready)
+            if task.inputs is not None:  # waits inside its step: this unit's own slots, from the copy's base
+                for slot in task.inputs:
+                    ready = done[base + slot]
+                    if ready is None:  # not produced yet
+                        ready = yield from self._block_wait(unit, si, i, unit, base + slot)
+                    t = maximum(t, ready)
+            else:
+                for p_rank, p_slot in linked[i]:
+                    ready = peers[p_rank].done[p_slot]
+                    if ready is None:
+                        ready = yield from self._block_wait(unit, si, i, peers[p_rank], p_slot)
+                    t = maximum(t, ready)
             host = hosts[i]
             if host is not None:  # the host thread must have issued the task (moesim.simulator.engine.host)
                 base_slot, first_s, tail_s, sync = host
