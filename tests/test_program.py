@@ -49,6 +49,8 @@ def test_gpipe_on_two_ranks_builds_chunks_sends_and_the_tail():
     # The last stage sends its input gradients back (each after its fused W), no activations on.
     assert stream(rank1, PP) == ["sendB:B1@1", "sendB:B0@1"]
     assert [t.duration_s for t in rank0.compute[:3]] == [1.0, 1.0, 1.5]
+    # F0 and F1 are copies of one kind of step: one task object, each copy's micro-batch kept by the program.
+    assert rank0.compute[0] is rank0.compute[1] and rank0.micro_batches[COMPUTE][:2] == [0, 1]
     send = rank0.pp[0]
     assert (send.stream, send.duration_s, send.group) == (Stream.PP, 0.125, None)
     # A send waits for the end of its chunk (the A2A, the chain's last task); rank 1's F0 waits for the send.

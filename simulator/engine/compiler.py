@@ -1,9 +1,10 @@
 """The compiler: tasks whose dependencies are signals → tasks with the (pipeline rank, slot) pairs the runner reads.
 
 The program builder (:mod:`moesim.simulator.engine.program`) names each dependency by a signal, one per task
-completion. The runner keeps, per unit, one end time per *slot*: only completions that a task on another stream (or
-another rank) waits for get a slot, numbered per producing pipeline rank, so a unit's table of end times is as short
-as it can be. A dependency on an earlier task of the same stream is implied by the stream's order and dropped.
+completion. The runner keeps, per unit, one end time per *slot*, numbered per producing pipeline rank: only
+completions that a task on another stream (or another rank) waits for get one, or may (a step's exchanges with other
+steps and its last task on each stream), so a unit's table of end times stays short. A dependency on an earlier task
+of the same stream is implied by the stream's order and dropped.
 
 A rank's program repeats a few kinds of step (a chunk, an overlapped pair) over its micro-batches, so compiling
 goes in two parts. :func:`compile_step` compiles the tasks of one step of a kind once, into a
@@ -33,10 +34,10 @@ class StepTemplate:
 
     ``streams`` are (stream index, the step's tasks on it in order, each one's micro-batch as an index into a
     copy's micro-batches or None when all are the first) for each stream the step uses; ``issued`` the tasks in
-    issue order, as the host plan reads them (:func:`~moesim.simulator.engine.host.issue_entry`); ``slots`` how many slots
-    one copy uses; ``outside`` (stream index, position, waits) for each task with a wait outside the step, its
-    waits in order as (INSIDE, slot in the step) or (OUTSIDE, role index); ``exports`` (stream index, position,
-    slot in the step, role index) for each task whose completion is one of the step's roles.
+    issue order, as the host plan reads them (:func:`~moesim.simulator.engine.host.issue_entry`); ``slots`` how
+    many slots one copy uses; ``outside`` (stream index, position, waits) for each task with a wait outside the
+    step, its waits in order as (INSIDE, slot in the step) or (OUTSIDE, role index); ``exports`` (stream index,
+    position, slot in the step, role index) for each task whose completion is one of the step's roles.
     """
 
     streams: tuple[tuple[int, list[Task], list[int] | None], ...]

@@ -44,10 +44,10 @@ class RankBreakdown:
 class Ledger:
     """One recorded GPU's tasks as its streams finish them: ``spans`` (start, end, stream, position) in that
     order, every stream's (seconds; the task is at that position of the GPU's
-    :class:`~moesim.simulator.engine.tasks.RankProgram` ``program``), and ``host`` the (start, end) intervals a stream
-    waited for its host thread. The runner appends to both lists directly (a tuple per task is all a task costs it: of plain
-    numbers, so that the garbage collector stops tracking it at once); :meth:`breakdown` works the rank's time
-    out at the end of the step.
+    :class:`~moesim.simulator.engine.tasks.RankProgram` ``program``), and ``host`` the (start, end) intervals a
+    stream waited for its host thread. The runner appends to both lists directly (a tuple per task is all a task
+    costs it: of plain numbers, so that the garbage collector stops tracking it at once); :meth:`breakdown` works
+    the rank's time out at the end of the step.
     """
 
     __slots__ = ("program", "spans", "host")

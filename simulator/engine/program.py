@@ -126,8 +126,8 @@ class ProgramBuilder:
         self._keep_alive: list[tuple] = []
         self._fused: dict[int, tuple[Segment, ...]] = {}
         self._pair_templates: dict[tuple, PairTemplate] = {}
-        self._templates: dict[tuple, StepTemplate] = {}
-        self.linker = Linker(schedule.pp)
+        self._templates: dict[tuple, StepTemplate] = {}  # kept while the programs are built (they hold tasks)
+        self.linker: Linker | None = None  # each build's, while it builds
         self.slots: list[int] = []
 
     def build(self) -> list[RankProgram]:
@@ -146,7 +146,7 @@ class ProgramBuilder:
         self.slots = self.linker.link(self.schedule.name)
         for program in programs:
             program.clear_hosts()  # planned later if the host is modelled
-        self._templates = {}  # their tasks are the programs' now, and go with them
+        self._templates, self.linker = {}, None  # the tasks are the programs' now, and go with them
         return programs
 
     def add_step(self, program: RankProgram, rank: int, step: Step) -> None:

@@ -9,9 +9,11 @@ collective then ends for all of them at the last arrival plus its duration (a re
 spent on waiting, not on every task; a scalar unit's streams share one process, so that waiting for the
 unit's own other stream costs no event at all.
 
-Tasks (:class:`~moesim.simulator.engine.tasks.Task`) are read as compiled (:mod:`moesim.simulator.engine.compiler`): ``inputs`` are
-(producer's pipeline rank, slot) pairs; ``slot`` ≥ 0 where some other stream waits for the task; under skewed
-routing a GPU with fewer expert rows than the busiest spends ``expert_s`` × its saving less on a task.
+Programs are read as compiled (:mod:`moesim.simulator.engine.compiler`): a task's ``inputs`` are slots of its own
+unit relative to its step copy's first slot (the program's ``bases``), or None when it waits outside its step (the
+program's ``linked``: (producer's pipeline rank, slot) pairs); ``slot`` ≥ 0 (from the same base) where another
+stream may wait for the task; under skewed routing a GPU with fewer expert rows than the busiest spends
+``expert_s`` × its saving less on a task.
 
 With a time-shared network (:mod:`moesim.simulator.network.shared`) a task with a ``net`` op cannot know its end
 ahead: its stream waits on SimPy's clock until the task starts (its fixed part done), starts the op's flows

@@ -4,12 +4,12 @@ A :class:`Task` is one priced segment on one stream (compute, communication, or 
 A rank's :class:`RankProgram` holds its streams' queues; each queue runs in order, like a CUDA stream. The program
 builder (:mod:`moesim.simulator.engine.program`) names a task's dependencies by *signals* — ints, one per task
 completion — and the compiler (:mod:`moesim.simulator.engine.compiler`) turns them into what the runner
-(:mod:`moesim.simulator.engine.runner`) reads: ``inputs``, what it waits for, and ``slot``, where its own completion
-time is kept if a task on another stream waits for it. The builder does so once per kind of step and copies the compiled step for each of its micro-batches: the
-copies share their task objects, and what differs between them (micro-batch, slot base, host times) the program
-keeps per position.
+(:mod:`moesim.simulator.engine.runner`) reads: ``inputs``, what it waits for, and ``slot``, where its own
+completion time is kept if a task on another stream waits for it. The builder does so once per kind of step and
+copies the compiled step for each of its micro-batches: the copies share their task objects, and what differs
+between them (micro-batch, slot base, host times) the program keeps per position.
 
-A DeepSeek-V3 step has about 75,000 tasks in a few hundred kinds of step, so a task is a class with ``__slots__``
+A DeepSeek-V3 step has about 75,000 tasks in ~140 kinds of step, so a task is a class with ``__slots__``
 and a plain positional ``__init__`` (a dataclass' generated one costs more per task, and nothing here needs its
 extras), and a step's copy costs a few list extensions, not an object per task.
 """

@@ -14,7 +14,8 @@ figure to compare; wall seconds are printed as measured.
 Columns: units are the simulated units (pipeline ranks; classes of identical GPUs; or every GPU); events are
 task starts and ends the engine computed (every GPU's own under full/gpus), GPU events those of every GPU the
 units stand for; events/s is events per CPU second of the engine (building, compiling and executing the
-programs, and planning their host) and "/ SimPy" its ratio to raw SimPy's rate; waits are the SimPy events streams blocked on.
+programs, and planning their host) and "/ SimPy" its ratio to raw SimPy's rate; waits are the SimPy events streams
+blocked on.
 
 Cases: representative; full (run.fidelity=full: identical GPUs run once while that makes fewer units);
 full/gpus, every GPU simulated on its own (what a scenario whose GPUs all differ costs); representative with
