@@ -170,7 +170,7 @@ def run_programs(programs) -> list[tuple]:
     slots = compile_programs(programs, "hand-built")
     units = [Unit(spec, slots[spec.rank], False) for spec in representative_layout(len(programs)).units]
     for unit in units:
-        unit.peers = [units[u] for u in unit.spec.peers]
+        unit.connect(units)
     env, records = simpy.Environment(), []
     runner = Runner(env, records)
     for unit in units:

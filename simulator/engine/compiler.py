@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from moesim.simulator.engine.host import issue_entry
 from moesim.simulator.schedules.base import ScheduleError
-from moesim.simulator.engine.tasks import STREAM_INDEX, STREAMS, RankProgram, Task
+from moesim.simulator.engine.tasks import OWN, STREAM_INDEX, STREAMS, RankProgram, Task
 
 NS = len(STREAMS)
 INSIDE, OUTSIDE = 0, 1  # a wait for a task of the same step (by its slot there), or for a role of the step
@@ -123,7 +123,7 @@ def compile_step(tasks: list[Task], roles: list[int], micro_batch_index) -> Step
                     task.expert_s, task.net, task.host)
         copy.slot = slot_of[i]
         if all(kind == INSIDE for kind, _ in refs):
-            copy.inputs = tuple(value for _, value in refs)
+            copy.inputs = tuple((OWN, value) for _, value in refs)
         else:
             copy.inputs = None
             outside.append((stream_of[i], position[i], tuple(refs)))
@@ -157,10 +157,10 @@ class Linker:
         for a signal no rank produces raises (a deadlock)."""
         producers = self.producers
         for program, rank, si, position, refs, base, roles in self.pending:
-            inputs = ()
+            inputs = ()  # slots from the copy's base, as the runner reads every wait
             for kind, value in refs:
                 if kind == INSIDE:
-                    inputs += ((rank, base + value),)
+                    inputs += ((OWN, value),)
                     continue
                 found = producers.get(roles[value])
                 if found is None:
@@ -170,7 +170,7 @@ class Linker:
                 p_rank, p_si, p_position, p_slot = found
                 if p_rank == rank and p_si == si and p_position < position:
                     continue  # implied by the stream's order
-                inputs += ((p_rank, p_slot),)
+                inputs += ((p_rank, p_slot - base),)
             program.linked[si][position] = inputs
         self.pending, self.producers = [], {}
         return self.slots

@@ -118,7 +118,7 @@ class PipelineEngine:
         full, network = self.full, self.network
         units = [Unit(spec, slots[spec.rank], full) for spec in self.layout.units]
         for unit in units:
-            unit.peers = [units[u] for u in unit.spec.peers]
+            unit.connect(units)
             if network is not None:  # the GPUs whose traffic the unit starts
                 unit.net_gpus = unit.spec.gpus if full else network.rank_gpus(unit.spec.rank)
         if network is not None:

@@ -38,7 +38,7 @@ from moesim.simulator.engine.compiler import Linker, StepTemplate, compile_step
 from moesim.simulator.engine.host import HostPricer, SegmentHost, issue_entry
 from moesim.simulator.pricing import Segment, StagePrice
 from moesim.simulator.schedules.base import Schedule, ScheduleError, Step
-from moesim.simulator.engine.tasks import COMM, STREAM_INDEX, NetOp, RankProgram, Task
+from moesim.simulator.engine.tasks import COMM, OWN, STREAM_INDEX, NetOp, RankProgram, Task
 from moesim.workloads.ops import OpClass, Phase, Stream
 
 # Position of each (phase, component) inside one layer pair of an overlapped F&B pair, from the order of the
@@ -210,10 +210,11 @@ class ProgramBuilder:
                       net=self._net(tail.param_comms))
         queues, bases = program.queues, program.bases
         # The communication stream's own last task is implied by its order; every step's last tasks have slots.
-        grads.inputs = tuple(bases[si][-1] + queue[-1].slot for si, queue in enumerate(queues) if queue and si != COMM)
+        grads.inputs = tuple((OWN, bases[si][-1] + queue[-1].slot) for si, queue in enumerate(queues)
+                             if queue and si != COMM)
         grads.slot = new_slot(rank)
-        optimizer.inputs, optimizer.slot = (grads.slot,), new_slot(rank)
-        params.inputs, params.slot = (optimizer.slot,), -1
+        optimizer.inputs, optimizer.slot = ((OWN, grads.slot),), new_slot(rank)
+        params.inputs, params.slot = ((OWN, optimizer.slot),), -1
         if self.host is not None:
             collective = self.host.launch_s(OpClass.COLLECTIVE)
             grads.host, params.host = (1, collective, False), (1, collective, False)

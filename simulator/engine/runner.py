@@ -9,10 +9,10 @@ collective then ends for all of them at the last arrival plus its duration (a re
 spent on waiting, not on every task; a scalar unit's streams share one process, so that waiting for the
 unit's own other stream costs no event at all.
 
-Programs are read as compiled (:mod:`moesim.simulator.engine.compiler`): a task's ``inputs`` are slots of its own
-unit relative to its step copy's first slot (the program's ``bases``), or None when it waits outside its step (the
-program's ``linked``: (producer's pipeline rank, slot) pairs); ``slot`` ≥ 0 (from the same base) where another
-stream may wait for the task; under skewed routing a GPU with fewer expert rows than the busiest spends
+Programs are read as compiled (:mod:`moesim.simulator.engine.compiler`): a task's ``inputs`` are (producer's pipeline
+rank, or ``OWN`` for its own unit; slot) pairs, slots relative to its step copy's first slot (the program's
+``bases``), or None when it waits outside its step (then the program's ``linked`` holds them, relative to the same
+base); ``slot`` ≥ 0 (from the same base) where another stream may wait for the task; under skewed routing a GPU with fewer expert rows than the busiest spends
 ``expert_s`` × its saving less on a task.
 
 With a time-shared network (:mod:`moesim.simulator.network.shared`) a task with a ``net`` op cannot know its end
@@ -39,7 +39,7 @@ import simpy
 from moesim.simulator.engine.cohorts import UnitSpec
 from moesim.simulator.engine.ledger import Ledger
 from moesim.simulator.engine.rendezvous import Rendezvous, TailSync
-from moesim.simulator.engine.tasks import RankProgram, Task
+from moesim.simulator.engine.tasks import OWN, RankProgram, Task
 
 # Timeline records of a stream waiting for its host thread: stream "host", labelled by the stream that waits.
 HOST, HOST_BOUND = "host", ("host-bound", "host-bound (comm)", "host-bound (pp)")
@@ -51,7 +51,8 @@ class Unit:
 
     ``done[slot]`` is the end time (seconds) of the task that gives that slot: a float, or for a block a numpy
     vector (one per GPU); None until produced. ``waiting[slot]`` is the SimPy event a stream of another unit
-    waits on for it. ``peers[q]`` is the unit holding its pipeline partners on rank ``q``. ``pos[stream]`` and
+    waits on for it. ``peers[q]`` is the unit holding its pipeline partners on rank ``q``, and the last of them
+    (``peers[OWN]``) the unit itself (:meth:`connect`). ``pos[stream]`` and
     ``end[stream]`` are each stream's next task and its end so far (seconds); stream 0 is compute, 1
     communication, 2 pipeline send/recv. ``slowdown`` (``scale`` for a block's GPUs) multiplies compute
     durations. ``rows`` are the recorded GPUs, (index in the unit, rank written in records), and ``ledgers``
@@ -77,6 +78,10 @@ class Unit:
         self.ledgers: list[Ledger] = []  # each row's time, entered as its tasks finish (made by the runner)
         self.tail = np.array(spec.tail_labels, dtype=np.intp) if spec.block else None
         self.net_gpus: tuple[int, ...] = ()  # with a time-shared network: the GPUs whose traffic it starts
+
+    def connect(self, units: list["Unit"]) -> None:
+        """Set ``peers`` from the layout's ``units``: each rank's partner unit, then this unit itself (``OWN``)."""
+        self.peers = [units[u] for u in self.spec.peers] + [self]
 
     def give(self, slot: int, end) -> None:
         """The task giving ``slot`` ended at ``end``: keep it, and wake a stream of another unit waiting for it."""
@@ -239,31 +244,21 @@ class Runner:
                     task = queue[i]
                     base = stream_bases[i]
                     inputs = task.inputs
-                    if inputs is not None:  # waits inside its step: this unit's own slots, from the copy's base
-                        for slot in inputs:
-                            ready = done[base + slot]
-                            if ready is None:  # another stream of the unit gives it: picked up on the next pass
-                                break
-                            if ready > t:
-                                t = ready
-                        else:
-                            ready = t
-                        if ready is None:
+                    if inputs is None:  # a wait outside its step: linked per position
+                        inputs = stream_linked[i]
+                    for p_rank, p_slot in inputs:  # slots from the step copy's base
+                        ready = peers[p_rank].done[base + p_slot]
+                        if ready is None:  # not produced yet
                             break
+                        if ready > t:
+                            t = ready
                     else:
-                        for p_rank, p_slot in stream_linked[i]:
-                            ready = peers[p_rank].done[p_slot]
-                            if ready is None:  # not produced yet
-                                break
-                            if ready > t:
-                                t = ready
-                        else:
-                            ready = t
-                        if ready is None:
-                            source = peers[p_rank]
-                            if source is not unit:
-                                blocked[si] = self._wait(source, p_slot)
-                            break
+                        ready = t
+                    if ready is None:
+                        source = peers[p_rank]
+                        if source is not unit:  # this unit's other streams are picked up on the next pass
+                            blocked[si] = self._wait(source, base + p_slot)
+                        break
                     host = stream_hosts[i]
                     if host is not None:  # the host thread must have issued the task (moesim.simulator.engine.host)
                         base_slot, first_s, tail_s, sync = host
@@ -426,18 +421,12 @@ class Runner:
         zeros = np.zeros(size)  # a release before the step's first host sync
         for i, task in enumerate(queue):
             base = bases[i]
-            if task.inputs is not None:  # waits inside its step: this unit's own slots, from the copy's base
-                for slot in task.inputs:
-                    ready = done[base + slot]
-                    if ready is None:  # not produced yet
-                        ready = yield from self._block_wait(unit, si, i, unit, base + slot)
-                    t = maximum(t, ready)
-            else:
-                for p_rank, p_slot in linked[i]:
-                    ready = peers[p_rank].done[p_slot]
-                    if ready is None:
-                        ready = yield from self._block_wait(unit, si, i, peers[p_rank], p_slot)
-                    t = maximum(t, ready)
+            for p_rank, p_slot in linked[i] if task.inputs is None else task.inputs:  # slots from the copy's base
+                source = done if p_rank == OWN else peers[p_rank].done  # most waits are the block's own
+                ready = source[base + p_slot]
+                if ready is None:  # not produced yet
+                    ready = yield from self._block_wait(unit, si, i, peers[p_rank], base + p_slot)
+                t = maximum(t, ready)
             host = hosts[i]
             if host is not None:  # the host thread must have issued the task (moesim.simulator.engine.host)
                 base_slot, first_s, tail_s, sync = host

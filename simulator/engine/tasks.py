@@ -23,6 +23,9 @@ from moesim.workloads.ops import Stream
 # A dependency as the runner reads it: (producer's pipeline rank, slot in that rank's completion times). A plain
 # pair rather than a named one: the compiler makes one per dependency and the runner unpacks it per task.
 Input = tuple[int, int]
+# A compiled task's wait on its own unit's table: the producer's "rank" is the last of the unit's peers, itself
+# (a step's kind is compiled once for every rank that runs it).
+OWN = -1
 
 # A stream's index in :attr:`RankProgram.queues` and in the runner's per-stream state.
 COMPUTE, COMM, PP = 0, 1, 2
@@ -46,9 +49,10 @@ class Task:
     Compiled (:mod:`moesim.simulator.engine.compiler`), one task object stands for the same task of every copy of
     its step: the copy's micro-batch, slot base and planned host times are the program's, per position
     (:class:`RankProgram`); ``micro_batch``, ``deps`` and ``done`` are then −1, () and −1. ``inputs`` are the
-    slots of its own unit it waits for beyond its stream's order, relative to its copy's base, or None when some
-    wait is outside its step (the program's ``linked`` holds them then); ``slot`` is where its end time is kept,
-    relative to the base, or −1 when nothing waits for it.
+    (producer's pipeline rank or ``OWN``, slot) pairs it waits for beyond its stream's order, slots relative to
+    its copy's base, or None when some wait is outside its step (the program's ``linked`` holds them then, relative
+    to the same base); ``slot`` is where its end time is kept, relative to the base, or −1 when nothing waits for
+    it.
     """
 
     __slots__ = ("label", "duration_s", "phase", "micro_batch", "stage", "deps", "done", "group", "stream",
@@ -86,7 +90,8 @@ class RankProgram:
     Built once per pipeline rank and run by every unit on that rank (:mod:`moesim.simulator.engine.cohorts`). Built
     with signals (:meth:`add`) a queue holds the tasks themselves. Compiled, a queue holds each copy's shared task
     objects, and per position, stream by stream: ``micro_batches``, ``bases`` (the copy's first slot),
-    ``linked`` (position → the (pipeline rank, slot) pairs a task waiting outside its step waits for) and
+    ``linked`` (position → the (pipeline rank or ``OWN``, slot from the base) pairs a task waiting outside its step
+    waits for) and
     ``hosts`` (the planned host record, :func:`moesim.simulator.engine.host.plan_host`, or None). ``order`` lists
     the copies in the order the host issues them, each as (its tasks in issue order, as
     :func:`moesim.simulator.engine.host.issue_entry` gives them, the copy's first position on each stream).
@@ -136,10 +141,9 @@ class RankProgram:
         """Compiled: the (pipeline rank, slot) pairs the task at ``position`` of stream ``si`` waits for beyond its
         stream's order, as the runner reads them (``rank``: this program's pipeline rank)."""
         task = self.queues[si][position]
-        if task.inputs is None:
-            return self.linked[si][position]
+        inputs = self.linked[si][position] if task.inputs is None else task.inputs
         base = self.bases[si][position]
-        return tuple((rank, base + slot) for slot in task.inputs)
+        return tuple((rank if p_rank == OWN else p_rank, base + slot) for p_rank, slot in inputs)
 
     def __len__(self) -> int:
         return sum(len(queue) for queue in self.queues)
