@@ -12,8 +12,8 @@ unit's own other stream costs no event at all.
 Programs are read as compiled (:mod:`moesim.simulator.engine.compiler`): a task's ``inputs`` are (producer's pipeline
 rank, or ``OWN`` for its own unit; slot) pairs, slots relative to its step copy's first slot (the program's
 ``bases``), or None when it waits outside its step (then the program's ``linked`` holds them, relative to the same
-base); ``slot`` ≥ 0 (from the same base) where another stream may wait for the task; under skewed routing a GPU with fewer expert rows than the busiest spends
-``expert_s`` × its saving less on a task.
+base); ``slot`` ≥ 0 (from the same base) where another stream may wait for the task; under skewed routing a GPU
+with fewer expert rows than the busiest spends ``expert_s`` × its saving less on a task.
 
 With a time-shared network (:mod:`moesim.simulator.network.shared`) a task with a ``net`` op cannot know its end
 ahead: its stream waits on SimPy's clock until the task starts (its fixed part done), starts the op's flows
