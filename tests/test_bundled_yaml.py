@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from moesim import SUBPACKAGES
 from moesim.topologies.bundled import LOADER, bundled_yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = sorted(p for part in ("simulator", "workloads", "topologies", "calibration")
-                 for p in (REPO / part).rglob("*.yaml"))
+SHIPPED = sorted(p for part in SUBPACKAGES for p in (REPO / part).rglob("*.yaml"))
 
 
 def test_moesim_ships_yaml_files_and_reads_them_with_the_c_parser():

@@ -30,7 +30,8 @@ def stream(program: RankProgram, si: int) -> list[str]:
 
 def positions(program: RankProgram, si: int, chunks: set[tuple[str, int, int]]) -> list[int]:
     """Positions on stream ``si`` of the tasks of ``chunks``, given as (phase, micro-batch, stage)."""
-    return [i for i, t in enumerate(program.queues[si]) if (t.phase, program.micro_batch(si, i), t.stage) in chunks]
+    micro_batches = program.micro_batches[si]
+    return [i for i, t in enumerate(program.queues[si]) if (t.phase, micro_batches[i], t.stage) in chunks]
 
 
 def test_gpipe_on_two_ranks_builds_chunks_sends_and_the_tail():

@@ -164,9 +164,8 @@ class Linker:
                     continue
                 found = producers.get(roles[value])
                 if found is None:
-                    where = program.queues[si][position].where(program.micro_batches[si][position])
-                    raise ScheduleError(f"schedule {schedule} deadlocked: rank {rank} {where} waits for a chunk "
-                                        "no rank runs")
+                    raise ScheduleError(f"schedule {schedule} deadlocked: rank {rank} {program.where(si, position)} "
+                                        "waits for a chunk no rank runs")
                 p_rank, p_si, p_position, p_slot = found
                 if p_rank == rank and p_si == si and p_position < position:
                     continue  # implied by the stream's order

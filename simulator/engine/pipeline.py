@@ -149,8 +149,7 @@ class PipelineEngine:
                     stuck = (unit, si, unit.pos[si])
         if stuck is not None:
             unit, si, position = stuck
-            program = programs[unit.spec.rank]
-            task = program.queues[si][position].where(program.micro_batches[si][position])
+            task = programs[unit.spec.rank].where(si, position)
             where = (f"GPU {unit.spec.gpus[0]} (pipeline rank {unit.spec.rank})" if full
                      else f"rank {unit.spec.rank}")
             raise ScheduleError(f"schedule {self.schedule.name} deadlocked: {where} stuck at {task} "

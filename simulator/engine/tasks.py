@@ -127,10 +127,10 @@ class RankProgram:
         """No host record at any position (the host not modelled, or not planned yet)."""
         self.hosts = tuple([None] * len(queue) for queue in self.queues)
 
-    def micro_batch(self, si: int, position: int) -> int:
-        """The micro-batch of the task at ``position`` of stream ``si``, compiled or not."""
-        micro_batches = self.micro_batches[si]
-        return micro_batches[position] if micro_batches else self.queues[si][position].micro_batch
+    def where(self, si: int, position: int) -> str:
+        """Compiled: the task at ``position`` of stream ``si`` as an error message names it (:meth:`Task.where`,
+        with that position's micro-batch)."""
+        return self.queues[si][position].where(self.micro_batches[si][position])
 
     def slot(self, si: int, position: int) -> int:
         """Compiled: the slot where the task at ``position`` of stream ``si`` keeps its end time, or −1."""
