@@ -227,7 +227,8 @@ class ProgramBuilder:
             queues[si].append(task)
             bases[si].append(0)
             program.micro_batches[si].append(-1)
-        program.order.append((issued, starts))
+        if self.host is not None:  # as the steps' copies: the issue order is kept only for the host plan
+            program.order.append((issued, starts))
 
     # Signals.
     def new_signal(self) -> int:

@@ -94,7 +94,8 @@ class RankProgram:
     waits for) and
     ``hosts`` (the planned host record, :func:`moesim.simulator.engine.host.plan_host`, or None). ``order`` lists
     the copies in the order the host issues them, each as (its tasks in issue order, as
-    :func:`moesim.simulator.engine.host.issue_entry` gives them, the copy's first position on each stream).
+    :func:`moesim.simulator.engine.host.issue_entry` gives them, the copy's first position on each stream); the
+    program builder keeps it only when the host is modelled.
     """
 
     __slots__ = ("queues", "micro_batches", "bases", "linked", "hosts", "order")
