@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from moesim.simulator.engine import PipelineEngine, TailSpec, Timeline
+from moesim.simulator.engine.ledger import peak_held
 from moesim.simulator.metrics import rank_breakdowns, uncovered_s
 from moesim.simulator.pricing import Segment, StagePrice
 from moesim.simulator.schedules import ScheduleError, get_schedule
@@ -73,6 +74,19 @@ def test_uncovered_interval_arithmetic():
     assert uncovered_s([(0, 10)], [(2, 3), (5, 7)]) == pytest.approx(7)
     assert uncovered_s([(0, 1), (4, 6)], [(0, 5)]) == pytest.approx(1)
     assert uncovered_s([(1, 2)], []) == pytest.approx(1)
+
+
+def test_peak_held_adds_in_one_order_whatever_order_the_chunks_come_in():
+    """Chunks acquired and released at the same instants: the ledger and a timeline's records give them in different
+    orders, and bytes that are not whole numbers add to other last bits in another order; the peak is the same."""
+    held = {(0, 0): [0.0, 2.0], (1, 0): [0.0, 2.0], (2, 0): [0.0, 3.0], (0, 1): [1.0, 3.0], (1, 1): [1.0, 2.0]}
+    activation_bytes = [0.1, 0.2, 0.3]
+    results = {peak_held(dict(order), activation_bytes)
+               for order in (list(held.items()), list(reversed(held.items())), sorted(held.items(), key=str))}
+    assert len(results) == 1
+    (count, peak_bytes), = results
+    assert count == 5
+    assert peak_bytes == ((((0.1 + 0.2) + 0.3) + 0.1) + 0.2)  # by instant, then by chunk
 
 
 def test_stage_count_mismatch_is_an_error():

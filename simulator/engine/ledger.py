@@ -21,10 +21,10 @@ import math
 from dataclasses import dataclass
 from operator import itemgetter
 
-from moesim.simulator.engine.tasks import PP, RankProgram
+from moesim.simulator.engine.tasks import COMM, COMPUTE, PP, RankProgram
 
 HOLD_PHASES = ("F", "B", "W")  # phases of a micro-batch's chunks, which hold its activations
-END = itemgetter(1)  # an interval's end: the key the timeline's order sorts by
+START, END = itemgetter(0), itemgetter(1)  # an interval's start; its end, the key the timeline's order sorts by
 
 
 @dataclass(frozen=True)
@@ -72,18 +72,15 @@ class Ledger:
         cover_ends: list[float] = []
         last = -math.inf
         comm: list[tuple[float, float]] = []
-        # (stage, micro_batch) → [F start, last backward end, end of its first task, entry of its first task]
-        held: dict[tuple[int, int], list] = {}
+        held: dict[tuple[int, int], list] = {}  # (stage, micro_batch) → [F start, last backward end]
         inf = math.inf
         comm_append, held_get = comm.append, held.get
         chunk = span = None  # the last (stage, micro_batch) looked up and its span: a chunk's tasks come in runs
-        for entry, (start, end, stream, position) in enumerate(self.spans):
-            if stream == PP:  # the pipeline sends (the PP stream runs nothing else): they hold no activations
-                comm_append((start, end))
-                continue
-            task = queues[stream][position]
-            phase = task.phase
-            if stream == 0:  # the compute stream (moesim.simulator.engine.tasks.COMPUTE)
+        compute_tasks, comm_tasks = queues[COMPUTE], queues[COMM]
+        for start, end, stream, position in self.spans:
+            if stream == COMPUTE:
+                task = compute_tasks[position]
+                phase = task.phase
                 if phase == "F":
                     f += end - start
                 elif phase == "B":
@@ -101,6 +98,10 @@ class Ledger:
                     last = end
             else:
                 comm_append((start, end))
+                if stream == PP:  # the pipeline sends (the PP stream runs nothing else): they hold no activations
+                    continue
+                task = comm_tasks[position]
+                phase = task.phase
             # A micro-batch's activations are held from its F until its last backward use (B or W).
             if phase in HOLD_PHASES:
                 micro_batch = micro_batches[stream][position]
@@ -108,9 +109,7 @@ class Ledger:
                     chunk = (task.stage, micro_batch)
                     span = held_get(chunk)
                     if span is None:
-                        span = held[chunk] = [inf, 0.0, end, entry]
-                if end < span[2]:
-                    span[2], span[3] = end, entry
+                        span = held[chunk] = [inf, 0.0]
                 if phase == "F":
                     if start < span[0]:
                         span[0] = start
@@ -123,22 +122,17 @@ class Ledger:
         host_bound = uncovered_s(host, cover) if host else 0.0
         exposed = uncovered_s(comm, merge(cover + host) if host else cover)
         comm_s = sum([end - start for start, end in comm])
-        # The timeline's order of micro-batches: by the end of each one's first task, then by entry.
-        peak_n, peak_bytes = peak_held(dict(sorted(held.items(), key=_first)), activation_bytes)
+        peak_n, peak_bytes = peak_held(held, activation_bytes)
         useful = f + b + w + opt + exposed + host_bound
         return RankBreakdown(f, b, w, exposed, max(0.0, makespan_s - useful), opt, comm_s, peak_n, peak_bytes,
                              host_bound)
-
-
-def _first(item: tuple) -> tuple[float, int]:
-    return item[1][2], item[1][3]
 
 
 def merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The union of ``intervals`` as sorted, disjoint (start, end) pairs (touching ones joined)."""
     merged: list[tuple[float, float]] = []
     first = last = None
-    for start, end in sorted(intervals):
+    for start, end in sorted(intervals, key=START):  # the union is the same whatever the order of equal starts
         if last is not None and start <= last:
             if end > last:
                 last = end
@@ -176,16 +170,18 @@ def peak_held(held: dict[tuple[int, int], list], activation_bytes: list[float]) 
     """Peak count and bytes of micro-batches between their F start and B end on one rank; ``held`` maps
     (stage, micro_batch) to its [F start, last backward end, …] span."""
     events = []
-    for (stage, _), span in held.items():
+    for (stage, micro_batch), span in held.items():
         start, end = span[0], span[1]
         if start == float("inf"):
             continue
-        events.append((start, 1, activation_bytes[stage]))
-        events.append((end, -1, -activation_bytes[stage]))
-    events.sort(key=lambda e: (e[0], e[1]))  # releases before acquisitions at the same instant
+        events.append((start, 1, stage, micro_batch, activation_bytes[stage]))
+        events.append((end, -1, stage, micro_batch, -activation_bytes[stage]))
+    # Releases before acquisitions at the same instant; then by chunk, so that the sums below add in one order
+    # whatever order ``held`` came in (the runner's ledger and a timeline's records give it differently).
+    events.sort()
     count = peak_count = 0
     held_bytes = peak_bytes = 0.0
-    for _, delta, nbytes in events:
+    for _, delta, _, _, nbytes in events:
         count += delta
         held_bytes += nbytes
         peak_count = max(peak_count, count)
