@@ -132,19 +132,6 @@ def block_collective_end(t: np.ndarray, duration_s: float, width: int) -> np.nda
     return np.repeat(t.reshape(-1, width).max(axis=1), width) + duration_s
 
 
-def sync_release(unit: Unit, sync: tuple, t: float, sync_s: float) -> float | None:
-    """The host release of a sync task (``sync``: the release slot of the previous sync, the host offset at which
-    the host reaches this one, the slot of its own release) whose inputs are ready at ``t``: the host waits for
-    the GPU to reach it, then ``sync_s`` more; None while the previous release is not produced yet
-    (:func:`moesim.simulator.engine.host.plan_host`). Gives the release to the unit's other streams."""
-    base = unit.done[sync[0]] if sync[0] >= 0 else 0.0
-    if base is None:
-        return None
-    base = (base + sync[1] if base + sync[1] > t else t) + sync_s
-    unit.give(sync[2], base)
-    return base
-
-
 def host_bound(ledger: Ledger, records: list | None, row: int, si: int, task: Task, micro_batch: int,
                ready_t: float, t: float, end: float, tail: float) -> None:
     """Enter the time a host-issued task's GPU waited for the host to issue its first kernel (``ready_t`` to its
@@ -231,11 +218,17 @@ class Runner:
                                                        program.micro_batches)
         arrived: list = [None, None, None]  # a rendezvous this stream has joined and waits to end
         blocked: list = [None, None, None]  # the event this stream waits on
+        needs = [-1, -1, -1]  # the slot of this unit's table a stream waits for another of its streams to give
         transfers: list = [None, None, None]  # a network op this stream runs (time-shared network)
         streams = [si for si in (0, 1, 2) if queues[si]]
         while True:
             progressed = False
             for si in streams:
+                need = needs[si]
+                if need >= 0:
+                    if done[need] is None:
+                        continue  # the stream would stop where it stopped: skip the visit
+                    needs[si] = -1
                 queue, stream_bases, stream_linked, stream_hosts = queues[si], bases[si], linked[si], hosts[si]
                 i, n, t = pos[si], len(queue), ends[si]
                 scale, saving = scales[si], savings[si]
@@ -256,18 +249,28 @@ class Runner:
                         ready = t
                     if ready is None:
                         source = peers[p_rank]
-                        if source is not unit:  # this unit's other streams are picked up on the next pass
+                        if source is unit:  # this unit's other streams are picked up on a later pass
+                            needs[si] = base + p_slot
+                        else:
                             blocked[si] = self._wait(source, base + p_slot)
                         break
                     host = stream_hosts[i]
                     if host is not None:  # the host thread must have issued the task (moesim.simulator.engine.host)
                         base_slot, first_s, tail_s, sync = host
+                        # A release another stream of this unit gives (None until then) is picked up on a later pass.
                         if sync is None:
                             release = done[base_slot] if base_slot >= 0 else 0.0
-                        else:
-                            release = sync_release(unit, sync, t, sync_s)
-                        if release is None:
-                            break  # a release another stream of this unit gives: picked up on the next pass
+                            if release is None:
+                                needs[si] = base_slot
+                                break
+                        else:  # the host waits for the GPU to get here (``t``), then syncs: a new release
+                            last_release, reach_s, base_slot = sync
+                            release = done[last_release] if last_release >= 0 else 0.0
+                            if release is None:
+                                needs[si] = last_release
+                                break
+                            release = (release + reach_s if release + reach_s > t else t) + sync_s
+                            done[base_slot] = release  # read by this unit's streams only: none waits on it
                         ready_t = t
                         if release + first_s > t:
                             t = release + first_s
