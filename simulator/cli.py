@@ -270,11 +270,13 @@ def presets_show(name: str, as_json: bool = JSON_OPT) -> None:
 
 
 def entry_point() -> None:
-    """The ``moesim`` command's entry point (and ``python -m moesim``'s): :func:`main` in a process of its own.
-    What the imports made lives as long as that process, so it goes out of the collector's generations first: its
-    full collections then do not walk it again (one during pricing cost ~25 ms of `moesim simulate`, timed with
-    gc.callbacks). Called in-process, :func:`main` leaves the collector as it is."""
+    """The ``moesim`` command's entry point (through :func:`moesim.__main__.main`, which imports this module with
+    the collector off): :func:`main` in a process of its own, with the collector on. What the imports made lives as
+    long as that process, so it goes out of the collector's generations first: its full collections then do not walk
+    it again (one during pricing cost ~25 ms of `moesim simulate`, timed with gc.callbacks). Called in-process,
+    :func:`main` leaves the collector as it is."""
     gc.freeze()
+    gc.enable()
     main()
 
 
