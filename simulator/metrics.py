@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections import defaultdict
 
 from moesim.simulator.engine import Timeline
-from moesim.simulator.engine.ledger import RankBreakdown, merge, peak_held, uncovered_s
+from moesim.simulator.engine.ledger import RankBreakdown, communication, merge, peak_held, uncovered_s
 
 __all__ = ["RankBreakdown", "merge", "pipeline_breakdowns", "rank_breakdowns", "uncovered_s"]
 
-STREAM_COMPUTE, STREAM_COMM, STREAM_HOST = "compute", "comm", "host"
+STREAM_COMPUTE, STREAM_PP, STREAM_HOST = "compute", "pp", "host"
 
 
 def rank_breakdowns(timeline: Timeline, activation_bytes: list[float]) -> list[RankBreakdown]:
@@ -24,7 +24,7 @@ def rank_breakdowns(timeline: Timeline, activation_bytes: list[float]) -> list[R
     result = []
     for rank in timeline.row_ranks():
         busy = defaultdict(float)
-        compute, comm, host = [], [], []
+        compute, comm, pp, host = [], [], [], []
         held: dict[tuple[int, int], list[float]] = {}
         for _, stream, start, end, label, phase, mb, stage in by_rank[rank]:
             if stream == STREAM_COMPUTE:
@@ -34,7 +34,7 @@ def rank_breakdowns(timeline: Timeline, activation_bytes: list[float]) -> list[R
                 host.append((start, end))
                 continue
             else:
-                comm.append((start, end))
+                (pp if stream == STREAM_PP else comm).append((start, end))
             # A micro-batch's activations are held from its F until its last backward use (B or W).
             if phase in ("F", "B", "W") and not label.startswith("send"):
                 span = held.setdefault((stage, mb), [float("inf"), 0.0])
@@ -42,6 +42,7 @@ def rank_breakdowns(timeline: Timeline, activation_bytes: list[float]) -> list[R
                     span[0] = min(span[0], start)
                 else:
                     span[1] = max(span[1], end)
+        comm = communication(comm, pp)  # in the order the runner's ledger adds them
         covered = merge(compute)
         host_bound = uncovered_s(host, covered) if host else 0.0
         exposed = uncovered_s(comm, merge(compute + host) if host else covered)

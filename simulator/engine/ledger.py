@@ -12,7 +12,7 @@ For one rank over the step (makespan M):
 
 The runner (:mod:`moesim.simulator.engine.runner`) gives each recorded GPU a :class:`Ledger` and enters every task in it as
 it finishes; :func:`moesim.simulator.metrics.rank_breakdowns` works out the same breakdown from a kept timeline's records
-(the two agree exactly: sums are added in the order the timeline's records, sorted by end, give them).
+(the two agree exactly: both add their sums in one order, :meth:`Ledger.breakdown` says which).
 """
 
 from __future__ import annotations
@@ -42,81 +42,73 @@ class RankBreakdown:
 
 
 class Ledger:
-    """One recorded GPU's tasks as its streams finish them: ``spans`` (start, end, stream, position) in that
-    order, every stream's (seconds; the task is at that position of the GPU's
-    :class:`~moesim.simulator.engine.tasks.RankProgram` ``program``), and ``host`` the (start, end) intervals a
-    stream waited for its host thread. The runner appends to both lists directly (a tuple per task is all a task
-    costs it: of plain numbers, so that the garbage collector stops tracking it at once); :meth:`breakdown` works
-    the rank's time out at the end of the step.
+    """One recorded GPU's tasks as its streams finish them: ``starts[stream]`` and ``ends[stream]`` (seconds) of each
+    stream's tasks in the order it ran them (a stream runs in order, so its k-th are those of the task at position k
+    of that stream in the GPU's :class:`~moesim.simulator.engine.tasks.RankProgram` ``program``), and ``host`` the
+    (start, end) intervals a stream waited for its host thread, in the order they were entered. The runner appends
+    to the lists directly (two floats a task, no object of its own); :meth:`breakdown` works the rank's time out at
+    the end of the step.
     """
 
-    __slots__ = ("program", "spans", "host")
+    __slots__ = ("program", "starts", "ends", "host")
 
     def __init__(self, program: RankProgram):
         self.program = program
-        self.spans: list[tuple[float, float, int, int]] = []
+        self.starts: tuple[list[float], ...] = ([], [], [])
+        self.ends: tuple[list[float], ...] = ([], [], [])
         self.host: list[tuple[float, float]] = []
 
     def breakdown(self, makespan_s: float, activation_bytes: list[float]) -> RankBreakdown:
         """The rank's breakdown over a step of ``makespan_s``; ``activation_bytes[stage]`` is what one
         micro-batch's F keeps on that stage.
 
-        Every sum is added in the order a timeline's records sorted by end give (what
-        :func:`moesim.simulator.metrics.rank_breakdowns` reads): a stream runs in order, so its tasks end in the order
-        it ran them, and only the communication streams' tasks, which interleave, are sorted here.
-        """
-        queues, micro_batches = self.program.queues, self.program.micro_batches
+        Every sum is added in the order :func:`moesim.simulator.metrics.rank_breakdowns` adds it from a timeline's
+        records: compute time in the compute stream's order; communication time by end, the communication
+        stream's before the pipeline stream's at equal ends (each stream's tasks end in the order it ran them)."""
+        queues, micro_batches, starts, ends = self.program.queues, self.program.micro_batches, self.starts, self.ends
         f = b = w = opt = 0.0  # compute-stream time in F, B and W chunks and in the optimizer step
         # Compute intervals merged as they come (starts never go back on one stream): starts, ends, last end.
         cover_starts: list[float] = []
         cover_ends: list[float] = []
         last = -math.inf
-        comm: list[tuple[float, float]] = []
         held: dict[tuple[int, int], list] = {}  # (stage, micro_batch) → [F start, last backward end]
         inf = math.inf
-        comm_append, held_get = comm.append, held.get
+        held_get = held.get
         chunk = span = None  # the last (stage, micro_batch) looked up and its span: a chunk's tasks come in runs
-        compute_tasks, comm_tasks = queues[COMPUTE], queues[COMM]
-        for start, end, stream, position in self.spans:
-            if stream == COMPUTE:
-                task = compute_tasks[position]
+        for stream in (COMPUTE, COMM):  # the pipeline stream's sends hold no activations
+            compute = stream == COMPUTE
+            for start, end, task, micro_batch in zip(starts[stream], ends[stream], queues[stream],
+                                                     micro_batches[stream]):
                 phase = task.phase
-                if phase == "F":
-                    f += end - start
-                elif phase == "B":
-                    b += end - start
-                elif phase == "W":
-                    w += end - start
-                elif phase == "opt":
-                    opt += end - start
-                if start <= last:
-                    if end > last:
-                        last = cover_ends[-1] = end
-                else:
-                    cover_starts.append(start)
-                    cover_ends.append(end)
-                    last = end
-            else:
-                comm_append((start, end))
-                if stream == PP:  # the pipeline sends (the PP stream runs nothing else): they hold no activations
-                    continue
-                task = comm_tasks[position]
-                phase = task.phase
-            # A micro-batch's activations are held from its F until its last backward use (B or W).
-            if phase in HOLD_PHASES:
-                micro_batch = micro_batches[stream][position]
-                if span is None or task.stage != chunk[0] or micro_batch != chunk[1]:
-                    chunk = (task.stage, micro_batch)
-                    span = held_get(chunk)
-                    if span is None:
-                        span = held[chunk] = [inf, 0.0]
-                if phase == "F":
-                    if start < span[0]:
-                        span[0] = start
-                elif end > span[1]:
-                    span[1] = end
-        # Into the timeline's order (by end, stable): the sums below add in it, and the merges sort less.
-        comm.sort(key=END)
+                if compute:
+                    if phase == "F":
+                        f += end - start
+                    elif phase == "B":
+                        b += end - start
+                    elif phase == "W":
+                        w += end - start
+                    elif phase == "opt":
+                        opt += end - start
+                    if start <= last:
+                        if end > last:
+                            last = cover_ends[-1] = end
+                    else:
+                        cover_starts.append(start)
+                        cover_ends.append(end)
+                        last = end
+                # A micro-batch's activations are held from its F until its last backward use (B or W).
+                if phase in HOLD_PHASES:
+                    if span is None or task.stage != chunk[0] or micro_batch != chunk[1]:
+                        chunk = (task.stage, micro_batch)
+                        span = held_get(chunk)
+                        if span is None:
+                            span = held[chunk] = [inf, 0.0]
+                    if phase == "F":
+                        if start < span[0]:
+                            span[0] = start
+                    elif end > span[1]:
+                        span[1] = end
+        comm = communication(list(zip(starts[COMM], ends[COMM])), list(zip(starts[PP], ends[PP])))
         host = sorted(self.host, key=END)
         cover = list(zip(cover_starts, cover_ends))
         host_bound = uncovered_s(host, cover) if host else 0.0
@@ -126,6 +118,12 @@ class Ledger:
         useful = f + b + w + opt + exposed + host_bound
         return RankBreakdown(f, b, w, exposed, max(0.0, makespan_s - useful), opt, comm_s, peak_n, peak_bytes,
                              host_bound)
+
+
+def communication(comm: list[tuple[float, float]], pp: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A rank's communication intervals in the order their time adds up: by end, the communication stream's (``comm``)
+    before the pipeline stream's (``pp``) at equal ends; each list in its stream's order."""
+    return sorted(comm + pp, key=END)
 
 
 def merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:

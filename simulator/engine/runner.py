@@ -207,7 +207,8 @@ class Runner:
         records = self.records if unit.rows else None
         row = unit.rows[0][1] if unit.rows else -1
         ledger = unit.ledgers[0] if unit.ledgers else None
-        enter = ledger.spans.append if ledger is not None else None
+        # Where each stream's task starts and ends go (this unit's recorded GPU), or None.
+        enters = None if ledger is None else [(ledger.starts[si].append, ledger.ends[si].append) for si in (0, 1, 2)]
         # Per-stream state indexed by the stream's number (0 compute, 1 comm, 2 pp), not a stream object:
         # this loop runs once per task and unit, and a list index is the cheapest read Python has.
         savings = (unit.spec.expert_saving[0] if unit.spec.expert_saving else None, None, None)
@@ -232,6 +233,8 @@ class Runner:
                 queue, stream_bases, stream_linked, stream_hosts = queues[si], bases[si], linked[si], hosts[si]
                 i, n, t = pos[si], len(queue), ends[si]
                 scale, saving = scales[si], savings[si]
+                if enters is not None:
+                    enter_start, enter_end = enters[si]
                 blocked[si] = None
                 while i < n:
                     task = queue[i]
@@ -291,8 +294,9 @@ class Runner:
                         if host is not None:
                             t = ready_t
                         break
-                    if enter is not None:
-                        enter((t, end, si, i))
+                    if enters is not None:
+                        enter_start(t)
+                        enter_end(end)
                         if records is not None:
                             records.append((row, STREAM_NAMES[si], t, end, task.label, task.phase,
                                             micro_batches[si][i], task.stage))
@@ -453,7 +457,8 @@ class Runner:
                 end = block_collective_end(t, task.duration_s, width.get(group, 1))
             label, phase, mb, stage = task.label, task.phase, micro_batches[i], task.stage
             for j, row, ledger in rows:
-                ledger.spans.append((float(t[j]), float(end[j]), si, i))
+                ledger.starts[si].append(float(t[j]))
+                ledger.ends[si].append(float(end[j]))
                 if records is not None:
                     records.append((row, name, float(t[j]), float(end[j]), label, phase, mb, stage))
             if host is not None:
