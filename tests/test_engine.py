@@ -143,7 +143,8 @@ def test_the_engine_leaves_the_garbage_collector_as_it_found_it():
     try:
         frozen = gc.get_freeze_count()
         run()
-        assert gc.get_freeze_count() == frozen and gc.isenabled()
+        # Neither frozen again (more) nor unfrozen (none); a frozen object the run let go of may have died (fewer).
+        assert 0 < gc.get_freeze_count() <= frozen and gc.isenabled()
     finally:
         gc.unfreeze()
     del keep
