@@ -20,8 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from moesim.simulator.engine.host import issue_entry
+from moesim.simulator.engine.ledger import HOLD_PHASES
 from moesim.simulator.schedules.base import ScheduleError
-from moesim.simulator.engine.tasks import OWN, STREAM_INDEX, STREAMS, RankProgram, Task
+from moesim.simulator.engine.tasks import OWN, PP, STREAM_INDEX, STREAMS, RankProgram, Task
 
 NS = len(STREAMS)
 INSIDE, OUTSIDE = 0, 1  # a wait for a task of the same step (by its slot there), or for a role of the step
@@ -37,7 +38,10 @@ class StepTemplate:
     issue order, as the host plan reads them (:func:`~moesim.simulator.engine.host.issue_entry`); ``slots`` how
     many slots one copy uses; ``outside`` (stream index, position, waits) for each task with a wait outside the
     step, its waits in order as (INSIDE, slot in the step) or (OUTSIDE, role index); ``exports`` (stream index,
-    position, slot in the step, role index) for each task whose completion is one of the step's roles.
+    position, slot in the step, role index) for each task whose completion is one of the step's roles; ``holds``
+    (stream index, position, stage, micro-batch index, forward) for each chunk's first F task (forward True) and its
+    last B or W task on each stream but the pipeline's: a stream runs in order, so those start the chunk's forward
+    earliest and end its backward latest there (where its micro-batch's activations are taken and let go of).
     """
 
     streams: tuple[tuple[int, list[Task], list[int] | None], ...]
@@ -45,6 +49,7 @@ class StepTemplate:
     slots: int
     outside: tuple[tuple[int, int, tuple], ...]
     exports: tuple[tuple[int, int, int, int], ...]
+    holds: tuple[tuple[int, int, int, int, bool], ...]
 
     def add_to(self, program: RankProgram, rank: int, micro_batches: tuple[int, ...], roles: list[int],
                linker: "Linker", in_order: bool) -> None:
@@ -68,6 +73,8 @@ class StepTemplate:
             producers[roles[role]] = (rank, si, starts[si] + position, base + slot)
         if in_order:
             program.order.append((self.issued, starts))
+        if self.holds:
+            program.holds.append((self.holds, starts, micro_batches))
 
 
 def compile_step(tasks: list[Task], roles: list[int], micro_batch_index) -> StepTemplate:
@@ -134,7 +141,26 @@ def compile_step(tasks: list[Task], roles: list[int], micro_batch_index) -> Step
         index = [micro_batch_index(i, tasks[i]) for i in members]
         streams.append((si, [compiled[i] for i in members], None if not any(index) else index))
     issued = [issue_entry(stream_of[i], position[i], copy) for i, copy in enumerate(compiled)]
-    return StepTemplate(tuple(streams), issued, slots, tuple(outside), tuple(exports))
+    return StepTemplate(tuple(streams), issued, slots, tuple(outside), tuple(exports),
+                        held_extremes(tasks, stream_of, position, micro_batch_index))
+
+
+def held_extremes(tasks: list[Task], stream_of: list[int], position: list[int],
+                  micro_batch_index) -> tuple[tuple[int, int, int, int, bool], ...]:
+    """:attr:`StepTemplate.holds` of a step's ``tasks`` (``stream_of`` and ``position`` each task's stream index and
+    position on it)."""
+    first_forward: dict[tuple, int] = {}
+    last_backward: dict[tuple, int] = {}
+    for i, task in enumerate(tasks):
+        if stream_of[i] == PP or task.phase not in HOLD_PHASES:  # sends hold no activations
+            continue
+        chunk = (stream_of[i], task.stage, micro_batch_index(i, task))
+        if task.phase == "F":
+            first_forward.setdefault(chunk, position[i])
+        else:
+            last_backward[chunk] = position[i]
+    return (tuple((si, at, stage, index, True) for (si, stage, index), at in first_forward.items())
+            + tuple((si, at, stage, index, False) for (si, stage, index), at in last_backward.items()))
 
 
 class Linker:

@@ -65,48 +65,46 @@ class Ledger:
         Every sum is added in the order :func:`moesim.simulator.metrics.rank_breakdowns` adds it from a timeline's
         records: compute time in the compute stream's order; communication time by end, the communication
         stream's before the pipeline stream's at equal ends (each stream's tasks end in the order it ran them)."""
-        queues, micro_batches, starts, ends = self.program.queues, self.program.micro_batches, self.starts, self.ends
+        queues, starts, ends = self.program.queues, self.starts, self.ends
         f = b = w = opt = 0.0  # compute-stream time in F, B and W chunks and in the optimizer step
         # Compute intervals merged as they come (starts never go back on one stream): starts, ends, last end.
         cover_starts: list[float] = []
         cover_ends: list[float] = []
         last = -math.inf
+        for start, end, task in zip(starts[COMPUTE], ends[COMPUTE], queues[COMPUTE]):
+            phase = task.phase
+            if phase == "F":
+                f += end - start
+            elif phase == "B":
+                b += end - start
+            elif phase == "W":
+                w += end - start
+            elif phase == "opt":
+                opt += end - start
+            if start <= last:
+                if end > last:
+                    last = cover_ends[-1] = end
+            else:
+                cover_starts.append(start)
+                cover_ends.append(end)
+                last = end
+        # A micro-batch's activations are held from its F until its last backward use (B or W): per step copy, its
+        # chunks' first F start and last backward end on each stream (compiler.StepTemplate.holds).
         held: dict[tuple[int, int], list] = {}  # (stage, micro_batch) → [F start, last backward end]
         inf = math.inf
-        held_get = held.get
-        chunk = span = None  # the last (stage, micro_batch) looked up and its span: a chunk's tasks come in runs
-        for stream in (COMPUTE, COMM):  # the pipeline stream's sends hold no activations
-            compute = stream == COMPUTE
-            for start, end, task, micro_batch in zip(starts[stream], ends[stream], queues[stream],
-                                                     micro_batches[stream]):
-                phase = task.phase
-                if compute:
-                    if phase == "F":
-                        f += end - start
-                    elif phase == "B":
-                        b += end - start
-                    elif phase == "W":
-                        w += end - start
-                    elif phase == "opt":
-                        opt += end - start
-                    if start <= last:
-                        if end > last:
-                            last = cover_ends[-1] = end
-                    else:
-                        cover_starts.append(start)
-                        cover_ends.append(end)
-                        last = end
-                # A micro-batch's activations are held from its F until its last backward use (B or W).
-                if phase in HOLD_PHASES:
-                    if span is None or task.stage != chunk[0] or micro_batch != chunk[1]:
-                        chunk = (task.stage, micro_batch)
-                        span = held_get(chunk)
-                        if span is None:
-                            span = held[chunk] = [inf, 0.0]
-                    if phase == "F":
-                        if start < span[0]:
-                            span[0] = start
-                    elif end > span[1]:
+        for holds, first, micro_batches in self.program.holds:
+            for si, position, stage, index, forward in holds:
+                chunk = (stage, micro_batches[index])
+                span = held.get(chunk)
+                if span is None:
+                    span = held[chunk] = [inf, 0.0]
+                if forward:
+                    start = starts[si][first[si] + position]
+                    if start < span[0]:
+                        span[0] = start
+                else:
+                    end = ends[si][first[si] + position]
+                    if end > span[1]:
                         span[1] = end
         comm = communication(list(zip(starts[COMM], ends[COMM])), list(zip(starts[PP], ends[PP])))
         host = sorted(self.host, key=END)

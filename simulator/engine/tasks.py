@@ -95,10 +95,12 @@ class RankProgram:
     ``hosts`` (the planned host record, :func:`moesim.simulator.engine.host.plan_host`, or None). ``order`` lists
     the copies in the order the host issues them, each as (its tasks in issue order, as
     :func:`moesim.simulator.engine.host.issue_entry` gives them, the copy's first position on each stream); the
-    program builder keeps it only when the host is modelled.
+    program builder keeps it only when the host is modelled. ``holds`` lists, per copy, where its chunks' activations
+    are taken and let go of (:attr:`moesim.simulator.engine.compiler.StepTemplate.holds`, the copy's first position
+    on each stream, its micro-batches), as the ledger reads them.
     """
 
-    __slots__ = ("queues", "micro_batches", "bases", "linked", "hosts", "order")
+    __slots__ = ("queues", "micro_batches", "bases", "linked", "hosts", "order", "holds")
 
     def __init__(self):
         self.queues: tuple[list[Task], list[Task], list[Task]] = ([], [], [])
@@ -107,6 +109,7 @@ class RankProgram:
         self.linked: tuple[dict, dict, dict] = ({}, {}, {})
         self.hosts: tuple[list, list, list] = ([], [], [])
         self.order: list[tuple[list, list[int]]] = []
+        self.holds: list[tuple[tuple, list[int], tuple[int, ...]]] = []
 
     @property
     def compute(self) -> list[Task]:
