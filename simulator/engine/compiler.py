@@ -17,7 +17,9 @@ gives). :meth:`StepTemplate.add_to` then adds a copy of the step per micro-batch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 
 from moesim.simulator.engine.host import issue_entry
 from moesim.simulator.engine.ledger import HOLD_PHASES
@@ -33,18 +35,19 @@ class StepTemplate:
     """One kind of step, compiled: its tasks (:class:`~moesim.simulator.engine.tasks.Task`, ``inputs`` and ``slot``
     relative to a copy's first slot), shared by every copy.
 
-    ``streams`` are (stream index, the step's tasks on it in order, each one's micro-batch as an index into a
-    copy's micro-batches or None when all are the first) for each stream the step uses; ``issued`` the tasks in
-    issue order, as the host plan reads them (:func:`~moesim.simulator.engine.host.issue_entry`); ``slots`` how
-    many slots one copy uses; ``outside`` (stream index, position, waits) for each task with a wait outside the
-    step, its waits in order as (INSIDE, slot in the step) or (OUTSIDE, role index); ``exports`` (stream index,
-    position, slot in the step, role index) for each task whose completion is one of the step's roles; ``holds``
-    (stream index, position, stage, micro-batch index, forward) for each chunk's first F task (forward True) and its
-    last B or W task on each stream but the pipeline's: a stream runs in order, so those start the chunk's forward
-    earliest and end its backward latest there (where its micro-batch's activations are taken and let go of).
+    ``streams`` are (stream index, the step's tasks on it in order, None when all their micro-batches are a copy's
+    first, else a :func:`picker` of each one's from a copy's micro-batches) for each stream the step uses; ``issued``
+    the tasks in issue order, as the host plan reads them (:func:`~moesim.simulator.engine.host.issue_entry`);
+    ``slots`` how many slots one copy uses; ``outside`` (stream index, position, waits) for each task with a wait
+    outside the step, its waits in order as (INSIDE, slot in the step) or (OUTSIDE, role index); ``exports`` (stream
+    index, position, slot in the step, role index) for each task whose completion is one of the step's roles;
+    ``holds`` (stream index, position, stage, micro-batch index, forward) for each chunk's first F task (forward
+    True) and its last B or W task on each stream but the pipeline's: a stream runs in order, so those start the
+    chunk's forward earliest and end its backward latest there (where its micro-batch's activations are taken and
+    let go of).
     """
 
-    streams: tuple[tuple[int, list[Task], list[int] | None], ...]
+    streams: tuple[tuple[int, list[Task], Callable | None], ...]
     issued: list[tuple]
     slots: int
     outside: tuple[tuple[int, int, tuple], ...]
@@ -64,7 +67,7 @@ class StepTemplate:
         for si, tasks, index in self.streams:
             queues[si].extend(tasks)
             bases[si].extend([base] * len(tasks))
-            mbs[si].extend([micro_batches[0]] * len(tasks) if index is None else [micro_batches[m] for m in index])
+            mbs[si].extend([micro_batches[0]] * len(tasks) if index is None else index(micro_batches))
         pending = linker.pending
         for si, position, waits in self.outside:
             pending.append((program, rank, si, starts[si] + position, waits, base, roles))
@@ -139,10 +142,18 @@ def compile_step(tasks: list[Task], roles: list[int], micro_batch_index) -> Step
     for si in sorted(last):
         members = [i for i in range(len(tasks)) if stream_of[i] == si]
         index = [micro_batch_index(i, tasks[i]) for i in members]
-        streams.append((si, [compiled[i] for i in members], None if not any(index) else index))
+        streams.append((si, [compiled[i] for i in members], None if not any(index) else picker(index)))
     issued = [issue_entry(stream_of[i], position[i], copy) for i, copy in enumerate(compiled)]
     return StepTemplate(tuple(streams), issued, slots, tuple(outside), tuple(exports),
                         held_extremes(tasks, stream_of, position, micro_batch_index))
+
+
+def picker(index: list[int]):
+    """A function of a copy's micro-batches giving each task's, a task's by its ``index`` into them (a tuple)."""
+    if len(index) > 1:
+        return itemgetter(*index)
+    only = index[0]
+    return lambda micro_batches: (micro_batches[only],)
 
 
 def held_extremes(tasks: list[Task], stream_of: list[int], position: list[int],
