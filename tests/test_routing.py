@@ -16,8 +16,8 @@ from moesim.workloads.errors import ScenarioError
 from moesim.workloads.loader import load_scenario
 from moesim.workloads.model import build_stages
 from moesim.workloads.ops import Kind, Phase
-from moesim.workloads.routing import (RoutingInputs, group_limited_topk, load_routing_file, routing_names,
-                               sample_routing, zipf_popularity)
+from moesim.workloads.routing import (BALANCED_CHUNK_TOKENS, RoutingInputs, group_limited_topk, load_routing_file,
+                               routing_names, sample_balanced, sample_routing, zipf_popularity)
 
 V3 = RoutingInputs(experts=256, top_k=8, groups=8, groups_per_token=4, gating="sigmoid", hidden=7168)
 SMALL = RoutingInputs(experts=64, top_k=6, groups=8, groups_per_token=3, gating="sigmoid", hidden=64, seed=3)
@@ -256,6 +256,14 @@ def test_placement_invariants(seed, redundant, nodes):
     assert load.gpu_rows.mean() == pytest.approx(1.0)
     assert np.all((load.gpu_reach >= 0) & (load.gpu_reach <= 1))
     assert load.gemm_factor >= 1.0 and load.stats.nvl_link_factor >= 1.0 and load.stats.ib_link_factor >= 1.0
+
+
+@pytest.mark.parametrize("tokens", [1, BALANCED_CHUNK_TOKENS, BALANCED_CHUNK_TOKENS + 1, 4096, 5000])
+def test_the_balanced_sample_drawn_in_pieces_is_the_sample_drawn_at_once(tokens):
+    """sample_balanced draws and routes a few hundred tokens at a time: the ids are those of one draw of every
+    token's affinities routed at once."""
+    at_once = group_limited_topk(np.random.default_rng(7).random((tokens, 256)), 8, 8, 4)
+    assert np.array_equal(sample_balanced(256, 8, 8, 4, tokens, 7), at_once)
 
 
 def test_group_limited_topk_is_the_masked_gates_stable_sort():
