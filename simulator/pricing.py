@@ -118,6 +118,9 @@ class Pricer:
         # (moesim.workloads.model), so each distinct op is priced once (compute ops once for every stage); the entry
         # holds its op, so that the id stays that op's while it is cached.
         self._op_prices: dict[tuple, tuple] = {}
+        # (ids of a component's ops, sms, rank) → (its ops, seconds): a kind of layer's components repeat on every
+        # layer of the kind (998 sums of 20,949 ops for 274 distinct ones on DeepSeek-V3).
+        self._component_prices: dict[tuple, tuple] = {}
 
     def op_time_s(self, op, sms: int | None = None) -> float:
         """Seconds ``op`` holds its stream: the kernel plus the launch gap before it (the profile's measured
@@ -150,7 +153,12 @@ class Pricer:
     def component_time_s(self, component: Component, sms: int | None = None) -> float:
         """Seconds for one component (its ops back to back on its stream), compute on ``sms`` SMs (default:
         those left beside communication)."""
-        return sum(self.op_time_s(op, sms) for op in component.ops)
+        key = (*map(id, component.ops), sms, self._rank)
+        cached = self._component_prices.get(key)
+        if cached is None:
+            cached = self._component_prices[key] = (tuple(component.ops),
+                                                    sum(self.op_time_s(op, sms) for op in component.ops))
+        return cached[1]
 
     def component_segments(self, chunk: Chunk) -> tuple[Segment, ...]:
         """One segment per non-empty component, in execution order; with ``training.tp_comm_overlap`` a
