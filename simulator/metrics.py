@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from moesim.simulator.engine import Timeline
-from moesim.simulator.engine.ledger import RankBreakdown, communication, merge, peak_held, uncovered_s
+from moesim.simulator.engine.ledger import HOLD_PHASES, RankBreakdown, communication, merge, peak_held, uncovered_s
 
 __all__ = ["RankBreakdown", "merge", "pipeline_breakdowns", "rank_breakdowns", "uncovered_s"]
 
@@ -36,7 +36,7 @@ def rank_breakdowns(timeline: Timeline, activation_bytes: list[float]) -> list[R
             else:
                 (pp if stream == STREAM_PP else comm).append((start, end))
             # A micro-batch's activations are held from its F until its last backward use (B or W).
-            if phase in ("F", "B", "W") and not label.startswith("send"):
+            if phase in HOLD_PHASES and not label.startswith("send"):
                 span = held.setdefault((stage, mb), [float("inf"), 0.0])
                 if phase == "F":
                     span[0] = min(span[0], start)

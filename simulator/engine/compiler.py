@@ -93,6 +93,7 @@ def compile_step(tasks: list[Task], roles: list[int], micro_batch_index) -> Step
     for r, signal in enumerate(roles):
         role_index.setdefault(signal, r)
     stream_of = [STREAM_INDEX[task.stream] for task in tasks]
+    micro_batch_of = [micro_batch_index(i, task) for i, task in enumerate(tasks)]
     position, counts, last = [], [0] * NS, {}
     for i, si in enumerate(stream_of):
         position.append(counts[si])
@@ -141,11 +142,11 @@ def compile_step(tasks: list[Task], roles: list[int], micro_batch_index) -> Step
     streams = []
     for si in sorted(last):
         members = [i for i in range(len(tasks)) if stream_of[i] == si]
-        index = [micro_batch_index(i, tasks[i]) for i in members]
+        index = [micro_batch_of[i] for i in members]
         streams.append((si, [compiled[i] for i in members], None if not any(index) else picker(index)))
     issued = [issue_entry(stream_of[i], position[i], copy) for i, copy in enumerate(compiled)]
     return StepTemplate(tuple(streams), issued, slots, tuple(outside), tuple(exports),
-                        held_extremes(tasks, stream_of, position, micro_batch_index))
+                        held_extremes(tasks, stream_of, position, micro_batch_of))
 
 
 def picker(index: list[int]):
@@ -157,15 +158,15 @@ def picker(index: list[int]):
 
 
 def held_extremes(tasks: list[Task], stream_of: list[int], position: list[int],
-                  micro_batch_index) -> tuple[tuple[int, int, int, int, bool], ...]:
-    """:attr:`StepTemplate.holds` of a step's ``tasks`` (``stream_of`` and ``position`` each task's stream index and
-    position on it)."""
+                  micro_batch_of: list[int]) -> tuple[tuple[int, int, int, int, bool], ...]:
+    """:attr:`StepTemplate.holds` of a step's ``tasks`` (``stream_of``, ``position`` and ``micro_batch_of`` each
+    task's stream index, position on it and micro-batch index in a copy)."""
     first_forward: dict[tuple, int] = {}
     last_backward: dict[tuple, int] = {}
     for i, task in enumerate(tasks):
         if stream_of[i] == PP or task.phase not in HOLD_PHASES:  # sends hold no activations
             continue
-        chunk = (stream_of[i], task.stage, micro_batch_index(i, task))
+        chunk = (stream_of[i], task.stage, micro_batch_of[i])
         if task.phase == "F":
             first_forward.setdefault(chunk, position[i])
         else:

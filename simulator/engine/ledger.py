@@ -164,7 +164,7 @@ def uncovered_s(intervals: list[tuple[float, float]], cover: list[tuple[float, f
 
 def peak_held(held: dict[tuple[int, int], list], activation_bytes: list[float]) -> tuple[int, float]:
     """Peak count and bytes of micro-batches between their F start and B end on one rank; ``held`` maps
-    (stage, micro_batch) to its [F start, last backward end, …] span."""
+    (stage, micro_batch) to its [F start, last backward end] span."""
     events = []
     for (stage, micro_batch), span in held.items():
         start, end = span[0], span[1]

@@ -122,7 +122,7 @@ class ProgramBuilder:
         self._net_index: dict[NetOp, int] = {}
         self._named: dict[tuple, int] = {}
         # Caches keyed by what repeats across micro-batches (a step has tens of thousands of tasks).
-        self._plain_cache: dict[tuple[int, bool], tuple[list[tuple], bool]] = {}
+        self._plain_cache: dict[tuple[int, bool], list[tuple]] = {}
         self._keep_alive: list[tuple] = []
         self._fused: dict[int, tuple[Segment, ...]] = {}
         self._pair_templates: dict[tuple, PairTemplate] = {}
@@ -285,22 +285,20 @@ class ProgramBuilder:
                beside_comm: bool = False) -> list[Task]:
         """Tasks running ``segments`` one after another; the last completes ``done``. Compute segments take
         their price beside communication (``beside_comm``, reduced SMs) or alone (all SMs)."""
-        plain, issued = self._plain(segments, beside_comm)
+        plain = self._plain(segments, beside_comm)
         mb, stage = step.micro_batch, step.stage
         if not plain:  # an empty chunk still completes, once its inputs are there
             task = Task("empty", 0.0, step.phase.value, mb, stage, deps, done, None, Stream.COMPUTE)
             task.host = NO_HOST if self.host is not None else None
             return [task]
-        if issued:
+        if any(p[-1] for p in plain):  # a segment with an FSDP issue mode
             return self._issued_chain(step, plain, deps, done)
-        tasks = []
-        append, first = tasks.append, self.signals
-        self.signals += len(plain) - 1  # signals of the chain's inner links
-        for signal, (name, duration_s, phase, group, stream, expert_s, net, host, _) in enumerate(plain[:-1], first):
-            append(Task(name, duration_s, phase, mb, stage, deps, signal, group, stream, expert_s, net, host))
+        tasks, last, first = [], len(plain) - 1, self.signals
+        self.signals += last  # signals of the chain's inner links
+        for i, (name, duration_s, phase, group, stream, expert_s, net, host, _) in enumerate(plain):
+            signal = done if i == last else first + i
+            tasks.append(Task(name, duration_s, phase, mb, stage, deps, signal, group, stream, expert_s, net, host))
             deps = [signal]
-        name, duration_s, phase, group, stream, expert_s, net, host, _ = plain[-1]
-        append(Task(name, duration_s, phase, mb, stage, deps, done, group, stream, expert_s, net, host))
         return tasks
 
     def _issued_chain(self, step: Step, plain: list[tuple], deps: list[int], done: int) -> list[Task]:
@@ -331,22 +329,21 @@ class ProgramBuilder:
                 task.host = seg_host
         return tasks
 
-    def _plain(self, segments: tuple[Segment, ...], beside_comm: bool) -> tuple[list[tuple], bool]:
+    def _plain(self, segments: tuple[Segment, ...], beside_comm: bool) -> list[tuple]:
         """(name, seconds, phase letter, group, stream, expert seconds, net op, raw host record or None, FSDP issue
-        mode) of each segment, its compute priced beside communication or alone, and whether any segment has an
-        FSDP issue mode; worked out once per segment tuple."""
+        mode) of each segment, its compute priced beside communication or alone; worked out once per segment tuple."""
         key = (id(segments), beside_comm)
-        cached = self._plain_cache.get(key)
-        if cached is None:
+        plain = self._plain_cache.get(key)
+        if plain is None:
             host = self.host is not None
             plain = [(seg.name, seg.duration_s if beside_comm else seg.alone_s, seg.phase.value, seg.group or None,
                       seg.stream, seg.expert_s if beside_comm or seg.full_s is None else seg.expert_full_s,
                       self._net(seg.comms, seg.duration_s - seg.comm_s), _raw_host(seg.host) if host else None,
                       seg.issue)
                      for seg in segments]
-            cached = self._plain_cache[key] = (plain, any(seg.issue for seg in segments))
+            self._plain_cache[key] = plain
             self._keep_alive.append(segments)  # ids stay unique while the tuple lives
-        return cached
+        return plain
 
     def _chunk_tasks(self, step: Step, links: tuple) -> list[Task]:
         """The tasks of one chunk, chained; the last one completes the chunk's "done" signal (``links``: its
