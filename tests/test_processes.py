@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,9 +92,11 @@ def test_sigkill_of_a_plan_parent_kills_its_workers(tmp_path):
 
 
 def test_stop_workers_ends_running_workers_now():
-    """A worker busy for a minute is ended at once; the pool names its workers without CPython's internals."""
+    """A worker busy for a minute is ended at once; the pool names its workers without CPython's internals, and
+    the pool's own threads have ended when the stop returns (left running, CPython 3.11's exit races them)."""
     from moesim.simulator.processes import WorkerPool, stop_workers
 
+    threads = set(threading.enumerate())
     pool = WorkerPool(2)
     busy = [pool.submit(time.sleep, 60) for _ in range(2)]
     deadline = time.monotonic() + 30
@@ -103,6 +106,7 @@ def test_stop_workers_ends_running_workers_now():
     pids = [p.pid for p in workers]
     start = time.monotonic()
     stop_workers(pool)
+    assert set(threading.enumerate()) - threads == set(), "the pool's threads outlived stop_workers"
     # Gone as /proc sees it (is_alive() may not tell: the executor's thread can reap a worker before ours), within
     # seconds of the stop, not after the minute of sleep: a worker whose exit is still under way is no longer
     # running, but /proc shows it until the kernel has finished it.
