@@ -374,10 +374,13 @@ def test_ray_executor_finds_the_same_plan():
     from moesim.simulator.sweep.executors import RayExecutor
 
     base = tiny_moe()
+    # The search's wall-clock limit counts Ray's start (~11 s idle; past the default 30 s on a loaded 2-core
+    # machine, where the search then stopped early with another best plan): both searches must finish here.
     request = request_for(base, gpu_counts=[4, 8], tp=[1], pp=[1, 2], recompute=["none"], zero_stages=[1],
-                          schedules=[("1f1b", 1), ("dualpipev", 2)])
-    local = ranked(search(base, request, LocalExecutor(workers=1)), request)
-    remote = ranked(search(base, request, RayExecutor(workers=2)), request)
+                          schedules=[("1f1b", 1), ("dualpipev", 2)], time_limit_s=600)
+    outcomes = [search(base, request, LocalExecutor(workers=1)), search(base, request, RayExecutor(workers=2))]
+    assert [(o.exact, o.stopped_by) for o in outcomes] == [(True, "")] * 2
+    local, remote = (ranked(o, request) for o in outcomes)
     assert remote[0].layout() == local[0].layout()
     steps = {c.summary(): c.row["step_time_s"] for c in local}
     common = [c for c in remote if c.summary() in steps]
