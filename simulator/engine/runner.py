@@ -267,13 +267,13 @@ class Runner:
                                 needs[si] = base_slot
                                 break
                         else:  # the host waits for the GPU to get here (``t``), then syncs: a new release
-                            last_release, reach_s, base_slot = sync
+                            last_release, reach_s, release_slot = sync
                             release = done[last_release] if last_release >= 0 else 0.0
                             if release is None:
                                 needs[si] = last_release
                                 break
                             release = (release + reach_s if release + reach_s > t else t) + sync_s
-                            done[base_slot] = release  # read by this unit's streams only: none waits on it
+                            done[release_slot] = release  # read by this unit's streams only: none waits on it
                         ready_t = t
                         if release + first_s > t:
                             t = release + first_s

@@ -18,6 +18,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from bench_engine import run_case  # this folder is on sys.path when run as a script
@@ -34,12 +35,15 @@ def default_command() -> list[str]:
 
 def whole_process(command: list[str]) -> tuple[float, float]:
     """One run of ``command``: (CPU seconds, peak RSS in MiB)."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONHASHSEED": "0"})
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        sys.exit(f"{shlex.join(command)} exited {proc.returncode}: {proc.stderr.read().decode().strip()}")
+    # stderr to a file, not a pipe: nothing reads a pipe while os.wait4 waits, so a chatty command would block on it.
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
+                                env={**os.environ, "PYTHONHASHSEED": "0"})
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            stderr.seek(0)
+            sys.exit(f"{shlex.join(command)} exited {proc.returncode}: {stderr.read().decode().strip()}")
     return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
